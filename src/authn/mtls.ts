@@ -1,0 +1,83 @@
+// The `mtls` authenticator: the principal is the client certificate's SAN, and only when the handshake verified the chain.
+// The CN is never an identity (RFC 9525); certificates without a clientAuth EKU or without a usable SAN are rejected (TLS-09, TLS-11).
+import { certificateThumbprintSha256 } from '../tls/ca.js';
+import { GatewayError } from '../errors/catalogue.js';
+import type { Authenticator, AuthnResult, PeerCertificate, RequestContext } from '../pipeline/stage.js';
+
+const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
+
+/**
+ * Picks the identity from a subjectAltName string as Node formats it (`URI:spiffe://x, DNS:a.example`).
+ * A URI SAN wins over a DNS SAN; there must be exactly one of the chosen kind, so a certificate cannot be ambiguous.
+ */
+export function identityFromSubjectAltName(san: string | undefined): string | undefined {
+  if (san === undefined || san === '') return undefined;
+  const uris: string[] = [];
+  const dnsNames: string[] = [];
+  for (const entry of splitSubjectAltName(san)) {
+    if (entry.startsWith('URI:')) uris.push(entry.slice(4));
+    else if (entry.startsWith('DNS:')) dnsNames.push(entry.slice(4));
+  }
+  if (uris.length > 0) return uris.length === 1 ? uris[0] : undefined;
+  if (dnsNames.length === 1 && !(dnsNames[0] ?? '*').includes('*')) return dnsNames[0];
+  return undefined;
+}
+
+/** Node quotes SAN entries containing ',' or '"' as JSON strings; a naive split(', ') would let a SAN forge a second entry. */
+function splitSubjectAltName(san: string): string[] {
+  const entries: string[] = [];
+  let i = 0;
+  while (i < san.length) {
+    const colon = san.indexOf(':', i);
+    if (colon === -1) break;
+    const kind = san.slice(i, colon + 1);
+    let value: string;
+    let next: number;
+    if (san[colon + 1] === '"') {
+      let end = colon + 2;
+      while (end < san.length && san[end] !== '"') end += san[end] === '\\' ? 2 : 1;
+      try {
+        value = JSON.parse(san.slice(colon + 1, end + 1)) as string;
+      } catch {
+        return [];
+      }
+      next = end + 1;
+    } else {
+      const comma = san.indexOf(', ', colon + 1);
+      next = comma === -1 ? san.length : comma;
+      value = san.slice(colon + 1, next);
+    }
+    entries.push(kind + value);
+    i = next;
+    if (san.startsWith(', ', i)) i += 2;
+  }
+  return entries;
+}
+
+export class MtlsAuthenticator implements Authenticator {
+  readonly id = 'mtls';
+
+  authenticate(request: RequestContext): AuthnResult {
+    const certificate = request.connection.peerCertificate;
+    if (certificate === undefined) return { outcome: 'not-applicable' };
+    return this.verify(certificate);
+  }
+
+  private verify(certificate: PeerCertificate): AuthnResult {
+    // `authorized` is set by OpenSSL's chain verification against the configured client CA, validity dates included.
+    if (!certificate.authorized) {
+      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: `client certificate not verified: ${certificate.authorizationError ?? 'unknown'}` }) };
+    }
+    if (certificate.extKeyUsage !== undefined && !certificate.extKeyUsage.includes(CLIENT_AUTH_OID)) {
+      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate lacks clientAuth usage' }) };
+    }
+    const subject = identityFromSubjectAltName(certificate.subjectAltName);
+    if (subject === undefined) {
+      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate has no usable SAN identity' }) };
+    }
+    return {
+      outcome: 'authenticated',
+      principal: { subject, method: 'mtls', scopes: new Set(), certificateThumbprint: certificateThumbprintSha256(certificate.raw) },
+    };
+  }
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env node
+// The `gatehouse` command: serve, certs. The only module that reads the environment, argv and signals.
+import 'reflect-metadata';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { fileURLToPath } from 'node:url';
+import { dirname, resolve } from 'node:path';
+import { pino, type Logger } from 'pino';
+import { ConfigError, loadConfigFile } from '../config/load.js';
+import { Gateway } from '../gateway.js';
+import { initDevCertificates } from '../tls/ca.js';
+
+/** sysexits(3): the exit codes scripts and supervisors understand. */
+export const EXIT = { ok: 0, failure: 1, usage: 64, software: 70, config: 78 } as const;
+
+const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
+const DEFAULT_CONFIG = resolve(PACKAGE_ROOT, 'config/gatehouse.example.yaml');
+
+function parsePort(value: string): number {
+  if (!/^\d{1,5}$/.test(value) || Number(value) > 65_535) throw new InvalidArgumentError('must be an integer from 0 to 65535');
+  return Number(value);
+}
+
+function fail(message: string, code: number): never {
+  process.stderr.write(`gatehouse: ${message}\n`);
+  process.exit(code);
+}
+
+async function serve(options: { config: string; port?: number; host?: string; data?: string }): Promise<void> {
+  let config;
+  try {
+    config = loadConfigFile(options.config, {
+      ...(options.port !== undefined ? { port: options.port } : {}),
+      ...(options.host !== undefined ? { host: options.host } : {}),
+      ...(options.data !== undefined ? { dataDir: options.data } : {}),
+    });
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message, EXIT.config);
+    throw error;
+  }
+  const log: Logger = pino({ level: config.log.level, base: { service: 'gatehouse' } }, pino.destination({ sync: false }));
+  // A fault that escaped every handler leaves the process in an unknown state: log it and exit for the supervisor (REL-08).
+  const crash = (kind: string) => (error: unknown) => {
+    log.fatal({ err: error instanceof Error ? { name: error.name, message: error.message, stack: error.stack } : String(error) }, kind);
+    log.flush();
+    process.exit(EXIT.software);
+  };
+  process.on('uncaughtException', crash('uncaught exception'));
+  process.on('unhandledRejection', crash('unhandled rejection'));
+
+  let gateway: Gateway;
+  try {
+    gateway = await Gateway.create(config, { log });
+    await gateway.start();
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message, EXIT.config);
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EADDRINUSE' || code === 'EACCES') fail(`cannot listen on ${config.server.host}:${config.server.port} (${code})`, EXIT.failure);
+    if (code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);
+    throw error;
+  }
+
+  process.on('SIGHUP', () => {
+    try {
+      gateway.reloadCertificates();
+    } catch (error) {
+      // The old certificate stays in use; a bad file never takes the listener down.
+      log.error({ err: (error as Error).message }, 'certificate reload failed; keeping the current certificate');
+    }
+  });
+  let stopping = false;
+  const shutdown = (signal: string) => () => {
+    if (stopping) return;
+    stopping = true;
+    log.info({ signal }, 'draining');
+    gateway
+      .stop()
+      .then(() => {
+        log.info('stopped');
+        log.flush();
+        process.exit(EXIT.ok);
+      })
+      .catch(crash('shutdown failed'));
+  };
+  process.on('SIGTERM', shutdown('SIGTERM'));
+  process.on('SIGINT', shutdown('SIGINT'));
+}
+
+async function certsInit(options: { dir: string; force?: boolean }): Promise<void> {
+  try {
+    const { created, paths } = await initDevCertificates(resolve(options.dir), { force: options.force === true });
+    process.stdout.write(created ? `created development CA and certificates in ${paths.dir}\n` : `certificates already present in ${paths.dir} (use --force to replace them)\n`);
+  } catch (error) {
+    fail((error as Error).message, EXIT.failure);
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('gatehouse')
+    .description('Security-hardened, authenticated service gateway')
+    .showHelpAfterError()
+    .exitOverride();
+
+  program
+    .command('serve')
+    .description('run the gateway')
+    .option('-c, --config <file>', 'YAML configuration file', DEFAULT_CONFIG)
+    .option('-p, --port <n>', 'listen port (overrides server.port; 0 = any free port)', parsePort)
+    .option('-H, --host <address>', 'listen address (overrides server.host)')
+    .option('-d, --data <dir>', 'data directory (overrides data_dir)')
+    .action(serve);
+
+  const certs = program.command('certs').description('development certificates');
+  certs
+    .command('init')
+    .description('create a development CA, a server certificate for localhost/127.0.0.1/::1 and one client certificate')
+    .option('--dir <dir>', 'target directory', resolve(PACKAGE_ROOT, 'certs'))
+    .option('--force', 'replace existing files')
+    .action(certsInit);
+  return program;
+}
+
+async function main(): Promise<void> {
+  try {
+    await buildProgram().parseAsync(process.argv);
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      process.exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);
+    }
+    throw error;
+  }
+}
+
+await main();

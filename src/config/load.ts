@@ -1,0 +1,80 @@
+// Config loading: YAML text → one zod validation → relative paths resolved → deep-frozen Config.
+// Every problem is reported with its path; nothing partially valid is ever returned.
+import { readFileSync } from 'node:fs';
+import { dirname, isAbsolute, resolve } from 'node:path';
+import { parseDocument } from 'yaml';
+import type { z } from 'zod';
+import { deepFreeze } from '../lib/deep-freeze.js';
+import { configSchema, type Config } from './schema.js';
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(source: string, problems: readonly string[]) {
+    super(`invalid configuration in ${source}:\n${problems.map((p) => `  - ${p}`).join('\n')}`);
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+export interface ConfigOverrides {
+  readonly host?: string;
+  readonly port?: number;
+  /** Absolute, or relative to the current directory (a command-line argument). */
+  readonly dataDir?: string;
+}
+
+function describeIssues(issues: readonly z.core.$ZodIssue[]): string[] {
+  return issues.map((issue) => {
+    const path = issue.path.length === 0 ? '(root)' : issue.path.map(String).join('.');
+    return `${path}: ${issue.message}`;
+  });
+}
+
+/** Validates an already-parsed document. `baseDir` anchors relative file paths (the config file's directory). */
+export function buildConfig(document: unknown, baseDir: string, overrides: ConfigOverrides = {}, source = 'config'): Config {
+  const withOverrides = applyOverrides(document, overrides);
+  const result = configSchema.safeParse(withOverrides);
+  if (!result.success) throw new ConfigError(source, describeIssues(result.error.issues));
+  const config = result.data;
+  const at = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
+  config.tls.cert = at(config.tls.cert);
+  config.tls.key = at(config.tls.key);
+  if (config.tls.client_ca !== undefined) config.tls.client_ca = at(config.tls.client_ca);
+  for (const upstream of Object.values(config.upstreams)) {
+    if (upstream.ca !== undefined) upstream.ca = at(upstream.ca);
+  }
+  config.data_dir = overrides.dataDir !== undefined ? resolve(overrides.dataDir) : at(config.data_dir);
+  config.audit.dir = isAbsolute(config.audit.dir) ? config.audit.dir : resolve(config.data_dir, config.audit.dir);
+  return deepFreeze(config);
+}
+
+function applyOverrides(document: unknown, overrides: ConfigOverrides): unknown {
+  if (overrides.host === undefined && overrides.port === undefined) return document;
+  if (typeof document !== 'object' || document === null || Array.isArray(document)) return document;
+  const root = document as Record<string, unknown>;
+  const server = typeof root['server'] === 'object' && root['server'] !== null ? (root['server'] as Record<string, unknown>) : {};
+  return {
+    ...root,
+    server: {
+      ...server,
+      ...(overrides.host !== undefined ? { host: overrides.host } : {}),
+      ...(overrides.port !== undefined ? { port: overrides.port } : {}),
+    },
+  };
+}
+
+export function loadConfigFile(file: string, overrides: ConfigOverrides = {}): Config {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
+    throw new ConfigError(file, [`cannot read file (${code})`]);
+  }
+  // Aliases are bounded so a hostile or broken file cannot expand into a billion laughs.
+  const document = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
+  if (document.errors.length > 0) {
+    throw new ConfigError(file, document.errors.map((e) => `YAML ${e.code} at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? ''}`));
+  }
+  return buildConfig(document.toJS({ maxAliasCount: 50 }), dirname(resolve(file)), overrides, file);
+}

@@ -1,0 +1,221 @@
+// The one configuration schema: every key, bound and default lives here; the Config type is inferred from it.
+// Unknown keys are errors (a typo must never silently fall back to a weaker default).
+import { isIP } from 'node:net';
+import { z } from 'zod';
+
+const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
+export type HttpMethod = (typeof HTTP_METHODS)[number];
+
+const positiveInt = (max: number) => z.int().min(1).max(max);
+const durationMs = (max: number) => z.int().min(1).max(max);
+
+const rateSchema = z.strictObject({
+  /** Requests allowed per window. */
+  points: positiveInt(10_000_000),
+  /** Window length in seconds. */
+  duration_s: positiveInt(86_400),
+  /** Seconds a key stays blocked once it exceeds the window (0 = until the window ends). */
+  block_s: z.int().min(0).max(86_400).default(0),
+});
+export type RateConfig = z.infer<typeof rateSchema>;
+
+const cidr = z.string().refine(
+  (value) => {
+    const [address, bits, extra] = value.split('/');
+    if (extra !== undefined || address === undefined) return false;
+    const family = isIP(address);
+    if (family === 0) return false;
+    if (bits === undefined) return true;
+    if (!/^\d{1,3}$/.test(bits)) return false;
+    return Number(bits) <= (family === 4 ? 32 : 128);
+  },
+  { message: 'must be an IP address or CIDR block, e.g. 10.0.0.0/8 or ::1' },
+);
+
+const hostName = z
+  .string()
+  .min(1)
+  .max(253)
+  .regex(/^[a-z0-9.-]+$|^\[[0-9a-f:.]+\]$/, 'must be a lower-case host name, IPv4 address or [IPv6] literal');
+
+const serverSchema = z.strictObject({
+  host: z.string().min(1).default('127.0.0.1'),
+  port: z.int().min(0).max(65_535).default(8443),
+  /** Host names (without port) this gateway answers for; empty = any syntactically valid Host. Others get 421. */
+  hosts: z.array(hostName).default([]),
+  /** Peers whose X-Forwarded-For is believed (a load balancer in front). Empty = trust nobody. */
+  trusted_proxies: z.array(cidr).default([]),
+});
+
+const tlsSchema = z.strictObject({
+  cert: z.string().min(1),
+  key: z.string().min(1),
+  /** CA bundle that client certificates must chain to; enables (optional) client certificate requests. */
+  client_ca: z.string().min(1).optional(),
+  /** Create a development CA, server and client certificate when the files are missing (never for production). */
+  dev_certificates: z.boolean().default(false),
+  /** How often session ticket keys are replaced, seconds. */
+  ticket_key_rotation_s: z.int().min(60).max(86_400).default(3600),
+});
+
+const http2Schema = z.strictObject({
+  max_concurrent_streams: positiveInt(1000).default(100),
+  initial_window_size: positiveInt(2 ** 31 - 1).default(65_535),
+  max_session_memory_mb: positiveInt(1024).default(10),
+  max_header_list_pairs: z.int().min(8).max(1024).default(128),
+  max_session_invalid_frames: z.int().min(0).max(100_000).default(1000),
+  max_session_rejected_streams: z.int().min(0).max(100_000).default(100),
+  max_outstanding_pings: positiveInt(1000).default(10),
+  max_settings: positiveInt(1000).default(32),
+});
+
+const limitsSchema = z.strictObject({
+  max_connections: positiveInt(1_000_000).default(10_000),
+  max_connections_per_ip: positiveInt(1_000_000).default(256),
+  /** New TCP connections per IP (a full TLS handshake costs as much as ~30 keep-alive requests). */
+  new_connections_per_ip: rateSchema.prefault({ points: 200, duration_s: 10 }),
+  handshake_timeout_ms: durationMs(120_000).default(10_000),
+  headers_timeout_ms: durationMs(120_000).default(10_000),
+  request_timeout_ms: durationMs(3_600_000).default(30_000),
+  keep_alive_timeout_ms: durationMs(600_000).default(5_000),
+  /** An HTTP/2 session with no frames for this long is closed. */
+  idle_timeout_ms: durationMs(3_600_000).default(60_000),
+  max_requests_per_socket: z.int().min(0).max(10_000_000).default(10_000),
+  max_header_bytes: z.int().min(1024).max(65_536).default(16_384),
+  max_headers: z.int().min(8).max(1000).default(100),
+  max_uri_bytes: z.int().min(256).max(65_536).default(8_192),
+  default_body_limit_bytes: z.int().min(0).max(2 ** 40).default(1_048_576),
+  /** Per-IP budget checked before any credential work (crypto, argon2). */
+  pre_auth_per_ip: rateSchema.prefault({ points: 1000, duration_s: 10 }),
+  http2: http2Schema.prefault({}),
+});
+
+const upstreamSchema = z.strictObject({
+  url: z.url({ protocol: /^https?$/ }).refine((u) => {
+    const parsed = new URL(u);
+    return parsed.pathname === '/' && parsed.search === '' && parsed.hash === '' && parsed.username === '' && parsed.password === '';
+  }, 'must be an origin only (scheme, host, port) without path, query or credentials'),
+  /** CA bundle pinned for an https upstream; the system store is not used. */
+  ca: z.string().min(1).optional(),
+  connections: positiveInt(10_000).default(64),
+  connect_timeout_ms: durationMs(60_000).default(5_000),
+  headers_timeout_ms: durationMs(600_000).default(30_000),
+  body_timeout_ms: durationMs(3_600_000).default(30_000),
+});
+export type UpstreamConfig = z.infer<typeof upstreamSchema>;
+
+const routeId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, 'must be 1-64 of a-z 0-9 _ . - starting alphanumeric');
+const pathPrefix = z
+  .string()
+  .regex(/^\/([A-Za-z0-9._~!$&'()*+,;=:@-]+\/?)*$/, 'must be a canonical path prefix starting with /')
+  .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain dot segments');
+
+const authenticatorId = z.enum(['none', 'mtls']);
+
+const authzSchema = z.strictObject({
+  /** `authenticated`: a verified credential is required. `anyone`: the route is public. */
+  allow: z.enum(['authenticated', 'anyone']),
+  /** Optional exact allow-list of principal subjects. */
+  subjects: z.array(z.string().min(1)).min(1).optional(),
+});
+
+const handlerSchema = z.union([
+  z.strictObject({
+    proxy: z.strictObject({
+      upstream: z.string().min(1),
+      /** Remove the matched route prefix before forwarding (`/api/x` → `/x`). */
+      strip_prefix: z.boolean().default(false),
+      /** Forward the client's Authorization header (off: the upstream trusts the gateway's identity headers). */
+      forward_authorization: z.boolean().default(false),
+      /** Send the client's Host to the upstream instead of the upstream's own authority. */
+      preserve_host: z.boolean().default(false),
+    }),
+  }),
+  z.strictObject({ service: z.enum(['echo']) }),
+]);
+
+const routeSchema = z
+  .strictObject({
+    id: routeId,
+    match: z.strictObject({
+      path_prefix: pathPrefix,
+      methods: z.array(z.enum(HTTP_METHODS)).min(1),
+      host: hostName.optional(),
+    }),
+    authn: z.array(authenticatorId).min(1),
+    authz: authzSchema,
+    /** Name of a quota in `quotas`, applied per principal after authorization. */
+    quota: z.string().min(1).optional(),
+    body_limit_bytes: z.int().min(0).max(2 ** 40).optional(),
+    handler: handlerSchema,
+  })
+  .superRefine((route, ctx) => {
+    const noneAt = route.authn.indexOf('none');
+    if (noneAt !== -1 && noneAt !== route.authn.length - 1) {
+      ctx.addIssue({ code: 'custom', path: ['authn'], message: '"none" admits anyone, so it must be the last authenticator' });
+    }
+    if (new Set(route.authn).size !== route.authn.length) {
+      ctx.addIssue({ code: 'custom', path: ['authn'], message: 'authenticators must not repeat' });
+    }
+    if (route.authz.allow === 'authenticated' && route.authn.length === 1 && route.authn[0] === 'none') {
+      ctx.addIssue({ code: 'custom', path: ['authz', 'allow'], message: 'requires a credential but the route only has the "none" authenticator' });
+    }
+  });
+export type RouteConfig = z.infer<typeof routeSchema>;
+
+export const configSchema = z
+  .strictObject({
+    server: serverSchema.prefault({}),
+    tls: tlsSchema,
+    limits: limitsSchema.prefault({}),
+    quotas: z.record(z.string().regex(/^[a-z0-9_-]{1,64}$/), rateSchema).default({}),
+    upstreams: z.record(z.string().regex(/^[a-z0-9_-]{1,64}$/), upstreamSchema).default({}),
+    routes: z.array(routeSchema).min(1),
+    identity_headers: z
+      .strictObject({
+        /** Prefix of the headers the gateway sets for the upstream; client-sent headers with it are always removed. */
+        prefix: z
+          .string()
+          .regex(/^x-[a-z0-9-]+-$/, 'must be lower-case, start with x- and end with -')
+          .default('x-authenticated-'),
+      })
+      .prefault({}),
+    audit: z.strictObject({ dir: z.string().min(1).default('audit') }).prefault({}),
+    log: z
+      .strictObject({
+        level: z.enum(['fatal', 'error', 'warn', 'info', 'debug']).default('info'),
+        /** One line per request with status and latency. */
+        access: z.boolean().default(true),
+      })
+      .prefault({}),
+    shutdown: z.strictObject({ drain_timeout_ms: durationMs(600_000).default(10_000) }).prefault({}),
+    /** Directory for runtime state (audit log, later stores); relative to the config file. */
+    data_dir: z.string().min(1).default('data'),
+  })
+  .superRefine((config, ctx) => {
+    const ids = new Set<string>();
+    config.routes.forEach((route, index) => {
+      if (ids.has(route.id)) ctx.addIssue({ code: 'custom', path: ['routes', index, 'id'], message: `duplicate route id "${route.id}"` });
+      ids.add(route.id);
+      if (route.quota !== undefined && !(route.quota in config.quotas)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'quota'], message: `unknown quota "${route.quota}"` });
+      }
+      if ('proxy' in route.handler && !(route.handler.proxy.upstream in config.upstreams)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'handler', 'proxy', 'upstream'], message: `unknown upstream "${route.handler.proxy.upstream}"` });
+      }
+      if (route.authn.includes('mtls') && config.tls.client_ca === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
+      }
+    });
+    const matchKeys = new Set<string>();
+    config.routes.forEach((route, index) => {
+      const key = `${route.match.host ?? '*'} ${route.match.path_prefix}`;
+      if (matchKeys.has(key)) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'match'], message: `another route already matches ${key}` });
+      }
+      matchKeys.add(key);
+    });
+  });
+
+export type ConfigInput = z.input<typeof configSchema>;
+export type Config = z.infer<typeof configSchema>;

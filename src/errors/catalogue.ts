@@ -1,0 +1,69 @@
+// The error catalogue: every client-facing refusal has a stable code, one HTTP status and one generic title.
+// Tests assert codes, never message text. Titles never say which part of a credential was wrong.
+
+export const ERROR_CATALOGUE = {
+  // Request framing and syntax (server edge)
+  bad_request: { status: 400, title: 'The request is malformed.' },
+  invalid_target: { status: 400, title: 'The request target is not an acceptable origin-form path.' },
+  invalid_host: { status: 400, title: 'The Host header is missing, repeated or invalid.' },
+  invalid_header: { status: 400, title: 'A request header is not acceptable.' },
+  invalid_framing: { status: 400, title: 'The request message framing is not acceptable.' },
+  upgrade_refused: { status: 400, title: 'Protocol upgrade is not supported here.' },
+  misdirected_request: { status: 421, title: 'This server does not serve the requested host.' },
+  uri_too_long: { status: 414, title: 'The request target is too long.' },
+  headers_too_large: { status: 431, title: 'The request headers are too large or too many.' },
+  payload_too_large: { status: 413, title: 'The request body exceeds the limit for this route.' },
+  unsupported_media_type: { status: 415, title: 'The request body media type is not supported here.' },
+  not_found: { status: 404, title: 'No route matches the request.' },
+  method_not_allowed: { status: 405, title: 'The method is not allowed for this resource.' },
+  not_implemented: { status: 501, title: 'The method is not supported.' },
+  request_timeout: { status: 408, title: 'The request was not completed in time.' },
+
+  // Authentication, authorization, quotas (pipeline)
+  unauthenticated: { status: 401, title: 'Authentication is required.' },
+  invalid_credential: { status: 401, title: 'The presented credential is not acceptable.' },
+  forbidden: { status: 403, title: 'The principal may not perform this request.' },
+  rate_limited: { status: 429, title: 'Too many requests; retry later.' },
+
+  // Handlers and faults
+  upstream_unavailable: { status: 502, title: 'The upstream service could not be reached.' },
+  upstream_invalid_response: { status: 502, title: 'The upstream service sent an invalid response.' },
+  upstream_timeout: { status: 504, title: 'The upstream service did not answer in time.' },
+  shutting_down: { status: 503, title: 'The gateway is shutting down.' },
+  service_unavailable: { status: 503, title: 'The service is temporarily unavailable.' },
+  internal_error: { status: 500, title: 'The gateway failed to process the request.' },
+} as const satisfies Record<string, { status: number; title: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CATALOGUE;
+
+/** A typed refusal: the one way a stage ends a request. Never carries secrets or internal detail. */
+export class GatewayError extends Error {
+  readonly code: ErrorCode;
+  readonly status: number;
+  /** Extra response headers (WWW-Authenticate, Retry-After, Allow, ...). */
+  readonly headers: Readonly<Record<string, string>>;
+  /** A short machine-readable reason for the audit log only; never sent to the client. */
+  readonly reason: string;
+
+  constructor(code: ErrorCode, opts: { reason?: string; headers?: Record<string, string> } = {}) {
+    super(ERROR_CATALOGUE[code].title);
+    this.name = 'GatewayError';
+    this.code = code;
+    this.status = ERROR_CATALOGUE[code].status;
+    this.headers = Object.freeze({ ...opts.headers });
+    this.reason = opts.reason ?? code;
+  }
+}
+
+export const PROBLEM_TYPE_BASE = 'https://gatehouse.dev/problems/';
+
+/** RFC 9457 problem body for a refusal. `instance` carries the request id so operators can find the audit record. */
+export function problemBody(error: GatewayError, requestId: string): string {
+  return JSON.stringify({
+    type: PROBLEM_TYPE_BASE + error.code,
+    title: ERROR_CATALOGUE[error.code].title,
+    status: error.status,
+    code: error.code,
+    request_id: requestId,
+  });
+}

@@ -1,0 +1,161 @@
+// The composition root: builds every part of one gateway from a frozen Config and explicit dependencies.
+// No module-level state, so tests (and one process) can run several gateways side by side.
+import { existsSync } from 'node:fs';
+import { basename, dirname } from 'node:path';
+import type { AddressInfo } from 'node:net';
+import type { Logger } from 'pino';
+import type { AuditSink } from './audit/event.js';
+import { JsonLinesAuditSink } from './audit/jsonl-sink.js';
+import { AnonymousAuthenticator } from './authn/anonymous.js';
+import { MtlsAuthenticator } from './authn/mtls.js';
+import { RoutePolicy } from './authz/policy.js';
+import type { Config, RouteConfig } from './config/schema.js';
+import { ConfigError } from './config/load.js';
+import type { DeepReadonly } from './lib/deep-freeze.js';
+import { Pipeline } from './pipeline/pipeline.js';
+import type { Authenticator, AuthenticatedRequest, Handler, QuotaPolicy } from './pipeline/stage.js';
+import { ProxyHandler, Upstream } from './proxy/forward.js';
+import { memoryLimiter, PreAuthQuota, PrincipalQuota } from './quota/rate.js';
+import { ConnectionGuard } from './server/connection-guard.js';
+import { edgeLimits } from './server/edge.js';
+import { Ingress, trustedProxyList } from './server/ingress.js';
+import { Listener } from './server/listener.js';
+import { allowedMethods, Router, type Route } from './server/router.js';
+import { EchoService } from './services/echo.js';
+import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
+
+export interface GatewayDeps {
+  readonly log: Logger;
+  /** Defaults to the JSON-lines sink in config.audit.dir. */
+  readonly audit?: AuditSink;
+}
+
+export class Gateway {
+  private constructor(
+    readonly config: Config,
+    readonly audit: AuditSink,
+    private readonly listener: Listener,
+    private readonly upstreams: readonly Upstream[],
+    private readonly log: Logger,
+  ) {}
+
+  static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
+    const { log } = deps;
+    if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
+
+    const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
+    const trusted = trustedProxyList(config.server.trusted_proxies);
+    const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
+    const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
+    const authenticators: Readonly<Record<RouteConfig['authn'][number], Authenticator>> = {
+      none: new AnonymousAuthenticator(),
+      mtls: new MtlsAuthenticator(),
+    };
+    const echo = new EchoService();
+    const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
+      const { peerAddress, clientAddress } = request.connection;
+      // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
+      if (trusted === undefined || clientAddress === peerAddress || received === undefined) return clientAddress;
+      return `${Array.isArray(received) ? received.join(', ') : received}, ${peerAddress}`;
+    };
+
+    const buildHandler = (route: DeepReadonly<RouteConfig>): Handler => {
+      if ('service' in route.handler) return echo;
+      const { proxy } = route.handler;
+      const upstream = upstreams.get(proxy.upstream);
+      if (upstream === undefined) throw new ConfigError('config', [`unknown upstream ${proxy.upstream}`]);
+      return new ProxyHandler(
+        upstream,
+        {
+          stripPrefix: proxy.strip_prefix,
+          forwardAuthorization: proxy.forward_authorization,
+          preserveHost: proxy.preserve_host,
+          identityPrefix: config.identity_headers.prefix,
+        },
+        forwardedFor,
+        log,
+      );
+    };
+
+    const routes: Route[] = config.routes.map((route) => {
+      const methods = allowedMethods(route.match.methods);
+      return {
+        id: route.id,
+        config: route,
+        pathPrefix: route.match.path_prefix,
+        host: route.match.host,
+        methods,
+        allowHeader: [...methods].join(', '),
+        bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
+        authenticators: route.authn.map((id) => authenticators[id]),
+        authorizer: new RoutePolicy(route.authz),
+        quota: route.quota === undefined ? undefined : quotas.get(route.quota),
+        handler: buildHandler(route),
+      };
+    });
+
+    const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
+    let listener: Listener | undefined;
+    const ingress = new Ingress({
+      router: new Router(routes),
+      pipeline,
+      limits: edgeLimits(config),
+      trustedProxies: trusted,
+      requestTimeoutMs: config.limits.request_timeout_ms,
+      accessLog: config.log.access,
+      log,
+      isDraining: () => listener?.isDraining ?? false,
+    });
+    const guard = new ConnectionGuard(
+      { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip },
+      memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
+    );
+    listener = new Listener(config, guard, ingress, log, {
+      onParseError: (code, peer) => {
+        log.info({ code, peer }, 'refused malformed or forbidden HTTP/1.1 input');
+        pipeline.recordConnectionRefusal(code, peer);
+      },
+    });
+    return new Gateway(config, audit, listener, [...upstreams.values()], log);
+  }
+
+  async start(): Promise<AddressInfo> {
+    const address = await this.listener.listen();
+    this.log.info({ host: address.address, port: address.port }, 'gatehouse listening');
+    return address;
+  }
+
+  reloadCertificates(): void {
+    this.listener.reloadCertificates();
+    this.log.info('TLS certificates reloaded');
+  }
+
+  get draining(): boolean {
+    return this.listener.isDraining;
+  }
+
+  /** Drains connections (bounded by shutdown.drain_timeout_ms), then closes upstream pools and the audit sink. */
+  async stop(): Promise<void> {
+    await this.listener.drain(this.config.shutdown.drain_timeout_ms);
+    await Promise.all(this.upstreams.map((u) => u.close()));
+    await this.audit.flush().catch(() => undefined);
+    await this.audit.close();
+  }
+}
+
+/** Creates the development CA and certificates when `tls.dev_certificates` is on and the files are missing. */
+async function ensureDevCertificates(config: Config, log: Logger): Promise<void> {
+  const paths = devCertificatePaths(dirname(config.tls.cert));
+  const expected = [
+    ['tls.cert', config.tls.cert, paths.serverCert],
+    ['tls.key', config.tls.key, paths.serverKey],
+    ...(config.tls.client_ca !== undefined ? [['tls.client_ca', config.tls.client_ca, paths.caCert] as const] : []),
+  ] as const;
+  const mismatched = expected.filter(([, actual, wanted]) => actual !== wanted);
+  if (mismatched.length > 0) {
+    throw new ConfigError('config', mismatched.map(([key, , wanted]) => `${key}: with tls.dev_certificates the file must be ${basename(wanted)} beside tls.cert`));
+  }
+  if (existsSync(paths.serverCert) && existsSync(paths.serverKey) && (config.tls.client_ca === undefined || existsSync(paths.caCert))) return;
+  const { created } = await initDevCertificates(paths.dir);
+  if (created) log.warn({ dir: paths.dir }, 'created development certificates (tls.dev_certificates is on; never use them in production)');
+}

@@ -1,0 +1,193 @@
+// THE order of the request pipeline, and the only place that knows it:
+// pre-auth quota (per IP) → authenticate → authorize → quota (per principal) → audit(allow) → handler.
+// Each stage returns a tagged result; any refusal is audited once and answered from the error catalogue.
+// A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
+import type { Logger } from 'pino';
+import { AuditUnavailableError, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
+import { GatewayError } from '../errors/catalogue.js';
+import { sendProblem, type HttpExchange } from '../server/exchange.js';
+import { newRequestId } from '../server/request-id.js';
+import type { PreAuthQuota } from '../quota/rate.js';
+import type { AuthenticatedRequest, AuthnResult, ClientConnection, Principal, RequestContext } from './stage.js';
+
+export interface PipelineDeps {
+  readonly preAuthQuota: PreAuthQuota;
+  readonly audit: AuditSink;
+  readonly log: Logger;
+}
+
+/** What the edge knew about a request it refused before the pipeline ran. */
+export interface EdgeRefusal {
+  readonly method: string;
+  readonly rawTarget: string;
+  readonly path: string | undefined;
+  readonly routeId: string | undefined;
+  readonly connection: ClientConnection;
+}
+
+export class Pipeline {
+  constructor(private readonly deps: PipelineDeps) {}
+
+  async run(request: RequestContext, exchange: HttpExchange): Promise<void> {
+    let stage: DecisionStage = 'pre-auth-quota';
+    let principal: Principal | undefined;
+    try {
+      const preAuth = await this.deps.preAuthQuota.consume(request.connection.clientAddress);
+      if (!preAuth.allowed) return this.refuse(request, exchange, stage, preAuth.error, undefined);
+
+      stage = 'authn';
+      const authn = await authenticate(request);
+      if (authn.outcome !== 'authenticated') {
+        const error = authn.outcome === 'rejected' ? authn.error : new GatewayError('unauthenticated', { reason: 'no credential' });
+        return this.refuse(request, exchange, stage, error, undefined);
+      }
+      principal = authn.principal;
+      const authenticated: AuthenticatedRequest = { ...request, principal };
+
+      stage = 'authz';
+      const decision = request.route.authorizer.authorize(authenticated);
+      if (!decision.allowed) return this.refuse(request, exchange, stage, decision.error, principal);
+
+      stage = 'quota';
+      if (request.route.quota !== undefined) {
+        const quota = await request.route.quota.consume(authenticated);
+        if (!quota.allowed) return this.refuse(request, exchange, stage, quota.error, principal);
+      }
+
+      // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
+      stage = 'handler';
+      this.deps.audit.append(auditEvent(request, 'allow', stage, undefined, principal));
+      await request.route.handler.handle(authenticated, exchange);
+    } catch (fault) {
+      this.fail(request, exchange, stage, fault, principal);
+    }
+  }
+
+  /** Audits and answers a refusal made at the edge (framing, target, host, route), before any stage ran. */
+  refuseAtEdge(refusal: EdgeRefusal, exchange: HttpExchange, error: GatewayError, close: boolean): void {
+    try {
+      this.deps.audit.append({
+        request_id: exchange.requestId,
+        method: refusal.method,
+        path: refusal.path ?? null,
+        raw_target: refusal.rawTarget,
+        route: refusal.routeId ?? null,
+        protocol: refusal.connection.protocol,
+        client_ip: refusal.connection.clientAddress,
+        peer_ip: refusal.connection.peerAddress,
+        decision: 'deny',
+        stage: 'edge',
+        code: error.code,
+        reason: error.reason,
+        status: error.status,
+        subject: null,
+        auth_method: null,
+        cert_thumbprint: null,
+      });
+    } catch (fault) {
+      // A refusal is enforced whether or not it could be recorded; the failure itself is an alert.
+      this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'audit append failed for an edge refusal');
+    }
+    sendProblem(exchange, error, { close });
+  }
+
+  /** Audits a connection-level refusal (HTTP/1.1 parser reject, CONNECT) that never became a request. */
+  recordConnectionRefusal(parserCode: string, peer: string): void {
+    try {
+      this.deps.audit.append({
+        request_id: newRequestId(),
+        method: parserCode === 'CONNECT' ? 'CONNECT' : '',
+        path: null,
+        raw_target: '',
+        route: null,
+        protocol: 'h1',
+        client_ip: peer,
+        peer_ip: peer,
+        decision: 'deny',
+        stage: 'edge',
+        code: parserCode === 'CONNECT' ? 'method_not_allowed' : 'bad_request',
+        reason: parserCode,
+        status: null,
+        subject: null,
+        auth_method: null,
+        cert_thumbprint: null,
+      });
+    } catch (fault) {
+      this.deps.log.error({ err: describe(fault) }, 'audit append failed for a connection refusal');
+    }
+  }
+
+  private refuse(
+    request: RequestContext,
+    exchange: HttpExchange,
+    stage: DecisionStage,
+    error: GatewayError,
+    principal: Principal | undefined,
+  ): void {
+    try {
+      this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
+    } catch (fault) {
+      this.deps.log.error({ request_id: request.id, err: describe(fault) }, 'audit append failed for a refusal');
+    }
+    // An unread request body poisons an HTTP/1.1 connection for the next request, so close it.
+    sendProblem(exchange, error, { close: request.hasBody });
+  }
+
+  private fail(request: RequestContext, exchange: HttpExchange, stage: DecisionStage, fault: unknown, principal: Principal | undefined): void {
+    const unavailable = fault instanceof AuditUnavailableError;
+    const error = new GatewayError(unavailable ? 'service_unavailable' : 'internal_error', { reason: unavailable ? 'audit unavailable' : `fault in ${stage}` });
+    this.deps.log.error({ request_id: request.id, route: request.route.id, stage, err: describe(fault) }, 'request failed closed');
+    if (!(stage === 'handler' && !unavailable)) {
+      // Faults before the handler are decisions (deny); a fault inside the handler was already recorded as an allow.
+      try {
+        this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
+      } catch {
+        // Already failing closed; the log line above is the alert.
+      }
+    }
+    if (exchange.res.headersSent) exchange.res.destroy();
+    else sendProblem(exchange, error, { close: true });
+  }
+}
+
+/** "not-applicable" moves to the next authenticator; "rejected" stops here and never falls through. */
+async function authenticate(request: RequestContext): Promise<AuthnResult> {
+  for (const authenticator of request.route.authenticators) {
+    const result = await authenticator.authenticate(request);
+    if (result.outcome !== 'not-applicable') return result;
+  }
+  return { outcome: 'not-applicable' };
+}
+
+function auditEvent(
+  request: RequestContext,
+  decision: 'allow' | 'deny',
+  stage: DecisionStage,
+  error: GatewayError | undefined,
+  principal: Principal | undefined,
+): AuditEvent {
+  return {
+    request_id: request.id,
+    method: request.method,
+    path: request.path,
+    raw_target: request.query === '' ? request.rawPath : `${request.rawPath}?${request.query}`,
+    route: request.route.id,
+    protocol: request.connection.protocol,
+    client_ip: request.connection.clientAddress,
+    peer_ip: request.connection.peerAddress,
+    decision,
+    stage,
+    code: error?.code ?? null,
+    reason: error?.reason ?? null,
+    status: error?.status ?? null,
+    subject: principal?.subject ?? null,
+    auth_method: principal?.method ?? null,
+    cert_thumbprint: principal?.certificateThumbprint ?? null,
+  };
+}
+
+/** Error details for operators' logs: name, message and stack, never request data. */
+function describe(fault: unknown): { name: string; message: string; stack?: string } {
+  if (fault instanceof Error) return { name: fault.name, message: fault.message, ...(fault.stack !== undefined ? { stack: fault.stack } : {}) };
+  return { name: 'NonError', message: String(fault) };
+}

@@ -1,0 +1,90 @@
+// Stage contracts of the request pipeline: what each stage receives and the tagged result it returns.
+// Expected outcomes (a missing credential, a deny, a limit) are values; throwing is reserved for faults.
+import type { GatewayError } from '../errors/catalogue.js';
+import type { HttpExchange } from '../server/exchange.js';
+import type { Route } from '../server/router.js';
+
+/** Who is calling, as established by one authenticator from a verified credential. Never from headers or paths. */
+export interface Principal {
+  /** Stable identity: a certificate SAN, later a token subject. `anonymous` for public routes. */
+  readonly subject: string;
+  readonly method: 'anonymous' | 'mtls';
+  readonly scopes: ReadonlySet<string>;
+  /** RFC 8705 x5t#S256 of the client certificate that authenticated, when any. */
+  readonly certificateThumbprint?: string;
+}
+
+/** What the TLS layer established about the peer. */
+export interface PeerCertificate {
+  /** DER bytes of the leaf certificate the client presented. */
+  readonly raw: Buffer;
+  /** True only when the handshake verified the chain against the configured client CA. */
+  readonly authorized: boolean;
+  readonly authorizationError: string | undefined;
+  readonly subjectAltName: string | undefined;
+  readonly extKeyUsage: readonly string[] | undefined;
+  readonly validTo: string;
+}
+
+export interface ClientConnection {
+  /** The TCP peer. */
+  readonly peerAddress: string;
+  /** Peer, or the client named by a trusted proxy's X-Forwarded-For. The key of per-IP limits and the audit's source. */
+  readonly clientAddress: string;
+  readonly protocol: 'h1' | 'h2';
+  readonly peerCertificate: PeerCertificate | undefined;
+}
+
+/** A request that passed the edge: framing validated, target canonicalized, route matched. */
+export interface RequestContext {
+  readonly id: string;
+  readonly startedAt: number;
+  readonly method: string;
+  /** Lower-case host without port, validated. */
+  readonly host: string;
+  /** The Host / :authority as the client sent it (validated). */
+  readonly authority: string;
+  /** Canonical path: the one path used for matching, authorization, audit and forwarding. */
+  readonly path: string;
+  /** The path exactly as received (audit only). */
+  readonly rawPath: string;
+  /** Query string without '?', unchanged. */
+  readonly query: string;
+  readonly contentLength: number | undefined;
+  readonly hasBody: boolean;
+  readonly connection: ClientConnection;
+  readonly route: Route;
+}
+
+export interface AuthenticatedRequest extends RequestContext {
+  readonly principal: Principal;
+}
+
+export type AuthnResult =
+  | { readonly outcome: 'authenticated'; readonly principal: Principal }
+  /** No credential of this authenticator's kind: the next one is tried. */
+  | { readonly outcome: 'not-applicable' }
+  /** A credential was presented and is bad: stop here, never fall through. */
+  | { readonly outcome: 'rejected'; readonly error: GatewayError };
+
+export interface Authenticator {
+  readonly id: string;
+  authenticate(request: RequestContext): Promise<AuthnResult> | AuthnResult;
+}
+
+export type AuthzDecision = { readonly allowed: true } | { readonly allowed: false; readonly error: GatewayError };
+
+export interface Authorizer {
+  authorize(request: AuthenticatedRequest): AuthzDecision;
+}
+
+export type QuotaDecision = { readonly allowed: true } | { readonly allowed: false; readonly error: GatewayError };
+
+export interface QuotaPolicy {
+  readonly name: string;
+  consume(request: AuthenticatedRequest): Promise<QuotaDecision>;
+}
+
+export interface Handler {
+  handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
+}

@@ -1,0 +1,56 @@
+// Rate quotas on rate-limiter-flexible: the pre-auth per-IP budget, per-IP new-connection rate, and per-principal route quotas.
+// Keys are the socket's (or trusted proxy's) client address or the verified principal, never an unverified header or claim.
+import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import type { RateConfig } from '../config/schema.js';
+import type { DeepReadonly } from '../lib/deep-freeze.js';
+import { GatewayError } from '../errors/catalogue.js';
+import type { AuthenticatedRequest, QuotaDecision, QuotaPolicy } from '../pipeline/stage.js';
+
+const ALLOWED: QuotaDecision = Object.freeze({ allowed: true });
+
+export function memoryLimiter(rate: DeepReadonly<RateConfig>, keyPrefix: string): RateLimiterMemory {
+  return new RateLimiterMemory({ keyPrefix, points: rate.points, duration: rate.duration_s, blockDuration: rate.block_s });
+}
+
+/** Consumes one point; a limited key becomes a 429 with Retry-After = ceil(msBeforeNext / 1000) (RL-01). */
+export async function consumePoint(limiter: RateLimiterAbstract, key: string, quotaName: string): Promise<QuotaDecision> {
+  try {
+    await limiter.consume(key);
+    return ALLOWED;
+  } catch (outcome) {
+    if (outcome instanceof RateLimiterRes) {
+      const retryAfter = Math.max(1, Math.ceil(outcome.msBeforeNext / 1000));
+      return {
+        allowed: false,
+        error: new GatewayError('rate_limited', { reason: `quota ${quotaName}`, headers: { 'retry-after': String(retryAfter) } }),
+      };
+    }
+    throw outcome;
+  }
+}
+
+/** The budget every request spends before any credential is examined, keyed by client address. */
+export class PreAuthQuota {
+  private readonly limiter: RateLimiterMemory;
+  constructor(rate: DeepReadonly<RateConfig>) {
+    this.limiter = memoryLimiter(rate, 'preauth');
+  }
+  consume(clientAddress: string): Promise<QuotaDecision> {
+    return consumePoint(this.limiter, clientAddress, 'pre-auth-per-ip');
+  }
+}
+
+/** A named route quota, spent per principal after authorization. Anonymous callers share it per client address. */
+export class PrincipalQuota implements QuotaPolicy {
+  readonly name: string;
+  private readonly limiter: RateLimiterMemory;
+  constructor(name: string, rate: DeepReadonly<RateConfig>) {
+    this.name = name;
+    this.limiter = memoryLimiter(rate, `quota:${name}`);
+  }
+  consume(request: AuthenticatedRequest): Promise<QuotaDecision> {
+    const { principal } = request;
+    const key = principal.method === 'anonymous' ? `ip:${request.connection.clientAddress}` : `${principal.method}:${principal.subject}`;
+    return consumePoint(this.limiter, key, this.name);
+  }
+}

@@ -1,0 +1,71 @@
+// One request/response pair, the same shape for HTTP/1.1 and HTTP/2, plus the only code that writes gateway-made responses.
+// Every response the gateway makes carries HSTS, nosniff and the request id; refusals are RFC 9457 problem bodies.
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import type { Writable } from 'node:stream';
+import { problemBody, type GatewayError } from '../errors/catalogue.js';
+
+export type ServerRequest = IncomingMessage | Http2ServerRequest;
+export type ServerReply = ServerResponse | Http2ServerResponse;
+
+export interface HttpExchange {
+  readonly req: ServerRequest;
+  readonly res: ServerReply;
+  readonly requestId: string;
+  readonly protocol: 'h1' | 'h2';
+  /** HEAD responses carry headers only. */
+  readonly isHead: boolean;
+  /** Set while the gateway drains: HTTP/1.1 responses then ask the client to close. */
+  readonly closeAfterResponse: () => boolean;
+}
+
+/** Two years, as Mozilla's guidelines recommend; sent on every response including errors (TLS-07). */
+export const HSTS_VALUE = 'max-age=63072000; includeSubDomains';
+
+export function securityHeaders(exchange: HttpExchange): Record<string, string> {
+  const headers: Record<string, string> = {
+    'strict-transport-security': HSTS_VALUE,
+    'x-content-type-options': 'nosniff',
+    'x-request-id': exchange.requestId,
+  };
+  if (exchange.protocol === 'h1' && exchange.closeAfterResponse()) headers['connection'] = 'close';
+  return headers;
+}
+
+export function sendProblem(exchange: HttpExchange, error: GatewayError, opts: { close?: boolean } = {}): void {
+  const { res } = exchange;
+  if (res.headersSent) {
+    // Too late for a status: the only honest signal left is an aborted stream.
+    exchange.res.destroy();
+    return;
+  }
+  const body = problemBody(error, exchange.requestId);
+  const headers: Record<string, string | number> = {
+    ...securityHeaders(exchange),
+    'content-type': 'application/problem+json',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(body),
+    ...error.headers,
+  };
+  // After a framing error or an unread body the byte stream cannot be trusted for another request.
+  if (opts.close === true && exchange.protocol === 'h1') headers['connection'] = 'close';
+  res.writeHead(error.status, headers);
+  endWith(exchange, body);
+}
+
+export function sendJson(exchange: HttpExchange, status: number, value: unknown, extra: Record<string, string> = {}): void {
+  const body = JSON.stringify(value);
+  exchange.res.writeHead(status, {
+    ...securityHeaders(exchange),
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(body),
+    ...extra,
+  });
+  endWith(exchange, body);
+}
+
+function endWith(exchange: HttpExchange, body: string): void {
+  if (exchange.isHead) exchange.res.end();
+  else (exchange.res as Writable).end(body);
+}

@@ -1,0 +1,187 @@
+// Ingress: turns one accepted HTTP/1.1 or HTTP/2 request into a RequestContext (via the edge check) and runs the pipeline.
+// Also answers the liveness and readiness probes and enforces the request-body deadline on both protocols.
+import { BlockList, isIP } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import { GatewayError } from '../errors/catalogue.js';
+import type { Pipeline } from '../pipeline/pipeline.js';
+import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
+import { normalizeAddress } from './connection-guard.js';
+import { checkRequest, type EdgeLimits } from './edge.js';
+import { sendJson, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
+import { newRequestId } from './request-id.js';
+import type { Router } from './router.js';
+
+/** Per-connection facts computed once after the handshake and stored on the TLS socket. */
+export const CONNECTION_INFO = Symbol('gatehouse.connection');
+export const ACTIVE_REQUESTS = Symbol('gatehouse.activeRequests');
+
+export interface ConnectionInfo {
+  readonly peerAddress: string;
+  readonly peerCertificate: PeerCertificate | undefined;
+}
+
+export interface TaggedSocket extends TLSSocket {
+  [CONNECTION_INFO]?: ConnectionInfo;
+  [ACTIVE_REQUESTS]?: number;
+}
+
+export function describeConnection(socket: TLSSocket): ConnectionInfo {
+  const peer = socket.getPeerCertificate(false);
+  const hasCertificate = peer !== null && typeof peer === 'object' && Buffer.isBuffer(peer.raw);
+  return {
+    peerAddress: normalizeAddress(socket.remoteAddress),
+    peerCertificate: hasCertificate
+      ? {
+          raw: peer.raw,
+          authorized: socket.authorized,
+          authorizationError: socket.authorizationError === undefined || socket.authorizationError === null ? undefined : String(socket.authorizationError),
+          subjectAltName: peer.subjectaltname,
+          extKeyUsage: (peer as { ext_key_usage?: string[] }).ext_key_usage,
+          validTo: peer.valid_to,
+        }
+      : undefined,
+  };
+}
+
+export interface IngressOptions {
+  readonly router: Router;
+  readonly pipeline: Pipeline;
+  readonly limits: EdgeLimits;
+  readonly trustedProxies: BlockList | undefined;
+  readonly requestTimeoutMs: number;
+  readonly accessLog: boolean;
+  readonly log: Logger;
+  readonly isDraining: () => boolean;
+}
+
+export class Ingress {
+  constructor(private readonly options: IngressOptions) {}
+
+  /** Entry point for both `request` and `checkContinue`: a 100 Continue is only sent once the pipeline admitted the request. */
+  handle(req: ServerRequest, res: ServerReply): void {
+    const startedAt = performance.now();
+    const socket = req.socket as TaggedSocket;
+    const protocol: 'h1' | 'h2' = req.httpVersionMajor === 2 ? 'h2' : 'h1';
+    const requestId = newRequestId();
+    const exchange: HttpExchange = {
+      req,
+      res,
+      requestId,
+      protocol,
+      isHead: req.method === 'HEAD',
+      closeAfterResponse: this.options.isDraining,
+    };
+    if (protocol === 'h1') {
+      socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 0) + 1;
+      res.once('close', () => {
+        socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
+      });
+    }
+
+    if (req.url === '/healthz' || req.url === '/readyz') {
+      this.probe(exchange, req.url === '/readyz');
+      return;
+    }
+
+    const info = socket[CONNECTION_INFO] ?? describeConnection(socket);
+    const connection: ClientConnection = {
+      peerAddress: info.peerAddress,
+      clientAddress: this.clientAddress(info.peerAddress, req),
+      protocol,
+      peerCertificate: info.peerCertificate,
+    };
+    const edge = checkRequest(req, requestId, connection, this.options.router, this.options.limits, startedAt);
+    if (this.options.accessLog) this.logOnClose(exchange, edge.ok ? edge.context.path : undefined, edge.ok ? edge.context.route.id : undefined, connection, startedAt);
+    if (!edge.ok) {
+      this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
+      return;
+    }
+    if (edge.context.hasBody) this.armBodyDeadline(exchange);
+    void this.options.pipeline.run(edge.context, exchange);
+  }
+
+  private probe(exchange: HttpExchange, readiness: boolean): void {
+    const method = exchange.req.method;
+    if (method !== 'GET' && method !== 'HEAD') {
+      sendProblem(exchange, new GatewayError('method_not_allowed', { headers: { allow: 'GET, HEAD' } }));
+      return;
+    }
+    if (readiness && this.options.isDraining()) {
+      sendJson(exchange, 503, { status: 'draining' }, { 'retry-after': '1' });
+      return;
+    }
+    sendJson(exchange, 200, { status: 'ok' });
+  }
+
+  /**
+   * The client address used for per-IP limits and the audit: the TCP peer, unless the peer is a configured trusted proxy,
+   * then the right-most X-Forwarded-For entry that is not itself a trusted proxy (HDR-04).
+   */
+  private clientAddress(peer: string, req: ServerRequest): string {
+    const trusted = this.options.trustedProxies;
+    if (trusted === undefined || !isTrusted(trusted, peer)) return peer;
+    const header = req.headers['x-forwarded-for'];
+    if (header === undefined) return peer;
+    const hops = (Array.isArray(header) ? header.join(',') : header).split(',').map((h) => normalizeAddress(h.trim()));
+    for (let i = hops.length - 1; i >= 0; i--) {
+      const hop = hops[i] ?? '';
+      if (isIP(hop) === 0) return peer;
+      if (!isTrusted(trusted, hop)) return hop;
+    }
+    return peer;
+  }
+
+  /** Node's requestTimeout covers HTTP/1.1 only; this deadline bounds slow request bodies on HTTP/2 too (H1-17). */
+  private armBodyDeadline(exchange: HttpExchange): void {
+    const { req } = exchange;
+    const timer = setTimeout(() => {
+      if (req.complete) return;
+      this.options.log.info({ request_id: exchange.requestId }, 'request body deadline passed');
+      if (exchange.res.headersSent) exchange.res.destroy();
+      else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
+      req.destroy();
+    }, this.options.requestTimeoutMs);
+    timer.unref();
+    const clear = (): void => clearTimeout(timer);
+    req.once('end', clear);
+    req.once('close', clear);
+    exchange.res.once('close', clear);
+  }
+
+  private logOnClose(exchange: HttpExchange, path: string | undefined, route: string | undefined, connection: ClientConnection, startedAt: number): void {
+    exchange.res.once('close', () => {
+      this.options.log.info(
+        {
+          request_id: exchange.requestId,
+          method: exchange.req.method,
+          path: path ?? null,
+          route: route ?? null,
+          status: exchange.res.statusCode,
+          completed: exchange.res.writableFinished,
+          duration_ms: Math.round((performance.now() - startedAt) * 100) / 100,
+          client_ip: connection.clientAddress,
+          protocol: connection.protocol,
+        },
+        'request',
+      );
+    });
+  }
+}
+
+function isTrusted(list: BlockList, address: string): boolean {
+  const family = isIP(address);
+  return family !== 0 && list.check(address, family === 6 ? 'ipv6' : 'ipv4');
+}
+
+export function trustedProxyList(cidrs: readonly string[]): BlockList | undefined {
+  if (cidrs.length === 0) return undefined;
+  const list = new BlockList();
+  for (const entry of cidrs) {
+    const [address = '', bits] = entry.split('/');
+    const type = isIP(address) === 6 ? 'ipv6' : 'ipv4';
+    if (bits === undefined) list.addAddress(address, type);
+    else list.addSubnet(address, Number(bits), type);
+  }
+  return list;
+}

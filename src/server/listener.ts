@@ -1,0 +1,192 @@
+// The TLS listener: one HTTP/2 server with HTTP/1.1 fallback, every protocol limit and timeout set, and graceful drain.
+// Flow: TCP accept → connection guard → TLS handshake (renegotiation off) → HTTP/1.1 or HTTP/2 → Ingress.
+import { randomBytes } from 'node:crypto';
+import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
+import type { IncomingMessage } from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+import type { TLSSocket } from 'node:tls';
+import type { Logger } from 'pino';
+import type { Config } from '../config/schema.js';
+import { HSTS_VALUE } from './exchange.js';
+import { ALPN, readTlsMaterial, secureContextOptions } from '../tls/context.js';
+import type { ConnectionGuard } from './connection-guard.js';
+import { ACTIVE_REQUESTS, CONNECTION_INFO, describeConnection, type Ingress, type TaggedSocket } from './ingress.js';
+import { newRequestId } from './request-id.js';
+
+/** HTTP/1.1 parser failures answered on the raw socket, which is then closed (the byte stream can't be trusted). */
+const PARSE_ERROR_STATUS: Readonly<Record<string, [number, string]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+};
+
+export interface ListenerEvents {
+  /** An HTTP/1.1 parse failure or refused protocol use, for the security log. */
+  onParseError(code: string, peer: string): void;
+}
+
+export class Listener {
+  readonly server: Http2SecureServer;
+  private readonly sessions = new Set<ServerHttp2Session>();
+  /** Established TLS connections, to find idle HTTP/1.1 keep-alive sockets when draining. */
+  private readonly tlsSockets = new Set<TaggedSocket>();
+  private ticketTimer: NodeJS.Timeout | undefined;
+  private draining = false;
+
+  constructor(
+    private readonly config: Config,
+    private readonly guard: ConnectionGuard,
+    private readonly ingress: Ingress,
+    private readonly log: Logger,
+    private readonly events: ListenerEvents,
+  ) {
+    const limits = config.limits;
+    const h2 = limits.http2;
+    const clientCa = config.tls.client_ca !== undefined;
+    this.server = createSecureServer({
+      ...secureContextOptions(readTlsMaterial(config.tls)),
+      ALPNProtocols: ALPN,
+      allowHTTP1: true,
+      // Client certificates are asked for but optional: only routes with the mtls authenticator require one,
+      // and only a certificate the handshake verified counts (socket.authorized), TLS-09/TLS-12.
+      requestCert: clientCa,
+      rejectUnauthorized: false,
+      handshakeTimeout: limits.handshake_timeout_ms,
+      ticketKeys: randomBytes(48),
+      settings: {
+        maxConcurrentStreams: h2.max_concurrent_streams,
+        initialWindowSize: h2.initial_window_size,
+        maxHeaderListSize: limits.max_header_bytes,
+        enablePush: false,
+      },
+      maxSessionMemory: h2.max_session_memory_mb,
+      maxHeaderListPairs: h2.max_header_list_pairs,
+      maxSessionInvalidFrames: h2.max_session_invalid_frames,
+      maxSessionRejectedStreams: h2.max_session_rejected_streams,
+      maxOutstandingPings: h2.max_outstanding_pings,
+      maxSettings: h2.max_settings,
+      unknownProtocolTimeout: limits.handshake_timeout_ms,
+    });
+    const server = this.server;
+    server.maxConnections = limits.max_connections;
+    // HTTP/1.1 fallback limits: the properties Node's HTTP/1 connection listener reads from the server.
+    Object.assign(server, {
+      headersTimeout: limits.headers_timeout_ms,
+      requestTimeout: limits.request_timeout_ms,
+      keepAliveTimeout: limits.keep_alive_timeout_ms,
+      maxRequestsPerSocket: limits.max_requests_per_socket,
+      connectionsCheckingInterval: Math.min(1000, limits.headers_timeout_ms),
+      maxHeaderSize: limits.max_header_bytes,
+      requireHostHeader: true,
+    });
+    // Idle sockets and HTTP/2 sessions are closed after this much inactivity (slow readers included).
+    server.setTimeout(limits.idle_timeout_ms);
+
+    server.on('connection', (socket: Socket) => {
+      this.guard.admit(socket);
+    });
+    server.on('secureConnection', (socket: TLSSocket) => {
+      // Belt and braces with SSL_OP_NO_RENEGOTIATION: a renegotiation attempt errors and the socket is destroyed (TLS-04).
+      socket.disableRenegotiation();
+      const tagged = socket as TaggedSocket;
+      tagged[CONNECTION_INFO] = describeConnection(socket);
+      this.tlsSockets.add(tagged);
+      socket.once('close', () => this.tlsSockets.delete(tagged));
+      if (this.draining) socket.destroy();
+    });
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      this.log.debug({ code: error.code, peer: socket.remoteAddress }, 'TLS handshake failed');
+      socket.destroy();
+    });
+    server.on('session', (session: ServerHttp2Session) => {
+      this.sessions.add(session);
+      session.once('close', () => this.sessions.delete(session));
+      session.on('error', (error: Error & { code?: string }) => this.log.debug({ code: error.code }, 'HTTP/2 session error'));
+      if (this.draining) session.close();
+    });
+    server.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
+    const handle = (req: IncomingMessage | Http2ServerRequest, res: Parameters<Ingress['handle']>[1]): void => this.ingress.handle(req, res);
+    server.on('request', handle);
+    server.on('checkContinue', handle);
+    server.on('connect', (req: IncomingMessage | Http2ServerRequest, socketOrRes: Socket | Http2ServerResponse) => this.refuseConnect(req, socketOrRes));
+    server.on('clientError', (error: Error & { code?: string }, socket: Socket) => this.onClientError(error, socket));
+  }
+
+  listen(): Promise<AddressInfo> {
+    return new Promise((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen({ host: this.config.server.host, port: this.config.server.port }, () => {
+        this.server.off('error', reject);
+        this.ticketTimer = setInterval(() => this.server.setTicketKeys(randomBytes(48)), this.config.tls.ticket_key_rotation_s * 1000);
+        this.ticketTimer.unref();
+        resolve(this.server.address() as AddressInfo);
+      });
+    });
+  }
+
+  /** Re-reads certificate files and swaps them in for new handshakes; live connections keep theirs (TLS-14). */
+  reloadCertificates(): void {
+    this.server.setSecureContext(secureContextOptions(readTlsMaterial(this.config.tls)));
+  }
+
+  get isDraining(): boolean {
+    return this.draining;
+  }
+
+  /**
+   * Graceful drain: stop accepting, GOAWAY to HTTP/2 sessions, `Connection: close` on HTTP/1.1 responses, idle keep-alive
+   * sockets closed at once; whatever is still open when the drain timeout passes is destroyed.
+   */
+  async drain(timeoutMs: number): Promise<void> {
+    this.draining = true;
+    if (this.ticketTimer !== undefined) clearInterval(this.ticketTimer);
+    const closed = new Promise<void>((resolve) => this.server.close(() => resolve()));
+    for (const session of this.sessions) session.close();
+    const closeIdle = (): void => {
+      for (const socket of this.tlsSockets) {
+        if (socket.alpnProtocol !== 'h2' && (socket[ACTIVE_REQUESTS] ?? 0) === 0) socket.destroy();
+      }
+    };
+    closeIdle();
+    const sweep = setInterval(closeIdle, 50);
+    const deadline = new Promise<'timeout'>((resolve) => setTimeout(() => resolve('timeout'), timeoutMs).unref());
+    const outcome = await Promise.race([closed.then(() => 'closed' as const), deadline]);
+    clearInterval(sweep);
+    if (outcome === 'timeout') {
+      this.log.warn({ open: this.guard.liveConnections }, 'drain timeout passed; closing remaining connections');
+      for (const session of this.sessions) session.destroy();
+      for (const socket of this.guard.liveSockets()) socket.destroy();
+      await closed;
+    }
+  }
+
+  private refuseConnect(req: IncomingMessage | Http2ServerRequest, socketOrRes: Socket | Http2ServerResponse): void {
+    this.events.onParseError('CONNECT', String(req.socket.remoteAddress));
+    if ('writeHead' in socketOrRes) {
+      socketOrRes.writeHead(405, { 'strict-transport-security': HSTS_VALUE, allow: '' });
+      socketOrRes.end();
+      return;
+    }
+    this.writeRawAndClose(socketOrRes, 405, 'Method Not Allowed', 'method_not_allowed');
+  }
+
+  /** Node only closes timed-out or malformed connections itself when no listener exists, so this one always does (H1-17). */
+  private onClientError(error: Error & { code?: string }, socket: Socket): void {
+    const code = error.code ?? 'UNKNOWN';
+    if (code === 'ECONNRESET' || !socket.writable) {
+      socket.destroy();
+      return;
+    }
+    this.events.onParseError(code, String(socket.remoteAddress));
+    const [status, text] = PARSE_ERROR_STATUS[code] ?? [400, 'Bad Request'];
+    this.writeRawAndClose(socket, status, text, status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request');
+  }
+
+  private writeRawAndClose(socket: Socket, status: number, text: string, code: string): void {
+    const body = JSON.stringify({ type: `https://gatehouse.dev/problems/${code}`, title: text, status, code, request_id: newRequestId() });
+    socket.end(
+      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+        `Strict-Transport-Security: ${HSTS_VALUE}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+    );
+    socket.destroySoon();
+  }
+}
