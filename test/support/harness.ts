@@ -1,0 +1,290 @@
+// Test harness: real gateways on ephemeral ports with real TLS, a recording upstream, and raw-byte clients.
+// Nothing here mocks a Gatehouse part; it only starts them and speaks the wire protocols.
+import { once } from 'node:events';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers, type OutgoingHttpHeaders } from 'node:http2';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Writable } from 'node:stream';
+import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
+import { pino } from 'pino';
+import { Agent } from 'undici';
+import type { AuditRecord } from '../../src/audit/event.js';
+import { buildConfig } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { Gateway } from '../../src/gateway.js';
+import {
+  createCertificateAuthority,
+  initDevCertificates,
+  issueClientCertificate,
+  type CertificateAndKey,
+  type DevCertificatePaths,
+} from '../../src/tls/ca.js';
+
+export interface TestCertificates {
+  readonly dir: string;
+  readonly paths: DevCertificatePaths;
+  readonly ca: Buffer;
+  readonly client: CertificateAndKey;
+  /** Valid chain, but issued by a CA the gateway does not trust. */
+  readonly untrustedClient: CertificateAndKey;
+  readonly expiredClient: CertificateAndKey;
+  readonly serverAuthOnlyClient: CertificateAndKey;
+  /** Chains to the trusted CA, clientAuth EKU, but only a CN (no SAN). */
+  readonly cnOnlyClient: CertificateAndKey;
+  /** A second valid client with a DNS SAN identity. */
+  readonly dnsClient: CertificateAndKey;
+}
+
+let certificatesOnce: Promise<TestCertificates> | undefined;
+
+/** One CA and a set of client certificates per test file (module instance), made by the gateway's own CA code. */
+export function testCertificates(): Promise<TestCertificates> {
+  certificatesOnce ??= (async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-certs-'));
+    const { paths } = await initDevCertificates(dir);
+    const ca: CertificateAndKey = { certPem: readFileSync(paths.caCert, 'utf8'), keyPem: readFileSync(paths.caKey, 'utf8') };
+    const client: CertificateAndKey = { certPem: readFileSync(paths.clientCert, 'utf8'), keyPem: readFileSync(paths.clientKey, 'utf8') };
+    const otherCa = await createCertificateAuthority({ commonName: 'Untrusted Test CA' });
+    const day = 86_400_000;
+    const [untrustedClient, expiredClient, serverAuthOnlyClient, cnOnlyClient, dnsClient] = await Promise.all([
+      issueClientCertificate(otherCa, { commonName: 'intruder', uris: ['spiffe://gatehouse.local/dev-client'] }),
+      issueClientCertificate(ca, {
+        commonName: 'expired',
+        uris: ['spiffe://gatehouse.local/expired'],
+        notBefore: new Date(Date.now() - 10 * day),
+        notAfter: new Date(Date.now() - day),
+      }),
+      issueClientCertificate(ca, { commonName: 'server-only', uris: ['spiffe://gatehouse.local/server-only'], extendedKeyUsage: 'serverAuth' }),
+      issueClientCertificate(ca, { commonName: 'cn-only' }),
+      issueClientCertificate(ca, { commonName: 'svc', dnsNames: ['svc.internal.example'] }),
+    ]);
+    return { dir, paths, ca: Buffer.from(ca.certPem), client, untrustedClient, expiredClient, serverAuthOnlyClient, cnOnlyClient, dnsClient };
+  })();
+  return certificatesOnce;
+}
+
+export interface RecordedRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly rawHeaders: readonly string[];
+  readonly body: Buffer;
+}
+
+export interface TestUpstream {
+  readonly url: string;
+  readonly port: number;
+  readonly requests: RecordedRequest[];
+  /** Replace how the upstream answers (default: 200 JSON describing the request). */
+  respond: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+  close(): Promise<void>;
+}
+
+/** A plain HTTP upstream on 127.0.0.1:0 that records every request it receives, byte for byte. */
+export async function startUpstream(): Promise<TestUpstream> {
+  const requests: RecordedRequest[] = [];
+  const upstream: { respond: TestUpstream['respond'] } = {
+    respond: (req, res, body) => {
+      const payload = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, bodyBytes: body.length });
+      res.writeHead(200, { 'content-type': 'application/json', server: 'upstream/1.0', 'x-powered-by': 'test' });
+      res.end(payload);
+    },
+  };
+  const server: Server = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (c: Buffer) => chunks.push(c));
+    req.on('end', () => {
+      const body = Buffer.concat(chunks);
+      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body });
+      upstream.respond(req, res, body);
+    });
+  });
+  server.keepAliveTimeout = 10_000;
+  server.listen(0, '127.0.0.1');
+  await once(server, 'listening');
+  const port = (server.address() as AddressInfo).port;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    port,
+    requests,
+    get respond() {
+      return upstream.respond;
+    },
+    set respond(fn) {
+      upstream.respond = fn;
+    },
+    close: async () => {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+export interface TestGateway {
+  readonly gateway: Gateway;
+  readonly port: number;
+  readonly origin: string;
+  readonly certs: TestCertificates;
+  readonly dataDir: string;
+  /** Every log line the gateway wrote, raw JSON text. */
+  readonly logs: string[];
+  /** Audit records written so far (flushes first). */
+  auditRecords(): Promise<AuditRecord[]>;
+  /** An undici dispatcher trusting the test CA (optionally presenting a client certificate). */
+  agent(opts?: { cert?: CertificateAndKey; allowH2?: boolean }): Agent;
+  stop(): Promise<void>;
+}
+
+/** A minimal valid config: one public echo route at /public. Tests extend or replace parts of it. */
+export function baseConfig(certs: TestCertificates): ConfigInput {
+  return {
+    server: { host: '127.0.0.1', port: 0 },
+    tls: { cert: certs.paths.serverCert, key: certs.paths.serverKey, client_ca: certs.paths.caCert },
+    routes: [
+      { id: 'public', match: { path_prefix: '/public', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } },
+    ],
+    log: { level: 'debug', access: true },
+    shutdown: { drain_timeout_ms: 2000 },
+  };
+}
+
+export async function startGateway(configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b): Promise<TestGateway> {
+  const certs = await testCertificates();
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
+  const input = configure(baseConfig(certs), certs);
+  const config = buildConfig({ ...input, data_dir: dataDir }, dataDir);
+  const logs: string[] = [];
+  const sink = new Writable({
+    write(chunk: Buffer, _enc, callback) {
+      logs.push(chunk.toString('utf8'));
+      callback();
+    },
+  });
+  const log = pino({ level: config.log.level }, sink);
+  const gateway = await Gateway.create(config, { log });
+  const address = await gateway.start();
+  const agents: Agent[] = [];
+  let stopped = false;
+  return {
+    gateway,
+    port: address.port,
+    origin: `https://127.0.0.1:${address.port}`,
+    certs,
+    dataDir,
+    logs,
+    auditRecords: async () => {
+      await gateway.audit.flush().catch(() => undefined);
+      const file = join(config.audit.dir, 'audit.jsonl');
+      if (!existsSync(file)) return [];
+      return readFileSync(file, 'utf8')
+        .split('\n')
+        .filter((line) => line !== '')
+        .map((line) => JSON.parse(line) as AuditRecord);
+    },
+    agent: (opts = {}) => {
+      const agent = new Agent({
+        connect: {
+          ca: certs.ca,
+          servername: 'localhost',
+          ...(opts.cert !== undefined ? { cert: opts.cert.certPem, key: opts.cert.keyPem } : {}),
+        },
+        allowH2: opts.allowH2 ?? false,
+      });
+      agents.push(agent);
+      return agent;
+    },
+    stop: async () => {
+      if (stopped) return;
+      stopped = true;
+      await Promise.all(agents.map((a) => a.close().catch(() => undefined)));
+      await gateway.stop();
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** TLS options that trust the test CA; add `cert`/`key` for mTLS. */
+export function tlsOptions(certs: TestCertificates, extra: ConnectionOptions = {}): ConnectionOptions {
+  return { host: '127.0.0.1', servername: 'localhost', ca: certs.ca, ALPNProtocols: ['http/1.1'], ...extra };
+}
+
+export async function openTls(port: number, certs: TestCertificates, extra: ConnectionOptions = {}): Promise<TLSSocket> {
+  const socket = tlsConnect({ port, ...tlsOptions(certs, extra) });
+  await once(socket, 'secureConnect');
+  return socket;
+}
+
+export interface RawResponse {
+  /** Everything the server sent before closing (or before the timeout). */
+  readonly text: string;
+  /** Status code of the first response, or 0 when none came. */
+  readonly status: number;
+  /** True when the server closed the connection within the wait. */
+  readonly closed: boolean;
+}
+
+/**
+ * Sends exact bytes over TLS (HTTP/1.1 ALPN) and collects what comes back until the server closes or `waitMs` passes.
+ */
+export async function rawHttp1(port: number, certs: TestCertificates, bytes: string | Buffer, opts: { waitMs?: number; tls?: ConnectionOptions } = {}): Promise<RawResponse> {
+  const socket = await openTls(port, certs, opts.tls);
+  const chunks: Buffer[] = [];
+  socket.on('data', (c: Buffer) => chunks.push(c));
+  socket.on('error', () => undefined);
+  socket.write(bytes);
+  const closed = await Promise.race([
+    once(socket, 'close').then(() => true),
+    new Promise<boolean>((resolve) => setTimeout(() => resolve(false), opts.waitMs ?? 2000)),
+  ]);
+  socket.destroy();
+  const text = Buffer.concat(chunks).toString('latin1');
+  const match = /^HTTP\/1\.[01] (\d{3})/.exec(text);
+  return { text, status: match ? Number(match[1]) : 0, closed };
+}
+
+export interface H2Response {
+  readonly status: number;
+  readonly headers: H2Headers;
+  readonly body: string;
+}
+
+export async function h2Session(port: number, certs: TestCertificates, extra: ConnectionOptions = {}): Promise<ClientHttp2Session> {
+  const session = h2connect(`https://127.0.0.1:${port}`, { ca: certs.ca, servername: 'localhost', ...extra });
+  session.on('error', () => undefined);
+  await once(session, 'connect');
+  return session;
+}
+
+/** One HTTP/2 request; `headers` may include pseudo-headers. Rejects on stream errors (RST_STREAM). */
+export function h2Request(session: ClientHttp2Session, headers: OutgoingHttpHeaders, body?: string | Buffer): Promise<H2Response> {
+  return new Promise((resolve, reject) => {
+    const stream = session.request(headers, { endStream: body === undefined });
+    const chunks: Buffer[] = [];
+    let responseHeaders: H2Headers = {};
+    stream.on('response', (h) => {
+      responseHeaders = h;
+    });
+    stream.on('data', (c: Buffer) => chunks.push(c));
+    stream.on('end', () => resolve({ status: Number(responseHeaders[':status'] ?? 0), headers: responseHeaders, body: Buffer.concat(chunks).toString('utf8') }));
+    stream.on('error', reject);
+    if (body !== undefined) stream.end(body);
+  });
+}
+
+/** Parses a problem+json body and returns its stable code. */
+export function problemCode(body: string): string | undefined {
+  const start = body.indexOf('{');
+  if (start === -1) return undefined;
+  try {
+    return (JSON.parse(body.slice(start)) as { code?: string }).code;
+  } catch {
+    return undefined;
+  }
+}
+
+export function removeDir(dir: string): void {
+  rmSync(dir, { recursive: true, force: true });
+}
