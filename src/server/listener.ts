@@ -65,6 +65,8 @@ export class Listener {
       maxOutstandingPings: h2.max_outstanding_pings,
       maxSettings: h2.max_settings,
       unknownProtocolTimeout: limits.handshake_timeout_ms,
+      // Headers and body go out in separate writes; with Nagle on, each response could wait ~40 ms for a delayed ACK.
+      noDelay: true,
     });
     const server = this.server;
     server.maxConnections = limits.max_connections;
