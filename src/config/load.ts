@@ -76,5 +76,12 @@ export function loadConfigFile(file: string, overrides: ConfigOverrides = {}): C
   if (document.errors.length > 0) {
     throw new ConfigError(file, document.errors.map((e) => `YAML ${e.code} at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? ''}`));
   }
-  return buildConfig(document.toJS({ maxAliasCount: 50 }), dirname(resolve(file)), overrides, file);
+  let value: unknown;
+  try {
+    value = document.toJS({ maxAliasCount: 50 });
+  } catch (error) {
+    // yaml throws (a ReferenceError) when alias expansion passes the bound: a hostile or broken file, not a crash.
+    throw new ConfigError(file, [`YAML: ${(error as Error).message}`]);
+  }
+  return buildConfig(value, dirname(resolve(file)), overrides, file);
 }

@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { pino } from 'pino';
 import { Agent } from 'undici';
-import type { AuditRecord } from '../../src/audit/event.js';
+import type { AuditRecord, AuditSink } from '../../src/audit/event.js';
 import { buildConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { Gateway } from '../../src/gateway.js';
@@ -151,7 +151,10 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
   };
 }
 
-export async function startGateway(configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b): Promise<TestGateway> {
+export async function startGateway(
+  configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b,
+  deps: { audit?: AuditSink } = {},
+): Promise<TestGateway> {
   const certs = await testCertificates();
   const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
   const input = configure(baseConfig(certs), certs);
@@ -164,7 +167,7 @@ export async function startGateway(configure: (base: ConfigInput, certs: TestCer
     },
   });
   const log = pino({ level: config.log.level }, sink);
-  const gateway = await Gateway.create(config, { log });
+  const gateway = await Gateway.create(config, { log, ...(deps.audit !== undefined ? { audit: deps.audit } : {}) });
   const address = await gateway.start();
   const agents: Agent[] = [];
   let stopped = false;

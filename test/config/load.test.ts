@@ -1,0 +1,153 @@
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { buildConfig, ConfigError, loadConfigFile } from '../../src/config/load.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'gatehouse-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const minimal = (): ConfigInput => ({
+  tls: { cert: 'server.pem', key: 'server-key.pem' },
+  routes: [{ id: 'public', match: { path_prefix: '/public', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } }],
+});
+
+function problemsOf(document: unknown): readonly string[] {
+  try {
+    buildConfig(document, dir);
+  } catch (error) {
+    if (error instanceof ConfigError) return error.problems;
+    throw error;
+  }
+  throw new Error('expected a ConfigError');
+}
+
+describe('config loading', () => {
+  it('applies hardened defaults and resolves relative paths against the config directory', () => {
+    const config = buildConfig(minimal(), dir);
+    expect(config.server.port).toBe(8443);
+    expect(config.limits.http2.max_concurrent_streams).toBe(100);
+    expect(config.limits.keep_alive_timeout_ms).toBeLessThan(config.limits.headers_timeout_ms);
+    expect(config.tls.cert).toBe(join(dir, 'server.pem'));
+    expect(config.data_dir).toBe(join(dir, 'data'));
+    expect(config.audit.dir).toBe(join(dir, 'data', 'audit'));
+  });
+
+  it('freezes the result deeply', () => {
+    const config = buildConfig(minimal(), dir);
+    expect(Object.isFrozen(config)).toBe(true);
+    expect(Object.isFrozen(config.routes[0]?.match.methods)).toBe(true);
+    expect(() => {
+      (config.limits as { max_connections: number }).max_connections = 1;
+    }).toThrow(TypeError);
+  });
+
+  it('rejects unknown keys at every level, naming the path', () => {
+    const problems = problemsOf({ ...minimal(), limits: { max_conections: 5 }, extra: true });
+    expect(problems.some((p) => p.startsWith('limits:') && p.includes('max_conections'))).toBe(true);
+    expect(problems.some((p) => p.startsWith('(root)') && p.includes('extra'))).toBe(true);
+  });
+
+  it('reports every problem with its path, not just the first', () => {
+    const problems = problemsOf({
+      tls: { cert: 'a', key: 'b' },
+      server: { port: 70000 },
+      routes: [
+        { id: 'UPPER', match: { path_prefix: 'no-slash', methods: ['TRACE'] }, authn: ['none', 'mtls'], authz: { allow: 'anyone' }, handler: { service: 'echo' } },
+      ],
+    });
+    const paths = problems.map((p) => p.split(':')[0]);
+    expect(paths).toEqual(expect.arrayContaining(['server.port', 'routes.0.id', 'routes.0.match.path_prefix', 'routes.0.match.methods.0']));
+  });
+
+  it('requires "none" to be the last authenticator and a credential-requiring route to have a real authenticator', () => {
+    const route = { id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, handler: { service: 'echo' } };
+    expect(problemsOf({ ...minimal(), tls: { cert: 'a', key: 'b', client_ca: 'c' }, routes: [{ ...route, authn: ['none', 'mtls'], authz: { allow: 'anyone' } }] })).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^routes\.0\.authn: .*last/)]),
+    );
+    expect(problemsOf({ ...minimal(), routes: [{ ...route, authn: ['none'], authz: { allow: 'authenticated' } }] })).toEqual(
+      expect.arrayContaining([expect.stringMatching(/^routes\.0\.authz\.allow/)]),
+    );
+  });
+
+  it('cross-checks references: unknown upstream, unknown quota, mtls without client_ca, duplicate ids and matches', () => {
+    const route = (id: string, extra: object) => ({ id, match: { path_prefix: '/x', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, ...extra });
+    const problems = problemsOf({
+      tls: { cert: 'a', key: 'b' },
+      routes: [
+        route('a', { handler: { proxy: { upstream: 'missing' } }, quota: 'nope' }),
+        route('a', { handler: { service: 'echo' } }),
+        { id: 'm', match: { path_prefix: '/m', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
+      ],
+    });
+    expect(problems).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^routes\.0\.handler\.proxy\.upstream: unknown upstream/),
+        expect.stringMatching(/^routes\.0\.quota: unknown quota/),
+        expect.stringMatching(/^routes\.1\.id: duplicate route id/),
+        expect.stringMatching(/^routes\.1\.match: another route/),
+        expect.stringMatching(/^routes\.2\.authn: "mtls" needs tls.client_ca/),
+      ]),
+    );
+  });
+
+  it('refuses upstream URLs with paths, credentials or non-http schemes', () => {
+    for (const url of ['http://127.0.0.1:9000/base', 'http://user:pw@127.0.0.1:9000', 'ftp://127.0.0.1', 'http://127.0.0.1:9000/?q=1']) {
+      const problems = problemsOf({ ...minimal(), upstreams: { app: { url } } });
+      expect(problems.some((p) => p.startsWith('upstreams.app.url'))).toBe(true);
+    }
+  });
+
+  it('refuses dot segments and non-canonical route prefixes', () => {
+    for (const prefix of ['/a/../b', '/./a', '/a b', 'a', '/a%2Fb']) {
+      const doc = minimal();
+      const problems = problemsOf({ ...doc, routes: [{ ...doc.routes[0], match: { path_prefix: prefix, methods: ['GET'] } }] });
+      expect(problems.some((p) => p.startsWith('routes.0.match.path_prefix')), prefix).toBe(true);
+    }
+  });
+
+  it('validates trusted proxy CIDRs', () => {
+    expect(problemsOf({ ...minimal(), server: { trusted_proxies: ['10.0.0.0/33', 'nonsense', '::1/129'] } })).toHaveLength(3);
+    expect(() => buildConfig({ ...minimal(), server: { trusted_proxies: ['10.0.0.0/8', '::1', '192.168.1.1'] } }, dir)).not.toThrow();
+  });
+
+  it('applies command-line overrides before validation', () => {
+    const config = buildConfig(minimal(), dir, { port: 0, host: '::1', dataDir: join(dir, 'elsewhere') });
+    expect(config.server.port).toBe(0);
+    expect(config.server.host).toBe('::1');
+    expect(config.data_dir).toBe(join(dir, 'elsewhere'));
+    expect(() => buildConfig(minimal(), dir, { port: 99_999 })).toThrow(ConfigError);
+  });
+
+  it('reports YAML syntax errors and duplicate keys with a line number', () => {
+    const file = join(dir, 'bad.yaml');
+    writeFileSync(file, 'server:\n  port: 1\n  port: 2\nroutes: [\n');
+    expect(() => loadConfigFile(file)).toThrow(ConfigError);
+    try {
+      loadConfigFile(file);
+    } catch (error) {
+      expect((error as ConfigError).problems.join('\n')).toMatch(/line \d+/);
+    }
+  });
+
+  it('bounds YAML alias expansion (billion laughs)', () => {
+    const file = join(dir, 'laughs.yaml');
+    const lines = ['a: &a ["x","x","x","x","x","x","x","x","x","x"]'];
+    for (let i = 1; i < 9; i++) {
+      const prev = String.fromCharCode(96 + i);
+      const name = String.fromCharCode(97 + i);
+      lines.push(`${name}: &${name} [${Array(10).fill(`*${prev}`).join(',')}]`);
+    }
+    writeFileSync(file, lines.join('\n') + '\n');
+    expect(() => loadConfigFile(file)).toThrow(ConfigError);
+  });
+
+  it('reports an unreadable file as a config error', () => {
+    expect(() => loadConfigFile(join(dir, 'missing.yaml'))).toThrow(/cannot read file \(ENOENT\)/);
+  });
+
+  it('the shipped example config is valid', () => {
+    expect(() => loadConfigFile(join(import.meta.dirname, '../../config/gatehouse.example.yaml'))).not.toThrow();
+  });
+});
