@@ -55,7 +55,8 @@ export class GatewayError extends Error {
   }
 }
 
-export const PROBLEM_TYPE_BASE = 'https://gatehouse.dev/problems/';
+/** Problem types are URNs: stable identifiers documented in SECURITY.md, not links to a site that could change hands. */
+export const PROBLEM_TYPE_BASE = 'urn:gatehouse:problem:';
 
 /** RFC 9457 problem body for a refusal. `instance` carries the request id so operators can find the audit record. */
 export function problemBody(error: GatewayError, requestId: string): string {
