@@ -111,9 +111,9 @@ export class Gateway {
       memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
     );
     listener = new Listener(config, guard, ingress, log, {
-      onParseError: (code, peer) => {
-        log.info({ code, peer }, 'refused malformed or forbidden HTTP/1.1 input');
-        pipeline.recordConnectionRefusal(code, peer);
+      onParseError: (code, peer, requestId) => {
+        log.info({ code, peer, request_id: requestId }, 'refused malformed or forbidden HTTP/1.1 input');
+        pipeline.recordConnectionRefusal(code, peer, requestId);
       },
     });
     return new Gateway(config, audit, listener, [...upstreams.values()], log);
@@ -137,7 +137,8 @@ export class Gateway {
   /** Drains connections (bounded by shutdown.drain_timeout_ms), then closes upstream pools and the audit sink. */
   async stop(): Promise<void> {
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
-    await Promise.all(this.upstreams.map((u) => u.close()));
+    // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
+    await Promise.all(this.upstreams.map((u) => u.destroy()));
     await this.audit.flush().catch(() => undefined);
     await this.audit.close();
   }

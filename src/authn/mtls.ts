@@ -7,29 +7,47 @@ import type { Authenticator, AuthnResult, PeerCertificate, RequestContext } from
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 
 /**
+ * An absolute URI of RFC 3986 characters only. A SAN is IA5String, so spaces, controls, quotes, backslashes and non-ASCII
+ * mean a malformed certificate; such a subject would also be unsafe to forward as an identity header or to compare.
+ */
+const URI_IDENTITY = /^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]+$/;
+/** A host name of LDH labels (RFC 1123); no wildcard, no empty label, no trailing dot. */
+const DNS_IDENTITY = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
+/**
  * Picks the identity from a subjectAltName string as Node formats it (`URI:spiffe://x, DNS:a.example`).
- * A URI SAN wins over a DNS SAN; there must be exactly one of the chosen kind, so a certificate cannot be ambiguous.
+ * A URI SAN wins over a DNS SAN; there must be exactly one of the chosen kind, so a certificate cannot be ambiguous,
+ * and it must be well-formed (an empty or malformed value identifies nobody).
  */
 export function identityFromSubjectAltName(san: string | undefined): string | undefined {
   if (san === undefined || san === '') return undefined;
   const uris: string[] = [];
   const dnsNames: string[] = [];
-  for (const entry of splitSubjectAltName(san)) {
+  const entries = splitSubjectAltName(san);
+  if (entries === undefined) return undefined;
+  for (const entry of entries) {
     if (entry.startsWith('URI:')) uris.push(entry.slice(4));
     else if (entry.startsWith('DNS:')) dnsNames.push(entry.slice(4));
   }
-  if (uris.length > 0) return uris.length === 1 ? uris[0] : undefined;
-  if (dnsNames.length === 1 && !(dnsNames[0] ?? '*').includes('*')) return dnsNames[0];
-  return undefined;
+  if (uris.length > 0) {
+    const uri = uris.length === 1 ? uris[0] : undefined;
+    return uri !== undefined && URI_IDENTITY.test(uri) ? uri : undefined;
+  }
+  const dns = dnsNames.length === 1 ? dnsNames[0] : undefined;
+  // DNS names compare case-insensitively (RFC 4343): one name, one subject string for authz, quotas and audit.
+  return dns !== undefined && DNS_IDENTITY.test(dns) ? dns.toLowerCase() : undefined;
 }
 
-/** Node quotes SAN entries containing ',' or '"' as JSON strings; a naive split(', ') would let a SAN forge a second entry. */
-function splitSubjectAltName(san: string): string[] {
+/**
+ * Node quotes SAN entries containing ',' or '"' as JSON strings; a naive split(', ') would let a SAN forge a second entry.
+ * Returns undefined for text Node would never produce (fail closed rather than guess where an entry ends).
+ */
+function splitSubjectAltName(san: string): string[] | undefined {
   const entries: string[] = [];
   let i = 0;
   while (i < san.length) {
     const colon = san.indexOf(':', i);
-    if (colon === -1) break;
+    if (colon === -1) return undefined;
     const kind = san.slice(i, colon + 1);
     let value: string;
     let next: number;
@@ -39,9 +57,10 @@ function splitSubjectAltName(san: string): string[] {
       try {
         value = JSON.parse(san.slice(colon + 1, end + 1)) as string;
       } catch {
-        return [];
+        return undefined;
       }
       next = end + 1;
+      if (next !== san.length && !san.startsWith(', ', next)) return undefined;
     } else {
       const comma = san.indexOf(', ', colon + 1);
       next = comma === -1 ? san.length : comma;

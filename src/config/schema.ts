@@ -207,6 +207,12 @@ export const configSchema = z
         ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
       }
     });
+    for (const [name, upstream] of Object.entries(config.upstreams)) {
+      // Upstream certificates are verified against a pinned CA only; without one no https upstream could ever connect.
+      if (upstream.url.startsWith('https:') && upstream.ca === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'ca'], message: 'an https upstream needs a pinned CA bundle' });
+      }
+    }
     const matchKeys = new Set<string>();
     config.routes.forEach((route, index) => {
       const key = `${route.match.host ?? '*'} ${route.match.path_prefix}`;

@@ -5,8 +5,7 @@
 import type { Logger } from 'pino';
 import { AuditUnavailableError, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
 import { GatewayError } from '../errors/catalogue.js';
-import { sendProblem, type HttpExchange } from '../server/exchange.js';
-import { newRequestId } from '../server/request-id.js';
+import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
 import type { AuthenticatedRequest, AuthnResult, ClientConnection, Principal, RequestContext } from './stage.js';
 
@@ -57,6 +56,8 @@ export class Pipeline {
       // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
       stage = 'handler';
       this.deps.audit.append(auditEvent(request, 'allow', stage, undefined, principal));
+      // The body is invited only now that the request is admitted: no `100 Continue` for refused requests (H1-12).
+      if (request.hasBody && expectsContinue(exchange)) exchange.res.writeContinue();
       await request.route.handler.handle(authenticated, exchange);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
@@ -92,10 +93,10 @@ export class Pipeline {
   }
 
   /** Audits a connection-level refusal (HTTP/1.1 parser reject, CONNECT) that never became a request. */
-  recordConnectionRefusal(parserCode: string, peer: string): void {
+  recordConnectionRefusal(parserCode: string, peer: string, requestId: string): void {
     try {
       this.deps.audit.append({
-        request_id: newRequestId(),
+        request_id: requestId,
         method: parserCode === 'CONNECT' ? 'CONNECT' : '',
         path: null,
         raw_target: '',
@@ -145,9 +146,14 @@ export class Pipeline {
         // Already failing closed; the log line above is the alert.
       }
     }
-    if (exchange.res.headersSent) exchange.res.destroy();
+    if (exchange.res.headersSent) abortResponse(exchange);
     else sendProblem(exchange, error, { close: true });
   }
+}
+
+function expectsContinue(exchange: HttpExchange): boolean {
+  const expect = exchange.req.headers.expect;
+  return expect !== undefined && expect.toLowerCase() === '100-continue';
 }
 
 /** "not-applicable" moves to the next authenticator; "rejected" stops here and never falls through. */

@@ -1,6 +1,8 @@
 // The reverse-proxy handler: forwards an admitted request to its upstream with undici's dispatch() (its fastest API),
 // streaming both ways with backpressure, framing the upstream request itself, and mapping upstream failures to 502/504.
 import { readFileSync } from 'node:fs';
+import { constants as http2Constants } from 'node:http2';
+import { isIP } from 'node:net';
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
@@ -8,7 +10,7 @@ import type { UpstreamConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
-import { securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
+import { abortResponse, clientGone, securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
 type UpstreamHeaders = Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2];
@@ -20,6 +22,7 @@ export class Upstream {
 
   constructor(name: string, config: DeepReadonly<UpstreamConfig>) {
     const url = new URL(config.url);
+    const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
     this.name = name;
     this.authority = url.host;
     this.pool = new Pool(url.origin, {
@@ -35,9 +38,11 @@ export class Upstream {
         ? {
             connect: {
               // The upstream is verified against its pinned CA only (TLS-15); there is no switch to turn this off.
+              // Without a pinned CA nothing is trusted: an empty list keeps Node from loading the system root store.
               rejectUnauthorized: true,
-              ...(config.ca !== undefined ? { ca: readFileSync(config.ca) } : {}),
-              servername: url.hostname,
+              ca: config.ca !== undefined ? readFileSync(config.ca) : [],
+              // SNI carries host names only (RFC 6066 §3); for an IP literal the certificate is checked against its IP SAN.
+              ...(isIP(bareHost) === 0 ? { servername: bareHost } : {}),
               minVersion: 'TLSv1.2' as const,
             },
           }
@@ -45,8 +50,8 @@ export class Upstream {
     });
   }
 
-  close(): Promise<void> {
-    return this.pool.close();
+  destroy(): Promise<void> {
+    return this.pool.destroy();
   }
 }
 
@@ -57,12 +62,28 @@ export interface ProxyRouteOptions {
   readonly identityPrefix: string;
 }
 
-/** Counts streamed request body bytes and fails the stream once a route's limit is crossed (H1-15). */
+/**
+ * Counts streamed request body bytes and fails the stream once a route's limit is crossed (H1-15), or at its end when the
+ * body is not what the client completed: Node's HTTP/2 compatibility request ends cleanly even when the stream was reset,
+ * which would otherwise hand the upstream a truncated body as a complete request (H2-06).
+ */
 class BodyLimit extends Transform {
   private seen = 0;
   exceeded = false;
-  constructor(private readonly limit: number) {
+  constructor(
+    private readonly limit: number,
+    private readonly expected: number | undefined,
+    private readonly source: HttpExchange['req'],
+  ) {
     super();
+  }
+  override _flush(callback: TransformCallback): void {
+    const reset = 'stream' in this.source && this.source.stream.rstCode !== undefined && this.source.stream.rstCode !== http2Constants.NGHTTP2_NO_ERROR;
+    if (reset || (this.expected !== undefined && this.seen !== this.expected)) {
+      callback(new Error('request body incomplete'));
+      return;
+    }
+    callback();
   }
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.seen += chunk.length;
@@ -115,23 +136,20 @@ export class ProxyHandler implements Handler {
       },
     );
 
-    // The body is invited only now, after the request was admitted (H1-12): no `100 Continue` for refused requests.
-    if (request.hasBody && /100-continue/i.test(req.headers.expect ?? '')) res.writeContinue();
 
-    let body: BodyLimit | typeof req | null = null;
-    let limiter: BodyLimit | undefined;
+    // The client may already have reset the stream (RST_STREAM right after HEADERS): its 'close' event is then gone, so
+    // nothing would ever abort the upstream request. Such a request is never sent (H2-01, RL-03).
+    if (clientGone(exchange)) return Promise.resolve();
+
+    let body: BodyLimit | null = null;
     if (request.hasBody) {
-      if (request.contentLength === undefined) {
-        limiter = new BodyLimit(request.route.bodyLimitBytes);
-        req.on('error', (error) => limiter?.destroy(error));
-        body = req.pipe(limiter);
-      } else {
-        body = req;
-      }
+      const limiter = new BodyLimit(request.route.bodyLimitBytes, request.contentLength, req);
+      req.on('error', (error) => limiter.destroy(error));
+      body = req.pipe(limiter);
     }
 
     return new Promise<void>((resolve) => {
-      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, limiter, resolve);
+      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve);
       this.upstream.pool.dispatch(
         {
           path,
@@ -152,6 +170,7 @@ export class ProxyHandler implements Handler {
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
+  private unsendableResponse = false;
 
   constructor(
     private readonly exchange: HttpExchange,
@@ -179,8 +198,11 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     try {
       res.writeHead(statusCode, out);
     } catch (error) {
-      // Only reachable with a header Node refuses to send (e.g. an invalid value): the response is unusable.
+      // A header Node refuses to send, e.g. a repeated Content-Type on HTTP/2 (single-value field): the response is unusable.
+      // writeHead may have stored some upstream headers before throwing; none of them may ride along on the 502.
       this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, err: (error as Error).message }, 'upstream response headers rejected');
+      for (const name of res.getHeaderNames()) res.removeHeader(name);
+      this.unsendableResponse = true;
       controller.abort(error as Error);
       return;
     }
@@ -188,6 +210,11 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
+    // A dead client response never emits 'drain': pausing would hold the upstream connection forever.
+    if (clientGone(this.exchange)) {
+      controller.abort(new Error('client closed the stream'));
+      return;
+    }
     if (!(this.exchange.res as Writable).write(chunk)) controller.pause();
   }
 
@@ -200,14 +227,14 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
     this.finished = true;
     const { res } = this.exchange;
-    if (res.closed || res.destroyed) {
+    if (clientGone(this.exchange)) {
       this.finish();
       return;
     }
     if (res.headersSent) {
       // Mid-stream failure: the client must see a truncated (aborted) response, never a silently short one.
       this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream failed mid-response');
-      res.destroy();
+      abortResponse(this.exchange);
       this.finish();
       return;
     }
@@ -221,6 +248,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
 
   private classify(error: Error): GatewayError {
     if (this.bodyLimit?.exceeded === true) return new GatewayError('payload_too_large', { reason: 'streamed body over route limit' });
+    if (this.unsendableResponse) return new GatewayError('upstream_invalid_response', { reason: 'response headers not sendable' });
     switch (errorCode(error)) {
       case 'UND_ERR_CONNECT_TIMEOUT':
       case 'UND_ERR_HEADERS_TIMEOUT':

@@ -90,7 +90,7 @@ export function checkRequest(
     const lower = name.toLowerCase();
     if (lower === 'host') hostCount++;
     else if (lower === 'transfer-encoding') transferEncodingCount++;
-    else if (lower === 'http2-settings') return refuse(new GatewayError('upgrade_refused', { reason: 'h2c upgrade' }));
+    else if (lower === 'http2-settings') return refuse(new GatewayError('upgrade_refused', { reason: 'h2c upgrade' }), true);
   }
   if (headerBytes > limits.maxHeaderBytes) return refuse(new GatewayError('headers_too_large', { reason: 'header bytes' }), true);
 

@@ -1,7 +1,7 @@
 // One request/response pair, the same shape for HTTP/1.1 and HTTP/2, plus the only code that writes gateway-made responses.
 // Every response the gateway makes carries HSTS, nosniff and the request id; refusals are RFC 9457 problem bodies.
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Writable } from 'node:stream';
 import { problemBody, type GatewayError } from '../errors/catalogue.js';
 
@@ -36,7 +36,7 @@ export function sendProblem(exchange: HttpExchange, error: GatewayError, opts: {
   const { res } = exchange;
   if (res.headersSent) {
     // Too late for a status: the only honest signal left is an aborted stream.
-    exchange.res.destroy();
+    abortResponse(exchange);
     return;
   }
   const body = problemBody(error, exchange.requestId);
@@ -68,4 +68,25 @@ export function sendJson(exchange: HttpExchange, status: number, value: unknown,
 function endWith(exchange: HttpExchange, body: string): void {
   if (exchange.isHead) exchange.res.end();
   else (exchange.res as Writable).end(body);
+}
+
+/**
+ * Ends a response that already started as visibly failed. On HTTP/1.1 the connection is destroyed, so the client sees a short
+ * body or an unterminated chunked stream. On HTTP/2 a plain destroy() resets the stream with NO_ERROR, which clients take as a
+ * clean end (a silently truncated body), so the stream is reset with INTERNAL_ERROR instead.
+ */
+export function abortResponse(exchange: HttpExchange): void {
+  const { res } = exchange;
+  if ('stream' in res) res.stream.close(http2Constants.NGHTTP2_INTERNAL_ERROR);
+  else res.destroy();
+}
+
+/**
+ * The client side is gone: HTTP/2 stream closed or reset, HTTP/1.1 response destroyed. (Http2ServerResponse has no
+ * `destroyed`/`closed` of its own, so the stream is asked.)
+ */
+export function clientGone(exchange: HttpExchange): boolean {
+  const { res } = exchange;
+  if ('stream' in res) return res.stream.destroyed || res.stream.closed;
+  return res.destroyed || res.closed;
 }

@@ -8,13 +8,15 @@ import type { Pipeline } from '../pipeline/pipeline.js';
 import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
 import { normalizeAddress } from './connection-guard.js';
 import { checkRequest, type EdgeLimits } from './edge.js';
-import { sendJson, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
+import { abortResponse, sendJson, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
 import { newRequestId } from './request-id.js';
 import type { Router } from './router.js';
 
 /** Per-connection facts computed once after the handshake and stored on the TLS socket. */
 export const CONNECTION_INFO = Symbol('gatehouse.connection');
 export const ACTIVE_REQUESTS = Symbol('gatehouse.activeRequests');
+/** The latest HTTP/1.1 exchange on a socket: lets a parser error tell whether it belongs to the request in flight. */
+export const CURRENT_EXCHANGE = Symbol('gatehouse.currentExchange');
 
 export interface ConnectionInfo {
   readonly peerAddress: string;
@@ -24,6 +26,7 @@ export interface ConnectionInfo {
 export interface TaggedSocket extends TLSSocket {
   [CONNECTION_INFO]?: ConnectionInfo;
   [ACTIVE_REQUESTS]?: number;
+  [CURRENT_EXCHANGE]?: HttpExchange;
 }
 
 export function describeConnection(socket: TLSSocket): ConnectionInfo {
@@ -74,8 +77,10 @@ export class Ingress {
     };
     if (protocol === 'h1') {
       socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 0) + 1;
+      socket[CURRENT_EXCHANGE] = exchange;
       res.once('close', () => {
         socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
+        if (socket[CURRENT_EXCHANGE] === exchange) delete socket[CURRENT_EXCHANGE];
       });
     }
 
@@ -138,7 +143,7 @@ export class Ingress {
     const timer = setTimeout(() => {
       if (req.complete) return;
       this.options.log.info({ request_id: exchange.requestId }, 'request body deadline passed');
-      if (exchange.res.headersSent) exchange.res.destroy();
+      if (exchange.res.headersSent) abortResponse(exchange);
       else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
       req.destroy();
     }, this.options.requestTimeoutMs);

@@ -7,10 +7,11 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
+import { PROBLEM_TYPE_BASE } from '../errors/catalogue.js';
 import { HSTS_VALUE } from './exchange.js';
 import { ALPN, readTlsMaterial, secureContextOptions } from '../tls/context.js';
 import type { ConnectionGuard } from './connection-guard.js';
-import { ACTIVE_REQUESTS, CONNECTION_INFO, describeConnection, type Ingress, type TaggedSocket } from './ingress.js';
+import { ACTIVE_REQUESTS, CONNECTION_INFO, CURRENT_EXCHANGE, describeConnection, type Ingress, type TaggedSocket } from './ingress.js';
 import { newRequestId } from './request-id.js';
 
 /** HTTP/1.1 parser failures answered on the raw socket, which is then closed (the byte stream can't be trusted). */
@@ -20,8 +21,8 @@ const PARSE_ERROR_STATUS: Readonly<Record<string, [number, string]>> = {
 };
 
 export interface ListenerEvents {
-  /** An HTTP/1.1 parse failure or refused protocol use, for the security log. */
-  onParseError(code: string, peer: string): void;
+  /** An HTTP/1.1 parse failure or refused protocol use, for the security log; `requestId` is the one sent to the client. */
+  onParseError(code: string, peer: string, requestId: string): void;
 }
 
 export class Listener {
@@ -78,7 +79,8 @@ export class Listener {
       maxRequestsPerSocket: limits.max_requests_per_socket,
       connectionsCheckingInterval: Math.min(1000, limits.headers_timeout_ms),
       maxHeaderSize: limits.max_header_bytes,
-      requireHostHeader: true,
+      // Node's own missing-Host answer is a bare 400 (no HSTS, no problem body, no audit); the edge check refuses it instead (H1-09).
+      requireHostHeader: false,
     });
     // Idle sockets and HTTP/2 sessions are closed after this much inactivity (slow readers included).
     server.setTimeout(limits.idle_timeout_ms);
@@ -106,9 +108,23 @@ export class Listener {
       if (this.draining) session.close();
     });
     server.on('unknownProtocol', (socket: TLSSocket) => socket.destroy());
-    const handle = (req: IncomingMessage | Http2ServerRequest, res: Parameters<Ingress['handle']>[1]): void => this.ingress.handle(req, res);
+    const maxPerSocket = limits.max_requests_per_socket;
+    const served = new WeakMap<object, number>();
+    const handle = (req: IncomingMessage | Http2ServerRequest, res: Parameters<Ingress['handle']>[1]): void => {
+      // Node marks the last response a socket may carry `Connection: close` but leaves the socket open for the client to
+      // close; setting the header ourselves makes Node end the socket after that response (H1-18).
+      if (maxPerSocket > 0 && req.httpVersionMajor === 1) {
+        const count = (served.get(req.socket) ?? 0) + 1;
+        served.set(req.socket, count);
+        if (count >= maxPerSocket) res.setHeader('connection', 'close');
+      }
+      this.ingress.handle(req, res);
+    };
     server.on('request', handle);
     server.on('checkContinue', handle);
+    // Without a listener Node answers any other expectation with a bare 417 (no HSTS, no audit); the edge handles the
+    // request instead and the Expect header is never forwarded.
+    server.on('checkExpectation', handle);
     server.on('connect', (req: IncomingMessage | Http2ServerRequest, socketOrRes: Socket | Http2ServerResponse) => this.refuseConnect(req, socketOrRes));
     server.on('clientError', (error: Error & { code?: string }, socket: Socket) => this.onClientError(error, socket));
   }
@@ -162,13 +178,14 @@ export class Listener {
   }
 
   private refuseConnect(req: IncomingMessage | Http2ServerRequest, socketOrRes: Socket | Http2ServerResponse): void {
-    this.events.onParseError('CONNECT', String(req.socket.remoteAddress));
+    const requestId = newRequestId();
+    this.events.onParseError('CONNECT', String(req.socket.remoteAddress), requestId);
     if ('writeHead' in socketOrRes) {
-      socketOrRes.writeHead(405, { 'strict-transport-security': HSTS_VALUE, allow: '' });
+      socketOrRes.writeHead(405, { 'strict-transport-security': HSTS_VALUE, 'x-request-id': requestId, allow: '' });
       socketOrRes.end();
       return;
     }
-    this.writeRawAndClose(socketOrRes, 405, 'Method Not Allowed', 'method_not_allowed');
+    this.writeRawAndClose(socketOrRes, 405, 'Method Not Allowed', 'method_not_allowed', requestId);
   }
 
   /** Node only closes timed-out or malformed connections itself when no listener exists, so this one always does (H1-17). */
@@ -178,16 +195,29 @@ export class Listener {
       socket.destroy();
       return;
     }
-    this.events.onParseError(code, String(socket.remoteAddress));
+    const requestId = newRequestId();
+    this.events.onParseError(code, String(socket.remoteAddress), requestId);
+    // A raw answer is only safe when it answers the failing bytes: no request is in flight, or the one in flight is the
+    // request whose body failed to parse and none of its response was sent. Otherwise (a bad request pipelined behind one
+    // still being answered, or a failure mid-response) the client would read it as, or inside, an earlier response.
+    const tagged = socket as TaggedSocket;
+    const active = tagged[ACTIVE_REQUESTS] ?? 0;
+    const current = tagged[CURRENT_EXCHANGE];
+    const answerable = active === 0 || (active === 1 && current !== undefined && !current.req.complete && !current.res.headersSent);
+    if (!answerable) {
+      socket.destroy();
+      return;
+    }
     const [status, text] = PARSE_ERROR_STATUS[code] ?? [400, 'Bad Request'];
-    this.writeRawAndClose(socket, status, text, status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request');
+    this.writeRawAndClose(socket, status, text, status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request', requestId);
   }
 
-  private writeRawAndClose(socket: Socket, status: number, text: string, code: string): void {
-    const body = JSON.stringify({ type: `https://gatehouse.dev/problems/${code}`, title: text, status, code, request_id: newRequestId() });
+  private writeRawAndClose(socket: Socket, status: number, text: string, code: string, requestId: string): void {
+    const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + code, title: text, status, code, request_id: requestId });
     socket.end(
       `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Strict-Transport-Security: ${HSTS_VALUE}\r\nCache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
+        `Strict-Transport-Security: ${HSTS_VALUE}\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
+        `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
     );
     socket.destroySoon();
   }

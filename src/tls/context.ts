@@ -21,9 +21,13 @@ export const CIPHERS = [
 /** Node's default adds secp521r1, X448 and finite-field groups (TLS-03). */
 export const GROUPS = 'X25519:prime256v1:secp384r1';
 
+/** node:http2 offers exactly this itself (h2, plus http/1.1 with allowHTTP1) and refuses others with no_application_protocol (TLS-08). */
 export const ALPN = ['h2', 'http/1.1'];
 
-/** OpenSSL refuses renegotiation outright; each socket also calls disableRenegotiation() (TLS-04). */
+/**
+ * OpenSSL answers a renegotiation ClientHello with a no_renegotiation alert but leaves the connection open; the
+ * disableRenegotiation() call on each socket is what closes it at the first attempt (TLS-04). Both stay.
+ */
 export const SECURE_OPTIONS = constants.SSL_OP_NO_RENEGOTIATION | constants.SSL_OP_NO_COMPRESSION;
 
 export interface TlsMaterial {
