@@ -35,6 +35,9 @@ function startProcess(args: readonly string[], pick: (line: string) => number | 
       if (port !== undefined) {
         found = true;
         clearTimeout(timer);
+        // From here on the child's output is drained unread: parsing its log lines would load the benchmark's own CPU.
+        lines.close();
+        child.stdout!.resume();
         resolvePort({ child, port });
       }
     });

@@ -75,11 +75,28 @@ function splitSubjectAltName(san: string): string[] | undefined {
 
 export class MtlsAuthenticator implements Authenticator {
   readonly id = 'mtls';
+  /**
+   * One verification per connection: the certificate cannot change on it (renegotiation is off), so the result is kept
+   * with the connection's PeerCertificate. Only its expiry is re-checked per request, since a connection can outlive it.
+   */
+  private readonly verified = new WeakMap<PeerCertificate, { readonly result: AuthnResult; readonly notAfter: number }>();
+
+  constructor(private readonly now: () => number = Date.now) {}
 
   authenticate(request: RequestContext): AuthnResult {
     const certificate = request.connection.peerCertificate;
     if (certificate === undefined) return { outcome: 'not-applicable' };
-    return this.verify(certificate);
+    let entry = this.verified.get(certificate);
+    if (entry === undefined) {
+      entry = { result: this.verify(certificate), notAfter: Date.parse(certificate.validTo) };
+      this.verified.set(certificate, entry);
+    }
+    if (entry.result.outcome !== 'authenticated') return entry.result;
+    // An unparsable date is NaN, and NaN comparisons are false: such a certificate is treated as expired.
+    if (!(this.now() <= entry.notAfter)) {
+      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate expired during the connection' }) };
+    }
+    return entry.result;
   }
 
   private verify(certificate: PeerCertificate): AuthnResult {

@@ -54,7 +54,8 @@ const CLIENT_CLAIMS = new Set([
 const RESPONSE_FINGERPRINTS = new Set(['server', 'x-powered-by', 'x-aspnet-version', 'x-aspnetmvc-version']);
 
 function connectionListed(value: string | string[] | undefined): Set<string> | undefined {
-  if (value === undefined) return undefined;
+  // The common values name no extra header: skip the split on the hot path.
+  if (value === undefined || value === 'keep-alive' || value === 'close' || value === 'Keep-Alive') return undefined;
   const set = new Set<string>();
   for (const part of (Array.isArray(value) ? value.join(',') : value).split(',')) {
     const token = part.trim().toLowerCase();

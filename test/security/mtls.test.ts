@@ -463,3 +463,23 @@ describe('mTLS routes on a running gateway', () => {
     });
   });
 });
+
+describe('MtlsAuthenticator keeps a bounded result per connection', () => {
+  it('a connection that outlives its client certificate stops authenticating at notAfter', () => {
+    let now = Date.parse('2030-01-01T00:00:00Z');
+    const authenticator = new MtlsAuthenticator(() => now);
+    const request = peer({ validTo: 'Jan  1 00:00:10 2030 GMT' });
+    expect(authenticator.authenticate(request).outcome).toBe('authenticated');
+    now += 9_000;
+    expect(authenticator.authenticate(request).outcome).toBe('authenticated');
+    now += 2_000;
+    const late = authenticator.authenticate(request);
+    expect(late.outcome).toBe('rejected');
+    if (late.outcome === 'rejected') expect(late.error.code).toBe('invalid_credential');
+  });
+
+  it('an unparsable notAfter is treated as expired', () => {
+    const result = new MtlsAuthenticator().authenticate(peer({ validTo: 'not a date' }));
+    expect(result.outcome).toBe('rejected');
+  });
+});
