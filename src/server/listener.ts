@@ -219,6 +219,29 @@ export class Listener {
         `Strict-Transport-Security: ${HSTS_VALUE}\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
         `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
     );
-    socket.destroySoon();
+    lingerThenDestroy(socket);
   }
+}
+
+/** How long, and how many unread bytes, a refused connection is drained before it is destroyed. */
+const LINGER_MS = 2000;
+const LINGER_BYTES = 1024 * 1024;
+
+/**
+ * Lingering close (as nginx does): closing a socket with unread input makes the kernel send RST, which can destroy the
+ * error response in the client's receive buffer before the client reads it. So the input is read and discarded for a
+ * short, bounded while after the answer was sent; then the socket is destroyed whatever the client does.
+ */
+function lingerThenDestroy(socket: Socket): void {
+  let discarded = 0;
+  const timer = setTimeout(() => socket.destroy(), LINGER_MS);
+  timer.unref();
+  socket.removeAllListeners('data');
+  socket.on('data', (chunk: Buffer) => {
+    discarded += chunk.length;
+    if (discarded > LINGER_BYTES) socket.destroy();
+  });
+  socket.once('end', () => socket.destroy());
+  socket.once('close', () => clearTimeout(timer));
+  socket.resume();
 }
