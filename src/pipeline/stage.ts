@@ -52,6 +52,8 @@ export interface RequestContext {
   readonly query: string;
   readonly contentLength: number | undefined;
   readonly hasBody: boolean;
+  /** The single Authorization header value, when present (repeats are refused at the edge). */
+  readonly authorization: string | undefined;
   readonly connection: ClientConnection;
   readonly route: Route;
 }

@@ -82,6 +82,7 @@ export function checkRequest(
   let headerBytes = 0;
   let hostCount = 0;
   let transferEncodingCount = 0;
+  let authorizationCount = 0;
   for (let i = 0; i < raw.length; i += 2) {
     const name = raw[i] ?? '';
     const value = raw[i + 1] ?? '';
@@ -90,8 +91,11 @@ export function checkRequest(
     const lower = name.toLowerCase();
     if (lower === 'host') hostCount++;
     else if (lower === 'transfer-encoding') transferEncodingCount++;
+    else if (lower === 'authorization') authorizationCount++;
     else if (lower === 'http2-settings') return refuse(new GatewayError('upgrade_refused', { reason: 'h2c upgrade' }), true);
   }
+  // Node keeps only the first of repeated Authorization headers; two credentials in one request are ambiguous (RFC 9110 §11.6.2).
+  if (authorizationCount > 1) return refuse(new GatewayError('invalid_header', { reason: 'repeated authorization' }));
   if (headerBytes > limits.maxHeaderBytes) return refuse(new GatewayError('headers_too_large', { reason: 'header bytes' }), true);
 
   const headers = req.headers;
@@ -167,6 +171,7 @@ export function checkRequest(
       query: target.query,
       contentLength,
       hasBody,
+      authorization: typeof headers.authorization === 'string' ? headers.authorization : undefined,
       connection,
       route,
     },
