@@ -1,0 +1,92 @@
+// The CredentialStore contract: clients, signing keys and revoked token ids — one contract, several backends
+// (SQLite embedded default; PostgreSQL for scale-out). Every method validates rows it reads (the database is outside input).
+
+/** An argon2id hash of one client secret. Up to two are active while a secret is rotated. */
+export interface SecretHash {
+  /** PHC string, `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */
+  readonly hash: string;
+  readonly createdAt: number;
+  /** Epoch ms after which this secret no longer authenticates (the old secret during rotation); null = no expiry. */
+  readonly expiresAt: number | null;
+}
+
+export interface Client {
+  /** Random, URL-safe, assigned by the store's caller; never reused. */
+  readonly id: string;
+  readonly name: string;
+  readonly secrets: readonly SecretHash[];
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly enabled: boolean;
+  readonly createdAt: number;
+  readonly updatedAt: number;
+}
+
+export type SigningAlgorithm = 'EdDSA' | 'ES256';
+
+export interface SigningKey {
+  readonly kid: string;
+  readonly alg: SigningAlgorithm;
+  /** Public JWK as JSON text (kty, crv, x[, y], kid, alg, use:"sig"). */
+  readonly publicJwk: string;
+  /** AES-256-GCM ciphertext of the PKCS#8 private key under the key-encryption key (iv ‖ tag ‖ ciphertext), base64url. */
+  readonly encryptedPrivateKey: string;
+  readonly createdAt: number;
+  /** Published from createdAt; used for signing only from activatesAt (so verifiers saw it in the JWKS first). */
+  readonly activatesAt: number;
+  /** Set when a newer key took over signing; the key stays published until expiresAt. */
+  readonly retiredAt: number | null;
+  /** After this the key is neither used nor published (every token it signed has expired). null = not retired. */
+  readonly expiresAt: number | null;
+}
+
+export interface Revocation {
+  readonly iss: string;
+  readonly jti: string;
+  /** The revoked token's own exp: the revocation is kept only that long. */
+  readonly expiresAt: number;
+}
+
+export class StoreError extends Error {
+  constructor(
+    readonly code: 'not_found' | 'conflict' | 'invalid' | 'unavailable',
+    message: string,
+  ) {
+    super(message);
+    this.name = 'StoreError';
+  }
+}
+
+/**
+ * Asynchronous so that a network backend (PostgreSQL) fits the same contract; the SQLite backend resolves at once.
+ * Every write is one transaction: a crash leaves the previous state or the new one, never a mix.
+ */
+export interface CredentialStore {
+  // Clients
+  /** Throws StoreError('conflict') when the id exists. */
+  createClient(client: Client): Promise<void>;
+  getClient(id: string): Promise<Client | undefined>;
+  listClients(): Promise<readonly Client[]>;
+  /** Applies `change` to the current row inside one transaction; throws StoreError('not_found'). */
+  updateClient(id: string, change: (current: Client) => Client): Promise<Client>;
+  removeClient(id: string): Promise<boolean>;
+
+  // Signing keys
+  addSigningKey(key: SigningKey): Promise<void>;
+  listSigningKeys(): Promise<readonly SigningKey[]>;
+  /** Adds `next` and, in the same transaction, marks `retire.kid` retired and unpublished after `retire.expiresAt`. */
+  rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void>;
+  /** Deletes keys whose expiresAt passed. Returns how many. */
+  purgeExpiredSigningKeys(now: number): Promise<number>;
+
+  // Revocations (keyed by issuer and token id, never by the token string)
+  /** Idempotent: revoking a revoked token again changes nothing. */
+  revoke(revocation: Revocation): Promise<void>;
+  isRevoked(iss: string, jti: string, now: number): Promise<boolean>;
+  /** Revocations still in force, for warming an in-memory revocation set at start. */
+  listRevocations(now: number): Promise<readonly Revocation[]>;
+  /** Deletes revocations whose token expired. Returns how many. */
+  purgeExpiredRevocations(now: number): Promise<number>;
+
+  close(): Promise<void>;
+}

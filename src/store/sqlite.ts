@@ -1,0 +1,432 @@
+// SQLite credential store (embedded default): one better-sqlite3 connection in WAL mode, every write one transaction,
+// every row read validated before it becomes a Client, SigningKey or Revocation. File and -wal/-shm are mode 0600.
+import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { dirname } from 'node:path';
+import Database from 'better-sqlite3';
+import { z } from 'zod';
+import {
+  StoreError,
+  type Client,
+  type CredentialStore,
+  type Revocation,
+  type SecretHash,
+  type SigningKey,
+} from './contract.js';
+import { checkSchema, migrate } from './migrations.js';
+
+/** Secrets a client may hold at once: the current one and, during a rotation, the old one. */
+export const MAX_SECRETS_PER_CLIENT = 2;
+
+export interface SqliteStoreOptions {
+  /** Clock for `updatedAt`, which updateClient sets (whatever `change` returned). */
+  readonly now?: () => number;
+  /**
+   * How long a write waits for another process's write lock. better-sqlite3 is synchronous, so this wait blocks the
+   * event loop: keep it short. Writers (admin CLI, revocations) hold the lock for milliseconds; WAL readers never wait.
+   */
+  readonly busyTimeoutMs?: number;
+}
+
+// ---- Row validation: the database is outside input (another process, a restored backup, a hand edit). ----
+
+const epochMs = z.int();
+const jsonStrings = z.string().transform((text, ctx): unknown => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    ctx.issues.push({ code: 'custom', message: 'not JSON', input: text });
+    return z.NEVER;
+  }
+}).pipe(z.array(z.string()));
+
+const clientRow = z.object({
+  id: z.string(),
+  name: z.string(),
+  scopes: jsonStrings,
+  audiences: jsonStrings,
+  enabled: z.union([z.literal(0), z.literal(1)]),
+  created_at: epochMs,
+  updated_at: epochMs,
+});
+
+const secretRow = z.object({
+  client_id: z.string(),
+  slot: z.union([z.literal(0), z.literal(1)]),
+  hash: z.string().min(1),
+  created_at: epochMs,
+  expires_at: epochMs.nullable(),
+});
+
+const signingKeyRow = z.object({
+  kid: z.string(),
+  alg: z.enum(['EdDSA', 'ES256']),
+  public_jwk: z.string(),
+  encrypted_private_key: z.string(),
+  created_at: epochMs,
+  activates_at: epochMs,
+  retired_at: epochMs.nullable(),
+  expires_at: epochMs.nullable(),
+});
+
+const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
+
+type SecretRow = z.infer<typeof secretRow>;
+
+/** Parses one row or throws StoreError('invalid') naming the table and the row's key (never its contents). */
+function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: string, key: string): z.infer<S> {
+  const result = schema.safeParse(row);
+  if (result.success) return result.data;
+  const fields = [...new Set(result.error.issues.map((issue) => issue.path.map(String).join('.') || '(row)'))].join(', ');
+  throw new StoreError('invalid', `corrupt row in ${table} (${key}): bad ${fields}`);
+}
+
+/** The row's own key for error messages, when a corrupt row cannot be trusted to have a readable one. */
+function rawKey(row: unknown, ...columns: string[]): string {
+  const record = typeof row === 'object' && row !== null ? (row as Record<string, unknown>) : {};
+  return columns.map((c) => `${c}=${JSON.stringify(record[c]) ?? '?'}`).join(', ');
+}
+
+function toSecret(row: SecretRow): SecretHash {
+  return { hash: row.hash, createdAt: row.created_at, expiresAt: row.expires_at };
+}
+
+// ---- SQLite errors → the contract's codes. ----
+
+function toStoreError(error: unknown, doing: string): unknown {
+  if (error instanceof StoreError) return error;
+  if (error instanceof Database.SqliteError) {
+    const code = error.code;
+    if (code === 'SQLITE_CONSTRAINT_PRIMARYKEY' || code === 'SQLITE_CONSTRAINT_UNIQUE') {
+      return new StoreError('conflict', `${doing}: already exists`);
+    }
+    // A value the schema refuses (wrong type, failed CHECK, missing parent): the caller's data, not the database.
+    if (code.startsWith('SQLITE_CONSTRAINT') || code === 'SQLITE_MISMATCH' || code === 'SQLITE_TOOBIG' || code === 'SQLITE_RANGE') {
+      return new StoreError('invalid', `${doing}: ${error.message}`);
+    }
+    if (code.startsWith('SQLITE_CORRUPT') || code === 'SQLITE_NOTADB') {
+      return new StoreError('invalid', `${doing}: database file is corrupt or not a database (${code})`);
+    }
+    // BUSY, LOCKED, FULL, READONLY, IOERR*, CANTOPEN, PERM, NOMEM, …: the store cannot serve right now.
+    return new StoreError('unavailable', `${doing}: ${code}`);
+  }
+  return error;
+}
+
+/** Creates the parent directory (0700) and the database file (0600) before SQLite sees it. */
+function prepareFile(file: string): void {
+  // Only directories created here get 0700; an existing data directory keeps the mode its owner chose.
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  // Created by us rather than by SQLite so it never exists, even for an instant, with umask-derived permissions;
+  // SQLite then gives -wal and -shm the database file's mode.
+  const fd = openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new StoreError('invalid', `${file}: not a regular file`);
+    // The file holds secret hashes and encrypted private keys: tighten a copy restored with looser permissions.
+    if ((stat.mode & 0o077) !== 0) fchmodSync(fd, stat.mode & 0o700);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+type ClientParams = { id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1; created_at: number; updated_at: number };
+type SecretParams = { client_id: string; slot: number; hash: string; created_at: number; expires_at: number | null };
+type KeyParams = {
+  kid: string; alg: string; public_jwk: string; encrypted_private_key: string;
+  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null;
+};
+
+// Prepared once: statement compilation is most of the cost of a small query.
+function prepareStatements(db: Database.Database) {
+  return {
+    insertClient: db.prepare<ClientParams>(
+      `INSERT INTO clients (id, name, scopes, audiences, enabled, created_at, updated_at)
+       VALUES (@id, @name, @scopes, @audiences, @enabled, @created_at, @updated_at)`,
+    ),
+    updateClient: db.prepare<ClientParams>(
+      `UPDATE clients SET name = @name, scopes = @scopes, audiences = @audiences, enabled = @enabled,
+              updated_at = @updated_at
+       WHERE id = @id`,
+    ),
+    getClient: db.prepare<[string]>('SELECT * FROM clients WHERE id = ?'),
+    listClients: db.prepare<[]>('SELECT * FROM clients ORDER BY created_at, id'),
+    removeClient: db.prepare<[string]>('DELETE FROM clients WHERE id = ?'),
+    insertSecret: db.prepare<SecretParams>(
+      `INSERT INTO client_secrets (client_id, slot, hash, created_at, expires_at)
+       VALUES (@client_id, @slot, @hash, @created_at, @expires_at)`,
+    ),
+    deleteSecrets: db.prepare<[string]>('DELETE FROM client_secrets WHERE client_id = ?'),
+    getSecrets: db.prepare<[string]>('SELECT * FROM client_secrets WHERE client_id = ? ORDER BY slot'),
+    listSecrets: db.prepare<[]>('SELECT * FROM client_secrets ORDER BY client_id, slot'),
+    insertKey: db.prepare<KeyParams>(
+      `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at)
+       VALUES (@kid, @alg, @public_jwk, @encrypted_private_key, @created_at, @activates_at, @retired_at, @expires_at)`,
+    ),
+    // Only a key nobody retired yet: two concurrent rotations must not both hand over from the same key (the loser's
+    // new key would then never be retired and stay published forever).
+    retireKey: db.prepare<[number, number, string]>('UPDATE signing_keys SET retired_at = ?, expires_at = ? WHERE kid = ? AND retired_at IS NULL'),
+    keyExists: db.prepare<[string]>('SELECT 1 FROM signing_keys WHERE kid = ?'),
+    listKeys: db.prepare<[]>('SELECT * FROM signing_keys ORDER BY created_at, kid'),
+    purgeKeys: db.prepare<[number]>('DELETE FROM signing_keys WHERE expires_at IS NOT NULL AND expires_at <= ?'),
+    // A revocation is never shortened: revoking again keeps the later expiry (normally the same token, so no change).
+    revoke: db.prepare<[string, string, number]>(
+      `INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)
+       ON CONFLICT (iss, jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)
+       WHERE excluded.expires_at > expires_at`,
+    ),
+    isRevoked: db.prepare<[string, string, number]>('SELECT expires_at FROM revocations WHERE iss = ? AND jti = ? AND expires_at > ?'),
+    listRevocations: db.prepare<[number]>('SELECT * FROM revocations WHERE expires_at > ? ORDER BY expires_at, iss, jti'),
+    purgeRevocations: db.prepare<[number]>('DELETE FROM revocations WHERE expires_at <= ?'),
+};
+}
+
+export class SqliteCredentialStore implements CredentialStore {
+  readonly file: string;
+  private readonly db: Database.Database;
+  private readonly now: () => number;
+  private readonly q: ReturnType<typeof prepareStatements>;
+
+  private constructor(file: string, db: Database.Database, now: () => number) {
+    this.file = file;
+    this.db = db;
+    this.now = now;
+    this.q = prepareStatements(db);
+  }
+
+  /** Opens (creating if needed) the database at `file` and migrates it to the latest schema. Throws StoreError. */
+  static open(file: string, opts: SqliteStoreOptions = {}): SqliteCredentialStore {
+    let db: Database.Database | undefined;
+    try {
+      prepareFile(file);
+      db = new Database(file, { fileMustExist: true });
+      db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(opts.busyTimeoutMs ?? 2000))}`);
+      // Before any setting that persists in the file (journal mode): never alter a database we are going to refuse.
+      checkSchema(db, file);
+      const mode = db.pragma('journal_mode = WAL', { simple: true });
+      if (mode !== 'wal') throw new StoreError('unavailable', `${file}: cannot use WAL journal (got ${String(mode)})`);
+      // FULL, not NORMAL: with WAL, NORMAL survives a process crash but a power loss can drop the last commits. Here a
+      // dropped commit is a revocation that silently un-happens or a removed client that comes back; writes are rare
+      // (admin commands, revocations), so one fsync per commit costs nothing that matters.
+      db.pragma('synchronous = FULL');
+      db.pragma('foreign_keys = ON');
+      // Deleted secret hashes and key material are overwritten, not left in free pages of the file.
+      db.pragma('secure_delete = ON');
+      // The schema is ours alone: no SQL functions with side effects run from views or triggers found in the file.
+      db.pragma('trusted_schema = OFF');
+      migrate(db, file);
+      return new SqliteCredentialStore(file, db, opts.now ?? Date.now);
+    } catch (error) {
+      db?.close();
+      // Creating the directory or file failed (EACCES, ENOTDIR, EROFS, …): the store cannot serve.
+      const errno = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
+      if (typeof errno === 'string' && !(error instanceof StoreError) && !(error instanceof Database.SqliteError)) {
+        throw new StoreError('unavailable', `open ${file}: ${errno}`);
+      }
+      throw toStoreError(error, `open ${file}`);
+    }
+  }
+
+  /** Runs `fn` on an open connection and turns SQLite faults into StoreErrors; other errors (a caller's) pass through. */
+  private guard<T>(doing: string, fn: () => T): Promise<T> {
+    try {
+      if (!this.db.open) throw new StoreError('unavailable', `${doing}: store is closed`);
+      return Promise.resolve(fn());
+    } catch (error) {
+      return Promise.reject(toStoreError(error, doing));
+    }
+  }
+
+  // ---- Clients ----
+
+  createClient(client: Client): Promise<void> {
+    return this.guard(`createClient ${client.id}`, () => {
+      checkSecrets(client);
+      this.db.transaction(() => {
+        this.q.insertClient.run(clientParams(client));
+        this.insertSecrets(client);
+      }).immediate();
+    });
+  }
+
+  getClient(id: string): Promise<Client | undefined> {
+    // Deferred read transaction: the client row and its secrets come from one snapshot.
+    return this.guard(`getClient ${id}`, () => this.db.transaction(() => this.readClient(id)).deferred());
+  }
+
+  listClients(): Promise<readonly Client[]> {
+    return this.guard('listClients', () =>
+      this.db.transaction(() => {
+        const secrets = new Map<string, SecretHash[]>();
+        for (const raw of this.q.listSecrets.all()) {
+          const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
+          const list = secrets.get(row.client_id) ?? [];
+          list.push(toSecret(row));
+          secrets.set(row.client_id, list);
+        }
+        return this.q.listClients.all().map((raw) => {
+          const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
+          return toClient(row, secrets.get(row.id) ?? []);
+        });
+      }).deferred(),
+    );
+  }
+
+  updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
+    // IMMEDIATE: the write lock is taken before the read, so no other writer can slip in between read and write.
+    return this.guard(`updateClient ${id}`, () =>
+      this.db.transaction(() => {
+        const current = this.readClient(id);
+        if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
+        const changed = change(current);
+        if (changed.id !== id) throw new StoreError('invalid', `updateClient ${id}: the id cannot change`);
+        // The store keeps the timestamps: creation time is a fact, not something an update may rewrite.
+        const next: Client = { ...changed, createdAt: current.createdAt, updatedAt: this.now() };
+        checkSecrets(next);
+        this.q.updateClient.run(clientParams(next));
+        this.q.deleteSecrets.run(id);
+        this.insertSecrets(next);
+        return next;
+      }).immediate(),
+    );
+  }
+
+  removeClient(id: string): Promise<boolean> {
+    // Secrets go with it (ON DELETE CASCADE, foreign_keys on).
+    return this.guard(`removeClient ${id}`, () => this.db.transaction(() => this.q.removeClient.run(id).changes > 0).immediate());
+  }
+
+  private readClient(id: string): Client | undefined {
+    const raw = this.q.getClient.get(id);
+    if (raw === undefined) return undefined;
+    const row = parseRow(clientRow, raw, 'clients', `id=${JSON.stringify(id)}`);
+    const secrets = this.q.getSecrets.all(id).map((s) => toSecret(parseRow(secretRow, s, 'client_secrets', rawKey(s, 'client_id', 'slot'))));
+    return toClient(row, secrets);
+  }
+
+  private insertSecrets(client: Client): void {
+    client.secrets.forEach((secret, slot) => {
+      this.q.insertSecret.run({ client_id: client.id, slot, hash: secret.hash, created_at: secret.createdAt, expires_at: secret.expiresAt });
+    });
+  }
+
+  // ---- Signing keys ----
+
+  addSigningKey(key: SigningKey): Promise<void> {
+    return this.guard(`addSigningKey ${key.kid}`, () => {
+      this.db.transaction(() => this.q.insertKey.run(keyParams(key))).immediate();
+    });
+  }
+
+  listSigningKeys(): Promise<readonly SigningKey[]> {
+    return this.guard('listSigningKeys', () =>
+      this.q.listKeys.all().map((raw) => {
+        const row = parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'));
+        return {
+          kid: row.kid,
+          alg: row.alg,
+          publicJwk: row.public_jwk,
+          encryptedPrivateKey: row.encrypted_private_key,
+          createdAt: row.created_at,
+          activatesAt: row.activates_at,
+          retiredAt: row.retired_at,
+          expiresAt: row.expires_at,
+        };
+      }),
+    );
+  }
+
+  rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void> {
+    return this.guard(`rotateSigningKey ${next.kid}`, () => {
+      this.db.transaction(() => {
+        this.q.insertKey.run(keyParams(next));
+        if (retire !== undefined && this.q.retireKey.run(retire.retiredAt, retire.expiresAt, retire.kid).changes === 0) {
+          if (this.q.keyExists.get(retire.kid) !== undefined) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
+          throw new StoreError('not_found', `signing key ${retire.kid} not found`);
+        }
+      }).immediate();
+    });
+  }
+
+  purgeExpiredSigningKeys(now: number): Promise<number> {
+    return this.guard('purgeExpiredSigningKeys', () => this.db.transaction(() => this.q.purgeKeys.run(now).changes).immediate());
+  }
+
+  // ---- Revocations ----
+
+  revoke(revocation: Revocation): Promise<void> {
+    return this.guard('revoke', () => {
+      this.db.transaction(() => this.q.revoke.run(revocation.iss, revocation.jti, revocation.expiresAt)).immediate();
+    });
+  }
+
+  isRevoked(iss: string, jti: string, now: number): Promise<boolean> {
+    return this.guard('isRevoked', () => this.q.isRevoked.get(iss, jti, now) !== undefined);
+  }
+
+  listRevocations(now: number): Promise<readonly Revocation[]> {
+    return this.guard('listRevocations', () =>
+      this.q.listRevocations.all(now).map((raw) => {
+        const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
+        return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
+      }),
+    );
+  }
+
+  purgeExpiredRevocations(now: number): Promise<number> {
+    return this.guard('purgeExpiredRevocations', () => this.db.transaction(() => this.q.purgeRevocations.run(now).changes).immediate());
+  }
+
+  close(): Promise<void> {
+    // Closing twice is harmless; the last connection to close checkpoints the WAL into the main file.
+    try {
+      if (this.db.open) this.db.close();
+      return Promise.resolve();
+    } catch (error) {
+      return Promise.reject(toStoreError(error, 'close'));
+    }
+  }
+}
+
+function checkSecrets(client: Client): void {
+  if (client.secrets.length > MAX_SECRETS_PER_CLIENT) {
+    throw new StoreError('invalid', `client ${client.id}: at most ${MAX_SECRETS_PER_CLIENT} secrets (got ${client.secrets.length})`);
+  }
+}
+
+function clientParams(client: Client): ClientParams {
+  return {
+    id: client.id,
+    name: client.name,
+    scopes: JSON.stringify(client.scopes),
+    audiences: JSON.stringify(client.audiences),
+    enabled: client.enabled ? 1 : 0,
+    created_at: client.createdAt,
+    updated_at: client.updatedAt,
+  };
+}
+
+function keyParams(key: SigningKey): KeyParams {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    public_jwk: key.publicJwk,
+    encrypted_private_key: key.encryptedPrivateKey,
+    created_at: key.createdAt,
+    activates_at: key.activatesAt,
+    retired_at: key.retiredAt,
+    expires_at: key.expiresAt,
+  };
+}
+
+function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]): Client {
+  return {
+    id: row.id,
+    name: row.name,
+    secrets,
+    scopes: row.scopes,
+    audiences: row.audiences,
+    enabled: row.enabled === 1,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}

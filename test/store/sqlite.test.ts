@@ -1,0 +1,577 @@
+// SQLite credential store: CRUD, error codes, transactional writes, file permissions, migrations, corrupt rows, and
+// crash safety against a real writer process killed with SIGKILL before and after COMMIT.
+import { spawn } from 'node:child_process';
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterAll, describe, expect, it } from 'vitest';
+import { StoreError, type Client, type SigningKey } from '../../src/store/contract.js';
+import { APPLICATION_ID, LATEST_VERSION, migrations } from '../../src/store/migrations.js';
+import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+
+const root = mkdtempSync(join(tmpdir(), 'gatehouse-store-'));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+let dbCount = 0;
+/** A fresh database path in a directory that does not exist yet (the store creates it). */
+const freshFile = (): string => join(root, `db-${++dbCount}`, 'data', 'gatehouse.db');
+
+const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA';
+
+const client = (id: string, extra: Partial<Client> = {}): Client => ({
+  id,
+  name: `client ${id}`,
+  secrets: [{ hash: HASH, createdAt: 1_000, expiresAt: null }],
+  scopes: ['echo:read', 'echo:write'],
+  audiences: ['https://api.example'],
+  enabled: true,
+  createdAt: 1_000,
+  updatedAt: 1_000,
+  ...extra,
+});
+
+const key = (kid: string, extra: Partial<SigningKey> = {}): SigningKey => ({
+  kid,
+  alg: 'EdDSA',
+  publicJwk: JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'AAAA', kid, alg: 'EdDSA', use: 'sig' }),
+  encryptedPrivateKey: 'ciphertext-' + kid,
+  createdAt: 1_000,
+  activatesAt: 2_000,
+  retiredAt: null,
+  expiresAt: null,
+  ...extra,
+});
+
+async function storeError(promise: Promise<unknown>): Promise<StoreError> {
+  try {
+    await promise;
+  } catch (error) {
+    expect(error).toBeInstanceOf(StoreError);
+    return error as StoreError;
+  }
+  throw new Error('expected a StoreError, got success');
+}
+
+function openError(file: string): StoreError {
+  try {
+    SqliteCredentialStore.open(file).close().catch(() => undefined);
+  } catch (error) {
+    expect(error).toBeInstanceOf(StoreError);
+    return error as StoreError;
+  }
+  throw new Error('expected open to fail');
+}
+
+/** A raw connection, as another process or a hand edit would have. */
+function raw(file: string): Database.Database {
+  const db = new Database(file);
+  db.pragma('busy_timeout = 5000');
+  return db;
+}
+
+describe('SQLite credential store: clients', () => {
+  it('creates, reads, lists, updates and removes clients, secrets included', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file, { now: () => 5_000 });
+    const a = client('a', { secrets: [{ hash: HASH, createdAt: 1_000, expiresAt: null }, { hash: HASH + 'x', createdAt: 900, expiresAt: 3_000 }] });
+    const b = client('b', { createdAt: 2_000, updatedAt: 2_000, enabled: false, scopes: [], audiences: [] });
+    await store.createClient(a);
+    await store.createClient(b);
+    expect(await store.getClient('a')).toEqual(a);
+    expect(await store.getClient('b')).toEqual(b);
+    expect(await store.getClient('nope')).toBeUndefined();
+    expect(await store.listClients()).toEqual([a, b]);
+
+    const updated = await store.updateClient('a', (c) => ({ ...c, name: 'renamed', enabled: false, secrets: [c.secrets[0]!], createdAt: 1, updatedAt: 1 }));
+    // The store keeps createdAt and stamps updatedAt from its clock.
+    expect(updated).toEqual({ ...a, name: 'renamed', enabled: false, secrets: [a.secrets[0]], updatedAt: 5_000 });
+    expect(await store.getClient('a')).toEqual(updated);
+
+    expect(await store.removeClient('a')).toBe(true);
+    expect(await store.removeClient('a')).toBe(false);
+    expect(await store.getClient('a')).toBeUndefined();
+    expect(await store.listClients()).toEqual([b]);
+    await store.close();
+
+    const db = raw(file);
+    // ON DELETE CASCADE took the secrets with the client.
+    expect(db.prepare("SELECT count(*) FROM client_secrets WHERE client_id = 'a'").pluck().get()).toBe(0);
+    db.close();
+  });
+
+  it('refuses a second client with the same id (conflict) and leaves the first as it was', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.createClient(client('dup'));
+    const error = await storeError(store.createClient(client('dup', { name: 'impostor', secrets: [] })));
+    expect(error.code).toBe('conflict');
+    expect(await store.getClient('dup')).toEqual(client('dup'));
+    await store.close();
+  });
+
+  it('answers not_found when updating an unknown client', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    const error = await storeError(store.updateClient('ghost', (c) => c));
+    expect(error.code).toBe('not_found');
+    await store.close();
+  });
+
+  it('allows at most two secrets per client, on create and on update', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    const three = [1, 2, 3].map((i) => ({ hash: `${HASH}${i}`, createdAt: i, expiresAt: null }));
+    expect((await storeError(store.createClient(client('c3', { secrets: three })))).code).toBe('invalid');
+    expect(await store.getClient('c3')).toBeUndefined();
+    await store.createClient(client('c2'));
+    expect((await storeError(store.updateClient('c2', (c) => ({ ...c, secrets: three }))))).toMatchObject({ code: 'invalid' });
+    expect(await store.getClient('c2')).toEqual(client('c2'));
+    await store.close();
+  });
+
+  it('updateClient is atomic: a change that throws, or a write that fails half-way, leaves the row untouched', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file, { now: () => 9_000 });
+    const original = client('atomic', { secrets: [{ hash: HASH, createdAt: 1_000, expiresAt: null }, { hash: HASH + 'old', createdAt: 500, expiresAt: 8_000 }] });
+    await store.createClient(original);
+
+    const boom = new Error('boom');
+    await expect(store.updateClient('atomic', () => { throw boom; })).rejects.toBe(boom);
+    expect(await store.getClient('atomic')).toEqual(original);
+
+    // The client row is updated and the old secrets deleted before the bad secret's INSERT fails (STRICT refuses a
+    // fractional timestamp): everything must roll back.
+    const halfway = await storeError(
+      store.updateClient('atomic', (c) => ({ ...c, name: 'half', scopes: [], secrets: [{ hash: HASH, createdAt: 1.5, expiresAt: null }] })),
+    );
+    expect(halfway.code).toBe('invalid');
+    expect(await store.getClient('atomic')).toEqual(original);
+
+    expect((await storeError(store.updateClient('atomic', (c) => ({ ...c, id: 'other' })))).code).toBe('invalid');
+    expect(await store.getClient('other')).toBeUndefined();
+    expect(await store.getClient('atomic')).toEqual(original);
+    await store.close();
+
+    const db = raw(file);
+    expect(db.prepare("SELECT count(*) FROM client_secrets WHERE client_id = 'atomic'").pluck().get()).toBe(2);
+    db.close();
+  });
+});
+
+describe('SQLite credential store: signing keys', () => {
+  it('adds and lists keys; a duplicate kid is a conflict; an unknown algorithm is refused by the schema', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    const k1 = key('k1');
+    const k2 = key('k2', { alg: 'ES256', createdAt: 3_000, activatesAt: 4_000, retiredAt: 5_000, expiresAt: 6_000 });
+    await store.addSigningKey(k1);
+    await store.addSigningKey(k2);
+    expect(await store.listSigningKeys()).toEqual([k1, k2]);
+    expect((await storeError(store.addSigningKey(key('k1', { encryptedPrivateKey: 'other' })))).code).toBe('conflict');
+    const none = { ...key('k3'), alg: 'none' } as unknown as SigningKey;
+    expect((await storeError(store.addSigningKey(none))).code).toBe('invalid');
+    expect(await store.listSigningKeys()).toEqual([k1, k2]);
+    await store.close();
+  });
+
+  it('rotates in one transaction: adds the next key and retires the old one together', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.addSigningKey(key('old'));
+    await store.rotateSigningKey(key('new', { createdAt: 10_000, activatesAt: 20_000 }), { kid: 'old', retiredAt: 20_000, expiresAt: 30_000 });
+    expect(await store.listSigningKeys()).toEqual([
+      key('old', { retiredAt: 20_000, expiresAt: 30_000 }),
+      key('new', { createdAt: 10_000, activatesAt: 20_000 }),
+    ]);
+    // No key to retire (first key): just adds.
+    await store.rotateSigningKey(key('solo', { createdAt: 40_000 }), undefined);
+    expect((await store.listSigningKeys()).map((k) => k.kid)).toEqual(['old', 'new', 'solo']);
+    await store.close();
+  });
+
+  it('rotation is atomic: when the next kid exists the retirement is not applied; an unknown retiree adds nothing', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.addSigningKey(key('current'));
+    await store.addSigningKey(key('taken', { createdAt: 2_000 }));
+    const before = await store.listSigningKeys();
+
+    const conflict = await storeError(store.rotateSigningKey(key('taken', { createdAt: 3_000 }), { kid: 'current', retiredAt: 5, expiresAt: 6 }));
+    expect(conflict.code).toBe('conflict');
+    expect(await store.listSigningKeys()).toEqual(before);
+
+    const missing = await storeError(store.rotateSigningKey(key('fresh', { createdAt: 4_000 }), { kid: 'ghost', retiredAt: 5, expiresAt: 6 }));
+    expect(missing.code).toBe('not_found');
+    expect(await store.listSigningKeys()).toEqual(before);
+    await store.close();
+  });
+
+  it('two rotations racing from the same current key: the second is refused with conflict and adds nothing', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.addSigningKey(key('current'));
+    await store.rotateSigningKey(key('winner', { createdAt: 2_000 }), { kid: 'current', retiredAt: 3_000, expiresAt: 9_000 });
+    const before = await store.listSigningKeys();
+    const lost = await storeError(store.rotateSigningKey(key('loser', { createdAt: 2_001 }), { kid: 'current', retiredAt: 3_001, expiresAt: 9_001 }));
+    expect(lost.code).toBe('conflict');
+    expect(await store.listSigningKeys()).toEqual(before);
+    await store.close();
+  });
+
+  it('purges only keys whose expiry has passed', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.addSigningKey(key('live'));
+    await store.addSigningKey(key('retired-later', { createdAt: 2_000, retiredAt: 5_000, expiresAt: 9_000 }));
+    await store.addSigningKey(key('retired-gone', { createdAt: 3_000, retiredAt: 4_000, expiresAt: 7_000 }));
+    expect(await store.purgeExpiredSigningKeys(6_999)).toBe(0);
+    expect(await store.purgeExpiredSigningKeys(7_000)).toBe(1);
+    expect((await store.listSigningKeys()).map((k) => k.kid)).toEqual(['live', 'retired-later']);
+    expect(await store.purgeExpiredSigningKeys(Number.MAX_SAFE_INTEGER)).toBe(1);
+    expect((await store.listSigningKeys()).map((k) => k.kid)).toEqual(['live']);
+    await store.close();
+  });
+});
+
+describe('SQLite credential store: revocations', () => {
+  const ISS = 'https://gatehouse.example';
+
+  it('revokes by (iss, jti), idempotently, never shortening a revocation', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file);
+    await store.revoke({ iss: ISS, jti: 'j1', expiresAt: 10_000 });
+    await store.revoke({ iss: ISS, jti: 'j1', expiresAt: 10_000 });
+    await store.revoke({ iss: ISS, jti: 'j1', expiresAt: 5_000 });
+    expect(await store.listRevocations(0)).toEqual([{ iss: ISS, jti: 'j1', expiresAt: 10_000 }]);
+    await store.revoke({ iss: ISS, jti: 'j1', expiresAt: 12_000 });
+    expect(await store.listRevocations(0)).toEqual([{ iss: ISS, jti: 'j1', expiresAt: 12_000 }]);
+
+    expect(await store.isRevoked(ISS, 'j1', 11_999)).toBe(true);
+    expect(await store.isRevoked(ISS, 'j2', 0)).toBe(false);
+    // Same jti from another issuer is another token.
+    expect(await store.isRevoked('https://other.example', 'j1', 0)).toBe(false);
+    await store.close();
+
+    const db = raw(file);
+    expect(db.prepare('SELECT count(*) FROM revocations').pluck().get()).toBe(1);
+    db.close();
+  });
+
+  it('stops counting a revocation once its token expired, lists only those in force, and purges the rest', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.revoke({ iss: ISS, jti: 'early', expiresAt: 1_000 });
+    await store.revoke({ iss: ISS, jti: 'middle', expiresAt: 2_000 });
+    await store.revoke({ iss: ISS, jti: 'late', expiresAt: 3_000 });
+
+    // A token is expired at its exp: from then on its revocation is moot.
+    expect(await store.isRevoked(ISS, 'middle', 1_999)).toBe(true);
+    expect(await store.isRevoked(ISS, 'middle', 2_000)).toBe(false);
+    expect((await store.listRevocations(2_000)).map((r) => r.jti)).toEqual(['late']);
+    expect((await store.listRevocations(999)).map((r) => r.jti)).toEqual(['early', 'middle', 'late']);
+
+    expect(await store.purgeExpiredRevocations(2_000)).toBe(2);
+    expect(await store.purgeExpiredRevocations(2_000)).toBe(0);
+    expect(await store.listRevocations(0)).toEqual([{ iss: ISS, jti: 'late', expiresAt: 3_000 }]);
+    await store.close();
+  });
+});
+
+describe('SQLite credential store: files and durability settings', () => {
+  it('creates the directory 0700 and the database, -wal and -shm 0600, in WAL mode with synchronous FULL', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file);
+    await store.createClient(client('perm'));
+    expect(statSync(dirname(file)).mode & 0o777).toBe(0o700);
+    for (const f of [file, `${file}-wal`, `${file}-shm`]) {
+      expect(existsSync(f), f).toBe(true);
+      expect(statSync(f).mode & 0o777, f).toBe(0o600);
+    }
+    const db = raw(file);
+    expect(db.pragma('journal_mode', { simple: true })).toBe('wal');
+    db.close();
+    await store.close();
+  });
+
+  it('tightens an existing database file readable by others to 0600', async () => {
+    const file = freshFile();
+    mkdirSync(dirname(file), { recursive: true });
+    writeFileSync(file, '');
+    chmodSync(file, 0o644);
+    const store = SqliteCredentialStore.open(file);
+    await store.createClient(client('tight'));
+    expect(statSync(file).mode & 0o777).toBe(0o600);
+    expect(statSync(`${file}-wal`).mode & 0o777).toBe(0o600);
+    await store.close();
+  });
+
+  it('turns SQLITE_BUSY into unavailable, and works again once the lock is released', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file, { busyTimeoutMs: 20 });
+    const other = raw(file);
+    other.exec('BEGIN IMMEDIATE');
+    const error = await storeError(store.revoke({ iss: 'i', jti: 'j', expiresAt: 10 }));
+    expect(error.code).toBe('unavailable');
+    // WAL: readers are not blocked by the writer.
+    expect(await store.listClients()).toEqual([]);
+    other.exec('ROLLBACK');
+    other.close();
+    await store.revoke({ iss: 'i', jti: 'j', expiresAt: 10 });
+    expect(await store.isRevoked('i', 'j', 0)).toBe(true);
+    await store.close();
+  });
+
+  it('answers unavailable after close', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    await store.close();
+    await store.close();
+    expect((await storeError(store.getClient('x'))).code).toBe('unavailable');
+    expect((await storeError(store.revoke({ iss: 'i', jti: 'j', expiresAt: 1 }))).code).toBe('unavailable');
+  });
+});
+
+describe('SQLite credential store: migrations', () => {
+  it('numbers its steps 1..n', () => {
+    expect(migrations.map((m) => m.version)).toEqual(Array.from({ length: migrations.length }, (_, i) => i + 1));
+    expect(LATEST_VERSION).toBe(migrations.length);
+  });
+
+  it('brings a fresh database to the latest version, and reopening changes nothing', async () => {
+    const file = freshFile();
+    await SqliteCredentialStore.open(file).close();
+    let db = raw(file);
+    expect(db.pragma('user_version', { simple: true })).toBe(LATEST_VERSION);
+    expect(db.pragma('application_id', { simple: true })).toBe(APPLICATION_ID);
+    const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
+    expect(tables).toEqual(['client_secrets', 'clients', 'revocations', 'signing_keys']);
+    db.close();
+
+    const store = SqliteCredentialStore.open(file);
+    await store.createClient(client('kept'));
+    await store.close();
+    await SqliteCredentialStore.open(file).close();
+    db = raw(file);
+    expect(db.pragma('user_version', { simple: true })).toBe(LATEST_VERSION);
+    db.close();
+    const again = SqliteCredentialStore.open(file);
+    expect(await again.getClient('kept')).toEqual(client('kept'));
+    await again.close();
+  });
+
+  it('refuses a database written by a newer Gatehouse (user_version above the latest known)', async () => {
+    const file = freshFile();
+    await SqliteCredentialStore.open(file).close();
+    const db = raw(file);
+    db.pragma(`user_version = ${LATEST_VERSION + 1}`);
+    db.close();
+    expect(openError(file).code).toBe('invalid');
+    // Refused without touching it.
+    const check = raw(file);
+    expect(check.pragma('user_version', { simple: true })).toBe(LATEST_VERSION + 1);
+    check.close();
+  });
+
+  it('refuses a file that is another application\'s database, or not a database at all', () => {
+    const foreign = freshFile();
+    mkdirSync(dirname(foreign), { recursive: true });
+    const db = new Database(foreign);
+    db.exec('CREATE TABLE clients (whatever TEXT)');
+    db.close();
+    expect(openError(foreign).code).toBe('invalid');
+    // Refused before anything persistent was changed (its journal mode stays as its owner set it).
+    const after = raw(foreign);
+    expect(after.pragma('journal_mode', { simple: true })).toBe('delete');
+    after.close();
+
+    const junk = freshFile();
+    mkdirSync(dirname(junk), { recursive: true });
+    writeFileSync(junk, 'this is not an SQLite database, but it is long enough to have a header of sorts...........', { mode: 0o600 });
+    expect(openError(junk).code).toBe('invalid');
+  });
+
+  it('answers unavailable when the directory cannot be created', () => {
+    const blocker = join(root, `blocker-${++dbCount}`);
+    writeFileSync(blocker, '');
+    expect(openError(join(blocker, 'sub', 'gatehouse.db')).code).toBe('unavailable');
+  });
+});
+
+describe('SQLite credential store: corrupt rows', () => {
+  it('answers invalid, naming the table and key, when a row holds bad JSON or the wrong shape', async () => {
+    const file = freshFile();
+    const store = SqliteCredentialStore.open(file);
+    await store.createClient(client('c1'));
+    await store.createClient(client('c2'));
+    const db = raw(file);
+
+    db.prepare("UPDATE clients SET scopes = '[\"echo:read\", ' WHERE id = 'c1'").run();
+    const one = await storeError(store.getClient('c1'));
+    expect(one.code).toBe('invalid');
+    expect(one.message).toContain('clients');
+    expect(one.message).toContain('c1');
+    const all = await storeError(store.listClients());
+    expect(all.code).toBe('invalid');
+    expect(all.message).toContain('c1');
+    // The other client is still readable on its own.
+    expect(await store.getClient('c2')).toEqual(client('c2'));
+
+    db.prepare("UPDATE clients SET scopes = '[1, 2]' WHERE id = 'c1'").run();
+    expect((await storeError(store.getClient('c1'))).code).toBe('invalid');
+    db.prepare("UPDATE clients SET scopes = '{\"a\": 1}' WHERE id = 'c1'").run();
+    expect((await storeError(store.getClient('c1'))).code).toBe('invalid');
+
+    db.prepare("UPDATE client_secrets SET hash = '' WHERE client_id = 'c2'").run();
+    const secret = await storeError(store.getClient('c2'));
+    expect(secret.code).toBe('invalid');
+    expect(secret.message).toContain('client_secrets');
+
+    // A corrupt row is refused, not rewritten: updateClient fails before its change runs.
+    let called = false;
+    expect((await storeError(store.updateClient('c1', (c) => { called = true; return c; }))).code).toBe('invalid');
+    expect(called).toBe(false);
+    db.close();
+    await store.close();
+  });
+});
+
+// ---- Crash safety: a real writer process, killed with SIGKILL. ----
+
+const sqliteModule = createRequire(import.meta.url).resolve('better-sqlite3');
+const writerDir = mkdtempSync(join(root, 'writer-'));
+const writerScript = join(writerDir, 'writer.mjs');
+// Raw better-sqlite3, so the test does not depend on a build of the store; the SQL mirrors the schema.
+writeFileSync(
+  writerScript,
+  `
+import { pathToFileURL } from 'node:url';
+const [modulePath, file, mode] = process.argv.slice(2);
+const { default: Database } = await import(pathToFileURL(modulePath).href);
+const db = new Database(file);
+db.pragma('busy_timeout = 5000');
+db.pragma('synchronous = FULL');
+db.pragma('foreign_keys = ON');
+// A tiny page cache makes SQLite spill uncommitted pages into the WAL before COMMIT: the kill leaves partial frames on disk.
+db.pragma('cache_size = 8');
+process.stdout.write('STARTED\\n');
+db.exec('BEGIN IMMEDIATE');
+db.prepare("UPDATE clients SET name = 'new', scopes = '[\\"new\\"]', updated_at = 2000 WHERE id = 'c1'").run();
+db.prepare("DELETE FROM client_secrets WHERE client_id = 'c1'").run();
+db.prepare("INSERT INTO client_secrets (client_id, slot, hash, created_at, expires_at) VALUES ('c1', 0, 'new-hash-0', 2000, NULL), ('c1', 1, 'new-hash-1', 2000, 3000)").run();
+const insert = db.prepare('INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)');
+for (let i = 0; i < 10000; i++) insert.run('https://iss.example', 'jti-' + String(i).padStart(5, '0') + '-' + 'x'.repeat(40), 9000000000000 + i);
+if (mode === 'commit') {
+  db.exec('COMMIT');
+  process.stdout.write('COMMITTED\\n');
+} else if (mode === 'before-commit') {
+  process.stdout.write('BEFORE_COMMIT\\n');
+} else {
+  db.exec('COMMIT');
+  process.stdout.write('COMMITTED\\n');
+}
+// Wait to be killed; never exit on our own (an orderly exit could roll back or checkpoint).
+setInterval(() => {}, 60_000);
+`,
+);
+
+interface Writer {
+  /** Resolves with the first line equal to `line`; rejects if the writer exits first. */
+  waitFor(line: string): Promise<void>;
+  kill(): Promise<NodeJS.Signals | null>;
+}
+
+function startWriter(file: string, mode: 'before-commit' | 'commit' | 'free-run'): Writer {
+  const child = spawn(process.execPath, [writerScript, sqliteModule, file, mode], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let out = '';
+  let err = '';
+  const exited = new Promise<NodeJS.Signals | null>((resolve) => child.once('exit', (_code, signal) => resolve(signal)));
+  child.stdout.setEncoding('utf8').on('data', (d: string) => (out += d));
+  child.stderr.setEncoding('utf8').on('data', (d: string) => (err += d));
+  return {
+    waitFor: (line) =>
+      new Promise<void>((resolve, reject) => {
+        const check = (): void => {
+          if (out.split('\n').includes(line)) {
+            child.stdout.off('data', check);
+            resolve();
+          }
+        };
+        child.stdout.on('data', check);
+        check();
+        void exited.then(() => reject(new Error(`writer exited before ${line}: ${err}`)));
+      }),
+    kill: async () => {
+      child.kill('SIGKILL');
+      return exited;
+    },
+  };
+}
+
+const OLD_REVOCATION = { iss: 'https://iss.example', jti: 'old-jti', expiresAt: 8_000_000_000_000 };
+
+async function seed(file: string): Promise<Client> {
+  const store = SqliteCredentialStore.open(file);
+  const old = client('c1', { name: 'old', scopes: ['old'], secrets: [{ hash: 'old-hash', createdAt: 1_000, expiresAt: null }] });
+  await store.createClient(old);
+  await store.revoke(OLD_REVOCATION);
+  await store.close();
+  return old;
+}
+
+type Observed = 'old' | 'new';
+
+/** Reopens with the real store and checks the state is exactly the old one or exactly the new one. */
+async function observe(file: string, old: Client): Promise<Observed> {
+  const check = raw(file);
+  expect(check.pragma('integrity_check', { simple: true })).toBe('ok');
+  check.close();
+  const store = SqliteCredentialStore.open(file);
+  try {
+    const c1 = await store.getClient('c1');
+    const revocations = await store.listRevocations(0);
+    if (c1?.name === 'old') {
+      expect(c1).toEqual(old);
+      expect(revocations).toEqual([OLD_REVOCATION]);
+      return 'old';
+    }
+    expect(c1).toEqual({
+      ...old,
+      name: 'new',
+      scopes: ['new'],
+      updatedAt: 2_000,
+      secrets: [{ hash: 'new-hash-0', createdAt: 2_000, expiresAt: null }, { hash: 'new-hash-1', createdAt: 2_000, expiresAt: 3_000 }],
+    });
+    expect(revocations).toHaveLength(10_001);
+    expect(revocations[0]).toEqual(OLD_REVOCATION);
+    expect(revocations[10_000]).toEqual({ iss: 'https://iss.example', jti: `jti-09999-${'x'.repeat(40)}`, expiresAt: 9_000_000_009_999 });
+    return 'new';
+  } finally {
+    await store.close();
+  }
+}
+
+describe('SQLite credential store: crash safety', () => {
+  it('a writer killed right before COMMIT leaves exactly the old state, with no partial rows', async () => {
+    const file = freshFile();
+    const old = await seed(file);
+    const writer = startWriter(file, 'before-commit');
+    await writer.waitFor('BEFORE_COMMIT');
+    // Uncommitted pages really reached the disk (spilled into the WAL) before the kill.
+    expect(statSync(`${file}-wal`).size).toBeGreaterThan(0);
+    expect(await writer.kill()).toBe('SIGKILL');
+    expect(await observe(file, old)).toBe('old');
+  });
+
+  it('a writer killed right after COMMIT leaves exactly the new state', async () => {
+    const file = freshFile();
+    const old = await seed(file);
+    const writer = startWriter(file, 'commit');
+    await writer.waitFor('COMMITTED');
+    expect(await writer.kill()).toBe('SIGKILL');
+    expect(await observe(file, old)).toBe('new');
+  });
+
+  it('a writer killed at arbitrary moments always leaves the old or the new state, never a mix', async () => {
+    for (let round = 0; round < 6; round++) {
+      const file = freshFile();
+      const old = await seed(file);
+      const writer = startWriter(file, 'free-run');
+      await writer.waitFor('STARTED');
+      await new Promise((r) => setTimeout(r, round * 15));
+      expect(await writer.kill()).toBe('SIGKILL');
+      expect(['old', 'new']).toContain(await observe(file, old));
+    }
+  });
+});
