@@ -22,6 +22,10 @@ export const ERROR_CATALOGUE = {
   // Authentication, authorization, quotas (pipeline)
   unauthenticated: { status: 401, title: 'Authentication is required.' },
   invalid_credential: { status: 401, title: 'The presented credential is not acceptable.' },
+  /** RFC 6750 §3.1: an access token that is malformed, expired, revoked or otherwise invalid. */
+  invalid_token: { status: 401, title: 'The access token is not acceptable.' },
+  /** RFC 6750 §3.1 / RFC 6749 §5.2: a malformed authentication request (e.g. a token in the URL). */
+  invalid_request: { status: 400, title: 'The request is missing a parameter or is otherwise malformed.' },
   forbidden: { status: 403, title: 'The principal may not perform this request.' },
   rate_limited: { status: 429, title: 'Too many requests; retry later.' },
 

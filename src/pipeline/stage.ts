@@ -8,10 +8,18 @@ import type { Route } from '../server/router.js';
 export interface Principal {
   /** Stable identity: a certificate SAN, later a token subject. `anonymous` for public routes. */
   readonly subject: string;
-  readonly method: 'anonymous' | 'mtls';
+  readonly method: 'anonymous' | 'mtls' | 'bearer';
   readonly scopes: ReadonlySet<string>;
   /** RFC 8705 x5t#S256 of the client certificate that authenticated, when any. */
   readonly certificateThumbprint?: string;
+  /** Bearer: the token's `client_id` claim (RFC 9068 §2.2). */
+  readonly clientId?: string;
+  /** Bearer: the token's `jti`, the key of revocation together with its issuer. */
+  readonly tokenId?: string;
+  /** Bearer: the token's `aud`, always as an array; authorization checks the route's audience against it. */
+  readonly audiences?: readonly string[];
+  /** Bearer: the token's `exp`, in epoch milliseconds. */
+  readonly expiresAt?: number;
 }
 
 /** What the TLS layer established about the peer. */
