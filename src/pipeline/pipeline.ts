@@ -3,6 +3,7 @@
 // Each stage returns a tagged result; any refusal is audited once and answered from the error catalogue.
 // A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
 import type { Logger } from 'pino';
+import { redactTarget } from '../audit/redact.js';
 import { AuditUnavailableError, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
@@ -73,7 +74,7 @@ export class Pipeline {
         request_id: exchange.requestId,
         method: refusal.method,
         path: refusal.path ?? null,
-        raw_target: refusal.rawTarget,
+        raw_target: redactTarget(refusal.rawTarget),
         route: refusal.routeId ?? null,
         protocol: refusal.connection.protocol,
         client_ip: refusal.connection.clientAddress,
@@ -186,7 +187,7 @@ function auditEvent(
     request_id: request.id,
     method: request.method,
     path: request.path,
-    raw_target: request.query === '' ? request.rawPath : `${request.rawPath}?${request.query}`,
+    raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
     route: request.route.id,
     protocol: request.connection.protocol,
     client_ip: request.connection.clientAddress,
