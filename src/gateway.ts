@@ -102,12 +102,13 @@ export class Gateway {
       limits: edgeLimits(config),
       trustedProxies: trusted,
       requestTimeoutMs: config.limits.request_timeout_ms,
+      ipv6PrefixLength: config.limits.ipv6_prefix_length,
       accessLog: config.log.access,
       log,
       isDraining: () => listener?.isDraining ?? false,
     });
     const guard = new ConnectionGuard(
-      { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip },
+      { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
       memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
     );
     listener = new Listener(config, guard, ingress, log, {

@@ -72,6 +72,8 @@ const http2Schema = z.strictObject({
 const limitsSchema = z.strictObject({
   max_connections: positiveInt(1_000_000).default(10_000),
   max_connections_per_ip: positiveInt(1_000_000).default(256),
+  /** Per-IP limits key IPv6 clients on this prefix (a client usually holds a whole /64). */
+  ipv6_prefix_length: z.int().min(32).max(128).default(64),
   /** New TCP connections per IP (a full TLS handshake costs as much as ~30 keep-alive requests). */
   new_connections_per_ip: rateSchema.prefault({ points: 200, duration_s: 10 }),
   handshake_timeout_ms: durationMs(120_000).default(10_000),

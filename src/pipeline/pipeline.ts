@@ -32,7 +32,7 @@ export class Pipeline {
     let stage: DecisionStage = 'pre-auth-quota';
     let principal: Principal | undefined;
     try {
-      const preAuth = await this.deps.preAuthQuota.consume(request.connection.clientAddress);
+      const preAuth = await this.deps.preAuthQuota.consume(request.connection.limitKey);
       if (!preAuth.allowed) return this.refuse(request, exchange, stage, preAuth.error, undefined);
 
       stage = 'authn';
@@ -68,7 +68,16 @@ export class Pipeline {
   }
 
   /** Audits and answers a refusal made at the edge (framing, target, host, route), before any stage ran. */
-  refuseAtEdge(refusal: EdgeRefusal, exchange: HttpExchange, error: GatewayError, close: boolean): void {
+  async refuseAtEdge(refusal: EdgeRefusal, exchange: HttpExchange, edgeError: GatewayError, close: boolean): Promise<void> {
+    // Edge refusals spend the same per-IP pre-auth budget: a flood of malformed or unroutable requests is throttled
+    // like any other, and cannot probe routes or grow the audit log faster than admitted traffic could.
+    let error = edgeError;
+    try {
+      const preAuth = await this.deps.preAuthQuota.consume(refusal.connection.limitKey);
+      if (!preAuth.allowed) error = preAuth.error;
+    } catch (fault) {
+      this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'pre-auth quota failed for an edge refusal');
+    }
     try {
       this.deps.audit.append({
         request_id: exchange.requestId,
@@ -80,7 +89,7 @@ export class Pipeline {
         client_ip: refusal.connection.clientAddress,
         peer_ip: refusal.connection.peerAddress,
         decision: 'deny',
-        stage: 'edge',
+        stage: error === edgeError ? 'edge' : 'pre-auth-quota',
         code: error.code,
         reason: error.reason,
         status: error.status,

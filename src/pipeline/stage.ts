@@ -39,6 +39,8 @@ export interface ClientConnection {
   readonly peerAddress: string;
   /** Peer, or the client named by a trusted proxy's X-Forwarded-For. The key of per-IP limits and the audit's source. */
   readonly clientAddress: string;
+  /** What per-IP limits count under: the client address, or its IPv6 prefix (limits.ipv6_prefix_length). */
+  readonly limitKey: string;
   readonly protocol: 'h1' | 'h2';
   readonly peerCertificate: PeerCertificate | undefined;
 }

@@ -170,6 +170,7 @@ export class ProxyHandler implements Handler {
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
+  private clientClosed = false;
   private unsendableResponse = false;
 
   constructor(
@@ -181,13 +182,26 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   ) {
     // A client that goes away aborts the upstream request, so no upstream work outlives its caller (RL-03).
     exchange.res.once('close', () => {
+      this.clientClosed = true;
       if (!this.finished) this.controller?.abort(new Error('client closed the stream'));
       this.finish();
+    });
+    // A request body that stops before it is complete (client reset, deadline) must abort the upstream request too,
+    // or it would wait on the body and hold its pool connection.
+    exchange.req.once('close', () => {
+      if (!exchange.req.complete && !this.finished) {
+        this.clientClosed = true;
+        this.controller?.abort(new Error('request body did not complete'));
+        this.bodyLimit?.destroy(new Error('request body did not complete'));
+      }
     });
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
+    // undici calls this only when a connection is free: a request queued behind busy connections whose client left
+    // meanwhile is dropped here instead of being sent (M1).
+    if (this.clientClosed) controller.abort(new Error('client closed the stream'));
   }
 
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {

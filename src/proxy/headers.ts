@@ -93,7 +93,9 @@ export function upstreamRequestHeaders(
     if (value === undefined || name.charCodeAt(0) === 0x3a /* ':' */) continue;
     if (HOP_BY_HOP.has(name) || CLIENT_CLAIMS.has(name) || listed?.has(name) === true) continue;
     if (name === 'host' || name === 'content-length' || name === 'expect') continue;
-    if (name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix)) continue;
+    // Whole families are removed by prefix: proxies and auth sidecars invent new members (x-forwarded-client-cert,
+    // x-forwarded-email, x-auth-request-user, ...) and an exact list would always miss one.
+    if (name.startsWith('x-forwarded-') || name.startsWith('x-auth-request-') || name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix)) continue;
     if (name === 'authorization' && !plan.forwardAuthorization) continue;
     out[name] = value;
   }

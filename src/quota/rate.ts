@@ -35,8 +35,8 @@ export class PreAuthQuota {
   constructor(rate: DeepReadonly<RateConfig>) {
     this.limiter = memoryLimiter(rate, 'preauth');
   }
-  consume(clientAddress: string): Promise<QuotaDecision> {
-    return consumePoint(this.limiter, clientAddress, 'pre-auth-per-ip');
+  consume(limitKey: string): Promise<QuotaDecision> {
+    return consumePoint(this.limiter, limitKey, 'pre-auth-per-ip');
   }
 }
 
@@ -50,7 +50,7 @@ export class PrincipalQuota implements QuotaPolicy {
   }
   consume(request: AuthenticatedRequest): Promise<QuotaDecision> {
     const { principal } = request;
-    const key = principal.method === 'anonymous' ? `ip:${request.connection.clientAddress}` : `${principal.method}:${principal.subject}`;
+    const key = principal.method === 'anonymous' ? `ip:${request.connection.limitKey}` : `${principal.method}:${principal.subject}`;
     return consumePoint(this.limiter, key, this.name);
   }
 }

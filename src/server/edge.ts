@@ -65,11 +65,14 @@ export function checkRequest(
   const rawTarget = req.url ?? '';
   let path: string | undefined;
   let routeId: string | undefined;
+  // A refused HTTP/1.1 request whose body is left unread poisons the connection for the next request: always close it.
+  const unreadBody =
+    connection.protocol === 'h1' && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0');
   const refuse = (error: GatewayError, close = false): EdgeResult => ({
     ok: false,
     error,
     partial: { method, rawTarget, path, routeId },
-    close,
+    close: close || unreadBody,
   });
 
   if (REFUSED_METHODS.has(method)) return refuse(new GatewayError('method_not_allowed', { reason: `method ${method}`, headers: { allow: '' } }));

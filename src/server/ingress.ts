@@ -1,12 +1,13 @@
 // Ingress: turns one accepted HTTP/1.1 or HTTP/2 request into a RequestContext (via the edge check) and runs the pipeline.
 // Also answers the liveness and readiness probes and enforces the request-body deadline on both protocols.
+import { constants as http2Constants } from 'node:http2';
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import { GatewayError } from '../errors/catalogue.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
-import { normalizeAddress } from './connection-guard.js';
+import { limitKey, normalizeAddress } from './connection-guard.js';
 import { checkRequest, type EdgeLimits } from './edge.js';
 import { abortResponse, sendJson, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
 import { newRequestId } from './request-id.js';
@@ -53,6 +54,7 @@ export interface IngressOptions {
   readonly limits: EdgeLimits;
   readonly trustedProxies: BlockList | undefined;
   readonly requestTimeoutMs: number;
+  readonly ipv6PrefixLength: number;
   readonly accessLog: boolean;
   readonly log: Logger;
   readonly isDraining: () => boolean;
@@ -90,16 +92,18 @@ export class Ingress {
     }
 
     const info = socket[CONNECTION_INFO] ?? describeConnection(socket);
+    const clientAddress = this.clientAddress(info.peerAddress, req);
     const connection: ClientConnection = {
       peerAddress: info.peerAddress,
-      clientAddress: this.clientAddress(info.peerAddress, req),
+      clientAddress,
+      limitKey: limitKey(clientAddress, this.options.ipv6PrefixLength),
       protocol,
       peerCertificate: info.peerCertificate,
     };
     const edge = checkRequest(req, requestId, connection, this.options.router, this.options.limits, startedAt);
     if (this.options.accessLog) this.logOnClose(exchange, edge.ok ? edge.context.path : undefined, edge.ok ? edge.context.route.id : undefined, connection, startedAt);
     if (!edge.ok) {
-      this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
+      void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
       return;
     }
     if (edge.context.hasBody) this.armBodyDeadline(exchange);
@@ -145,7 +149,10 @@ export class Ingress {
       this.options.log.info({ request_id: exchange.requestId }, 'request body deadline passed');
       if (exchange.res.headersSent) abortResponse(exchange);
       else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
-      req.destroy();
+      // On HTTP/2 destroying the request does not reset the stream (and 'close' would never reach the handler, which
+      // would keep its upstream request open): the stream itself is cancelled.
+      if ('stream' in req) req.stream.close(http2Constants.NGHTTP2_CANCEL);
+      else req.destroy();
     }, this.options.requestTimeoutMs);
     timer.unref();
     const clear = (): void => clearTimeout(timer);

@@ -32,6 +32,8 @@ export class Listener {
   private readonly tlsSockets = new Set<TaggedSocket>();
   private ticketTimer: NodeJS.Timeout | undefined;
   private draining = false;
+  /** The session-ticket keys in use; replaced every tls.ticket_key_rotation_s. */
+  private ticketKeys = randomBytes(48);
 
   constructor(
     private readonly config: Config,
@@ -52,7 +54,7 @@ export class Listener {
       requestCert: clientCa,
       rejectUnauthorized: false,
       handshakeTimeout: limits.handshake_timeout_ms,
-      ticketKeys: randomBytes(48),
+      ticketKeys: this.ticketKeys,
       settings: {
         maxConcurrentStreams: h2.max_concurrent_streams,
         initialWindowSize: h2.initial_window_size,
@@ -134,7 +136,10 @@ export class Listener {
       this.server.once('error', reject);
       this.server.listen({ host: this.config.server.host, port: this.config.server.port }, () => {
         this.server.off('error', reject);
-        this.ticketTimer = setInterval(() => this.server.setTicketKeys(randomBytes(48)), this.config.tls.ticket_key_rotation_s * 1000);
+        this.ticketTimer = setInterval(() => {
+          this.ticketKeys = randomBytes(48);
+          this.server.setTicketKeys(this.ticketKeys);
+        }, this.config.tls.ticket_key_rotation_s * 1000);
         this.ticketTimer.unref();
         resolve(this.server.address() as AddressInfo);
       });
@@ -144,6 +149,8 @@ export class Listener {
   /** Re-reads certificate files and swaps them in for new handshakes; live connections keep theirs (TLS-14). */
   reloadCertificates(): void {
     this.server.setSecureContext(secureContextOptions(readTlsMaterial(this.config.tls)));
+    // setSecureContext() restores the ticket keys the server was constructed with; the current rotated keys are put back.
+    this.server.setTicketKeys(this.ticketKeys);
   }
 
   get isDraining(): boolean {

@@ -43,7 +43,7 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
   const limits = { maxHeaders: 100, maxHeaderBytes: 16384, maxUriBytes: 8192, allowedHosts: new Set<string>() };
   const server = createServer((req, res) => {
     const exchange: HttpExchange = { req, res, requestId: 'req-1', protocol: 'h1', isHead: false, closeAfterResponse: () => false };
-    const connection = { peerAddress: '127.0.0.1', clientAddress: '127.0.0.1', protocol: 'h1' as const, peerCertificate: undefined };
+    const connection = { peerAddress: '127.0.0.1', clientAddress: '127.0.0.1', limitKey: '127.0.0.1', protocol: 'h1' as const, peerCertificate: undefined };
     const edge = checkRequest(req, 'req-1', connection, router, limits, 0);
     if (!edge.ok) throw new Error('unexpected edge refusal');
     void pipeline.run(edge.context, exchange);
