@@ -137,6 +137,38 @@ type KeyParams = {
 };
 
 // Prepared once: statement compilation is most of the cost of a small query.
+/**
+ * better-sqlite3 12 on Node 24 aborts the process (`Assertion failed: (env) != nullptr` in RemoveEnvironmentCleanupHook)
+ * when the garbage collector finalizes one of its Statement objects (WiseLibs/better-sqlite3#1515, closed unfixed; 13.x
+ * does not run on Node 20). So no statement of a store may ever become garbage: every one this connection prepares is
+ * kept for the life of the process, and so is the connection; pragma() (which would prepare a throwaway statement
+ * natively) is rerouted through the retaining prepare. transaction() caches its statements on the connection. The cost
+ * is bounded: a store prepares a fixed set of statements once.
+ */
+const RETAINED: unknown[] = [];
+
+function retainStatements(db: Database.Database): void {
+  RETAINED.push(db);
+  const prepare = db.prepare.bind(db);
+  const retainingPrepare = (source: string): Database.Statement => {
+    const statement = prepare(source);
+    RETAINED.push(statement);
+    return statement;
+  };
+  // Own properties shadow the prototype methods for this connection only.
+  Object.defineProperty(db, 'prepare', { value: retainingPrepare });
+  Object.defineProperty(db, 'pragma', {
+    value: (source: string, options?: { simple?: boolean }): unknown => {
+      const statement = retainingPrepare(`PRAGMA ${source}`);
+      if (!statement.reader) {
+        statement.run();
+        return options?.simple === true ? undefined : [];
+      }
+      return options?.simple === true ? statement.pluck().get() : statement.all();
+    },
+  });
+}
+
 function prepareStatements(db: Database.Database) {
   return {
     insertClient: db.prepare<ClientParams>(
@@ -199,6 +231,7 @@ export class SqliteCredentialStore implements CredentialStore {
     try {
       prepareFile(file);
       db = new Database(file, { fileMustExist: true });
+      retainStatements(db);
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(opts.busyTimeoutMs ?? 2000))}`);
       // Before any setting that persists in the file (journal mode): never alter a database we are going to refuse.
       checkSchema(db, file);

@@ -440,11 +440,15 @@ import { pathToFileURL } from 'node:url';
 const [modulePath, file, mode] = process.argv.slice(2);
 const { default: Database } = await import(pathToFileURL(modulePath).href);
 const db = new Database(file);
-db.pragma('busy_timeout = 5000');
-db.pragma('synchronous = FULL');
-db.pragma('foreign_keys = ON');
+// Node 24 aborts when better-sqlite3 12 garbage-collects a statement: keep every statement alive (as the store does).
+const keep = [];
+const prepare = db.prepare.bind(db);
+db.prepare = (...args) => { const statement = prepare(...args); keep.push(statement); return statement; };
+db.prepare('PRAGMA busy_timeout = 5000').get();
+db.prepare('PRAGMA synchronous = FULL').run();
+db.prepare('PRAGMA foreign_keys = ON').run();
 // A tiny page cache makes SQLite spill uncommitted pages into the WAL before COMMIT: the kill leaves partial frames on disk.
-db.pragma('cache_size = 8');
+db.prepare('PRAGMA cache_size = 8').run();
 process.stdout.write('STARTED\\n');
 db.exec('BEGIN IMMEDIATE');
 db.prepare("UPDATE clients SET name = 'new', scopes = '[\\"new\\"]', updated_at = 2000 WHERE id = 'c1'").run();
