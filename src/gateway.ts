@@ -140,7 +140,6 @@ export class Gateway {
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));
-    await this.audit.flush().catch(() => undefined);
     await this.audit.close();
   }
 }

@@ -7,7 +7,8 @@ const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'
 export type HttpMethod = (typeof HTTP_METHODS)[number];
 
 const positiveInt = (max: number) => z.int().min(1).max(max);
-const durationMs = (max: number) => z.int().min(1).max(max);
+/** A duration in milliseconds: the same bounds as any positive integer, named for what it means. */
+const durationMs = positiveInt;
 
 const rateSchema = z.strictObject({
   /** Requests allowed per window. */

@@ -47,7 +47,7 @@ export function parseAuthority(authority: string): string | undefined {
   const match = AUTHORITY.exec(authority);
   if (match === null) return undefined;
   const port = match[3];
-  if (port !== undefined && (Number(port) > 65_535 || port.length === 0)) return undefined;
+  if (port !== undefined && Number(port) > 65_535) return undefined;
   if (match[2] !== undefined) return isIP(match[2]) === 6 ? `[${match[2].toLowerCase()}]` : undefined;
   const host = (match[1] ?? '').toLowerCase();
   return host.endsWith('.') ? host.slice(0, -1) : host;
