@@ -47,9 +47,14 @@ export class Gateway {
     const trusted = trustedProxyList(config.server.trusted_proxies);
     const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
     const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
-    const authenticators: Readonly<Record<RouteConfig['authn'][number], Authenticator>> = {
+    const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
       none: new AnonymousAuthenticator(),
       mtls: new MtlsAuthenticator(),
+    };
+    const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
+      const found = authenticators[id];
+      if (found === undefined) throw new ConfigError('config', [`authenticator "${id}" is not available`]);
+      return found;
     };
     const echo = new EchoService();
     const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
@@ -87,7 +92,7 @@ export class Gateway {
         methods,
         allowHeader: [...methods].join(', '),
         bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
-        authenticators: route.authn.map((id) => authenticators[id]),
+        authenticators: route.authn.map(authenticator),
         authorizer: new RoutePolicy(route.authz),
         quota: route.quota === undefined ? undefined : quotas.get(route.quota),
         handler: buildHandler(route),

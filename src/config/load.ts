@@ -45,6 +45,7 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
   }
   config.data_dir = overrides.dataDir !== undefined ? resolve(overrides.dataDir) : at(config.data_dir);
   config.audit.dir = isAbsolute(config.audit.dir) ? config.audit.dir : resolve(config.data_dir, config.audit.dir);
+  config.store.path = isAbsolute(config.store.path) ? config.store.path : resolve(config.data_dir, config.store.path);
   return deepFreeze(config);
 }
 

@@ -2,6 +2,7 @@
 // Unknown keys are errors (a typo must never silently fall back to a weaker default).
 import { isIP } from 'node:net';
 import { z } from 'zod';
+import { prefixMatches } from '../server/router.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 export type HttpMethod = (typeof HTTP_METHODS)[number];
@@ -113,14 +114,32 @@ const pathPrefix = z
   .regex(/^\/([A-Za-z0-9._~!$&'()*+,;=:@-]+\/?)*$/, 'must be a canonical path prefix starting with /')
   .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain dot segments');
 
-const authenticatorId = z.enum(['none', 'mtls']);
+const authenticatorId = z.enum(['none', 'mtls', 'bearer']);
 
-const authzSchema = z.strictObject({
-  /** `authenticated`: a verified credential is required. `anyone`: the route is public. */
-  allow: z.enum(['authenticated', 'anyone']),
-  /** Optional exact allow-list of principal subjects. */
-  subjects: z.array(z.string().min(1)).min(1).optional(),
-});
+/** RFC 6749 §3.3 scope-token = 1*NQCHAR. */
+export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
+const scopeToken = z.string().max(128).regex(SCOPE_TOKEN, 'must be an RFC 6749 scope token (printable ASCII, no space, " or \\)');
+const scopeList = z.array(scopeToken).min(1).max(64);
+
+/** An absolute URI without a fragment (RFC 8707 §2 resource indicator; RFC 7519 `aud` value as Gatehouse issues it). */
+export function isResourceUri(value: string): boolean {
+  if (value.length > 512 || !/^[a-z][a-z0-9+.-]*:[\x21-\x7E]+$/i.test(value) || value.includes('#')) return false;
+  return URL.canParse(value);
+}
+const resourceUri = z.string().refine(isResourceUri, 'must be an absolute URI without a fragment, e.g. https://api.example.com');
+
+const authzSchema = z
+  .strictObject({
+    /** `authenticated`: a verified credential is required. `anyone`: the route is public. */
+    allow: z.enum(['authenticated', 'anyone']),
+    /** Optional exact allow-list of principal subjects. */
+    subjects: z.array(z.string().min(1)).min(1).optional(),
+    /** Bearer tokens must list this audience in `aud` (default: issuer.default_audience). */
+    audience: resourceUri.optional(),
+    /** Scopes a bearer token must carry: every one (`all_of`) or at least one (`any_of`). */
+    scopes: z.union([z.strictObject({ all_of: scopeList }), z.strictObject({ any_of: scopeList })]).optional(),
+  });
+export type AuthzConfig = z.infer<typeof authzSchema>;
 
 const handlerSchema = z.union([
   z.strictObject({
@@ -166,6 +185,66 @@ const routeSchema = z
   });
 export type RouteConfig = z.infer<typeof routeSchema>;
 
+const issuerUrl = z
+  .url({ protocol: /^https$/ })
+  .refine((value) => {
+    const parsed = new URL(value);
+    // RFC 8414 §2: https, no query or fragment; compared byte for byte with `iss`, so it is kept exactly as written.
+    return !value.includes('?') && !value.includes('#') && parsed.username === '' && parsed.password === '';
+  }, 'must be an https URL without query, fragment or credentials');
+
+const issuerSchema = z.strictObject({
+  /** The `iss` of every token and the metadata's `issuer`, byte for byte. Default: https://localhost:<listener port>. */
+  issuer: issuerUrl.optional(),
+  /** The `aud` of tokens requested without `resource` by clients registered without audiences, and of bearer routes without `authz.audience`. Default: the issuer. */
+  default_audience: resourceUri.optional(),
+  /** Algorithm of newly generated signing keys (first start and `gatehouse keys rotate`). */
+  signing_alg: z.enum(['EdDSA', 'ES256']).default('EdDSA'),
+  /** Lifetime of issued access tokens. */
+  access_token_ttl_s: z.int().min(30).max(3600).default(600),
+  /** How long a rotated-in key is published in the JWKS before it signs (verifiers' JWKS caches see it first). */
+  key_activation_delay_s: z.int().min(0).max(86_400).default(600),
+  /** Leeway for exp / nbf / iat when verifying bearer tokens. */
+  clock_tolerance_s: z.int().min(0).max(300).default(30),
+  /** Longest bearer token accepted; checked before any decoding or crypto. */
+  max_token_bytes: z.int().min(512).max(16_384).default(8192),
+  /** Verified-token cache entries (each holds the claims of one token until it expires). */
+  verified_token_cache: positiveInt(10_000_000).default(100_000),
+  /** How often the gateway re-reads signing keys, revocations and client states written by other processes (CLI, peers). */
+  refresh_interval_ms: durationMs(600_000).default(5_000),
+  /** Guarding the argon2 work of client authentication (token, introspection and revocation endpoints). */
+  client_auth: z
+    .strictObject({
+      /** Client-authentication attempts per IP, checked before any argon2 work. */
+      per_ip: rateSchema.prefault({ points: 30, duration_s: 60 }),
+      /** Consecutive failures for one (client id, IP) before that pair is blocked for `failure_block_s`; a success resets. */
+      max_consecutive_failures: positiveInt(1000).default(10),
+      failure_block_s: positiveInt(86_400).default(3600),
+      /** Failures per IP per day before that IP is blocked for a day (slow brute force, spraying over many ids). */
+      max_daily_failures_per_ip: positiveInt(100_000).default(100),
+      /** argon2 verifications running at once (each holds a libuv thread and ~19 MiB); the rest wait in a bounded queue. */
+      max_concurrent_hashes: positiveInt(16).default(2),
+      max_queued_hashes: z.int().min(0).max(10_000).default(64),
+    })
+    .prefault({}),
+});
+export type IssuerConfig = z.infer<typeof issuerSchema>;
+
+const storeSchema = z.strictObject({
+  backend: z.literal('sqlite').default('sqlite'),
+  /** SQLite database file; relative to data_dir. */
+  path: z.string().min(1).default('gatehouse.db'),
+});
+
+/** Paths of the issuer's built-in endpoints; no route may claim them. */
+export const ISSUER_PATHS = {
+  token: '/oauth2/token',
+  introspect: '/oauth2/introspect',
+  revoke: '/oauth2/revoke',
+  metadata: '/.well-known/oauth-authorization-server',
+  jwks: '/.well-known/jwks.json',
+} as const;
+
 export const configSchema = z
   .strictObject({
     server: serverSchema.prefault({}),
@@ -184,6 +263,10 @@ export const configSchema = z
       })
       .prefault({}),
     audit: z.strictObject({ dir: z.string().min(1).default('audit') }).prefault({}),
+    /** The OAuth 2 authorization server (token, JWKS, metadata, introspection, revocation). Absent = off. */
+    issuer: issuerSchema.optional(),
+    /** Where clients, signing keys and revocations live (used by the issuer and the `clients`/`keys` commands). */
+    store: storeSchema.prefault({}),
     log: z
       .strictObject({
         level: z.enum(['fatal', 'error', 'warn', 'info', 'debug']).default('info'),
@@ -208,6 +291,24 @@ export const configSchema = z
       }
       if (route.authn.includes('mtls') && config.tls.client_ca === undefined) {
         ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
+      }
+      if (route.authn.includes('bearer') && config.issuer === undefined) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"bearer" verifies tokens of this gateway\'s own issuer: configure `issuer`' });
+      }
+      if ((route.authz.scopes !== undefined || route.authz.audience !== undefined) && !route.authn.includes('bearer')) {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'authz'], message: 'scopes and audience apply to bearer tokens: add "bearer" to authn' });
+      }
+      if (route.authz.scopes !== undefined && route.authz.allow === 'anyone') {
+        ctx.addIssue({ code: 'custom', path: ['routes', index, 'authz', 'scopes'], message: 'a route open to anyone cannot require scopes' });
+      }
+      if (config.issuer !== undefined) {
+        for (const path of Object.values(ISSUER_PATHS)) {
+          // A shorter prefix (`/`, `/oauth2`) is fine: the router prefers the issuer's longer one. The same path is not.
+          if (prefixMatches(path, route.match.path_prefix)) {
+            ctx.addIssue({ code: 'custom', path: ['routes', index, 'match', 'path_prefix'], message: `takes the issuer endpoint ${path}` });
+            break;
+          }
+        }
       }
     });
     for (const [name, upstream] of Object.entries(config.upstreams)) {
