@@ -22,13 +22,18 @@ import { Ingress, trustedProxyList } from './server/ingress.js';
 import { Listener } from './server/listener.js';
 import { allowedMethods, Router, type Route } from './server/router.js';
 import { EchoService } from './services/echo.js';
+import { Issuer } from './issuer/issuer.js';
 import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
 
 export interface GatewayDeps {
   readonly log: Logger;
   /** Defaults to the JSON-lines sink in config.audit.dir. */
   readonly audit?: AuditSink;
+  /** GATEHOUSE_MASTER_KEY, read by the CLI; without it the issuer uses data_dir/master.key. */
+  readonly masterKey?: string | undefined;
 }
+
+const BEARER_CHALLENGE = 'Bearer realm="gatehouse"';
 
 export class Gateway {
   private constructor(
@@ -37,6 +42,8 @@ export class Gateway {
     private readonly listener: Listener,
     private readonly upstreams: readonly Upstream[],
     private readonly log: Logger,
+    /** The authorization server, when `issuer` is configured. */
+    readonly issuer: Issuer | undefined,
   ) {}
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -44,12 +51,14 @@ export class Gateway {
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
 
     const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
+    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, audit, masterKey: deps.masterKey });
     const trusted = trustedProxyList(config.server.trusted_proxies);
     const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
     const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
     const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
       none: new AnonymousAuthenticator(),
       mtls: new MtlsAuthenticator(),
+      ...(issuer !== undefined ? { bearer: issuer.bearer } : {}),
     };
     const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
       const found = authenticators[id];
@@ -86,18 +95,40 @@ export class Gateway {
       const methods = allowedMethods(route.match.methods);
       return {
         id: route.id,
-        config: route,
         pathPrefix: route.match.path_prefix,
         host: route.match.host,
         methods,
         allowHeader: [...methods].join(', '),
         bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
         authenticators: route.authn.map(authenticator),
-        authorizer: new RoutePolicy(route.authz),
+        challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
+        authorizer: new RoutePolicy(route.authz, {
+          ...(issuer !== undefined && route.authn.includes('bearer') ? { audience: routeAudience(route, issuer) } : {}),
+          challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
+        }),
         quota: route.quota === undefined ? undefined : quotas.get(route.quota),
         handler: buildHandler(route),
       };
     });
+
+    for (const endpoint of issuer?.endpoints ?? []) {
+      const methods = allowedMethods(endpoint.methods);
+      routes.push({
+        id: endpoint.id,
+        pathPrefix: endpoint.path,
+        host: undefined,
+        methods,
+        allowHeader: [...methods].join(', '),
+        bodyLimitBytes: endpoint.bodyLimitBytes,
+        // The endpoints authenticate clients themselves (RFC 6749 §2.3), after their own limits; the pipeline's part is the
+        // pre-auth budget and the audit record.
+        authenticators: [authenticators.none ?? new AnonymousAuthenticator()],
+        challenge: undefined,
+        authorizer: new RoutePolicy({ allow: 'anyone' }),
+        quota: undefined,
+        handler: endpoint.handler,
+      });
+    }
 
     const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
     let listener: Listener | undefined;
@@ -122,11 +153,13 @@ export class Gateway {
         pipeline.recordConnectionRefusal(code, peer, requestId);
       },
     });
-    return new Gateway(config, audit, listener, [...upstreams.values()], log);
+    return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer);
   }
 
   async start(): Promise<AddressInfo> {
     const address = await this.listener.listen();
+    // Synchronously after the bind, before any connection is handled: the default issuer names the real port.
+    this.issuer?.started(address.port);
     this.log.info({ host: address.address, port: address.port }, 'gatehouse listening');
     return address;
   }
@@ -145,8 +178,14 @@ export class Gateway {
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.issuer?.close();
     await this.audit.close();
   }
+}
+
+function routeAudience(route: DeepReadonly<RouteConfig>, issuer: Issuer): () => string {
+  const configured = route.authz.audience;
+  return configured !== undefined ? () => configured : () => issuer.defaultAudience;
 }
 
 /** Creates the development CA and certificates when `tls.dev_certificates` is on and the files are missing. */

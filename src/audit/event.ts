@@ -2,7 +2,7 @@
 // Records name the principal and the credential's fingerprint, never the credential itself.
 import type { ErrorCode } from '../errors/catalogue.js';
 
-export type DecisionStage = 'edge' | 'pre-auth-quota' | 'authn' | 'authz' | 'quota' | 'handler';
+export type DecisionStage = 'edge' | 'pre-auth-quota' | 'authn' | 'authz' | 'quota' | 'handler' | 'issuer';
 
 export interface AuditEvent {
   readonly request_id: string;

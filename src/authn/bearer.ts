@@ -32,6 +32,19 @@ export interface VerificationKeys {
 /** In-memory and synchronous: a revocation takes effect on the very next request, cached token or not. */
 export interface RevocationList {
   isRevoked(iss: string, jti: string): boolean;
+  /** False for a client that was disabled or removed: its tokens stop working before they expire. Absent = every client. */
+  isClientActive?(clientId: string): boolean;
+}
+
+/** A token that verified and is acceptable now (RFC 7662 `active`), as the introspection endpoint reports it. */
+export interface ActiveToken {
+  readonly principal: Principal;
+  readonly iss: string;
+  readonly jti: string;
+  /** Epoch seconds. */
+  readonly exp: number;
+  readonly iat: number;
+  readonly boundThumbprint: string | undefined;
 }
 
 export interface BearerOptions {
@@ -212,7 +225,7 @@ export class BearerAuthenticator implements Authenticator {
     const hash = digest('sha256', token, 'base64url');
     const cached = this.cache.get(hash);
     if (cached !== undefined) {
-      const admitted = this.admit(cached, request);
+      const admitted = this.admit(cached, request.connection.peerCertificate);
       if (admitted !== undefined) {
         this.cacheHits++;
         if (admitted.outcome === 'rejected') this.forgetIfDead(hash, cached);
@@ -236,16 +249,39 @@ export class BearerAuthenticator implements Authenticator {
     return verification.then((settled) => this.settle(settled, request));
   }
 
+  /**
+   * The same verification and per-request checks as `authenticate`, for a token presented to the introspection or
+   * revocation endpoint. Undefined for anything not acceptable now. A certificate binding is reported, not enforced:
+   * there is no connection of the token's holder to check it against.
+   */
+  async introspect(token: string): Promise<ActiveToken | undefined> {
+    if (token.length > this.options.maxTokenBytes || !COMPACT_JWS.test(token)) return undefined;
+    const hash = digest('sha256', token, 'base64url');
+    let verified = this.cache.get(hash);
+    let admitted = verified === undefined ? undefined : this.admit(unbound(verified), undefined);
+    if (verified === undefined || admitted === undefined) {
+      // Not cached, or the kid now names other key material: verify afresh.
+      const settled = await this.verify(token);
+      if ('outcome' in settled) return undefined;
+      this.remember(hash, settled);
+      verified = settled;
+      admitted = this.admit(unbound(settled), undefined);
+    }
+    if (admitted?.outcome !== 'authenticated') return undefined;
+    const { principal, iss, jti, exp, iat, boundThumbprint } = verified;
+    return { principal, iss, jti, exp, iat, boundThumbprint };
+  }
+
   private settle(verification: Verification, request: RequestContext): AuthnResult {
     if ('outcome' in verification) return verification;
-    return this.admit(verification, request) ?? invalidToken('signing key changed during verification');
+    return this.admit(verification, request.connection.peerCertificate) ?? invalidToken('signing key changed during verification');
   }
 
   /**
    * The checks that run on every request, cached or not. Undefined means the kid now names different key material, so
    * the cached verification no longer says anything.
    */
-  private admit(verified: Verified, request: RequestContext): AuthnResult | undefined {
+  private admit(verified: Verified, peerCertificate: PeerCertificate | undefined): AuthnResult | undefined {
     const current = this.keys.verificationKey(verified.kid);
     // A key removed from the set invalidates every token it signed, cached or not.
     if (current === undefined) return invalidToken('signing key no longer published');
@@ -258,10 +294,13 @@ export class BearerAuthenticator implements Authenticator {
     if (nowS - verified.iat - tolerance > this.options.maxTokenAgeS) return invalidToken('token too old');
 
     if (this.revocations.isRevoked(verified.iss, verified.jti)) return invalidToken('token revoked');
+    if (this.revocations.isClientActive !== undefined && !this.revocations.isClientActive(verified.principal.clientId ?? '')) {
+      return invalidToken('client disabled or removed');
+    }
 
     if (verified.boundThumbprint !== undefined) {
       // RFC 8705 §3: a certificate-bound token is only good on a connection that proved possession of that certificate.
-      const certificate = request.connection.peerCertificate;
+      const certificate = peerCertificate;
       if (certificate === undefined || this.thumbprintOf(certificate) !== verified.boundThumbprint) {
         return invalidToken('certificate binding mismatch');
       }
@@ -424,6 +463,11 @@ export class BearerAuthenticator implements Authenticator {
     });
     return { principal, kid, key: published.key, alg: published.alg, iss, jti, exp, iat, boundThumbprint };
   }
+}
+
+/** For introspection: the binding is reported, not checked against a connection. */
+function unbound(verified: Verified): Verified {
+  return verified.boundThumbprint === undefined ? verified : { ...verified, boundThumbprint: undefined };
 }
 
 /** A Map-backed key set hands out the same object every time; equal KeyObjects are accepted too. */

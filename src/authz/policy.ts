@@ -1,27 +1,58 @@
-// Route authorization: deny by default. A route admits anyone only when its config says so; a subject allow-list narrows it.
-import type { RouteConfig } from '../config/schema.js';
+// Route authorization: deny by default. A route admits anyone only when its config says so; a subject allow-list narrows it;
+// bearer tokens must be meant for the route (audience) and carry its scopes (all-of or any-of, exact tokens).
+import type { AuthzConfig } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { AuthenticatedRequest, Authorizer, AuthzDecision } from '../pipeline/stage.js';
 
 const ALLOW: AuthzDecision = Object.freeze({ allowed: true });
 
+export interface RoutePolicyOptions {
+  /** The audience a bearer token must list for this route (resolved at request time: it may depend on the listener port). */
+  readonly audience?: () => string;
+  /** The challenge of a 401 for a missing credential, e.g. `Bearer realm="gatehouse"` (RFC 6750 §3). */
+  readonly challenge?: string | undefined;
+}
+
 export class RoutePolicy implements Authorizer {
   private readonly allowAnyone: boolean;
   private readonly subjects: ReadonlySet<string> | undefined;
+  private readonly scopes: { readonly mode: 'all' | 'any'; readonly list: readonly string[]; readonly error: GatewayError } | undefined;
+  private readonly audience: (() => string) | undefined;
+  private readonly challenge: Readonly<Record<string, string>>;
 
-  constructor(rule: DeepReadonly<RouteConfig['authz']>) {
+  constructor(rule: DeepReadonly<AuthzConfig>, options: RoutePolicyOptions = {}) {
     this.allowAnyone = rule.allow === 'anyone';
     this.subjects = rule.subjects === undefined ? undefined : new Set(rule.subjects);
+    this.audience = options.audience;
+    this.challenge = options.challenge === undefined ? {} : { 'www-authenticate': options.challenge };
+    if (rule.scopes !== undefined) {
+      const [mode, list] = 'all_of' in rule.scopes ? (['all', rule.scopes.all_of] as const) : (['any', rule.scopes.any_of] as const);
+      // RFC 6750 §3: the scope attribute names what the resource requires (all of them, or the alternatives).
+      const error = new GatewayError('insufficient_scope', {
+        reason: 'token lacks a required scope',
+        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${list.join(' ')}"` },
+      });
+      this.scopes = { mode, list, error };
+    }
   }
 
   authorize(request: AuthenticatedRequest): AuthzDecision {
     const { principal } = request;
     if (principal.method === 'anonymous' && !this.allowAnyone) {
-      return { allowed: false, error: new GatewayError('unauthenticated', { reason: 'route requires a credential' }) };
+      return { allowed: false, error: new GatewayError('unauthenticated', { reason: 'route requires a credential', headers: this.challenge }) };
+    }
+    // JWT-16: a token for another resource is no credential here (401, not 403: the token is the wrong one).
+    if (principal.method === 'bearer' && this.audience !== undefined && !(principal.audiences ?? []).includes(this.audience())) {
+      return { allowed: false, error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': 'Bearer error="invalid_token"' } }) };
     }
     if (this.subjects !== undefined && !this.subjects.has(principal.subject)) {
       return { allowed: false, error: new GatewayError('forbidden', { reason: 'subject not on the route allow-list' }) };
+    }
+    if (this.scopes !== undefined) {
+      const held = principal.scopes;
+      const ok = this.scopes.mode === 'all' ? this.scopes.list.every((scope) => held.has(scope)) : this.scopes.list.some((scope) => held.has(scope));
+      if (!ok) return { allowed: false, error: this.scopes.error };
     }
     return ALLOW;
   }

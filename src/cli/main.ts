@@ -7,6 +7,7 @@ import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { Gateway } from '../gateway.js';
+import { MASTER_KEY_ENV } from '../issuer/key-encryption.js';
 import { initDevCertificates } from '../tls/ca.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
@@ -59,7 +60,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
 
   let gateway: Gateway;
   try {
-    gateway = await Gateway.create(config, { log });
+    gateway = await Gateway.create(config, { log, masterKey: process.env[MASTER_KEY_ENV] });
     await gateway.start();
     destination.flush();
   } catch (error) {

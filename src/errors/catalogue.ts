@@ -27,6 +27,18 @@ export const ERROR_CATALOGUE = {
   /** RFC 6750 §3.1 / RFC 6749 §5.2: a malformed authentication request (e.g. a token in the URL). */
   invalid_request: { status: 400, title: 'The request is missing a parameter or is otherwise malformed.' },
   forbidden: { status: 403, title: 'The principal may not perform this request.' },
+  /** RFC 6750 §3.1: the token is good but lacks a scope the route requires. */
+  insufficient_scope: { status: 403, title: 'The access token does not carry a scope this resource requires.' },
+
+  // OAuth 2 authorization server (RFC 6749 §5.2, RFC 8707 §2, RFC 7009 §2.2.1): the code is the OAuth `error` value
+  /** Unknown client, wrong secret, disabled client and locked client all look exactly like this (OA-05). */
+  invalid_client: { status: 401, title: 'Client authentication failed.' },
+  unauthorized_client: { status: 400, title: 'The client is not allowed to make this request.' },
+  unsupported_grant_type: { status: 400, title: 'The grant type is not supported.' },
+  invalid_scope: { status: 400, title: 'The requested scope is invalid, unknown or not allowed for this client.' },
+  /** RFC 8707 §2 `invalid_target` (that code name is taken by the request-target refusal above). */
+  invalid_resource: { status: 400, title: 'The requested resource is invalid or not allowed for this client.' },
+  unsupported_token_type: { status: 400, title: 'The token type is not supported.' },
   rate_limited: { status: 429, title: 'Too many requests; retry later.' },
 
   // Handlers and faults
@@ -63,6 +75,34 @@ export class GatewayError extends Error {
 export const PROBLEM_TYPE_BASE = 'urn:gatehouse:problem:';
 
 /** RFC 9457 problem body for a refusal. `instance` carries the request id so operators can find the audit record. */
+/** The OAuth `error` for a refusal answered by an OAuth endpoint (RFC 6749 §5.2 body), for every catalogue code. */
+export function oauthErrorCode(code: ErrorCode): string {
+  switch (code) {
+    case 'invalid_request':
+    case 'invalid_client':
+    case 'unauthorized_client':
+    case 'unsupported_grant_type':
+    case 'invalid_scope':
+    case 'unsupported_token_type':
+      return code;
+    case 'invalid_resource':
+      return 'invalid_target';
+    // RFC 8628 §3.5, registered for token endpoint responses: the standard way to say "back off".
+    case 'rate_limited':
+      return 'slow_down';
+    case 'service_unavailable':
+    case 'shutting_down':
+      return 'temporarily_unavailable';
+    default:
+      return ERROR_CATALOGUE[code].status >= 500 ? 'server_error' : 'invalid_request';
+  }
+}
+
+/** RFC 6749 §5.2 error body. The description is the catalogue's generic title: never which part of a credential failed. */
+export function oauthErrorBody(error: GatewayError): string {
+  return JSON.stringify({ error: oauthErrorCode(error.code), error_description: ERROR_CATALOGUE[error.code].title });
+}
+
 export function problemBody(error: GatewayError, requestId: string): string {
   return JSON.stringify({
     type: PROBLEM_TYPE_BASE + error.code,

@@ -40,7 +40,7 @@ export class Pipeline {
       let authn = authenticate(request);
       if (authn instanceof Promise) authn = await authn;
       if (authn.outcome !== 'authenticated') {
-        const error = authn.outcome === 'rejected' ? authn.error : new GatewayError('unauthenticated', { reason: 'no credential' });
+        const error = authn.outcome === 'rejected' ? authn.error : noCredential(request);
         return this.refuse(request, exchange, stage, error, undefined);
       }
       principal = authn.principal;
@@ -169,6 +169,12 @@ function expectsContinue(exchange: HttpExchange): boolean {
 }
 
 const NO_CREDENTIAL: AuthnResult = Object.freeze({ outcome: 'not-applicable' });
+
+/** RFC 6750 §3.1: with no credential at all, the challenge carries no error code. */
+function noCredential(request: RequestContext): GatewayError {
+  const { challenge } = request.route;
+  return new GatewayError('unauthenticated', { reason: 'no credential', ...(challenge !== undefined ? { headers: { 'www-authenticate': challenge } } : {}) });
+}
 
 /** "not-applicable" moves to the next authenticator; "rejected" stops here and never falls through. */
 function authenticate(request: RequestContext, from = 0): AuthnResult | Promise<AuthnResult> {

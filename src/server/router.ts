@@ -1,13 +1,10 @@
 // Route table: maps (host, canonical path) to one route; longest path prefix wins, on segment boundaries only.
 // Matching is case-sensitive and sees only the canonical path, never the query (AZ-08, AZ-10).
-import type { RouteConfig } from '../config/schema.js';
-import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, Authorizer, Handler, QuotaPolicy } from '../pipeline/stage.js';
 
 /** A route compiled from config: the pipeline's data for requests it matches. */
 export interface Route {
   readonly id: string;
-  readonly config: DeepReadonly<RouteConfig>;
   readonly pathPrefix: string;
   readonly host: string | undefined;
   /** Allowed methods; HEAD is included whenever GET is (it gets GET's authorization, AZ-11). */
@@ -16,6 +13,8 @@ export interface Route {
   readonly allowHeader: string;
   readonly bodyLimitBytes: number;
   readonly authenticators: readonly Authenticator[];
+  /** WWW-Authenticate of a 401 when no credential was presented (`Bearer realm=…` on bearer routes), if any. */
+  readonly challenge: string | undefined;
   readonly authorizer: Authorizer;
   readonly quota: QuotaPolicy | undefined;
   readonly handler: Handler;

@@ -28,9 +28,9 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
   const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }), audit, log });
   const route: Route = {
     id: 'r',
-    config: { id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } },
     pathPrefix: '/r',
     host: undefined,
+    challenge: undefined,
     methods: new Set(['GET', 'HEAD']),
     allowHeader: 'GET, HEAD',
     bodyLimitBytes: 1024,

@@ -1,0 +1,202 @@
+// Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic or client_secret_post, exactly one per
+// request, checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
+//   1. per-IP attempts (every attempt, before any argon2 work)
+//   2. blocked (client id, IP) pair or blocked IP (rate-limiter-flexible's login protection: get() before verifying)
+//   3. argon2 verify, bounded concurrency; unknown, disabled and secret-less clients cost one dummy verify
+//   4. failure → one point on (client id, IP) and on the IP's daily budget; success → the pair's count is reset
+// Unknown client, wrong secret, disabled client and a blocked pair's wrong guesses all end in the same 401 (OA-05).
+import type { Logger } from 'pino';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { IssuerConfig } from '../config/schema.js';
+import { GatewayError } from '../errors/catalogue.js';
+import type { DeepReadonly } from '../lib/deep-freeze.js';
+import { memoryLimiter } from '../quota/rate.js';
+import type { Client, CredentialStore } from '../store/contract.js';
+import { parseBasicCredentials, single, type FormParams } from './form.js';
+import { CLIENT_ID_PATTERN, HashQueueFullError, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
+
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
+
+export type ClientAuthResult =
+  | { readonly ok: true; readonly client: Client; readonly method: ClientAuthMethod }
+  | { readonly ok: false; readonly error: GatewayError; /** The presented client id when it was well-formed (audit only). */ readonly clientId: string | undefined };
+
+/** What one attempt presents: the Authorization header, the parsed form and the client's per-IP limit key. */
+export interface ClientAuthAttempt {
+  readonly authorization: string | undefined;
+  readonly params: FormParams;
+  readonly limitKey: string;
+}
+
+/** Told about every client that authenticates, so the bearer path knows it is active before the next store refresh. */
+export type ClientSeen = (client: Client) => void;
+
+const DAY_S = 86_400;
+const BASIC_CHALLENGE = Object.freeze({ 'www-authenticate': 'Basic realm="gatehouse", charset="UTF-8"' });
+
+export class ClientAuthenticator {
+  private readonly perIp: RateLimiterMemory;
+  private readonly consecutiveFails: RateLimiterMemory;
+  private readonly dailyFailsByIp: RateLimiterMemory;
+  private readonly verifier: SecretVerifier;
+
+  constructor(
+    private readonly store: CredentialStore,
+    private readonly settings: DeepReadonly<IssuerConfig['client_auth']>,
+    private readonly log: Logger,
+    private readonly seen: ClientSeen,
+    private readonly now: () => number = Date.now,
+  ) {
+    this.perIp = memoryLimiter(settings.per_ip, 'client-auth-ip');
+    // A day's window: a pair that stops failing is forgotten after a day even without a success (bounded state).
+    this.consecutiveFails = new RateLimiterMemory({
+      keyPrefix: 'client-auth-fails',
+      points: settings.max_consecutive_failures,
+      duration: DAY_S,
+      blockDuration: settings.failure_block_s,
+    });
+    this.dailyFailsByIp = new RateLimiterMemory({ keyPrefix: 'client-auth-daily', points: settings.max_daily_failures_per_ip, duration: DAY_S, blockDuration: DAY_S });
+    this.verifier = new SecretVerifier({ maxConcurrent: settings.max_concurrent_hashes, maxQueued: settings.max_queued_hashes });
+  }
+
+  /** argon2 verifications running and waiting. */
+  get hashLoad(): { readonly running: number; readonly queued: number } {
+    return this.verifier.load;
+  }
+
+  async authenticate(attempt: ClientAuthAttempt): Promise<ClientAuthResult> {
+    const presented = presentedCredentials(attempt);
+    if (!presented.ok) return presented;
+    const { clientId, secret, method } = presented;
+    const challenge = method === 'client_secret_basic' ? BASIC_CHALLENGE : undefined;
+    const wellFormedId = CLIENT_ID_PATTERN.test(clientId) ? clientId : undefined;
+
+    // 1. Every attempt spends the IP's budget before anything costs more than a Map lookup.
+    try {
+      await this.perIp.consume(attempt.limitKey);
+    } catch (outcome) {
+      return { ok: false, error: limited(outcome, 'client authentication attempts per IP'), clientId: wellFormedId };
+    }
+
+    // 2. Blocked callers never reach argon2 (SEC-06): the pair key is the presented id with the IP (SEC-08: an attacker who
+    // locks a client out from his address does not lock out the client's own address).
+    const pairKey = `${wellFormedId ?? '-'}\n${attempt.limitKey}`;
+    const [pair, daily] = await Promise.all([this.consecutiveFails.get(pairKey), this.dailyFailsByIp.get(attempt.limitKey)]);
+    const blockedFor = Math.max(blockedMs(daily, this.settings.max_daily_failures_per_ip), blockedMs(pair, this.settings.max_consecutive_failures));
+    if (blockedFor > 0) {
+      return { ok: false, error: rateLimited(blockedFor, 'client authentication blocked after failures'), clientId: wellFormedId };
+    }
+
+    // 3. The store lookup and argon2 run for every well-formed attempt; a malformed id gets the dummy verify.
+    const client = wellFormedId === undefined ? undefined : await this.store.getClient(wellFormedId);
+    let check;
+    try {
+      check = await this.verifier.verify(client?.enabled === true ? client.secrets : undefined, secret, this.now());
+    } catch (fault) {
+      if (!(fault instanceof HashQueueFullError)) throw fault;
+      return {
+        ok: false,
+        error: new GatewayError('service_unavailable', { reason: 'argon2 queue full', headers: { 'retry-after': '1' } }),
+        clientId: wellFormedId,
+      };
+    }
+
+    if (!check.ok || client === undefined) {
+      // 4. Failures count against the pair and the IP's day; the answer is the same 401 whichever limit this trips.
+      const [pairBlocked, ipBlocked] = await Promise.all([
+        countFailure(this.consecutiveFails, pairKey, this.settings.max_consecutive_failures, this.settings.failure_block_s),
+        countFailure(this.dailyFailsByIp, attempt.limitKey, this.settings.max_daily_failures_per_ip, DAY_S),
+      ]);
+      if (pairBlocked || ipBlocked) {
+        this.log.warn(
+          { client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked: pairBlocked ? 'client-and-ip' : 'ip' },
+          'client authentication blocked after repeated failures',
+        );
+      }
+      return { ok: false, error: new GatewayError('invalid_client', { reason: 'client authentication failed', ...(challenge ? { headers: challenge } : {}) }), clientId: wellFormedId };
+    }
+
+    if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
+    this.seen(client);
+    if (check.rehash !== undefined) this.upgradeHash(client.id, check.rehash);
+    return { ok: true, client, method };
+  }
+
+  /** SEC-02: a hash made with weaker parameters is replaced after a successful verification. Best effort: a failure only logs. */
+  private upgradeHash(clientId: string, rehash: { readonly old: string; readonly hash: string }): void {
+    this.store
+      .updateClient(clientId, (current) => ({
+        ...current,
+        secrets: current.secrets.map((entry) => (entry.hash === rehash.old ? { ...entry, hash: rehash.hash } : entry)),
+        updatedAt: this.now(),
+      }))
+      .then(() => this.log.info({ client_id: clientId }, 'client secret re-hashed with current argon2 parameters'))
+      .catch((fault: unknown) => this.log.warn({ client_id: clientId, err: fault instanceof Error ? fault.message : String(fault) }, 'client secret re-hash failed'));
+  }
+}
+
+type Presented =
+  | { readonly ok: true; readonly clientId: string; readonly secret: string; readonly method: ClientAuthMethod }
+  | { readonly ok: false; readonly error: GatewayError; readonly clientId: undefined };
+
+/** Exactly one client authentication method per request (RFC 6749 §2.3, OA-03). */
+function presentedCredentials(attempt: ClientAuthAttempt): Presented {
+  const bodyId = single(attempt.params, 'client_id');
+  const bodySecret = single(attempt.params, 'client_secret');
+  if (typeof bodyId === 'object' || typeof bodySecret === 'object') return refuse('invalid_request', 'client credentials repeated');
+
+  if (attempt.authorization !== undefined) {
+    const basic = parseBasicCredentials(attempt.authorization);
+    // Another scheme (a bearer token, say) is no client authentication at all.
+    if (basic === undefined) return refuse('invalid_client', 'unsupported client authentication scheme', BASIC_CHALLENGE);
+    if (!basic.ok) return refuse('invalid_request', basic.reason);
+    if (bodySecret !== undefined) return refuse('invalid_request', 'more than one client authentication method');
+    // A client_id in the body beside Basic is allowed only when it names the same client.
+    if (bodyId !== undefined && bodyId !== basic.value.clientId) return refuse('invalid_request', 'client_id differs from the Basic credentials');
+    return credentials(basic.value.clientId, basic.value.clientSecret, 'client_secret_basic');
+  }
+  if (bodyId === undefined || bodySecret === undefined) return refuse('invalid_client', 'no client authentication');
+  return credentials(bodyId, bodySecret, 'client_secret_post');
+}
+
+function credentials(clientId: string, secret: string, method: ClientAuthMethod): Presented {
+  // Longer than anything issued: refused without a store lookup or argon2 (but after the same checks as everything else).
+  if (clientId.length > 256 || secret.length > MAX_SECRET_LENGTH) return refuse('invalid_client', 'client credentials too long', method === 'client_secret_basic' ? BASIC_CHALLENGE : undefined);
+  return { ok: true, clientId, secret, method };
+}
+
+function refuse(code: 'invalid_request' | 'invalid_client', reason: string, headers?: Readonly<Record<string, string>>): Presented {
+  return { ok: false, error: new GatewayError(code, { reason, ...(headers ? { headers: { ...headers } } : {}) }), clientId: undefined };
+}
+
+/**
+ * One failure on `key`; the failure that uses up the last point blocks the key for `blockS`, so the next attempt is refused
+ * before argon2. True when this failure started a block.
+ */
+async function countFailure(limiter: RateLimiterMemory, key: string, points: number, blockS: number): Promise<boolean> {
+  let consumed: number;
+  try {
+    consumed = (await limiter.consume(key)).consumedPoints;
+  } catch (outcome) {
+    // Concurrent failures raced past the check above: the key is over its points, so it is blocked already.
+    if (outcome instanceof RateLimiterRes) return false;
+    throw outcome;
+  }
+  if (consumed < points) return false;
+  await limiter.block(key, blockS);
+  return true;
+}
+
+/** Milliseconds a limiter entry still blocks, or 0. `consumedPoints > points` is how rate-limiter-flexible marks a block. */
+function blockedMs(entry: RateLimiterRes | null, points: number): number {
+  return entry !== null && entry.consumedPoints > points ? Math.max(1, entry.msBeforeNext) : 0;
+}
+
+function rateLimited(ms: number, reason: string): GatewayError {
+  return new GatewayError('rate_limited', { reason, headers: { 'retry-after': String(Math.max(1, Math.ceil(ms / 1000))) } });
+}
+
+function limited(outcome: unknown, reason: string): GatewayError {
+  if (outcome instanceof RateLimiterRes) return rateLimited(outcome.msBeforeNext, reason);
+  throw outcome;
+}

@@ -1,0 +1,338 @@
+// The authorization server's endpoints, as built-in handlers behind the pipeline (pre-auth quota, audit) like any route:
+// token (RFC 6749 §4.4 client_credentials), introspection (RFC 7662), revocation (RFC 7009), metadata (RFC 8414), JWKS.
+// The OAuth endpoints answer refusals with RFC 6749 §5.2 bodies and record each decision in the audit log themselves,
+// with the client id as subject — before any token leaves the gateway.
+import type { AuditEvent, AuditSink } from '../audit/event.js';
+import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
+import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
+import { GatewayError, oauthErrorBody } from '../errors/catalogue.js';
+import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
+import { clientGone, securityHeaders, sendJson, type HttpExchange } from '../server/exchange.js';
+import type { Client } from '../store/contract.js';
+import type { ClientAuthenticator, ClientAuthMethod } from './client-auth.js';
+import { isFormContentType, parseForm, single, type FormParams } from './form.js';
+import type { KeyRing } from './keys.js';
+import type { RevocationSet } from './revocations.js';
+import type { TokenSigner } from './tokens.js';
+
+/** More parameters than any OAuth request here needs; a form with more is refused before it is decoded further (OA-14). */
+const MAX_FORM_PARAMS = 32;
+/** Body limit of the POST endpoints; a client_credentials request is a few hundred bytes. */
+export const OAUTH_BODY_LIMIT_BYTES = 8192;
+/** A client may introspect its own tokens; with this scope registered, any token (a resource server's privilege). */
+export const INTROSPECT_ANY_SCOPE = 'gatehouse:introspect';
+const NO_STORE = Object.freeze({ 'cache-control': 'no-store', pragma: 'no-cache' });
+
+/** What the endpoints share: the issuer's identity (resolved once the listener has a port) and its parts. */
+export interface IssuerContext {
+  readonly issuer: () => string;
+  readonly defaultAudience: () => string;
+  readonly clientAuth: ClientAuthenticator;
+  readonly signer: TokenSigner;
+  readonly bearer: BearerAuthenticator;
+  readonly revocations: RevocationSet;
+  readonly ring: KeyRing;
+  readonly audit: AuditSink;
+  readonly clockToleranceS: number;
+  readonly jwksMaxAgeS: number;
+}
+
+type Outcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly params: FormParams } | undefined;
+
+abstract class OAuthEndpoint implements Handler {
+  constructor(protected readonly ctx: IssuerContext) {}
+
+  abstract handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
+
+  /** Reads the form and authenticates the client. Undefined when a refusal was already sent. */
+  protected async authenticatedForm(request: AuthenticatedRequest, exchange: HttpExchange): Promise<Outcome> {
+    const params = await this.form(request, exchange);
+    if (params === undefined) return undefined;
+    const auth = await this.ctx.clientAuth.authenticate({ authorization: request.authorization, params, limitKey: request.connection.limitKey });
+    if (!auth.ok) {
+      this.refuse(request, exchange, auth.error, auth.clientId, undefined);
+      return undefined;
+    }
+    return { client: auth.client, method: auth.method, params };
+  }
+
+  /** OA-01, OA-02, OA-14: POST with a form body only, nothing in the query, bounded size and parameter count. */
+  protected async form(request: AuthenticatedRequest, exchange: HttpExchange): Promise<FormParams | undefined> {
+    if (request.query !== '') {
+      // RFC 6749 §3.2 / §2.3.1: parameters (and above all a client_secret) never travel in the URL.
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'parameters in the query string' }), undefined, undefined, true);
+      return undefined;
+    }
+    if (!isFormContentType(headerValue(exchange, 'content-type'))) {
+      this.refuse(request, exchange, new GatewayError('unsupported_media_type', { reason: 'not application/x-www-form-urlencoded' }), undefined, undefined, true);
+      return undefined;
+    }
+    const body = await readBody(exchange, request.route.bodyLimitBytes);
+    if (body === 'gone') return undefined;
+    if (body === 'too_large') {
+      this.refuse(request, exchange, new GatewayError('payload_too_large', { reason: 'form over the endpoint limit' }), undefined, undefined, true);
+      return undefined;
+    }
+    const parsed = parseForm(body, MAX_FORM_PARAMS);
+    if (!parsed.ok) {
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: parsed.reason }), undefined, undefined);
+      return undefined;
+    }
+    return parsed.value;
+  }
+
+  /** Records the refusal, then answers with an RFC 6749 §5.2 body. */
+  protected refuse(
+    request: AuthenticatedRequest,
+    exchange: HttpExchange,
+    error: GatewayError,
+    clientId: string | undefined,
+    method: ClientAuthMethod | undefined,
+    unreadBody = false,
+  ): void {
+    this.record(request, 'deny', error, clientId, method);
+    if (clientGone(exchange)) return;
+    const body = oauthErrorBody(error);
+    const headers: Record<string, string | number> = {
+      ...securityHeaders(exchange),
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      ...NO_STORE,
+      ...error.headers,
+    };
+    // A body the gateway did not read would be taken for the next request on this HTTP/1.1 connection.
+    if (unreadBody && request.hasBody && exchange.protocol === 'h1') headers['connection'] = 'close';
+    exchange.res.writeHead(error.status, headers);
+    exchange.res.end(body);
+  }
+
+  protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, clientId: string | undefined, method: ClientAuthMethod | undefined): void {
+    const event: AuditEvent = {
+      request_id: request.id,
+      method: request.method,
+      path: request.path,
+      raw_target: request.rawPath,
+      route: request.route.id,
+      protocol: request.connection.protocol,
+      client_ip: request.connection.clientAddress,
+      peer_ip: request.connection.peerAddress,
+      decision,
+      stage: 'issuer',
+      code: error?.code ?? null,
+      reason: error?.reason ?? null,
+      status: error?.status ?? null,
+      subject: clientId ?? null,
+      auth_method: method ?? null,
+      cert_thumbprint: null,
+    };
+    // Throws when the audit log is unavailable: the pipeline then fails closed and nothing is issued.
+    this.ctx.audit.append(event);
+  }
+}
+
+/** POST /oauth2/token: client_credentials only. */
+export class TokenEndpoint extends OAuthEndpoint {
+  async handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+    const params = await this.form(request, exchange);
+    if (params === undefined) return;
+
+    // What needs no client is checked first: a request that cannot succeed never costs an argon2 verification.
+    const grantType = single(params, 'grant_type');
+    const scope = single(params, 'scope');
+    if (grantType === undefined || typeof grantType === 'object') {
+      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: grantType === undefined ? 'grant_type missing' : 'grant_type repeated' }), undefined, undefined);
+    }
+    if (grantType !== 'client_credentials') {
+      return this.refuse(request, exchange, new GatewayError('unsupported_grant_type', { reason: 'grant type not supported' }), undefined, undefined);
+    }
+    if (typeof scope === 'object') return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'scope repeated' }), undefined, undefined);
+    // RFC 8707 §2: `resource` may repeat, once per audience wanted.
+    const resources = params.get('resource') ?? [];
+    if (!resources.every(isResourceUri)) {
+      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource is not an absolute URI without fragment' }), undefined, undefined);
+    }
+
+    const auth = await this.ctx.clientAuth.authenticate({ authorization: request.authorization, params, limitKey: request.connection.limitKey });
+    if (!auth.ok) return this.refuse(request, exchange, auth.error, auth.clientId, undefined);
+    const { client, method } = auth;
+
+    const scopes = grantedScopes(scope, client.scopes);
+    if (scopes === undefined) return this.refuse(request, exchange, new GatewayError('invalid_scope', { reason: 'scope not allowed for the client' }), client.id, method);
+    const allowed = client.audiences.length > 0 ? client.audiences : [this.ctx.defaultAudience()];
+    if (!resources.every((resource) => allowed.includes(resource))) {
+      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource not allowed for the client' }), client.id, method);
+    }
+    const audiences = resources.length > 0 ? [...new Set(resources)] : allowed;
+
+    const issued = await this.ctx.signer.issue({ clientId: client.id, scopes, audiences });
+    this.record(request, 'allow', undefined, client.id, method);
+    if (clientGone(exchange)) return;
+    sendJson(
+      exchange,
+      200,
+      { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, ...(scopes.length > 0 ? { scope: scopes.join(' ') } : {}) },
+      NO_STORE,
+    );
+  }
+}
+
+/**
+ * RFC 6749 §3.3: absent scope = every scope the client is registered for (the documented default); present = a list of
+ * exact scope tokens, each registered for the client. Undefined when anything is not (→ invalid_scope, OA-08).
+ */
+function grantedScopes(requested: string | undefined, registered: readonly string[]): readonly string[] | undefined {
+  if (requested === undefined) return registered;
+  const granted: string[] = [];
+  for (const token of requested.split(' ')) {
+    if (token === '') continue;
+    if (!SCOPE_TOKEN.test(token) || !registered.includes(token)) return undefined;
+    if (!granted.includes(token)) granted.push(token);
+  }
+  return granted.length > 0 ? granted : undefined;
+}
+
+/** POST /oauth2/introspect (RFC 7662). Anything not active now says `{"active":false}` and nothing else (OA-16). */
+export class IntrospectionEndpoint extends OAuthEndpoint {
+  async handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+    const outcome = await this.authenticatedForm(request, exchange);
+    if (outcome === undefined) return;
+    const { client, method, params } = outcome;
+    const token = single(params, 'token');
+    if (token === undefined || typeof token === 'object') {
+      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
+    }
+    const active = await this.ctx.bearer.introspect(token);
+    // A client learns about its own tokens; a resource server registered with gatehouse:introspect about any.
+    const visible = active !== undefined && (active.principal.clientId === client.id || client.scopes.includes(INTROSPECT_ANY_SCOPE));
+    this.record(request, 'allow', undefined, client.id, method);
+    if (clientGone(exchange)) return;
+    sendJson(exchange, 200, visible ? introspection(active) : { active: false }, NO_STORE);
+  }
+}
+
+function introspection(token: ActiveToken): Record<string, unknown> {
+  const { principal } = token;
+  const audiences = principal.audiences ?? [];
+  return {
+    active: true,
+    scope: [...principal.scopes].join(' '),
+    client_id: principal.clientId,
+    sub: principal.subject,
+    aud: audiences.length === 1 ? audiences[0] : audiences,
+    iss: token.iss,
+    exp: token.exp,
+    iat: token.iat,
+    jti: token.jti,
+    token_type: 'Bearer',
+    ...(token.boundThumbprint !== undefined ? { cnf: { 'x5t#S256': token.boundThumbprint } } : {}),
+  };
+}
+
+/** POST /oauth2/revoke (RFC 7009): a client revokes its own tokens; an invalid or unknown token is answered 200 as well. */
+export class RevocationEndpoint extends OAuthEndpoint {
+  async handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+    const outcome = await this.authenticatedForm(request, exchange);
+    if (outcome === undefined) return;
+    const { client, method, params } = outcome;
+    const token = single(params, 'token');
+    if (token === undefined || typeof token === 'object') {
+      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
+    }
+    // token_type_hint is optional and only a hint (RFC 7009 §2.1): there is one kind of token here, so it is ignored.
+    const active = await this.ctx.bearer.introspect(token);
+    if (active !== undefined) {
+      if (active.principal.clientId !== client.id) {
+        // RFC 7009 §2.1: the token must have been issued to the client revoking it (OA-15).
+        return this.refuse(request, exchange, new GatewayError('unauthorized_client', { reason: 'token belongs to another client' }), client.id, method);
+      }
+      // Kept until the token could no longer pass any verifier's clock tolerance.
+      await this.ctx.revocations.revoke({ iss: active.iss, jti: active.jti, expiresAt: (active.exp + this.ctx.clockToleranceS) * 1000 });
+    }
+    this.record(request, 'allow', undefined, client.id, method);
+    if (clientGone(exchange)) return;
+    exchange.res.writeHead(200, { ...securityHeaders(exchange), 'content-length': 0, ...NO_STORE });
+    exchange.res.end();
+  }
+}
+
+/** GET /.well-known/oauth-authorization-server (RFC 8414). */
+export class MetadataEndpoint implements Handler {
+  constructor(private readonly ctx: IssuerContext) {}
+
+  async handle(_request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+    const issuer = this.ctx.issuer();
+    const origin = new URL(issuer).origin;
+    const clientAuthMethods = ['client_secret_basic', 'client_secret_post'];
+    sendJson(
+      exchange,
+      200,
+      {
+        // Byte-identical to the `iss` of every token (RFC 8414 §3.3, OA-17).
+        issuer,
+        token_endpoint: `${origin}/oauth2/token`,
+        jwks_uri: `${origin}/.well-known/jwks.json`,
+        introspection_endpoint: `${origin}/oauth2/introspect`,
+        revocation_endpoint: `${origin}/oauth2/revoke`,
+        grant_types_supported: ['client_credentials'],
+        // RFC 8414 §2 requires the member; no authorization endpoint, so no response type.
+        response_types_supported: [],
+        token_endpoint_auth_methods_supported: clientAuthMethods,
+        introspection_endpoint_auth_methods_supported: clientAuthMethods,
+        revocation_endpoint_auth_methods_supported: clientAuthMethods,
+        // Access tokens are signed with these (never `none`).
+        access_token_signing_alg_values_supported: ['EdDSA', 'ES256'],
+      },
+      { 'cache-control': 'public, max-age=300' },
+    );
+  }
+}
+
+/** GET /.well-known/jwks.json: every published key (pending ones before they sign, retired ones until their tokens expire). */
+export class JwksEndpoint implements Handler {
+  constructor(private readonly ctx: IssuerContext) {}
+
+  async handle(_request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+    // Cached no longer than a new key is published before it signs, so verifiers always see a key before its tokens.
+    sendJson(exchange, 200, this.ctx.ring.publishedJwks(), {
+      'content-type': 'application/jwk-set+json',
+      'cache-control': `public, max-age=${this.ctx.jwksMaxAgeS}`,
+    });
+  }
+}
+
+function headerValue(exchange: HttpExchange, name: string): string | undefined {
+  const value = exchange.req.headers[name];
+  return Array.isArray(value) ? value.join(', ') : value;
+}
+
+/** The whole body, or 'too_large' as soon as it crosses `limit` (reading stops), or 'gone' when the client left. */
+function readBody(exchange: HttpExchange, limit: number): Promise<Buffer | 'too_large' | 'gone'> {
+  return new Promise((resolve) => {
+    const { req } = exchange;
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (result: Buffer | 'too_large' | 'gone'): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onGone);
+      req.off('close', onClose);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        finish('too_large');
+      } else chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(Buffer.concat(chunks, size));
+    const onGone = (): void => finish('gone');
+    const onClose = (): void => {
+      if (!req.complete) finish('gone');
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onGone);
+    req.once('close', onClose);
+  });
+}

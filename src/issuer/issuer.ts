@@ -1,0 +1,151 @@
+// The authorization server as one unit: opens the store and the key-encryption key, makes sure a signing key exists,
+// loads the KeyRing and the revocation state, and builds the bearer authenticator and the endpoint handlers over them.
+// A refresh loop re-reads keys, revocations and client states, so `gatehouse keys rotate` and `clients disable` (other
+// processes) take effect without a restart.
+import type { Logger } from 'pino';
+import type { AuditSink } from '../audit/event.js';
+import { BearerAuthenticator } from '../authn/bearer.js';
+import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.js';
+import type { DeepReadonly } from '../lib/deep-freeze.js';
+import type { Handler } from '../pipeline/stage.js';
+import type { CredentialStore } from '../store/contract.js';
+import { openCredentialStore, openKeyEncryptionKey } from '../store/open.js';
+import { ClientAuthenticator } from './client-auth.js';
+import { IntrospectionEndpoint, JwksEndpoint, MetadataEndpoint, OAUTH_BODY_LIMIT_BYTES, RevocationEndpoint, TokenEndpoint, type IssuerContext } from './endpoints.js';
+import { ensureSigningKey, KeyRing } from './keys.js';
+import { RevocationSet } from './revocations.js';
+import { TokenSigner } from './tokens.js';
+
+export interface IssuerDeps {
+  readonly log: Logger;
+  readonly audit: AuditSink;
+  /** GATEHOUSE_MASTER_KEY as read by the CLI; otherwise data_dir/master.key is used (created once, 0600). */
+  readonly masterKey?: string | undefined;
+  readonly now?: () => number;
+}
+
+/** One built-in endpoint: the gateway turns each into a route (pre-auth quota, anonymous authn, audit, then the handler). */
+export interface IssuerEndpoint {
+  readonly id: string;
+  readonly path: string;
+  readonly methods: readonly ('GET' | 'POST')[];
+  readonly bodyLimitBytes: number;
+  readonly handler: Handler;
+}
+
+/** Purges of expired revocations and keys from the store run at most this often. */
+const PURGE_INTERVAL_MS = 60_000;
+
+export class Issuer {
+  readonly bearer: BearerAuthenticator;
+  readonly endpoints: readonly IssuerEndpoint[];
+  private port: number;
+  private timer: NodeJS.Timeout | undefined;
+  private lastPurge = 0;
+  private refreshFailing = false;
+
+  private constructor(
+    private readonly settings: DeepReadonly<IssuerConfig>,
+    private readonly store: CredentialStore,
+    private readonly ring: KeyRing,
+    private readonly revocations: RevocationSet,
+    private readonly log: Logger,
+    private readonly now: () => number,
+    audit: AuditSink,
+    port: number,
+  ) {
+    this.port = port;
+    const issuer = (): string => this.identifier;
+    this.bearer = new BearerAuthenticator(ring, revocations, {
+      // Read on every use: with port 0 the identifier is known only once the listener is bound.
+      get issuer() {
+        return issuer();
+      },
+      clockToleranceS: settings.clock_tolerance_s,
+      // An access token is never older than its lifetime; the tolerance covers clock skew between instances.
+      maxTokenAgeS: settings.access_token_ttl_s,
+      maxTokenBytes: settings.max_token_bytes,
+      cacheEntries: settings.verified_token_cache,
+      now,
+    });
+    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, (client) => revocations.clientSeen(client), now);
+    const ctx: IssuerContext = {
+      issuer,
+      defaultAudience: () => this.defaultAudience,
+      clientAuth,
+      signer: new TokenSigner(ring, issuer, settings.access_token_ttl_s, now),
+      bearer: this.bearer,
+      revocations,
+      ring,
+      audit,
+      clockToleranceS: settings.clock_tolerance_s,
+      jwksMaxAgeS: Math.min(300, settings.key_activation_delay_s),
+    };
+    const post = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['POST'], bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES, handler });
+    const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, handler });
+    this.endpoints = [
+      post('oauth-token', ISSUER_PATHS.token, new TokenEndpoint(ctx)),
+      post('oauth-introspect', ISSUER_PATHS.introspect, new IntrospectionEndpoint(ctx)),
+      post('oauth-revoke', ISSUER_PATHS.revoke, new RevocationEndpoint(ctx)),
+      get('oauth-metadata', ISSUER_PATHS.metadata, new MetadataEndpoint(ctx)),
+      get('oauth-jwks', ISSUER_PATHS.jwks, new JwksEndpoint(ctx)),
+    ];
+  }
+
+  /** Opens the store, creates the first signing key when there is none, and loads keys and revocations. */
+  static async open(config: Config, settings: DeepReadonly<IssuerConfig>, deps: IssuerDeps): Promise<Issuer> {
+    const now = deps.now ?? Date.now;
+    const kek = openKeyEncryptionKey(config, deps.masterKey);
+    const store = openCredentialStore(config);
+    try {
+      const { key, created } = await ensureSigningKey(store, kek, settings.signing_alg, now());
+      if (created) deps.log.info({ kid: key.kid, alg: key.alg }, 'created the first access-token signing key');
+      const ring = await KeyRing.load(store, kek, { now });
+      const revocations = new RevocationSet(store, now);
+      await revocations.refresh();
+      return new Issuer(settings, store, ring, revocations, deps.log, now, deps.audit, config.server.port);
+    } catch (error) {
+      await store.close();
+      throw error;
+    }
+  }
+
+  /** The `iss` of every token and the metadata's `issuer`: configured, or https://localhost:<listener port>. */
+  get identifier(): string {
+    return this.settings.issuer ?? `https://localhost:${this.port}`;
+  }
+
+  get defaultAudience(): string {
+    return this.settings.default_audience ?? this.identifier;
+  }
+
+  /** Called once the listener is bound (port 0 becomes the real port), then starts the refresh loop. */
+  started(port: number): void {
+    this.port = port;
+    this.timer ??= setInterval(() => void this.refresh(), this.settings.refresh_interval_ms);
+    this.timer.unref();
+  }
+
+  /** Re-reads signing keys, revocations and client states. A failure keeps the previous state and is logged once. */
+  async refresh(): Promise<void> {
+    try {
+      await Promise.all([this.ring.refresh(), this.revocations.refresh()]);
+      const now = this.now();
+      if (now - this.lastPurge >= PURGE_INTERVAL_MS) {
+        this.lastPurge = now;
+        const [revocations, keys] = await Promise.all([this.store.purgeExpiredRevocations(now), this.store.purgeExpiredSigningKeys(now)]);
+        if (revocations + keys > 0) this.log.debug({ revocations, keys }, 'purged expired revocations and signing keys');
+      }
+      if (this.refreshFailing) this.log.info('issuer state refresh recovered');
+      this.refreshFailing = false;
+    } catch (error) {
+      if (!this.refreshFailing) this.log.error({ err: error instanceof Error ? error.message : String(error) }, 'issuer state refresh failed; keeping the previous keys and revocations');
+      this.refreshFailing = true;
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.timer !== undefined) clearInterval(this.timer);
+    await this.store.close();
+  }
+}

@@ -1,0 +1,48 @@
+// Access tokens as RFC 9068 JWTs: header typ at+jwt and the signing key's kid; claims iss, sub (= client_id), client_id,
+// aud, scope, iat, exp and a 128-bit random jti. Signed with the KeyRing's current key (EdDSA by default, ES256 selectable).
+import { randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import type { KeyRing } from './keys.js';
+
+export interface IssuedToken {
+  readonly token: string;
+  readonly jti: string;
+  /** Epoch seconds. */
+  readonly exp: number;
+  readonly expiresIn: number;
+}
+
+export interface TokenGrant {
+  readonly clientId: string;
+  readonly scopes: readonly string[];
+  /** One or more audiences; a single one is written as a string. */
+  readonly audiences: readonly string[];
+}
+
+export class TokenSigner {
+  constructor(
+    private readonly ring: KeyRing,
+    private readonly issuer: () => string,
+    private readonly ttlS: number,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async issue(grant: TokenGrant): Promise<IssuedToken> {
+    const key = this.ring.signingKey();
+    const iat = Math.floor(this.now() / 1000);
+    const exp = iat + this.ttlS;
+    const jti = randomBytes(16).toString('base64url');
+    const [single] = grant.audiences;
+    const aud = grant.audiences.length === 1 && single !== undefined ? single : [...grant.audiences];
+    const token = await new SignJWT({ client_id: grant.clientId, ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}) })
+      .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
+      .setIssuer(this.issuer())
+      .setSubject(grant.clientId)
+      .setAudience(aud)
+      .setIssuedAt(iat)
+      .setExpirationTime(exp)
+      .setJti(jti)
+      .sign(key.privateKey);
+    return { token, jti, exp, expiresIn: this.ttlS };
+  }
+}

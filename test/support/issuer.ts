@@ -1,0 +1,175 @@
+// Test helpers for the issuer: a gateway with the authorization server and bearer routes, clients written to its real
+// store, tokens from its real token endpoint, and forged tokens signed with its real signing key (for claim-level cases).
+import { join } from 'node:path';
+import { SignJWT, type JWTPayload, type JWTHeaderParameters } from 'jose';
+import { request } from 'undici';
+import type { ConfigInput } from '../../src/config/schema.js';
+import { KeyRing, loadKeyEncryptionKey, type SigningKeyHandle } from '../../src/issuer/keys.js';
+import { generateClientId, generateClientSecret, hashSecret } from '../../src/issuer/secrets.js';
+import type { Client } from '../../src/store/contract.js';
+import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { startGateway, type TestCertificates, type TestGateway } from './harness.js';
+
+type RouteInput = ConfigInput['routes'][number];
+
+/**
+ * The base config plus `issuer: {}` (overridable) and two bearer echo routes: `/api` (scope `echo:read`, all-of) and
+ * `/any` (any of `a:1` `a:2`), both for the default audience.
+ */
+export function withIssuer(base: ConfigInput, issuer: NonNullable<ConfigInput['issuer']> = {}, routes: RouteInput[] = []): ConfigInput {
+  return {
+    ...base,
+    issuer,
+    routes: [
+      ...base.routes,
+      {
+        id: 'api',
+        match: { path_prefix: '/api', methods: ['GET', 'POST'] },
+        authn: ['bearer'],
+        authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } },
+        handler: { service: 'echo' },
+      },
+      {
+        id: 'any',
+        match: { path_prefix: '/any', methods: ['GET'] },
+        authn: ['bearer'],
+        authz: { allow: 'authenticated', scopes: { any_of: ['a:1', 'a:2'] } },
+        handler: { service: 'echo' },
+      },
+      ...routes,
+    ],
+  };
+}
+
+export function startIssuerGateway(
+  configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (base) => withIssuer(base),
+): Promise<TestGateway> {
+  return startGateway(configure);
+}
+
+export interface TestClient {
+  readonly id: string;
+  readonly secret: string;
+}
+
+function openStore(gw: TestGateway): SqliteCredentialStore {
+  return SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
+}
+
+/** Registers a client in the gateway's store (as `gatehouse clients add` would) and returns its id and clear secret. */
+export async function addClient(
+  gw: TestGateway,
+  opts: { scopes?: string[]; audiences?: string[]; enabled?: boolean; hash?: string; secret?: string; id?: string } = {},
+): Promise<TestClient> {
+  const id = opts.id ?? generateClientId();
+  const secret = opts.secret ?? generateClientSecret();
+  const now = Date.now();
+  const store = openStore(gw);
+  try {
+    await store.createClient({
+      id,
+      name: `test ${id}`,
+      secrets: [{ hash: opts.hash ?? (await hashSecret(secret)), createdAt: now, expiresAt: null }],
+      scopes: opts.scopes ?? ['echo:read'],
+      audiences: opts.audiences ?? [],
+      enabled: opts.enabled ?? true,
+      createdAt: now,
+      updatedAt: now,
+    });
+  } finally {
+    await store.close();
+  }
+  return { id, secret };
+}
+
+/** Changes a client in the store (disable, new scopes, ...), as the CLI would. */
+export async function updateClient(gw: TestGateway, id: string, change: (client: Client) => Client): Promise<Client> {
+  const store = openStore(gw);
+  try {
+    return await store.updateClient(id, change);
+  } finally {
+    await store.close();
+  }
+}
+
+export async function readClient(gw: TestGateway, id: string): Promise<Client | undefined> {
+  const store = openStore(gw);
+  try {
+    return await store.getClient(id);
+  } finally {
+    await store.close();
+  }
+}
+
+export function basicAuth(id: string, secret: string): string {
+  return `Basic ${Buffer.from(`${encodeURIComponent(id)}:${encodeURIComponent(secret)}`).toString('base64')}`;
+}
+
+export interface OAuthResponse {
+  readonly status: number;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly text: string;
+  readonly json: Record<string, unknown> | undefined;
+}
+
+/** POSTs a form to an issuer endpoint (`body` is sent as given; `headers` are added). */
+export async function postForm(gw: TestGateway, path: string, body: string, headers: Record<string, string> = {}): Promise<OAuthResponse> {
+  const res = await request(`${gw.origin}${path}`, {
+    method: 'POST',
+    dispatcher: gw.agent(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
+    body,
+  });
+  const text = await res.body.text();
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.statusCode, headers: res.headers, text, json };
+}
+
+/** A token from the real token endpoint (client_secret_basic); throws unless 200. */
+export async function getToken(gw: TestGateway, client: TestClient, extra = ''): Promise<string> {
+  const res = await postForm(gw, '/oauth2/token', `grant_type=client_credentials${extra}`, { authorization: basicAuth(client.id, client.secret) });
+  if (res.status !== 200 || typeof res.json?.['access_token'] !== 'string') throw new Error(`token request failed: ${res.status} ${res.text}`);
+  return res.json['access_token'];
+}
+
+/** GET with a bearer token (or any Authorization value) on the given path. */
+export async function callWith(gw: TestGateway, path: string, authorization: string | undefined): Promise<OAuthResponse> {
+  const res = await request(`${gw.origin}${path}`, { dispatcher: gw.agent(), headers: authorization === undefined ? {} : { authorization } });
+  const text = await res.body.text();
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
+  return { status: res.statusCode, headers: res.headers, text, json };
+}
+
+/** The gateway's current signing key, loaded from its own store and master key file. */
+export async function currentSigningKey(gw: TestGateway): Promise<SigningKeyHandle> {
+  const store = openStore(gw);
+  try {
+    const ring = await KeyRing.load(store, loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') }));
+    return ring.signingKey();
+  } finally {
+    await store.close();
+  }
+}
+
+/** The claims the gateway issues, for `issuer`, `client` and the default audience (= issuer). */
+export function validClaims(gw: TestGateway, clientId: string, scope = 'echo:read'): JWTPayload {
+  const issuer = gw.gateway.issuer?.identifier ?? '';
+  const now = Math.floor(Date.now() / 1000);
+  return { iss: issuer, sub: clientId, client_id: clientId, aud: issuer, scope, iat: now, exp: now + 600, jti: `forged-${Math.random().toString(36).slice(2)}` };
+}
+
+/** Signs arbitrary claims with the gateway's real key (header defaults: its alg and kid, typ at+jwt). */
+export async function forgeToken(gw: TestGateway, claims: JWTPayload, header: Partial<JWTHeaderParameters> = {}): Promise<string> {
+  const key = await currentSigningKey(gw);
+  return new SignJWT(claims).setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt', ...header }).sign(key.privateKey);
+}
