@@ -9,6 +9,9 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { Agent, request } from 'undici';
+import { generateClientId, generateClientSecret, hashSecret } from '../src/issuer/secrets.js';
+import { SqliteCredentialStore } from '../src/store/sqlite.js';
 import { initDevCertificates } from '../src/tls/ca.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -16,6 +19,7 @@ const ROOT = resolve(HERE, '../..');
 const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 8);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
+const TOKENS = Number(process.env['BENCH_TOKENS'] ?? 500);
 
 interface Started {
   readonly child: ChildProcess;
@@ -64,15 +68,64 @@ interface Result {
   readonly non2xx: number;
 }
 
-async function load(port: number, path: string, tls: { cert: Buffer; key: Buffer }, seconds: number): Promise<Result> {
+/** Loads `path`; with `tokens`, each connection cycles through them, one bearer token per request. */
+async function load(port: number, path: string, tls: { cert: Buffer; key: Buffer }, seconds: number, tokens: readonly string[] = []): Promise<Result> {
   const result = await autocannon({
     url: `https://127.0.0.1:${port}${path}`,
     connections: CONNECTIONS,
     duration: seconds,
     headers: { host: 'localhost' },
     tlsOptions: { cert: tls.cert, key: tls.key, servername: 'localhost', ALPNProtocols: ['http/1.1'] },
+    // Static requests are serialized once by autocannon, so cycling through tokens costs the load generator nothing extra.
+    ...(tokens.length > 0 ? { requests: tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
   });
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx };
+}
+
+/** Writes one client to the store before the gateway starts, as `gatehouse clients add` would. */
+async function registerClient(file: string): Promise<{ id: string; secret: string }> {
+  const store = SqliteCredentialStore.open(file);
+  const id = generateClientId();
+  const secret = generateClientSecret();
+  const now = Date.now();
+  try {
+    await store.createClient({
+      id,
+      name: 'bench',
+      secrets: [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
+      scopes: ['bench:read'],
+      audiences: [],
+      enabled: true,
+      createdAt: now,
+      updatedAt: now,
+    });
+  } finally {
+    await store.close();
+  }
+  return { id, secret };
+}
+
+async function fetchTokens(port: number, caFile: string, client: { id: string; secret: string }, count: number): Promise<string[]> {
+  const agent = new Agent({ connect: { ca: readFileSync(caFile), servername: 'localhost' }, connections: 4 });
+  const authorization = `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}`;
+  const one = async (): Promise<string> => {
+    const res = await request(`https://127.0.0.1:${port}/oauth2/token`, {
+      method: 'POST',
+      dispatcher: agent,
+      headers: { host: 'localhost', authorization, 'content-type': 'application/x-www-form-urlencoded' },
+      body: 'grant_type=client_credentials',
+    });
+    const body = (await res.body.json()) as { access_token?: unknown };
+    if (res.statusCode !== 200 || typeof body.access_token !== 'string') throw new Error(`token request failed with ${res.statusCode}`);
+    return body.access_token;
+  };
+  try {
+    const tokens: string[] = [];
+    while (tokens.length < count) tokens.push(...(await Promise.all(Array.from({ length: Math.min(8, count - tokens.length) }, one))));
+    return tokens;
+  } finally {
+    await agent.close();
+  }
 }
 
 const median = (values: readonly number[]): number => {
@@ -103,7 +156,17 @@ async function main(): Promise<void> {
         limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
         quotas: { bench: { points: 10_000_000, duration_s: 1 } },
         upstreams: { app: { url: `http://127.0.0.1:${upstream.port}`, connections: 64 } },
+        // The issuer signs the bearer route's tokens; its client-auth limits are raised so the setup can fetch many tokens.
+        issuer: { client_auth: { per_ip: { points: 100_000, duration_s: 60 }, max_queued_hashes: 10_000 } },
         routes: [
+          {
+            id: 'bench-jwt',
+            match: { path_prefix: '/jwt', methods: ['GET'] },
+            authn: ['bearer'],
+            authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
+            quota: 'bench',
+            handler: { proxy: { upstream: 'app' } },
+          },
           {
             id: 'bench',
             match: { path_prefix: '/bench', methods: ['GET'] },
@@ -117,18 +180,30 @@ async function main(): Promise<void> {
         log: { level: 'info', access: true },
       }),
     );
+    const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const gateway = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', configFile], portLine);
     children.push(gateway.child);
+    // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.
+    const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
+    process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
 
     process.stdout.write(`warming up (${CONNECTIONS} connections, keep-alive TLS, HTTP/1.1)\n`);
     await load(bare.port, '/bench', clientTls, 2);
     await load(gateway.port, '/bench', clientTls, 2);
+    await load(gateway.port, '/jwt', clientTls, 2, tokens);
 
-    const rounds: { bare: Result[]; gateway: Result[] } = { bare: [], gateway: [] };
+    // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
+    // generator's own per-request work and the larger request headers weigh on both sides alike.
+    const rounds: { bare: Result[]; gateway: Result[]; bareTokens: Result[]; bearer: Result[] } = { bare: [], gateway: [], bareTokens: [], bearer: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       rounds.bare.push(await load(bare.port, '/bench', clientTls, DURATION_S));
       rounds.gateway.push(await load(gateway.port, '/bench', clientTls, DURATION_S));
-      process.stdout.write(`round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)} req/s, gateway ${Math.round(rounds.gateway.at(-1)!.rps)} req/s\n`);
+      rounds.bareTokens.push(await load(bare.port, '/jwt', clientTls, DURATION_S, tokens));
+      rounds.bearer.push(await load(gateway.port, '/jwt', clientTls, DURATION_S, tokens));
+      process.stdout.write(
+        `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
+          `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)} req/s\n`,
+      );
     }
 
     const row = (name: string, results: readonly Result[]): string => {
@@ -138,8 +213,11 @@ async function main(): Promise<void> {
     process.stdout.write(`\n${'target'.padEnd(28)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)}\n`);
     process.stdout.write(`${row('bare undici TLS proxy', rounds.bare)}\n`);
     process.stdout.write(`${row('gateway (mTLS route)', rounds.gateway)}\n`);
-    const ratio = median(rounds.gateway.map((r) => r.rps)) / median(rounds.bare.map((r) => r.rps));
-    process.stdout.write(`ratio gateway/bare: ${ratio.toFixed(2)}\n`);
+    process.stdout.write(`${row('bare, same requests w/ tokens', rounds.bareTokens)}\n`);
+    process.stdout.write(`${row(`gateway (bearer, ${tokens.length} tokens)`, rounds.bearer)}\n`);
+    const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
+    process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
+    process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
   } finally {
     for (const child of children) child.kill('SIGTERM');
     rmSync(work, { recursive: true, force: true });

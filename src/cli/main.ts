@@ -7,7 +7,9 @@ import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { Gateway } from '../gateway.js';
-import { MASTER_KEY_ENV } from '../issuer/key-encryption.js';
+import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
+import { SigningKeyError } from '../issuer/keys.js';
+import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
@@ -65,6 +67,9 @@ async function serve(options: { config: string; port?: number; host?: string; da
     destination.flush();
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
+    // A wrong or insecure master key is a configuration problem; a store that cannot be opened is a runtime failure.
+    if (error instanceof MasterKeyError || error instanceof SigningKeyError) fail(error.message, EXIT.config);
+    if (error instanceof StoreError) fail(`credential store: ${error.message}`, EXIT.failure);
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'EADDRINUSE' || code === 'EACCES') fail(`cannot listen on ${config.server.host}:${config.server.port} (${code})`, EXIT.failure);
     if (code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);

@@ -14,8 +14,8 @@ const CLI = join(ROOT, 'dist/src/cli/main.js');
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function run(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000 });
+function run(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
+  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000, env });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -181,5 +181,29 @@ describe('gatehouse CLI', () => {
       first.child.kill('SIGTERM');
     }
     await once(first.child, 'exit');
+  });
+
+  it('serve with the issuer creates master.key (0600) and a signing key; another GATEHOUSE_MASTER_KEY cannot open them: exit 78, nothing changed', async () => {
+    const certDir = join(work, 'issuer-certs');
+    await initDevCertificates(certDir);
+    const config = writeConfig('issuer.yaml', certDir, 'issuer: {}\n');
+    const data = join(work, 'data-issuer.yaml');
+    const first = await serve(['--config', config]);
+    first.child.kill('SIGTERM');
+    await once(first.child, 'exit');
+    expect(statSync(join(data, 'master.key')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(data, 'gatehouse.db')).mode & 0o777).toBe(0o600);
+    const before = readFileSync(join(data, 'gatehouse.db'));
+
+    const wrongKey = Buffer.alloc(32, 7).toString('base64url');
+    const result = run(['serve', '--config', config], { ...process.env, GATEHOUSE_MASTER_KEY: wrongKey });
+    expect(result.status).toBe(78);
+    expect(result.stderr).toMatch(/does not decrypt/);
+    expect(result.stderr).not.toContain(wrongKey);
+    expect(readFileSync(join(data, 'gatehouse.db')).equals(before)).toBe(true);
+
+    const malformed = run(['serve', '--config', config], { ...process.env, GATEHOUSE_MASTER_KEY: 'short' });
+    expect(malformed.status).toBe(78);
+    expect(malformed.stderr).toMatch(/GATEHOUSE_MASTER_KEY/);
   });
 });
