@@ -52,108 +52,114 @@ export class Gateway {
 
     const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
     const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, audit, masterKey: deps.masterKey });
-    const trusted = trustedProxyList(config.server.trusted_proxies);
-    const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
-    const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
-    const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
-      none: new AnonymousAuthenticator(),
-      mtls: new MtlsAuthenticator(),
-      ...(issuer !== undefined ? { bearer: issuer.bearer } : {}),
-    };
-    const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
-      const found = authenticators[id];
-      if (found === undefined) throw new ConfigError('config', [`authenticator "${id}" is not available`]);
-      return found;
-    };
-    const echo = new EchoService();
-    const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
-      const { peerAddress, clientAddress } = request.connection;
-      // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
-      if (trusted === undefined || clientAddress === peerAddress || received === undefined) return clientAddress;
-      return `${Array.isArray(received) ? received.join(', ') : received}, ${peerAddress}`;
-    };
-
-    const buildHandler = (route: DeepReadonly<RouteConfig>): Handler => {
-      if ('service' in route.handler) return echo;
-      const { proxy } = route.handler;
-      const upstream = upstreams.get(proxy.upstream);
-      if (upstream === undefined) throw new ConfigError('config', [`unknown upstream ${proxy.upstream}`]);
-      return new ProxyHandler(
-        upstream,
-        {
-          stripPrefix: proxy.strip_prefix,
-          forwardAuthorization: proxy.forward_authorization,
-          preserveHost: proxy.preserve_host,
-          identityPrefix: config.identity_headers.prefix,
-        },
-        forwardedFor,
-        log,
-      );
-    };
-
-    const routes: Route[] = config.routes.map((route) => {
-      const methods = allowedMethods(route.match.methods);
-      return {
-        id: route.id,
-        pathPrefix: route.match.path_prefix,
-        host: route.match.host,
-        methods,
-        allowHeader: [...methods].join(', '),
-        bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
-        authenticators: route.authn.map(authenticator),
-        challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
-        authorizer: new RoutePolicy(route.authz, {
-          ...(issuer !== undefined && route.authn.includes('bearer') ? { audience: routeAudience(route, issuer) } : {}),
-          challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
-        }),
-        quota: route.quota === undefined ? undefined : quotas.get(route.quota),
-        handler: buildHandler(route),
+    try {
+      const trusted = trustedProxyList(config.server.trusted_proxies);
+      const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
+      const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
+      const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
+        none: new AnonymousAuthenticator(),
+        mtls: new MtlsAuthenticator(),
+        ...(issuer !== undefined ? { bearer: issuer.bearer } : {}),
       };
-    });
+      const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
+        const found = authenticators[id];
+        if (found === undefined) throw new ConfigError('config', [`authenticator "${id}" is not available`]);
+        return found;
+      };
+      const echo = new EchoService();
+      const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
+        const { peerAddress, clientAddress } = request.connection;
+        // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
+        if (trusted === undefined || clientAddress === peerAddress || received === undefined) return clientAddress;
+        return `${Array.isArray(received) ? received.join(', ') : received}, ${peerAddress}`;
+      };
 
-    for (const endpoint of issuer?.endpoints ?? []) {
-      const methods = allowedMethods(endpoint.methods);
-      routes.push({
-        id: endpoint.id,
-        pathPrefix: endpoint.path,
-        host: undefined,
-        methods,
-        allowHeader: [...methods].join(', '),
-        bodyLimitBytes: endpoint.bodyLimitBytes,
-        // The endpoints authenticate clients themselves (RFC 6749 §2.3), after their own limits; the pipeline's part is the
-        // pre-auth budget and the audit record.
-        authenticators: [authenticators.none ?? new AnonymousAuthenticator()],
-        challenge: undefined,
-        authorizer: new RoutePolicy({ allow: 'anyone' }),
-        quota: undefined,
-        handler: endpoint.handler,
+      const buildHandler = (route: DeepReadonly<RouteConfig>): Handler => {
+        if ('service' in route.handler) return echo;
+        const { proxy } = route.handler;
+        const upstream = upstreams.get(proxy.upstream);
+        if (upstream === undefined) throw new ConfigError('config', [`unknown upstream ${proxy.upstream}`]);
+        return new ProxyHandler(
+          upstream,
+          {
+            stripPrefix: proxy.strip_prefix,
+            forwardAuthorization: proxy.forward_authorization,
+            preserveHost: proxy.preserve_host,
+            identityPrefix: config.identity_headers.prefix,
+          },
+          forwardedFor,
+          log,
+        );
+      };
+
+      const routes: Route[] = config.routes.map((route) => {
+        const methods = allowedMethods(route.match.methods);
+        return {
+          id: route.id,
+          pathPrefix: route.match.path_prefix,
+          host: route.match.host,
+          methods,
+          allowHeader: [...methods].join(', '),
+          bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
+          authenticators: route.authn.map(authenticator),
+          challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
+          authorizer: new RoutePolicy(route.authz, {
+            ...(issuer !== undefined && route.authn.includes('bearer') ? { audience: routeAudience(route, issuer) } : {}),
+            challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
+          }),
+          quota: route.quota === undefined ? undefined : quotas.get(route.quota),
+          handler: buildHandler(route),
+        };
       });
-    }
 
-    const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
-    let listener: Listener | undefined;
-    const ingress = new Ingress({
-      router: new Router(routes),
-      pipeline,
-      limits: edgeLimits(config),
-      trustedProxies: trusted,
-      requestTimeoutMs: config.limits.request_timeout_ms,
-      ipv6PrefixLength: config.limits.ipv6_prefix_length,
-      accessLog: config.log.access,
-      log,
-      isDraining: () => listener?.isDraining ?? false,
-    });
-    const guard = new ConnectionGuard(
-      { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
-      memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
-    );
-    listener = new Listener(config, guard, ingress, log, {
-      onParseError: (code, peer, requestId) => {
-        log.info({ code, peer, request_id: requestId }, 'refused malformed or forbidden HTTP/1.1 input');
-        pipeline.recordConnectionRefusal(code, peer, requestId);
-      },
-    });
-    return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer);
+      for (const endpoint of issuer?.endpoints ?? []) {
+        const methods = allowedMethods(endpoint.methods);
+        routes.push({
+          id: endpoint.id,
+          pathPrefix: endpoint.path,
+          host: undefined,
+          methods,
+          allowHeader: [...methods].join(', '),
+          bodyLimitBytes: endpoint.bodyLimitBytes,
+          // The endpoints authenticate clients themselves (RFC 6749 §2.3), after their own limits; the pipeline's part is the
+          // pre-auth budget and the audit record.
+          authenticators: [authenticators.none ?? new AnonymousAuthenticator()],
+          challenge: undefined,
+          authorizer: new RoutePolicy({ allow: 'anyone' }),
+          quota: undefined,
+          handler: endpoint.handler,
+        });
+      }
+
+      const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
+      let listener: Listener | undefined;
+      const ingress = new Ingress({
+        router: new Router(routes),
+        pipeline,
+        limits: edgeLimits(config),
+        trustedProxies: trusted,
+        requestTimeoutMs: config.limits.request_timeout_ms,
+        ipv6PrefixLength: config.limits.ipv6_prefix_length,
+        accessLog: config.log.access,
+        log,
+        isDraining: () => listener?.isDraining ?? false,
+      });
+      const guard = new ConnectionGuard(
+        { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
+        memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
+      );
+      listener = new Listener(config, guard, ingress, log, {
+        onParseError: (code, peer, requestId) => {
+          log.info({ code, peer, request_id: requestId }, 'refused malformed or forbidden HTTP/1.1 input');
+          pipeline.recordConnectionRefusal(code, peer, requestId);
+        },
+      });
+      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer);
+    } catch (error) {
+      // Nothing was bound yet; the store must not stay open behind a failed start.
+      await issuer?.close();
+      throw error;
+    }
   }
 
   async start(): Promise<AddressInfo> {

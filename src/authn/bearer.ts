@@ -99,7 +99,7 @@ function invalidRequest(reason: string): AuthnResult {
 
 /**
  * True when the raw query carries an `access_token` parameter (RFC 6750 §2.3), however it is percent-encoded or cased.
- * Exported so the pipeline can refuse (and not log) such a URL on routes where this authenticator does not run.
+ * Exported for tests of the query forms it recognizes.
  */
 export function hasQueryAccessToken(query: string): boolean {
   if (query === '') return false;

@@ -189,9 +189,10 @@ const issuerUrl = z
   .url({ protocol: /^https$/ })
   .refine((value) => {
     const parsed = new URL(value);
-    // RFC 8414 §2: https, no query or fragment; compared byte for byte with `iss`, so it is kept exactly as written.
-    return !value.includes('?') && !value.includes('#') && parsed.username === '' && parsed.password === '';
-  }, 'must be an https URL without query, fragment or credentials');
+    // RFC 8414 §2: https, no query or fragment; compared byte for byte with `iss`, so it is kept exactly as written. No path
+    // either: the endpoints and the metadata document live at this listener's root.
+    return !value.includes('?') && !value.includes('#') && parsed.username === '' && parsed.password === '' && parsed.pathname === '/';
+  }, 'must be an https origin (scheme, host, optional port) without path, query, fragment or credentials');
 
 const issuerSchema = z.strictObject({
   /** The `iss` of every token and the metadata's `issuer`, byte for byte. Default: https://localhost:<listener port>. */
@@ -209,7 +210,7 @@ const issuerSchema = z.strictObject({
   /** Longest bearer token accepted; checked before any decoding or crypto. */
   max_token_bytes: z.int().min(512).max(16_384).default(8192),
   /** Verified-token cache entries (each holds the claims of one token until it expires). */
-  verified_token_cache: positiveInt(10_000_000).default(100_000),
+  verified_token_cache: positiveInt(10_000_000).default(50_000),
   /** How often the gateway re-reads signing keys, revocations and client states written by other processes (CLI, peers). */
   refresh_interval_ms: durationMs(600_000).default(5_000),
   /** Guarding the argon2 work of client authentication (token, introspection and revocation endpoints). */

@@ -150,4 +150,60 @@ describe('config loading', () => {
   it('the shipped example config is valid', () => {
     expect(() => loadConfigFile(join(import.meta.dirname, '../../config/gatehouse.example.yaml'))).not.toThrow();
   });
+
+  describe('issuer, store and bearer routes', () => {
+    const bearerRoute = (authz: Record<string, unknown>, authn: string[] = ['bearer']): unknown => ({
+      id: 'api',
+      match: { path_prefix: '/api', methods: ['GET'] },
+      authn,
+      authz: { allow: 'authenticated', ...authz },
+      handler: { service: 'echo' },
+    });
+
+    it('resolves the store path against data_dir and defaults the issuer settings', () => {
+      const config = buildConfig({ ...minimal(), issuer: {} }, dir);
+      expect(config.store.path).toBe(join(dir, 'data', 'gatehouse.db'));
+      expect(config.issuer?.signing_alg).toBe('EdDSA');
+      expect(config.issuer?.access_token_ttl_s).toBe(600);
+      expect(config.issuer?.client_auth.max_consecutive_failures).toBe(10);
+      expect(buildConfig(minimal(), dir).issuer).toBeUndefined();
+    });
+
+    it('refuses a bearer route without an issuer, and scopes or audience on a route without bearer', () => {
+      expect(problemsOf({ ...minimal(), routes: [bearerRoute({})] })).toEqual([expect.stringMatching(/^routes\.0\.authn: .*issuer/)]);
+      const noBearer = problemsOf({ ...minimal(), issuer: {}, routes: [bearerRoute({ scopes: { all_of: ['a'] } }, ['mtls'])], tls: { cert: 'a', key: 'b', client_ca: 'c' } });
+      expect(noBearer).toEqual([expect.stringMatching(/^routes\.0\.authz: .*bearer/)]);
+    });
+
+    it('refuses malformed scopes, audiences and scope rules', () => {
+      const problems = problemsOf({
+        ...minimal(),
+        issuer: {},
+        routes: [
+          bearerRoute({ scopes: { all_of: ['has space'] } }),
+          { ...(bearerRoute({ audience: 'not a uri' }) as object), id: 'b', match: { path_prefix: '/b', methods: ['GET'] } },
+          { ...(bearerRoute({ audience: 'https://x.example/#frag' }) as object), id: 'c', match: { path_prefix: '/c', methods: ['GET'] } },
+          { ...(bearerRoute({ scopes: { all_of: ['a'], any_of: ['b'] } }) as object), id: 'd', match: { path_prefix: '/d', methods: ['GET'] } },
+        ],
+      });
+      expect(problems.map((p) => p.split(':')[0])).toEqual(
+        expect.arrayContaining(['routes.0.authz.scopes.all_of.0', 'routes.1.authz.audience', 'routes.2.authz.audience', 'routes.3.authz.scopes']),
+      );
+    });
+
+    it('accepts only an https origin as the issuer', () => {
+      for (const issuer of ['http://gw.example', 'https://gw.example/path', 'https://gw.example?x=1', 'https://u:p@gw.example', 'https://gw.example#f']) {
+        expect(problemsOf({ ...minimal(), issuer: { issuer } })).toEqual([expect.stringMatching(/^issuer\.issuer: /)]);
+      }
+      expect(buildConfig({ ...minimal(), issuer: { issuer: 'https://gw.example:9443' } }, dir).issuer?.issuer).toBe('https://gw.example:9443');
+    });
+
+    it('keeps routes off the issuer endpoints but lets a catch-all prefix coexist', () => {
+      const route = (id: string, prefix: string): unknown => ({ id, match: { path_prefix: prefix, methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } });
+      const problems = problemsOf({ ...minimal(), issuer: {}, routes: [route('a', '/oauth2/token'), route('b', '/.well-known/jwks.json/x'), route('c', '/')] });
+      expect(problems).toEqual([expect.stringMatching(/^routes\.0\.match\.path_prefix: .*\/oauth2\/token/), expect.stringMatching(/^routes\.1\.match\.path_prefix: .*jwks/)]);
+      // Without an issuer those paths are ordinary prefixes.
+      expect(() => buildConfig({ ...minimal(), routes: [route('a', '/oauth2/token')] }, dir)).not.toThrow();
+    });
+  });
 });
