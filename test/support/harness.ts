@@ -153,10 +153,10 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
 
 export async function startGateway(
   configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b,
-  deps: { audit?: AuditSink } = {},
+  deps: { audit?: AuditSink; /** Reuse (and keep) this data directory, e.g. to restart on the same store. */ dataDir?: string } = {},
 ): Promise<TestGateway> {
   const certs = await testCertificates();
-  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
+  const dataDir = deps.dataDir ?? mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
   const input = configure(baseConfig(certs), certs);
   const config = buildConfig({ ...input, data_dir: dataDir }, dataDir);
   const logs: string[] = [];
@@ -204,7 +204,7 @@ export async function startGateway(
       stopped = true;
       await Promise.all(agents.map((a) => a.close().catch(() => undefined)));
       await gateway.stop();
-      rmSync(dataDir, { recursive: true, force: true });
+      if (deps.dataDir === undefined) rmSync(dataDir, { recursive: true, force: true });
     },
   };
 }

@@ -43,8 +43,9 @@ export function withIssuer(base: ConfigInput, issuer: NonNullable<ConfigInput['i
 
 export function startIssuerGateway(
   configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (base) => withIssuer(base),
+  deps: { dataDir?: string } = {},
 ): Promise<TestGateway> {
-  return startGateway(configure);
+  return startGateway(configure, deps);
 }
 
 export interface TestClient {

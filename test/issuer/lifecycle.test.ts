@@ -1,0 +1,133 @@
+// The issuer over time: key rotation without a restart, revocations and keys that survive a restart, clients removed
+// while their tokens live, and the audit trail of token decisions.
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeProtectedHeader } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadKeyEncryptionKey, rotateSigningKey } from '../../src/issuer/keys.js';
+import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { removeDir, type TestGateway } from '../support/harness.js';
+import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer } from '../support/issuer.js';
+
+async function rotate(gw: TestGateway, activationDelayS: number): Promise<string> {
+  const store = SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
+  try {
+    const kek = loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') });
+    const key = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: Date.now(), activationDelayS, maxTokenLifetimeS: 600 });
+    return key.kid;
+  } finally {
+    await store.close();
+  }
+}
+
+async function jwksKids(gw: TestGateway): Promise<string[]> {
+  const res = await callWith(gw, '/.well-known/jwks.json', undefined);
+  expect(res.status).toBe(200);
+  return ((res.json?.['keys'] ?? []) as { kid: string }[]).map((key) => key.kid);
+}
+
+describe('signing-key rotation without a restart', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startIssuerGateway();
+  });
+  afterAll(() => gw.stop());
+
+  it('publishes a rotated key first, signs with it only once active, and keeps old tokens valid', async () => {
+    const client = await addClient(gw);
+    const before = await getToken(gw, client);
+    const oldKid = decodeProtectedHeader(before).kid;
+    expect(await jwksKids(gw)).toEqual([oldKid]);
+
+    // Publish-first: a key that activates in an hour is in the JWKS at once, but tokens are still signed with the old one.
+    const pending = await rotate(gw, 3600);
+    await gw.gateway.issuer!.refresh();
+    expect(new Set(await jwksKids(gw))).toEqual(new Set([oldKid, pending]));
+    expect(decodeProtectedHeader(await getToken(gw, client)).kid).toBe(oldKid);
+
+    // A second rotation that activates at once hands over from the pending key; new tokens carry the new kid.
+    const active = await rotate(gw, 0);
+    await gw.gateway.issuer!.refresh();
+    const after = await getToken(gw, client);
+    expect(decodeProtectedHeader(after).kid).toBe(active);
+    expect(await jwksKids(gw)).toContain(active);
+
+    // Tokens signed by the retired key verify until they expire: its key stays published.
+    expect((await callWith(gw, '/api', `Bearer ${before}`)).status).toBe(200);
+    expect((await callWith(gw, '/api', `Bearer ${after}`)).status).toBe(200);
+  });
+});
+
+describe('state that survives a restart', () => {
+  const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-restart-'));
+  afterAll(() => removeDir(dataDir));
+  // A fixed issuer: with port 0 the default issuer (https://localhost:<port>) would change with the restart.
+  const configure = (base: Parameters<typeof withIssuer>[0]) => withIssuer(base, { issuer: 'https://gw.restart.test' });
+
+  it('keeps signing keys, clients and revocations; a revoked token stays refused after the restart', async () => {
+    const first = await startIssuerGateway(configure, { dataDir });
+    const client = await addClient(first);
+    const kept = await getToken(first, client);
+    const revoked = await getToken(first, client);
+    const revocation = await postForm(first, '/oauth2/revoke', `token=${revoked}`, { authorization: basicAuth(client.id, client.secret) });
+    expect(revocation.status).toBe(200);
+    expect((await callWith(first, '/api', `Bearer ${revoked}`)).status).toBe(401);
+    await first.stop();
+
+    const second = await startIssuerGateway(configure, { dataDir });
+    try {
+      // The control: the same key, client and issuer are back, so the unrevoked token still works...
+      expect((await callWith(second, '/api', `Bearer ${kept}`)).status).toBe(200);
+      // ...and the revoked one is refused for being revoked, not for anything else.
+      const res = await callWith(second, '/api', `Bearer ${revoked}`);
+      expect(res.status).toBe(401);
+      expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+      const records = await second.auditRecords();
+      expect(records.filter((r) => r.route === 'api' && r.decision === 'deny').map((r) => r.reason)).toContain('token revoked');
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe('clients and the audit trail', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startIssuerGateway();
+  });
+  afterAll(() => gw.stop());
+
+  it('a removed client loses its live tokens at the next refresh', async () => {
+    const client = await addClient(gw);
+    const token = await getToken(gw, client);
+    expect((await callWith(gw, '/api', `Bearer ${token}`)).status).toBe(200);
+    const store = SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
+    try {
+      expect(await store.removeClient(client.id)).toBe(true);
+    } finally {
+      await store.close();
+    }
+    await gw.gateway.issuer!.refresh();
+    const res = await callWith(gw, '/api', `Bearer ${token}`);
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+  });
+
+  it('records every token decision with the client as subject, never the secret or the token', async () => {
+    const client = await addClient(gw);
+    const token = await getToken(gw, client);
+    const refused = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, `${client.secret}x`) });
+    expect(refused.status).toBe(401);
+
+    const records = (await gw.auditRecords()).filter((r) => r.stage === 'issuer' && r.subject === client.id);
+    expect(records.map((r) => [r.decision, r.code, r.auth_method])).toEqual([
+      ['allow', null, 'client_secret_basic'],
+      ['deny', 'invalid_client', null],
+    ]);
+    const everything = readFileSync(join(gw.dataDir, 'audit', 'audit.jsonl'), 'utf8') + gw.logs.join('');
+    expect(everything).not.toContain(client.secret);
+    expect(everything).not.toContain(token);
+    expect(everything).not.toContain(token.split('.')[2]);
+  });
+});
