@@ -223,6 +223,11 @@ const issuerSchema = z.strictObject({
       failure_block_s: positiveInt(86_400).default(3600),
       /** Failures per IP per day before that IP is blocked for a day (slow brute force, spraying over many ids). */
       max_daily_failures_per_ip: positiveInt(100_000).default(100),
+      /**
+       * Failures for one client id per hour, from any addresses, before that id is refused for an hour from addresses it
+       * has not authenticated from before (guessing from rotating IPs; the client's own addresses keep working).
+       */
+      max_hourly_failures_per_client: positiveInt(100_000).default(100),
       /** argon2 verifications running at once (each holds a libuv thread and ~19 MiB); the rest wait in a bounded queue. */
       max_concurrent_hashes: positiveInt(16).default(2),
       max_queued_hashes: z.int().min(0).max(10_000).default(64),

@@ -1,10 +1,13 @@
 // Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic or client_secret_post, exactly one per
 // request, checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
 //   1. per-IP attempts (every attempt, before any argon2 work)
-//   2. blocked (client id, IP) pair or blocked IP (rate-limiter-flexible's login protection: get() before verifying)
+//   2. blocked (client id, IP) pair, blocked IP, or a client id under attack from many IPs — unless this IP is one the
+//      client authenticated from before (rate-limiter-flexible's login protection: get() before verifying)
 //   3. argon2 verify, bounded concurrency; unknown, disabled and secret-less clients cost one dummy verify
-//   4. failure → one point on (client id, IP) and on the IP's daily budget; success → the pair's count is reset
+//   4. failure → one point on (client id, IP), on the IP's day and on the client id's hour; success → the pair's count is
+//      reset and the pair remembered as familiar
 // Unknown client, wrong secret, disabled client and a blocked pair's wrong guesses all end in the same 401 (OA-05).
+import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
 import type { IssuerConfig } from '../config/schema.js';
@@ -31,13 +34,19 @@ export interface ClientAuthAttempt {
 /** Told about every client that authenticates, so the bearer path knows it is active before the next store refresh. */
 export type ClientSeen = (client: Client) => void;
 
+const HOUR_S = 3600;
 const DAY_S = 86_400;
+/** (client id, IP) pairs that authenticated recently: bounded, and forgotten after 30 days without a success. */
+const FAMILIAR_PAIRS = 100_000;
+const FAMILIAR_TTL_MS = 30 * DAY_S * 1000;
 const BASIC_CHALLENGE = Object.freeze({ 'www-authenticate': 'Basic realm="gatehouse", charset="UTF-8"' });
 
 export class ClientAuthenticator {
   private readonly perIp: RateLimiterMemory;
   private readonly consecutiveFails: RateLimiterMemory;
   private readonly dailyFailsByIp: RateLimiterMemory;
+  private readonly hourlyFailsByClient: RateLimiterMemory;
+  private readonly familiar = new LRUCache<string, true>({ max: FAMILIAR_PAIRS, ttl: FAMILIAR_TTL_MS });
   private readonly verifier: SecretVerifier;
 
   constructor(
@@ -56,6 +65,7 @@ export class ClientAuthenticator {
       blockDuration: settings.failure_block_s,
     });
     this.dailyFailsByIp = new RateLimiterMemory({ keyPrefix: 'client-auth-daily', points: settings.max_daily_failures_per_ip, duration: DAY_S, blockDuration: DAY_S });
+    this.hourlyFailsByClient = new RateLimiterMemory({ keyPrefix: 'client-auth-client', points: settings.max_hourly_failures_per_client, duration: HOUR_S, blockDuration: HOUR_S });
     this.verifier = new SecretVerifier({ maxConcurrent: settings.max_concurrent_hashes, maxQueued: settings.max_queued_hashes });
   }
 
@@ -81,8 +91,16 @@ export class ClientAuthenticator {
     // 2. Blocked callers never reach argon2 (SEC-06): the pair key is the presented id with the IP (SEC-08: an attacker who
     // locks a client out from his address does not lock out the client's own address).
     const pairKey = `${wellFormedId ?? '-'}\n${attempt.limitKey}`;
-    const [pair, daily] = await Promise.all([this.consecutiveFails.get(pairKey), this.dailyFailsByIp.get(attempt.limitKey)]);
-    const blockedFor = Math.max(blockedMs(daily, this.settings.max_daily_failures_per_ip), blockedMs(pair, this.settings.max_consecutive_failures));
+    const clientKey = wellFormedId ?? '-';
+    const [pair, daily, perClient] = await Promise.all([
+      this.consecutiveFails.get(pairKey),
+      this.dailyFailsByIp.get(attempt.limitKey),
+      this.hourlyFailsByClient.get(clientKey),
+    ]);
+    // OA-11: a client id guessed at from rotating IPs is closed to unfamiliar addresses only, so the attack cannot lock the
+    // client out of the addresses it really uses (SEC-08).
+    const clientBlockedFor = this.familiar.has(pairKey) ? 0 : blockedMs(perClient, this.settings.max_hourly_failures_per_client);
+    const blockedFor = Math.max(blockedMs(daily, this.settings.max_daily_failures_per_ip), blockedMs(pair, this.settings.max_consecutive_failures), clientBlockedFor);
     if (blockedFor > 0) {
       return { ok: false, error: rateLimited(blockedFor, 'client authentication blocked after failures'), clientId: wellFormedId };
     }
@@ -103,20 +121,20 @@ export class ClientAuthenticator {
 
     if (!check.ok || client === undefined) {
       // 4. Failures count against the pair and the IP's day; the answer is the same 401 whichever limit this trips.
-      const [pairBlocked, ipBlocked] = await Promise.all([
+      const [pairBlocked, ipBlocked, clientBlocked] = await Promise.all([
         countFailure(this.consecutiveFails, pairKey, this.settings.max_consecutive_failures, this.settings.failure_block_s),
         countFailure(this.dailyFailsByIp, attempt.limitKey, this.settings.max_daily_failures_per_ip, DAY_S),
+        countFailure(this.hourlyFailsByClient, clientKey, this.settings.max_hourly_failures_per_client, HOUR_S),
       ]);
-      if (pairBlocked || ipBlocked) {
-        this.log.warn(
-          { client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked: pairBlocked ? 'client-and-ip' : 'ip' },
-          'client authentication blocked after repeated failures',
-        );
+      if (pairBlocked || ipBlocked || clientBlocked) {
+        const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, clientBlocked ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
+        this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
       return { ok: false, error: new GatewayError('invalid_client', { reason: 'client authentication failed', ...(challenge ? { headers: challenge } : {}) }), clientId: wellFormedId };
     }
 
     if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
+    this.familiar.set(pairKey, true);
     this.seen(client);
     if (check.rehash !== undefined) this.upgradeHash(client.id, check.rehash);
     return { ok: true, client, method };
