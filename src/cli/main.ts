@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `gatehouse` command: serve, certs. The only module that reads the environment, argv and signals.
+// The `gatehouse` command: serve, certs, clients, keys. The only module that reads the environment, argv and signals.
 import 'reflect-metadata';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { fileURLToPath } from 'node:url';
@@ -11,9 +11,10 @@ import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
 import { SigningKeyError } from '../issuer/keys.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
+import { registerAdminCommands } from './admin.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
-export const EXIT = { ok: 0, failure: 1, usage: 64, software: 70, config: 78 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, software: 70, config: 78 } as const;
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DEFAULT_CONFIG = resolve(PACKAGE_ROOT, 'config/gatehouse.example.yaml');
@@ -133,6 +134,8 @@ export function buildProgram(): Command {
     .option('--dir <dir>', 'target directory', resolve(PACKAGE_ROOT, 'certs'))
     .option('--force', 'replace existing files')
     .action(certsInit);
+
+  registerAdminCommands(program, { defaultConfig: DEFAULT_CONFIG, masterKey: process.env[MASTER_KEY_ENV], exit: EXIT, fail });
   return program;
 }
 

@@ -1,0 +1,277 @@
+// `gatehouse clients …` and `gatehouse keys …` against a real store: the built CLI is spawned; the store file is opened
+// directly only after the CLI process has exited.
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Client } from '../../src/store/contract.js';
+import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { initDevCertificates } from '../../src/tls/ca.js';
+
+const ROOT = join(import.meta.dirname, '../..');
+const CLI = join(ROOT, 'dist/src/cli/main.js');
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-admin-'));
+const dataDir = join(work, 'data');
+const dbFile = join(dataDir, 'gatehouse.db');
+const configFile = join(work, 'gatehouse.yaml');
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** argon2id v=19 with m=19456, t=2, p=1 (the argon2 package writes the parameters in the order m, p, t). */
+function isExpectedHash(hash: string): boolean {
+  const match = /^\$argon2id\$v=19\$([a-z0-9=,]+)\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+$/.exec(hash);
+  return match?.[1]?.split(',').sort().join(',') === 'm=19456,p=1,t=2';
+}
+const SECRET = /^[A-Za-z0-9_-]{43}$/;
+
+beforeAll(async () => {
+  const certs = join(work, 'certs');
+  await initDevCertificates(certs);
+  writeFileSync(
+    configFile,
+    `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+      `issuer: {}\n` +
+      `routes:\n  - { id: p, match: { path_prefix: /p, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n` +
+      `data_dir: ${dataDir}\n`,
+  );
+});
+
+interface Result {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+function run(args: string[], env: Record<string, string> = {}): Result {
+  const { GATEHOUSE_MASTER_KEY: _ignored, ...inherited } = process.env;
+  const result = spawnSync(process.execPath, [CLI, ...args, '--config', configFile], { encoding: 'utf8', timeout: 20_000, env: { ...inherited, ...env } });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function ok(args: string[]): string {
+  const result = run(args);
+  expect(result.stderr).toBe('');
+  expect(result.status).toBe(0);
+  return result.stdout;
+}
+
+function json<T>(args: string[]): T {
+  return JSON.parse(ok([...args, '--json'])) as T;
+}
+
+async function storedClient(id: string): Promise<Client | undefined> {
+  const store = SqliteCredentialStore.open(dbFile);
+  try {
+    return await store.getClient(id);
+  } finally {
+    await store.close();
+  }
+}
+
+/** The store's bytes: the database file and, if one is left, its WAL. */
+function storeBytes(): string {
+  const wal = `${dbFile}-wal`;
+  return readFileSync(dbFile, 'latin1') + (existsSync(wal) ? readFileSync(wal, 'latin1') : '');
+}
+
+function expectSecret(secret: string): void {
+  expect(secret).toMatch(SECRET);
+  expect(Buffer.from(secret, 'base64url')).toHaveLength(32);
+}
+
+interface Added {
+  client_id: string;
+  client_secret: string;
+  name: string;
+  scopes: string[];
+  audiences: string[];
+}
+
+describe('gatehouse clients', () => {
+  let textId = '';
+  let textSecret = '';
+  let added: Added;
+
+  it('add prints the id and the secret once, and the store holds only argon2id hashes (0600)', () => {
+    const text = ok(['clients', 'add', 'Billing service', '--scope', 'read write read']);
+    textId = /^client_id: +(\S+)$/m.exec(text)?.[1] ?? '';
+    textSecret = /^client_secret: +(\S+)$/m.exec(text)?.[1] ?? '';
+    expect(textId).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expectSecret(textSecret);
+    expect(text).toMatch(/shown only now/);
+
+    added = json<Added>(['clients', 'add', 'Reports', '--scope', 'reports:read', '--audience', 'https://api.example.com', '--audience', 'urn:example:reports']);
+    expect(Object.keys(added).sort()).toEqual(['audiences', 'client_id', 'client_secret', 'name', 'scopes']);
+    expect(added).toMatchObject({ name: 'Reports', scopes: ['reports:read'], audiences: ['https://api.example.com', 'urn:example:reports'] });
+    expectSecret(added.client_secret);
+
+    const bytes = storeBytes();
+    expect(bytes).not.toContain(textSecret);
+    expect(bytes).not.toContain(added.client_secret);
+    // Every argon2 PHC string in the file, whatever its variant or parameters: all must be argon2id at the set cost.
+    const hashes = bytes.match(/\$argon2[a-z]*\$[^$]*\$[^$]*\$[A-Za-z0-9+/]+\$[A-Za-z0-9+/]+/g) ?? [];
+    expect(hashes.length).toBeGreaterThanOrEqual(2);
+    for (const hash of hashes) expect(isExpectedHash(hash), hash).toBe(true);
+    expect(statSync(dbFile).mode & 0o777).toBe(0o600);
+  });
+
+  it('stores the client as given: scopes de-duplicated, enabled, one secret without expiry', async () => {
+    const client = await storedClient(textId);
+    expect(client).toMatchObject({ name: 'Billing service', scopes: ['read', 'write'], audiences: [], enabled: true });
+    expect(client?.secrets).toHaveLength(1);
+    expect(isExpectedHash(client?.secrets[0]?.hash ?? '')).toBe(true);
+    expect(client?.secrets[0]?.expiresAt).toBeNull();
+  });
+
+  it('list and show never print hashes or secrets', () => {
+    const table = ok(['clients', 'list']);
+    const list = json<Array<Record<string, unknown>>>(['clients', 'list']);
+    const details = ok(['clients', 'show', textId]);
+    const shown = json<Record<string, unknown>>(['clients', 'show', added.client_id]);
+    for (const output of [table, JSON.stringify(list), details, JSON.stringify(shown)]) {
+      expect(output).not.toContain('$argon2');
+      expect(output).not.toContain(textSecret);
+      expect(output).not.toContain(added.client_secret);
+    }
+    expect(table).toContain(textId);
+    expect(table).toContain('Billing service');
+    expect(list.map((c) => c['client_id'])).toEqual([textId, added.client_id]);
+    expect(list[0]).toMatchObject({ name: 'Billing service', enabled: true, scopes: ['read', 'write'], active_secrets: 1 });
+    expect(details).toMatch(/read write/);
+    expect(shown).toMatchObject({ client_id: added.client_id, audiences: ['https://api.example.com', 'urn:example:reports'] });
+    expect(shown['secrets']).toEqual([{ created_at: expect.any(String), expires_at: null, active: true }]);
+  });
+
+  it('disable and enable are idempotent', async () => {
+    expect(ok(['clients', 'disable', textId])).toMatch(/disabled/);
+    expect((await storedClient(textId))?.enabled).toBe(false);
+    expect(ok(['clients', 'disable', textId])).toMatch(/already disabled/);
+    expect(ok(['clients', 'enable', textId])).toMatch(/enabled/);
+    expect((await storedClient(textId))?.enabled).toBe(true);
+  });
+
+  it('rotate-secret without --keep-old-for ends every old secret at once', async () => {
+    const before = await storedClient(textId);
+    const text = ok(['clients', 'rotate-secret', textId]);
+    const secret = /^client_secret: +(\S+)$/m.exec(text)?.[1] ?? '';
+    expectSecret(secret);
+    expect(secret).not.toBe(textSecret);
+    const after = await storedClient(textId);
+    expect(after?.secrets).toHaveLength(1);
+    expect(after?.secrets[0]?.hash).not.toBe(before?.secrets[0]?.hash);
+    expect(after?.secrets[0]?.expiresAt).toBeNull();
+    expect(storeBytes()).not.toContain(secret);
+  });
+
+  it('rotate-secret --keep-old-for keeps only the newest old secret, until now + duration', async () => {
+    const start = Date.now();
+    const first = json<{ client_id: string; client_secret: string; old_secret_expires_at: string | null }>(['clients', 'rotate-secret', textId, '--keep-old-for', '1h']);
+    expectSecret(first.client_secret);
+    const expiry = Date.parse(first.old_secret_expires_at ?? '');
+    expect(expiry).toBeGreaterThanOrEqual(start + 3_600_000);
+    expect(expiry).toBeLessThanOrEqual(Date.now() + 3_600_000);
+    const middle = await storedClient(textId);
+    expect(middle?.secrets.map((s) => s.expiresAt).sort()).toEqual([expiry, null].sort());
+
+    // A second rotation: still two secrets at most; the previous newest is kept (for 7 d), the 1 h one is dropped.
+    const second = json<{ old_secret_expires_at: string | null }>(['clients', 'rotate-secret', textId, '--keep-old-for', '7d']);
+    const after = await storedClient(textId);
+    expect(after?.secrets).toHaveLength(2);
+    const previousNewest = middle?.secrets.find((s) => s.expiresAt === null);
+    const kept = after?.secrets.find((s) => s.expiresAt !== null);
+    expect(kept?.hash).toBe(previousNewest?.hash);
+    expect(Date.parse(second.old_secret_expires_at ?? '')).toBe(kept?.expiresAt);
+    expect(kept?.expiresAt).toBeGreaterThan(start + 7 * 86_400_000 - 1);
+    expect(ok(['clients', 'show', textId])).toMatch(/2 active/);
+  });
+
+  it('remove deletes the client; unknown ids exit 66 with a clear message', async () => {
+    expect(ok(['clients', 'remove', added.client_id])).toMatch(/removed/);
+    expect(await storedClient(added.client_id)).toBeUndefined();
+    for (const args of [['clients', 'remove', added.client_id], ['clients', 'show', added.client_id], ['clients', 'rotate-secret', added.client_id]]) {
+      const result = run(args);
+      expect(result.status).toBe(66);
+      expect(result.stderr).toBe(`gatehouse: no client with id ${added.client_id}\n`);
+      expect(result.stdout).toBe('');
+    }
+  });
+
+  it('exits 64 for a malformed id and for bad arguments', () => {
+    const cases: Array<[string[], RegExp]> = [
+      [['clients', 'show', 'not/an id'], /not a client id/],
+      [['clients', 'add', 'x', '--scope', 'read "write"'], /not a scope token/],
+      [['clients', 'add', 'x', '--scope', '  '], /at least one scope/],
+      [['clients', 'add', 'x'], /--scope/],
+      [['clients', 'add', 'x', '--scope', 'read', '--audience', 'api.example.com'], /absolute URI/],
+      [['clients', 'add', 'bad\u0007name', '--scope', 'read'], /control/],
+      [['clients', 'rotate-secret', textId, '--keep-old-for', '31d'], /30d/],
+      [['clients', 'rotate-secret', textId, '--keep-old-for', '10'], /unit/],
+    ];
+    for (const [args, message] of cases) {
+      const result = run(args);
+      expect(result.status, args.join(' ')).toBe(64);
+      expect(result.stderr).toMatch(message);
+    }
+  });
+
+  it('exits 78 for an invalid config file', () => {
+    const result = spawnSync(process.execPath, [CLI, 'clients', 'list', '--config', join(work, 'missing.yaml')], { encoding: 'utf8' });
+    expect(result.status).toBe(78);
+    expect(result.stderr).toMatch(/cannot read file/);
+  });
+
+  it('exits 1 with the store\'s message, not a stack, when the store cannot be opened (-d overrides data_dir)', () => {
+    const notADir = join(work, 'plain-file');
+    writeFileSync(notADir, '');
+    const result = run(['clients', 'list', '-d', notADir]);
+    expect(result.status).toBe(1);
+    expect(result.stderr).toMatch(/^gatehouse: open .*plain-file.*gatehouse\.db: E[A-Z]+\n$/);
+  });
+});
+
+interface KeyView {
+  kid: string;
+  alg: string;
+  state: string;
+  created_at: string;
+  activates_at: string;
+  retired_at: string | null;
+  expires_at: string | null;
+}
+
+describe('gatehouse keys', () => {
+  it('rotate twice: the first key signs at once, the second is pending and retires the first', () => {
+    const first = json<{ kid: string; alg: string; retires: unknown }>(['keys', 'rotate']);
+    expect(first).toMatchObject({ alg: 'EdDSA', retires: null });
+    const second = ok(['keys', 'rotate', '--alg', 'ES256']);
+    expect(second).toMatch(/ES256/);
+    expect(second).toContain(`key ${first.kid} stops signing at`);
+    expect(statSync(join(dataDir, 'master.key')).mode & 0o777).toBe(0o600);
+
+    const table = ok(['keys', 'list']);
+    expect(table).toMatch(new RegExp(`${first.kid}\\s+EdDSA\\s+active`));
+    expect(table).toMatch(/ES256\s+pending/);
+
+    const text = ok(['keys', 'list', '--json']);
+    expect(text).not.toMatch(/"d"|PRIVATE KEY|encrypted/i);
+    const keys = JSON.parse(text) as KeyView[];
+    expect(keys.map((k) => [k.alg, k.state])).toEqual([['EdDSA', 'active'], ['ES256', 'pending']]);
+    const [old, next] = keys;
+    // Default issuer timings: 600 s activation delay; the old key stays published 600 s (token TTL) + 60 s after that.
+    expect(Date.parse(next?.activates_at ?? '') - Date.parse(next?.created_at ?? '')).toBe(600_000);
+    expect(old?.retired_at).toBe(next?.activates_at);
+    expect(Date.parse(old?.expires_at ?? '') - Date.parse(old?.retired_at ?? '')).toBe(660_000);
+    for (const key of keys) expect(Object.keys(key).sort()).toEqual(['activates_at', 'alg', 'created_at', 'expires_at', 'kid', 'retired_at', 'state']);
+  });
+
+  it('exits 78 for an invalid GATEHOUSE_MASTER_KEY, naming the variable but not its value', () => {
+    const result = run(['keys', 'rotate'], { GATEHOUSE_MASTER_KEY: 'not-a-key-value' });
+    expect(result.status).toBe(78);
+    expect(result.stderr).toMatch(/GATEHOUSE_MASTER_KEY/);
+    expect(result.stderr).not.toContain('not-a-key-value');
+  });
+
+  it('exits 64 for an unknown algorithm', () => {
+    expect(run(['keys', 'rotate', '--alg', 'RS256']).status).toBe(64);
+  });
+});
