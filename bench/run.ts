@@ -79,6 +79,8 @@ async function load(port: number, path: string, tls: { cert: Buffer; key: Buffer
     // Static requests are serialized once by autocannon, so cycling through tokens costs the load generator nothing extra.
     ...(tokens.length > 0 ? { requests: tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
   });
+  // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
+  if (result.requests.total === 0) throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
   return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx };
 }
 
