@@ -38,6 +38,7 @@ export interface IssuerContext {
 }
 
 type Outcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly params: FormParams } | undefined;
+type TokenOutcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly token: string } | undefined;
 
 abstract class OAuthEndpoint implements Handler {
   constructor(protected readonly ctx: IssuerContext) {}
@@ -54,6 +55,19 @@ abstract class OAuthEndpoint implements Handler {
       return undefined;
     }
     return { client: auth.client, method: auth.method, params };
+  }
+
+  /** Introspection and revocation: an authenticated client and exactly one `token` parameter (RFC 7662 §2.1, RFC 7009 §2.1). */
+  protected async authenticatedToken(request: AuthenticatedRequest, exchange: HttpExchange): Promise<TokenOutcome> {
+    const outcome = await this.authenticatedForm(request, exchange);
+    if (outcome === undefined) return undefined;
+    const { client, method, params } = outcome;
+    const token = single(params, 'token');
+    if (token === undefined || typeof token === 'object') {
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
+      return undefined;
+    }
+    return { client, method, token };
   }
 
   /** OA-01, OA-02, OA-14: POST with a form body only, nothing in the query, bounded size and parameter count. */
@@ -194,13 +208,9 @@ function grantedScopes(requested: string | undefined, registered: readonly strin
 /** POST /oauth2/introspect (RFC 7662). Anything not active now says `{"active":false}` and nothing else (OA-16). */
 export class IntrospectionEndpoint extends OAuthEndpoint {
   async handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
-    const outcome = await this.authenticatedForm(request, exchange);
+    const outcome = await this.authenticatedToken(request, exchange);
     if (outcome === undefined) return;
-    const { client, method, params } = outcome;
-    const token = single(params, 'token');
-    if (token === undefined || typeof token === 'object') {
-      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
-    }
+    const { client, method, token } = outcome;
     const active = await this.ctx.bearer.introspect(token);
     // A client learns about its own tokens; a resource server registered with gatehouse:introspect about any.
     const visible = active !== undefined && (active.principal.clientId === client.id || client.scopes.includes(INTROSPECT_ANY_SCOPE));
@@ -231,13 +241,9 @@ function introspection(token: ActiveToken): Record<string, unknown> {
 /** POST /oauth2/revoke (RFC 7009): a client revokes its own tokens; an invalid or unknown token is answered 200 as well. */
 export class RevocationEndpoint extends OAuthEndpoint {
   async handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
-    const outcome = await this.authenticatedForm(request, exchange);
+    const outcome = await this.authenticatedToken(request, exchange);
     if (outcome === undefined) return;
-    const { client, method, params } = outcome;
-    const token = single(params, 'token');
-    if (token === undefined || typeof token === 'object') {
-      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
-    }
+    const { client, method, token } = outcome;
     // token_type_hint is optional and only a hint (RFC 7009 §2.1): there is one kind of token here, so it is ignored.
     const active = await this.ctx.bearer.introspect(token);
     if (active !== undefined) {

@@ -19,6 +19,7 @@ import {
   getToken,
   postForm,
   readClient,
+  send as sendRequest,
   startIssuerGateway,
   updateClient,
   validClaims,
@@ -65,24 +66,8 @@ async function client(gw: TestGateway, opts: Parameters<typeof addClient>[1] = {
   return c;
 }
 
-async function send(
-  gw: TestGateway,
-  opts: { method?: 'GET' | 'POST' | 'PUT'; path: string; body?: string; headers?: Record<string, string>; dispatcher?: Agent },
-): Promise<OAuthResponse> {
-  const res = await request(`${gw.origin}${opts.path}`, {
-    method: opts.method ?? 'POST',
-    dispatcher: opts.dispatcher ?? gw.agent(),
-    headers: opts.headers ?? {},
-    ...(opts.body !== undefined ? { body: opts.body } : {}),
-  });
-  const text = await res.body.text();
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, headers: res.headers, text, json };
+function send(gw: TestGateway, opts: Parameters<typeof sendRequest>[1]): Promise<OAuthResponse> {
+  return sendRequest(gw, { method: 'POST', ...opts });
 }
 
 function oauthError(res: OAuthResponse): unknown {

@@ -2,7 +2,7 @@
 // store, tokens from its real token endpoint, and forged tokens signed with its real signing key (for claim-level cases).
 import { join } from 'node:path';
 import { SignJWT, type JWTPayload, type JWTHeaderParameters } from 'jose';
-import { request } from 'undici';
+import { request, type Agent } from 'undici';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { KeyRing, loadKeyEncryptionKey, type SigningKeyHandle } from '../../src/issuer/keys.js';
 import { generateClientId, generateClientSecret, hashSecret } from '../../src/issuer/secrets.js';
@@ -113,13 +113,16 @@ export interface OAuthResponse {
   readonly json: Record<string, unknown> | undefined;
 }
 
-/** POSTs a form to an issuer endpoint (`body` is sent as given; `headers` are added). */
-export async function postForm(gw: TestGateway, path: string, body: string, headers: Record<string, string> = {}): Promise<OAuthResponse> {
-  const res = await request(`${gw.origin}${path}`, {
-    method: 'POST',
-    dispatcher: gw.agent(),
-    headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers },
-    body,
+/** Sends one request and reads the whole answer; `json` is the parsed body when it is JSON. */
+export async function send(
+  gw: TestGateway,
+  opts: { method?: 'GET' | 'POST' | 'PUT'; path: string; body?: string; headers?: Record<string, string>; dispatcher?: Agent },
+): Promise<OAuthResponse> {
+  const res = await request(`${gw.origin}${opts.path}`, {
+    method: opts.method ?? 'GET',
+    dispatcher: opts.dispatcher ?? gw.agent(),
+    headers: opts.headers ?? {},
+    ...(opts.body !== undefined ? { body: opts.body } : {}),
   });
   const text = await res.body.text();
   let json: Record<string, unknown> | undefined;
@@ -131,6 +134,11 @@ export async function postForm(gw: TestGateway, path: string, body: string, head
   return { status: res.statusCode, headers: res.headers, text, json };
 }
 
+/** POSTs a form to an issuer endpoint (`body` is sent as given; `headers` are added). */
+export function postForm(gw: TestGateway, path: string, body: string, headers: Record<string, string> = {}): Promise<OAuthResponse> {
+  return send(gw, { method: 'POST', path, body, headers: { 'content-type': 'application/x-www-form-urlencoded', ...headers } });
+}
+
 /** A token from the real token endpoint (client_secret_basic); throws unless 200. */
 export async function getToken(gw: TestGateway, client: TestClient, extra = ''): Promise<string> {
   const res = await postForm(gw, '/oauth2/token', `grant_type=client_credentials${extra}`, { authorization: basicAuth(client.id, client.secret) });
@@ -139,16 +147,8 @@ export async function getToken(gw: TestGateway, client: TestClient, extra = ''):
 }
 
 /** GET with a bearer token (or any Authorization value) on the given path. */
-export async function callWith(gw: TestGateway, path: string, authorization: string | undefined): Promise<OAuthResponse> {
-  const res = await request(`${gw.origin}${path}`, { dispatcher: gw.agent(), headers: authorization === undefined ? {} : { authorization } });
-  const text = await res.body.text();
-  let json: Record<string, unknown> | undefined;
-  try {
-    json = JSON.parse(text) as Record<string, unknown>;
-  } catch {
-    json = undefined;
-  }
-  return { status: res.statusCode, headers: res.headers, text, json };
+export function callWith(gw: TestGateway, path: string, authorization: string | undefined): Promise<OAuthResponse> {
+  return send(gw, { path, headers: authorization === undefined ? {} : { authorization } });
 }
 
 /** The gateway's current signing key, loaded from its own store and master key file. */
