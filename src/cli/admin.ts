@@ -14,7 +14,7 @@ import {
 } from '../issuer/keys.js';
 import { CLIENT_ID_PATTERN, generateClientId, generateClientSecret, hashSecret } from '../issuer/secrets.js';
 import { StoreError, type Client, type CredentialStore, type SecretHash, type SigningKey } from '../store/contract.js';
-import { openCredentialStore, openKeyEncryptionKey } from '../store/open.js';
+import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 import { MAX_SECRETS_PER_CLIENT } from '../store/sqlite.js';
 
 /** What main.ts (the only reader of the environment and owner of process exit) hands to the admin commands. */
@@ -122,7 +122,8 @@ function describeFailure(ctx: AdminContext, error: unknown): { message: string; 
   if (error instanceof AdminError) return { message: error.message, code: error.exitCode };
   if (error instanceof StoreError) return { message: error.message, code: error.code === 'not_found' ? ctx.exit.noInput : ctx.exit.failure };
   if (error instanceof MasterKeyError) return { message: error.message, code: error.code === 'key_file_unavailable' ? ctx.exit.failure : ctx.exit.config };
-  if (error instanceof SigningKeyError) return { message: error.message, code: ctx.exit.failure };
+  // A key that does not open the stored signing keys is the wrong configuration (the same as `serve` says).
+  if (error instanceof SigningKeyError) return { message: error.message, code: error.code === 'undecryptable_key' ? ctx.exit.config : ctx.exit.failure };
   return undefined;
 }
 
@@ -315,7 +316,8 @@ async function clientsRemove(ctx: AdminContext, id: string, options: StoreOption
 
 async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
   await withStore(ctx, options, async (store, config) => {
-    const kek = openKeyEncryptionKey(config, ctx.masterKey);
+    // Proven against the keys already stored: a rotation sealed under another master key would break the gateway.
+    const kek = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
     const next = await rotateSigningKey(store, kek, {
       alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA',

@@ -7,7 +7,7 @@ import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
 import { GatewayError, oauthErrorBody } from '../errors/catalogue.js';
 import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
-import { clientGone, securityHeaders, sendJson, type HttpExchange } from '../server/exchange.js';
+import { clientGone, releaseUnreadBody, securityHeaders, sendJson, type HttpExchange } from '../server/exchange.js';
 import type { Client } from '../store/contract.js';
 import type { ClientAuthenticator, ClientAuthMethod } from './client-auth.js';
 import { isFormContentType, parseForm, single, type FormParams } from './form.js';
@@ -115,9 +115,11 @@ abstract class OAuthEndpoint implements Handler {
       ...error.headers,
     };
     // A body the gateway did not read would be taken for the next request on this HTTP/1.1 connection.
-    if (unreadBody && request.hasBody && exchange.protocol === 'h1') headers['connection'] = 'close';
+    const unread = unreadBody && request.hasBody;
+    if (unread && exchange.protocol === 'h1') headers['connection'] = 'close';
     exchange.res.writeHead(error.status, headers);
     exchange.res.end(body);
+    if (unread) releaseUnreadBody(exchange);
   }
 
   protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, clientId: string | undefined, method: ClientAuthMethod | undefined): void {

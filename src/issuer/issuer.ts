@@ -9,7 +9,7 @@ import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.j
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Handler } from '../pipeline/stage.js';
 import type { CredentialStore } from '../store/contract.js';
-import { openCredentialStore, openKeyEncryptionKey } from '../store/open.js';
+import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 import { ClientAuthenticator } from './client-auth.js';
 import { IntrospectionEndpoint, JwksEndpoint, MetadataEndpoint, OAUTH_BODY_LIMIT_BYTES, RevocationEndpoint, TokenEndpoint, type IssuerContext } from './endpoints.js';
 import { ensureSigningKey, KeyRing } from './keys.js';
@@ -35,6 +35,8 @@ export interface IssuerEndpoint {
 
 /** Purges of expired revocations and keys from the store run at most this often. */
 const PURGE_INTERVAL_MS = 60_000;
+/** While refreshes keep failing, the error is logged again this often (an operator may have missed the first line). */
+const FAILURE_LOG_INTERVAL_MS = 60_000;
 
 export class Issuer {
   readonly bearer: BearerAuthenticator;
@@ -42,7 +44,9 @@ export class Issuer {
   private port: number;
   private timer: NodeJS.Timeout | undefined;
   private lastPurge = 0;
-  private refreshFailing = false;
+  /** When the current run of refresh failures began (undefined while refreshes succeed), and when it was last logged. */
+  private failingSince: number | undefined;
+  private lastFailureLog = 0;
 
   private constructor(
     private readonly settings: DeepReadonly<IssuerConfig>,
@@ -95,9 +99,9 @@ export class Issuer {
   /** Opens the store, creates the first signing key when there is none, and loads keys and revocations. */
   static async open(config: Config, settings: DeepReadonly<IssuerConfig>, deps: IssuerDeps): Promise<Issuer> {
     const now = deps.now ?? Date.now;
-    const kek = openKeyEncryptionKey(config, deps.masterKey);
     const store = openCredentialStore(config);
     try {
+      const kek = await openVerifiedKeyEncryptionKey(config, store, deps.masterKey);
       const { key, created } = await ensureSigningKey(store, kek, settings.signing_alg, now());
       if (created) deps.log.info({ kid: key.kid, alg: key.alg }, 'created the first access-token signing key');
       const ring = await KeyRing.load(store, kek, { now });
@@ -126,22 +130,41 @@ export class Issuer {
     this.timer.unref();
   }
 
-  /** Re-reads signing keys, revocations and client states. A failure keeps the previous state and is logged once. */
+  /**
+   * Re-reads signing keys, revocations and client states, and purges expired rows from the store. A failed read keeps the
+   * previous state; the purge runs either way (a store that cannot be read must not also grow without bound). Failures are
+   * logged when they start and then once a minute while they last.
+   */
   async refresh(): Promise<void> {
+    const now = this.now();
+    let failure: unknown;
     try {
       await Promise.all([this.ring.refresh(), this.revocations.refresh()]);
-      const now = this.now();
-      if (now - this.lastPurge >= PURGE_INTERVAL_MS) {
-        this.lastPurge = now;
+    } catch (error) {
+      failure = error;
+    }
+    if (now - this.lastPurge >= PURGE_INTERVAL_MS) {
+      this.lastPurge = now;
+      try {
         const [revocations, keys] = await Promise.all([this.store.purgeExpiredRevocations(now), this.store.purgeExpiredSigningKeys(now)]);
         if (revocations + keys > 0) this.log.debug({ revocations, keys }, 'purged expired revocations and signing keys');
+      } catch (error) {
+        failure ??= error;
       }
-      if (this.refreshFailing) this.log.info('issuer state refresh recovered');
-      this.refreshFailing = false;
-    } catch (error) {
-      if (!this.refreshFailing) this.log.error({ err: error instanceof Error ? error.message : String(error) }, 'issuer state refresh failed; keeping the previous keys and revocations');
-      this.refreshFailing = true;
     }
+    if (failure === undefined) {
+      if (this.failingSince !== undefined) this.log.info('issuer state refresh recovered');
+      this.failingSince = undefined;
+      return;
+    }
+    if (this.failingSince === undefined || now - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
+      this.lastFailureLog = now;
+      this.log.error(
+        { err: failure instanceof Error ? failure.message : String(failure), failing_since: new Date(this.failingSince ?? now).toISOString() },
+        'issuer state refresh failed; keeping the previous keys and revocations',
+      );
+    }
+    this.failingSince ??= now;
   }
 
   async close(): Promise<void> {

@@ -17,7 +17,7 @@ const BASE64URL = /^[A-Za-z0-9_-]*$/;
 // The key file holds 43 characters and perhaps a newline: anything much larger is not a key file, so it is not read whole.
 const MAX_KEY_FILE_BYTES = 256;
 
-export type MasterKeyErrorCode = 'invalid_master_key' | 'invalid_key_file' | 'insecure_key_file' | 'key_file_unavailable';
+export type MasterKeyErrorCode = 'invalid_master_key' | 'invalid_key_file' | 'insecure_key_file' | 'key_file_unavailable' | 'missing_master_key';
 
 /** The master key could not be loaded or created. The message says what to fix and never contains key material. */
 export class MasterKeyError extends Error {

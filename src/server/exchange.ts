@@ -51,6 +51,31 @@ export function sendProblem(exchange: HttpExchange, error: GatewayError, opts: {
   if (opts.close === true && exchange.protocol === 'h1') headers['connection'] = 'close';
   res.writeHead(error.status, headers);
   endWith(exchange, body);
+  if (opts.close === true) releaseUnreadBody(exchange);
+}
+
+/**
+ * For a complete response to a request whose body the gateway will not read. HTTP/1.1: the caller sent
+ * `Connection: close`. HTTP/2: once the response is out, the stream is ended with RST_STREAM(NO_ERROR) (RFC 9113 §8.1),
+ * so the client stops sending without taking it for an error and the stream does not hold a slot until the body deadline.
+ */
+export function releaseUnreadBody(exchange: HttpExchange): void {
+  const { res } = exchange;
+  if (!('stream' in res)) return;
+  const { stream } = res;
+  // The RST must follow the response's END_STREAM on the wire, or the client sees a reset instead of a complete response.
+  // The writable side's 'finish' only means the data reached nghttp2, so wait (a few event-loop turns at most) until
+  // nghttp2 reports the stream closed locally. A client that does not even read its response gets the RST anyway.
+  let turns = 64;
+  const closeWhenSent = (): void => {
+    if (stream.closed || stream.destroyed) return;
+    if (stream.state.localClose === 1 || --turns === 0) stream.close(http2Constants.NGHTTP2_NO_ERROR);
+    else setImmediate(closeWhenSent);
+  };
+  // The stream's own writable side, not the response's 'finish' (which the compatibility layer emits only when the whole
+  // stream closes — never, while the request side waits for a body nobody reads).
+  if (stream.writableFinished) closeWhenSent();
+  else stream.once('finish', closeWhenSent);
 }
 
 export function sendJson(exchange: HttpExchange, status: number, value: unknown, extra: Record<string, string> = {}): void {

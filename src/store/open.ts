@@ -1,8 +1,10 @@
 // Opens the configured credential store and the key-encryption key: the one place the gateway and the CLI agree on where
 // clients, signing keys and revocations live.
+import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
-import { loadKeyEncryptionKey, type KeyEncryptionKey } from '../issuer/key-encryption.js';
+import { loadKeyEncryptionKey, MASTER_KEY_ENV, MasterKeyError, type KeyEncryptionKey } from '../issuer/key-encryption.js';
+import { KeyRing } from '../issuer/keys.js';
 import type { CredentialStore } from './contract.js';
 import { SqliteCredentialStore } from './sqlite.js';
 
@@ -19,3 +21,22 @@ export function masterKeyFile(config: Pick<Config, 'data_dir'>): string {
 export function openKeyEncryptionKey(config: Pick<Config, 'data_dir'>, masterKey: string | undefined): KeyEncryptionKey {
   return loadKeyEncryptionKey({ masterKey, file: masterKeyFile(config) });
 }
+
+/**
+ * The key-encryption key for `store`, proven to open every signing key the store holds — before anything is sealed with
+ * it. A master key file is created only for a store without signing keys: otherwise a missing file means the keys were
+ * sealed with another key (GATEHOUSE_MASTER_KEY, or a file elsewhere), and a new file would seal new keys that the
+ * running gateway cannot open. Throws MasterKeyError, or SigningKeyError('undecryptable_key') for the wrong key.
+ */
+export async function openVerifiedKeyEncryptionKey(config: Pick<Config, 'data_dir'>, store: CredentialStore, masterKey: string | undefined): Promise<KeyEncryptionKey> {
+  if (masterKey === undefined && !existsSync(masterKeyFile(config)) && (await store.listSigningKeys()).length > 0) {
+    throw new MasterKeyError(
+      'missing_master_key',
+      `The store holds signing keys but ${masterKeyFile(config)} does not exist: set ${MASTER_KEY_ENV} to the key they were sealed with.`,
+    );
+  }
+  const kek = openKeyEncryptionKey(config, masterKey);
+  await KeyRing.load(store, kek);
+  return kek;
+}
+

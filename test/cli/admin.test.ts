@@ -274,4 +274,28 @@ describe('gatehouse keys', () => {
   it('exits 64 for an unknown algorithm', () => {
     expect(run(['keys', 'rotate', '--alg', 'RS256']).status).toBe(64);
   });
+
+  it('refuses to rotate under a master key that does not open the stored keys (78), and leaves the store as it was', () => {
+    // The keys above were sealed with data_dir/master.key; a shell with another GATEHOUSE_MASTER_KEY must not add a key
+    // the gateway could never open.
+    const before = ok(['keys', 'list', '--json']);
+    const wrong = run(['keys', 'rotate'], { GATEHOUSE_MASTER_KEY: Buffer.alloc(32, 9).toString('base64url') });
+    expect(wrong.status).toBe(78);
+    expect(wrong.stderr).toMatch(/does not decrypt/);
+    expect(ok(['keys', 'list', '--json'])).toBe(before);
+
+    // Without the key file (and without the variable) nothing is created and nothing is rotated.
+    const keyFile = join(dataDir, 'master.key');
+    const saved = readFileSync(keyFile);
+    rmSync(keyFile);
+    try {
+      const missing = run(['keys', 'rotate']);
+      expect(missing.status).toBe(78);
+      expect(missing.stderr).toMatch(/GATEHOUSE_MASTER_KEY/);
+      expect(existsSync(keyFile)).toBe(false);
+    } finally {
+      writeFileSync(keyFile, saved, { mode: 0o600 });
+    }
+    expect(ok(['keys', 'list', '--json'])).toBe(before);
+  });
 });
