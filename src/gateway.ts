@@ -109,6 +109,7 @@ export class Gateway {
           }),
           quota: route.quota === undefined ? undefined : quotas.get(route.quota),
           handler: buildHandler(route),
+          selfAudited: false,
         };
       });
 
@@ -128,6 +129,7 @@ export class Gateway {
           authorizer: new RoutePolicy({ allow: 'anyone' }),
           quota: undefined,
           handler: endpoint.handler,
+          selfAudited: endpoint.selfAudited,
         });
       }
 

@@ -15,7 +15,7 @@ import {
 import { CLIENT_ID_PATTERN, generateClientId, generateClientSecret, hashSecret } from '../issuer/secrets.js';
 import { StoreError, type Client, type CredentialStore, type SecretHash, type SigningKey } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
-import { MAX_SECRETS_PER_CLIENT } from '../store/sqlite.js';
+import { MAX_SECRETS_PER_CLIENT } from '../store/contract.js';
 
 /** What main.ts (the only reader of the environment and owner of process exit) hands to the admin commands. */
 export interface AdminContext {

@@ -224,8 +224,9 @@ const issuerSchema = z.strictObject({
       /** Failures per IP per day before that IP is blocked for a day (slow brute force, spraying over many ids). */
       max_daily_failures_per_ip: positiveInt(100_000).default(100),
       /**
-       * Failures for one client id per hour, from any addresses, before that id is refused for an hour from addresses it
-       * has not authenticated from before (guessing from rotating IPs; the client's own addresses keep working).
+       * Failures for one client id per hour, from any addresses, before the id counts as under attack for an hour: then an
+       * address it never authenticated from gets a single try (guessing from rotating IPs is held to one guess per address,
+       * and the client itself is never locked out).
        */
       max_hourly_failures_per_client: positiveInt(100_000).default(100),
       /** argon2 verifications running at once (each holds a libuv thread and ~19 MiB); the rest wait in a bounded queue. */

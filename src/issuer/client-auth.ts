@@ -1,8 +1,8 @@
 // Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic or client_secret_post, exactly one per
 // request, checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
 //   1. per-IP attempts (every attempt, before any argon2 work)
-//   2. blocked (client id, IP) pair, blocked IP, or a client id under attack from many IPs — unless this IP is one the
-//      client authenticated from before (rate-limiter-flexible's login protection: get() before verifying)
+//   2. blocked (client id, IP) pair, blocked IP, or an address that already failed for a client id under attack from
+//      many IPs (rate-limiter-flexible's login protection: get() before verifying)
 //   3. argon2 verify, bounded concurrency; unknown, disabled and secret-less clients cost one dummy verify
 //   4. failure → one point on (client id, IP), on the IP's day and on the client id's hour; success → the pair's count is
 //      reset and the pair remembered as familiar
@@ -78,7 +78,6 @@ export class ClientAuthenticator {
     const presented = presentedCredentials(attempt);
     if (!presented.ok) return presented;
     const { clientId, secret, method } = presented;
-    const challenge = method === 'client_secret_basic' ? BASIC_CHALLENGE : undefined;
     const wellFormedId = CLIENT_ID_PATTERN.test(clientId) ? clientId : undefined;
 
     // 1. Every attempt spends the IP's budget before anything costs more than a Map lookup.
@@ -97,9 +96,12 @@ export class ClientAuthenticator {
       this.dailyFailsByIp.get(attempt.limitKey),
       this.hourlyFailsByClient.get(clientKey),
     ]);
-    // OA-11: a client id guessed at from rotating IPs is closed to unfamiliar addresses only, so the attack cannot lock the
-    // client out of the addresses it really uses (SEC-08).
-    const clientBlockedFor = this.familiar.has(pairKey) ? 0 : blockedMs(perClient, this.settings.max_hourly_failures_per_client);
+    // OA-11: while a client id is being guessed at from rotating IPs, an address it never authenticated from gets one try
+    // and is refused after its first failure. The attack is held to one guess per address, and it can neither lock the
+    // client out of the addresses it uses (remembered after a success) nor out of a new one (whose first try is its own;
+    // SEC-08) — even after a restart has emptied that memory.
+    const clientBlocked = blockedMs(perClient, this.settings.max_hourly_failures_per_client);
+    const clientBlockedFor = clientBlocked > 0 && !this.familiar.has(pairKey) && pair !== null && pair.consumedPoints > 0 ? clientBlocked : 0;
     const blockedFor = Math.max(blockedMs(daily, this.settings.max_daily_failures_per_ip), blockedMs(pair, this.settings.max_consecutive_failures), clientBlockedFor);
     if (blockedFor > 0) {
       return { ok: false, error: rateLimited(blockedFor, 'client authentication blocked after failures'), clientId: wellFormedId };
@@ -130,7 +132,7 @@ export class ClientAuthenticator {
         const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, clientBlocked ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
         this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
-      return { ok: false, error: new GatewayError('invalid_client', { reason: 'client authentication failed', ...(challenge ? { headers: challenge } : {}) }), clientId: wellFormedId };
+      return { ok: false, error: invalidClient('client authentication failed'), clientId: wellFormedId };
     }
 
     if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
@@ -166,7 +168,7 @@ function presentedCredentials(attempt: ClientAuthAttempt): Presented {
   if (attempt.authorization !== undefined) {
     const basic = parseBasicCredentials(attempt.authorization);
     // Another scheme (a bearer token, say) is no client authentication at all.
-    if (basic === undefined) return refuse('invalid_client', 'unsupported client authentication scheme', BASIC_CHALLENGE);
+    if (basic === undefined) return refuse('invalid_client', 'unsupported client authentication scheme');
     if (!basic.ok) return refuse('invalid_request', basic.reason);
     if (bodySecret !== undefined) return refuse('invalid_request', 'more than one client authentication method');
     // A client_id in the body beside Basic is allowed only when it names the same client.
@@ -179,12 +181,20 @@ function presentedCredentials(attempt: ClientAuthAttempt): Presented {
 
 function credentials(clientId: string, secret: string, method: ClientAuthMethod): Presented {
   // Longer than anything issued: refused without a store lookup or argon2 (but after the same checks as everything else).
-  if (clientId.length > 256 || secret.length > MAX_SECRET_LENGTH) return refuse('invalid_client', 'client credentials too long', method === 'client_secret_basic' ? BASIC_CHALLENGE : undefined);
+  if (clientId.length > 256 || secret.length > MAX_SECRET_LENGTH) return refuse('invalid_client', 'client credentials too long');
   return { ok: true, clientId, secret, method };
 }
 
-function refuse(code: 'invalid_request' | 'invalid_client', reason: string, headers?: Readonly<Record<string, string>>): Presented {
-  return { ok: false, error: new GatewayError(code, { reason, ...(headers ? { headers: { ...headers } } : {}) }), clientId: undefined };
+function refuse(code: 'invalid_request' | 'invalid_client', reason: string): Presented {
+  return { ok: false, error: code === 'invalid_client' ? invalidClient(reason) : new GatewayError(code, { reason }), clientId: undefined };
+}
+
+/**
+ * Every 401 carries a challenge (RFC 9110 §11.6.1); Basic is the scheme a client can answer it with (RFC 6749 §5.2). The
+ * same for every cause and method, so nothing about the response tells the causes apart (OA-05).
+ */
+function invalidClient(reason: string): GatewayError {
+  return new GatewayError('invalid_client', { reason, headers: BASIC_CHALLENGE });
 }
 
 /**

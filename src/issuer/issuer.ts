@@ -31,6 +31,8 @@ export interface IssuerEndpoint {
   readonly methods: readonly ('GET' | 'POST')[];
   readonly bodyLimitBytes: number;
   readonly handler: Handler;
+  /** The OAuth endpoints audit their decisions themselves, with the client id; metadata and JWKS leave it to the pipeline. */
+  readonly selfAudited: boolean;
 }
 
 /** Purges of expired revocations and keys from the store run at most this often. */
@@ -85,8 +87,8 @@ export class Issuer {
       clockToleranceS: settings.clock_tolerance_s,
       jwksMaxAgeS: Math.min(300, settings.key_activation_delay_s),
     };
-    const post = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['POST'], bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES, handler });
-    const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, handler });
+    const post = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['POST'], bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES, handler, selfAudited: true });
+    const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, handler, selfAudited: false });
     this.endpoints = [
       post('oauth-token', ISSUER_PATHS.token, new TokenEndpoint(ctx)),
       post('oauth-introspect', ISSUER_PATHS.introspect, new IntrospectionEndpoint(ctx)),

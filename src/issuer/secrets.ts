@@ -2,7 +2,7 @@
 // A secret exists in clear only in the response of `clients add` / `rotate-secret`; the store holds argon2id hashes.
 import { randomBytes } from 'node:crypto';
 import argon2 from 'argon2';
-import type { SecretHash } from '../store/contract.js';
+import { MAX_SECRETS_PER_CLIENT, type SecretHash } from '../store/contract.js';
 
 /**
  * argon2id at the OWASP minimum (m=19 MiB, t=2, p=1): ~21 ms per verify here. Stored hashes made with weaker parameters
@@ -51,8 +51,8 @@ export type SecretCheck =
 const FAILED: SecretCheck = Object.freeze({ ok: false });
 
 /**
- * Verifies presented secrets. Unknown, disabled and secret-less clients cost one argon2 verification against a dummy hash,
- * the same work as a client with one secret, so the time taken does not tell them apart (SEC-04). At most `maxConcurrent`
+ * Verifies presented secrets. A failure always costs MAX_SECRETS_PER_CLIENT argon2 verifications (padded with a dummy
+ * hash), whether the client is unknown, disabled, has one secret or two, so the time taken does not tell them apart (SEC-04). At most `maxConcurrent`
  * verifications run at once, so a flood of token requests cannot take every libuv thread from fs writes and WebCrypto
  * token verification (SEC-10).
  */
@@ -64,6 +64,8 @@ export class SecretVerifier {
   constructor(private readonly options: SecretVerifierOptions) {
     if (!Number.isSafeInteger(options.maxConcurrent) || options.maxConcurrent < 1) throw new RangeError('maxConcurrent must be a positive integer');
     if (!Number.isSafeInteger(options.maxQueued) || options.maxQueued < 0) throw new RangeError('maxQueued must be a non-negative integer');
+    // Made now, so the first refused attempt costs no more than any other.
+    this.dummyHash().catch(() => undefined);
   }
 
   /** Verifications running plus waiting (for tests and metrics). */
@@ -79,15 +81,18 @@ export class SecretVerifier {
     const candidates = hashes?.filter((entry) => entry.expiresAt === null || entry.expiresAt > now) ?? [];
     await this.acquire();
     try {
-      if (candidates.length === 0 || secret.length === 0 || secret.length > MAX_SECRET_LENGTH) {
-        await argon2.verify(await this.dummyHash(), secret.slice(0, MAX_SECRET_LENGTH)).catch(() => false);
-        return FAILED;
-      }
-      for (const candidate of candidates) {
+      const presentable = secret.length > 0 && secret.length <= MAX_SECRET_LENGTH;
+      let verifications = 0;
+      for (const candidate of presentable ? candidates : []) {
+        verifications++;
         if (!(await argon2.verify(candidate.hash, secret).catch(() => false))) continue;
         const rehash = argon2.needsRehash(candidate.hash, ARGON2_OPTIONS) ? { old: candidate.hash, hash: await argon2.hash(secret, ARGON2_OPTIONS) } : undefined;
         return { ok: true, rehash };
       }
+      // Every failure costs as many verifications as a client with the most secrets would: an unknown id, a disabled
+      // client and a client in the middle of a secret rotation take the same time to refuse (SEC-04).
+      const dummy = await this.dummyHash();
+      for (; verifications < MAX_SECRETS_PER_CLIENT; verifications++) await argon2.verify(dummy, secret.slice(0, MAX_SECRET_LENGTH)).catch(() => false);
       return FAILED;
     } finally {
       this.release();
@@ -95,8 +100,12 @@ export class SecretVerifier {
   }
 
   private dummyHash(): Promise<string> {
-    // Made once per process from a random secret nobody knows, with the current parameters (same cost as a real hash).
-    this.dummy ??= argon2.hash(randomBytes(32).toString('base64url'), ARGON2_OPTIONS);
+    // Made once per process from a random secret nobody knows, with the current parameters (same cost as a real hash). A
+    // failed attempt is not kept, so the next call tries again.
+    this.dummy ??= argon2.hash(randomBytes(32).toString('base64url'), ARGON2_OPTIONS).catch((error: unknown) => {
+      this.dummy = undefined;
+      throw error;
+    });
     return this.dummy;
   }
 

@@ -58,7 +58,7 @@ export class Pipeline {
 
       // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
       stage = 'handler';
-      this.deps.audit.append(auditEvent(request, 'allow', stage, undefined, principal));
+      if (!request.route.selfAudited) this.deps.audit.append(auditEvent(request, 'allow', stage, undefined, principal));
       // The body is invited only now that the request is admitted: no `100 Continue` for refused requests (H1-12).
       if (request.hasBody && expectsContinue(exchange)) exchange.res.writeContinue();
       await request.route.handler.handle(authenticated, exchange);
@@ -150,8 +150,9 @@ export class Pipeline {
     const unavailable = fault instanceof AuditUnavailableError;
     const error = new GatewayError(unavailable ? 'service_unavailable' : 'internal_error', { reason: unavailable ? 'audit unavailable' : `fault in ${stage}` });
     this.deps.log.error({ request_id: request.id, route: request.route.id, stage, err: describe(fault) }, 'request failed closed');
-    if (!(stage === 'handler' && !unavailable)) {
-      // Faults before the handler are decisions (deny); a fault inside the handler was already recorded as an allow.
+    if (!(stage === 'handler' && !unavailable && !request.route.selfAudited)) {
+      // Faults before the handler are decisions (deny); a fault inside the handler was already recorded as an allow,
+      // unless the handler records its own decisions and failed before it could.
       try {
         this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
       } catch {

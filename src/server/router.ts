@@ -18,6 +18,11 @@ export interface Route {
   readonly authorizer: Authorizer;
   readonly quota: QuotaPolicy | undefined;
   readonly handler: Handler;
+  /**
+   * The handler records its own decision (the OAuth endpoints, which know the client): the pipeline then writes no
+   * anonymous `allow` before it, and records a `deny` if the handler fails.
+   */
+  readonly selfAudited: boolean;
 }
 
 export function allowedMethods(methods: readonly string[]): ReadonlySet<string> {

@@ -1,6 +1,9 @@
 // The CredentialStore contract: clients, signing keys and revoked token ids — one contract, several backends
 // (SQLite embedded default; PostgreSQL for scale-out). Every method validates rows it reads (the database is outside input).
 
+/** How many secrets a client may hold: the current one and, while a secret is rotated, the previous one. */
+export const MAX_SECRETS_PER_CLIENT = 2;
+
 /** An argon2id hash of one client secret. Up to two are active while a secret is rotated. */
 export interface SecretHash {
   /** PHC string, `$argon2id$v=19$m=…,t=…,p=…$salt$hash`. */

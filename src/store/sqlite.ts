@@ -15,7 +15,8 @@ import {
 import { checkSchema, migrate } from './migrations.js';
 
 /** Secrets a client may hold at once: the current one and, during a rotation, the old one. */
-export const MAX_SECRETS_PER_CLIENT = 2;
+export { MAX_SECRETS_PER_CLIENT } from './contract.js';
+import { MAX_SECRETS_PER_CLIENT } from './contract.js';
 
 export interface SqliteStoreOptions {
   /** Clock for `updatedAt`, which updateClient sets (whatever `change` returned). */

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadKeyEncryptionKey, rotateSigningKey } from '../../src/issuer/keys.js';
+import Database from 'better-sqlite3';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { removeDir, type TestGateway } from '../support/harness.js';
 import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer } from '../support/issuer.js';
@@ -125,9 +126,40 @@ describe('clients and the audit trail', () => {
       ['allow', null, 'client_secret_basic'],
       ['deny', 'invalid_client', null],
     ]);
+    // One record per request: the endpoint's own, never an anonymous allow beside it.
+    const tokenRecords = (await gw.auditRecords()).filter((r) => r.route === 'oauth-token');
+    expect(new Set(tokenRecords.map((r) => r.request_id)).size).toBe(tokenRecords.length);
+    expect(tokenRecords.filter((r) => r.subject === 'anonymous')).toEqual([]);
     const everything = readFileSync(join(gw.dataDir, 'audit', 'audit.jsonl'), 'utf8') + gw.logs.join('');
     expect(everything).not.toContain(client.secret);
     expect(everything).not.toContain(token);
     expect(everything).not.toContain(token.split('.')[2]);
   });
 });
+
+describe('a fault inside an OAuth endpoint', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startIssuerGateway();
+  });
+  afterAll(() => gw.stop());
+
+  it('fails closed with 500 and is recorded as a deny (no token, no silent gap in the audit log)', async () => {
+    const client = await addClient(gw);
+    // No signing key at all: an operator deleted the rows behind the gateway's back.
+    const db = new Database(join(gw.dataDir, 'gatehouse.db'));
+    try {
+      db.prepare('DELETE FROM signing_keys').run();
+    } finally {
+      db.close();
+    }
+    await gw.gateway.issuer!.refresh();
+    const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, client.secret) });
+    expect(res.status).toBe(500);
+    expect(res.text).not.toContain('access_token');
+    const requestId = res.headers['x-request-id'];
+    const records = (await gw.auditRecords()).filter((r) => r.request_id === requestId);
+    expect(records.map((r) => [r.decision, r.stage, r.code])).toEqual([['deny', 'handler', 'internal_error']]);
+  });
+});
+

@@ -31,6 +31,7 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
     pathPrefix: '/r',
     host: undefined,
     challenge: undefined,
+    selfAudited: false,
     methods: new Set(['GET', 'HEAD']),
     allowHeader: 'GET, HEAD',
     bodyLimitBytes: 1024,
