@@ -11,7 +11,9 @@ if (upstreamPort === undefined || certFile === undefined || keyFile === undefine
   process.stderr.write('usage: bare-proxy <upstream-port> <cert.pem> <key.pem>\n');
   process.exit(64);
 }
-const pool = new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: 64, pipelining: 1, keepAliveTimeout: 4_000 });
+// The upstream keeps connections 60 s; with undici's 4 s keep-alive this bare pool stalled for good after a few idle
+// seconds between rounds (not understood; the gateway's pool, same settings, recovers — checked with idle gaps of 3-11 s).
+const pool = new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: 64, pipelining: 1, keepAliveTimeout: 60_000 });
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
 
 function forward(req: IncomingMessage, res: ServerResponse): void {

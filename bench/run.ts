@@ -66,10 +66,26 @@ interface Result {
   readonly p99: number;
   readonly errors: number;
   readonly non2xx: number;
+  /** CPU time the target process spent per completed request, in microseconds (Linux /proc; NaN elsewhere). */
+  readonly cpuUsPerRequest: number;
+}
+
+/** user + system CPU time of a process in microseconds, from /proc/<pid>/stat (USER_HZ is 100 on Linux). */
+function cpuMicros(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) * 10_000;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 /** Loads `path`; with `tokens`, each connection cycles through them, one bearer token per request. */
-async function load(port: number, path: string, tls: { cert: Buffer; key: Buffer }, seconds: number, tokens: readonly string[] = []): Promise<Result> {
+async function load(target: Started, path: string, tls: { cert: Buffer; key: Buffer }, seconds: number, tokens: readonly string[] = []): Promise<Result> {
+  const { port } = target;
+  const cpuBefore = cpuMicros(target.child.pid);
   const result = await autocannon({
     url: `https://127.0.0.1:${port}${path}`,
     connections: CONNECTIONS,
@@ -81,7 +97,8 @@ async function load(port: number, path: string, tls: { cert: Buffer; key: Buffer
   });
   // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
   if (result.requests.total === 0) throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx };
+  const cpuUsPerRequest = (cpuMicros(target.child.pid) - cpuBefore) / result.requests.total;
+  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx, cpuUsPerRequest };
 }
 
 /** Writes one client to the store before the gateway starts, as `gatehouse clients add` would. */
@@ -190,29 +207,30 @@ async function main(): Promise<void> {
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
 
     process.stdout.write(`warming up (${CONNECTIONS} connections, keep-alive TLS, HTTP/1.1)\n`);
-    await load(bare.port, '/bench', clientTls, 2);
-    await load(gateway.port, '/bench', clientTls, 2);
-    await load(gateway.port, '/jwt', clientTls, 2, tokens);
+    await load(bare, '/bench', clientTls, 2);
+    await load(gateway, '/bench', clientTls, 2);
+    await load(gateway, '/jwt', clientTls, 2, tokens);
 
     // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
     // generator's own per-request work and the larger request headers weigh on both sides alike.
     const rounds: { bare: Result[]; gateway: Result[]; bareTokens: Result[]; bearer: Result[] } = { bare: [], gateway: [], bareTokens: [], bearer: [] };
     for (let round = 1; round <= ROUNDS; round++) {
-      rounds.bare.push(await load(bare.port, '/bench', clientTls, DURATION_S));
-      rounds.gateway.push(await load(gateway.port, '/bench', clientTls, DURATION_S));
-      rounds.bareTokens.push(await load(bare.port, '/jwt', clientTls, DURATION_S, tokens));
-      rounds.bearer.push(await load(gateway.port, '/jwt', clientTls, DURATION_S, tokens));
+      rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
+      rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
+      rounds.bareTokens.push(await load(bare, '/jwt', clientTls, DURATION_S, tokens));
+      rounds.bearer.push(await load(gateway, '/jwt', clientTls, DURATION_S, tokens));
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
           `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)} req/s\n`,
       );
     }
 
+    const cpu = (results: readonly Result[]): number => median(results.map((r) => r.cpuUsPerRequest));
     const row = (name: string, results: readonly Result[]): string => {
       const errors = results.reduce((n, r) => n + r.errors + r.non2xx, 0);
-      return `${name.padEnd(28)} ${String(Math.round(median(results.map((r) => r.rps)))).padStart(8)} ${String(median(results.map((r) => r.p50))).padStart(7)} ${String(median(results.map((r) => r.p99))).padStart(7)} ${String(errors).padStart(7)}`;
+      return `${name.padEnd(30)} ${String(Math.round(median(results.map((r) => r.rps)))).padStart(8)} ${String(median(results.map((r) => r.p50))).padStart(7)} ${String(median(results.map((r) => r.p99))).padStart(7)} ${String(errors).padStart(7)} ${String(Math.round(cpu(results))).padStart(11)}`;
     };
-    process.stdout.write(`\n${'target'.padEnd(28)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)}\n`);
+    process.stdout.write(`\n${'target'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)} ${'CPU µs/req'.padStart(11)}\n`);
     process.stdout.write(`${row('bare undici TLS proxy', rounds.bare)}\n`);
     process.stdout.write(`${row('gateway (mTLS route)', rounds.gateway)}\n`);
     process.stdout.write(`${row('bare, same requests w/ tokens', rounds.bareTokens)}\n`);
@@ -220,6 +238,9 @@ async function main(): Promise<void> {
     const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
     process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
+    // The load generator and the upstream share this machine's cores with the proxy under test, so req/s understates a
+    // proxy that needs more CPU; the CPU each proxy process spends per request is the direct measure of its own cost.
+    process.stdout.write(`CPU per request bare/gateway, mTLS route: ${(cpu(rounds.bare) / cpu(rounds.gateway)).toFixed(2)}, bearer route: ${(cpu(rounds.bareTokens) / cpu(rounds.bearer)).toFixed(2)}\n`);
   } finally {
     for (const child of children) child.kill('SIGTERM');
     rmSync(work, { recursive: true, force: true });
