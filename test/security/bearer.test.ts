@@ -457,11 +457,15 @@ describe('JWT-06..10 key selection from the token', () => {
 
 describe('JWT-12..15 token text, shape and type', () => {
   it('JWT-12 non-canonical text: `=` padding, standard base64 `+`/`/`, leading or inner whitespace: 401', async () => {
-    const [h, p, s] = token.split('.') as [string, string, string];
-    const std = token.replace(/-/g, '+').replace(/_/g, '/');
-    expect(std).not.toBe(token); // the variant must actually differ, or this case proves nothing
+    // A real token with a base64url-only character, so that its standard-base64 spelling differs (a random token lacks
+    // both `-` and `_` now and then, which made this case flaky).
+    let sample = token;
+    for (let i = 0; i < 20 && !/[-_]/.test(sample); i++) sample = await getToken(ed.gw, client);
+    const [h, p, s] = sample.split('.') as [string, string, string];
+    const std = sample.replace(/-/g, '+').replace(/_/g, '/');
+    expect(std).not.toBe(sample); // the variant must actually differ, or this case proves nothing
     const padded = (segment: string): string => segment + '='.repeat((4 - (segment.length % 4)) % 4 || 1);
-    const candidates = [`${h}.${p}.${padded(s)}`, `${padded(h)}.${p}.${s}`, `${h}.${padded(p)}.${s}`, `${h}.${p}.${s}==`, std, ` ${token}`, `${h}. ${p}.${s}`, `${h}.${p}.${s.slice(0, 10)} ${s.slice(10)}`];
+    const candidates = [`${h}.${p}.${padded(s)}`, `${padded(h)}.${p}.${s}`, `${h}.${padded(p)}.${s}`, `${h}.${p}.${s}==`, std, ` ${sample}`, `${h}. ${p}.${s}`, `${h}.${p}.${s.slice(0, 10)} ${s.slice(10)}`];
     const replies: Reply[] = [];
     for (const candidate of candidates) replies.push(await call(ed, '/api', `Bearer ${candidate}`));
     await expectInvalidToken(ed, replies, 'non-canonical');
