@@ -11,9 +11,7 @@ if (upstreamPort === undefined || certFile === undefined || keyFile === undefine
   process.stderr.write('usage: bare-proxy <upstream-port> <cert.pem> <key.pem>\n');
   process.exit(64);
 }
-// The upstream keeps connections 60 s; with undici's 4 s keep-alive this bare pool stalled for good after a few idle
-// seconds between rounds (not understood; the gateway's pool, same settings, recovers — checked with idle gaps of 3-11 s).
-const pool = new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: 64, pipelining: 1, keepAliveTimeout: 60_000 });
+const pool = new Pool(`http://127.0.0.1:${upstreamPort}`, { connections: 64, pipelining: 1, keepAliveTimeout: 4_000 });
 const HOP = new Set(['connection', 'keep-alive', 'transfer-encoding', 'upgrade', 'proxy-connection', 'te', 'trailer']);
 
 function forward(req: IncomingMessage, res: ServerResponse): void {
@@ -23,7 +21,14 @@ function forward(req: IncomingMessage, res: ServerResponse): void {
     if (value !== undefined && !HOP.has(name)) headers[name] = value;
   }
   const handler: Dispatcher.DispatchHandler = {
-    onRequestStart() {},
+    // A client that leaves mid-response (every load generator does at the end of a run) must free its upstream request:
+    // a paused response whose 'drain' never comes would hold the pooled connection forever, and after a few rounds every
+    // connection (this proxy stalled that way until it aborted them).
+    onRequestStart(controller) {
+      res.once('close', () => {
+        if (!res.writableFinished) controller.abort(new Error('client closed the connection'));
+      });
+    },
     onResponseStart(controller, statusCode, upstreamHeaders) {
       const out: Record<string, string | string[]> = {};
       for (const name in upstreamHeaders) {
@@ -40,6 +45,7 @@ function forward(req: IncomingMessage, res: ServerResponse): void {
       res.end();
     },
     onResponseError(_controller, error) {
+      if (res.destroyed) return;
       if (!res.headersSent) res.writeHead(502);
       res.end(String(error.message));
     },
