@@ -122,14 +122,14 @@ export class ClientAuthenticator {
     }
 
     if (!check.ok || client === undefined) {
-      // 4. Failures count against the pair and the IP's day; the answer is the same 401 whichever limit this trips.
-      const [pairBlocked, ipBlocked, clientBlocked] = await Promise.all([
+      // 4. Failures count against the pair, the IP's day and the id's hour; the answer is the same 401 whichever limit trips.
+      const [pairBlocked, ipBlocked, idUnderAttack] = await Promise.all([
         countFailure(this.consecutiveFails, pairKey, this.settings.max_consecutive_failures, this.settings.failure_block_s),
         countFailure(this.dailyFailsByIp, attempt.limitKey, this.settings.max_daily_failures_per_ip, DAY_S),
         countFailure(this.hourlyFailsByClient, clientKey, this.settings.max_hourly_failures_per_client, HOUR_S),
       ]);
-      if (pairBlocked || ipBlocked || clientBlocked) {
-        const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, clientBlocked ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
+      if (pairBlocked || ipBlocked || idUnderAttack) {
+        const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, idUnderAttack ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
         this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
       return { ok: false, error: invalidClient('client authentication failed'), clientId: wellFormedId };

@@ -3,6 +3,7 @@
 // The OAuth endpoints answer refusals with RFC 6749 §5.2 bodies and record each decision in the audit log themselves,
 // with the client id as subject — before any token leaves the gateway.
 import type { AuditEvent, AuditSink } from '../audit/event.js';
+import { redactTarget } from '../audit/redact.js';
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
 import { GatewayError, oauthErrorBody } from '../errors/catalogue.js';
@@ -82,7 +83,11 @@ abstract class OAuthEndpoint implements Handler {
       return undefined;
     }
     const body = await readBody(exchange, request.route.bodyLimitBytes);
-    if (body === 'gone') return undefined;
+    if (body === 'gone') {
+      // Nobody is left to answer, but the request is on record like every other.
+      this.record(request, 'deny', new GatewayError('bad_request', { reason: 'client left before the body was complete' }), undefined, undefined);
+      return undefined;
+    }
     if (body === 'too_large') {
       this.refuse(request, exchange, new GatewayError('payload_too_large', { reason: 'form over the endpoint limit' }), undefined, undefined, true);
       return undefined;
@@ -127,7 +132,8 @@ abstract class OAuthEndpoint implements Handler {
       request_id: request.id,
       method: request.method,
       path: request.path,
-      raw_target: request.rawPath,
+      // The query is refused here, but recorded for forensics, with credential values (client_secret, ...) redacted.
+      raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
       route: request.route.id,
       protocol: request.connection.protocol,
       client_ip: request.connection.clientAddress,
