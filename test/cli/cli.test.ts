@@ -7,6 +7,7 @@ import { createInterface } from 'node:readline';
 import { connect } from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
 import { request, Agent } from 'undici';
+import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { initDevCertificates, issueServerCertificate } from '../../src/tls/ca.js';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -193,14 +194,26 @@ describe('gatehouse CLI', () => {
     await once(first.child, 'exit');
     expect(statSync(join(data, 'master.key')).mode & 0o777).toBe(0o600);
     expect(statSync(join(data, 'gatehouse.db')).mode & 0o777).toBe(0o600);
-    const before = readFileSync(join(data, 'gatehouse.db'));
+    // What is stored, not the file's bytes: opening and closing a WAL database may checkpoint it into the main file.
+    const storedKeys = async (): Promise<string> => {
+      const store = SqliteCredentialStore.open(join(data, 'gatehouse.db'));
+      try {
+        return JSON.stringify(await store.listSigningKeys());
+      } finally {
+        await store.close();
+      }
+    };
+    const before = await storedKeys();
+    const masterKey = readFileSync(join(data, 'master.key'));
+    expect(JSON.parse(before)).toHaveLength(1);
 
     const wrongKey = Buffer.alloc(32, 7).toString('base64url');
     const result = run(['serve', '--config', config], { ...process.env, GATEHOUSE_MASTER_KEY: wrongKey });
     expect(result.status).toBe(78);
     expect(result.stderr).toMatch(/does not decrypt/);
     expect(result.stderr).not.toContain(wrongKey);
-    expect(readFileSync(join(data, 'gatehouse.db')).equals(before)).toBe(true);
+    expect(await storedKeys()).toBe(before);
+    expect(readFileSync(join(data, 'master.key')).equals(masterKey)).toBe(true);
 
     const malformed = run(['serve', '--config', config], { ...process.env, GATEHOUSE_MASTER_KEY: 'short' });
     expect(malformed.status).toBe(78);
