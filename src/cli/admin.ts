@@ -390,7 +390,7 @@ export function registerAdminCommands(program: Command, ctx: AdminContext): void
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption) => clientsShow(ctx, id, options));
 
-  storeCommand(clients, 'disable', 'stop a client from authenticating (idempotent)', ctx)
+  storeCommand(clients, 'disable', 'stop a client from authenticating; its live tokens stop working too (idempotent)', ctx)
     .argument('<id>', 'client id', parseClientId)
     .action((id: string, options: StoreOptions) => clientsSetEnabled(ctx, id, false, options));
 
