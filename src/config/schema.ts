@@ -102,6 +102,11 @@ const upstreamSchema = z.strictObject({
   /** CA bundle pinned for an https upstream; the system store is not used. */
   ca: z.string().min(1).optional(),
   connections: positiveInt(10_000).default(64),
+  /**
+   * Requests that may wait for a free upstream connection; beyond connections + this, requests are refused at once with
+   * 503 + Retry-After instead of piling up in memory behind a slow upstream.
+   */
+  max_queued: z.int().min(0).max(1_000_000).default(1024),
   connect_timeout_ms: durationMs(60_000).default(5_000),
   headers_timeout_ms: durationMs(600_000).default(30_000),
   body_timeout_ms: durationMs(3_600_000).default(30_000),

@@ -19,12 +19,17 @@ export class Upstream {
   readonly name: string;
   readonly authority: string;
   readonly pool: Pool;
+  /** Requests dispatched and not yet finished (running on a connection or waiting for one). */
+  inFlight = 0;
+  /** The most that may be in flight: every connection busy plus the configured queue. */
+  readonly capacity: number;
 
   constructor(name: string, config: DeepReadonly<UpstreamConfig>) {
     const url = new URL(config.url);
     const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
     this.name = name;
     this.authority = url.host;
+    this.capacity = config.connections + config.max_queued;
     this.pool = new Pool(url.origin, {
       connections: config.connections,
       connectTimeout: config.connect_timeout_ms,
@@ -141,6 +146,12 @@ export class ProxyHandler implements Handler {
     // nothing would ever abort the upstream request. Such a request is never sent (H2-01, RL-03).
     if (clientGone(exchange)) return Promise.resolve();
 
+    // A slow upstream must not make the gateway hoard requests: past its queue bound, refuse at once (and say when to retry).
+    if (this.upstream.inFlight >= this.upstream.capacity) {
+      sendProblem(exchange, new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }), { close: request.hasBody });
+      return Promise.resolve();
+    }
+
     let body: BodyLimit | null = null;
     if (request.hasBody) {
       const limiter = new BodyLimit(request.route.bodyLimitBytes, request.contentLength, req);
@@ -148,8 +159,18 @@ export class ProxyHandler implements Handler {
       body = req.pipe(limiter);
     }
 
+    const upstream = this.upstream;
+    upstream.inFlight++;
     return new Promise<void>((resolve) => {
-      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve);
+      let released = false;
+      // The handler may report the end more than once (response end, then close): the slot is given back once.
+      const done = (): void => {
+        if (released) return;
+        released = true;
+        upstream.inFlight--;
+        resolve();
+      };
+      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, done);
       this.upstream.pool.dispatch(
         {
           path,
