@@ -35,6 +35,11 @@ export interface GatewayDeps {
 
 const BEARER_CHALLENGE = 'Bearer realm="gatehouse"';
 
+/** Shared between the gateway and its ingress: set once stop() begins. */
+interface Lifecycle {
+  stopping: boolean;
+}
+
 export class Gateway {
   private constructor(
     readonly config: Config,
@@ -44,6 +49,7 @@ export class Gateway {
     private readonly log: Logger,
     /** The authorization server, when `issuer` is configured. */
     readonly issuer: Issuer | undefined,
+    private readonly lifecycle: Lifecycle,
   ) {}
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -52,6 +58,7 @@ export class Gateway {
 
     const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
     const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, audit, masterKey: deps.masterKey });
+    const lifecycle: Lifecycle = { stopping: false };
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
@@ -145,6 +152,7 @@ export class Gateway {
         accessLog: config.log.access,
         log,
         isDraining: () => listener?.isDraining ?? false,
+        isReady: () => !lifecycle.stopping,
       });
       const guard = new ConnectionGuard(
         { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
@@ -156,7 +164,7 @@ export class Gateway {
           pipeline.recordConnectionRefusal(code, peer, requestId);
         },
       });
-      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer);
+      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle);
     } catch (error) {
       // Nothing was bound yet; the store must not stay open behind a failed start.
       await issuer?.close();
@@ -181,8 +189,17 @@ export class Gateway {
     return this.listener.isDraining;
   }
 
-  /** Drains connections (bounded by shutdown.drain_timeout_ms), then closes upstream pools and the audit sink. */
+  /**
+   * Turns readiness to 503 and keeps serving for shutdown.readiness_grace_ms (load balancers stop sending traffic), then
+   * drains connections (bounded by shutdown.drain_timeout_ms) and closes upstream pools, the issuer and the audit sink.
+   */
   async stop(): Promise<void> {
+    this.lifecycle.stopping = true;
+    const grace = this.config.shutdown.readiness_grace_ms;
+    if (grace > 0) {
+      this.log.info({ grace_ms: grace }, 'not ready; serving until the readiness grace ends');
+      await new Promise((resolve) => setTimeout(resolve, grace));
+    }
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));

@@ -286,7 +286,16 @@ export const configSchema = z
         access: z.boolean().default(true),
       })
       .prefault({}),
-    shutdown: z.strictObject({ drain_timeout_ms: durationMs(600_000).default(10_000) }).prefault({}),
+    shutdown: z
+      .strictObject({
+        /**
+         * On SIGTERM, /readyz answers 503 for this long while everything else is still served, so a load balancer stops
+         * sending new traffic before the listener closes (e.g. 5000 behind Kubernetes). 0 = close at once.
+         */
+        readiness_grace_ms: z.int().min(0).max(120_000).default(0),
+        drain_timeout_ms: durationMs(600_000).default(10_000),
+      })
+      .prefault({}),
     /** Directory for runtime state (audit log, later stores); relative to the config file. */
     data_dir: z.string().min(1).default('data'),
   })

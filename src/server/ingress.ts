@@ -58,6 +58,8 @@ export interface IngressOptions {
   readonly accessLog: boolean;
   readonly log: Logger;
   readonly isDraining: () => boolean;
+  /** False once shutdown began (readiness grace and drain): /readyz then answers 503. */
+  readonly isReady: () => boolean;
 }
 
 export class Ingress {
@@ -116,7 +118,7 @@ export class Ingress {
       sendProblem(exchange, new GatewayError('method_not_allowed', { headers: { allow: 'GET, HEAD' } }));
       return;
     }
-    if (readiness && this.options.isDraining()) {
+    if (readiness && !this.options.isReady()) {
       sendJson(exchange, 503, { status: 'draining' }, { 'retry-after': '1' });
       return;
     }

@@ -85,4 +85,28 @@ describe('REL-01 graceful shutdown', () => {
     expect(await outcome).toBe('aborted');
     await upstream.close();
   });
+
+  it('readiness grace: /readyz turns 503 at once while requests and new connections are still served, then the listener closes', async () => {
+    const gw = await startGateway((base) => ({ ...base, shutdown: { readiness_grace_ms: 1500, drain_timeout_ms: 2000 } }));
+    const get = async (path: string): Promise<number> => {
+      const agent = new Agent({ connect: { ca: gw.certs.ca, servername: 'localhost' } });
+      try {
+        const res = await request(`${gw.origin}${path}`, { dispatcher: agent });
+        await res.body.dump();
+        return res.statusCode;
+      } finally {
+        await agent.close();
+      }
+    };
+    expect(await get('/readyz')).toBe(200);
+    const stopped = gw.gateway.stop();
+    // During the grace: not ready, but serving — on a brand-new connection too.
+    expect(await get('/readyz')).toBe(503);
+    expect(await get('/healthz')).toBe(200);
+    expect(await get('/public/during-grace')).toBe(200);
+    await stopped;
+    await expect(get('/healthz')).rejects.toThrow();
+    await gw.stop();
+  });
 });
+
