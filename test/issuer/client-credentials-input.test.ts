@@ -1,6 +1,7 @@
 // Refusal paths of the OAuth endpoints' input handling, each with the real bytes: malformed form encoding, invalid UTF-8,
 // malformed Basic credentials, conflicting client ids, repeated client credentials, over-long credentials — plus the
 // parsers' own edge cases.
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isFormContentType, parseBasicCredentials, parseForm } from '../../src/issuer/form.js';
 import type { TestGateway } from '../support/harness.js';
@@ -93,5 +94,53 @@ describe('form and Basic parsers', () => {
     expect(isFormContentType('application/x-www-form-urlencoded; charset=iso-8859-1')).toBe(false);
     expect(isFormContentType('application/json')).toBe(false);
     expect(isFormContentType(undefined)).toBe(false);
+  });
+});
+
+/** No lone surrogate (those cannot be encoded as UTF-8, so they cannot round-trip). */
+const wellFormed = (text: string): boolean => !/[\uD800-\uDFFF]/.test(text.replace(/[\uD800-\uDBFF][\uDC00-\uDFFF]/g, ''));
+
+describe('REL-09 parser properties (fast-check)', () => {
+  it('parseForm never throws on arbitrary bytes, and reads back any form URLSearchParams writes', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 512 }), (bytes) => {
+        const parsed = parseForm(Buffer.from(bytes), 32);
+        expect(typeof parsed.ok).toBe('boolean');
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 20, unit: 'binary' }), fc.string({ minLength: 1, maxLength: 40, unit: 'binary' })), { maxLength: 20 }), (pairs) => {
+        const encoded = new URLSearchParams(pairs).toString();
+        const parsed = parseForm(Buffer.from(encoded), 32);
+        // Lone surrogates do not survive UTF-8; everything else must come back exactly, repeats in order.
+        fc.pre(pairs.every(([k, v]) => wellFormed(k) && wellFormed(v)));
+        expect(parsed.ok).toBe(true);
+        if (!parsed.ok) return;
+        const expected = new Map<string, string[]>();
+        for (const [k, v] of pairs) expected.set(k, [...(expected.get(k) ?? []), v]);
+        expect(new Map(parsed.value)).toEqual(expected);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('parseBasicCredentials never throws, and reads back any id and secret encoded as RFC 6749 §2.3.1 says', () => {
+    fc.assert(
+      fc.property(fc.string({ maxLength: 300 }), (header) => {
+        const parsed = parseBasicCredentials(`Basic ${header}`);
+        expect(parsed === undefined || typeof parsed.ok === 'boolean').toBe(true);
+      }),
+      { numRuns: 500 },
+    );
+    fc.assert(
+      fc.property(fc.string({ minLength: 1, maxLength: 64, unit: 'binary' }), fc.string({ minLength: 1, maxLength: 64, unit: 'binary' }), (id, secret) => {
+        fc.pre(wellFormed(id) && wellFormed(secret));
+        const form = (text: string): string => new URLSearchParams([['', text]]).toString().slice(1);
+        const header = `Basic ${Buffer.from(`${form(id)}:${form(secret)}`).toString('base64')}`;
+        expect(parseBasicCredentials(header)).toEqual({ ok: true, value: { clientId: id, clientSecret: secret } });
+      }),
+      { numRuns: 300 },
+    );
   });
 });
