@@ -47,6 +47,8 @@ export class ClientAuthenticator {
   private readonly dailyFailsByIp: RateLimiterMemory;
   private readonly hourlyFailsByClient: RateLimiterMemory;
   private readonly familiar = new LRUCache<string, true>({ max: FAMILIAR_PAIRS, ttl: FAMILIAR_TTL_MS });
+  /** Attempts between the limit check and their outcome, per (client id, IP) pair; entries vanish at zero (bounded by the hash queue). */
+  private readonly pending = new Map<string, number>();
   private readonly verifier: SecretVerifier;
 
   constructor(
@@ -99,14 +101,48 @@ export class ClientAuthenticator {
     // OA-11: while a client id is being guessed at from rotating IPs, an address it never authenticated from gets one try
     // and is refused after its first failure. The attack is held to one guess per address, and it can neither lock the
     // client out of the addresses it uses (remembered after a success) nor out of a new one (whose first try is its own;
-    // SEC-08) — even after a restart has emptied that memory.
-    const clientBlocked = blockedMs(perClient, this.settings.max_hourly_failures_per_client);
-    const clientBlockedFor = clientBlocked > 0 && !this.familiar.has(pairKey) && pair !== null && pair.consumedPoints > 0 ? clientBlocked : 0;
-    const blockedFor = Math.max(blockedMs(daily, this.settings.max_daily_failures_per_ip), blockedMs(pair, this.settings.max_consecutive_failures), clientBlockedFor);
+    // SEC-08) — even after a restart has emptied that memory. That one try counts from the moment it is under way, so
+    // concurrent guesses from a fresh address cannot all pass a check that only sees failures already recorded (the check
+    // and the hold below run without an await between them). The other limits tolerate the small overshoot of concurrent
+    // attempts (bounded by per_ip and the hash queue) rather than refuse a legitimate burst of token requests.
+    const clientBlocked = this.familiar.has(pairKey) ? 0 : blockedMs(perClient, this.settings.max_hourly_failures_per_client);
+    const failedHere = (pair?.consumedPoints ?? 0) > 0;
+    const blockedFor = Math.max(
+      blockedMs(daily, this.settings.max_daily_failures_per_ip),
+      blockedMs(pair, this.settings.max_consecutive_failures),
+      // Refused for the attack's duration after a failure here; while the one try is still running, only for a second.
+      clientBlocked > 0 && failedHere ? clientBlocked : 0,
+      clientBlocked > 0 && !failedHere && this.inProgress(pairKey) > 0 ? 1000 : 0,
+    );
     if (blockedFor > 0) {
       return { ok: false, error: rateLimited(blockedFor, 'client authentication blocked after failures'), clientId: wellFormedId };
     }
 
+    this.pending.set(pairKey, this.inProgress(pairKey) + 1);
+    try {
+      return await this.verify(attempt, wellFormedId, secret, method, pairKey, clientKey, pair);
+    } finally {
+      // Released only once the attempt's failure (if any) is counted: the limiter takes over from the hold.
+      const left = this.inProgress(pairKey) - 1;
+      if (left > 0) this.pending.set(pairKey, left);
+      else this.pending.delete(pairKey);
+    }
+  }
+
+  private inProgress(key: string): number {
+    return this.pending.get(key) ?? 0;
+  }
+
+  /** Steps 3 and 4: the store lookup and argon2 (or the dummy), then failure counting or the success bookkeeping. */
+  private async verify(
+    attempt: ClientAuthAttempt,
+    wellFormedId: string | undefined,
+    secret: string,
+    method: ClientAuthMethod,
+    pairKey: string,
+    clientKey: string,
+    pair: RateLimiterRes | null,
+  ): Promise<ClientAuthResult> {
     // 3. The store lookup and argon2 run for every well-formed attempt; a malformed id gets the dummy verify.
     const client = wellFormedId === undefined ? undefined : await this.store.getClient(wellFormedId);
     let check;

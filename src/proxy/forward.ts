@@ -161,16 +161,17 @@ export class ProxyHandler implements Handler {
 
     const upstream = this.upstream;
     upstream.inFlight++;
+    let released = false;
+    // The slot is given back when undici is done with the request (response end or error: it always reports one, also
+    // for a queued request aborted before it started and for a destroyed pool), never merely because the client left —
+    // a request still waiting in the pool's queue must keep counting, or departed clients could grow that queue unbounded.
+    const release = (): void => {
+      if (released) return;
+      released = true;
+      upstream.inFlight--;
+    };
     return new Promise<void>((resolve) => {
-      let released = false;
-      // The handler may report the end more than once (response end, then close): the slot is given back once.
-      const done = (): void => {
-        if (released) return;
-        released = true;
-        upstream.inFlight--;
-        resolve();
-      };
-      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, done);
+      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release);
       this.upstream.pool.dispatch(
         {
           path,
@@ -200,6 +201,8 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     private readonly upstreamName: string,
     private readonly bodyLimit: BodyLimit | undefined,
     private readonly done: () => void,
+    /** Called once undici reports the request's end (onResponseEnd / onResponseError). */
+    private readonly release: () => void,
   ) {
     // A client that goes away aborts the upstream request, so no upstream work outlives its caller (RL-03).
     exchange.res.once('close', () => {
@@ -254,12 +257,14 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    this.release();
     this.finished = true;
     this.exchange.res.end();
     this.finish();
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.release();
     this.finished = true;
     const { res } = this.exchange;
     if (clientGone(this.exchange)) {

@@ -64,8 +64,9 @@ export function releaseUnreadBody(exchange: HttpExchange): void {
   if (!('stream' in res)) return;
   const { stream } = res;
   // The RST must follow the response's END_STREAM on the wire, or the client sees a reset instead of a complete response.
-  // The writable side's 'finish' only means the data reached nghttp2, so wait (a few event-loop turns at most) until
-  // nghttp2 reports the stream closed locally. A client that does not even read its response gets the RST anyway.
+  // The writable side's 'finish' comes once nghttp2 took the last data; the END_STREAM flag may need a turn or two more,
+  // so wait (bounded) until nghttp2 reports the stream closed locally. A client that does not read its response at all
+  // (window 0) never lets 'finish' come: that stream is ended by the body deadline or the session idle timeout instead.
   let turns = 64;
   const closeWhenSent = (): void => {
     if (stream.closed || stream.destroyed) return;

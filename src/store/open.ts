@@ -29,7 +29,10 @@ export function openKeyEncryptionKey(config: Pick<Config, 'data_dir'>, masterKey
  * running gateway cannot open. Throws MasterKeyError, or SigningKeyError('undecryptable_key') for the wrong key.
  */
 export async function openVerifiedKeyEncryptionKey(config: Pick<Config, 'data_dir'>, store: CredentialStore, masterKey: string | undefined): Promise<KeyEncryptionKey> {
-  if (masterKey === undefined && !existsSync(masterKeyFile(config)) && (await store.listSigningKeys()).length > 0) {
+  // Keys past their expiry are never opened again (KeyRing skips them), so only live keys make a missing file an error.
+  const now = Date.now();
+  const live = (await store.listSigningKeys()).filter((key) => key.expiresAt === null || key.expiresAt > now);
+  if (masterKey === undefined && !existsSync(masterKeyFile(config)) && live.length > 0) {
     throw new MasterKeyError(
       'missing_master_key',
       `The store holds signing keys but ${masterKeyFile(config)} does not exist: set ${MASTER_KEY_ENV} to the key they were sealed with.`,

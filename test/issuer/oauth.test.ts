@@ -855,6 +855,14 @@ describe('guessing one client id from rotating IPs (OA-11, SEC-07 per id, SEC-08
     expect((await from('203.0.113.1', basicAuth(other.id, other.secret))).status).toBe(200);
   });
 
+  it('OA-11 the single try of a fresh IP holds against concurrent guesses too', async () => {
+    const victim = await client(gw);
+    for (let i = 1; i <= 5; i++) expect((await from(`203.0.114.${i}`, basicAuth(victim.id, generateClientSecret()))).status).toBe(401);
+    const burst = await Promise.all(Array.from({ length: 10 }, () => from('203.0.114.77', basicAuth(victim.id, generateClientSecret()))));
+    const statuses = burst.map((r) => r.status).sort();
+    expect(statuses).toEqual([401, ...Array.from({ length: 9 }, () => 429)]);
+  });
+
   it('OA-05 the per-id rule looks the same for an id that does not exist', async () => {
     const ghost = randomId();
     const real = await client(gw);

@@ -75,4 +75,41 @@ describe('upstream queue bound', () => {
     held[3]?.end('ok');
     expect((await next).status).toBe(200);
   });
+
+  it('requests whose clients left while queued keep their slots until undici drops them (the queue cannot grow behind them)', async () => {
+    held.length = 0;
+    seen = 0;
+    const running = get('/slow/run');
+    const deadline = Date.now() + 5000;
+    while (seen < 1 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 10));
+    expect(seen).toBe(1);
+
+    // Two clients queue behind the busy connection, then hang up.
+    const leavers = [new AbortController(), new AbortController()];
+    const left = leavers.map((controller, i) =>
+      request(`${gw.origin}/slow/leaver-${i}`, { dispatcher: gw.agent(), signal: controller.signal }).then(
+        () => 'answered',
+        () => 'aborted',
+      ),
+    );
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    for (const controller of leavers) controller.abort();
+    expect(await Promise.all(left)).toEqual(['aborted', 'aborted']);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+
+    // Their entries are still in the pool's queue: the bound still counts them.
+    expect((await get('/slow/while-queued')).status).toBe(503);
+
+    // Once the connection frees, undici drops them without sending them, and every slot is back.
+    held[0]?.end('ok');
+    expect((await running).status).toBe(200);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    expect(seen).toBe(1);
+    const next = get('/slow/after');
+    const until = Date.now() + 5000;
+    while (held.length < 2 && Date.now() < until) await new Promise((resolve) => setTimeout(resolve, 10));
+    held[1]?.end('ok');
+    expect((await next).status).toBe(200);
+  });
 });
+
