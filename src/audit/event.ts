@@ -1,6 +1,8 @@
 // The audit event model: one record per request decision (allow or the first refusal), and the AuditSink contract.
 // Records name the principal and the credential's fingerprint, never the credential itself.
-import type { ErrorCode } from '../errors/catalogue.js';
+import type { ErrorCode, GatewayError } from '../errors/catalogue.js';
+import type { RequestContext } from '../pipeline/stage.js';
+import { redactTarget } from './redact.js';
 
 export type DecisionStage = 'edge' | 'pre-auth-quota' | 'authn' | 'authz' | 'quota' | 'handler' | 'issuer';
 
@@ -47,3 +49,39 @@ export class AuditUnavailableError extends Error {
     this.name = 'AuditUnavailableError';
   }
 }
+
+/** Who a decision is about: a principal's identity, or a client the issuer authenticated (or tried to). */
+export interface AuditActor {
+  readonly subject: string | null;
+  readonly authMethod: string | null;
+  readonly certThumbprint: string | null;
+}
+
+/** The record of one decision on a request that passed the edge; the target is kept with credential values redacted. */
+export function requestDecision(
+  request: RequestContext,
+  decision: 'allow' | 'deny',
+  stage: DecisionStage,
+  error: GatewayError | undefined,
+  actor: AuditActor | undefined,
+): AuditEvent {
+  return {
+    request_id: request.id,
+    method: request.method,
+    path: request.path,
+    raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
+    route: request.route.id,
+    protocol: request.connection.protocol,
+    client_ip: request.connection.clientAddress,
+    peer_ip: request.connection.peerAddress,
+    decision,
+    stage,
+    code: error?.code ?? null,
+    reason: error?.reason ?? null,
+    status: error?.status ?? null,
+    subject: actor?.subject ?? null,
+    auth_method: actor?.authMethod ?? null,
+    cert_thumbprint: actor?.certThumbprint ?? null,
+  };
+}
+

@@ -2,8 +2,7 @@
 // token (RFC 6749 §4.4 client_credentials), introspection (RFC 7662), revocation (RFC 7009), metadata (RFC 8414), JWKS.
 // The OAuth endpoints answer refusals with RFC 6749 §5.2 bodies and record each decision in the audit log themselves,
 // with the client id as subject — before any token leaves the gateway.
-import type { AuditEvent, AuditSink } from '../audit/event.js';
-import { redactTarget } from '../audit/redact.js';
+import { requestDecision, type AuditSink } from '../audit/event.js';
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
 import { GatewayError, oauthErrorBody } from '../errors/catalogue.js';
@@ -128,25 +127,8 @@ abstract class OAuthEndpoint implements Handler {
   }
 
   protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, clientId: string | undefined, method: ClientAuthMethod | undefined): void {
-    const event: AuditEvent = {
-      request_id: request.id,
-      method: request.method,
-      path: request.path,
-      // The query is refused here, but recorded for forensics, with credential values (client_secret, ...) redacted.
-      raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
-      route: request.route.id,
-      protocol: request.connection.protocol,
-      client_ip: request.connection.clientAddress,
-      peer_ip: request.connection.peerAddress,
-      decision,
-      stage: 'issuer',
-      code: error?.code ?? null,
-      reason: error?.reason ?? null,
-      status: error?.status ?? null,
-      subject: clientId ?? null,
-      auth_method: method ?? null,
-      cert_thumbprint: null,
-    };
+    // A refused query is recorded too (redacted); the subject is the client id presented, verified or not.
+    const event = requestDecision(request, decision, 'issuer', error, { subject: clientId ?? null, authMethod: method ?? null, certThumbprint: null });
     // Throws when the audit log is unavailable: the pipeline then fails closed and nothing is issued.
     this.ctx.audit.append(event);
   }

@@ -4,7 +4,7 @@
 // A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
 import type { Logger } from 'pino';
 import { redactTarget } from '../audit/redact.js';
-import { AuditUnavailableError, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
+import { AuditUnavailableError, requestDecision, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
@@ -199,24 +199,8 @@ function auditEvent(
   error: GatewayError | undefined,
   principal: Principal | undefined,
 ): AuditEvent {
-  return {
-    request_id: request.id,
-    method: request.method,
-    path: request.path,
-    raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
-    route: request.route.id,
-    protocol: request.connection.protocol,
-    client_ip: request.connection.clientAddress,
-    peer_ip: request.connection.peerAddress,
-    decision,
-    stage,
-    code: error?.code ?? null,
-    reason: error?.reason ?? null,
-    status: error?.status ?? null,
-    subject: principal?.subject ?? null,
-    auth_method: principal?.method ?? null,
-    cert_thumbprint: principal?.certificateThumbprint ?? null,
-  };
+  const actor = principal === undefined ? undefined : { subject: principal.subject, authMethod: principal.method, certThumbprint: principal.certificateThumbprint ?? null };
+  return requestDecision(request, decision, stage, error, actor);
 }
 
 /** Error details for operators' logs: name, message and stack, never request data. */
