@@ -317,7 +317,7 @@ async function clientsRemove(ctx: AdminContext, id: string, options: StoreOption
 async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
   await withStore(ctx, options, async (store, config) => {
     // Proven against the keys already stored: a rotation sealed under another master key would break the gateway.
-    const kek = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
+    const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
     const next = await rotateSigningKey(store, kek, {
       alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA',

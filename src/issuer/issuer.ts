@@ -12,7 +12,7 @@ import type { CredentialStore } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 import { ClientAuthenticator } from './client-auth.js';
 import { IntrospectionEndpoint, JwksEndpoint, MetadataEndpoint, OAUTH_BODY_LIMIT_BYTES, RevocationEndpoint, TokenEndpoint, type IssuerContext } from './endpoints.js';
-import { ensureSigningKey, KeyRing } from './keys.js';
+import { ensureSigningKey, type KeyRing } from './keys.js';
 import { RevocationSet } from './revocations.js';
 import { TokenSigner } from './tokens.js';
 
@@ -43,7 +43,7 @@ const FAILURE_LOG_INTERVAL_MS = 60_000;
 export class Issuer {
   readonly bearer: BearerAuthenticator;
   readonly endpoints: readonly IssuerEndpoint[];
-  private port: number;
+  private names: { readonly issuer: string; readonly audience: string };
   private timer: NodeJS.Timeout | undefined;
   private lastPurge = 0;
   /** When the current run of refresh failures began (undefined while refreshes succeed), and when it was last logged. */
@@ -60,7 +60,7 @@ export class Issuer {
     audit: AuditSink,
     port: number,
   ) {
-    this.port = port;
+    this.names = Issuer.names(settings, port);
     const issuer = (): string => this.identifier;
     this.bearer = new BearerAuthenticator(ring, revocations, {
       // Read on every use: with port 0 the identifier is known only once the listener is bound.
@@ -103,10 +103,13 @@ export class Issuer {
     const now = deps.now ?? Date.now;
     const store = openCredentialStore(config);
     try {
-      const kek = await openVerifiedKeyEncryptionKey(config, store, deps.masterKey);
+      // Every stored key is decrypted once, here: the proof that the master key is right is the ring itself.
+      const { kek, ring } = await openVerifiedKeyEncryptionKey(config, store, deps.masterKey, now);
       const { key, created } = await ensureSigningKey(store, kek, settings.signing_alg, now());
-      if (created) deps.log.info({ kid: key.kid, alg: key.alg }, 'created the first access-token signing key');
-      const ring = await KeyRing.load(store, kek, { now });
+      if (created) {
+        deps.log.info({ kid: key.kid, alg: key.alg }, 'created the first access-token signing key');
+        await ring.refresh();
+      }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
       return new Issuer(settings, store, ring, revocations, deps.log, now, deps.audit, config.server.port);
@@ -118,16 +121,22 @@ export class Issuer {
 
   /** The `iss` of every token and the metadata's `issuer`: configured, or https://localhost:<listener port>. */
   get identifier(): string {
-    return this.settings.issuer ?? `https://localhost:${this.port}`;
+    return this.names.issuer;
   }
 
+  /** The audience of bearer routes without their own (read on every bearer request, hence kept ready-made). */
   get defaultAudience(): string {
-    return this.settings.default_audience ?? this.identifier;
+    return this.names.audience;
+  }
+
+  private static names(settings: DeepReadonly<IssuerConfig>, port: number): { readonly issuer: string; readonly audience: string } {
+    const issuer = settings.issuer ?? `https://localhost:${port}`;
+    return { issuer, audience: settings.default_audience ?? issuer };
   }
 
   /** Called once the listener is bound (port 0 becomes the real port), then starts the refresh loop. */
   started(port: number): void {
-    this.port = port;
+    this.names = Issuer.names(this.settings, port);
     this.timer ??= setInterval(() => void this.refresh(), this.settings.refresh_interval_ms);
     this.timer.unref();
   }

@@ -24,14 +24,20 @@ export function openKeyEncryptionKey(config: Pick<Config, 'data_dir'>, masterKey
 
 /**
  * The key-encryption key for `store`, proven to open every signing key the store holds — before anything is sealed with
- * it. A master key file is created only for a store without signing keys: otherwise a missing file means the keys were
- * sealed with another key (GATEHOUSE_MASTER_KEY, or a file elsewhere), and a new file would seal new keys that the
- * running gateway cannot open. Throws MasterKeyError, or SigningKeyError('undecryptable_key') for the wrong key.
+ * it — and the KeyRing that proof loaded. A master key file is created only for a store without signing keys: otherwise a
+ * missing file means the keys were sealed with another key (GATEHOUSE_MASTER_KEY, or a file elsewhere), and a new file
+ * would seal new keys that the running gateway cannot open. Throws MasterKeyError, or SigningKeyError('undecryptable_key')
+ * for the wrong key.
  */
-export async function openVerifiedKeyEncryptionKey(config: Pick<Config, 'data_dir'>, store: CredentialStore, masterKey: string | undefined): Promise<KeyEncryptionKey> {
+export async function openVerifiedKeyEncryptionKey(
+  config: Pick<Config, 'data_dir'>,
+  store: CredentialStore,
+  masterKey: string | undefined,
+  now: () => number = Date.now,
+): Promise<{ readonly kek: KeyEncryptionKey; readonly ring: KeyRing }> {
   // Keys past their expiry are never opened again (KeyRing skips them), so only live keys make a missing file an error.
-  const now = Date.now();
-  const live = (await store.listSigningKeys()).filter((key) => key.expiresAt === null || key.expiresAt > now);
+  const at = now();
+  const live = (await store.listSigningKeys()).filter((key) => key.expiresAt === null || key.expiresAt > at);
   if (masterKey === undefined && !existsSync(masterKeyFile(config)) && live.length > 0) {
     throw new MasterKeyError(
       'missing_master_key',
@@ -39,7 +45,5 @@ export async function openVerifiedKeyEncryptionKey(config: Pick<Config, 'data_di
     );
   }
   const kek = openKeyEncryptionKey(config, masterKey);
-  await KeyRing.load(store, kek);
-  return kek;
+  return { kek, ring: await KeyRing.load(store, kek, { now }) };
 }
-
