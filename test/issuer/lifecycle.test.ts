@@ -7,19 +7,13 @@ import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadKeyEncryptionKey, rotateSigningKey } from '../../src/issuer/keys.js';
 import Database from 'better-sqlite3';
-import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { removeDir, type TestGateway } from '../support/harness.js';
-import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer } from '../support/issuer.js';
+import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer, withStore } from '../support/issuer.js';
 
 async function rotate(gw: TestGateway, activationDelayS: number): Promise<string> {
-  const store = SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
-  try {
-    const kek = loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') });
-    const key = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: Date.now(), activationDelayS, maxTokenLifetimeS: 600 });
-    return key.kid;
-  } finally {
-    await store.close();
-  }
+  const kek = loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') });
+  const key = await withStore(gw, (store) => rotateSigningKey(store, kek, { alg: 'EdDSA', now: Date.now(), activationDelayS, maxTokenLifetimeS: 600 }));
+  return key.kid;
 }
 
 async function jwksKids(gw: TestGateway): Promise<string[]> {
@@ -103,12 +97,7 @@ describe('clients and the audit trail', () => {
     const client = await addClient(gw);
     const token = await getToken(gw, client);
     expect((await callWith(gw, '/api', `Bearer ${token}`)).status).toBe(200);
-    const store = SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
-    try {
-      expect(await store.removeClient(client.id)).toBe(true);
-    } finally {
-      await store.close();
-    }
+    expect(await withStore(gw, (store) => store.removeClient(client.id))).toBe(true);
     await gw.gateway.issuer!.refresh();
     const res = await callWith(gw, '/api', `Bearer ${token}`);
     expect(res.status).toBe(401);

@@ -95,6 +95,21 @@ function median(values: number[]): number {
   return sorted.length % 2 === 1 ? (sorted[mid] ?? 0) : ((sorted[mid - 1] ?? 0) + (sorted[mid] ?? 0)) / 2;
 }
 
+/** OA-05: every answer is a 401 invalid_client with the Basic challenge, byte-identical to the first. Returns the first. */
+function expectIdenticalInvalidClient(answers: readonly OAuthResponse[]): OAuthResponse {
+  const [first, ...rest] = answers;
+  if (first === undefined) throw new Error('no answers');
+  expect(first.status).toBe(401);
+  expect(oauthError(first)).toBe('invalid_client');
+  expect(header(first, 'www-authenticate')).toMatch(/^Basic\b/);
+  for (const other of rest) {
+    expect(other.status).toBe(401);
+    expect(other.text).toBe(first.text);
+    expect(stableHeaders(other)).toEqual(stableHeaders(first));
+  }
+  return first;
+}
+
 function randomId(): string {
   return `rnd${Math.random().toString(36).slice(2, 14)}`;
 }
@@ -192,16 +207,7 @@ describe('OAuth token endpoint (functional)', () => {
       // A malformed id (not even looked up) looks the same too.
       await token(CC, { authorization: basicAuth('not!an!id', generateClientSecret()) }),
     ];
-    const [first, ...rest] = answers;
-    if (first === undefined) throw new Error('no answers');
-    expect(first.status).toBe(401);
-    expect(oauthError(first)).toBe('invalid_client');
-    expect(header(first, 'www-authenticate')).toMatch(/^Basic\b/);
-    for (const other of rest) {
-      expect(other.status).toBe(401);
-      expect(other.text).toBe(first.text);
-      expect(stableHeaders(other)).toEqual(stableHeaders(first));
-    }
+    expectIdenticalInvalidClient(answers);
   });
 
   it('OA-05 the same holds for client_secret_post (every 401 carries the Basic challenge, RFC 9110 §11.6.1)', async () => {
@@ -212,17 +218,8 @@ describe('OAuth token endpoint (functional)', () => {
       await token(`${CC}&client_id=${known.id}&client_secret=${generateClientSecret()}`),
       await token(`${CC}&client_id=${disabled.id}&client_secret=${disabled.secret}`),
     ];
-    const [first, ...rest] = answers;
-    if (first === undefined) throw new Error('no answers');
-    expect(first.status).toBe(401);
-    expect(oauthError(first)).toBe('invalid_client');
+    const first = expectIdenticalInvalidClient(answers);
     expect(Object.keys(first.json ?? {}).sort()).toEqual(['error', 'error_description']);
-    expect(header(first, 'www-authenticate')).toMatch(/^Basic\b/);
-    for (const other of rest) {
-      expect(other.status).toBe(401);
-      expect(other.text).toBe(first.text);
-      expect(stableHeaders(other)).toEqual(stableHeaders(first));
-    }
   });
 
   it('OA-06 grant_type missing, repeated or empty is 400 invalid_request; unknown extra parameters are ignored', async () => {

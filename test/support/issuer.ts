@@ -53,8 +53,14 @@ export interface TestClient {
   readonly secret: string;
 }
 
-function openStore(gw: TestGateway): SqliteCredentialStore {
-  return SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
+/** Runs `use` on the gateway's own store (a second connection, as the CLI would open), closing it afterwards. */
+export async function withStore<T>(gw: TestGateway, use: (store: SqliteCredentialStore) => Promise<T>): Promise<T> {
+  const store = SqliteCredentialStore.open(join(gw.dataDir, 'gatehouse.db'));
+  try {
+    return await use(store);
+  } finally {
+    await store.close();
+  }
 }
 
 /** Registers a client in the gateway's store (as `gatehouse clients add` would) and returns its id and clear secret. */
@@ -65,41 +71,29 @@ export async function addClient(
   const id = opts.id ?? generateClientId();
   const secret = opts.secret ?? generateClientSecret();
   const now = Date.now();
-  const store = openStore(gw);
-  try {
-    await store.createClient({
+  const hash = opts.hash ?? (await hashSecret(secret));
+  await withStore(gw, (store) =>
+    store.createClient({
       id,
       name: `test ${id}`,
-      secrets: [{ hash: opts.hash ?? (await hashSecret(secret)), createdAt: now, expiresAt: null }],
+      secrets: [{ hash, createdAt: now, expiresAt: null }],
       scopes: opts.scopes ?? ['echo:read'],
       audiences: opts.audiences ?? [],
       enabled: opts.enabled ?? true,
       createdAt: now,
       updatedAt: now,
-    });
-  } finally {
-    await store.close();
-  }
+    }),
+  );
   return { id, secret };
 }
 
 /** Changes a client in the store (disable, new scopes, ...), as the CLI would. */
-export async function updateClient(gw: TestGateway, id: string, change: (client: Client) => Client): Promise<Client> {
-  const store = openStore(gw);
-  try {
-    return await store.updateClient(id, change);
-  } finally {
-    await store.close();
-  }
+export function updateClient(gw: TestGateway, id: string, change: (client: Client) => Client): Promise<Client> {
+  return withStore(gw, (store) => store.updateClient(id, change));
 }
 
-export async function readClient(gw: TestGateway, id: string): Promise<Client | undefined> {
-  const store = openStore(gw);
-  try {
-    return await store.getClient(id);
-  } finally {
-    await store.close();
-  }
+export function readClient(gw: TestGateway, id: string): Promise<Client | undefined> {
+  return withStore(gw, (store) => store.getClient(id));
 }
 
 export function basicAuth(id: string, secret: string): string {
@@ -152,14 +146,8 @@ export function callWith(gw: TestGateway, path: string, authorization: string | 
 }
 
 /** The gateway's current signing key, loaded from its own store and master key file. */
-export async function currentSigningKey(gw: TestGateway): Promise<SigningKeyHandle> {
-  const store = openStore(gw);
-  try {
-    const ring = await KeyRing.load(store, loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') }));
-    return ring.signingKey();
-  } finally {
-    await store.close();
-  }
+export function currentSigningKey(gw: TestGateway): Promise<SigningKeyHandle> {
+  return withStore(gw, async (store) => (await KeyRing.load(store, loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') }))).signingKey());
 }
 
 /** The claims the gateway issues, for `issuer`, `client` and the default audience (= issuer). */
