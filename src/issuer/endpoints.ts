@@ -5,9 +5,9 @@
 import { requestDecision, type AuditSink } from '../audit/event.js';
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
-import { GatewayError, oauthErrorBody } from '../errors/catalogue.js';
+import { GatewayError } from '../errors/catalogue.js';
 import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
-import { clientGone, releaseUnreadBody, securityHeaders, sendJson, type HttpExchange } from '../server/exchange.js';
+import { clientGone, securityHeaders, sendJson, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { Client } from '../store/contract.js';
 import type { ClientAuthenticator, ClientAuthMethod } from './client-auth.js';
 import { isFormContentType, parseForm, single, type FormParams } from './form.js';
@@ -110,20 +110,8 @@ abstract class OAuthEndpoint implements Handler {
   ): void {
     this.record(request, 'deny', error, clientId, method);
     if (clientGone(exchange)) return;
-    const body = oauthErrorBody(error);
-    const headers: Record<string, string | number> = {
-      ...securityHeaders(exchange),
-      'content-type': 'application/json',
-      'content-length': Buffer.byteLength(body),
-      ...NO_STORE,
-      ...error.headers,
-    };
     // A body the gateway did not read would be taken for the next request on this HTTP/1.1 connection.
-    const unread = unreadBody && request.hasBody;
-    if (unread && exchange.protocol === 'h1') headers['connection'] = 'close';
-    exchange.res.writeHead(error.status, headers);
-    exchange.res.end(body);
-    if (unread) releaseUnreadBody(exchange);
+    sendProblem(exchange, error, { oauth: true, close: unreadBody && request.hasBody });
   }
 
   protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, clientId: string | undefined, method: ClientAuthMethod | undefined): void {

@@ -3,7 +3,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Writable } from 'node:stream';
-import { problemBody, type GatewayError } from '../errors/catalogue.js';
+import { oauthErrorBody, problemBody, type GatewayError } from '../errors/catalogue.js';
 
 export type ServerRequest = IncomingMessage | Http2ServerRequest;
 export type ServerReply = ServerResponse | Http2ServerResponse;
@@ -32,18 +32,23 @@ export function securityHeaders(exchange: HttpExchange): Record<string, string> 
   return headers;
 }
 
-export function sendProblem(exchange: HttpExchange, error: GatewayError, opts: { close?: boolean } = {}): void {
+/**
+ * Answers a refusal: an RFC 9457 problem body, or with `oauth` the RFC 6749 §5.2 body the OAuth endpoints use. `close`:
+ * the request body is unread or the framing cannot be trusted, so the connection (HTTP/1.1) or stream (HTTP/2) ends here.
+ */
+export function sendProblem(exchange: HttpExchange, error: GatewayError, opts: { close?: boolean; oauth?: boolean } = {}): void {
   const { res } = exchange;
   if (res.headersSent) {
     // Too late for a status: the only honest signal left is an aborted stream.
     abortResponse(exchange);
     return;
   }
-  const body = problemBody(error, exchange.requestId);
+  const body = opts.oauth === true ? oauthErrorBody(error) : problemBody(error, exchange.requestId);
   const headers: Record<string, string | number> = {
     ...securityHeaders(exchange),
-    'content-type': 'application/problem+json',
+    'content-type': opts.oauth === true ? 'application/json' : 'application/problem+json',
     'cache-control': 'no-store',
+    ...(opts.oauth === true ? { pragma: 'no-cache' } : {}),
     'content-length': Buffer.byteLength(body),
     ...error.headers,
   };
