@@ -115,6 +115,8 @@ async function registerClient(file: string): Promise<{ id: string; secret: strin
       scopes: ['bench:read'],
       audiences: [],
       enabled: true,
+      tokensNotBeforeS: null,
+      accessTokenTtlS: null,
       createdAt: now,
       updatedAt: now,
     });

@@ -1,7 +1,7 @@
 // The audit event model: one record per request decision (allow or the first refusal), and the AuditSink contract.
 // Records name the principal and the credential's fingerprint, never the credential itself.
-import type { ErrorCode, GatewayError } from '../errors/catalogue.js';
-import type { RequestContext } from '../pipeline/stage.js';
+import { oauthErrorCode, type GatewayError } from '../errors/catalogue.js';
+import type { PresentedCredential, RequestContext } from '../pipeline/stage.js';
 import { redactTarget } from './redact.js';
 
 export type DecisionStage = 'edge' | 'pre-auth-quota' | 'authn' | 'authz' | 'quota' | 'handler' | 'issuer';
@@ -19,12 +19,19 @@ export interface AuditEvent {
   readonly peer_ip: string;
   readonly decision: 'allow' | 'deny';
   readonly stage: DecisionStage;
-  readonly code: ErrorCode | null;
+  /** The code the client received: the problem body's `code`, or the `error` of an RFC 6749 body (OAuth endpoints). */
+  readonly code: string | null;
   readonly reason: string | null;
   readonly status: number | null;
   readonly subject: string | null;
   readonly auth_method: string | null;
   readonly cert_thumbprint: string | null;
+  /** The OAuth client: a bearer token's client_id, or the client an OAuth endpoint authenticated (or was presented). */
+  readonly client_id: string | null;
+  /** The access token's `jti`: the token presented, or the one issued, introspected or revoked. */
+  readonly jti: string | null;
+  /** The token's scopes (presented, or granted by the token endpoint); null when there are none. */
+  readonly scopes: readonly string[] | null;
 }
 
 export interface AuditRecord extends AuditEvent {
@@ -55,6 +62,24 @@ export interface AuditActor {
   readonly subject: string | null;
   readonly authMethod: string | null;
   readonly certThumbprint: string | null;
+  readonly clientId: string | null;
+  readonly tokenId: string | null;
+  readonly scopes: readonly string[] | null;
+}
+
+const NO_SCOPES: readonly string[] | null = null;
+
+/** The actor of a principal, or of what a refused credential verifiably said (PresentedCredential). */
+export function actorOf(credential: PresentedCredential | undefined): AuditActor | undefined {
+  if (credential === undefined) return undefined;
+  return {
+    subject: credential.subject ?? null,
+    authMethod: credential.method,
+    certThumbprint: credential.certificateThumbprint ?? null,
+    clientId: credential.clientId ?? null,
+    tokenId: credential.tokenId ?? null,
+    scopes: credential.scopes === undefined || credential.scopes.size === 0 ? NO_SCOPES : [...credential.scopes],
+  };
 }
 
 /** The record of one decision on a request that passed the edge; the target is kept with credential values redacted. */
@@ -64,6 +89,8 @@ export function requestDecision(
   stage: DecisionStage,
   error: GatewayError | undefined,
   actor: AuditActor | undefined,
+  /** The answer was an RFC 6749 §5.2 body: the code on record is its `error`, as the client received it. */
+  oauth = false,
 ): AuditEvent {
   return {
     request_id: request.id,
@@ -76,12 +103,15 @@ export function requestDecision(
     peer_ip: request.connection.peerAddress,
     decision,
     stage,
-    code: error?.code ?? null,
+    code: error === undefined ? null : oauth ? oauthErrorCode(error.code) : error.code,
     reason: error?.reason ?? null,
     status: error?.status ?? null,
     subject: actor?.subject ?? null,
     auth_method: actor?.authMethod ?? null,
     cert_thumbprint: actor?.certThumbprint ?? null,
+    client_id: actor?.clientId ?? null,
+    jti: actor?.tokenId ?? null,
+    scopes: actor?.scopes ?? null,
   };
 }
 

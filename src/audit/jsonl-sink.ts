@@ -3,8 +3,9 @@
 // per batch, not one thread-pool round trip per request). When the file fails or the queue is full, append() throws so
 // the pipeline refuses instead of admitting unrecorded.
 import { randomUUID } from 'node:crypto';
-import { close, mkdirSync, openSync, write } from 'node:fs';
+import { close, openSync, write } from 'node:fs';
 import { join } from 'node:path';
+import { makeDirectory } from '../lib/make-directory.js';
 import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink } from './event.js';
 
 const RAW_TARGET_MAX = 512;
@@ -34,7 +35,7 @@ export class JsonLinesAuditSink implements AuditSink {
   private waiters: { resolve: () => void; reject: (error: Error) => void }[] = [];
 
   constructor(options: JsonLinesAuditSinkOptions) {
-    mkdirSync(options.dir, { recursive: true, mode: 0o700 });
+    makeDirectory(options.dir, 0o700);
     this.file = join(options.dir, 'audit.jsonl');
     this.maxBufferedBytes = options.maxBufferedBytes ?? 8 * 1024 * 1024;
     this.now = options.now ?? Date.now;
@@ -67,6 +68,9 @@ export class JsonLinesAuditSink implements AuditSink {
       subject: event.subject,
       auth_method: event.auth_method,
       cert_thumbprint: event.cert_thumbprint,
+      client_id: event.client_id,
+      jti: event.jti,
+      scopes: event.scopes,
     };
     const line = JSON.stringify(record) + '\n';
     this.queue.push(line);

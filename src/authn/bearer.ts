@@ -32,8 +32,11 @@ export interface VerificationKeys {
 /** In-memory and synchronous: a revocation takes effect on the very next request, cached token or not. */
 export interface RevocationList {
   isRevoked(iss: string, jti: string): boolean;
-  /** False for a client that was disabled or removed: its tokens stop working before they expire. Absent = every client. */
-  isClientActive?(clientId: string): boolean;
+  /**
+   * False for a client that was disabled or removed, and for a token issued (`iat`, epoch seconds) before the client's
+   * last disable: its tokens stop working before they expire, and an enable does not bring them back. Absent = every token.
+   */
+  acceptsClientToken?(clientId: string, issuedAtS: number): boolean;
 }
 
 /** A token that verified and is acceptable now (RFC 7662 `active`), as the introspection endpoint reports it. */
@@ -89,8 +92,10 @@ const INVALID_REQUEST_CHALLENGE = Object.freeze({ 'www-authenticate': 'Bearer er
 const NOT_APPLICABLE: AuthnResult = Object.freeze({ outcome: 'not-applicable' });
 
 /** Reasons are fixed strings: nothing from the token (kid, claims) is ever reflected into the audit or the response (JWT-25). */
-function invalidToken(reason: string): AuthnResult {
-  return { outcome: 'rejected', error: new GatewayError('invalid_token', { reason, headers: INVALID_TOKEN_CHALLENGE }) };
+function invalidToken(reason: string, presented?: Principal): AuthnResult {
+  const error = new GatewayError('invalid_token', { reason, headers: INVALID_TOKEN_CHALLENGE });
+  // A token whose signature verified names its holder truthfully even when it is refused now: the audit says whose it was.
+  return presented === undefined ? { outcome: 'rejected', error } : { outcome: 'rejected', error, presented };
 }
 
 function invalidRequest(reason: string): AuthnResult {
@@ -284,28 +289,30 @@ export class BearerAuthenticator implements Authenticator {
   private admit(verified: Verified, peerCertificate: PeerCertificate | undefined): AuthnResult | undefined {
     const current = this.keys.verificationKey(verified.kid);
     // A key removed from the set invalidates every token it signed, cached or not.
+    // No holder is named here: a key is revoked because it may be in other hands, and then its tokens may be forged.
     if (current === undefined) return invalidToken('signing key no longer published');
     if (current.alg !== verified.alg || !sameKey(current.key, verified.key)) return undefined;
 
     // The same arithmetic as jose's, so a cached token is acceptable exactly as long as a fresh verification would accept it.
     const nowS = Math.floor(this.now() / 1000);
     const tolerance = this.options.clockToleranceS;
-    if (verified.exp <= nowS - tolerance) return invalidToken('token expired');
-    if (nowS - verified.iat - tolerance > this.options.maxTokenAgeS) return invalidToken('token too old');
+    const { principal } = verified;
+    if (verified.exp <= nowS - tolerance) return invalidToken('token expired', principal);
+    if (nowS - verified.iat - tolerance > this.options.maxTokenAgeS) return invalidToken('token too old', principal);
 
-    if (this.revocations.isRevoked(verified.iss, verified.jti)) return invalidToken('token revoked');
-    if (this.revocations.isClientActive !== undefined && !this.revocations.isClientActive(verified.principal.clientId ?? '')) {
-      return invalidToken('client disabled or removed');
+    if (this.revocations.isRevoked(verified.iss, verified.jti)) return invalidToken('token revoked', principal);
+    if (this.revocations.acceptsClientToken !== undefined && !this.revocations.acceptsClientToken(principal.clientId ?? '', verified.iat)) {
+      return invalidToken('client disabled or removed', principal);
     }
 
     if (verified.boundThumbprint !== undefined) {
       // RFC 8705 §3: a certificate-bound token is only good on a connection that proved possession of that certificate.
       const certificate = peerCertificate;
       if (certificate === undefined || this.thumbprintOf(certificate) !== verified.boundThumbprint) {
-        return invalidToken('certificate binding mismatch');
+        return invalidToken('certificate binding mismatch', principal);
       }
     }
-    return { outcome: 'authenticated', principal: verified.principal };
+    return { outcome: 'authenticated', principal };
   }
 
   private thumbprintOf(certificate: PeerCertificate): string {

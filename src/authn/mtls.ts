@@ -2,7 +2,7 @@
 // The CN is never an identity (RFC 9525); certificates without a clientAuth EKU or without a usable SAN are rejected (TLS-09, TLS-11).
 import { certificateThumbprintSha256 } from '../tls/ca.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { Authenticator, AuthnResult, PeerCertificate, RequestContext } from '../pipeline/stage.js';
+import type { Authenticator, AuthnResult, PeerCertificate, PresentedCredential, RequestContext } from '../pipeline/stage.js';
 
 const CLIENT_AUTH_OID = '1.3.6.1.5.5.7.3.2';
 
@@ -79,7 +79,7 @@ export class MtlsAuthenticator implements Authenticator {
    * One verification per connection: the certificate cannot change on it (renegotiation is off), so the result is kept
    * with the connection's PeerCertificate. Only its expiry is re-checked per request, since a connection can outlive it.
    */
-  private readonly verified = new WeakMap<PeerCertificate, { readonly result: AuthnResult; readonly notAfter: number }>();
+  private readonly verified = new WeakMap<PeerCertificate, { readonly result: AuthnResult; readonly notAfter: number; readonly thumbprint: string }>();
 
   constructor(private readonly now: () => number = Date.now) {}
 
@@ -88,32 +88,33 @@ export class MtlsAuthenticator implements Authenticator {
     if (certificate === undefined) return { outcome: 'not-applicable' };
     let entry = this.verified.get(certificate);
     if (entry === undefined) {
-      entry = { result: this.verify(certificate), notAfter: Date.parse(certificate.validTo) };
+      const thumbprint = certificateThumbprintSha256(certificate.raw);
+      entry = { result: this.verify(certificate, thumbprint), notAfter: Date.parse(certificate.validTo), thumbprint };
       this.verified.set(certificate, entry);
     }
     if (entry.result.outcome !== 'authenticated') return entry.result;
     // An unparsable date is NaN, and NaN comparisons are false: such a certificate is treated as expired.
-    if (!(this.now() <= entry.notAfter)) {
-      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate expired during the connection' }) };
-    }
+    if (!(this.now() <= entry.notAfter)) return rejected('client certificate expired during the connection', entry.thumbprint);
     return entry.result;
   }
 
-  private verify(certificate: PeerCertificate): AuthnResult {
+  private verify(certificate: PeerCertificate, thumbprint: string): AuthnResult {
     // `authorized` is set by OpenSSL's chain verification against the configured client CA, validity dates included.
-    if (!certificate.authorized) {
-      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: `client certificate not verified: ${certificate.authorizationError ?? 'unknown'}` }) };
-    }
+    if (!certificate.authorized) return rejected(`client certificate not verified: ${certificate.authorizationError ?? 'unknown'}`, thumbprint);
     if (certificate.extKeyUsage !== undefined && !certificate.extKeyUsage.includes(CLIENT_AUTH_OID)) {
-      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate lacks clientAuth usage' }) };
+      return rejected('client certificate lacks clientAuth usage', thumbprint);
     }
     const subject = identityFromSubjectAltName(certificate.subjectAltName);
-    if (subject === undefined) {
-      return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason: 'client certificate has no usable SAN identity' }) };
-    }
-    return {
-      outcome: 'authenticated',
-      principal: { subject, method: 'mtls', scopes: new Set(), certificateThumbprint: certificateThumbprintSha256(certificate.raw) },
-    };
+    if (subject === undefined) return rejected('client certificate has no usable SAN identity', thumbprint);
+    return { outcome: 'authenticated', principal: { subject, method: 'mtls', scopes: new Set(), certificateThumbprint: thumbprint } };
   }
+}
+
+/**
+ * A refusal that names the certificate by its thumbprint (computed here from the presented bytes): an investigator can tie
+ * the attempts of one certificate together, and the SAN of an unverified certificate is never recorded as anyone's name.
+ */
+function rejected(reason: string, thumbprint: string): AuthnResult {
+  const presented: PresentedCredential = { method: 'mtls', certificateThumbprint: thumbprint };
+  return { outcome: 'rejected', error: new GatewayError('invalid_credential', { reason }), presented };
 }

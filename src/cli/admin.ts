@@ -1,29 +1,37 @@
-// The admin commands `gatehouse clients …` and `gatehouse keys …`: OAuth clients and access-token signing keys in the
-// configured credential store. A client secret exists in clear only in the output of `clients add` / `rotate-secret`.
-import { Command, InvalidArgumentError } from 'commander';
+// The admin commands `gatehouse init`, `gatehouse clients …` and `gatehouse keys …`: OAuth clients and access-token
+// signing keys in the configured credential store. They parse, call one operation (src/issuer/clients.ts, keys.ts), record
+// the change in the admin log and print; a client secret exists in clear only in the output of `add` / `rotate-secret`.
+import { existsSync } from 'node:fs';
+import { Command, InvalidArgumentError, type Option } from 'commander';
+import { appendAdminRecord, type AdminActor, type AdminChange } from '../audit/admin-log.js';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { SCOPE_TOKEN, isResourceUri, type Config } from '../config/schema.js';
+import { addClient, disableClient, enableClient, isActiveSecret, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
 import {
   MasterKeyError,
   SigningKeyError,
+  revokeSigningKey,
   rotateSigningKey,
   signingKeyState,
   SIGNING_ALGORITHMS,
   MASTER_KEY_ENV,
   type SigningAlgorithm,
 } from '../issuer/keys.js';
-import { CLIENT_ID_PATTERN, generateClientId, generateClientSecret, hashSecret } from '../issuer/secrets.js';
-import { StoreError, type Client, type CredentialStore, type SecretHash, type SigningKey } from '../store/contract.js';
+import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
+import { StoreError, type Client, type CredentialStore, type SigningKey } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
-import { MAX_SECRETS_PER_CLIENT } from '../store/contract.js';
 
 /** What main.ts (the only reader of the environment and owner of process exit) hands to the admin commands. */
 export interface AdminContext {
   readonly defaultConfig: string;
   /** The value of GATEHOUSE_MASTER_KEY, or undefined (the key file in data_dir is used). */
   readonly masterKey: string | undefined;
+  /** Who runs the command, for the admin log. */
+  readonly actor: AdminActor;
   readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly config: number };
   readonly fail: (message: string, code: number) => never;
+  /** Warnings that do not stop the command (stderr). */
+  readonly warn: (message: string) => void;
 }
 
 interface StoreOptions {
@@ -38,6 +46,8 @@ const MAX_NAME_CHARS = 100;
 const MAX_SCOPE_CHARS = 128;
 const MAX_SCOPES = 64;
 const MAX_KEEP_OLD_MS = 30 * 86_400_000;
+/** The shortest access-token lifetime a client may have (the issuer's own lower bound). */
+const MIN_TOKEN_TTL_S = 30;
 const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 // Control, format (bidi overrides, zero-width), surrogate, private-use and line/paragraph separator characters: a name is
 // printed in tables and logs, so nothing in it may move the cursor or reorder what a reader sees.
@@ -45,8 +55,12 @@ const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}]/u;
 const UNPRINTABLES = new RegExp(UNPRINTABLE.source, 'gu');
 
 const EXIT_CODES_HELP = `
-Exit codes: 0 ok; 1 failure (store, key or I/O error); 64 usage (bad argument or option);
-66 no such client; 78 configuration (invalid config file, invalid ${MASTER_KEY_ENV} or master key file).`;
+Exit codes: 0 ok; 1 failure (store, key or I/O error, or the change could not be recorded in the admin log);
+64 usage (bad argument or option); 66 no such client or key, or no credential store (run \`gatehouse init\` or
+\`gatehouse serve\` first, or check --data); 78 configuration (invalid config file, invalid ${MASTER_KEY_ENV} or master key file).`;
+
+const ID_HELP = `
+A client id that begins with "-" can be given as it is, or after "--" (e.g. \`gatehouse clients show -- -nQnd…\`).`;
 
 /** An expected failure with its exit code: reported on stderr after the store is closed. */
 class AdminError extends Error {
@@ -68,7 +82,8 @@ function parseName(value: string): string {
   return value;
 }
 
-function parseScopes(value: string): string[] {
+/** RFC 6749 §3.3 scope tokens, space-separated; a comma is legal in a scope but usually a mistaken separator (warned). */
+function parseScopes(value: string, warn: (message: string) => void): string[] {
   const scopes = [...new Set(value.split(' ').filter((scope) => scope !== ''))];
   if (scopes.length === 0) throw new InvalidArgumentError('give at least one scope');
   if (scopes.length > MAX_SCOPES) throw new InvalidArgumentError(`at most ${MAX_SCOPES} scopes`);
@@ -76,13 +91,27 @@ function parseScopes(value: string): string[] {
     if (scope.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(scope)) {
       throw new InvalidArgumentError(`${JSON.stringify(scope)} is not a scope token (1-${MAX_SCOPE_CHARS} printable ASCII characters, no space, " or \\)`);
     }
+    if (scope.includes(',')) warn(`scope ${JSON.stringify(scope)} contains a comma: scopes are separated by spaces (--scope "${scope.split(',').filter(Boolean).join(' ')}")`);
   }
   return scopes;
 }
 
-function collectAudience(value: string, previous: string[]): string[] {
+/** Repeatable; `previous` is undefined for the first one when the option has no default (`clients update`). */
+function collectAudience(value: string, previous: string[] | undefined): string[] {
   if (!isResourceUri(value)) throw new InvalidArgumentError('must be an absolute URI without a fragment, e.g. https://api.example.com');
-  return previous.includes(value) ? previous : [...previous, value];
+  const list = previous ?? [];
+  return list.includes(value) ? list : [...list, value];
+}
+
+/** `--token-ttl`: a duration (30s, 5m, 1h) in whole seconds, or `default` (null: the issuer's access_token_ttl_s). */
+function parseTokenTtl(value: string): number | null {
+  if (value === 'default') return null;
+  const match = /^([1-9][0-9]{0,7})([smhd])$/.exec(value);
+  const unit = DURATION_UNIT_MS[match?.[2] ?? ''];
+  if (match === null || unit === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
+  const seconds = (Number(match[1]) * unit) / 1000;
+  if (seconds < MIN_TOKEN_TTL_S) throw new InvalidArgumentError(`must be at least ${MIN_TOKEN_TTL_S}s`);
+  return seconds;
 }
 
 function parseClientId(value: string): string {
@@ -106,6 +135,41 @@ function parseAlgorithm(value: string): SigningAlgorithm {
   return alg;
 }
 
+// ---- Client ids that begin with "-" ----
+
+/** The shape of every id `generateClientId` ever issued: 16 random bytes in base64url (the last character holds 2 bits). */
+const ISSUED_CLIENT_ID = /^[A-Za-z0-9_-]{21}[AQgw]$/;
+const ID_OPERAND_COMMANDS = new Set(['show', 'disable', 'enable', 'rotate-secret', 'remove', 'update']);
+
+/**
+ * Ids issued before ids were kept from starting with "-" (about one in 64) would be read as options by the parser. For the
+ * commands that take a client id, the first argument with exactly an issued id's shape that begins with "-" — and is not
+ * one of the command's option names, nor the value of an option before it — is moved behind "--", where it can only be
+ * the id. That is safe: such an argument is no valid option of these commands, and a random id named in the wrong store
+ * finds no client (exit 66) rather than another one. Returns argv unchanged when there is nothing to do.
+ */
+export function protectDashClientIds(program: Command, argv: readonly string[]): string[] {
+  const [node = '', script = '', group, name, ...rest] = argv;
+  if (group !== 'clients' || name === undefined || !ID_OPERAND_COMMANDS.has(name)) return [...argv];
+  const command = program.commands.find((c) => c.name() === 'clients')?.commands.find((c) => c.name() === name);
+  if (command === undefined) return [...argv];
+  const options: readonly Option[] = command.options;
+  const flags = new Set(options.flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
+  const takesValue = new Set(options.filter((o) => o.required || o.optional).flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i] ?? '';
+    if (arg === '--') return [...argv];
+    if (takesValue.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('-') && !flags.has(arg) && ISSUED_CLIENT_ID.test(arg)) {
+      return [node, script, group, name, ...rest.slice(0, i), ...rest.slice(i + 1), '--', arg];
+    }
+  }
+  return [...argv];
+}
+
 // ---- Running a command against the store ----
 
 function loadConfig(ctx: AdminContext, options: StoreOptions): Config {
@@ -127,15 +191,38 @@ function describeFailure(ctx: AdminContext, error: unknown): { message: string; 
   return undefined;
 }
 
-/** Loads the config, opens the store, runs `fn`, and always closes the store before reporting any failure. */
-async function withStore(ctx: AdminContext, options: StoreOptions, fn: (store: CredentialStore, config: Config) => Promise<void>): Promise<void> {
-  const config = loadConfig(ctx, options);
+/** What a command body gets: the open store, the config, and the admin log of this run. */
+interface Session {
+  readonly store: CredentialStore;
+  readonly config: Config;
+  /**
+   * Records a change in the admin log. A change that cannot be recorded was still made: the command prints its result
+   * (a new secret must not be lost) and then exits 1 naming the log.
+   */
+  readonly record: (change: AdminChange) => void;
+}
+
+/** Loads the config, opens the existing store, runs `fn`, and always closes the store before reporting any failure. */
+function withStore(ctx: AdminContext, options: StoreOptions, fn: (session: Session) => Promise<void>): Promise<void> {
+  return withConfiguredStore(ctx, loadConfig(ctx, options), fn, false);
+}
+
+/** withStore for a loaded config; `create` (only `init`) makes the store when there is none. */
+async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (session: Session) => Promise<void>, create: boolean): Promise<void> {
   let failure: unknown;
   let failed = false;
-  try {
-    const store = openCredentialStore(config);
+  let unrecorded: string | undefined;
+  const record = (change: AdminChange): void => {
     try {
-      await fn(store, config);
+      appendAdminRecord(config.audit.dir, ctx.actor, change);
+    } catch (error) {
+      unrecorded ??= `${change.action} ${change.target} was made but could not be recorded in the admin log in ${config.audit.dir}: ${error instanceof Error ? error.message : String(error)}`;
+    }
+  };
+  try {
+    const store = openCredentialStore(config, { create });
+    try {
+      await fn({ store, config, record });
     } finally {
       await store.close();
     }
@@ -143,20 +230,23 @@ async function withStore(ctx: AdminContext, options: StoreOptions, fn: (store: C
     failed = true;
     failure = error;
   }
-  if (!failed) return;
+  if (!failed) {
+    if (unrecorded !== undefined) ctx.fail(unrecorded, ctx.exit.failure);
+    return;
+  }
   const described = describeFailure(ctx, failure);
   if (described === undefined) throw failure;
   ctx.fail(described.message, described.code);
 }
 
-async function requireClient(ctx: AdminContext, store: CredentialStore, id: string): Promise<Client> {
-  const client = await store.getClient(id);
-  if (client === undefined) throw noSuchClient(ctx, id);
-  return client;
-}
-
-function noSuchClient(ctx: AdminContext, id: string): AdminError {
-  return new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+/** Runs a client operation; the store's not_found becomes the command's "no client with id" (exit 66). */
+async function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>): Promise<T> {
+  try {
+    return await operation;
+  } catch (error) {
+    if (error instanceof StoreError && error.code === 'not_found') throw new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+    throw error;
+  }
 }
 
 // ---- Output ----
@@ -190,10 +280,6 @@ function printList<T>(options: JsonOption, items: readonly T[], empty: string, h
   else print(items.length === 0 ? empty : table(header, items.map(row)));
 }
 
-function isActive(secret: SecretHash, now: number): boolean {
-  return secret.expiresAt === null || secret.expiresAt > now;
-}
-
 /** Everything about a client an operator may see: never a hash. */
 function clientView(client: Client, now: number) {
   return {
@@ -202,7 +288,9 @@ function clientView(client: Client, now: number) {
     enabled: client.enabled,
     scopes: client.scopes,
     audiences: client.audiences,
-    active_secrets: client.secrets.filter((secret) => isActive(secret, now)).length,
+    access_token_ttl_s: client.accessTokenTtlS,
+    tokens_not_before: client.tokensNotBeforeS === null ? null : iso(client.tokensNotBeforeS * 1000),
+    active_secrets: client.secrets.filter((secret) => isActiveSecret(secret, now)).length,
     created_at: iso(client.createdAt),
     updated_at: iso(client.updatedAt),
   };
@@ -210,32 +298,56 @@ function clientView(client: Client, now: number) {
 
 const SECRET_WARNING = 'The secret is shown only now: Gatehouse keeps only its hash. Store it safely.';
 
-// ---- clients ----
+/** The issuer's token lifetime, the longest a client's may be. */
+function issuerTokenTtlS(config: Config): number {
+  return config.issuer?.access_token_ttl_s ?? 600;
+}
 
-async function clientsAdd(ctx: AdminContext, name: string, options: StoreOptions & JsonOption & { scope: string[]; audience: string[] }): Promise<void> {
-  const id = generateClientId();
-  const secret = generateClientSecret();
-  const now = Date.now();
-  const client: Client = {
-    id,
-    name,
-    secrets: [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
-    scopes: options.scope,
-    audiences: options.audience,
-    enabled: true,
-    createdAt: now,
-    updatedAt: now,
-  };
-  await withStore(ctx, options, (store) => store.createClient(client));
-  if (options.json === true) {
-    printJson({ client_id: id, client_secret: secret, name, scopes: client.scopes, audiences: client.audiences });
-  } else {
-    print(`client_id:     ${id}\nclient_secret: ${secret}\n${SECRET_WARNING}`);
+function checkTokenTtl(ctx: AdminContext, config: Config, ttl: number | null | undefined): void {
+  if (ttl !== undefined && ttl !== null && ttl > issuerTokenTtlS(config)) {
+    throw new AdminError(`--token-ttl must be at most the issuer's access_token_ttl_s (${issuerTokenTtlS(config)}s)`, ctx.exit.usage);
   }
 }
 
+function ttlText(ttl: number | null, config: Config): string {
+  return ttl === null ? `${issuerTokenTtlS(config)}s (issuer default)` : `${ttl}s`;
+}
+
+// ---- init ----
+
+async function init(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
+  const config = loadConfig(ctx, options);
+  const existed = existsSync(config.store.path);
+  await withConfiguredStore(ctx, config, async () => undefined, true);
+  const result = { store: config.store.path, created: !existed };
+  if (options.json === true) return printJson(result);
+  print(existed ? `credential store ${config.store.path} already exists; nothing to do` : `created credential store ${config.store.path}`);
+}
+
+// ---- clients ----
+
+type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: number | null };
+
+async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    checkTokenTtl(ctx, config, options.tokenTtl);
+    const settings: ClientSettings = { name, scopes: options.scope, audiences: options.audience, accessTokenTtlS: options.tokenTtl ?? null };
+    const { client, secret } = await addClient(store, settings, Date.now());
+    record({
+      action: 'client.add',
+      target: client.id,
+      changes: { name: client.name, scopes: client.scopes, audiences: client.audiences, access_token_ttl_s: client.accessTokenTtlS },
+    });
+    if (options.json === true) {
+      printJson({ client_id: client.id, client_secret: secret, name, scopes: client.scopes, audiences: client.audiences, access_token_ttl_s: client.accessTokenTtlS });
+    } else {
+      print(`client_id:     ${client.id}\nclient_secret: ${secret}\n${SECRET_WARNING}`);
+    }
+  });
+}
+
 async function clientsList(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
-  await withStore(ctx, options, async (store) => {
+  await withStore(ctx, options, async ({ store }) => {
     const now = Date.now();
     const clients = (await store.listClients()).map((client) => clientView(client, now));
     printList(options, clients, 'no clients', ['CLIENT_ID', 'NAME', 'ENABLED', 'SCOPES', 'AUDIENCES', 'SECRETS', 'CREATED'], (c) =>
@@ -245,10 +357,11 @@ async function clientsList(ctx: AdminContext, options: StoreOptions & JsonOption
 }
 
 async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions & JsonOption): Promise<void> {
-  await withStore(ctx, options, async (store) => {
+  await withStore(ctx, options, async ({ store, config }) => {
     const now = Date.now();
-    const client = await requireClient(ctx, store, id);
-    const secrets = client.secrets.map((secret) => ({ created_at: iso(secret.createdAt), expires_at: iso(secret.expiresAt), active: isActive(secret, now) }));
+    const client = await store.getClient(id);
+    if (client === undefined) throw new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+    const secrets = client.secrets.map((secret) => ({ created_at: iso(secret.createdAt), expires_at: iso(secret.expiresAt), active: isActiveSecret(secret, now) }));
     const view = { ...clientView(client, now), secrets };
     if (options.json === true) return printJson(view);
     print(
@@ -258,6 +371,8 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
         `enabled:    ${view.enabled ? 'yes' : 'no'}`,
         `scopes:     ${view.scopes.join(' ')}`,
         `audiences:  ${view.audiences.join(' ') || '(default audience)'}`,
+        `token ttl:  ${ttlText(view.access_token_ttl_s, config)}`,
+        ...(view.tokens_not_before === null ? [] : [`tokens:     issued before ${view.tokens_not_before} are refused (last disable)`]),
         `created:    ${view.created_at ?? '-'}`,
         `updated:    ${view.updated_at ?? '-'}`,
         `secrets:    ${view.active_secrets} active`,
@@ -267,74 +382,134 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
   });
 }
 
-async function clientsSetEnabled(ctx: AdminContext, id: string, enabled: boolean, options: StoreOptions): Promise<void> {
-  const word = enabled ? 'enabled' : 'disabled';
-  await withStore(ctx, options, async (store) => {
-    const client = await requireClient(ctx, store, id);
-    if (client.enabled === enabled) return print(`client ${id} is already ${word}`);
-    await store.updateClient(id, (current) => ({ ...current, enabled }));
-    print(`client ${id} ${word}`);
+type UpdateOptions = StoreOptions & JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: number | null };
+
+async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptions): Promise<void> {
+  if (options.audience !== undefined && options.clearAudiences === true) ctx.fail('--audience and --clear-audiences cannot be combined', ctx.exit.usage);
+  const settings: Partial<ClientSettings> = {
+    ...(options.name !== undefined ? { name: options.name } : {}),
+    ...(options.scope !== undefined ? { scopes: options.scope } : {}),
+    ...(options.audience !== undefined ? { audiences: options.audience } : options.clearAudiences === true ? { audiences: [] } : {}),
+    ...(options.tokenTtl !== undefined ? { accessTokenTtlS: options.tokenTtl } : {}),
+  };
+  if (Object.keys(settings).length === 0) ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences or --token-ttl', ctx.exit.usage);
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    checkTokenTtl(ctx, config, settings.accessTokenTtlS);
+    const { client, changes } = await onClient(ctx, id, updateClient(store, id, settings));
+    if (Object.keys(changes).length > 0) record({ action: 'client.update', target: id, changes });
+    if (options.json === true) return printJson({ ...clientView(client, Date.now()), changes });
+    if (Object.keys(changes).length === 0) return print(`client ${id} already has these settings; nothing changed`);
+    for (const [field, change] of Object.entries(changes)) print(`${field}: ${JSON.stringify(change.from)} -> ${JSON.stringify(change.to)}`);
+    print(
+      `client ${id} updated. Tokens already issued keep what they were issued with until they expire (at most ${issuerTokenTtlS(config)}s); ` +
+        '`clients disable` then `clients enable` ends them now.',
+    );
   });
 }
 
-/**
- * The secrets after a rotation: the new one, plus (with keepOldMs) the newest old secret still valid, ending at
- * now + keepOldMs at the latest (a rotation never lengthens an old secret's life). Expired secrets are dropped.
- */
-export function rotatedSecrets(current: readonly SecretHash[], next: SecretHash, now: number, keepOldMs: number | undefined): SecretHash[] {
-  if (keepOldMs === undefined) return [next];
-  const newestOld = current.filter((secret) => isActive(secret, now)).sort((a, b) => b.createdAt - a.createdAt)[0];
-  if (newestOld === undefined) return [next];
-  const until = now + keepOldMs;
-  const kept: SecretHash = { ...newestOld, expiresAt: newestOld.expiresAt === null ? until : Math.min(newestOld.expiresAt, until) };
-  return [next, kept].slice(0, MAX_SECRETS_PER_CLIENT);
+async function clientsDisable(ctx: AdminContext, id: string, options: StoreOptions): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    const { changes } = await onClient(ctx, id, disableClient(store, id, Date.now()));
+    if (Object.keys(changes).length === 0) return print(`client ${id} is already disabled`);
+    record({ action: 'client.disable', target: id, changes });
+    const refreshS = (config.issuer?.refresh_interval_ms ?? 5000) / 1000;
+    print(`client ${id} disabled: it cannot authenticate, and every token issued to it so far is refused within ${refreshS}s, also after an enable`);
+  });
+}
+
+async function clientsEnable(ctx: AdminContext, id: string, options: StoreOptions): Promise<void> {
+  await withStore(ctx, options, async ({ store, record }) => {
+    const { changes } = await onClient(ctx, id, enableClient(store, id));
+    if (Object.keys(changes).length === 0) return print(`client ${id} is already enabled`);
+    record({ action: 'client.enable', target: id, changes });
+    print(`client ${id} enabled: it can authenticate again; tokens issued before its last disable stay refused`);
+  });
 }
 
 async function clientsRotateSecret(ctx: AdminContext, id: string, options: StoreOptions & JsonOption & { keepOldFor?: number }): Promise<void> {
-  const secret = generateClientSecret();
-  const now = Date.now();
-  const next: SecretHash = { hash: await hashSecret(secret), createdAt: now, expiresAt: null };
-  let oldExpiresAt: number | null = null;
-  await withStore(ctx, options, async (store) => {
-    await requireClient(ctx, store, id);
-    const updated = await store.updateClient(id, (current) => ({ ...current, secrets: rotatedSecrets(current.secrets, next, now, options.keepOldFor) }));
-    oldExpiresAt = updated.secrets.find((s) => s.hash !== next.hash)?.expiresAt ?? null;
+  await withStore(ctx, options, async ({ store, record }) => {
+    const { secret, oldSecretExpiresAt } = await onClient(ctx, id, rotateClientSecret(store, id, options.keepOldFor, Date.now()));
+    record({ action: 'client.rotate_secret', target: id, changes: { old_secret_expires_at: iso(oldSecretExpiresAt) } });
+    if (options.json === true) return printJson({ client_id: id, client_secret: secret, old_secret_expires_at: iso(oldSecretExpiresAt) });
+    const old = oldSecretExpiresAt === null ? 'every previous secret stopped working now' : `the previous secret keeps working until ${iso(oldSecretExpiresAt) ?? '-'}`;
+    print(`client_id:     ${id}\nclient_secret: ${secret}\n${old}\n${SECRET_WARNING}`);
   });
-  if (options.json === true) return printJson({ client_id: id, client_secret: secret, old_secret_expires_at: iso(oldExpiresAt) });
-  const old = oldExpiresAt === null ? 'every previous secret stopped working now' : `the previous secret keeps working until ${iso(oldExpiresAt) ?? '-'}`;
-  print(`client_id:     ${id}\nclient_secret: ${secret}\n${old}\n${SECRET_WARNING}`);
 }
 
 async function clientsRemove(ctx: AdminContext, id: string, options: StoreOptions): Promise<void> {
-  await withStore(ctx, options, async (store) => {
-    if (!(await store.removeClient(id))) throw noSuchClient(ctx, id);
+  await withStore(ctx, options, async ({ store, record }) => {
+    await onClient(ctx, id, removeClient(store, id));
+    record({ action: 'client.remove', target: id, changes: {} });
     print(`client ${id} removed`);
   });
 }
 
 // ---- keys ----
 
-async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
-  await withStore(ctx, options, async (store, config) => {
+async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm; now?: boolean }): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
     // Proven against the keys already stored: a rotation sealed under another master key would break the gateway.
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
+    const immediate = options.now === true;
+    const delayS = config.issuer?.key_activation_delay_s ?? 600;
     const next = await rotateSigningKey(store, kek, {
       alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA',
       now: Date.now(),
-      activationDelayS: config.issuer?.key_activation_delay_s ?? 600,
-      maxTokenLifetimeS: config.issuer?.access_token_ttl_s ?? 600,
+      activationDelayS: immediate ? 0 : delayS,
+      maxTokenLifetimeS: issuerTokenTtlS(config),
     });
     // The key this rotation retired: the one whose retirement it just scheduled.
     const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
     const retires = retired === undefined ? null : { kid: retired.kid, retired_at: iso(retired.retiredAt), expires_at: iso(retired.expiresAt) };
-    if (options.json === true) return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), retires });
+    const skippedDelay = immediate && retires !== null && delayS > 0;
+    record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: skippedDelay } });
+    if (options.json === true) {
+      return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), retires, without_publication_delay: skippedDelay });
+    }
     print(`new signing key ${next.kid} (${next.alg}): published now, signs from ${iso(next.activatesAt) ?? '-'}`);
     print(
       retires === null
         ? 'no previous key to retire'
         : `key ${retires.kid} stops signing at ${retires.retired_at ?? '-'} and is unpublished at ${retires.expires_at ?? '-'}`,
     );
+    if (skippedDelay) print(publicationWarning(config));
+  });
+}
+
+function publicationWarning(config: Config): string {
+  const delayS = config.issuer?.key_activation_delay_s ?? 600;
+  return (
+    `warning: the new key signs without the ${delayS}s publication delay. Resource servers that cached the JWKS before ` +
+    'now may refuse its tokens until they fetch the JWKS again.'
+  );
+}
+
+async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
+    let outcome;
+    try {
+      outcome = await revokeSigningKey(store, kek, { kid, alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA', now: Date.now() });
+    } catch (error) {
+      if (error instanceof StoreError && error.code === 'not_found') throw new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput);
+      throw error;
+    }
+    const { revoked, succession, signer } = outcome;
+    if (revoked !== undefined) {
+      record({ action: 'key.revoke', target: kid, changes: { revoked_at: iso(revoked.revokedAt), succession, signer: signer?.kid ?? null } });
+    }
+    const view = { kid, revoked: revoked !== undefined, revoked_at: iso(revoked?.revokedAt ?? null), succession, signer: signer === undefined ? null : signer.kid };
+    if (options.json === true) return printJson(view);
+    if (revoked === undefined) return print(`key ${kid} is already revoked; nothing changed`);
+    const refreshS = (config.issuer?.refresh_interval_ms ?? 5000) / 1000;
+    print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS}s`);
+    const signerKid = signer?.kid ?? '-';
+    if (succession === 'unchanged') print(`key ${signerKid} goes on signing`);
+    if (succession === 'kept') print(`key ${signerKid} goes on signing (its handover to the revoked key is cancelled)`);
+    if (succession === 'activated') print(`pending key ${signerKid} signs now, before its publication delay ran out`);
+    if (succession === 'created') print(`new key ${signerKid} (${signer?.alg ?? '-'}) signs now`);
+    if (succession === 'activated' || succession === 'created') print(publicationWarning(config));
   });
 }
 
@@ -347,11 +522,12 @@ function keyView(key: SigningKey, now: number) {
     activates_at: iso(key.activatesAt),
     retired_at: iso(key.retiredAt),
     expires_at: iso(key.expiresAt),
+    revoked_at: iso(key.revokedAt),
   };
 }
 
 async function keysList(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
-  await withStore(ctx, options, async (store) => {
+  await withStore(ctx, options, async ({ store }) => {
     const now = Date.now();
     const keys = (await store.listSigningKeys()).map((key) => keyView(key, now));
     printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) =>
@@ -371,49 +547,70 @@ function storeCommand(parent: Command, name: string, description: string, ctx: A
     .addHelpText('after', EXIT_CODES_HELP);
 }
 
+function clientIdCommand(parent: Command, name: string, description: string, ctx: AdminContext): Command {
+  return storeCommand(parent, name, description, ctx).argument('<id>', 'client id', parseClientId).addHelpText('after', ID_HELP);
+}
+
 export function registerAdminCommands(program: Command, ctx: AdminContext): void {
+  const scopes = (value: string): string[] => parseScopes(value, ctx.warn);
+  storeCommand(program, 'init', 'create the credential store (data_dir/gatehouse.db) if it does not exist; `serve` does the same on start', ctx)
+    .option('--json', 'print one JSON object')
+    .action((options: StoreOptions & JsonOption) => init(ctx, options));
+
   const clients = program.command('clients').description('OAuth clients of the built-in issuer');
 
   storeCommand(clients, 'add', 'register a client; prints its id and secret (the secret only this once)', ctx)
     .argument('<name>', `display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
-    .requiredOption('--scope <scopes>', 'space-separated scopes the client may request', parseScopes)
+    .requiredOption('--scope <scopes>', 'space-separated scopes the client may request (RFC 6749 scope tokens)', scopes)
     .option('--audience <uri>', 'an audience (resource URI) the client may request; repeatable', collectAudience, [])
+    .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m (${MIN_TOKEN_TTL_S}s up to issuer.access_token_ttl_s; default: that)`, parseTokenTtl)
     .option('--json', 'print one JSON object')
-    .action((name: string, options: StoreOptions & JsonOption & { scope: string[]; audience: string[] }) => clientsAdd(ctx, name, options));
+    .action((name: string, options: AddOptions) => clientsAdd(ctx, name, options));
 
   storeCommand(clients, 'list', 'list clients (never secrets or hashes)', ctx)
     .option('--json', 'print a JSON array')
     .action((options: StoreOptions & JsonOption) => clientsList(ctx, options));
 
-  storeCommand(clients, 'show', "one client's details and its secrets' creation and expiry times", ctx)
-    .argument('<id>', 'client id', parseClientId)
+  clientIdCommand(clients, 'show', "one client's details and its secrets' creation and expiry times", ctx)
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption) => clientsShow(ctx, id, options));
 
-  storeCommand(clients, 'disable', 'stop a client from authenticating; its live tokens stop working too (idempotent)', ctx)
-    .argument('<id>', 'client id', parseClientId)
-    .action((id: string, options: StoreOptions) => clientsSetEnabled(ctx, id, false, options));
+  clientIdCommand(clients, 'update', 'change a client\'s name, scopes, audiences or token lifetime (recorded in the admin log)', ctx)
+    .option('--name <name>', `new display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
+    .option('--scope <scopes>', 'the space-separated scopes it may request, replacing the current ones', scopes)
+    .option('--audience <uri>', 'an audience (resource URI) it may request; repeatable; replaces the current list', collectAudience)
+    .option('--clear-audiences', 'no audiences of its own: tokens get the issuer\'s default audience')
+    .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m, or "default" (issuer.access_token_ttl_s)`, parseTokenTtl)
+    .option('--json', 'print the client and the changes as one JSON object')
+    .action((id: string, options: UpdateOptions) => clientsUpdate(ctx, id, options));
 
-  storeCommand(clients, 'enable', 'let a disabled client authenticate again (idempotent)', ctx)
-    .argument('<id>', 'client id', parseClientId)
-    .action((id: string, options: StoreOptions) => clientsSetEnabled(ctx, id, true, options));
+  clientIdCommand(clients, 'disable', 'stop a client from authenticating and end every token issued to it so far, for good (idempotent)', ctx)
+    .action((id: string, options: StoreOptions) => clientsDisable(ctx, id, options));
 
-  storeCommand(clients, 'rotate-secret', 'give a client a new secret; the old one ends now or after --keep-old-for', ctx)
-    .argument('<id>', 'client id', parseClientId)
+  clientIdCommand(clients, 'enable', 'let a disabled client authenticate again; its tokens from before the disable stay refused (idempotent)', ctx)
+    .action((id: string, options: StoreOptions) => clientsEnable(ctx, id, options));
+
+  clientIdCommand(clients, 'rotate-secret', 'give a client a new secret; the old one ends now or after --keep-old-for', ctx)
     .option('--keep-old-for <duration>', 'keep the newest old secret valid this long, e.g. 30s, 15m, 24h, 7d (at most 30d)', parseDuration)
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption & { keepOldFor?: number }) => clientsRotateSecret(ctx, id, options));
 
-  storeCommand(clients, 'remove', 'delete a client and its secrets', ctx)
-    .argument('<id>', 'client id', parseClientId)
+  clientIdCommand(clients, 'remove', 'delete a client and its secrets; its tokens stop working too', ctx)
     .action((id: string, options: StoreOptions) => clientsRemove(ctx, id, options));
 
   const keys = program.command('keys').description('access-token signing keys of the built-in issuer');
 
-  storeCommand(keys, 'rotate', 'publish a new signing key; it signs after issuer.key_activation_delay_s and the current key retires then', ctx)
+  storeCommand(keys, 'rotate', 'publish a new signing key; it signs after issuer.key_activation_delay_s (or at once with --now) and the current key retires then', ctx)
     .option('--alg <alg>', `${SIGNING_ALGORITHMS.join(' or ')} (default: issuer.signing_alg)`, parseAlgorithm)
+    .option('--now', 'sign with the new key at once, without the publication delay (resource servers with a cached JWKS may refuse its tokens until they refetch it)')
     .option('--json', 'print one JSON object')
-    .action((options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }) => keysRotate(ctx, options));
+    .action((options: StoreOptions & JsonOption & { alg?: SigningAlgorithm; now?: boolean }) => keysRotate(ctx, options));
+
+  storeCommand(keys, 'revoke', 'emergency: unpublish a signing key now, so every token it signed is refused; another key signs at once (a new one if needed, without the publication delay)', ctx)
+    .argument('<kid>', 'key id, as `keys list` shows it')
+    .option('--alg <alg>', `algorithm of a new key, if one must be made (default: issuer.signing_alg)`, parseAlgorithm)
+    .option('--json', 'print one JSON object')
+    .action((kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }) => keysRevoke(ctx, kid, options));
 
   storeCommand(keys, 'list', 'list signing keys and their states (never private key material)', ctx)
     .option('--json', 'print a JSON array')

@@ -2,22 +2,86 @@
 // The `gatehouse` command: serve, certs, clients, keys. The only module that reads the environment, argv and signals.
 import 'reflect-metadata';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { Gateway } from '../gateway.js';
+import { DirectoryError } from '../lib/make-directory.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
 import { SigningKeyError } from '../issuer/keys.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
-import { registerAdminCommands } from './admin.js';
+import { adminActor } from '../audit/admin-log.js';
+import { protectDashClientIds, registerAdminCommands } from './admin.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, software: 70, config: 78 } as const;
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DEFAULT_CONFIG = resolve(PACKAGE_ROOT, 'config/gatehouse.example.yaml');
+
+/** Read at run time, so the version printed is the one of the package actually installed, not of the build. */
+function packageVersion(): string {
+  try {
+    const manifest: unknown = JSON.parse(readFileSync(resolve(PACKAGE_ROOT, 'package.json'), 'utf8'));
+    if (typeof manifest === 'object' && manifest !== null && 'version' in manifest && typeof manifest.version === 'string') return manifest.version;
+  } catch {
+    // A missing or broken package.json must not stop `--version` from answering; the install is broken either way.
+  }
+  return 'unknown';
+}
+
+const PROGRAM_HELP = `
+Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, output could not be written);
+64 usage (bad argument or option); 66 no such client, key or credential store; 70 internal error (serve); 78 configuration.
+Each command's --help lists the codes it can return.`;
+
+const SERVE_HELP = `
+Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain open requests, then stop.
+
+Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
+directory, log output could not be written); 64 usage (bad argument or option); 70 internal error (a fault no handler
+caught); 78 configuration (invalid config file, missing TLS file, invalid ${MASTER_KEY_ENV} or master key file).`;
+
+const CERTS_INIT_HELP = `
+Exit codes: 0 created, or already present; 1 failure (an incomplete set without --force, cannot create the directory or
+write a file, output could not be written); 64 usage (bad argument or option).`;
+
+/** What an operator can do about each listen error; anything else is unexpected and keeps its stack (exit 70). */
+const LISTEN_ERRORS: Readonly<Record<string, string>> = {
+  EADDRINUSE: 'address already in use by another process',
+  EACCES: 'permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE',
+  EPERM: 'operation not permitted',
+  EADDRNOTAVAIL: 'address not available on this machine',
+  EAFNOSUPPORT: 'address family not supported on this machine; is IPv6 disabled?',
+  // Linux answers EINVAL for an IPv6 link-local address without its interface.
+  EINVAL: 'address cannot be bound; an IPv6 link-local address needs its interface, e.g. fe80::1%eth0',
+  ENOTFOUND: 'cannot resolve the host name',
+  EAI_AGAIN: 'cannot resolve the host name now: a temporary DNS failure; try again, or give an IP address',
+  EAI_FAIL: 'cannot resolve the host name: the DNS resolver failed',
+};
+
+function listenFailure(host: string, port: number, code: string): string | undefined {
+  let explanation = LISTEN_ERRORS[code];
+  if (explanation === undefined) return undefined;
+  // `[::1]` is how a URL writes an address, not how a listen address is given.
+  if (code === 'ENOTFOUND' && /^\[.*\]$/.test(host)) explanation += '; give an IPv6 address without brackets, e.g. ::1';
+  return `cannot listen on ${isIP(host) === 6 ? `[${host}]` : host}:${port} (${code}: ${explanation})`;
+}
+
+/** Who runs the command, for the admin log. A uid without a passwd entry (common in containers) is named by its number. */
+function operatingSystemUser(): { readonly name: string; readonly uid: number } {
+  const uid = process.getuid?.() ?? -1;
+  try {
+    return { name: userInfo().username, uid };
+  } catch {
+    return { name: `uid ${uid}`, uid };
+  }
+}
 
 function parsePort(value: string): number {
   if (!/^\d{1,5}$/.test(value) || Number(value) > 65_535) throw new InvalidArgumentError('must be an integer from 0 to 65535');
@@ -27,6 +91,45 @@ function parsePort(value: string): number {
 function fail(message: string, code: number): never {
   process.stderr.write(`gatehouse: ${message}\n`);
   process.exit(code);
+}
+
+/** Writes a line to stderr, which may be a closed pipe too: a failure there must not turn into a crash. */
+function note(message: string): void {
+  if (process.stderr.listenerCount('error') === 0) process.stderr.on('error', () => undefined);
+  process.stderr.write(`gatehouse: ${message}\n`);
+}
+
+function outputErrorText(error: unknown): string {
+  const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+  return code === 'EPIPE' ? 'EPIPE: the reading end of the pipe was closed' : code;
+}
+
+// A reader that goes away (`| head`, a closed pager) is a normal event, not a crash: the command ends with exit 1 so a
+// script sees that its output is incomplete. process.stdout is made only for commands that write to it: creating it
+// on a pipe makes fd 1 non-blocking, which `serve`'s log writer on the same fd must not see.
+let stdoutWatched = false;
+let stdoutFailed = false;
+
+function stdoutError(error: unknown): void {
+  if (stdoutFailed) return;
+  stdoutFailed = true;
+  note(`output could not be written (${outputErrorText(error)})`);
+  // The command still finishes (a store is closed, not abandoned mid-way); the process then ends with 1.
+  process.exitCode = EXIT.failure;
+}
+
+function watchStdout(): void {
+  if (stdoutWatched) return;
+  stdoutWatched = true;
+  process.stdout.on('error', stdoutError);
+}
+
+/** process.exit, except that a success whose output was lost is a failure. */
+function exit(code: number): never {
+  // A failed write marks the stream at once, but its 'error' event would come only on a later tick, after this exit.
+  const pending = stdoutWatched ? process.stdout.errored : null;
+  if (pending !== null) stdoutError(pending);
+  process.exit(code === EXIT.ok && stdoutFailed ? EXIT.failure : code);
 }
 
 async function serve(options: { config: string; port?: number; host?: string; data?: string }): Promise<void> {
@@ -61,46 +164,76 @@ async function serve(options: { config: string; port?: number; host?: string; da
   process.on('uncaughtException', crash('uncaught exception'));
   process.on('unhandledRejection', crash('unhandled rejection'));
 
-  let gateway: Gateway;
-  try {
-    gateway = await Gateway.create(config, { log, masterKey: process.env[MASTER_KEY_ENV] });
-    await gateway.start();
-    destination.flush();
-  } catch (error) {
+  // The known start-up failures, each with its exit code; anything else is a bug and keeps its stack (exit 70).
+  function startFailed(error: unknown): never {
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
     // A wrong or insecure master key is a configuration problem; a store that cannot be opened is a runtime failure.
     if (error instanceof MasterKeyError || error instanceof SigningKeyError) fail(error.message, EXIT.config);
     if (error instanceof StoreError) fail(`credential store: ${error.message}`, EXIT.failure);
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'EADDRINUSE' || code === 'EACCES') fail(`cannot listen on ${config.server.host}:${config.server.port} (${code})`, EXIT.failure);
-    if (code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);
+    // Before the errno checks: its code (ENOENT, EACCES) is about a directory, not a TLS file.
+    if (error instanceof DirectoryError) fail(error.message, EXIT.failure);
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);
     throw error;
   }
 
-  process.on('SIGHUP', () => {
-    try {
-      gateway.reloadCertificates();
-    } catch (error) {
-      // The old certificate stays in use; a bad file never takes the listener down.
-      log.error({ err: (error as Error).message }, 'certificate reload failed; keeping the current certificate');
-    }
-  });
+  // Stops taking requests, drains, and exits with `exitCode`. Before the gateway is listening there is nothing to drain:
+  // the request is kept and carried out as soon as start-up completes.
+  let gateway: Gateway | undefined;
+  let stopRequest: { exitCode: number; fields: Record<string, string> } | undefined;
   let stopping = false;
-  const shutdown = (signal: string) => () => {
-    if (stopping) return;
+  const stop = (exitCode: number, fields: Record<string, string>): void => {
+    stopRequest ??= { exitCode, fields };
+    if (stopping || gateway === undefined) return;
     stopping = true;
-    log.info({ signal }, 'draining');
+    log.info(stopRequest.fields, 'draining');
+    const code = stopRequest.exitCode;
     gateway
       .stop()
       .then(() => {
         log.info('stopped');
         flushLogs();
-        process.exit(EXIT.ok);
+        process.exit(code);
       })
       .catch(crash('shutdown failed'));
   };
-  process.on('SIGTERM', shutdown('SIGTERM'));
-  process.on('SIGINT', shutdown('SIGINT'));
+
+  // pino stops writing after EPIPE (`serve | head`), which would leave a gateway running with no operational log:
+  // it drains and exits 1 instead, as a process killed by SIGPIPE would have, but without dropping admitted requests.
+  destination.on('error', (error: unknown) => {
+    if (stopRequest !== undefined) return;
+    note(`log output could not be written (${outputErrorText(error)}); draining and stopping`);
+    stop(EXIT.failure, { reason: 'log output closed' });
+  });
+
+  try {
+    gateway = await Gateway.create(config, { log, masterKey: process.env[MASTER_KEY_ENV] });
+  } catch (error) {
+    startFailed(error);
+  }
+  try {
+    await gateway.start();
+    destination.flush();
+  } catch (error) {
+    // Only what listen() reports is read as a listen failure: the same codes from opening files mean something else.
+    const code = (error as NodeJS.ErrnoException).code;
+    const listen = code === undefined ? undefined : listenFailure(config.server.host, config.server.port, code);
+    if (listen !== undefined) fail(listen, EXIT.failure);
+    startFailed(error);
+  }
+
+  const running = gateway;
+  process.on('SIGHUP', () => {
+    try {
+      running.reloadCertificates();
+    } catch (error) {
+      // The old certificate stays in use; a bad file never takes the listener down.
+      log.error({ err: (error as Error).message }, 'certificate reload failed; keeping the current certificate');
+    }
+  });
+  process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
+  process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
+  // A stop asked for during start-up (the log output closed) is carried out now that there is something to drain.
+  if (stopRequest !== undefined) stop(stopRequest.exitCode, stopRequest.fields);
 }
 
 async function certsInit(options: { dir: string; force?: boolean }): Promise<void> {
@@ -114,17 +247,37 @@ async function certsInit(options: { dir: string; force?: boolean }): Promise<voi
 
 export function buildProgram(): Command {
   const program = new Command('gatehouse')
-    .description('Security-hardened, authenticated service gateway')
+    .description(
+      'Security-hardened, authenticated service gateway: terminates TLS, authenticates, authorizes and rate-limits every request, ' +
+        'proxies it to a protected service, and records each decision in an audit log. Also issues OAuth client credentials.',
+    )
+    .version(packageVersion(), '-V, --version', 'print the version of gatehouse')
     .showHelpAfterError()
+    .addHelpText('after', PROGRAM_HELP)
+    // Help and version text go through the watched stdout, so a closed pipe ends them with exit 1 instead of a crash.
+    .configureOutput({
+      writeOut: (text) => {
+        watchStdout();
+        process.stdout.write(text);
+      },
+    })
     .exitOverride();
+  // Every command but `serve` may write to process.stdout (serve logs through pino on fd 1 and must not create it).
+  program.hook('preAction', (_program, command) => {
+    if (command.name() !== 'serve') watchStdout();
+  });
 
   program
     .command('serve')
-    .description('run the gateway')
+    .description(
+      'run the gateway: terminate TLS, authenticate, authorize and rate-limit each request, then proxy it or answer it; ' +
+        'JSON logs go to stdout, decisions to the audit log in data_dir',
+    )
     .option('-c, --config <file>', 'YAML configuration file', DEFAULT_CONFIG)
     .option('-p, --port <n>', 'listen port (overrides server.port; 0 = any free port)', parsePort)
     .option('-H, --host <address>', 'listen address (overrides server.host)')
     .option('-d, --data <dir>', 'data directory (overrides data_dir)')
+    .addHelpText('after', SERVE_HELP)
     .action(serve);
 
   const certs = program.command('certs').description('development certificates');
@@ -133,18 +286,29 @@ export function buildProgram(): Command {
     .description('create a development CA, a server certificate for localhost/127.0.0.1/::1 and one client certificate')
     .option('--dir <dir>', 'target directory', resolve(PACKAGE_ROOT, 'certs'))
     .option('--force', 'replace existing files')
+    .addHelpText('after', CERTS_INIT_HELP)
     .action(certsInit);
 
-  registerAdminCommands(program, { defaultConfig: DEFAULT_CONFIG, masterKey: process.env[MASTER_KEY_ENV], exit: EXIT, fail });
+  const user = operatingSystemUser();
+  registerAdminCommands(program, {
+    defaultConfig: DEFAULT_CONFIG,
+    masterKey: process.env[MASTER_KEY_ENV],
+    // The account behind sudo is who really ran the command; both are recorded.
+    actor: adminActor(user.name, user.uid, process.env['SUDO_USER']),
+    exit: EXIT,
+    fail,
+    warn: (message) => process.stderr.write(`gatehouse: warning: ${message}\n`),
+  });
   return program;
 }
 
 async function main(): Promise<void> {
   try {
-    await buildProgram().parseAsync(process.argv);
+    const program = buildProgram();
+    await program.parseAsync(protectDashClientIds(program, process.argv));
   } catch (error) {
     if (error instanceof CommanderError) {
-      process.exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);
+      exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);
     }
     throw error;
   }

@@ -1,4 +1,4 @@
-// Config loading: YAML text → one zod validation → relative paths resolved → deep-frozen Config.
+// Config loading: YAML text → zod validation (the file as written, then with command-line overrides) → relative paths resolved → deep-frozen Config.
 // Every problem is reported with its path; nothing partially valid is ever returned.
 import { readFileSync } from 'node:fs';
 import { dirname, isAbsolute, resolve } from 'node:path';
@@ -33,8 +33,17 @@ function describeIssues(issues: readonly z.core.$ZodIssue[]): string[] {
 /** Validates an already-parsed document. `baseDir` anchors relative file paths (the config file's directory). */
 export function buildConfig(document: unknown, baseDir: string, overrides: ConfigOverrides = {}, source = 'config'): Config {
   const withOverrides = applyOverrides(document, overrides);
+  // The file must be valid on its own: an override is for one run, and the next run without it would fail on a key
+  // that `--port` hid today. So the document as written is checked first, then the result of the overrides.
+  if (withOverrides !== document) {
+    const asWritten = configSchema.safeParse(document);
+    if (!asWritten.success) throw new ConfigError(source, describeIssues(asWritten.error.issues));
+  }
   const result = configSchema.safeParse(withOverrides);
-  if (!result.success) throw new ConfigError(source, describeIssues(result.error.issues));
+  if (!result.success) {
+    const problems = describeIssues(result.error.issues);
+    throw new ConfigError(source, withOverrides === document ? problems : problems.map((problem) => `${problem} (from a command-line override)`));
+  }
   const config = result.data;
   const at = (p: string): string => (isAbsolute(p) ? p : resolve(baseDir, p));
   config.tls.cert = at(config.tls.cert);

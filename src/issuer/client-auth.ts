@@ -168,7 +168,8 @@ export class ClientAuthenticator {
         const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, idUnderAttack ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
         this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
-      return { ok: false, error: invalidClient('client authentication failed'), clientId: wellFormedId };
+      // The answer is the same for every cause (OA-05); only the audit record says which it was.
+      return { ok: false, error: invalidClient(failureReason(wellFormedId, client, this.now())), clientId: wellFormedId };
     }
 
     if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
@@ -189,6 +190,15 @@ export class ClientAuthenticator {
       .then(() => this.log.info({ client_id: clientId }, 'client secret re-hashed with current argon2 parameters'))
       .catch((fault: unknown) => this.log.warn({ client_id: clientId, err: fault instanceof Error ? fault.message : String(fault) }, 'client secret re-hash failed'));
   }
+}
+
+/** Why a client authentication failed, for the audit record only (never sent: every cause gets the same 401). */
+function failureReason(wellFormedId: string | undefined, client: Client | undefined, now: number): string {
+  if (wellFormedId === undefined) return 'malformed client id';
+  if (client === undefined) return 'unknown client';
+  if (!client.enabled) return 'client disabled';
+  if (!client.secrets.some((secret) => secret.expiresAt === null || secret.expiresAt > now)) return 'no unexpired secret';
+  return 'wrong secret';
 }
 
 type Presented =

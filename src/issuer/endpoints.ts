@@ -35,9 +35,23 @@ export interface IssuerContext {
   readonly audit: AuditSink;
   readonly clockToleranceS: number;
   readonly jwksMaxAgeS: number;
+  readonly now: () => number;
 }
 
 type Outcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly params: FormParams } | undefined;
+
+/** Who an OAuth decision is about, as far as the endpoint knows: the client (presented or authenticated) and a token. */
+interface IssuerActor {
+  /** The presented client id when well-formed (verified or not), or the authenticated client's. */
+  readonly clientId?: string | undefined;
+  /** Set once the client authenticated. */
+  readonly method?: ClientAuthMethod;
+  /** The token issued, or the one introspected or revoked, when it was active. */
+  readonly tokenId?: string;
+  readonly scopes?: readonly string[];
+}
+
+const NOBODY: IssuerActor = Object.freeze({});
 type TokenOutcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly token: string } | undefined;
 
 abstract class OAuthEndpoint implements Handler {
@@ -51,7 +65,7 @@ abstract class OAuthEndpoint implements Handler {
     if (params === undefined) return undefined;
     const auth = await this.ctx.clientAuth.authenticate({ authorization: request.authorization, params, limitKey: request.connection.limitKey });
     if (!auth.ok) {
-      this.refuse(request, exchange, auth.error, auth.clientId, undefined);
+      this.refuse(request, exchange, auth.error, { clientId: auth.clientId });
       return undefined;
     }
     return { client: auth.client, method: auth.method, params };
@@ -64,7 +78,7 @@ abstract class OAuthEndpoint implements Handler {
     const { client, method, params } = outcome;
     const token = single(params, 'token');
     if (token === undefined || typeof token === 'object') {
-      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), client.id, method);
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: token === undefined ? 'token missing' : 'token repeated' }), { clientId: client.id, method });
       return undefined;
     }
     return { client, method, token };
@@ -74,26 +88,26 @@ abstract class OAuthEndpoint implements Handler {
   protected async form(request: AuthenticatedRequest, exchange: HttpExchange): Promise<FormParams | undefined> {
     if (request.query !== '') {
       // RFC 6749 §3.2 / §2.3.1: parameters (and above all a client_secret) never travel in the URL.
-      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'parameters in the query string' }), undefined, undefined, true);
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'parameters in the query string' }), NOBODY, true);
       return undefined;
     }
     if (!isFormContentType(headerValue(exchange, 'content-type'))) {
-      this.refuse(request, exchange, new GatewayError('unsupported_media_type', { reason: 'not application/x-www-form-urlencoded' }), undefined, undefined, true);
+      this.refuse(request, exchange, new GatewayError('unsupported_media_type', { reason: 'not application/x-www-form-urlencoded' }), NOBODY, true);
       return undefined;
     }
     const body = await readBody(exchange, request.route.bodyLimitBytes);
     if (body === 'gone') {
       // Nobody is left to answer, but the request is on record like every other.
-      this.record(request, 'deny', new GatewayError('bad_request', { reason: 'client left before the body was complete' }), undefined, undefined);
+      this.record(request, 'deny', new GatewayError('bad_request', { reason: 'client left before the body was complete' }), NOBODY);
       return undefined;
     }
     if (body === 'too_large') {
-      this.refuse(request, exchange, new GatewayError('payload_too_large', { reason: 'form over the endpoint limit' }), undefined, undefined, true);
+      this.refuse(request, exchange, new GatewayError('payload_too_large', { reason: 'form over the endpoint limit' }), NOBODY, true);
       return undefined;
     }
     const parsed = parseForm(body, MAX_FORM_PARAMS);
     if (!parsed.ok) {
-      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: parsed.reason }), undefined, undefined);
+      this.refuse(request, exchange, new GatewayError('invalid_request', { reason: parsed.reason }), NOBODY);
       return undefined;
     }
     return parsed.value;
@@ -104,19 +118,27 @@ abstract class OAuthEndpoint implements Handler {
     request: AuthenticatedRequest,
     exchange: HttpExchange,
     error: GatewayError,
-    clientId: string | undefined,
-    method: ClientAuthMethod | undefined,
+    actor: IssuerActor,
     unreadBody = false,
   ): void {
-    this.record(request, 'deny', error, clientId, method);
+    this.record(request, 'deny', error, actor);
     if (clientGone(exchange)) return;
     // A body the gateway did not read would be taken for the next request on this HTTP/1.1 connection.
     sendProblem(exchange, error, { oauth: true, close: unreadBody && request.hasBody });
   }
 
-  protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, clientId: string | undefined, method: ClientAuthMethod | undefined): void {
-    // A refused query is recorded too (redacted); the subject is the client id presented, verified or not.
-    const event = requestDecision(request, decision, 'issuer', error, { subject: clientId ?? null, authMethod: method ?? null, certThumbprint: null });
+  protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, actor: IssuerActor): void {
+    // A refused query is recorded too (redacted); the subject is the client id presented, verified or not. The code on
+    // record is the OAuth `error` the client received (RFC 6749 §5.2 body).
+    const clientId = actor.clientId ?? null;
+    const event = requestDecision(
+      request,
+      decision,
+      'issuer',
+      error,
+      { subject: clientId, authMethod: actor.method ?? null, certThumbprint: null, clientId, tokenId: actor.tokenId ?? null, scopes: actor.scopes ?? null },
+      true,
+    );
     // Throws when the audit log is unavailable: the pipeline then fails closed and nothing is issued.
     this.ctx.audit.append(event);
   }
@@ -132,32 +154,38 @@ export class TokenEndpoint extends OAuthEndpoint {
     const grantType = single(params, 'grant_type');
     const scope = single(params, 'scope');
     if (grantType === undefined || typeof grantType === 'object') {
-      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: grantType === undefined ? 'grant_type missing' : 'grant_type repeated' }), undefined, undefined);
+      return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: grantType === undefined ? 'grant_type missing' : 'grant_type repeated' }), NOBODY);
     }
     if (grantType !== 'client_credentials') {
-      return this.refuse(request, exchange, new GatewayError('unsupported_grant_type', { reason: 'grant type not supported' }), undefined, undefined);
+      return this.refuse(request, exchange, new GatewayError('unsupported_grant_type', { reason: 'grant type not supported' }), NOBODY);
     }
-    if (typeof scope === 'object') return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'scope repeated' }), undefined, undefined);
+    if (typeof scope === 'object') return this.refuse(request, exchange, new GatewayError('invalid_request', { reason: 'scope repeated' }), NOBODY);
     // RFC 8707 §2: `resource` may repeat, once per audience wanted.
     const resources = params.get('resource') ?? [];
     if (!resources.every(isResourceUri)) {
-      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource is not an absolute URI without fragment' }), undefined, undefined);
+      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource is not an absolute URI without fragment' }), NOBODY);
     }
 
     const auth = await this.ctx.clientAuth.authenticate({ authorization: request.authorization, params, limitKey: request.connection.limitKey });
-    if (!auth.ok) return this.refuse(request, exchange, auth.error, auth.clientId, undefined);
+    if (!auth.ok) return this.refuse(request, exchange, auth.error, { clientId: auth.clientId });
     const { client, method } = auth;
 
     const scopes = grantedScopes(scope, client.scopes);
-    if (scopes === undefined) return this.refuse(request, exchange, new GatewayError('invalid_scope', { reason: 'scope not allowed for the client' }), client.id, method);
+    if (scopes === undefined) return this.refuse(request, exchange, new GatewayError('invalid_scope', { reason: 'scope not allowed for the client' }), { clientId: client.id, method });
     const allowed = client.audiences.length > 0 ? client.audiences : [this.ctx.defaultAudience()];
     if (!resources.every((resource) => allowed.includes(resource))) {
-      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource not allowed for the client' }), client.id, method);
+      return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource not allowed for the client' }), { clientId: client.id, method });
     }
     const audiences = resources.length > 0 ? [...new Set(resources)] : allowed;
+    // A token that the bearer path would refuse at once (its iat before the client's cut-off, set by a disable moments
+    // ago, or by an instance whose clock runs ahead) is never issued: the client is told to retry in a second.
+    if (client.tokensNotBeforeS !== null && Math.floor(this.ctx.now() / 1000) < client.tokensNotBeforeS) {
+      const error = new GatewayError('service_unavailable', { reason: 'client tokens cut off until the next second', headers: { 'retry-after': '1' } });
+      return this.refuse(request, exchange, error, { clientId: client.id, method });
+    }
 
-    const issued = await this.ctx.signer.issue({ clientId: client.id, scopes, audiences });
-    this.record(request, 'allow', undefined, client.id, method);
+    const issued = await this.ctx.signer.issue({ clientId: client.id, scopes, audiences, lifetimeS: client.accessTokenTtlS });
+    this.record(request, 'allow', undefined, { clientId: client.id, method, tokenId: issued.jti, scopes });
     if (clientGone(exchange)) return;
     sendJson(
       exchange,
@@ -192,7 +220,7 @@ export class IntrospectionEndpoint extends OAuthEndpoint {
     const active = await this.ctx.bearer.introspect(token);
     // A client learns about its own tokens; a resource server registered with gatehouse:introspect about any.
     const visible = active !== undefined && (active.principal.clientId === client.id || client.scopes.includes(INTROSPECT_ANY_SCOPE));
-    this.record(request, 'allow', undefined, client.id, method);
+    this.record(request, 'allow', undefined, { clientId: client.id, method, ...(visible ? { tokenId: active.jti } : {}) });
     if (clientGone(exchange)) return;
     sendJson(exchange, 200, visible ? introspection(active) : { active: false }, NO_STORE);
   }
@@ -227,12 +255,12 @@ export class RevocationEndpoint extends OAuthEndpoint {
     if (active !== undefined) {
       if (active.principal.clientId !== client.id) {
         // RFC 7009 §2.1: the token must have been issued to the client revoking it (OA-15).
-        return this.refuse(request, exchange, new GatewayError('unauthorized_client', { reason: 'token belongs to another client' }), client.id, method);
+        return this.refuse(request, exchange, new GatewayError('unauthorized_client', { reason: 'token belongs to another client' }), { clientId: client.id, method });
       }
       // Kept until the token could no longer pass any verifier's clock tolerance.
       await this.ctx.revocations.revoke({ iss: active.iss, jti: active.jti, expiresAt: (active.exp + this.ctx.clockToleranceS) * 1000 });
     }
-    this.record(request, 'allow', undefined, client.id, method);
+    this.record(request, 'allow', undefined, { clientId: client.id, method, ...(active !== undefined ? { tokenId: active.jti } : {}) });
     if (clientGone(exchange)) return;
     exchange.res.writeHead(200, { ...securityHeaders(exchange), 'content-length': 0, ...NO_STORE });
     exchange.res.end();

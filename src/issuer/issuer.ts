@@ -86,6 +86,7 @@ export class Issuer {
       audit,
       clockToleranceS: settings.clock_tolerance_s,
       jwksMaxAgeS: Math.min(300, settings.key_activation_delay_s),
+      now,
     };
     const post = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['POST'], bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES, handler, selfAudited: true });
     const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, handler, selfAudited: false });

@@ -1,7 +1,8 @@
 // The key-encryption key (KEK): loads or creates the 256-bit master key and seals signing-key private keys with AES-256-GCM.
 // Key bytes never appear in errors, logs or inspect output: errors name the variable or file, never its contents.
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
-import { closeSync, constants as fsConstants, fstatSync, fsyncSync, linkSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsConstants, fstatSync, fsyncSync, linkSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
+import { makeDirectory } from '../lib/make-directory.js';
 import path from 'node:path';
 import { inspect } from 'node:util';
 
@@ -199,7 +200,7 @@ function createKeyFile(file: string): Buffer | undefined {
   const dir = path.dirname(file);
   try {
     // Only directories created here get 0700; an existing (possibly shared) parent is left as the operator set it.
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    makeDirectory(dir, 0o700);
   } catch (err: unknown) {
     throw new MasterKeyError('key_file_unavailable', `Cannot create the directory ${dir} for the key file (${errnoCode(err)}).`);
   }

@@ -2,7 +2,7 @@
 // The KeyRing is the only place the gateway finds keys: a kid is a Map key into it, never a path, URL or query (JWT-08).
 import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
-import type { CredentialStore, SigningAlgorithm, SigningKey } from '../store/contract.js';
+import { StoreError, type CredentialStore, type SigningAlgorithm, type SigningKey, type SigningKeyChange } from '../store/contract.js';
 import { KeyDecryptionError, type KeyEncryptionKey } from './key-encryption.js';
 
 export {
@@ -118,6 +118,7 @@ export async function generateSigningKey(alg: SigningAlgorithm, kek: KeyEncrypti
       activatesAt,
       retiredAt: null,
       expiresAt: null,
+      revokedAt: null,
     };
   } finally {
     der.fill(0);
@@ -145,20 +146,23 @@ function assertTime(value: number, name: string): void {
 }
 
 /** Where a key stands at `now`, for `gatehouse keys list`. "active" keys sign unless a newer active key exists. */
-export type SigningKeyState = 'pending' | 'active' | 'retired' | 'expired';
+export type SigningKeyState = 'pending' | 'active' | 'retired' | 'expired' | 'revoked';
 
 export function signingKeyState(key: SigningKey, now: number): SigningKeyState {
+  if (key.revokedAt !== null && key.revokedAt <= now) return 'revoked';
   if (key.expiresAt !== null && key.expiresAt <= now) return 'expired';
   if (key.retiredAt !== null && key.retiredAt <= now) return 'retired';
   if (key.activatesAt > now || key.createdAt > now) return 'pending';
   return 'active';
 }
 
-function isPublished(key: Pick<SigningKey, 'createdAt' | 'expiresAt'>, now: number): boolean {
-  return key.createdAt <= now && (key.expiresAt === null || key.expiresAt > now);
+type Schedule = Pick<SigningKey, 'createdAt' | 'activatesAt' | 'retiredAt' | 'expiresAt' | 'revokedAt'>;
+
+function isPublished(key: Pick<SigningKey, 'createdAt' | 'expiresAt' | 'revokedAt'>, now: number): boolean {
+  return key.createdAt <= now && (key.expiresAt === null || key.expiresAt > now) && (key.revokedAt === null || key.revokedAt > now);
 }
 
-function canSign(key: Pick<SigningKey, 'createdAt' | 'activatesAt' | 'retiredAt' | 'expiresAt'>, now: number): boolean {
+function canSign(key: Schedule, now: number): boolean {
   // A key must be published before it signs: verifiers must be able to find every kid the issuer uses.
   return isPublished(key, now) && key.activatesAt <= now && (key.retiredAt === null || key.retiredAt > now);
 }
@@ -179,12 +183,8 @@ interface KeyMaterial {
   readonly verification: VerificationKey;
 }
 
-interface RingEntry {
+interface RingEntry extends Schedule {
   readonly kid: string;
-  readonly createdAt: number;
-  readonly activatesAt: number;
-  readonly retiredAt: number | null;
-  readonly expiresAt: number | null;
   readonly material: KeyMaterial;
 }
 
@@ -240,8 +240,8 @@ export class KeyRing {
     const previous = this.#snapshot.byKid;
     const byKid = new Map<string, RingEntry>();
     for (const row of rows) {
-      // Expired keys are never used or published again (the clock only moves on), so they are not even decrypted.
-      if (row.expiresAt !== null && row.expiresAt <= now) continue;
+      // Expired and revoked keys are never used or published again (the clock only moves on), so they are not even decrypted.
+      if ((row.expiresAt !== null && row.expiresAt <= now) || (row.revokedAt !== null && row.revokedAt <= now)) continue;
       if (byKid.has(row.kid)) throw new SigningKeyError('invalid_key_row', `The store lists signing key ${row.kid} twice.`);
       const identity = JSON.stringify([row.alg, row.publicJwk, row.encryptedPrivateKey]);
       const known = previous.get(row.kid)?.material;
@@ -252,6 +252,7 @@ export class KeyRing {
         activatesAt: row.activatesAt,
         retiredAt: row.retiredAt,
         expiresAt: row.expiresAt,
+        revokedAt: row.revokedAt,
         material,
       });
     }
@@ -400,7 +401,91 @@ export async function rotateSigningKey(store: CredentialStore, kek: KeyEncryptio
  * second rotation hands over from it instead of leaving it published forever.
  */
 function successionHead(keys: readonly SigningKey[], now: number): SigningKey | undefined {
-  return keys.filter((key) => key.retiredAt === null && (key.expiresAt === null || key.expiresAt > now)).sort(newestFirst)[0];
+  return keys.filter((key) => key.retiredAt === null && isLive(key, now)).sort(newestFirst)[0];
+}
+
+/** Neither expired nor revoked: the key may still be published or sign. */
+function isLive(key: SigningKey, now: number): boolean {
+  return (key.expiresAt === null || key.expiresAt > now) && key.revokedAt === null;
+}
+
+export interface RevokeSigningKeyOptions {
+  readonly kid: string;
+  /** The algorithm of a new key, should one be needed to sign at once. */
+  readonly alg: SigningAlgorithm;
+  /** Epoch ms. */
+  readonly now: number;
+}
+
+/** What an emergency revocation did, and which key signs now as a result. */
+export interface SigningKeyRevocation {
+  /** The revoked row as stored, or undefined when the key was already revoked (nothing changed). */
+  readonly revoked: SigningKey | undefined;
+  /**
+   * How signing goes on: `unchanged` (another key was signing and keeps signing), `kept` (a key whose retirement was
+   * scheduled in favour of the revoked one keeps signing), `activated` (a pending key signs now, before its publication
+   * delay ran out) or `created` (no other key could sign: a new key signs at once, with no publication delay).
+   */
+  readonly succession: 'unchanged' | 'kept' | 'activated' | 'created';
+  /** The key that signs from now on. */
+  readonly signer: SigningKey | undefined;
+}
+
+/**
+ * The store change of an emergency revocation of `kid` at `now` (pure; exported for tests). The key is unpublished at once
+ * (its tokens are refused by every verifier that refreshes), and signing goes on without a gap: when no other key can
+ * sign now, a key whose retirement was scheduled keeps signing, else a pending key is activated early, else `spare` — a
+ * new key, active at once — is added. Throws StoreError('not_found') for an unknown kid.
+ */
+export function planRevocation(keys: readonly SigningKey[], kid: string, now: number, spare: SigningKey): SigningKeyChange & Omit<SigningKeyRevocation, 'revoked'> {
+  const target = keys.find((key) => key.kid === kid);
+  if (target === undefined) throw new StoreError('not_found', `no signing key with kid ${kid}`);
+  if (target.revokedAt !== null) return { update: [], insert: [], succession: 'unchanged', signer: signerAt(keys, now) };
+  const revoked: SigningKey = {
+    ...target,
+    revokedAt: now,
+    retiredAt: Math.min(target.retiredAt ?? now, now),
+    expiresAt: Math.min(target.expiresAt ?? now, now),
+  };
+  const others = keys.filter((key) => key.kid !== kid && isLive(key, now));
+  const signer = signerAt(others, now);
+  const head = successionHead(others, now);
+  if (head === undefined) {
+    // Nothing is in line to sign after the current signer: the revoked key was the successor. The signer is kept.
+    if (signer !== undefined) {
+      const kept: SigningKey = { ...signer, retiredAt: null, expiresAt: null };
+      return { update: [revoked, kept], insert: [], succession: 'kept', signer: kept };
+    }
+    return { update: [revoked], insert: [spare], succession: 'created', signer: spare };
+  }
+  if (signer === undefined) {
+    // The successor is still pending and nobody signs until it activates: it signs now.
+    const activated: SigningKey = { ...head, activatesAt: now };
+    return { update: [revoked, activated], insert: [], succession: 'activated', signer: activated };
+  }
+  return { update: [revoked], insert: [], succession: 'unchanged', signer };
+}
+
+/** The key the KeyRing signs with at `now` among `keys`. */
+function signerAt(keys: readonly SigningKey[], now: number): SigningKey | undefined {
+  return [...keys].sort(newestFirst).find((key) => canSign(key, now));
+}
+
+/**
+ * Emergency revocation (`gatehouse keys revoke`): see planRevocation. One atomic store change; the spare key is generated
+ * (and sealed under `kek`) beforehand because the change runs inside a synchronous transaction, and is discarded unused
+ * when another key can sign.
+ */
+export async function revokeSigningKey(store: CredentialStore, kek: KeyEncryptionKey, opts: RevokeSigningKeyOptions): Promise<SigningKeyRevocation> {
+  assertTime(opts.now, 'now');
+  const spare = await generateSigningKey(opts.alg, kek, opts.now, opts.now);
+  let outcome: Omit<SigningKeyRevocation, 'revoked'> = { succession: 'unchanged', signer: undefined };
+  const change = await store.changeSigningKeys((keys) => {
+    const plan = planRevocation(keys, opts.kid, opts.now, spare);
+    outcome = { succession: plan.succession, signer: plan.signer };
+    return { update: plan.update, insert: plan.insert };
+  });
+  return { revoked: change.update.find((key) => key.kid === opts.kid), ...outcome };
 }
 
 /**

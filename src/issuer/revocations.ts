@@ -1,5 +1,5 @@
 // What the bearer path must know on every request, in memory: revoked token ids and which clients may still use their
-// tokens. Both are written through the store first (so other instances and restarts see them) and refreshed from it, so a
+// tokens (enabled ones, for tokens issued since their last disable). Both are written through the store first (so other instances and restarts see them) and refreshed from it, so a
 // revocation or a `clients disable` made by another process takes effect within one refresh interval.
 import type { RevocationList } from '../authn/bearer.js';
 import type { Client, CredentialStore, Revocation } from '../store/contract.js';
@@ -7,10 +7,13 @@ import type { Client, CredentialStore, Revocation } from '../store/contract.js';
 export class RevocationSet implements RevocationList {
   /** `iss \n jti` → epoch ms after which the revocation is moot (the token expired). */
   private revoked = new Map<string, number>();
-  /** Clients that exist and are enabled; tokens of any other client_id are refused. */
-  private activeClients = new Set<string>();
+  /**
+   * Clients that exist and are enabled, each with the earliest `iat` (epoch seconds) its tokens may have; tokens of any
+   * other client_id are refused.
+   */
+  private activeClients = new Map<string, number>();
   /** Clients that authenticated since the last refresh began, with when: a refresh that read the store earlier keeps them. */
-  private seenSince = new Map<string, number>();
+  private seenSince = new Map<string, { readonly at: number; readonly notBeforeS: number }>();
 
   constructor(
     private readonly store: CredentialStore,
@@ -22,8 +25,9 @@ export class RevocationSet implements RevocationList {
     return until !== undefined && until > this.now();
   }
 
-  isClientActive(clientId: string): boolean {
-    return this.activeClients.has(clientId);
+  acceptsClientToken(clientId: string, issuedAtS: number): boolean {
+    const notBefore = this.activeClients.get(clientId);
+    return notBefore !== undefined && issuedAtS >= notBefore;
   }
 
   /** Stores the revocation first: once this resolves, this instance refuses the token and a restart still does. */
@@ -35,8 +39,9 @@ export class RevocationSet implements RevocationList {
   /** A client that just authenticated exists and is enabled (it may be newer than the last refresh). */
   clientSeen(client: Client): void {
     if (!client.enabled) return;
-    this.activeClients.add(client.id);
-    this.seenSince.set(client.id, this.now());
+    const notBeforeS = client.tokensNotBeforeS ?? 0;
+    this.activeClients.set(client.id, notBeforeS);
+    this.seenSince.set(client.id, { at: this.now(), notBeforeS });
   }
 
   /**
@@ -51,12 +56,13 @@ export class RevocationSet implements RevocationList {
     // A revocation made here while the read was in flight must not be lost by the swap.
     for (const [id, until] of this.revoked) if (until > now && !revoked.has(id)) revoked.set(id, until);
     this.revoked = revoked;
-    const active = new Set(clients.filter((client) => client.enabled).map((client) => client.id));
-    const seenSince = new Map<string, number>();
-    for (const [id, at] of this.seenSince) {
-      if (at < now) continue;
-      active.add(id);
-      seenSince.set(id, at);
+    const active = new Map<string, number>();
+    for (const client of clients) if (client.enabled) active.set(client.id, client.tokensNotBeforeS ?? 0);
+    const seenSince = new Map<string, { readonly at: number; readonly notBeforeS: number }>();
+    for (const [id, seen] of this.seenSince) {
+      if (seen.at < now) continue;
+      active.set(id, seen.notBeforeS);
+      seenSince.set(id, seen);
     }
     this.activeClients = active;
     this.seenSince = seenSince;

@@ -13,9 +13,16 @@ export const ARGON2_OPTIONS = Object.freeze({ type: argon2.argon2id, memoryCost:
 /** Client secrets are 256-bit; anything presented that is longer than any secret we issue is refused before argon2. */
 export const MAX_SECRET_LENGTH = 256;
 
-/** A client id: 128 random bits, base64url (22 characters). Never reused, never derived from the name. */
+/**
+ * A client id: 128 random bits, base64url (22 characters). Never reused, never derived from the name. Never starts with
+ * `-`, so no command line can mistake it for an option: a draw that would is drawn again (one in 64; the ids stay uniform
+ * over the rest, losing 0.02 bits).
+ */
 export function generateClientId(): string {
-  return randomBytes(16).toString('base64url');
+  for (;;) {
+    const id = randomBytes(16).toString('base64url');
+    if (!id.startsWith('-')) return id;
+  }
 }
 
 /** A client secret: 256 random bits from the CSPRNG, base64url (43 characters). */

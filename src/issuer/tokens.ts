@@ -17,6 +17,8 @@ export interface TokenGrant {
   readonly scopes: readonly string[];
   /** One or more audiences; a single one is written as a string. */
   readonly audiences: readonly string[];
+  /** The client's own token lifetime in seconds; null = the issuer's. Never longer than the issuer's. */
+  readonly lifetimeS: number | null;
 }
 
 export class TokenSigner {
@@ -30,7 +32,10 @@ export class TokenSigner {
   async issue(grant: TokenGrant): Promise<IssuedToken> {
     const key = this.ring.signingKey();
     const iat = Math.floor(this.now() / 1000);
-    const exp = iat + this.ttlS;
+    // Capped at the issuer's lifetime whatever a client row says: the bearer path's maximum token age and the time a
+    // retired key stays published both assume no token lives longer.
+    const ttlS = grant.lifetimeS === null ? this.ttlS : Math.min(grant.lifetimeS, this.ttlS);
+    const exp = iat + ttlS;
     const jti = randomBytes(16).toString('base64url');
     const [single] = grant.audiences;
     const aud = grant.audiences.length === 1 && single !== undefined ? single : [...grant.audiences];
@@ -43,6 +48,6 @@ export class TokenSigner {
       .setExpirationTime(exp)
       .setJti(jti)
       .sign(key.privateKey);
-    return { token, jti, exp, expiresIn: this.ttlS };
+    return { token, jti, exp, expiresIn: ttlS };
   }
 }

@@ -4,11 +4,11 @@
 // A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
 import type { Logger } from 'pino';
 import { redactTarget } from '../audit/redact.js';
-import { AuditUnavailableError, requestDecision, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
+import { actorOf, AuditUnavailableError, requestDecision, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
 import { GatewayError } from '../errors/catalogue.js';
 import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { AuthenticatedRequest, AuthnResult, ClientConnection, Principal, RequestContext } from './stage.js';
+import type { AuthenticatedRequest, AuthnResult, ClientConnection, PresentedCredential, Principal, RequestContext } from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
@@ -40,8 +40,8 @@ export class Pipeline {
       let authn = authenticate(request);
       if (authn instanceof Promise) authn = await authn;
       if (authn.outcome !== 'authenticated') {
-        const error = authn.outcome === 'rejected' ? authn.error : noCredential(request);
-        return this.refuse(request, exchange, stage, error, undefined);
+        if (authn.outcome === 'rejected') return this.refuse(request, exchange, stage, authn.error, authn.presented);
+        return this.refuse(request, exchange, stage, noCredential(request), undefined);
       }
       principal = authn.principal;
       const authenticated: AuthenticatedRequest = { ...request, principal };
@@ -96,6 +96,9 @@ export class Pipeline {
         subject: null,
         auth_method: null,
         cert_thumbprint: null,
+        client_id: null,
+        jti: null,
+        scopes: null,
       });
     } catch (fault) {
       // A refusal is enforced whether or not it could be recorded; the failure itself is an alert.
@@ -124,6 +127,9 @@ export class Pipeline {
         subject: null,
         auth_method: null,
         cert_thumbprint: null,
+        client_id: null,
+        jti: null,
+        scopes: null,
       });
     } catch (fault) {
       this.deps.log.error({ err: describe(fault) }, 'audit append failed for a connection refusal');
@@ -135,7 +141,7 @@ export class Pipeline {
     exchange: HttpExchange,
     stage: DecisionStage,
     error: GatewayError,
-    principal: Principal | undefined,
+    principal: PresentedCredential | undefined,
   ): void {
     try {
       this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
@@ -192,15 +198,15 @@ function authenticate(request: RequestContext, from = 0): AuthnResult | Promise<
   return NO_CREDENTIAL;
 }
 
+/** `credential`: the principal, or what a refused credential verifiably said about its holder. */
 function auditEvent(
   request: RequestContext,
   decision: 'allow' | 'deny',
   stage: DecisionStage,
   error: GatewayError | undefined,
-  principal: Principal | undefined,
+  credential: PresentedCredential | undefined,
 ): AuditEvent {
-  const actor = principal === undefined ? undefined : { subject: principal.subject, authMethod: principal.method, certThumbprint: principal.certificateThumbprint ?? null };
-  return requestDecision(request, decision, stage, error, actor);
+  return requestDecision(request, decision, stage, error, actorOf(credential));
 }
 
 /** Error details for operators' logs: name, message and stack, never request data. */

@@ -72,12 +72,26 @@ export interface AuthenticatedRequest extends RequestContext {
   readonly principal: Principal;
 }
 
+/**
+ * What a refused credential verifiably says about its holder, for the audit record only — never for a decision. Only
+ * facts the gateway established itself: the identity in a token whose signature verified (then refused as revoked,
+ * expired, …), or the thumbprint of a certificate it computed; never text an attacker could have written.
+ */
+export interface PresentedCredential {
+  readonly method: Principal['method'];
+  readonly subject?: string;
+  readonly clientId?: string;
+  readonly tokenId?: string;
+  readonly scopes?: ReadonlySet<string>;
+  readonly certificateThumbprint?: string;
+}
+
 export type AuthnResult =
   | { readonly outcome: 'authenticated'; readonly principal: Principal }
   /** No credential of this authenticator's kind: the next one is tried. */
   | { readonly outcome: 'not-applicable' }
   /** A credential was presented and is bad: stop here, never fall through. */
-  | { readonly outcome: 'rejected'; readonly error: GatewayError };
+  | { readonly outcome: 'rejected'; readonly error: GatewayError; readonly presented?: PresentedCredential };
 
 export interface Authenticator {
   readonly id: string;

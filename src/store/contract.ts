@@ -21,6 +21,14 @@ export interface Client {
   readonly scopes: readonly string[];
   readonly audiences: readonly string[];
   readonly enabled: boolean;
+  /**
+   * Epoch seconds: access tokens of this client with an earlier `iat` are refused, whatever the client's state later. A
+   * disable sets it to the second after the disable, so a later enable never brings back a token issued before it.
+   * null = no cut-off.
+   */
+  readonly tokensNotBeforeS: number | null;
+  /** Lifetime of this client's access tokens in seconds, at most the issuer's access_token_ttl_s; null = the issuer's. */
+  readonly accessTokenTtlS: number | null;
   readonly createdAt: number;
   readonly updatedAt: number;
 }
@@ -41,6 +49,13 @@ export interface SigningKey {
   readonly retiredAt: number | null;
   /** After this the key is neither used nor published (every token it signed has expired). null = not retired. */
   readonly expiresAt: number | null;
+  /** Set by an emergency revocation (`gatehouse keys revoke`): unpublished at that moment, its tokens refused. */
+  readonly revokedAt: number | null;
+}
+
+export interface SigningKeyChange {
+  readonly update: readonly SigningKey[];
+  readonly insert: readonly SigningKey[];
 }
 
 export interface Revocation {
@@ -79,6 +94,12 @@ export interface CredentialStore {
   listSigningKeys(): Promise<readonly SigningKey[]>;
   /** Adds `next` and, in the same transaction, marks `retire.kid` retired and unpublished after `retire.expiresAt`. */
   rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void>;
+  /**
+   * Applies `change` to the current keys inside one transaction: the keys it returns in `update` are written back (by
+   * kid; a kid the store does not hold is StoreError('not_found')), `insert` is added. For changes that depend on the
+   * whole key set (an emergency revocation and the succession it forces); `change` must be synchronous and pure.
+   */
+  changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange>;
   /** Deletes keys whose expiresAt passed. Returns how many. */
   purgeExpiredSigningKeys(now: number): Promise<number>;
 

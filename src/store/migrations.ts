@@ -65,6 +65,17 @@ export const migrations: readonly Migration[] = [
       PRAGMA application_id = ${APPLICATION_ID};
     `,
   },
+  {
+    version: 2,
+    description: 'token cut-off and token lifetime per client; emergency revocation of signing keys',
+    sql: `
+      -- Epoch seconds: tokens of the client with an earlier iat are refused (set by a disable, kept by an enable).
+      ALTER TABLE clients ADD COLUMN tokens_not_before_s INTEGER CHECK (tokens_not_before_s IS NULL OR tokens_not_before_s >= 0);
+      -- Seconds; NULL = the issuer's access_token_ttl_s.
+      ALTER TABLE clients ADD COLUMN access_token_ttl_s INTEGER CHECK (access_token_ttl_s IS NULL OR access_token_ttl_s > 0);
+      ALTER TABLE signing_keys ADD COLUMN revoked_at INTEGER;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = migrations.length;

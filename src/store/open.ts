@@ -8,8 +8,12 @@ import { KeyRing } from '../issuer/keys.js';
 import type { CredentialStore } from './contract.js';
 import { SqliteCredentialStore } from './sqlite.js';
 
-export function openCredentialStore(config: Pick<Config, 'store'>): CredentialStore {
-  return SqliteCredentialStore.open(config.store.path);
+/**
+ * `create: false` (the admin commands) opens only a store that exists, and throws StoreError('not_found') otherwise: a
+ * mistyped --data must not silently become a new, empty store. `serve` and `gatehouse init` create it.
+ */
+export function openCredentialStore(config: Pick<Config, 'store'>, opts: { readonly create: boolean } = { create: true }): CredentialStore {
+  return SqliteCredentialStore.open(config.store.path, { create: opts.create });
 }
 
 /** The master key file beside the store's data: data_dir/master.key (0600), unless GATEHOUSE_MASTER_KEY is given. */

@@ -1,6 +1,6 @@
 // SQLite credential store (embedded default): one better-sqlite3 connection in WAL mode, every write one transaction,
 // every row read validated before it becomes a Client, SigningKey or Revocation. File and -wal/-shm are mode 0600.
-import { closeSync, constants, fchmodSync, fstatSync, mkdirSync, openSync } from 'node:fs';
+import { closeSync, constants, fchmodSync, fstatSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import { z } from 'zod';
@@ -11,7 +11,9 @@ import {
   type Revocation,
   type SecretHash,
   type SigningKey,
+  type SigningKeyChange,
 } from './contract.js';
+import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
 
 /** Secrets a client may hold at once: the current one and, during a rotation, the old one. */
@@ -26,6 +28,11 @@ export interface SqliteStoreOptions {
    * event loop: keep it short. Writers (admin CLI, revocations) hold the lock for milliseconds; WAL readers never wait.
    */
   readonly busyTimeoutMs?: number;
+  /**
+   * Create the file (and its directory) when it does not exist: only `serve` and `gatehouse init` do. Admin commands open
+   * an existing store, so a mistyped --data is an error instead of a new, empty store. Default true.
+   */
+  readonly create?: boolean;
 }
 
 // ---- Row validation: the database is outside input (another process, a restored backup, a hand edit). ----
@@ -46,6 +53,8 @@ const clientRow = z.object({
   scopes: jsonStrings,
   audiences: jsonStrings,
   enabled: z.union([z.literal(0), z.literal(1)]),
+  tokens_not_before_s: z.int().nonnegative().nullable(),
+  access_token_ttl_s: z.int().positive().nullable(),
   created_at: epochMs,
   updated_at: epochMs,
 });
@@ -67,6 +76,7 @@ const signingKeyRow = z.object({
   activates_at: epochMs,
   retired_at: epochMs.nullable(),
   expires_at: epochMs.nullable(),
+  revoked_at: epochMs.nullable(),
 });
 
 const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
@@ -113,13 +123,24 @@ function toStoreError(error: unknown, doing: string): unknown {
   return error;
 }
 
-/** Creates the parent directory (0700) and the database file (0600) before SQLite sees it. */
-function prepareFile(file: string): void {
-  // Only directories created here get 0700; an existing data directory keeps the mode its owner chose.
-  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-  // Created by us rather than by SQLite so it never exists, even for an instant, with umask-derived permissions;
-  // SQLite then gives -wal and -shm the database file's mode.
-  const fd = openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+/** With `create`, makes the parent directory (0700) and the database file (0600) before SQLite sees it. */
+function prepareFile(file: string, create: boolean): void {
+  let fd: number;
+  if (create) {
+    // Only directories created here get 0700; an existing data directory keeps the mode its owner chose.
+    makeDirectory(dirname(file), 0o700);
+    // Created by us rather than by SQLite so it never exists, even for an instant, with umask-derived permissions;
+    // SQLite then gives -wal and -shm the database file's mode.
+    fd = openSync(file, constants.O_RDWR | constants.O_CREAT, 0o600);
+  } else {
+    try {
+      fd = openSync(file, constants.O_RDWR);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') throw new StoreError('not_found', `no credential store at ${file}`);
+      throw error;
+    }
+  }
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new StoreError('invalid', `${file}: not a regular file`);
@@ -130,11 +151,14 @@ function prepareFile(file: string): void {
   }
 }
 
-type ClientParams = { id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1; created_at: number; updated_at: number };
+type ClientParams = {
+  id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1;
+  tokens_not_before_s: number | null; access_token_ttl_s: number | null; created_at: number; updated_at: number;
+};
 type SecretParams = { client_id: string; slot: number; hash: string; created_at: number; expires_at: number | null };
 type KeyParams = {
   kid: string; alg: string; public_jwk: string; encrypted_private_key: string;
-  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null;
+  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null; revoked_at: number | null;
 };
 
 // Prepared once: statement compilation is most of the cost of a small query.
@@ -173,12 +197,12 @@ function retainStatements(db: Database.Database): void {
 function prepareStatements(db: Database.Database) {
   return {
     insertClient: db.prepare<ClientParams>(
-      `INSERT INTO clients (id, name, scopes, audiences, enabled, created_at, updated_at)
-       VALUES (@id, @name, @scopes, @audiences, @enabled, @created_at, @updated_at)`,
+      `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, created_at, updated_at)
+       VALUES (@id, @name, @scopes, @audiences, @enabled, @tokens_not_before_s, @access_token_ttl_s, @created_at, @updated_at)`,
     ),
     updateClient: db.prepare<ClientParams>(
       `UPDATE clients SET name = @name, scopes = @scopes, audiences = @audiences, enabled = @enabled,
-              updated_at = @updated_at
+              tokens_not_before_s = @tokens_not_before_s, access_token_ttl_s = @access_token_ttl_s, updated_at = @updated_at
        WHERE id = @id`,
     ),
     getClient: db.prepare<[string]>('SELECT * FROM clients WHERE id = ?'),
@@ -192,8 +216,13 @@ function prepareStatements(db: Database.Database) {
     getSecrets: db.prepare<[string]>('SELECT * FROM client_secrets WHERE client_id = ? ORDER BY slot'),
     listSecrets: db.prepare<[]>('SELECT * FROM client_secrets ORDER BY client_id, slot'),
     insertKey: db.prepare<KeyParams>(
-      `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at)
-       VALUES (@kid, @alg, @public_jwk, @encrypted_private_key, @created_at, @activates_at, @retired_at, @expires_at)`,
+      `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at, revoked_at)
+       VALUES (@kid, @alg, @public_jwk, @encrypted_private_key, @created_at, @activates_at, @retired_at, @expires_at, @revoked_at)`,
+    ),
+    // The key material never changes after insertion: only its schedule does.
+    updateKeySchedule: db.prepare<KeyParams>(
+      `UPDATE signing_keys SET activates_at = @activates_at, retired_at = @retired_at, expires_at = @expires_at, revoked_at = @revoked_at
+       WHERE kid = @kid AND alg = @alg AND public_jwk = @public_jwk AND encrypted_private_key = @encrypted_private_key`,
     ),
     // Only a key nobody retired yet: two concurrent rotations must not both hand over from the same key (the loser's
     // new key would then never be retired and stay published forever).
@@ -230,7 +259,7 @@ export class SqliteCredentialStore implements CredentialStore {
   static open(file: string, opts: SqliteStoreOptions = {}): SqliteCredentialStore {
     let db: Database.Database | undefined;
     try {
-      prepareFile(file);
+      prepareFile(file, opts.create ?? true);
       db = new Database(file, { fileMustExist: true });
       retainStatements(db);
       db.pragma(`busy_timeout = ${Math.max(0, Math.trunc(opts.busyTimeoutMs ?? 2000))}`);
@@ -251,6 +280,7 @@ export class SqliteCredentialStore implements CredentialStore {
       return new SqliteCredentialStore(file, db, opts.now ?? Date.now);
     } catch (error) {
       db?.close();
+      if (error instanceof DirectoryError) throw new StoreError('unavailable', error.message);
       // Creating the directory or file failed (EACCES, ENOTDIR, EROFS, …): the store cannot serve.
       const errno = error instanceof Error ? (error as NodeJS.ErrnoException).code : undefined;
       if (typeof errno === 'string' && !(error instanceof StoreError) && !(error instanceof Database.SqliteError)) {
@@ -352,20 +382,39 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   listSigningKeys(): Promise<readonly SigningKey[]> {
-    return this.guard('listSigningKeys', () =>
-      this.q.listKeys.all().map((raw) => {
-        const row = parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'));
-        return {
-          kid: row.kid,
-          alg: row.alg,
-          publicJwk: row.public_jwk,
-          encryptedPrivateKey: row.encrypted_private_key,
-          createdAt: row.created_at,
-          activatesAt: row.activates_at,
-          retiredAt: row.retired_at,
-          expiresAt: row.expires_at,
-        };
-      }),
+    return this.guard('listSigningKeys', () => this.readSigningKeys());
+  }
+
+  private readSigningKeys(): SigningKey[] {
+    return this.q.listKeys.all().map((raw) => {
+      const row = parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'));
+      return {
+        kid: row.kid,
+        alg: row.alg,
+        publicJwk: row.public_jwk,
+        encryptedPrivateKey: row.encrypted_private_key,
+        createdAt: row.created_at,
+        activatesAt: row.activates_at,
+        retiredAt: row.retired_at,
+        expiresAt: row.expires_at,
+        revokedAt: row.revoked_at,
+      };
+    });
+  }
+
+  changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
+    // IMMEDIATE: the keys are read under the write lock, so the change is decided on the state it is written over.
+    return this.guard('changeSigningKeys', () =>
+      this.db.transaction(() => {
+        const decided = change(this.readSigningKeys());
+        for (const key of decided.update) {
+          if (this.q.updateKeySchedule.run(keyParams(key)).changes === 0) {
+            throw new StoreError(this.q.keyExists.get(key.kid) === undefined ? 'not_found' : 'invalid', `signing key ${key.kid}: not found with that key material`);
+          }
+        }
+        for (const key of decided.insert) this.q.insertKey.run(keyParams(key));
+        return decided;
+      }).immediate(),
     );
   }
 
@@ -434,6 +483,8 @@ function clientParams(client: Client): ClientParams {
     scopes: JSON.stringify(client.scopes),
     audiences: JSON.stringify(client.audiences),
     enabled: client.enabled ? 1 : 0,
+    tokens_not_before_s: client.tokensNotBeforeS,
+    access_token_ttl_s: client.accessTokenTtlS,
     created_at: client.createdAt,
     updated_at: client.updatedAt,
   };
@@ -449,6 +500,7 @@ function keyParams(key: SigningKey): KeyParams {
     activates_at: key.activatesAt,
     retired_at: key.retiredAt,
     expires_at: key.expiresAt,
+    revoked_at: key.revokedAt,
   };
 }
 
@@ -460,6 +512,8 @@ function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]
     scopes: row.scopes,
     audiences: row.audiences,
     enabled: row.enabled === 1,
+    tokensNotBeforeS: row.tokens_not_before_s,
+    accessTokenTtlS: row.access_token_ttl_s,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -7,6 +7,7 @@ import { createHash, createPrivateKey, createPublicKey, randomBytes, webcrypto, 
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
+import { makeDirectory } from '../lib/make-directory.js';
 
 x509.cryptoProvider.set(webcrypto);
 
@@ -148,8 +149,9 @@ export async function initDevCertificates(
   const server = await issueServerCertificate(ca, { dnsNames: DEV_SERVER_DNS_NAMES, ipAddresses: DEV_SERVER_IP_ADDRESSES });
   const client = await issueClientCertificate(ca, { commonName: DEV_CLIENT_COMMON_NAME, uris: [DEV_CLIENT_URI] });
 
-  // mkdir's mode only applies to directories it creates, so an existing directory keeps the operator's permissions.
-  await fsp.mkdir(paths.dir, { recursive: true, mode: 0o700 });
+  // The mode only applies to directories it creates, so an existing directory keeps the operator's permissions.
+  // Not fsp.mkdir({ recursive: true }): under /proc and similar trees it retries forever instead of failing.
+  makeDirectory(paths.dir, 0o700);
   // Keys first: a crash midway then leaves an incomplete set that the next run refuses, never a certificate whose key is missing silently.
   await writeFileAtomic(paths.caKey, ca.keyPem, 0o600);
   await writeFileAtomic(paths.serverKey, server.keyPem, 0o600);
@@ -306,7 +308,8 @@ async function pathExists(file: string): Promise<boolean> {
     await fsp.lstat(file);
     return true;
   } catch (err: unknown) {
-    if (isErrnoException(err) && err.code === 'ENOENT') return false;
+    // ENOTDIR: a parent is a file; makeDirectory then reports that parent by name.
+    if (isErrnoException(err) && (err.code === 'ENOENT' || err.code === 'ENOTDIR')) return false;
     throw err;
   }
 }

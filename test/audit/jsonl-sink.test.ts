@@ -26,6 +26,9 @@ const event = (i: number, extra: Partial<AuditEvent> = {}): AuditEvent => ({
   subject: null,
   auth_method: null,
   cert_thumbprint: null,
+  client_id: null,
+  jti: null,
+  scopes: null,
   ...extra,
 });
 

@@ -1,11 +1,12 @@
 // `gatehouse clients …` and `gatehouse keys …` against a real store: the built CLI is spawned; the store file is opened
 // directly only after the CLI process has exited.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Client } from '../../src/store/contract.js';
+import { generateClientId } from '../../src/issuer/secrets.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
 
@@ -34,6 +35,26 @@ beforeAll(async () => {
       `routes:\n  - { id: p, match: { path_prefix: /p, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n` +
       `data_dir: ${dataDir}\n`,
   );
+});
+
+describe('gatehouse init, and admin commands on a store that does not exist', () => {
+  it('admin commands refuse a data directory without a store (66) and create nothing there', () => {
+    const missing = join(work, 'no', 'such', 'dir');
+    for (const args of [['clients', 'list'], ['clients', 'add', 'x', '--scope', 'read'], ['keys', 'list'], ['clients', 'show', 'AAAAAAAAAAAAAAAAAAAAAA']]) {
+      const result = run([...args, '--data', missing]);
+      expect(result.status, args.join(' ')).toBe(66);
+      expect(result.stderr).toBe(`gatehouse: no credential store at ${join(missing, 'gatehouse.db')}\n`);
+      expect(result.stdout).toBe('');
+      expect(existsSync(join(work, 'no'))).toBe(false);
+    }
+  });
+
+  it('init creates the store (0600) once; a second init changes nothing', () => {
+    expect(ok(['init'])).toBe(`created credential store ${dbFile}\n`);
+    expect(statSync(dbFile).mode & 0o777).toBe(0o600);
+    expect(ok(['init'])).toMatch(/already exists; nothing to do/);
+    expect(ok(['clients', 'list'])).toBe('no clients\n');
+  });
 });
 
 interface Result {
@@ -101,7 +122,7 @@ describe('gatehouse clients', () => {
     expect(text).toMatch(/shown only now/);
 
     added = json<Added>(['clients', 'add', 'Reports', '--scope', 'reports:read', '--audience', 'https://api.example.com', '--audience', 'urn:example:reports']);
-    expect(Object.keys(added).sort()).toEqual(['audiences', 'client_id', 'client_secret', 'name', 'scopes']);
+    expect(Object.keys(added).sort()).toEqual(['access_token_ttl_s', 'audiences', 'client_id', 'client_secret', 'name', 'scopes']);
     expect(added).toMatchObject({ name: 'Reports', scopes: ['reports:read'], audiences: ['https://api.example.com', 'urn:example:reports'] });
     expectSecret(added.client_secret);
 
@@ -239,6 +260,76 @@ interface KeyView {
   expires_at: string | null;
 }
 
+describe('client ids that begin with "-"', () => {
+  // The shape of an id issued before generated ids were kept from starting with "-" (one in 64 of them).
+  const dashId = '-nQndXb2kQ3dY5wJmT8pAw';
+
+  it('are never generated any more', () => {
+    for (let i = 0; i < 20_000; i++) {
+      const id = generateClientId();
+      if (id.startsWith('-') || !/^[A-Za-z0-9_-]{22}$/.test(id)) throw new Error(`bad id ${id}`);
+    }
+  });
+
+  it('that exist can be shown, disabled, enabled, updated and removed, as given or after --', async () => {
+    const store = SqliteCredentialStore.open(dbFile, { create: false });
+    try {
+      const now = Date.now();
+      await store.createClient({
+        id: dashId, name: 'legacy', secrets: [], scopes: ['read'], audiences: [], enabled: true,
+        tokensNotBeforeS: null, accessTokenTtlS: null, createdAt: now, updatedAt: now,
+      });
+    } finally {
+      await store.close();
+    }
+    expect(ok(['clients', 'show', dashId])).toContain(`client_id:  ${dashId}`);
+    expect(ok(['clients', 'show', '--json', dashId])).toContain(`"client_id": "${dashId}"`);
+    // With "--" (the documented spelling): everything after it is the id.
+    const separated = spawnSync(process.execPath, [CLI, 'clients', 'disable', '--config', configFile, '--', dashId], { encoding: 'utf8', timeout: 20_000 });
+    expect(separated.stderr).toBe('');
+    expect(separated.stdout).toMatch(/disabled/);
+    expect((await storedClient(dashId))?.enabled).toBe(false);
+    expect(ok(['clients', 'enable', dashId])).toMatch(/enabled/);
+    expect(ok(['clients', 'update', dashId, '--name', 'legacy 2'])).toMatch(/updated/);
+    expect(ok(['clients', 'remove', dashId])).toBe(`client ${dashId} removed\n`);
+    expect(await storedClient(dashId)).toBeUndefined();
+    // Options keep their meaning, and an id in the wrong place is still no option.
+    expect(run(['clients', 'show', dashId]).status).toBe(66);
+    expect(run(['clients', 'show', '-nQnd']).status).toBe(64);
+  });
+});
+
+describe('the admin log', () => {
+  it('records every change with the OS user who made it, and never a secret or a hash', () => {
+    const added = json<Added>(['clients', 'add', 'Logged', '--scope', 'read']);
+    ok(['clients', 'disable', added.client_id]);
+    const rotated = json<{ client_secret: string }>(['clients', 'rotate-secret', added.client_id]);
+    ok(['clients', 'remove', added.client_id]);
+    const text = readFileSync(join(dataDir, 'audit', 'admin.jsonl'), 'utf8');
+    const mine = text.trim().split('\n').map((line) => JSON.parse(line) as { action: string; target: string; actor: Record<string, unknown> }).filter((r) => r.target === added.client_id);
+    expect(mine.map((r) => r.action)).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
+    for (const record of mine) expect(record.actor).toMatchObject({ os_user: userInfo().username, uid: userInfo().uid, pid: expect.any(Number) });
+    expect(text).not.toContain(added.client_secret);
+    expect(text).not.toContain(rotated.client_secret);
+    expect(text).not.toContain('$argon2');
+    expect(statSync(join(dataDir, 'audit', 'admin.jsonl')).mode & 0o777).toBe(0o600);
+  });
+
+  it('a change that cannot be recorded is still reported (the secret is not lost), then exits 1 naming the log', async () => {
+    // admin.jsonl is a directory here: no account, root included, can append to it.
+    const brokenAudit = join(work, 'broken-audit');
+    mkdirSync(join(brokenAudit, 'admin.jsonl'), { recursive: true });
+    const brokenConfig = join(work, 'broken-audit.yaml');
+    writeFileSync(brokenConfig, `${readFileSync(configFile, 'utf8')}audit: { dir: ${brokenAudit} }\n`);
+    const result = spawnSync(process.execPath, [CLI, 'clients', 'add', 'Unlogged', '--scope', 'read', '--config', brokenConfig], { encoding: 'utf8', timeout: 20_000 });
+    expect(result.status).toBe(1);
+    const id = /^client_id: +(\S+)$/m.exec(result.stdout)?.[1] ?? '';
+    expect(result.stdout).toMatch(/^client_secret: +\S{43}$/m);
+    expect(result.stderr).toMatch(new RegExp(`^gatehouse: client.add ${id} was made but could not be recorded in the admin log in ${brokenAudit}: `));
+    expect(await storedClient(id)).toMatchObject({ name: 'Unlogged' });
+  });
+});
+
 describe('gatehouse keys', () => {
   it('rotate twice: the first key signs at once, the second is pending and retires the first', () => {
     const first = json<{ kid: string; alg: string; retires: unknown }>(['keys', 'rotate']);
@@ -261,7 +352,7 @@ describe('gatehouse keys', () => {
     expect(Date.parse(next?.activates_at ?? '') - Date.parse(next?.created_at ?? '')).toBe(600_000);
     expect(old?.retired_at).toBe(next?.activates_at);
     expect(Date.parse(old?.expires_at ?? '') - Date.parse(old?.retired_at ?? '')).toBe(660_000);
-    for (const key of keys) expect(Object.keys(key).sort()).toEqual(['activates_at', 'alg', 'created_at', 'expires_at', 'kid', 'retired_at', 'state']);
+    for (const key of keys) expect(Object.keys(key).sort()).toEqual(['activates_at', 'alg', 'created_at', 'expires_at', 'kid', 'retired_at', 'revoked_at', 'state']);
   });
 
   it('exits 78 for an invalid GATEHOUSE_MASTER_KEY, naming the variable but not its value', () => {

@@ -1,4 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -218,5 +219,177 @@ describe('gatehouse CLI', () => {
     const malformed = run(['serve', '--config', config], { ...process.env, GATEHOUSE_MASTER_KEY: 'short' });
     expect(malformed.status).toBe(78);
     expect(malformed.stderr).toMatch(/GATEHOUSE_MASTER_KEY/);
+  });
+});
+
+/** A stack trace line as Node prints it for an uncaught error, or as the crash log's "stack" field holds it. */
+const STACK = /\n\s+at |uncaught exception/;
+
+/** Runs the CLI with a stdout whose reader is gone before the first write: every write to it fails with EPIPE. */
+async function runWithClosedStdout(args: string[]): Promise<{ status: number | null; stderr: string }> {
+  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  child.stdout.destroy();
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 20_000);
+  const [status] = (await once(child, 'close')) as [number | null];
+  clearTimeout(timer);
+  return { status, stderr };
+}
+
+// Answers every query from a loopback address: NXDOMAIN, or SERVFAIL for a name whose first label is "servfail".
+// It stops by itself, so a killed test cannot leave it behind holding the port.
+const FAKE_DNS = `
+import dgram from 'node:dgram';
+const socket = dgram.createSocket('udp4');
+socket.on('message', (query, peer) => {
+  const label = query.subarray(13, 13 + query[12]).toString('latin1');
+  process.stdout.write('query ' + label + '\\n');
+  const answer = Buffer.from(query);
+  answer[2] = 0x81;
+  answer[3] = label === 'servfail' ? 0x82 : 0x83;
+  answer.fill(0, 6, 12);
+  socket.send(answer, peer.port, peer.address);
+});
+socket.bind(53, process.argv[2], () => process.stdout.write('ready\\n'));
+setTimeout(() => process.exit(0), 30_000);
+`;
+
+// In a private mount namespace, /etc/resolv.conf names only the fake server: no query can leave 127.0.0.0/8. The
+// script refuses to run the CLI unless that is so, and unless the fake server is listening.
+const DNS_SCRIPT = `set -eu
+dir=$1; nameserver=$2; node=$3; cli=$4; config=$5
+mount --bind "$dir/resolv.conf" /etc/resolv.conf
+[ "$(cat /etc/resolv.conf)" = "nameserver $nameserver" ]
+"$node" "$dir/fake-dns.mjs" "$nameserver" > "$dir/dns.log" &
+dns=$!
+tries=0
+until grep -q ready "$dir/dns.log"; do tries=$((tries + 1)); [ "$tries" -lt 200 ] || { kill "$dns"; exit 90; }; sleep 0.05; done
+set +e
+"$node" "$cli" serve --config "$config" --host no-such-host.invalid --port 0 > "$dir/nx.out" 2> "$dir/nx.err"; echo $? > "$dir/nx.status"
+"$node" "$cli" serve --config "$config" --host servfail.invalid --port 0 > "$dir/again.out" 2> "$dir/again.err"; echo $? > "$dir/again.status"
+kill "$dns"
+`;
+
+describe('gatehouse CLI: listen failures, overrides, output, version, directories, help', () => {
+  let certDir: string | undefined;
+  const certs = async (): Promise<string> => {
+    if (certDir === undefined) {
+      certDir = join(work, 'defect-certs');
+      await initDevCertificates(certDir);
+    }
+    return certDir;
+  };
+
+  it('an address not on this machine (EADDRNOTAVAIL) ends with one line and exit 1, not a crash', async () => {
+    // 192.0.2.1 is TEST-NET-1: binding is a local syscall, no packet is sent.
+    const result = run(['serve', '--config', writeConfig('addr-not-avail.yaml', await certs()), '--host', '192.0.2.1', '--port', '0']);
+    expect(result.stderr).toBe('gatehouse: cannot listen on 192.0.2.1:0 (EADDRNOTAVAIL: address not available on this machine)\n');
+    expect(result.stdout).not.toMatch(STACK);
+    expect(result.status).toBe(1);
+  });
+
+  it('an IPv6 link-local address without its interface is explained, not a crash', async () => {
+    const result = run(['serve', '--config', writeConfig('link-local.yaml', await certs()), '--host', 'fe80::1', '--port', '0']);
+    // EINVAL on Linux with IPv6; a machine without IPv6 answers EAFNOSUPPORT or EADDRNOTAVAIL instead.
+    expect(result.stderr).toMatch(/^gatehouse: cannot listen on \[fe80::1\]:0 \((EINVAL|EAFNOSUPPORT|EADDRNOTAVAIL): [^\n]+\)\n$/);
+    expect(result.stdout).not.toMatch(STACK);
+    expect(result.status).toBe(1);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('an unresolvable host name (ENOTFOUND, EAI_AGAIN) ends with one line and exit 1, resolved only by a loopback fake DNS', async () => {
+    const dir = mkdtempSync(join(work, 'dns-'));
+    // A fresh loopback address per run: another run (or a leftover server) on 127.0.0.77:53 cannot get in the way.
+    const nameserver = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
+    writeFileSync(join(dir, 'resolv.conf'), `nameserver ${nameserver}\n`);
+    writeFileSync(join(dir, 'fake-dns.mjs'), FAKE_DNS);
+    const config = writeConfig('dns.yaml', await certs());
+    const script = spawnSync('unshare', ['--mount', 'sh', '-c', DNS_SCRIPT, 'dns-test', dir, nameserver, process.execPath, CLI, config], {
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    expect(script.stderr).toBe('');
+    expect(script.status).toBe(0);
+    const read = (name: string): string => readFileSync(join(dir, name), 'utf8');
+    // The names really were asked of the fake server.
+    expect(read('dns.log')).toMatch(/query no-such-host\n[^]*query servfail\n/);
+    expect(read('nx.err')).toBe('gatehouse: cannot listen on no-such-host.invalid:0 (ENOTFOUND: cannot resolve the host name)\n');
+    expect(read('nx.status')).toBe('1\n');
+    expect(read('again.err')).toMatch(/^gatehouse: cannot listen on servfail\.invalid:0 \(EAI_AGAIN: cannot resolve the host name[^\n]*\)\n$/);
+    expect(read('again.status')).toBe('1\n');
+    expect(read('nx.out') + read('again.out')).not.toMatch(STACK);
+  });
+
+  it('the config file must be valid on its own: --port does not hide a bad server.port, nor --host a bad server.host', async () => {
+    const dir = await certs();
+    const badPort = writeConfig('bad-port.yaml', dir);
+    writeFileSync(badPort, readFileSync(badPort, 'utf8').replace('port: 0', 'port: "eighty"'));
+    const port = run(['serve', '--config', badPort, '--port', '0']);
+    expect(port.status).toBe(78);
+    expect(port.stderr).toMatch(/server\.port: /);
+    const badHost = writeConfig('bad-host.yaml', dir);
+    writeFileSync(badHost, readFileSync(badHost, 'utf8').replace('host: 127.0.0.1', 'host: ""'));
+    const host = run(['serve', '--config', badHost, '--host', '127.0.0.1']);
+    expect(host.status).toBe(78);
+    expect(host.stderr).toMatch(/server\.host: /);
+  });
+
+  it('a closed stdout (EPIPE) ends every kind of command quietly with exit 1', async () => {
+    const dir = await certs();
+    const config = writeConfig('epipe.yaml', dir, 'issuer: {}\n');
+    // The first start creates the credential store that the admin commands work on.
+    const first = await serve(['--config', config]);
+    first.child.kill('SIGTERM');
+    await once(first.child, 'exit');
+    for (const name of ['one', 'two', 'three']) expect(run(['clients', 'add', name, '--scope', 'read', '--config', config]).status).toBe(0);
+    const runs = [
+      ['--help'],
+      ['--version'],
+      ['clients', 'list', '--json', '--config', config],
+      ['certs', 'init', '--dir', join(work, 'epipe-certs')],
+    ];
+    for (const args of runs) {
+      const result = await runWithClosedStdout(args);
+      expect(result.stderr, args.join(' ')).toBe('gatehouse: output could not be written (EPIPE: the reading end of the pipe was closed)\n');
+      expect(result.status, args.join(' ')).toBe(1);
+    }
+    // serve logs to stdout: it drains and stops instead of running on without a log.
+    const served = await runWithClosedStdout(['serve', '--config', writeConfig('epipe-serve.yaml', dir)]);
+    expect(served.stderr).toBe('gatehouse: log output could not be written (EPIPE: the reading end of the pipe was closed); draining and stopping\n');
+    expect(served.status).toBe(1);
+  });
+
+  it('--version and -V print the version in package.json', () => {
+    const { version } = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const result = run([flag]);
+      expect(result.stdout).toBe(`${version}\n`);
+      expect(result.status).toBe(0);
+    }
+  });
+
+  it('certs init under /proc (where recursive mkdir spins forever) fails at once with the directory named', () => {
+    const started = Date.now();
+    // spawnSync's timeout kills a regression instead of hanging the suite.
+    const result = spawnSync(process.execPath, [CLI, 'certs', 'init', '--dir', '/proc/gatehouse-test/certs'], { encoding: 'utf8', timeout: 15_000 });
+    expect(result.signal).toBeNull();
+    expect(result.stderr).toMatch(/^gatehouse: cannot create directory \/proc\/gatehouse-test\/certs: [^\n]+\n$/);
+    expect(result.status).toBe(1);
+    expect(Date.now() - started).toBeLessThan(15_000);
+  });
+
+  it('--help of serve, certs init and the program lists what each does and its exit codes', () => {
+    const serveHelp = run(['serve', '--help']);
+    expect(serveHelp.status).toBe(0);
+    expect(serveHelp.stdout).toMatch(/run the gateway/);
+    expect(serveHelp.stdout).toMatch(/--host <address>/);
+    const codes = serveHelp.stdout.slice(serveHelp.stdout.indexOf('Exit codes:')).replace(/\s+/g, ' ');
+    for (const code of ['0 stopped', '1 failure', '64 usage', '70 internal error', '78 configuration']) expect(codes).toContain(code);
+    const certsHelp = run(['certs', 'init', '--help']).stdout.replace(/\s+/g, ' ');
+    for (const code of ['Exit codes: 0 created', '1 failure', '64 usage']) expect(certsHelp).toContain(code);
+    expect(certsHelp).not.toMatch(/\b(70|78) /);
+    const programHelp = run(['--help']).stdout.replace(/\s+/g, ' ');
+    expect(programHelp).toMatch(/Exit codes: 0 ok; 1 failure/);
+    expect(programHelp).toMatch(/-V, --version/);
   });
 });

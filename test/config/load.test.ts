@@ -120,6 +120,22 @@ describe('config loading', () => {
     expect(() => buildConfig(minimal(), dir, { port: 99_999 })).toThrow(ConfigError);
   });
 
+  it('validates the document as written before an override replaces a key: --port cannot hide a bad server.port', () => {
+    const problemsWith = (document: unknown, overrides: { port?: number; host?: string }): readonly string[] => {
+      try {
+        buildConfig(document, dir, overrides);
+      } catch (error) {
+        if (error instanceof ConfigError) return error.problems;
+        throw error;
+      }
+      throw new Error('expected a ConfigError');
+    };
+    expect(problemsWith({ ...minimal(), server: { port: 'eighty' } }, { port: 0 })).toEqual([expect.stringMatching(/^server\.port: /)]);
+    expect(problemsWith({ ...minimal(), server: { host: '' } }, { host: '127.0.0.1' })).toEqual([expect.stringMatching(/^server\.host: /)]);
+    // A bad override on a good file is reported too, and said to come from the command line.
+    expect(problemsWith(minimal(), { host: '' })).toEqual([expect.stringMatching(/^server\.host: .*command-line override/)]);
+  });
+
   it('reports YAML syntax errors and duplicate keys with a line number', () => {
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'server:\n  port: 1\n  port: 2\nroutes: [\n');

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { inspect, promisify } from 'node:util';
 import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK } from 'jose';
-import type { Client, CredentialStore, Revocation, SigningKey } from '../../src/store/contract.js';
+import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import {
   KeyDecryptionError,
@@ -19,6 +19,7 @@ import {
   ensureSigningKey,
   generateSigningKey,
   loadKeyEncryptionKey,
+  revokeSigningKey,
   rotateSigningKey,
   signingKeyState,
   type KeyEncryptionKey,
@@ -92,6 +93,15 @@ class MemoryKeyStore implements CredentialStore {
       this.keys.set(retire.kid, { ...old, retiredAt: retire.retiredAt, expiresAt: retire.expiresAt });
     }
     this.keys.set(next.kid, next);
+  }
+  async changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
+    const decided = change([...this.keys.values()]);
+    for (const key of decided.update) {
+      if (!this.keys.has(key.kid)) throw new Error('unknown kid');
+      this.keys.set(key.kid, key);
+    }
+    for (const key of decided.insert) this.keys.set(key.kid, key);
+    return decided;
   }
   async purgeExpiredSigningKeys(now: number): Promise<number> {
     let n = 0;
@@ -609,6 +619,92 @@ describe('rotation', () => {
     expect(ring.signingKey().kid).toBe(c.kid);
     clock = c.activatesAt + 300_000 + RETIREMENT_GRACE_MS;
     expect(publishedKids(ring)).toEqual([c.kid]);
+  });
+});
+
+describe('emergency revocation (keys revoke)', () => {
+  async function setup() {
+    const store = new MemoryKeyStore();
+    const kek = envKek();
+    const clock = { now: T0 };
+    const { key: a } = await ensureSigningKey(store, kek, 'EdDSA', clock.now);
+    const ring = await KeyRing.load(store, kek, { now: () => clock.now });
+    return { store, kek, clock, a, ring };
+  }
+
+  it('the only key: unpublished at once, and a new key (no publication delay) signs at once', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    clock.now += 5000;
+    const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'ES256', now: clock.now });
+    expect(outcome.succession).toBe('created');
+    expect(outcome.revoked).toMatchObject({ kid: a.kid, revokedAt: clock.now, retiredAt: clock.now, expiresAt: clock.now });
+    await ring.refresh();
+    expect(ring.verificationKey(a.kid)).toBeUndefined();
+    expect(publishedKids(ring)).toEqual([outcome.signer?.kid]);
+    expect(ring.signingKey()).toMatchObject({ kid: outcome.signer?.kid, alg: 'ES256' });
+    expect(signingKeyState(store.keys.get(a.kid)!, clock.now)).toBe('revoked');
+    // Idempotent: a second revocation changes nothing and makes no key.
+    const again = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: clock.now + 1 });
+    expect(again.revoked).toBeUndefined();
+    expect(store.keys.size).toBe(2);
+  });
+
+  it('the signer during a rotation: the pending key signs now instead of after its delay', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    const b = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now, activationDelayS: 600, maxTokenLifetimeS: 300 });
+    clock.now += 1000;
+    const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: clock.now });
+    expect(outcome).toMatchObject({ succession: 'activated', signer: { kid: b.kid, activatesAt: clock.now } });
+    expect(store.keys.size).toBe(2);
+    await ring.refresh();
+    expect(ring.signingKey().kid).toBe(b.kid);
+    expect(publishedKids(ring)).toEqual([b.kid]);
+  });
+
+  it('the pending key: the current signer keeps signing, and its handover is cancelled (never a gap)', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    const b = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now, activationDelayS: 600, maxTokenLifetimeS: 300 });
+    const outcome = await revokeSigningKey(store, kek, { kid: b.kid, alg: 'EdDSA', now: clock.now + 1000 });
+    expect(outcome).toMatchObject({ succession: 'kept', signer: { kid: a.kid, retiredAt: null, expiresAt: null } });
+    // Long after b would have taken over, a still signs.
+    clock.now = b.activatesAt + 3_600_000;
+    await ring.refresh();
+    expect(ring.signingKey().kid).toBe(a.kid);
+    expect(publishedKids(ring)).toEqual([a.kid]);
+  });
+
+  it('a retired key still published: only it goes, signing is unchanged; an unknown kid is not_found', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    const b = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now, activationDelayS: 0, maxTokenLifetimeS: 300 });
+    clock.now += 1000;
+    const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: clock.now });
+    expect(outcome).toMatchObject({ succession: 'unchanged', signer: { kid: b.kid } });
+    await ring.refresh();
+    expect(publishedKids(ring)).toEqual([b.kid]);
+    const before = [...store.keys.values()];
+    await expect(revokeSigningKey(store, kek, { kid: 'nope', alg: 'EdDSA', now: clock.now })).rejects.toMatchObject({ code: 'not_found' });
+    expect([...store.keys.values()]).toEqual(before);
+  });
+
+  it('against SQLite: one transaction, and the revocation survives reopening the store', async () => {
+    const file = path.join(dir, 'keys.db');
+    const kek = envKek();
+    const store = SqliteCredentialStore.open(file);
+    const { key: a } = await ensureSigningKey(store, kek, 'EdDSA', T0);
+    const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: T0 + 10 });
+    await store.close();
+    const reopened = SqliteCredentialStore.open(file, { create: false });
+    try {
+      const keys = await reopened.listSigningKeys();
+      expect(keys.find((k) => k.kid === a.kid)).toMatchObject({ revokedAt: T0 + 10, expiresAt: T0 + 10 });
+      expect(keys.find((k) => k.kid === outcome.signer?.kid)).toMatchObject({ activatesAt: T0 + 10, revokedAt: null });
+      // A change naming a row with other key material is refused whole: nothing of it is written.
+      const forged = { ...keys[0]!, encryptedPrivateKey: 'x' };
+      await expect(reopened.changeSigningKeys(() => ({ update: [forged], insert: [] }))).rejects.toMatchObject({ code: 'invalid' });
+      expect(await reopened.listSigningKeys()).toEqual(keys);
+    } finally {
+      await reopened.close();
+    }
   });
 });
 

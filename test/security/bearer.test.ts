@@ -84,7 +84,11 @@ async function auditById(t: Target): Promise<Map<string, AuditRecord>> {
 }
 
 /** 401 invalid_token on the wire, and a deny with code invalid_token at `stage` in the audit log. */
-async function expectInvalidToken(t: Target, replies: Reply | readonly Reply[], label = '', stage: 'authn' | 'authz' = 'authn'): Promise<void> {
+/**
+ * `subject`: who the audit record names for an authn refusal — null for anything not verified, the token's client for a
+ * verified token refused now (revoked, client disabled), so an investigator sees whose token it was.
+ */
+async function expectInvalidToken(t: Target, replies: Reply | readonly Reply[], label = '', stage: 'authn' | 'authz' = 'authn', subject: string | null = null): Promise<void> {
   const list = Array.isArray(replies) ? replies : [replies as Reply];
   const audit = await auditById(t);
   list.forEach((reply, i) => {
@@ -95,7 +99,7 @@ async function expectInvalidToken(t: Target, replies: Reply | readonly Reply[], 
     expect(reply.text, what).not.toMatch(/stack|at .*\.ts:\d+/);
     const record = audit.get(reply.requestId);
     expect(record, what).toMatchObject({ decision: 'deny', stage, code: 'invalid_token', status: 401 });
-    if (stage === 'authn') expect(record?.subject, what).toBeNull();
+    if (stage === 'authn') expect(record?.subject, what).toBe(subject);
   });
 }
 
@@ -833,8 +837,12 @@ describe('state that changes while a token is cached', () => {
     const revoked = await postForm(ed.gw, '/oauth2/revoke', `token=${revToken}`, { authorization: basicAuth(revClient.id, revClient.secret) });
     expect(revoked.status).toBe(200);
     const reply = await call(ed, '/api', bearer(revToken));
-    await expectInvalidToken(ed, reply, 'revoked');
-    expect((await auditById(ed)).get(reply.requestId)?.reason).toBe('token revoked');
+    await expectInvalidToken(ed, reply, 'revoked', 'authn', revClient.id);
+    // The record names the token as well as its holder: its jti and scopes, as the token endpoint recorded them.
+    const record = (await auditById(ed)).get(reply.requestId);
+    expect(record).toMatchObject({ reason: 'token revoked', client_id: revClient.id, auth_method: 'bearer', scopes: ['echo:read'] });
+    expect(record?.jti).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(JSON.parse(Buffer.from(revToken.split('.')[1] ?? '', 'base64url').toString()).jti).toBe(record?.jti);
     // The other tokens are untouched.
     await expectAllowed(ed, await call(ed, '/api', bearer(token)), client.id, 'unrelated token');
   });
@@ -847,10 +855,10 @@ describe('state that changes while a token is cached', () => {
     await updateClient(ed.gw, offClient.id, (c) => ({ ...c, enabled: false }));
     await ed.gw.gateway.issuer?.refresh();
     const reply = await call(ed, '/api', bearer(offToken));
-    await expectInvalidToken(ed, reply, 'disabled');
+    await expectInvalidToken(ed, reply, 'disabled', 'authn', offClient.id);
     expect((await auditById(ed)).get(reply.requestId)?.reason).toBe('client disabled or removed');
     // A forged-but-validly-signed token naming the disabled client is refused too.
-    await expectInvalidToken(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, validClaims(ed.gw, offClient.id)))), 'disabled forged');
+    await expectInvalidToken(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, validClaims(ed.gw, offClient.id)))), 'disabled forged', 'authn', offClient.id);
   });
 });
 

@@ -27,6 +27,8 @@ const client = (id: string, extra: Partial<Client> = {}): Client => ({
   scopes: ['echo:read', 'echo:write'],
   audiences: ['https://api.example'],
   enabled: true,
+  tokensNotBeforeS: null,
+  accessTokenTtlS: null,
   createdAt: 1_000,
   updatedAt: 1_000,
   ...extra,
@@ -41,6 +43,7 @@ const key = (kid: string, extra: Partial<SigningKey> = {}): SigningKey => ({
   activatesAt: 2_000,
   retiredAt: null,
   expiresAt: null,
+  revokedAt: null,
   ...extra,
 });
 
@@ -349,6 +352,54 @@ describe('SQLite credential store: migrations', () => {
     const again = SqliteCredentialStore.open(file);
     expect(await again.getClient('kept')).toEqual(client('kept'));
     await again.close();
+  });
+
+  it('upgrades a version-1 store in place: its clients and keys keep their values, the new fields start empty', async () => {
+    const file = freshFile();
+    mkdirSync(dirname(file), { recursive: true });
+    const db = raw(file);
+    db.exec(migrations[0]!.sql);
+    db.pragma('user_version = 1');
+    db.prepare("INSERT INTO clients VALUES ('old', 'Old', '[\"read\"]', '[]', 1, 10, 20)").run();
+    db.prepare("INSERT INTO signing_keys VALUES ('k', 'EdDSA', '{}', 'sealed', 1, 2, NULL, NULL)").run();
+    db.close();
+    const store = SqliteCredentialStore.open(file, { create: false });
+    try {
+      expect(await store.getClient('old')).toEqual({
+        id: 'old', name: 'Old', secrets: [], scopes: ['read'], audiences: [], enabled: true,
+        tokensNotBeforeS: null, accessTokenTtlS: null, createdAt: 10, updatedAt: 20,
+      });
+      expect((await store.listSigningKeys())[0]).toMatchObject({ kid: 'k', revokedAt: null, retiredAt: null });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('refuses a token lifetime of zero and a negative cut-off (CHECK), whatever the caller sends', async () => {
+    const store = SqliteCredentialStore.open(freshFile());
+    try {
+      expect((await storeError(store.createClient(client('z', { accessTokenTtlS: 0 })))).code).toBe('invalid');
+      expect((await storeError(store.createClient(client('n', { tokensNotBeforeS: -1 })))).code).toBe('invalid');
+      await store.createClient(client('ok', { accessTokenTtlS: 60, tokensNotBeforeS: 1_700_000_000 }));
+      expect(await store.getClient('ok')).toMatchObject({ accessTokenTtlS: 60, tokensNotBeforeS: 1_700_000_000 });
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('opens only an existing file when told not to create one (admin commands)', () => {
+    const file = freshFile();
+    const error = (() => {
+      try {
+        SqliteCredentialStore.open(file, { create: false });
+      } catch (e) {
+        return e as StoreError;
+      }
+      throw new Error('opened a store that does not exist');
+    })();
+    expect(error).toBeInstanceOf(StoreError);
+    expect(error.code).toBe('not_found');
+    expect(existsSync(dirname(file))).toBe(false);
   });
 
   it('refuses a database written by a newer Gatehouse (user_version above the latest known)', async () => {

@@ -66,7 +66,7 @@ export async function withStore<T>(gw: TestGateway, use: (store: SqliteCredentia
 /** Registers a client in the gateway's store (as `gatehouse clients add` would) and returns its id and clear secret. */
 export async function addClient(
   gw: TestGateway,
-  opts: { scopes?: string[]; audiences?: string[]; enabled?: boolean; hash?: string; secret?: string; id?: string } = {},
+  opts: { scopes?: string[]; audiences?: string[]; enabled?: boolean; hash?: string; secret?: string; id?: string; accessTokenTtlS?: number } = {},
 ): Promise<TestClient> {
   const id = opts.id ?? generateClientId();
   const secret = opts.secret ?? generateClientSecret();
@@ -80,6 +80,8 @@ export async function addClient(
       scopes: opts.scopes ?? ['echo:read'],
       audiences: opts.audiences ?? [],
       enabled: opts.enabled ?? true,
+      tokensNotBeforeS: null,
+      accessTokenTtlS: opts.accessTokenTtlS ?? null,
       createdAt: now,
       updatedAt: now,
     }),

@@ -1,0 +1,144 @@
+// Lifecycle operations on the issuer's OAuth clients — add, update, disable, enable, rotate a secret, remove: one function
+// per operation, called by the CLI (and later the admin API), which only parse and print. Each returns what changed, for
+// the admin record; a clear secret exists only in the return value of `addClient` and `rotateClientSecret`.
+import { setTimeout as sleep } from 'node:timers/promises';
+import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type CredentialStore, type SecretHash } from '../store/contract.js';
+import { generateClientId, generateClientSecret, hashSecret } from './secrets.js';
+
+/** The fields an operator may set on a client; `accessTokenTtlS: null` means the issuer's lifetime. */
+export interface ClientSettings {
+  readonly name: string;
+  readonly scopes: readonly string[];
+  readonly audiences: readonly string[];
+  readonly accessTokenTtlS: number | null;
+}
+
+/** One changed field, as the admin record shows it: never a secret or a hash. */
+export type FieldChanges = Readonly<Record<string, { readonly from: unknown; readonly to: unknown }>>;
+
+export interface ClientChangeResult {
+  readonly client: Client;
+  /** Empty when the operation found the client already as asked (idempotent disable / enable). */
+  readonly changes: FieldChanges;
+}
+
+export async function addClient(store: CredentialStore, settings: ClientSettings, now: number): Promise<{ readonly client: Client; readonly secret: string }> {
+  const secret = generateClientSecret();
+  const client: Client = {
+    id: generateClientId(),
+    name: settings.name,
+    secrets: [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
+    scopes: settings.scopes,
+    audiences: settings.audiences,
+    enabled: true,
+    tokensNotBeforeS: null,
+    accessTokenTtlS: settings.accessTokenTtlS,
+    createdAt: now,
+    updatedAt: now,
+  };
+  await store.createClient(client);
+  return { client, secret };
+}
+
+/**
+ * Changes the given settings of a client in one transaction. Tokens already issued keep the scopes, audiences and lifetime
+ * they were issued with until they expire; `disableClient` then `enableClient` ends them at once.
+ */
+export async function updateClient(store: CredentialStore, id: string, settings: Partial<ClientSettings>): Promise<ClientChangeResult> {
+  let changes: FieldChanges = {};
+  const client = await store.updateClient(id, (current) => {
+    const next: Client = {
+      ...current,
+      ...(settings.name !== undefined ? { name: settings.name } : {}),
+      ...(settings.scopes !== undefined ? { scopes: settings.scopes } : {}),
+      ...(settings.audiences !== undefined ? { audiences: settings.audiences } : {}),
+      ...(settings.accessTokenTtlS !== undefined ? { accessTokenTtlS: settings.accessTokenTtlS } : {}),
+    };
+    changes = diff(current, next, ['name', 'scopes', 'audiences', 'accessTokenTtlS']);
+    return next;
+  });
+  return { client, changes };
+}
+
+/**
+ * Stops the client from authenticating, and ends every token it holds: the tokens' cut-off moves to the second after now,
+ * so no token issued before the disable is accepted again, even after an enable. Idempotent.
+ */
+export async function disableClient(store: CredentialStore, id: string, now: number): Promise<ClientChangeResult> {
+  let changes: FieldChanges = {};
+  const client = await store.updateClient(id, (current) => {
+    if (!current.enabled) return current;
+    const next: Client = { ...current, enabled: false, tokensNotBeforeS: Math.max(current.tokensNotBeforeS ?? 0, Math.floor(now / 1000) + 1) };
+    changes = diff(current, next, ['enabled', 'tokensNotBeforeS']);
+    return next;
+  });
+  return { client, changes };
+}
+
+/**
+ * Lets a disabled client authenticate again; its tokens from before the disable stay dead. Token `iat`s have a resolution
+ * of one second, so an enable waits (at most a second) until the cut-off second has begun: a token issued after the
+ * enable is never refused for being as old as the disable.
+ */
+export async function enableClient(store: CredentialStore, id: string, clock: () => number = Date.now): Promise<ClientChangeResult> {
+  const current = await store.getClient(id);
+  if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
+  const wait = (current.tokensNotBeforeS ?? 0) * 1000 - clock();
+  if (!current.enabled && wait > 0) await sleep(wait);
+  let changes: FieldChanges = {};
+  const client = await store.updateClient(id, (latest) => {
+    if (latest.enabled) return latest;
+    const next: Client = { ...latest, enabled: true };
+    changes = diff(latest, next, ['enabled']);
+    return next;
+  });
+  return { client, changes };
+}
+
+/**
+ * The secrets after a rotation: the new one, plus (with keepOldMs) the newest old secret still valid, ending at
+ * now + keepOldMs at the latest (a rotation never lengthens an old secret's life). Expired secrets are dropped.
+ */
+export function rotatedSecrets(current: readonly SecretHash[], next: SecretHash, now: number, keepOldMs: number | undefined): SecretHash[] {
+  if (keepOldMs === undefined) return [next];
+  const newestOld = current.filter((secret) => isActiveSecret(secret, now)).sort((a, b) => b.createdAt - a.createdAt)[0];
+  if (newestOld === undefined) return [next];
+  const until = now + keepOldMs;
+  const kept: SecretHash = { ...newestOld, expiresAt: newestOld.expiresAt === null ? until : Math.min(newestOld.expiresAt, until) };
+  return [next, kept].slice(0, MAX_SECRETS_PER_CLIENT);
+}
+
+export function isActiveSecret(secret: SecretHash, now: number): boolean {
+  return secret.expiresAt === null || secret.expiresAt > now;
+}
+
+/** A new secret; the newest old one keeps working for keepOldMs (or stops now). */
+export async function rotateClientSecret(
+  store: CredentialStore,
+  id: string,
+  keepOldMs: number | undefined,
+  now: number,
+): Promise<{ readonly client: Client; readonly secret: string; readonly oldSecretExpiresAt: number | null }> {
+  const secret = generateClientSecret();
+  const next: SecretHash = { hash: await hashSecret(secret), createdAt: now, expiresAt: null };
+  const client = await store.updateClient(id, (current) => ({ ...current, secrets: rotatedSecrets(current.secrets, next, now, keepOldMs) }));
+  const oldSecretExpiresAt = client.secrets.find((s) => s.hash !== next.hash)?.expiresAt ?? null;
+  return { client, secret, oldSecretExpiresAt };
+}
+
+/** Deletes the client and its secrets; its tokens stop working at the gateways' next refresh. Throws StoreError('not_found'). */
+export async function removeClient(store: CredentialStore, id: string): Promise<void> {
+  if (!(await store.removeClient(id))) throw new StoreError('not_found', `client ${id} not found`);
+}
+
+function diff<K extends keyof Client>(before: Client, after: Client, fields: readonly K[]): FieldChanges {
+  const changes: Record<string, { from: unknown; to: unknown }> = {};
+  for (const field of fields) {
+    if (JSON.stringify(before[field]) !== JSON.stringify(after[field])) changes[snake(field)] = { from: before[field], to: after[field] };
+  }
+  return changes;
+}
+
+function snake(name: string): string {
+  return name.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`);
+}

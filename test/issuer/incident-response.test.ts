@@ -1,0 +1,221 @@
+// Incident response with the real `gatehouse` command against running gateways on one store: a disable ends a client's
+// tokens for good (enable, restart and a second instance do not bring them back), `clients update` changes what new
+// tokens get, `keys revoke` and `keys rotate --now` take a key out of service without waiting, and the audit records say
+// what happened (whose token, which token, why).
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { decodeJwt, decodeProtectedHeader } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { AuditRecord } from '../../src/audit/event.js';
+import { removeDir, type TestGateway } from '../support/harness.js';
+import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+
+const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
+const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-incident-'));
+const configFile = join(dataDir, 'cli.yaml');
+afterAll(() => removeDir(dataDir));
+
+// A fixed issuer, so tokens stay valid across a restart and between two instances on different ports.
+const configure = (base: Parameters<typeof withIssuer>[0]) => withIssuer(base, { issuer: 'https://gw.incident.test', refresh_interval_ms: 60_000 });
+
+/** Runs the built CLI against the gateways' store, as an operator would. */
+function gatehouse(...args: string[]): { status: number | null; stdout: string; stderr: string } {
+  const { GATEHOUSE_MASTER_KEY: _ignored, ...env } = process.env;
+  const result = spawnSync(process.execPath, [CLI, ...args, '--config', configFile, '--data', dataDir], { encoding: 'utf8', timeout: 20_000, env });
+  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+function ok(...args: string[]): string {
+  const result = gatehouse(...args);
+  expect(result.stderr, args.join(' ')).toBe('');
+  expect(result.status, args.join(' ')).toBe(0);
+  return result.stdout;
+}
+
+async function status(gw: TestGateway, token: string): Promise<number> {
+  return (await callWith(gw, '/api', `Bearer ${token}`)).status;
+}
+
+async function recordOf(gw: TestGateway, requestId: string | undefined): Promise<AuditRecord | undefined> {
+  return (await gw.auditRecords()).find((record) => record.request_id === requestId);
+}
+
+let gw: TestGateway;
+beforeAll(async () => {
+  gw = await startIssuerGateway(configure, { dataDir });
+  writeFileSync(
+    configFile,
+    `tls: { cert: ${gw.certs.paths.serverCert}, key: ${gw.certs.paths.serverKey} }\nissuer: { refresh_interval_ms: 60000 }\n` +
+      `routes:\n  - { id: p, match: { path_prefix: /p, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`,
+  );
+});
+afterAll(() => gw.stop());
+
+describe('a disable ends tokens for good', () => {
+  let client: TestClient;
+  let before = '';
+
+  it('disable refuses the live token; enable lets the client in again but keeps the old token dead', async () => {
+    client = await addClient(gw);
+    before = await getToken(gw, client);
+    expect(await status(gw, before)).toBe(200);
+
+    expect(ok('clients', 'disable', client.id)).toMatch(/disabled.*also after an enable/);
+    await gw.gateway.issuer!.refresh();
+    expect(await status(gw, before)).toBe(401);
+
+    expect(ok('clients', 'enable', client.id)).toMatch(/enabled.*stay refused/);
+    await gw.gateway.issuer!.refresh();
+    // The regression: the token issued before the disable worked again (200) after the enable.
+    const res = await callWith(gw, '/api', `Bearer ${before}`);
+    expect(res.status).toBe(401);
+    expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    // The control: the client itself is back, and a token issued after the enable works at once.
+    const after = await getToken(gw, client);
+    expect(await status(gw, after)).toBe(200);
+    expect(decodeJwt(after).iat).toBeGreaterThanOrEqual(decodeJwt(before).iat ?? 0);
+  });
+
+  it('the old token stays dead after a restart and on a second instance; the new one works on both', async () => {
+    const after = await getToken(gw, client);
+    await gw.stop();
+    gw = await startIssuerGateway(configure, { dataDir });
+    const second = await startIssuerGateway(configure, { dataDir });
+    try {
+      for (const instance of [gw, second]) {
+        expect(await status(instance, before)).toBe(401);
+        expect(await status(instance, after)).toBe(200);
+      }
+    } finally {
+      await second.stop();
+    }
+  });
+});
+
+describe('clients update', () => {
+  it('changes scopes, audiences and token lifetime for new tokens, and records who changed what', async () => {
+    const client = await addClient(gw, { scopes: ['echo:read'] });
+    const out = ok('clients', 'update', client.id, '--scope', 'echo:read a:1', '--token-ttl', '2m', '--name', 'renamed');
+    expect(out).toMatch(/scopes: \["echo:read"\] -> \["echo:read","a:1"\]/);
+    const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, client.secret) });
+    expect(res.status).toBe(200);
+    expect(res.json).toMatchObject({ expires_in: 120, scope: 'echo:read a:1' });
+    const claims = decodeJwt(String(res.json?.['access_token']));
+    expect((claims.exp ?? 0) - (claims.iat ?? 0)).toBe(120);
+    expect((await callWith(gw, '/any', `Bearer ${String(res.json?.['access_token'])}`)).status).toBe(200);
+
+    const lines = readFileSync(join(dataDir, 'audit', 'admin.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const update = lines.find((line) => line['action'] === 'client.update' && line['target'] === client.id);
+    expect(update).toMatchObject({
+      event: 'admin',
+      changes: { name: { to: 'renamed' }, scopes: { from: ['echo:read'], to: ['echo:read', 'a:1'] }, access_token_ttl_s: { from: null, to: 120 } },
+      actor: { uid: process.getuid?.() },
+    });
+    expect(typeof (update?.['actor'] as Record<string, unknown>)['os_user']).toBe('string');
+  });
+
+  it('refuses a lifetime above the issuer\'s, no change at all, and conflicting audience options (64)', async () => {
+    const client = await addClient(gw);
+    for (const [args, message] of [
+      [['--token-ttl', '11m'], /at most the issuer's access_token_ttl_s \(600s\)/],
+      [['--token-ttl', '10s'], /at least 30s/],
+      [[], /nothing to change/],
+      [['--audience', 'https://a.example', '--clear-audiences'], /cannot be combined/],
+      [['--scope', 'bad"scope'], /not a scope token/],
+    ] as const) {
+      const result = gatehouse('clients', 'update', client.id, ...args);
+      expect(result.status, args.join(' ')).toBe(64);
+      expect(result.stderr).toMatch(message);
+    }
+  });
+
+  it('warns that scopes are space-separated when one contains a comma, and still applies it', () => {
+    const id = JSON.parse(ok('clients', 'add', 'commas', '--scope', 'echo:read', '--json')).client_id as string;
+    const result = gatehouse('clients', 'update', id, '--scope', 'a,b');
+    expect(result.status).toBe(0);
+    expect(result.stderr).toBe('gatehouse: warning: scope "a,b" contains a comma: scopes are separated by spaces (--scope "a b")\n');
+  });
+});
+
+describe('emergency key changes', () => {
+  it('keys rotate --now signs with the new key at once and says the publication delay was skipped', async () => {
+    const client = await addClient(gw);
+    const oldKid = decodeProtectedHeader(await getToken(gw, client)).kid;
+    const out = JSON.parse(ok('keys', 'rotate', '--now', '--json')) as { kid: string; without_publication_delay: boolean; retires: { kid: string } };
+    expect(out).toMatchObject({ without_publication_delay: true, retires: { kid: oldKid } });
+    await gw.gateway.issuer!.refresh();
+    expect(decodeProtectedHeader(await getToken(gw, client)).kid).toBe(out.kid);
+    expect(ok('keys', 'list')).toMatch(new RegExp(`${out.kid}\\s+EdDSA\\s+active`));
+  });
+
+  it('keys revoke unpublishes the signing key, refuses its tokens at once, and another key signs immediately', async () => {
+    const client = await addClient(gw);
+    const token = await getToken(gw, client);
+    const kid = decodeProtectedHeader(token).kid ?? '';
+    expect(await status(gw, token)).toBe(200);
+
+    const out = ok('keys', 'revoke', kid);
+    expect(out).toContain(`key ${kid} revoked`);
+    expect(out).toMatch(/new key \S+ \(EdDSA\) signs now/);
+    expect(out).toMatch(/without the 600s publication delay/);
+    await gw.gateway.issuer!.refresh();
+
+    const refused = await callWith(gw, '/api', `Bearer ${token}`);
+    expect(refused.status).toBe(401);
+    const record = await recordOf(gw, refused.headers['x-request-id'] as string | undefined);
+    // A revoked key may be in other hands, so its tokens name nobody in the record.
+    expect(record).toMatchObject({ decision: 'deny', reason: 'signing key no longer published', subject: null });
+    const jwks = await callWith(gw, '/.well-known/jwks.json', undefined);
+    expect(((jwks.json?.['keys'] ?? []) as { kid: string }[]).map((k) => k.kid)).not.toContain(kid);
+
+    const fresh = await getToken(gw, client);
+    expect(decodeProtectedHeader(fresh).kid).not.toBe(kid);
+    expect(await status(gw, fresh)).toBe(200);
+    expect(ok('keys', 'list', '--json')).toContain('"state": "revoked"');
+    expect(ok('keys', 'revoke', kid)).toMatch(/already revoked/);
+  });
+
+  it('keys revoke of an unknown kid exits 66 and changes nothing', () => {
+    const before = ok('keys', 'list', '--json');
+    const result = gatehouse('keys', 'revoke', 'no-such-kid');
+    expect(result.status).toBe(66);
+    expect(result.stderr).toBe('gatehouse: no signing key with kid no-such-kid\n');
+    expect(ok('keys', 'list', '--json')).toBe(before);
+  });
+});
+
+describe('audit records say what happened', () => {
+  it('a token request records the issued token\'s jti and scopes; a bearer request records the same jti', async () => {
+    const client = await addClient(gw, { scopes: ['echo:read', 'a:1'] });
+    const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials&scope=echo:read', { authorization: basicAuth(client.id, client.secret) });
+    const token = String(res.json?.['access_token']);
+    const jti = decodeJwt(token).jti;
+    expect(await recordOf(gw, res.headers['x-request-id'] as string)).toMatchObject({ decision: 'allow', client_id: client.id, jti, scopes: ['echo:read'] });
+    const call = await callWith(gw, '/api', `Bearer ${token}`);
+    expect(await recordOf(gw, call.headers['x-request-id'] as string)).toMatchObject({ decision: 'allow', subject: client.id, client_id: client.id, jti, scopes: ['echo:read'] });
+  });
+
+  it('an invalid resource is recorded as invalid_target, the error the client received', async () => {
+    const client = await addClient(gw);
+    for (const resource of ['not-a-uri', 'https://elsewhere.example']) {
+      const res = await postForm(gw, '/oauth2/token', `grant_type=client_credentials&resource=${encodeURIComponent(resource)}`, { authorization: basicAuth(client.id, client.secret) });
+      expect(res.json?.['error']).toBe('invalid_target');
+      expect(await recordOf(gw, res.headers['x-request-id'] as string)).toMatchObject({ decision: 'deny', code: 'invalid_target', status: 400 });
+    }
+  });
+
+  it('a disabled client and a wrong secret get identical answers but records that say why', async () => {
+    const disabled = await addClient(gw, { enabled: false });
+    const known = await addClient(gw);
+    const answers = [
+      await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(disabled.id, disabled.secret) }),
+      await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(known.id, `${known.secret}x`) }),
+      await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth('AAAAAAAAAAAAAAAAAAAAAA', known.secret) }),
+    ];
+    expect(new Set(answers.map((a) => a.text)).size).toBe(1);
+    const reasons = await Promise.all(answers.map(async (a) => (await recordOf(gw, a.headers['x-request-id'] as string))?.reason));
+    expect(reasons).toEqual(['client disabled', 'wrong secret', 'unknown client']);
+  });
+});
