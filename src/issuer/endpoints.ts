@@ -39,6 +39,7 @@ export interface IssuerContext {
 }
 
 type Outcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly params: FormParams } | undefined;
+type TokenOutcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly token: string } | undefined;
 
 /** Who an OAuth decision is about, as far as the endpoint knows: the client (presented or authenticated) and a token. */
 interface IssuerActor {
@@ -52,7 +53,6 @@ interface IssuerActor {
 }
 
 const NOBODY: IssuerActor = Object.freeze({});
-type TokenOutcome = { readonly client: Client; readonly method: ClientAuthMethod; readonly token: string } | undefined;
 
 abstract class OAuthEndpoint implements Handler {
   constructor(protected readonly ctx: IssuerContext) {}
@@ -177,10 +177,12 @@ export class TokenEndpoint extends OAuthEndpoint {
       return this.refuse(request, exchange, new GatewayError('invalid_resource', { reason: 'resource not allowed for the client' }), { clientId: client.id, method });
     }
     const audiences = resources.length > 0 ? [...new Set(resources)] : allowed;
-    // A token that the bearer path would refuse at once (its iat before the client's cut-off, set by a disable moments
-    // ago, or by an instance whose clock runs ahead) is never issued: the client is told to retry in a second.
-    if (client.tokensNotBeforeS !== null && Math.floor(this.ctx.now() / 1000) < client.tokensNotBeforeS) {
-      const error = new GatewayError('service_unavailable', { reason: 'client tokens cut off until the next second', headers: { 'retry-after': '1' } });
+    // A token that the bearer path would refuse at once (its iat before the client's cut-off: the disable was made on a
+    // machine whose clock runs ahead of this one) is never issued: the client is told to retry shortly.
+    const nowS = Math.floor(this.ctx.now() / 1000);
+    if (client.tokensNotBeforeS !== null && nowS < client.tokensNotBeforeS) {
+      const retryAfter = String(client.tokensNotBeforeS - nowS);
+      const error = new GatewayError('service_unavailable', { reason: 'token iat would precede the client token cut-off', headers: { 'retry-after': retryAfter } });
       return this.refuse(request, exchange, error, { clientId: client.id, method });
     }
 

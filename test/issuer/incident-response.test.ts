@@ -10,7 +10,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/event.js';
 import { removeDir, type TestGateway } from '../support/harness.js';
-import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, updateClient, withIssuer, type TestClient } from '../support/issuer.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-incident-'));
@@ -91,6 +91,21 @@ describe('a disable ends tokens for good', () => {
     } finally {
       await second.stop();
     }
+  });
+
+  it('the token endpoint never issues a token its own cut-off would refuse (a disable made on a machine whose clock runs ahead)', async () => {
+    const client = await addClient(gw);
+    const ahead = Math.floor(Date.now() / 1000) + 5;
+    await updateClient(gw, client.id, (c) => ({ ...c, tokensNotBeforeS: ahead }));
+    const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, client.secret) });
+    expect(res.status).toBe(503);
+    expect(res.json?.['error']).toBe('temporarily_unavailable');
+    expect(Number(res.headers['retry-after'])).toBeGreaterThanOrEqual(4);
+    expect(Number(res.headers['retry-after'])).toBeLessThanOrEqual(5);
+    expect(await recordOf(gw, res.headers['x-request-id'] as string)).toMatchObject({ decision: 'deny', client_id: client.id, reason: 'token iat would precede the client token cut-off' });
+    // The control: without the cut-off the same request gets a token.
+    await updateClient(gw, client.id, (c) => ({ ...c, tokensNotBeforeS: null }));
+    expect((await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, client.secret) })).status).toBe(200);
   });
 });
 
