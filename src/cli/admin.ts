@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, type Option } from 'commander';
 import { appendAdminRecord, type AdminActor, type AdminChange } from '../audit/admin-log.js';
 import { ConfigError, loadConfigFile } from '../config/load.js';
-import { SCOPE_TOKEN, isResourceUri, type Config } from '../config/schema.js';
+import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
 import { addClient, disableClient, enableClient, isActiveSecret, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
 import {
   MasterKeyError,
@@ -106,7 +106,7 @@ function collectAudience(value: string, previous: string[] | undefined): string[
 /** `--token-ttl`: a duration (30s, 5m, 1h) in whole seconds, or `default` (null: the issuer's access_token_ttl_s). */
 function parseTokenTtl(value: string): number | null {
   if (value === 'default') return null;
-  const match = /^([1-9][0-9]{0,7})([smhd])$/.exec(value);
+  const match = /^([1-9][0-9]{0,7})([smh])$/.exec(value);
   const unit = DURATION_UNIT_MS[match?.[2] ?? ''];
   if (match === null || unit === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
   const seconds = (Number(match[1]) * unit) / 1000;
@@ -298,9 +298,19 @@ function clientView(client: Client, now: number) {
 
 const SECRET_WARNING = 'The secret is shown only now: Gatehouse keeps only its hash. Store it safely.';
 
+/** The issuer settings the running gateway uses: the config's, or the defaults when it has no `issuer` section. */
+function issuerOf(config: Config): Readonly<IssuerConfig> {
+  return config.issuer ?? ISSUER_DEFAULTS;
+}
+
 /** The issuer's token lifetime, the longest a client's may be. */
 function issuerTokenTtlS(config: Config): number {
-  return config.issuer?.access_token_ttl_s ?? 600;
+  return issuerOf(config).access_token_ttl_s;
+}
+
+/** Within how many seconds every gateway sees a change to the store. */
+function refreshS(config: Config): number {
+  return issuerOf(config).refresh_interval_ms / 1000;
 }
 
 function checkTokenTtl(ctx: AdminContext, config: Config, ttl: number | null | undefined): void {
@@ -412,8 +422,7 @@ async function clientsDisable(ctx: AdminContext, id: string, options: StoreOptio
     const { changes } = await onClient(ctx, id, disableClient(store, id, Date.now()));
     if (Object.keys(changes).length === 0) return print(`client ${id} is already disabled`);
     record({ action: 'client.disable', target: id, changes });
-    const refreshS = (config.issuer?.refresh_interval_ms ?? 5000) / 1000;
-    print(`client ${id} disabled: it cannot authenticate, and every token issued to it so far is refused within ${refreshS}s, also after an enable`);
+    print(`client ${id} disabled: it cannot authenticate, and every token issued to it so far is refused within ${refreshS(config)}s, also after an enable`);
   });
 }
 
@@ -452,9 +461,9 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
     const immediate = options.now === true;
-    const delayS = config.issuer?.key_activation_delay_s ?? 600;
+    const delayS = issuerOf(config).key_activation_delay_s;
     const next = await rotateSigningKey(store, kek, {
-      alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA',
+      alg: options.alg ?? issuerOf(config).signing_alg,
       now: Date.now(),
       activationDelayS: immediate ? 0 : delayS,
       maxTokenLifetimeS: issuerTokenTtlS(config),
@@ -473,14 +482,14 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
         ? 'no previous key to retire'
         : `key ${retires.kid} stops signing at ${retires.retired_at ?? '-'} and is unpublished at ${retires.expires_at ?? '-'}`,
     );
-    if (skippedDelay) print(publicationWarning(config));
+    if (skippedDelay) ctx.warn(publicationWarning(config));
   });
 }
 
 function publicationWarning(config: Config): string {
-  const delayS = config.issuer?.key_activation_delay_s ?? 600;
+  const delayS = issuerOf(config).key_activation_delay_s;
   return (
-    `warning: the new key signs without the ${delayS}s publication delay. Resource servers that cached the JWKS before ` +
+    `the new key signs without the ${delayS}s publication delay. Resource servers that cached the JWKS before ` +
     'now may refuse its tokens until they fetch the JWKS again.'
   );
 }
@@ -490,7 +499,7 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     let outcome;
     try {
-      outcome = await revokeSigningKey(store, kek, { kid, alg: options.alg ?? config.issuer?.signing_alg ?? 'EdDSA', now: Date.now() });
+      outcome = await revokeSigningKey(store, kek, { kid, alg: options.alg ?? issuerOf(config).signing_alg, now: Date.now() });
     } catch (error) {
       if (error instanceof StoreError && error.code === 'not_found') throw new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput);
       throw error;
@@ -502,14 +511,13 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
     const view = { kid, revoked: revoked !== undefined, revoked_at: iso(revoked?.revokedAt ?? null), succession, signer: signer === undefined ? null : signer.kid };
     if (options.json === true) return printJson(view);
     if (revoked === undefined) return print(`key ${kid} is already revoked; nothing changed`);
-    const refreshS = (config.issuer?.refresh_interval_ms ?? 5000) / 1000;
-    print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS}s`);
+    print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS(config)}s`);
     const signerKid = signer?.kid ?? '-';
     if (succession === 'unchanged') print(`key ${signerKid} goes on signing`);
     if (succession === 'kept') print(`key ${signerKid} goes on signing (its handover to the revoked key is cancelled)`);
     if (succession === 'activated') print(`pending key ${signerKid} signs now, before its publication delay ran out`);
     if (succession === 'created') print(`new key ${signerKid} (${signer?.alg ?? '-'}) signs now`);
-    if (succession === 'activated' || succession === 'created') print(publicationWarning(config));
+    if (succession === 'activated' || succession === 'created') ctx.warn(publicationWarning(config));
   });
 }
 

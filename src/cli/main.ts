@@ -113,7 +113,10 @@ let stdoutFailed = false;
 function stdoutError(error: unknown): void {
   if (stdoutFailed) return;
   stdoutFailed = true;
-  note(`output could not be written (${outputErrorText(error)})`);
+  // A reader that left (`| head`) is told nothing it would not see anyway: the command ends quietly, but not with 0.
+  // Any other write error is worth a line.
+  const code = error instanceof Error && 'code' in error ? error.code : undefined;
+  if (code !== 'EPIPE') note(`output could not be written (${outputErrorText(error)})`);
   // The command still finishes (a store is closed, not abandoned mid-way); the process then ends with 1.
   process.exitCode = EXIT.failure;
 }
@@ -293,8 +296,9 @@ export function buildProgram(): Command {
   registerAdminCommands(program, {
     defaultConfig: DEFAULT_CONFIG,
     masterKey: process.env[MASTER_KEY_ENV],
-    // The account behind sudo is who really ran the command; both are recorded.
-    actor: adminActor(user.name, user.uid, process.env['SUDO_USER']),
+    // The account behind sudo is who really ran the command; both are recorded. SUDO_USER is only an environment
+    // variable, so it is believed only where sudo would have set it: in a root process.
+    actor: adminActor(user.name, user.uid, user.uid === 0 ? process.env['SUDO_USER'] : undefined),
     exit: EXIT,
     fail,
     warn: (message) => process.stderr.write(`gatehouse: warning: ${message}\n`),

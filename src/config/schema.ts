@@ -241,6 +241,8 @@ const issuerSchema = z.strictObject({
     .prefault({}),
 });
 export type IssuerConfig = z.infer<typeof issuerSchema>;
+/** The issuer settings of a config without an `issuer` section: what the admin commands assume then. */
+export const ISSUER_DEFAULTS: Readonly<IssuerConfig> = Object.freeze(issuerSchema.parse({}));
 
 const storeSchema = z.strictObject({
   backend: z.literal('sqlite').default('sqlite'),

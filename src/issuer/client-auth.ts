@@ -31,8 +31,11 @@ export interface ClientAuthAttempt {
   readonly limitKey: string;
 }
 
-/** Told about every client that authenticates, so the bearer path knows it is active before the next store refresh. */
-export type ClientSeen = (client: Client) => void;
+/**
+ * Told about every client that authenticates, with when the store read that found it began, so the bearer path knows it
+ * is active before the next store refresh.
+ */
+export type ClientSeen = (client: Client, readAt: number) => void;
 
 const HOUR_S = 3600;
 const DAY_S = 86_400;
@@ -144,6 +147,7 @@ export class ClientAuthenticator {
     pair: RateLimiterRes | null,
   ): Promise<ClientAuthResult> {
     // 3. The store lookup and argon2 run for every well-formed attempt; a malformed id gets the dummy verify.
+    const readAt = this.now();
     const client = wellFormedId === undefined ? undefined : await this.store.getClient(wellFormedId);
     let check;
     try {
@@ -174,7 +178,7 @@ export class ClientAuthenticator {
 
     if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
     this.familiar.set(pairKey, true);
-    this.seen(client);
+    this.seen(client, readAt);
     if (check.rehash !== undefined) this.upgradeHash(client.id, check.rehash);
     return { ok: true, client, method };
   }

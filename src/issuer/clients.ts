@@ -75,21 +75,29 @@ export async function disableClient(store: CredentialStore, id: string, now: num
   return { client, changes };
 }
 
+/** The longest an enable waits for its cut-off second to begin. */
+const MAX_ENABLE_WAIT_MS = 1000;
+
 /**
- * Lets a disabled client authenticate again; its tokens from before the disable stay dead. Token `iat`s have a resolution
- * of one second, so an enable waits (at most a second) until the cut-off second has begun: a token issued after the
- * enable is never refused for being as old as the disable.
+ * Lets a disabled client authenticate again. No token issued before the enable is ever accepted: the cut-off moves to the
+ * second after now — past any token a request still in flight at the disable (waiting for argon2 with the old client
+ * row) may have been given. Token `iat`s have a resolution of one second, so the enable then waits (at most a second)
+ * for that second to begin: a token issued after the enable is never refused. A cut-off further ahead (set on a machine
+ * whose clock runs ahead) is not waited for; the token endpoint answers 503 + Retry-After until it passes.
  */
 export async function enableClient(store: CredentialStore, id: string, clock: () => number = Date.now): Promise<ClientChangeResult> {
   const current = await store.getClient(id);
   if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
-  const wait = (current.tokensNotBeforeS ?? 0) * 1000 - clock();
-  if (!current.enabled && wait > 0) await sleep(wait);
+  if (current.enabled) return { client: current, changes: {} };
+  const start = clock();
+  const cutOffS = Math.floor(start / 1000) + 1;
+  // A loop, not one sleep: a timer may fire a millisecond before the wall clock says the second has begun.
+  for (let left = cutOffS * 1000 - clock(); left > 0 && clock() - start < MAX_ENABLE_WAIT_MS; left = cutOffS * 1000 - clock()) await sleep(left);
   let changes: FieldChanges = {};
   const client = await store.updateClient(id, (latest) => {
     if (latest.enabled) return latest;
-    const next: Client = { ...latest, enabled: true };
-    changes = diff(latest, next, ['enabled']);
+    const next: Client = { ...latest, enabled: true, tokensNotBeforeS: Math.max(latest.tokensNotBeforeS ?? 0, cutOffS) };
+    changes = diff(latest, next, ['enabled', 'tokensNotBeforeS']);
     return next;
   });
   return { client, changes };

@@ -128,15 +128,23 @@ abstract class OAuthEndpoint implements Handler {
   }
 
   protected record(request: AuthenticatedRequest, decision: 'allow' | 'deny', error: GatewayError | undefined, actor: IssuerActor): void {
-    // A refused query is recorded too (redacted); the subject is the client id presented, verified or not. The code on
-    // record is the OAuth `error` the client received (RFC 6749 §5.2 body).
-    const clientId = actor.clientId ?? null;
+    // A refused query is recorded too (redacted). The subject is the client id presented, verified or not (who is being
+    // tried); `client_id` only one that authenticated, since anyone can present any id. The code on record is the OAuth
+    // `error` the client received (RFC 6749 §5.2 body).
+    const authenticated = actor.method !== undefined;
     const event = requestDecision(
       request,
       decision,
       'issuer',
       error,
-      { subject: clientId, authMethod: actor.method ?? null, certThumbprint: null, clientId, tokenId: actor.tokenId ?? null, scopes: actor.scopes ?? null },
+      {
+        subject: actor.clientId ?? null,
+        authMethod: actor.method ?? null,
+        certThumbprint: null,
+        clientId: authenticated ? (actor.clientId ?? null) : null,
+        tokenId: actor.tokenId ?? null,
+        scopes: actor.scopes ?? null,
+      },
       true,
     );
     // Throws when the audit log is unavailable: the pipeline then fails closed and nothing is issued.

@@ -74,7 +74,7 @@ export class Issuer {
       cacheEntries: settings.verified_token_cache,
       now,
     });
-    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, (client) => revocations.clientSeen(client), now);
+    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, (client, readAt) => revocations.clientSeen(client, readAt), now);
     const ctx: IssuerContext = {
       issuer,
       defaultAudience: () => this.defaultAudience,

@@ -23,6 +23,9 @@ export const SIGNING_ALGORITHMS: readonly SigningAlgorithm[] = ['EdDSA', 'ES256'
 /** Margin added after the last possible token expiry before a retired key is unpublished: covers verifiers' clock tolerance. */
 export const RETIREMENT_GRACE_MS = 60_000;
 
+/** How far behind the revoking machine another gateway's clock may run and still sign with an emergency key at once. */
+export const CLOCK_SKEW_ALLOWANCE_MS = 60_000;
+
 export type SigningKeyErrorCode = 'no_signing_key' | 'invalid_key_row' | 'undecryptable_key' | 'invalid_rotation';
 
 export class SigningKeyError extends Error {
@@ -149,7 +152,7 @@ function assertTime(value: number, name: string): void {
 export type SigningKeyState = 'pending' | 'active' | 'retired' | 'expired' | 'revoked';
 
 export function signingKeyState(key: SigningKey, now: number): SigningKeyState {
-  if (key.revokedAt !== null && key.revokedAt <= now) return 'revoked';
+  if (key.revokedAt !== null) return 'revoked';
   if (key.expiresAt !== null && key.expiresAt <= now) return 'expired';
   if (key.retiredAt !== null && key.retiredAt <= now) return 'retired';
   if (key.activatesAt > now || key.createdAt > now) return 'pending';
@@ -158,8 +161,9 @@ export function signingKeyState(key: SigningKey, now: number): SigningKeyState {
 
 type Schedule = Pick<SigningKey, 'createdAt' | 'activatesAt' | 'retiredAt' | 'expiresAt' | 'revokedAt'>;
 
+/** A revoked key is out of service whatever the clock says: a gateway whose clock runs behind the CLI's must not keep it. */
 function isPublished(key: Pick<SigningKey, 'createdAt' | 'expiresAt' | 'revokedAt'>, now: number): boolean {
-  return key.createdAt <= now && (key.expiresAt === null || key.expiresAt > now) && (key.revokedAt === null || key.revokedAt > now);
+  return key.revokedAt === null && key.createdAt <= now && (key.expiresAt === null || key.expiresAt > now);
 }
 
 function canSign(key: Schedule, now: number): boolean {
@@ -241,7 +245,7 @@ export class KeyRing {
     const byKid = new Map<string, RingEntry>();
     for (const row of rows) {
       // Expired and revoked keys are never used or published again (the clock only moves on), so they are not even decrypted.
-      if ((row.expiresAt !== null && row.expiresAt <= now) || (row.revokedAt !== null && row.revokedAt <= now)) continue;
+      if ((row.expiresAt !== null && row.expiresAt <= now) || row.revokedAt !== null) continue;
       if (byKid.has(row.kid)) throw new SigningKeyError('invalid_key_row', `The store lists signing key ${row.kid} twice.`);
       const identity = JSON.stringify([row.alg, row.publicJwk, row.encryptedPrivateKey]);
       const known = previous.get(row.kid)?.material;
@@ -438,6 +442,9 @@ export interface SigningKeyRevocation {
  * new key, active at once — is added. Throws StoreError('not_found') for an unknown kid.
  */
 export function planRevocation(keys: readonly SigningKey[], kid: string, now: number, spare: SigningKey): SigningKeyChange & Omit<SigningKeyRevocation, 'revoked'> {
+  // A key that must sign at once is dated back by the skew allowance, so a gateway whose clock runs somewhat behind this
+  // one publishes and signs with it at once too (instead of having no signing key until its clock catches up).
+  const early = now - CLOCK_SKEW_ALLOWANCE_MS;
   const target = keys.find((key) => key.kid === kid);
   if (target === undefined) throw new StoreError('not_found', `no signing key with kid ${kid}`);
   if (target.revokedAt !== null) return { update: [], insert: [], succession: 'unchanged', signer: signerAt(keys, now) };
@@ -451,16 +458,20 @@ export function planRevocation(keys: readonly SigningKey[], kid: string, now: nu
   const signer = signerAt(others, now);
   const head = successionHead(others, now);
   if (head === undefined) {
-    // Nothing is in line to sign after the current signer: the revoked key was the successor. The signer is kept.
-    if (signer !== undefined) {
-      const kept: SigningKey = { ...signer, retiredAt: null, expiresAt: null };
-      return { update: [revoked, kept], insert: [], succession: 'kept', signer: kept };
+    // Nothing is in line to take over for good: the revoked key was the end of the succession. The last key whose handover
+    // was scheduled (to the revoked key) keeps its place instead — the current signer, or a pending key between them.
+    const last = others.filter((key) => key.retiredAt !== null && key.retiredAt > now).sort(newestFirst)[0];
+    if (last !== undefined) {
+      const kept: SigningKey = { ...last, retiredAt: null, expiresAt: null };
+      const keys = others.map((key) => (key.kid === kept.kid ? kept : key));
+      return { update: [revoked, kept], insert: [], succession: 'kept', signer: signerAt(keys, now) };
     }
-    return { update: [revoked], insert: [spare], succession: 'created', signer: spare };
+    const created: SigningKey = { ...spare, createdAt: early, activatesAt: early };
+    return { update: [revoked], insert: [created], succession: 'created', signer: created };
   }
   if (signer === undefined) {
     // The successor is still pending and nobody signs until it activates: it signs now.
-    const activated: SigningKey = { ...head, activatesAt: now };
+    const activated: SigningKey = { ...head, createdAt: Math.min(head.createdAt, early), activatesAt: early };
     return { update: [revoked, activated], insert: [], succession: 'activated', signer: activated };
   }
   return { update: [revoked], insert: [], succession: 'unchanged', signer };

@@ -12,8 +12,13 @@ export class RevocationSet implements RevocationList {
    * other client_id are refused.
    */
   private activeClients = new Map<string, number>();
-  /** Clients that authenticated since the last refresh began, with when: a refresh that read the store earlier keeps them. */
-  private seenSince = new Map<string, { readonly at: number; readonly notBeforeS: number }>();
+  /**
+   * Clients that authenticated from a store read that began no earlier than the current snapshot's: they may be newer
+   * than the snapshot (added since), so a refresh whose own read began earlier keeps them. Keyed by when that read began.
+   */
+  private seenSince = new Map<string, { readonly readAt: number; readonly notBeforeS: number }>();
+  /** When the read behind the current snapshot began. */
+  private snapshotAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly store: CredentialStore,
@@ -36,12 +41,16 @@ export class RevocationSet implements RevocationList {
     this.revoked.set(key(revocation.iss, revocation.jti), revocation.expiresAt);
   }
 
-  /** A client that just authenticated exists and is enabled (it may be newer than the last refresh). */
-  clientSeen(client: Client): void {
-    if (!client.enabled) return;
+  /**
+   * A client that just authenticated, as read from the store at `readAt`, exists and is enabled (it may be newer than the
+   * last refresh). A read older than the current snapshot says nothing new — the client may have been disabled in
+   * between, and an authentication that waited for argon2 must not revive it — so it is ignored.
+   */
+  clientSeen(client: Client, readAt: number): void {
+    if (!client.enabled || readAt < this.snapshotAt) return;
     const notBeforeS = client.tokensNotBeforeS ?? 0;
-    this.activeClients.set(client.id, notBeforeS);
-    this.seenSince.set(client.id, { at: this.now(), notBeforeS });
+    this.activeClients.set(client.id, Math.max(notBeforeS, this.activeClients.get(client.id) ?? 0));
+    this.seenSince.set(client.id, { readAt, notBeforeS });
   }
 
   /**
@@ -58,14 +67,16 @@ export class RevocationSet implements RevocationList {
     this.revoked = revoked;
     const active = new Map<string, number>();
     for (const client of clients) if (client.enabled) active.set(client.id, client.tokensNotBeforeS ?? 0);
-    const seenSince = new Map<string, { readonly at: number; readonly notBeforeS: number }>();
+    const seenSince = new Map<string, { readonly readAt: number; readonly notBeforeS: number }>();
     for (const [id, seen] of this.seenSince) {
-      if (seen.at < now) continue;
-      active.set(id, seen.notBeforeS);
+      // Read before this refresh's read began: this refresh knows better (the client may be disabled now).
+      if (seen.readAt < now) continue;
+      active.set(id, Math.max(seen.notBeforeS, active.get(id) ?? 0));
       seenSince.set(id, seen);
     }
     this.activeClients = active;
     this.seenSince = seenSince;
+    this.snapshotAt = now;
   }
 
   get size(): { readonly revocations: number; readonly activeClients: number } {

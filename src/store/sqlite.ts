@@ -219,9 +219,10 @@ function prepareStatements(db: Database.Database) {
       `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at, revoked_at)
        VALUES (@kid, @alg, @public_jwk, @encrypted_private_key, @created_at, @activates_at, @retired_at, @expires_at, @revoked_at)`,
     ),
-    // The key material never changes after insertion: only its schedule does.
+    // The key material never changes after insertion: only its schedule does (publication, signing, retirement, revocation).
     updateKeySchedule: db.prepare<KeyParams>(
-      `UPDATE signing_keys SET activates_at = @activates_at, retired_at = @retired_at, expires_at = @expires_at, revoked_at = @revoked_at
+      `UPDATE signing_keys SET created_at = @created_at, activates_at = @activates_at, retired_at = @retired_at, expires_at = @expires_at,
+              revoked_at = @revoked_at
        WHERE kid = @kid AND alg = @alg AND public_jwk = @public_jwk AND encrypted_private_key = @encrypted_private_key`,
     ),
     // Only a key nobody retired yet: two concurrent rotations must not both hand over from the same key (the loser's

@@ -291,6 +291,7 @@ describe('client ids that begin with "-"', () => {
     expect((await storedClient(dashId))?.enabled).toBe(false);
     expect(ok(['clients', 'enable', dashId])).toMatch(/enabled/);
     expect(ok(['clients', 'update', dashId, '--name', 'legacy 2'])).toMatch(/updated/);
+    expect(ok(['clients', 'rotate-secret', dashId, '--keep-old-for', '1h'])).toMatch(/^client_id: +-nQnd/m);
     expect(ok(['clients', 'remove', dashId])).toBe(`client ${dashId} removed\n`);
     expect(await storedClient(dashId)).toBeUndefined();
     // Options keep their meaning, and an id in the wrong place is still no option.

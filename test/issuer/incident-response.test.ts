@@ -10,7 +10,7 @@ import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/event.js';
 import { removeDir, type TestGateway } from '../support/harness.js';
-import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, updateClient, withIssuer, type TestClient } from '../support/issuer.js';
+import { addClient, basicAuth, callWith, getToken, postForm, readClient, startIssuerGateway, updateClient, withIssuer, type TestClient } from '../support/issuer.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 const dataDir = mkdtempSync(join(tmpdir(), 'gatehouse-incident-'));
@@ -75,7 +75,10 @@ describe('a disable ends tokens for good', () => {
     // The control: the client itself is back, and a token issued after the enable works at once.
     const after = await getToken(gw, client);
     expect(await status(gw, after)).toBe(200);
-    expect(decodeJwt(after).iat).toBeGreaterThanOrEqual(decodeJwt(before).iat ?? 0);
+    // ...because it was issued at or after the cut-off the enable set (the second after the enable began).
+    const cutOff = (await readClient(gw, client.id))?.tokensNotBeforeS ?? Number.POSITIVE_INFINITY;
+    expect(cutOff).toBeGreaterThan(decodeJwt(before).iat ?? 0);
+    expect(decodeJwt(after).iat).toBeGreaterThanOrEqual(cutOff);
   });
 
   it('the old token stays dead after a restart and on a second instance; the new one works on both', async () => {
@@ -163,6 +166,12 @@ describe('emergency key changes', () => {
     await gw.gateway.issuer!.refresh();
     expect(decodeProtectedHeader(await getToken(gw, client)).kid).toBe(out.kid);
     expect(ok('keys', 'list')).toMatch(new RegExp(`${out.kid}\\s+EdDSA\\s+active`));
+    // In text form the skipped delay is a warning on stderr; stdout stays the report.
+    const text = gatehouse('keys', 'rotate', '--now');
+    expect(text.status).toBe(0);
+    expect(text.stdout).toMatch(new RegExp(`key ${out.kid} stops signing at`));
+    expect(text.stderr).toMatch(/^gatehouse: warning: the new key signs without the 600s publication delay\./);
+    await gw.gateway.issuer!.refresh();
   });
 
   it('keys revoke unpublishes the signing key, refuses its tokens at once, and another key signs immediately', async () => {
@@ -171,10 +180,11 @@ describe('emergency key changes', () => {
     const kid = decodeProtectedHeader(token).kid ?? '';
     expect(await status(gw, token)).toBe(200);
 
-    const out = ok('keys', 'revoke', kid);
-    expect(out).toContain(`key ${kid} revoked`);
-    expect(out).toMatch(/new key \S+ \(EdDSA\) signs now/);
-    expect(out).toMatch(/without the 600s publication delay/);
+    const revoked = gatehouse('keys', 'revoke', kid);
+    expect(revoked.status).toBe(0);
+    expect(revoked.stdout).toContain(`key ${kid} revoked`);
+    expect(revoked.stdout).toMatch(/new key \S+ \(EdDSA\) signs now/);
+    expect(revoked.stderr).toMatch(/^gatehouse: warning: the new key signs without the 600s publication delay\./);
     await gw.gateway.issuer!.refresh();
 
     const refused = await callWith(gw, '/api', `Bearer ${token}`);
@@ -232,5 +242,8 @@ describe('audit records say what happened', () => {
     expect(new Set(answers.map((a) => a.text)).size).toBe(1);
     const reasons = await Promise.all(answers.map(async (a) => (await recordOf(gw, a.headers['x-request-id'] as string))?.reason));
     expect(reasons).toEqual(['client disabled', 'wrong secret', 'unknown client']);
+    // The id tried is the subject; `client_id` names only a client that authenticated (anyone can present any id).
+    const records = await Promise.all(answers.map((a) => recordOf(gw, a.headers['x-request-id'] as string)));
+    expect(records.map((r) => [r?.subject, r?.client_id])).toEqual([[disabled.id, null], [known.id, null], ['AAAAAAAAAAAAAAAAAAAAAA', null]]);
   });
 });

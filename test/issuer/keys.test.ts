@@ -14,6 +14,7 @@ import {
   KeyDecryptionError,
   KeyRing,
   MasterKeyError,
+  CLOCK_SKEW_ALLOWANCE_MS,
   RETIREMENT_GRACE_MS,
   SigningKeyError,
   ensureSigningKey,
@@ -654,7 +655,8 @@ describe('emergency revocation (keys revoke)', () => {
     const b = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now, activationDelayS: 600, maxTokenLifetimeS: 300 });
     clock.now += 1000;
     const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: clock.now });
-    expect(outcome).toMatchObject({ succession: 'activated', signer: { kid: b.kid, activatesAt: clock.now } });
+    // Dated back by the skew allowance, so gateways whose clocks run behind sign with it at once too.
+    expect(outcome).toMatchObject({ succession: 'activated', signer: { kid: b.kid, activatesAt: clock.now - CLOCK_SKEW_ALLOWANCE_MS } });
     expect(store.keys.size).toBe(2);
     await ring.refresh();
     expect(ring.signingKey().kid).toBe(b.kid);
@@ -671,6 +673,30 @@ describe('emergency revocation (keys revoke)', () => {
     await ring.refresh();
     expect(ring.signingKey().kid).toBe(a.kid);
     expect(publishedKids(ring)).toEqual([a.kid]);
+  });
+
+  it('two rotations pending, the last revoked: the middle key keeps its place, so the succession never runs backwards', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    const b = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now, activationDelayS: 600, maxTokenLifetimeS: 300 });
+    const c = await rotateSigningKey(store, kek, { alg: 'EdDSA', now: clock.now + 1000, activationDelayS: 600, maxTokenLifetimeS: 300 });
+    const outcome = await revokeSigningKey(store, kek, { kid: c.kid, alg: 'EdDSA', now: clock.now + 2000 });
+    expect(outcome).toMatchObject({ succession: 'kept', signer: { kid: a.kid } });
+    expect(store.keys.get(b.kid)).toMatchObject({ retiredAt: null, expiresAt: null });
+    expect(store.keys.get(a.kid)?.retiredAt).toBe(b.activatesAt);
+    clock.now = c.activatesAt + 3_600_000;
+    await ring.refresh();
+    expect(ring.signingKey().kid).toBe(b.kid);
+  });
+
+  it('a gateway whose clock runs behind the revoking machine drops the revoked key and signs with the new one at once', async () => {
+    const { store, kek, clock, a, ring } = await setup();
+    const revokedAt = clock.now + 30_000;
+    const outcome = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: revokedAt });
+    await ring.refresh();
+    // This gateway's clock still reads 30 s before the revocation.
+    expect(ring.verificationKey(a.kid)).toBeUndefined();
+    expect(ring.signingKey().kid).toBe(outcome.signer?.kid);
+    expect(signingKeyState(store.keys.get(a.kid)!, clock.now)).toBe('revoked');
   });
 
   it('a retired key still published: only it goes, signing is unchanged; an unknown kid is not_found', async () => {
@@ -697,7 +723,7 @@ describe('emergency revocation (keys revoke)', () => {
     try {
       const keys = await reopened.listSigningKeys();
       expect(keys.find((k) => k.kid === a.kid)).toMatchObject({ revokedAt: T0 + 10, expiresAt: T0 + 10 });
-      expect(keys.find((k) => k.kid === outcome.signer?.kid)).toMatchObject({ activatesAt: T0 + 10, revokedAt: null });
+      expect(keys.find((k) => k.kid === outcome.signer?.kid)).toMatchObject({ createdAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS, activatesAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS, revokedAt: null });
       // A change naming a row with other key material is refused whole: nothing of it is written.
       const forged = { ...keys[0]!, encryptedPrivateKey: 'x' };
       await expect(reopened.changeSigningKeys(() => ({ update: [forged], insert: [] }))).rejects.toMatchObject({ code: 'invalid' });
