@@ -159,9 +159,9 @@ export class Gateway {
         memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
       );
       listener = new Listener(config, guard, ingress, log, {
-        onParseError: (code, peer, requestId) => {
-          log.info({ code, peer, request_id: requestId }, 'refused malformed or forbidden HTTP/1.1 input');
-          pipeline.recordConnectionRefusal(code, peer, requestId);
+        onParseError: (code, peer, requestId, answer, protocol) => {
+          log.info({ code, peer, request_id: requestId, status: answer?.status ?? null }, 'refused malformed or forbidden HTTP input');
+          pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
         },
       });
       return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle);

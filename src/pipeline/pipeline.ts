@@ -5,7 +5,7 @@
 import type { Logger } from 'pino';
 import { redactTarget } from '../audit/redact.js';
 import { actorOf, AuditUnavailableError, requestDecision, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
-import { GatewayError } from '../errors/catalogue.js';
+import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
 import type { AuthenticatedRequest, AuthnResult, ClientConnection, PresentedCredential, Principal, RequestContext } from './stage.js';
@@ -23,6 +23,15 @@ export interface EdgeRefusal {
   readonly path: string | undefined;
   readonly routeId: string | undefined;
   readonly connection: ClientConnection;
+}
+
+/** A refusal below the request level: what the listener saw and what it answered (undefined: the socket was destroyed). */
+export interface ConnectionRefusal {
+  readonly parserCode: string;
+  readonly peer: string;
+  readonly requestId: string;
+  readonly answer: { readonly status: number; readonly code: ErrorCode } | undefined;
+  readonly protocol: 'h1' | 'h2';
 }
 
 export class Pipeline {
@@ -107,8 +116,9 @@ export class Pipeline {
     sendProblem(exchange, error, { close });
   }
 
-  /** Audits a connection-level refusal (HTTP/1.1 parser reject, CONNECT) that never became a request. */
-  recordConnectionRefusal(parserCode: string, peer: string, requestId: string): void {
+  /** Audits a connection-level refusal (HTTP/1.1 parser reject, CONNECT) that never became a request, as it was answered. */
+  recordConnectionRefusal(refusal: ConnectionRefusal): void {
+    const { parserCode, peer, requestId, answer, protocol } = refusal;
     try {
       this.deps.audit.append({
         request_id: requestId,
@@ -116,14 +126,15 @@ export class Pipeline {
         path: null,
         raw_target: '',
         route: null,
-        protocol: 'h1',
+        protocol,
         client_ip: peer,
         peer_ip: peer,
         decision: 'deny',
         stage: 'edge',
-        code: parserCode === 'CONNECT' ? 'method_not_allowed' : 'bad_request',
+        // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
+        code: answer?.code ?? 'bad_request',
         reason: parserCode,
-        status: null,
+        status: answer?.status ?? null,
         subject: null,
         auth_method: null,
         cert_thumbprint: null,

@@ -15,8 +15,12 @@ const REFUSED_METHODS = new Set(['TRACE', 'TRACK', 'CONNECT']);
 /** reg-name (letters, digits, '-', '.'), IPv4, or [IPv6], then an optional port. No userinfo, no path (H1-09). */
 const AUTHORITY = /^(?:([A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}))*\.?)|\[([0-9A-Fa-f:.]{2,45})\])(?::(\d{1,5}))?$/;
 
+/** The gateway's own probes: answered after the same checks as every request, but outside the route table. */
+export type Probe = 'liveness' | 'readiness';
+
 export type EdgeResult =
   | { readonly ok: true; readonly context: RequestContext }
+  | { readonly ok: true; readonly probe: Probe }
   | {
       readonly ok: false;
       readonly error: GatewayError;
@@ -141,7 +145,11 @@ export function checkRequest(
   }
   const host = parseAuthority(authority);
   if (host === undefined) return refuse(new GatewayError('invalid_host', { reason: 'invalid authority' }), true);
-  if (limits.allowedHosts.size > 0 && !limits.allowedHosts.has(host)) {
+  // Exactly these targets (no query, no other spelling) are the probes; everything else is for the route table.
+  const probe: Probe | undefined = rawTarget === '/healthz' ? 'liveness' : rawTarget === '/readyz' ? 'readiness' : undefined;
+  // Load balancers and kubelets probe by IP address: the served-hosts list is about routing, not about a malformed message,
+  // so it does not apply to the probes (every other check does).
+  if (probe === undefined && limits.allowedHosts.size > 0 && !limits.allowedHosts.has(host)) {
     return refuse(new GatewayError('misdirected_request', { reason: 'host not served' }));
   }
 
@@ -149,6 +157,7 @@ export function checkRequest(
   const target = parseRequestTarget(rawTarget);
   if (!target.ok) return refuse(new GatewayError('invalid_target', { reason: target.reason }), true);
   path = target.path;
+  if (probe !== undefined) return { ok: true, probe };
 
   const route = router.match(host, target.path);
   if (route === undefined) return refuse(new GatewayError('not_found'));

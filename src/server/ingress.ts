@@ -88,11 +88,6 @@ export class Ingress {
       });
     }
 
-    if (req.url === '/healthz' || req.url === '/readyz') {
-      this.probe(exchange, req.url === '/readyz');
-      return;
-    }
-
     const info = socket[CONNECTION_INFO] ?? describeConnection(socket);
     const clientAddress = this.clientAddress(info.peerAddress, req);
     const connection: ClientConnection = {
@@ -103,11 +98,18 @@ export class Ingress {
       peerCertificate: info.peerCertificate,
     };
     const edge = checkRequest(req, requestId, connection, this.options.router, this.options.limits, startedAt);
-    if (this.options.accessLog) this.logOnClose(exchange, edge.ok ? edge.context.path : undefined, edge.ok ? edge.context.route.id : undefined, connection, startedAt);
     if (!edge.ok) {
+      if (this.options.accessLog) this.logOnClose(exchange, edge.partial.path, edge.partial.routeId, connection, startedAt);
       void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
       return;
     }
+    // Probes pass the same edge checks as every request (a duplicate Host or 150 headers are refused here too), but are
+    // neither logged nor audited when answered: a load balancer asks every few seconds.
+    if ('probe' in edge) {
+      this.probe(exchange, edge.probe === 'readiness');
+      return;
+    }
+    if (this.options.accessLog) this.logOnClose(exchange, edge.context.path, edge.context.route.id, connection, startedAt);
     if (edge.context.hasBody) this.armBodyDeadline(exchange);
     void this.options.pipeline.run(edge.context, exchange);
   }

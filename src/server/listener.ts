@@ -7,7 +7,7 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { PROBLEM_TYPE_BASE } from '../errors/catalogue.js';
+import { PROBLEM_TYPE_BASE, type ErrorCode } from '../errors/catalogue.js';
 import { HSTS_VALUE } from './exchange.js';
 import { ALPN, readTlsMaterial, secureContextOptions } from '../tls/context.js';
 import type { ConnectionGuard } from './connection-guard.js';
@@ -15,14 +15,24 @@ import { ACTIVE_REQUESTS, CONNECTION_INFO, CURRENT_EXCHANGE, describeConnection,
 import { newRequestId } from './request-id.js';
 
 /** HTTP/1.1 parser failures answered on the raw socket, which is then closed (the byte stream can't be trusted). */
-const PARSE_ERROR_STATUS: Readonly<Record<string, [number, string]>> = {
-  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large'],
-  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout'],
+const PARSE_ERROR_STATUS: Readonly<Record<string, readonly [number, string, ErrorCode]>> = {
+  HPE_HEADER_OVERFLOW: [431, 'Request Header Fields Too Large', 'headers_too_large'],
+  ERR_HTTP_REQUEST_TIMEOUT: [408, 'Request Timeout', 'request_timeout'],
 };
+const BAD_REQUEST = [400, 'Bad Request', 'bad_request'] as const;
+
+/** What a connection-level refusal sent: its status and code, or nothing (the socket was destroyed unanswered). */
+export interface RawAnswer {
+  readonly status: number;
+  readonly code: ErrorCode;
+}
 
 export interface ListenerEvents {
-  /** An HTTP/1.1 parse failure or refused protocol use, for the security log; `requestId` is the one sent to the client. */
-  onParseError(code: string, peer: string, requestId: string): void;
+  /**
+   * An HTTP/1.1 parse failure or refused protocol use, for the security log and the audit; `requestId` is the one sent to
+   * the client, `answer` what it was sent (undefined: nothing, the connection was destroyed).
+   */
+  onParseError(code: string, peer: string, requestId: string, answer: RawAnswer | undefined, protocol: 'h1' | 'h2'): void;
 }
 
 export class Listener {
@@ -186,7 +196,8 @@ export class Listener {
 
   private refuseConnect(req: IncomingMessage | Http2ServerRequest, socketOrRes: Socket | Http2ServerResponse): void {
     const requestId = newRequestId();
-    this.events.onParseError('CONNECT', String(req.socket.remoteAddress), requestId);
+    const protocol = 'writeHead' in socketOrRes ? 'h2' : 'h1';
+    this.events.onParseError('CONNECT', String(req.socket.remoteAddress), requestId, { status: 405, code: 'method_not_allowed' }, protocol);
     if ('writeHead' in socketOrRes) {
       socketOrRes.writeHead(405, { 'strict-transport-security': HSTS_VALUE, 'x-request-id': requestId, allow: '' });
       socketOrRes.end();
@@ -203,7 +214,6 @@ export class Listener {
       return;
     }
     const requestId = newRequestId();
-    this.events.onParseError(code, String(socket.remoteAddress), requestId);
     // A raw answer is only safe when it answers the failing bytes: no request is in flight, or the one in flight is the
     // request whose body failed to parse and none of its response was sent. Otherwise (a bad request pipelined behind one
     // still being answered, or a failure mid-response) the client would read it as, or inside, an earlier response.
@@ -212,11 +222,14 @@ export class Listener {
     const current = tagged[CURRENT_EXCHANGE];
     const answerable = active === 0 || (active === 1 && current !== undefined && !current.req.complete && !current.res.headersSent);
     if (!answerable) {
+      this.events.onParseError(code, String(socket.remoteAddress), requestId, undefined, 'h1');
       socket.destroy();
       return;
     }
-    const [status, text] = PARSE_ERROR_STATUS[code] ?? [400, 'Bad Request'];
-    this.writeRawAndClose(socket, status, text, status === 431 ? 'headers_too_large' : status === 408 ? 'request_timeout' : 'bad_request', requestId);
+    const [status, text, errorCode] = PARSE_ERROR_STATUS[code] ?? BAD_REQUEST;
+    // Recorded as what is sent: a 431 is on record as headers_too_large with status 431, not as a generic bad request.
+    this.events.onParseError(code, String(socket.remoteAddress), requestId, { status, code: errorCode }, 'h1');
+    this.writeRawAndClose(socket, status, text, errorCode, requestId);
   }
 
   private writeRawAndClose(socket: Socket, status: number, text: string, code: string, requestId: string): void {

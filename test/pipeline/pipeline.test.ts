@@ -46,7 +46,7 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
     const exchange: HttpExchange = { req, res, requestId: 'req-1', protocol: 'h1', isHead: false, closeAfterResponse: () => false };
     const connection = { peerAddress: '127.0.0.1', clientAddress: '127.0.0.1', limitKey: '127.0.0.1', protocol: 'h1' as const, peerCertificate: undefined };
     const edge = checkRequest(req, 'req-1', connection, router, limits, 0);
-    if (!edge.ok) throw new Error('unexpected edge refusal');
+    if (!edge.ok || !('context' in edge)) throw new Error('unexpected edge refusal or probe');
     void pipeline.run(edge.context, exchange);
   });
   server.listen(0, '127.0.0.1');

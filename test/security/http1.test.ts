@@ -513,6 +513,14 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
       const headers = Array.from({ length: 10 }, (_, i) => `X-H${i}: ${'b'.repeat(450)}\r\n`).join('');
       return expectRefused(`GET /public HTTP/1.1\r\nHost: localhost\r\n${headers}\r\n`, 431, 'headers_too_large', { closed: true });
     });
+    it('H1-18 headers past the parser\'s own limit: 431 from the listener, and the audit record says 431 headers_too_large', async () => {
+      const result = await send(`GET /public HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`, { closeWaitMs: 1000 });
+      expect(result.response?.status).toBe(431);
+      const id = result.response?.headers['x-request-id'];
+      const record = (await gw.auditRecords()).find((r) => r.request_id === id);
+      // What is recorded is what was sent (issue #8 Part A): not `bad_request` with no status.
+      expect(record).toMatchObject({ decision: 'deny', stage: 'edge', code: 'headers_too_large', status: 431, reason: 'HPE_HEADER_OVERFLOW', protocol: 'h1' });
+    });
     it('H1-18 a target longer than limits.max_uri_bytes → 414 uri_too_long', () =>
       expectRefused(GET(`/public/${'a'.repeat(600)}`), 414, 'uri_too_long', { closed: true }));
   });

@@ -680,6 +680,11 @@ describe('HTTP/2 requests: semantics and header validation', () => {
     });
     expect(seenAt('/api/h2-methods')).toHaveLength(0);
     expect(upstream.requests.filter((r) => r.method === 'CONNECT' || r.method === 'PROPFIND')).toHaveLength(0);
+    // Recorded as it happened: an HTTP/2 CONNECT answered 405 (it used to be recorded as h1 with no status).
+    const records = await gw.auditRecords();
+    expect(records.filter((r) => r.method === 'CONNECT' && r.protocol === 'h2')).toContainEqual(
+      expect.objectContaining({ decision: 'deny', stage: 'edge', code: 'method_not_allowed', status: 405 }),
+    );
   });
 
   it.each([
