@@ -6,23 +6,19 @@ import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditSink } from './audit/event.js';
 import { JsonLinesAuditSink } from './audit/jsonl-sink.js';
-import { AnonymousAuthenticator } from './authn/anonymous.js';
-import { MtlsAuthenticator } from './authn/mtls.js';
-import { RoutePolicy } from './authz/policy.js';
-import type { Config, RouteConfig } from './config/schema.js';
+import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
-import type { DeepReadonly } from './lib/deep-freeze.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import type { Authenticator, AuthenticatedRequest, Handler, QuotaPolicy } from './pipeline/stage.js';
-import { ProxyHandler, Upstream } from './proxy/forward.js';
+import type { AuthenticatedRequest, QuotaPolicy } from './pipeline/stage.js';
+import { Upstream } from './proxy/forward.js';
 import { memoryLimiter, PreAuthQuota, PrincipalQuota } from './quota/rate.js';
 import { ConnectionGuard } from './server/connection-guard.js';
 import { edgeLimits } from './server/edge.js';
 import { Ingress, trustedProxyList } from './server/ingress.js';
 import { Listener } from './server/listener.js';
-import { allowedMethods, Router, type Route } from './server/router.js';
-import { EchoService } from './services/echo.js';
+import { Router } from './server/router.js';
 import { Issuer } from './issuer/issuer.js';
+import { compileRoutes } from './routes.js';
 import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
 
 export interface GatewayDeps {
@@ -32,8 +28,6 @@ export interface GatewayDeps {
   /** GATEHOUSE_MASTER_KEY, read by the CLI; without it the issuer uses data_dir/master.key. */
   readonly masterKey?: string | undefined;
 }
-
-const BEARER_CHALLENGE = 'Bearer realm="gatehouse"';
 
 /** Shared between the gateway and its ingress: set once stop() begins. */
 interface Lifecycle {
@@ -63,82 +57,13 @@ export class Gateway {
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
       const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
-      const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
-        none: new AnonymousAuthenticator(),
-        mtls: new MtlsAuthenticator(),
-        ...(issuer !== undefined ? { bearer: issuer.bearer } : {}),
-      };
-      const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
-        const found = authenticators[id];
-        if (found === undefined) throw new ConfigError('config', [`authenticator "${id}" is not available`]);
-        return found;
-      };
-      const echo = new EchoService();
       const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
         const { peerAddress, clientAddress } = request.connection;
         // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
         if (trusted === undefined || clientAddress === peerAddress || received === undefined) return clientAddress;
         return `${Array.isArray(received) ? received.join(', ') : received}, ${peerAddress}`;
       };
-
-      const buildHandler = (route: DeepReadonly<RouteConfig>): Handler => {
-        if ('service' in route.handler) return echo;
-        const { proxy } = route.handler;
-        const upstream = upstreams.get(proxy.upstream);
-        if (upstream === undefined) throw new ConfigError('config', [`unknown upstream ${proxy.upstream}`]);
-        return new ProxyHandler(
-          upstream,
-          {
-            stripPrefix: proxy.strip_prefix,
-            forwardAuthorization: proxy.forward_authorization,
-            preserveHost: proxy.preserve_host,
-            identityPrefix: config.identity_headers.prefix,
-          },
-          forwardedFor,
-          log,
-        );
-      };
-
-      const routes: Route[] = config.routes.map((route) => {
-        const methods = allowedMethods(route.match.methods);
-        return {
-          id: route.id,
-          pathPrefix: route.match.path_prefix,
-          host: route.match.host,
-          methods,
-          allowHeader: [...methods].join(', '),
-          bodyLimitBytes: route.body_limit_bytes ?? config.limits.default_body_limit_bytes,
-          authenticators: route.authn.map(authenticator),
-          challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
-          authorizer: new RoutePolicy(route.authz, {
-            ...(issuer !== undefined && route.authn.includes('bearer') ? { audience: routeAudience(route, issuer) } : {}),
-            challenge: route.authn.includes('bearer') ? BEARER_CHALLENGE : undefined,
-          }),
-          quota: route.quota === undefined ? undefined : quotas.get(route.quota),
-          handler: buildHandler(route),
-          selfAudited: false,
-        };
-      });
-
-      for (const endpoint of issuer?.endpoints ?? []) {
-        const methods = allowedMethods(endpoint.methods);
-        routes.push({
-          id: endpoint.id,
-          pathPrefix: endpoint.path,
-          host: undefined,
-          methods,
-          allowHeader: [...methods].join(', '),
-          bodyLimitBytes: endpoint.bodyLimitBytes,
-          // The endpoints authenticate clients themselves (RFC 6749 §2.3), after their own limits; the pipeline's part is the
-          // pre-auth budget and the audit record.
-          authenticators: [authenticators.none ?? new AnonymousAuthenticator()],
-          challenge: undefined,
-          authorizer: new RoutePolicy({ allow: 'anyone' }),
-          quota: undefined,
-          handler: endpoint.handler,
-          selfAudited: endpoint.selfAudited,
-        });
-      }
+      const routes = compileRoutes({ config, upstreams, quotas, issuer, forwardedFor, log });
 
       const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
       let listener: Listener | undefined;
@@ -206,11 +131,6 @@ export class Gateway {
     await this.issuer?.close();
     await this.audit.close();
   }
-}
-
-function routeAudience(route: DeepReadonly<RouteConfig>, issuer: Issuer): () => string {
-  const configured = route.authz.audience;
-  return configured !== undefined ? () => configured : () => issuer.defaultAudience;
 }
 
 /** Creates the development CA and certificates when `tls.dev_certificates` is on and the files are missing. */

@@ -2,7 +2,6 @@
 // Expected outcomes (a missing credential, a deny, a limit) are values; throwing is reserved for faults.
 import type { GatewayError } from '../errors/catalogue.js';
 import type { HttpExchange } from '../server/exchange.js';
-import type { Route } from '../server/router.js';
 
 /** Who is calling, as established by one authenticator from a verified credential. Never from headers or paths. */
 export interface Principal {
@@ -114,3 +113,27 @@ export interface QuotaPolicy {
 export interface Handler {
   handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
 }
+
+/** A route compiled from config: the pipeline's data for requests it matches. */
+export interface Route {
+  readonly id: string;
+  readonly pathPrefix: string;
+  readonly host: string | undefined;
+  /** Allowed methods; HEAD is included whenever GET is (it gets GET's authorization, AZ-11). */
+  readonly methods: ReadonlySet<string>;
+  /** Value of the Allow header for 405 answers. */
+  readonly allowHeader: string;
+  readonly bodyLimitBytes: number;
+  readonly authenticators: readonly Authenticator[];
+  /** WWW-Authenticate of a 401 when no credential was presented (`Bearer realm=…` on bearer routes), if any. */
+  readonly challenge: string | undefined;
+  readonly authorizer: Authorizer;
+  readonly quota: QuotaPolicy | undefined;
+  readonly handler: Handler;
+  /**
+   * The handler records its own decision (the OAuth endpoints, which know the client): the pipeline then writes no
+   * anonymous `allow` before it, and records a `deny` if the handler fails.
+   */
+  readonly selfAudited: boolean;
+}
+

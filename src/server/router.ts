@@ -1,29 +1,6 @@
 // Route table: maps (host, canonical path) to one route; longest path prefix wins, on segment boundaries only.
 // Matching is case-sensitive and sees only the canonical path, never the query (AZ-08, AZ-10).
-import type { Authenticator, Authorizer, Handler, QuotaPolicy } from '../pipeline/stage.js';
-
-/** A route compiled from config: the pipeline's data for requests it matches. */
-export interface Route {
-  readonly id: string;
-  readonly pathPrefix: string;
-  readonly host: string | undefined;
-  /** Allowed methods; HEAD is included whenever GET is (it gets GET's authorization, AZ-11). */
-  readonly methods: ReadonlySet<string>;
-  /** Value of the Allow header for 405 answers. */
-  readonly allowHeader: string;
-  readonly bodyLimitBytes: number;
-  readonly authenticators: readonly Authenticator[];
-  /** WWW-Authenticate of a 401 when no credential was presented (`Bearer realm=…` on bearer routes), if any. */
-  readonly challenge: string | undefined;
-  readonly authorizer: Authorizer;
-  readonly quota: QuotaPolicy | undefined;
-  readonly handler: Handler;
-  /**
-   * The handler records its own decision (the OAuth endpoints, which know the client): the pipeline then writes no
-   * anonymous `allow` before it, and records a `deny` if the handler fails.
-   */
-  readonly selfAudited: boolean;
-}
+import type { Route } from '../pipeline/stage.js';
 
 export function allowedMethods(methods: readonly string[]): ReadonlySet<string> {
   const set = new Set(methods);

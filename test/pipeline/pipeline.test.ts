@@ -15,7 +15,8 @@ import type { Authenticator, Handler } from '../../src/pipeline/stage.js';
 import { PreAuthQuota } from '../../src/quota/rate.js';
 import { checkRequest } from '../../src/server/edge.js';
 import type { HttpExchange } from '../../src/server/exchange.js';
-import { Router, type Route } from '../../src/server/router.js';
+import type { Route } from '../../src/pipeline/stage.js';
+import { Router } from '../../src/server/router.js';
 import { EchoService } from '../../src/services/echo.js';
 import { problemCode, startGateway } from '../support/harness.js';
 
