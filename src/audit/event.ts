@@ -82,7 +82,66 @@ export function actorOf(credential: PresentedCredential | undefined): AuditActor
   };
 }
 
-/** The record of one decision on a request that passed the edge; the target is kept with credential values redacted. */
+/** What a decision is about: as much of the request as was known when it was decided. */
+export interface DecisionAbout {
+  readonly requestId: string;
+  readonly method: string;
+  readonly path: string | null;
+  /** The target as received; credential values in its query are redacted here. */
+  readonly rawTarget: string;
+  readonly route: string | null;
+  readonly protocol: 'h1' | 'h2';
+  readonly clientAddress: string;
+  readonly peerAddress: string;
+}
+
+/** What the client was answered: the code it received (problem `code` or OAuth `error`), the reason and the status. */
+export interface DecisionOutcome {
+  readonly code: string;
+  readonly reason: string;
+  readonly status: number | null;
+}
+
+/**
+ * The one builder of decision records, whatever decided (edge, listener, stage, OAuth endpoint, fault): every key spelled
+ * out in one order, credential values in the target redacted.
+ */
+export function decisionRecord(
+  about: DecisionAbout,
+  decision: 'allow' | 'deny',
+  stage: DecisionStage,
+  outcome: DecisionOutcome | undefined,
+  actor: AuditActor | undefined,
+): AuditEvent {
+  return {
+    request_id: about.requestId,
+    method: about.method,
+    path: about.path,
+    raw_target: redactTarget(about.rawTarget),
+    route: about.route,
+    protocol: about.protocol,
+    client_ip: about.clientAddress,
+    peer_ip: about.peerAddress,
+    decision,
+    stage,
+    code: outcome?.code ?? null,
+    reason: outcome?.reason ?? null,
+    status: outcome?.status ?? null,
+    subject: actor?.subject ?? null,
+    auth_method: actor?.authMethod ?? null,
+    cert_thumbprint: actor?.certThumbprint ?? null,
+    client_id: actor?.clientId ?? null,
+    jti: actor?.tokenId ?? null,
+    scopes: actor?.scopes ?? null,
+  };
+}
+
+/** The outcome a refusal sent: its catalogue code, or (an RFC 6749 §5.2 body) the OAuth `error` the client received. */
+export function refusalOutcome(error: GatewayError, oauth = false): DecisionOutcome {
+  return { code: oauth ? oauthErrorCode(error.code) : error.code, reason: error.reason, status: error.status };
+}
+
+/** The record of one decision on a request that passed the edge. */
 export function requestDecision(
   request: RequestContext,
   decision: 'allow' | 'deny',
@@ -92,26 +151,16 @@ export function requestDecision(
   /** The answer was an RFC 6749 §5.2 body: the code on record is its `error`, as the client received it. */
   oauth = false,
 ): AuditEvent {
-  return {
-    request_id: request.id,
+  const about: DecisionAbout = {
+    requestId: request.id,
     method: request.method,
     path: request.path,
-    raw_target: request.query === '' ? request.rawPath : redactTarget(`${request.rawPath}?${request.query}`),
+    rawTarget: request.query === '' ? request.rawPath : `${request.rawPath}?${request.query}`,
     route: request.route.id,
     protocol: request.connection.protocol,
-    client_ip: request.connection.clientAddress,
-    peer_ip: request.connection.peerAddress,
-    decision,
-    stage,
-    code: error === undefined ? null : oauth ? oauthErrorCode(error.code) : error.code,
-    reason: error?.reason ?? null,
-    status: error?.status ?? null,
-    subject: actor?.subject ?? null,
-    auth_method: actor?.authMethod ?? null,
-    cert_thumbprint: actor?.certThumbprint ?? null,
-    client_id: actor?.clientId ?? null,
-    jti: actor?.tokenId ?? null,
-    scopes: actor?.scopes ?? null,
+    clientAddress: request.connection.clientAddress,
+    peerAddress: request.connection.peerAddress,
   };
+  return decisionRecord(about, decision, stage, error === undefined ? undefined : refusalOutcome(error, oauth), actor);
 }
 

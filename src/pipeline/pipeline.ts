@@ -3,8 +3,18 @@
 // Each stage returns a tagged result; any refusal is audited once and answered from the error catalogue.
 // A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
 import type { Logger } from 'pino';
-import { redactTarget } from '../audit/redact.js';
-import { actorOf, AuditUnavailableError, requestDecision, type AuditEvent, type AuditSink, type DecisionStage } from '../audit/event.js';
+import {
+  actorOf,
+  AuditUnavailableError,
+  decisionRecord,
+  refusalOutcome,
+  requestDecision,
+  type AuditEvent,
+  type AuditSink,
+  type DecisionAbout,
+  type DecisionOutcome,
+  type DecisionStage,
+} from '../audit/event.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
@@ -88,27 +98,17 @@ export class Pipeline {
       this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'pre-auth quota failed for an edge refusal');
     }
     try {
-      this.deps.audit.append({
-        request_id: exchange.requestId,
+      const about: DecisionAbout = {
+        requestId: exchange.requestId,
         method: refusal.method,
         path: refusal.path ?? null,
-        raw_target: redactTarget(refusal.rawTarget),
+        rawTarget: refusal.rawTarget,
         route: refusal.routeId ?? null,
         protocol: refusal.connection.protocol,
-        client_ip: refusal.connection.clientAddress,
-        peer_ip: refusal.connection.peerAddress,
-        decision: 'deny',
-        stage: error === edgeError ? 'edge' : 'pre-auth-quota',
-        code: error.code,
-        reason: error.reason,
-        status: error.status,
-        subject: null,
-        auth_method: null,
-        cert_thumbprint: null,
-        client_id: null,
-        jti: null,
-        scopes: null,
-      });
+        clientAddress: refusal.connection.clientAddress,
+        peerAddress: refusal.connection.peerAddress,
+      };
+      this.deps.audit.append(decisionRecord(about, 'deny', error === edgeError ? 'edge' : 'pre-auth-quota', refusalOutcome(error), undefined));
     } catch (fault) {
       // A refusal is enforced whether or not it could be recorded; the failure itself is an alert.
       this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'audit append failed for an edge refusal');
@@ -120,28 +120,19 @@ export class Pipeline {
   recordConnectionRefusal(refusal: ConnectionRefusal): void {
     const { parserCode, peer, requestId, answer, protocol } = refusal;
     try {
-      this.deps.audit.append({
-        request_id: requestId,
+      const about: DecisionAbout = {
+        requestId,
         method: parserCode === 'CONNECT' ? 'CONNECT' : '',
         path: null,
-        raw_target: '',
+        rawTarget: '',
         route: null,
         protocol,
-        client_ip: peer,
-        peer_ip: peer,
-        decision: 'deny',
-        stage: 'edge',
-        // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
-        code: answer?.code ?? 'bad_request',
-        reason: parserCode,
-        status: answer?.status ?? null,
-        subject: null,
-        auth_method: null,
-        cert_thumbprint: null,
-        client_id: null,
-        jti: null,
-        scopes: null,
-      });
+        clientAddress: peer,
+        peerAddress: peer,
+      };
+      // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
+      const outcome: DecisionOutcome = { code: answer?.code ?? 'bad_request', reason: parserCode, status: answer?.status ?? null };
+      this.deps.audit.append(decisionRecord(about, 'deny', 'edge', outcome, undefined));
     } catch (fault) {
       this.deps.log.error({ err: describe(fault) }, 'audit append failed for a connection refusal');
     }
