@@ -7,7 +7,7 @@ import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
-import { clientGone, securityHeaders, sendJson, sendProblem, type HttpExchange } from '../server/exchange.js';
+import { clientGone, sendEmpty, sendJson, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { Client } from '../store/contract.js';
 import type { ClientAuthenticator, ClientAuthMethod } from './client-auth.js';
 import { isFormContentType, parseForm, single, type FormParams } from './form.js';
@@ -272,8 +272,7 @@ export class RevocationEndpoint extends OAuthEndpoint {
     }
     this.record(request, 'allow', undefined, { clientId: client.id, method, ...(active !== undefined ? { tokenId: active.jti } : {}) });
     if (clientGone(exchange)) return;
-    exchange.res.writeHead(200, { ...securityHeaders(exchange), 'content-length': 0, ...NO_STORE });
-    exchange.res.end();
+    sendEmpty(exchange, 200, NO_STORE);
   }
 }
 

@@ -84,6 +84,33 @@ export function releaseUnreadBody(exchange: HttpExchange): void {
   else stream.once('finish', closeWhenSent);
 }
 
+/** A response without a body (e.g. the 200 of a token revocation). */
+export function sendEmpty(exchange: HttpExchange, status: number, extra: Record<string, string> = {}): void {
+  exchange.res.writeHead(status, { ...securityHeaders(exchange), 'content-length': 0, ...extra });
+  exchange.res.end();
+}
+
+/**
+ * The bytes of a problem response written straight to an HTTP/1.1 socket, for refusals made before Node produced a request
+ * (a parser error, a CONNECT): the same body and security headers as every other refusal, and `Connection: close`, since
+ * the byte stream can no longer be trusted.
+ */
+export function rawProblemResponse(error: GatewayError, reasonPhrase: string, requestId: string): string {
+  const body = problemBody(error, requestId);
+  return (
+    `HTTP/1.1 ${error.status} ${reasonPhrase}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
+    `Strict-Transport-Security: ${HSTS_VALUE}\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
+    Object.entries(error.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('') +
+    `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`
+  );
+}
+
+/** The answer to an HTTP/2 CONNECT: 405 with the security headers and no body (there is no tunnel to speak into). */
+export function refuseTunnel(res: Http2ServerResponse, requestId: string): void {
+  res.writeHead(405, { 'strict-transport-security': HSTS_VALUE, 'x-content-type-options': 'nosniff', 'x-request-id': requestId, allow: '' });
+  res.end();
+}
+
 export function sendJson(exchange: HttpExchange, status: number, value: unknown, extra: Record<string, string> = {}): void {
   const body = JSON.stringify(value);
   exchange.res.writeHead(status, {

@@ -7,8 +7,8 @@ import type { AddressInfo, Socket } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
-import { PROBLEM_TYPE_BASE, type ErrorCode } from '../errors/catalogue.js';
-import { HSTS_VALUE } from './exchange.js';
+import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
+import { rawProblemResponse, refuseTunnel } from './exchange.js';
 import { ALPN, readTlsMaterial, secureContextOptions } from '../tls/context.js';
 import type { ConnectionGuard } from './connection-guard.js';
 import { ACTIVE_REQUESTS, CONNECTION_INFO, CURRENT_EXCHANGE, describeConnection, type Ingress, type TaggedSocket } from './ingress.js';
@@ -199,11 +199,10 @@ export class Listener {
     const protocol = 'writeHead' in socketOrRes ? 'h2' : 'h1';
     this.events.onParseError('CONNECT', String(req.socket.remoteAddress), requestId, { status: 405, code: 'method_not_allowed' }, protocol);
     if ('writeHead' in socketOrRes) {
-      socketOrRes.writeHead(405, { 'strict-transport-security': HSTS_VALUE, 'x-request-id': requestId, allow: '' });
-      socketOrRes.end();
+      refuseTunnel(socketOrRes, requestId);
       return;
     }
-    this.writeRawAndClose(socketOrRes, 405, 'Method Not Allowed', 'method_not_allowed', requestId);
+    this.writeRawAndClose(socketOrRes, new GatewayError('method_not_allowed', { headers: { allow: '' } }), 'Method Not Allowed', requestId);
   }
 
   /** Node only closes timed-out or malformed connections itself when no listener exists, so this one always does (H1-17). */
@@ -229,16 +228,11 @@ export class Listener {
     const [status, text, errorCode] = PARSE_ERROR_STATUS[code] ?? BAD_REQUEST;
     // Recorded as what is sent: a 431 is on record as headers_too_large with status 431, not as a generic bad request.
     this.events.onParseError(code, String(socket.remoteAddress), requestId, { status, code: errorCode }, 'h1');
-    this.writeRawAndClose(socket, status, text, errorCode, requestId);
+    this.writeRawAndClose(socket, new GatewayError(errorCode, { reason: code }), text, requestId);
   }
 
-  private writeRawAndClose(socket: Socket, status: number, text: string, code: string, requestId: string): void {
-    const body = JSON.stringify({ type: PROBLEM_TYPE_BASE + code, title: text, status, code, request_id: requestId });
-    socket.end(
-      `HTTP/1.1 ${status} ${text}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
-        `Strict-Transport-Security: ${HSTS_VALUE}\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
-        `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`,
-    );
+  private writeRawAndClose(socket: Socket, error: GatewayError, reasonPhrase: string, requestId: string): void {
+    socket.end(rawProblemResponse(error, reasonPhrase, requestId));
     lingerThenDestroy(socket);
   }
 }
