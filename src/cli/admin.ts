@@ -103,9 +103,12 @@ function collectAudience(value: string, previous: string[] | undefined): string[
   return list.includes(value) ? list : [...list, value];
 }
 
-/** `--token-ttl`: a duration (30s, 5m, 1h) in whole seconds, or `default` (null: the issuer's access_token_ttl_s). */
-function parseTokenTtl(value: string): number | null {
-  if (value === 'default') return null;
+/**
+ * `--token-ttl`: a duration (30s, 5m, 1h) in whole seconds, or `default` (the issuer's access_token_ttl_s). `default` stays
+ * a word here: commander turns a parser's null into an empty string, so tokenLifetime() maps it to null later.
+ */
+function parseTokenTtl(value: string): number | 'default' {
+  if (value === 'default') return 'default';
   const match = /^([1-9][0-9]{0,7})([smh])$/.exec(value);
   const unit = DURATION_UNIT_MS[match?.[2] ?? ''];
   if (match === null || unit === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
@@ -336,12 +339,19 @@ async function init(ctx: AdminContext, options: StoreOptions & JsonOption): Prom
 
 // ---- clients ----
 
-type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: number | null };
+type TokenTtlOption = number | 'default';
+type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: TokenTtlOption };
+
+/** A client's token lifetime from --token-ttl: seconds, or null for the issuer's. */
+function tokenLifetime(option: TokenTtlOption): number | null {
+  return option === 'default' ? null : option;
+}
 
 async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions): Promise<void> {
   await withStore(ctx, options, async ({ store, config, record }) => {
-    checkTokenTtl(ctx, config, options.tokenTtl);
-    const settings: ClientSettings = { name, scopes: options.scope, audiences: options.audience, accessTokenTtlS: options.tokenTtl ?? null };
+    const ttl = options.tokenTtl === undefined ? null : tokenLifetime(options.tokenTtl);
+    checkTokenTtl(ctx, config, ttl);
+    const settings: ClientSettings = { name, scopes: options.scope, audiences: options.audience, accessTokenTtlS: ttl };
     const { client, secret } = await addClient(store, settings, Date.now());
     record({
       action: 'client.add',
@@ -382,7 +392,7 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
         `scopes:     ${view.scopes.join(' ')}`,
         `audiences:  ${view.audiences.join(' ') || '(default audience)'}`,
         `token ttl:  ${ttlText(view.access_token_ttl_s, config)}`,
-        ...(view.tokens_not_before === null ? [] : [`tokens:     issued before ${view.tokens_not_before} are refused (last disable)`]),
+        ...(view.tokens_not_before === null ? [] : [`tokens:     issued before ${view.tokens_not_before} are refused (set by the last disable or enable)`]),
         `created:    ${view.created_at ?? '-'}`,
         `updated:    ${view.updated_at ?? '-'}`,
         `secrets:    ${view.active_secrets} active`,
@@ -392,7 +402,7 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
   });
 }
 
-type UpdateOptions = StoreOptions & JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: number | null };
+type UpdateOptions = StoreOptions & JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: TokenTtlOption };
 
 async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptions): Promise<void> {
   if (options.audience !== undefined && options.clearAudiences === true) ctx.fail('--audience and --clear-audiences cannot be combined', ctx.exit.usage);
@@ -400,7 +410,7 @@ async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptio
     ...(options.name !== undefined ? { name: options.name } : {}),
     ...(options.scope !== undefined ? { scopes: options.scope } : {}),
     ...(options.audience !== undefined ? { audiences: options.audience } : options.clearAudiences === true ? { audiences: [] } : {}),
-    ...(options.tokenTtl !== undefined ? { accessTokenTtlS: options.tokenTtl } : {}),
+    ...(options.tokenTtl !== undefined ? { accessTokenTtlS: tokenLifetime(options.tokenTtl) } : {}),
   };
   if (Object.keys(settings).length === 0) ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences or --token-ttl', ctx.exit.usage);
   await withStore(ctx, options, async ({ store, config, record }) => {
@@ -431,7 +441,7 @@ async function clientsEnable(ctx: AdminContext, id: string, options: StoreOption
     const { changes } = await onClient(ctx, id, enableClient(store, id));
     if (Object.keys(changes).length === 0) return print(`client ${id} is already enabled`);
     record({ action: 'client.enable', target: id, changes });
-    print(`client ${id} enabled: it can authenticate again; tokens issued before its last disable stay refused`);
+    print(`client ${id} enabled: it can authenticate again; no token issued before this enable is accepted`);
   });
 }
 
@@ -595,7 +605,7 @@ export function registerAdminCommands(program: Command, ctx: AdminContext): void
   clientIdCommand(clients, 'disable', 'stop a client from authenticating and end every token issued to it so far, for good (idempotent)', ctx)
     .action((id: string, options: StoreOptions) => clientsDisable(ctx, id, options));
 
-  clientIdCommand(clients, 'enable', 'let a disabled client authenticate again; its tokens from before the disable stay refused (idempotent)', ctx)
+  clientIdCommand(clients, 'enable', 'let a disabled client authenticate again; no token issued before the enable is ever accepted (idempotent)', ctx)
     .action((id: string, options: StoreOptions) => clientsEnable(ctx, id, options));
 
   clientIdCommand(clients, 'rotate-secret', 'give a client a new secret; the old one ends now or after --keep-old-for', ctx)

@@ -255,7 +255,8 @@ export function buildProgram(): Command {
         'proxies it to a protected service, and records each decision in an audit log. Also issues OAuth client credentials.',
     )
     .version(packageVersion(), '-V, --version', 'print the version of gatehouse')
-    .showHelpAfterError()
+    // One line of help after a usage error, not the whole --help text: the error itself says what was wrong.
+    .showHelpAfterError('(run the command with --help for its usage)')
     .addHelpText('after', PROGRAM_HELP)
     // Help and version text go through the watched stdout, so a closed pipe ends them with exit 1 instead of a crash.
     .configureOutput({

@@ -66,7 +66,7 @@ describe('a disable ends tokens for good', () => {
     await gw.gateway.issuer!.refresh();
     expect(await status(gw, before)).toBe(401);
 
-    expect(ok('clients', 'enable', client.id)).toMatch(/enabled.*stay refused/);
+    expect(ok('clients', 'enable', client.id)).toMatch(/enabled.*no token issued before this enable is accepted/);
     await gw.gateway.issuer!.refresh();
     // The regression: the token issued before the disable worked again (200) after the enable.
     const res = await callWith(gw, '/api', `Bearer ${before}`);
@@ -123,6 +123,11 @@ describe('clients update', () => {
     const claims = decodeJwt(String(res.json?.['access_token']));
     expect((claims.exp ?? 0) - (claims.iat ?? 0)).toBe(120);
     expect((await callWith(gw, '/any', `Bearer ${String(res.json?.['access_token'])}`)).status).toBe(200);
+    // "default" goes back to the issuer's lifetime (stored as null), for update and add alike.
+    expect(ok('clients', 'update', client.id, '--token-ttl', 'default')).toMatch(/access_token_ttl_s: 120 -> null/);
+    expect((await readClient(gw, client.id))?.accessTokenTtlS).toBeNull();
+    const added = JSON.parse(ok('clients', 'add', 'default-ttl', '--scope', 'echo:read', '--token-ttl', 'default', '--json')) as { access_token_ttl_s: unknown };
+    expect(added.access_token_ttl_s).toBeNull();
 
     const lines = readFileSync(join(dataDir, 'audit', 'admin.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
     const update = lines.find((line) => line['action'] === 'client.update' && line['target'] === client.id);
