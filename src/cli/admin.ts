@@ -6,7 +6,7 @@ import { Command, InvalidArgumentError, type Option } from 'commander';
 import { appendAdminRecord, type AdminActor, type AdminChange } from '../audit/admin-log.js';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
-import { addClient, disableClient, enableClient, isActiveSecret, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
+import { addClient, disableClient, enableClient, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
 import {
   MasterKeyError,
   SigningKeyError,
@@ -17,7 +17,7 @@ import {
   MASTER_KEY_ENV,
   type SigningAlgorithm,
 } from '../issuer/keys.js';
-import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
+import { CLIENT_ID_PATTERN, isActiveSecret } from '../issuer/secrets.js';
 import { StoreError, type Client, type CredentialStore, type SigningKey } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 
@@ -109,10 +109,9 @@ function collectAudience(value: string, previous: string[] | undefined): string[
  */
 function parseTokenTtl(value: string): number | 'default' {
   if (value === 'default') return 'default';
-  const match = /^([1-9][0-9]{0,7})([smh])$/.exec(value);
-  const unit = DURATION_UNIT_MS[match?.[2] ?? ''];
-  if (match === null || unit === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
-  const seconds = (Number(match[1]) * unit) / 1000;
+  const ms = durationMs(value, 'smh');
+  if (ms === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
+  const seconds = ms / 1000;
   if (seconds < MIN_TOKEN_TTL_S) throw new InvalidArgumentError(`must be at least ${MIN_TOKEN_TTL_S}s`);
   return seconds;
 }
@@ -124,12 +123,18 @@ function parseClientId(value: string): string {
 
 /** `30s`, `15m`, `24h`, `7d` → milliseconds; positive, at most 30 days. */
 export function parseDuration(value: string): number {
-  const match = /^([1-9][0-9]{0,7})([smhd])$/.exec(value);
-  const unit = DURATION_UNIT_MS[match?.[2] ?? ''];
-  if (match === null || unit === undefined) throw new InvalidArgumentError('must be a positive whole number with a unit s, m, h or d, e.g. 24h');
-  const ms = Number(match[1]) * unit;
+  const ms = durationMs(value, 'smhd');
+  if (ms === undefined) throw new InvalidArgumentError('must be a positive whole number with a unit s, m, h or d, e.g. 24h');
   if (ms > MAX_KEEP_OLD_MS) throw new InvalidArgumentError('must be at most 30d');
   return ms;
+}
+
+/** A positive whole number with one of `units` (s, m, h, d) → milliseconds; undefined for anything else. */
+function durationMs(value: string, units: string): number | undefined {
+  const match = /^([1-9][0-9]{0,7})([smhd])$/.exec(value);
+  const unit = match?.[2];
+  if (match === null || unit === undefined || !units.includes(unit)) return undefined;
+  return Number(match[1]) * (DURATION_UNIT_MS[unit] ?? Number.NaN);
 }
 
 function parseAlgorithm(value: string): SigningAlgorithm {
@@ -242,14 +247,23 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
   ctx.fail(described.message, described.code);
 }
 
-/** Runs a client operation; the store's not_found becomes the command's "no client with id" (exit 66). */
-async function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>): Promise<T> {
+function noSuchClient(ctx: AdminContext, id: string): AdminError {
+  return new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+}
+
+/** Runs a store operation; the store's not_found becomes `missing` (exit 66, the command's own message). */
+async function orMissing<T>(operation: Promise<T>, missing: () => AdminError): Promise<T> {
   try {
     return await operation;
   } catch (error) {
-    if (error instanceof StoreError && error.code === 'not_found') throw new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+    if (error instanceof StoreError && error.code === 'not_found') throw missing();
     throw error;
   }
+}
+
+/** A client operation: an unknown id is "no client with id" (exit 66). */
+function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>): Promise<T> {
+  return orMissing(operation, () => noSuchClient(ctx, id));
 }
 
 // ---- Output ----
@@ -380,7 +394,7 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
   await withStore(ctx, options, async ({ store, config }) => {
     const now = Date.now();
     const client = await store.getClient(id);
-    if (client === undefined) throw new AdminError(`no client with id ${id}`, ctx.exit.noInput);
+    if (client === undefined) throw noSuchClient(ctx, id);
     const secrets = client.secrets.map((secret) => ({ created_at: iso(secret.createdAt), expires_at: iso(secret.expiresAt), active: isActiveSecret(secret, now) }));
     const view = { ...clientView(client, now), secrets };
     if (options.json === true) return printJson(view);
@@ -507,14 +521,10 @@ function publicationWarning(config: Config): string {
 async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
   await withStore(ctx, options, async ({ store, config, record }) => {
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
-    let outcome;
-    try {
-      outcome = await revokeSigningKey(store, kek, { kid, alg: options.alg ?? issuerOf(config).signing_alg, now: Date.now() });
-    } catch (error) {
-      if (error instanceof StoreError && error.code === 'not_found') throw new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput);
-      throw error;
-    }
-    const { revoked, succession, signer } = outcome;
+    const { revoked, succession, signer } = await orMissing(
+      revokeSigningKey(store, kek, { kid, alg: options.alg ?? issuerOf(config).signing_alg, now: Date.now() }),
+      () => new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput),
+    );
     if (revoked !== undefined) {
       record({ action: 'key.revoke', target: kid, changes: { revoked_at: iso(revoked.revokedAt), succession, signer: signer?.kid ?? null } });
     }
@@ -571,7 +581,7 @@ function clientIdCommand(parent: Command, name: string, description: string, ctx
 
 export function registerAdminCommands(program: Command, ctx: AdminContext): void {
   const scopes = (value: string): string[] => parseScopes(value, ctx.warn);
-  storeCommand(program, 'init', 'create the credential store (data_dir/gatehouse.db) if it does not exist; `serve` does the same on start', ctx)
+  storeCommand(program, 'init', 'create the credential store (data_dir/gatehouse.db) if it does not exist (`serve` also does, and makes the master key and the first signing key)', ctx)
     .option('--json', 'print one JSON object')
     .action((options: StoreOptions & JsonOption) => init(ctx, options));
 

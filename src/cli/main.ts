@@ -99,8 +99,12 @@ function note(message: string): void {
   process.stderr.write(`gatehouse: ${message}\n`);
 }
 
+function errnoCode(error: unknown): string {
+  return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+}
+
 function outputErrorText(error: unknown): string {
-  const code = error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : 'EIO';
+  const code = errnoCode(error);
   return code === 'EPIPE' ? 'EPIPE: the reading end of the pipe was closed' : code;
 }
 
@@ -115,8 +119,7 @@ function stdoutError(error: unknown): void {
   stdoutFailed = true;
   // A reader that left (`| head`) is told nothing it would not see anyway: the command ends quietly, but not with 0.
   // Any other write error is worth a line.
-  const code = error instanceof Error && 'code' in error ? error.code : undefined;
-  if (code !== 'EPIPE') note(`output could not be written (${outputErrorText(error)})`);
+  if (errnoCode(error) !== 'EPIPE') note(`output could not be written (${outputErrorText(error)})`);
   // The command still finishes (a store is closed, not abandoned mid-way); the process then ends with 1.
   process.exitCode = EXIT.failure;
 }
@@ -302,7 +305,7 @@ export function buildProgram(): Command {
     actor: adminActor(user.name, user.uid, user.uid === 0 ? process.env['SUDO_USER'] : undefined),
     exit: EXIT,
     fail,
-    warn: (message) => process.stderr.write(`gatehouse: warning: ${message}\n`),
+    warn: (message) => note(`warning: ${message}`),
   });
   return program;
 }

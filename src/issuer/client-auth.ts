@@ -16,7 +16,7 @@ import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { memoryLimiter } from '../quota/rate.js';
 import type { Client, CredentialStore } from '../store/contract.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
-import { CLIENT_ID_PATTERN, HashQueueFullError, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
+import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
 
 export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
 
@@ -201,7 +201,7 @@ function failureReason(wellFormedId: string | undefined, client: Client | undefi
   if (wellFormedId === undefined) return 'malformed client id';
   if (client === undefined) return 'unknown client';
   if (!client.enabled) return 'client disabled';
-  if (!client.secrets.some((secret) => secret.expiresAt === null || secret.expiresAt > now)) return 'no unexpired secret';
+  if (!client.secrets.some((secret) => isActiveSecret(secret, now))) return 'no unexpired secret';
   return 'wrong secret';
 }
 

@@ -3,7 +3,7 @@
 // the admin record; a clear secret exists only in the return value of `addClient` and `rotateClientSecret`.
 import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type CredentialStore, type SecretHash } from '../store/contract.js';
-import { generateClientId, generateClientSecret, hashSecret } from './secrets.js';
+import { generateClientId, generateClientSecret, hashSecret, isActiveSecret } from './secrets.js';
 
 /** The fields an operator may set on a client; `accessTokenTtlS: null` means the issuer's lifetime. */
 export interface ClientSettings {
@@ -114,10 +114,6 @@ export function rotatedSecrets(current: readonly SecretHash[], next: SecretHash,
   const until = now + keepOldMs;
   const kept: SecretHash = { ...newestOld, expiresAt: newestOld.expiresAt === null ? until : Math.min(newestOld.expiresAt, until) };
   return [next, kept].slice(0, MAX_SECRETS_PER_CLIENT);
-}
-
-export function isActiveSecret(secret: SecretHash, now: number): boolean {
-  return secret.expiresAt === null || secret.expiresAt > now;
 }
 
 /** A new secret; the newest old one keeps working for keepOldMs (or stops now). */

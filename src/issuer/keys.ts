@@ -245,7 +245,7 @@ export class KeyRing {
     const byKid = new Map<string, RingEntry>();
     for (const row of rows) {
       // Expired and revoked keys are never used or published again (the clock only moves on), so they are not even decrypted.
-      if ((row.expiresAt !== null && row.expiresAt <= now) || row.revokedAt !== null) continue;
+      if (!isLive(row, now)) continue;
       if (byKid.has(row.kid)) throw new SigningKeyError('invalid_key_row', `The store lists signing key ${row.kid} twice.`);
       const identity = JSON.stringify([row.alg, row.publicJwk, row.encryptedPrivateKey]);
       const known = previous.get(row.kid)?.material;

@@ -30,6 +30,11 @@ export function generateClientSecret(): string {
   return randomBytes(32).toString('base64url');
 }
 
+/** A secret authenticates until its expiry (an old secret during a rotation); null = no expiry. */
+export function isActiveSecret(secret: SecretHash, now: number): boolean {
+  return secret.expiresAt === null || secret.expiresAt > now;
+}
+
 /** Client ids as issued (and as anything presented must look before a store lookup). */
 export const CLIENT_ID_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
 
@@ -85,7 +90,7 @@ export class SecretVerifier {
    * the dummy verification then runs and the answer is a failure. Expired hashes (`expiresAt` ≤ now) never match.
    */
   async verify(hashes: readonly SecretHash[] | undefined, secret: string, now: number): Promise<SecretCheck> {
-    const candidates = hashes?.filter((entry) => entry.expiresAt === null || entry.expiresAt > now) ?? [];
+    const candidates = hashes?.filter((entry) => isActiveSecret(entry, now)) ?? [];
     await this.acquire();
     try {
       const presentable = secret.length > 0 && secret.length <= MAX_SECRET_LENGTH;
