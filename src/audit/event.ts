@@ -67,8 +67,6 @@ export interface AuditActor {
   readonly scopes: readonly string[] | null;
 }
 
-const NO_SCOPES: readonly string[] | null = null;
-
 /** The actor of a principal, or of what a refused credential verifiably said (PresentedCredential). */
 export function actorOf(credential: PresentedCredential | undefined): AuditActor | undefined {
   if (credential === undefined) return undefined;
@@ -78,7 +76,7 @@ export function actorOf(credential: PresentedCredential | undefined): AuditActor
     certThumbprint: credential.certificateThumbprint ?? null,
     clientId: credential.clientId ?? null,
     tokenId: credential.tokenId ?? null,
-    scopes: credential.scopes === undefined || credential.scopes.size === 0 ? NO_SCOPES : [...credential.scopes],
+    scopes: credential.scopes === undefined || credential.scopes.size === 0 ? null : [...credential.scopes],
   };
 }
 
