@@ -51,7 +51,7 @@ export class Gateway {
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
 
     const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
-    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, audit, masterKey: deps.masterKey });
+    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
     const lifecycle: Lifecycle = { stopping: false };
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);

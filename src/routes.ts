@@ -84,7 +84,8 @@ export function compileRoutes(parts: RouteParts): Route[] {
       }),
       quota: configured.quota === undefined ? undefined : parts.quotas.get(configured.quota),
       handler: handlerOf(configured),
-      selfAudited: false,
+      intake: undefined,
+      oauth: false,
     });
   });
 
@@ -96,14 +97,15 @@ export function compileRoutes(parts: RouteParts): Route[] {
         host: undefined,
         methods: endpoint.methods,
         bodyLimitBytes: endpoint.bodyLimitBytes,
-        // The endpoints authenticate clients themselves (RFC 6749 §2.3), after their own limits; the pipeline's part is the
-        // pre-auth budget and the audit record.
-        authenticators: [anonymous],
+        // The OAuth endpoints read their form first and authenticate the client from it (RFC 6749 §2.3); any client that
+        // authenticated may call them (what it may obtain is the endpoint's decision). Metadata and JWKS are public.
+        authenticators: [endpoint.oauth?.authenticator ?? anonymous],
         challenge: undefined,
-        authorizer: new RoutePolicy({ allow: 'anyone' }),
+        authorizer: new RoutePolicy({ allow: endpoint.oauth !== undefined ? 'authenticated' : 'anyone' }),
         quota: undefined,
         handler: endpoint.handler,
-        selfAudited: endpoint.selfAudited,
+        intake: endpoint.oauth?.intake,
+        oauth: endpoint.oauth !== undefined,
       }),
     );
   }

@@ -4,7 +4,7 @@ import { oauthErrorCode, type GatewayError } from '../errors/catalogue.js';
 import type { PresentedCredential, RequestContext } from '../pipeline/stage.js';
 import { redactTarget } from './redact.js';
 
-export type DecisionStage = 'edge' | 'pre-auth-quota' | 'authn' | 'authz' | 'quota' | 'handler' | 'issuer';
+export type DecisionStage = 'edge' | 'pre-auth-quota' | 'intake' | 'authn' | 'authz' | 'quota' | 'handler' | 'issuer';
 
 export interface AuditEvent {
   readonly request_id: string;
@@ -72,7 +72,7 @@ export function actorOf(credential: PresentedCredential | undefined): AuditActor
   if (credential === undefined) return undefined;
   return {
     subject: credential.subject ?? null,
-    authMethod: credential.method,
+    authMethod: credential.method ?? null,
     certThumbprint: credential.certificateThumbprint ?? null,
     clientId: credential.clientId ?? null,
     tokenId: credential.tokenId ?? null,
@@ -139,6 +139,20 @@ export function refusalOutcome(error: GatewayError, oauth = false): DecisionOutc
   return { code: oauth ? oauthErrorCode(error.code) : error.code, reason: error.reason, status: error.status };
 }
 
+/** What a request that passed the edge is, for its records. */
+export function aboutRequest(request: RequestContext): DecisionAbout {
+  return {
+    requestId: request.id,
+    method: request.method,
+    path: request.path,
+    rawTarget: request.query === '' ? request.rawPath : `${request.rawPath}?${request.query}`,
+    route: request.route.id,
+    protocol: request.connection.protocol,
+    clientAddress: request.connection.clientAddress,
+    peerAddress: request.connection.peerAddress,
+  };
+}
+
 /** The record of one decision on a request that passed the edge. */
 export function requestDecision(
   request: RequestContext,
@@ -149,16 +163,5 @@ export function requestDecision(
   /** The answer was an RFC 6749 §5.2 body: the code on record is its `error`, as the client received it. */
   oauth = false,
 ): AuditEvent {
-  const about: DecisionAbout = {
-    requestId: request.id,
-    method: request.method,
-    path: request.path,
-    rawTarget: request.query === '' ? request.rawPath : `${request.rawPath}?${request.query}`,
-    route: request.route.id,
-    protocol: request.connection.protocol,
-    clientAddress: request.connection.clientAddress,
-    peerAddress: request.connection.peerAddress,
-  };
-  return decisionRecord(about, decision, stage, error === undefined ? undefined : refusalOutcome(error, oauth), actor);
+  return decisionRecord(aboutRequest(request), decision, stage, error === undefined ? undefined : refusalOutcome(error, oauth), actor);
 }
-

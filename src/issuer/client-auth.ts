@@ -14,6 +14,7 @@ import type { IssuerConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { memoryLimiter } from '../quota/rate.js';
+import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import type { Client, CredentialStore } from '../store/contract.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
 import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
@@ -36,6 +37,43 @@ export interface ClientAuthAttempt {
  * is active before the next store refresh.
  */
 export type ClientSeen = (client: Client, readAt: number) => void;
+
+/** A client authenticated at an OAuth endpoint: the principal of its request, carrying the client the store returned. */
+export interface ClientPrincipal extends Principal {
+  readonly method: ClientAuthMethod;
+  readonly client: Client;
+}
+
+/** The client of a request on an OAuth endpoint. A route without OAuthClientAuthenticator is misconfigured: a fault. */
+export function clientOf(principal: Principal): Client {
+  if (!('client' in principal)) throw new Error('OAuth endpoint reached without client authentication');
+  return (principal as ClientPrincipal).client;
+}
+
+/** A client authenticating to the issuer holds no access-token scopes; the token endpoint grants them. */
+const NO_SCOPES: ReadonlySet<string> = new Set();
+const NO_FORM: ReadonlyMap<string, readonly string[]> = new Map();
+
+/**
+ * OAuth client authentication as a pipeline stage, on the issuer's POST endpoints, after their form intake. Never
+ * "not applicable": a request without client credentials is refused (invalid_client), whatever else it carries.
+ */
+export class OAuthClientAuthenticator implements Authenticator {
+  readonly id = 'oauth-client';
+
+  constructor(private readonly clients: ClientAuthenticator) {}
+
+  async authenticate(request: RequestContext): Promise<AuthnResult> {
+    const auth = await this.clients.authenticate({ authorization: request.authorization, params: request.form ?? NO_FORM, limitKey: request.connection.limitKey });
+    if (!auth.ok) {
+      // The id presented, verified or not, is on record as who was being tried; nothing verified, so no method.
+      return { outcome: 'rejected', error: auth.error, ...(auth.clientId !== undefined ? { presented: { subject: auth.clientId } } : {}) };
+    }
+    const { client, method } = auth;
+    const principal: ClientPrincipal = { subject: client.id, method, scopes: NO_SCOPES, clientId: client.id, client };
+    return { outcome: 'authenticated', principal };
+  }
+}
 
 const HOUR_S = 3600;
 const DAY_S = 86_400;

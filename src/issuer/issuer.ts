@@ -3,36 +3,44 @@
 // A refresh loop re-reads keys, revocations and client states, so `gatehouse keys rotate` and `clients disable` (other
 // processes) take effect without a restart.
 import type { Logger } from 'pino';
-import type { AuditSink } from '../audit/event.js';
 import { BearerAuthenticator } from '../authn/bearer.js';
 import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import type { Handler } from '../pipeline/stage.js';
+import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
 import type { CredentialStore } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
-import { ClientAuthenticator } from './client-auth.js';
-import { IntrospectionEndpoint, JwksEndpoint, MetadataEndpoint, OAUTH_BODY_LIMIT_BYTES, RevocationEndpoint, TokenEndpoint, type IssuerContext } from './endpoints.js';
+import { ClientAuthenticator, OAuthClientAuthenticator } from './client-auth.js';
+import {
+  FormIntake,
+  IntrospectionEndpoint,
+  JwksEndpoint,
+  MetadataEndpoint,
+  OAUTH_BODY_LIMIT_BYTES,
+  RevocationEndpoint,
+  TokenEndpoint,
+  tokenRequestPrecheck,
+  type IssuerContext,
+} from './endpoints.js';
 import { ensureSigningKey, type KeyRing } from './keys.js';
 import { RevocationSet } from './revocations.js';
 import { TokenSigner } from './tokens.js';
 
 export interface IssuerDeps {
   readonly log: Logger;
-  readonly audit: AuditSink;
   /** GATEHOUSE_MASTER_KEY as read by the CLI; otherwise data_dir/master.key is used (created once, 0600). */
   readonly masterKey?: string | undefined;
   readonly now?: () => number;
 }
 
-/** One built-in endpoint: the gateway turns each into a route (pre-auth quota, anonymous authn, audit, then the handler). */
+/** One built-in endpoint, which routes.ts compiles into a route like any other. */
 export interface IssuerEndpoint {
   readonly id: string;
   readonly path: string;
   readonly methods: readonly ('GET' | 'POST')[];
   readonly bodyLimitBytes: number;
+  /** The OAuth endpoints: form intake, then client authentication; metadata and JWKS are public (anonymous). */
+  readonly oauth: { readonly intake: BodyIntake; readonly authenticator: Authenticator } | undefined;
   readonly handler: Handler;
-  /** The OAuth endpoints audit their decisions themselves, with the client id; metadata and JWKS leave it to the pipeline. */
-  readonly selfAudited: boolean;
 }
 
 /** Purges of expired revocations and keys from the store run at most this often. */
@@ -57,7 +65,6 @@ export class Issuer {
     private readonly revocations: RevocationSet,
     private readonly log: Logger,
     private readonly now: () => number,
-    audit: AuditSink,
     port: number,
   ) {
     this.names = Issuer.names(settings, port);
@@ -78,22 +85,29 @@ export class Issuer {
     const ctx: IssuerContext = {
       issuer,
       defaultAudience: () => this.defaultAudience,
-      clientAuth,
       signer: new TokenSigner(ring, issuer, settings.access_token_ttl_s, now),
       bearer: this.bearer,
       revocations,
       ring,
-      audit,
       clockToleranceS: settings.clock_tolerance_s,
       jwksMaxAgeS: Math.min(300, settings.key_activation_delay_s),
       now,
     };
-    const post = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['POST'], bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES, handler, selfAudited: true });
-    const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, handler, selfAudited: false });
+    const authenticator = new OAuthClientAuthenticator(clientAuth);
+    const formIntake = new FormIntake();
+    const post = (id: string, path: string, handler: Handler, intake: BodyIntake): IssuerEndpoint => ({
+      id,
+      path,
+      methods: ['POST'],
+      bodyLimitBytes: OAUTH_BODY_LIMIT_BYTES,
+      oauth: { intake, authenticator },
+      handler,
+    });
+    const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, oauth: undefined, handler });
     this.endpoints = [
-      post('oauth-token', ISSUER_PATHS.token, new TokenEndpoint(ctx)),
-      post('oauth-introspect', ISSUER_PATHS.introspect, new IntrospectionEndpoint(ctx)),
-      post('oauth-revoke', ISSUER_PATHS.revoke, new RevocationEndpoint(ctx)),
+      post('oauth-token', ISSUER_PATHS.token, new TokenEndpoint(ctx), new FormIntake(tokenRequestPrecheck)),
+      post('oauth-introspect', ISSUER_PATHS.introspect, new IntrospectionEndpoint(ctx), formIntake),
+      post('oauth-revoke', ISSUER_PATHS.revoke, new RevocationEndpoint(ctx), formIntake),
       get('oauth-metadata', ISSUER_PATHS.metadata, new MetadataEndpoint(ctx)),
       get('oauth-jwks', ISSUER_PATHS.jwks, new JwksEndpoint(ctx)),
     ];
@@ -113,7 +127,7 @@ export class Issuer {
       }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
-      return new Issuer(settings, store, ring, revocations, deps.log, now, deps.audit, config.server.port);
+      return new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port);
     } catch (error) {
       await store.close();
       throw error;

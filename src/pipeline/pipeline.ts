@@ -1,29 +1,42 @@
-// THE order of the request pipeline, and the only place that knows it:
-// pre-auth quota (per IP) → authenticate → authorize → quota (per principal) → audit(allow) → handler.
-// Each stage returns a tagged result; any refusal is audited once and answered from the error catalogue.
-// A throw anywhere denies (never allows), is logged with the request id, and the client sees a generic 5xx.
+// THE order of the request pipeline, and the only place that knows it, and its one exit:
+// pre-auth quota (per IP) → [body intake] → authenticate → authorize → quota (per principal) → handler.
+// Every outcome — edge refusal, connection-level refusal, stage refusal, a service's answer, a fault, a probe — arrives
+// here as a value; the pipeline alone builds its decision record, records it (audit log, then observers) and writes the
+// answer through server/exchange.ts. A throw anywhere denies (never allows), is logged with the request id, and the
+// client sees a generic 5xx.
 import type { Logger } from 'pino';
 import {
+  aboutRequest,
   actorOf,
   AuditUnavailableError,
   decisionRecord,
   refusalOutcome,
   requestDecision,
   type AuditEvent,
+  type AuditRecord,
   type AuditSink,
   type DecisionAbout,
   type DecisionOutcome,
   type DecisionStage,
 } from '../audit/event.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
-import { abortResponse, sendProblem, type HttpExchange } from '../server/exchange.js';
+import { abortResponse, clientGone, sendAnswer, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { AuthenticatedRequest, AuthnResult, ClientConnection, PresentedCredential, Principal, RequestContext } from './stage.js';
+import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, Principal, Refusal, RequestContext } from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
   readonly audit: AuditSink;
+  readonly observers?: readonly DecisionObserver[];
   readonly log: Logger;
+}
+
+/** A health probe that passed the edge checks. */
+export interface ProbeRequest {
+  readonly kind: 'liveness' | 'readiness';
+  readonly method: string;
+  readonly path: string;
+  readonly connection: ClientConnection;
 }
 
 /** What the edge knew about a request it refused before the pipeline ran. */
@@ -44,43 +57,78 @@ export interface ConnectionRefusal {
   readonly protocol: 'h1' | 'h2';
 }
 
-export class Pipeline {
-  constructor(private readonly deps: PipelineDeps) {}
+/**
+ * Told of every decision once it is on record (metrics, the console's live feed). Observers run on the hot path: they must
+ * be cheap and must not throw; a throw is logged and never changes the answer. The audit log is not one of them: it is the
+ * one consumer whose failure decides (the request fails closed), so it has its own slot in PipelineDeps.
+ */
+export interface DecisionObserver {
+  onDecision(record: AuditRecord): void;
+}
 
-  async run(request: RequestContext, exchange: HttpExchange): Promise<void> {
+export class Pipeline {
+  private readonly observers: readonly DecisionObserver[];
+
+  constructor(private readonly deps: PipelineDeps) {
+    this.observers = deps.observers ?? [];
+  }
+
+  async run(received: RequestContext, exchange: HttpExchange): Promise<void> {
+    let request = received;
     let stage: DecisionStage = 'pre-auth-quota';
     let principal: Principal | undefined;
     try {
       const preAuth = await this.deps.preAuthQuota.consume(request.connection.limitKey);
-      if (!preAuth.allowed) return this.refuse(request, exchange, stage, preAuth.error, undefined);
+      if (!preAuth.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: preAuth.error });
+
+      const { route } = request;
+      if (route.intake !== undefined) {
+        // The credential is in the body (OAuth client authentication): the body is invited and read first, within the
+        // route's limit; a refused form never reaches authentication.
+        stage = 'intake';
+        if (request.hasBody && expectsContinue(exchange)) exchange.res.writeContinue();
+        const intake = await route.intake.read(request, exchange);
+        if (intake.outcome !== 'read') return this.refuse(request, exchange, stage, intake);
+        request = { ...request, form: intake.form };
+      }
 
       stage = 'authn';
       // Authenticators answer synchronously unless they need I/O; only then is there an await (a hot-path saving).
       let authn = authenticate(request);
       if (authn instanceof Promise) authn = await authn;
       if (authn.outcome !== 'authenticated') {
-        if (authn.outcome === 'rejected') return this.refuse(request, exchange, stage, authn.error, authn.presented);
-        return this.refuse(request, exchange, stage, noCredential(request), undefined);
+        if (authn.outcome === 'rejected') return this.refuse(request, exchange, stage, { outcome: 'refused', error: authn.error, ...(authn.presented !== undefined ? { credential: authn.presented } : {}) });
+        return this.refuse(request, exchange, stage, { outcome: 'refused', error: noCredential(request) });
       }
       principal = authn.principal;
       const authenticated: AuthenticatedRequest = { ...request, principal };
 
       stage = 'authz';
-      const decision = request.route.authorizer.authorize(authenticated);
-      if (!decision.allowed) return this.refuse(request, exchange, stage, decision.error, principal);
+      const decision = route.authorizer.authorize(authenticated);
+      if (!decision.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: decision.error, credential: principal });
 
       stage = 'quota';
-      if (request.route.quota !== undefined) {
-        const quota = await request.route.quota.consume(authenticated);
-        if (!quota.allowed) return this.refuse(request, exchange, stage, quota.error, principal);
+      if (route.quota !== undefined) {
+        const quota = await route.quota.consume(authenticated);
+        if (!quota.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: quota.error, credential: principal });
       }
 
-      // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
       stage = 'handler';
-      if (!request.route.selfAudited) this.deps.audit.append(auditEvent(request, 'allow', stage, undefined, principal));
       // The body is invited only now that the request is admitted: no `100 Continue` for refused requests (H1-12).
-      if (request.hasBody && expectsContinue(exchange)) exchange.res.writeContinue();
-      await request.route.handler.handle(authenticated, exchange);
+      if (request.hasBody && route.intake === undefined && expectsContinue(exchange)) exchange.res.writeContinue();
+      const { handler } = route;
+      if (handler.kind === 'forwarder') {
+        // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
+        this.record(requestDecision(request, 'allow', stage, undefined, actorOf(principal)));
+        await handler.forward(authenticated, exchange);
+        return;
+      }
+      // A service's answer is a value: recorded (allow, or the service's refusal) before a byte of it is written, so no
+      // token leaves the gateway unrecorded.
+      const result = await handler.serve(authenticated, exchange);
+      if (result.outcome !== 'answered') return this.refuse(request, exchange, stage, result.outcome === 'refused' ? { credential: principal, ...result } : result);
+      this.record(requestDecision(request, 'allow', route.oauth ? 'issuer' : stage, undefined, actorOf(result.credential ?? principal)));
+      if (!clientGone(exchange)) sendAnswer(exchange, result.answer);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
     }
@@ -97,80 +145,124 @@ export class Pipeline {
     } catch (fault) {
       this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'pre-auth quota failed for an edge refusal');
     }
-    try {
+    const about: DecisionAbout = {
+      requestId: exchange.requestId,
+      method: refusal.method,
+      path: refusal.path ?? null,
+      rawTarget: refusal.rawTarget,
+      route: refusal.routeId ?? null,
+      protocol: refusal.connection.protocol,
+      clientAddress: refusal.connection.clientAddress,
+      peerAddress: refusal.connection.peerAddress,
+    };
+    this.recordRefusal(decisionRecord(about, 'deny', error === edgeError ? 'edge' : 'pre-auth-quota', refusalOutcome(error), undefined), exchange.requestId);
+    sendProblem(exchange, error, { close });
+  }
+
+  /**
+   * Answers a health probe that passed the edge checks. The answers (200, or 503 while draining) are not decisions about
+   * access and are not recorded (a load balancer asks every few seconds); a probe with another method is refused like
+   * any request and recorded.
+   */
+  answerProbe(probe: ProbeRequest, exchange: HttpExchange, ready: boolean): void {
+    if (probe.method !== 'GET' && probe.method !== 'HEAD') {
+      const error = new GatewayError('method_not_allowed', { reason: 'probe answers GET and HEAD', headers: { allow: 'GET, HEAD' } });
       const about: DecisionAbout = {
         requestId: exchange.requestId,
-        method: refusal.method,
-        path: refusal.path ?? null,
-        rawTarget: refusal.rawTarget,
-        route: refusal.routeId ?? null,
-        protocol: refusal.connection.protocol,
-        clientAddress: refusal.connection.clientAddress,
-        peerAddress: refusal.connection.peerAddress,
+        method: probe.method,
+        path: probe.path,
+        rawTarget: probe.path,
+        route: null,
+        protocol: probe.connection.protocol,
+        clientAddress: probe.connection.clientAddress,
+        peerAddress: probe.connection.peerAddress,
       };
-      this.deps.audit.append(decisionRecord(about, 'deny', error === edgeError ? 'edge' : 'pre-auth-quota', refusalOutcome(error), undefined));
-    } catch (fault) {
-      // A refusal is enforced whether or not it could be recorded; the failure itself is an alert.
-      this.deps.log.error({ request_id: exchange.requestId, err: describe(fault) }, 'audit append failed for an edge refusal');
+      this.recordRefusal(decisionRecord(about, 'deny', 'edge', refusalOutcome(error), undefined), exchange.requestId);
+      sendProblem(exchange, error);
+      return;
     }
-    sendProblem(exchange, error, { close });
+    if (probe.kind === 'readiness' && !ready) sendAnswer(exchange, { status: 503, body: { status: 'draining' }, headers: { 'retry-after': '1' } });
+    else sendAnswer(exchange, PROBE_OK);
   }
 
   /** Audits a connection-level refusal (HTTP/1.1 parser reject, CONNECT) that never became a request, as it was answered. */
   recordConnectionRefusal(refusal: ConnectionRefusal): void {
     const { parserCode, peer, requestId, answer, protocol } = refusal;
-    try {
-      const about: DecisionAbout = {
-        requestId,
-        method: parserCode === 'CONNECT' ? 'CONNECT' : '',
-        path: null,
-        rawTarget: '',
-        route: null,
-        protocol,
-        clientAddress: peer,
-        peerAddress: peer,
-      };
-      // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
-      const outcome: DecisionOutcome = { code: answer?.code ?? 'bad_request', reason: parserCode, status: answer?.status ?? null };
-      this.deps.audit.append(decisionRecord(about, 'deny', 'edge', outcome, undefined));
-    } catch (fault) {
-      this.deps.log.error({ err: describe(fault) }, 'audit append failed for a connection refusal');
+    const about: DecisionAbout = {
+      requestId,
+      method: parserCode === 'CONNECT' ? 'CONNECT' : '',
+      path: null,
+      rawTarget: '',
+      route: null,
+      protocol,
+      clientAddress: peer,
+      peerAddress: peer,
+    };
+    // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
+    const outcome: DecisionOutcome = { code: answer?.code ?? 'bad_request', reason: parserCode, status: answer?.status ?? null };
+    this.recordRefusal(decisionRecord(about, 'deny', 'edge', outcome, undefined), requestId);
+  }
+
+  /** The one way a decision is recorded: the audit log first (a throw fails the request closed), then the observers. */
+  private record(event: AuditEvent): void {
+    const record = this.deps.audit.append(event);
+    for (const observer of this.observers) {
+      try {
+        observer.onDecision(record);
+      } catch (fault) {
+        this.deps.log.error({ request_id: record.request_id, err: describe(fault) }, 'decision observer failed');
+      }
     }
   }
 
-  private refuse(
-    request: RequestContext,
-    exchange: HttpExchange,
-    stage: DecisionStage,
-    error: GatewayError,
-    principal: PresentedCredential | undefined,
-  ): void {
+  /** A refusal is enforced whether or not it could be recorded; a failure to record it is an alert. */
+  private recordRefusal(event: AuditEvent, requestId: string): void {
     try {
-      this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
+      this.record(event);
     } catch (fault) {
-      this.deps.log.error({ request_id: request.id, err: describe(fault) }, 'audit append failed for a refusal');
+      this.deps.log.error({ request_id: requestId, err: describe(fault) }, 'audit append failed for a refusal');
     }
-    // An unread request body poisons an HTTP/1.1 connection for the next request, so close it.
-    sendProblem(exchange, error, { close: request.hasBody });
+  }
+
+  /** Records a refusal after the edge and answers it (or, when the client left, records that nothing was answered). */
+  private refuse(request: RequestContext, exchange: HttpExchange, stage: DecisionStage, refusal: Refusal | ClientGone): void {
+    const { route } = request;
+    // Past the pre-auth budget, an OAuth endpoint's refusals are RFC 6749 §5.2 bodies, recorded under stage `issuer`.
+    const oauth = route.oauth && stage !== 'pre-auth-quota';
+    const recordedStage = oauth ? 'issuer' : stage;
+    if (refusal.outcome === 'gone') {
+      const outcome: DecisionOutcome = { code: 'bad_request', reason: refusal.reason, status: null };
+      this.recordRefusal(decisionRecord(aboutRequest(request), 'deny', recordedStage, outcome, undefined), request.id);
+      return;
+    }
+    const { error, credential } = refusal;
+    this.recordRefusal(requestDecision(request, 'deny', recordedStage, error, actorOf(credential), oauth), request.id);
+    if (clientGone(exchange)) return;
+    // An unread request body poisons an HTTP/1.1 connection for the next request, so close it. Stages leave the body
+    // unread unless an intake read it; an intake or a service that refuses says whether it read it.
+    const unread = refusal.unreadBody ?? request.form === undefined;
+    sendProblem(exchange, error, { close: unread && request.hasBody, oauth });
   }
 
   private fail(request: RequestContext, exchange: HttpExchange, stage: DecisionStage, fault: unknown, principal: Principal | undefined): void {
     const unavailable = fault instanceof AuditUnavailableError;
     const error = new GatewayError(unavailable ? 'service_unavailable' : 'internal_error', { reason: unavailable ? 'audit unavailable' : `fault in ${stage}` });
     this.deps.log.error({ request_id: request.id, route: request.route.id, stage, err: describe(fault) }, 'request failed closed');
-    if (!(stage === 'handler' && !unavailable && !request.route.selfAudited)) {
-      // Faults before the handler are decisions (deny); a fault inside the handler was already recorded as an allow,
-      // unless the handler records its own decisions and failed before it could.
+    // Faults before the handler, and in a service (whose answer was not recorded yet), are decisions (deny); a fault in a
+    // forwarder comes after its allow was recorded.
+    if (!(stage === 'handler' && !unavailable && request.route.handler.kind === 'forwarder')) {
       try {
-        this.deps.audit.append(auditEvent(request, 'deny', stage, error, principal));
+        this.record(requestDecision(request, 'deny', stage, error, actorOf(principal)));
       } catch {
         // Already failing closed; the log line above is the alert.
       }
     }
     if (exchange.res.headersSent) abortResponse(exchange);
-    else sendProblem(exchange, error, { close: true });
+    else if (!clientGone(exchange)) sendProblem(exchange, error, { close: true });
   }
 }
+
+const PROBE_OK: Answer = Object.freeze({ status: 200, body: Object.freeze({ status: 'ok' }) });
 
 function expectsContinue(exchange: HttpExchange): boolean {
   const expect = exchange.req.headers.expect;
@@ -198,17 +290,6 @@ function authenticate(request: RequestContext, from = 0): AuthnResult | Promise<
     if (result.outcome !== 'not-applicable') return result;
   }
   return NO_CREDENTIAL;
-}
-
-/** `credential`: the principal, or what a refused credential verifiably said about its holder. */
-function auditEvent(
-  request: RequestContext,
-  decision: 'allow' | 'deny',
-  stage: DecisionStage,
-  error: GatewayError | undefined,
-  credential: PresentedCredential | undefined,
-): AuditEvent {
-  return requestDecision(request, decision, stage, error, actorOf(credential));
 }
 
 /** Error details for operators' logs: name, message and stack, never request data. */

@@ -7,7 +7,8 @@ import type { HttpExchange } from '../server/exchange.js';
 export interface Principal {
   /** Stable identity: a certificate SAN, later a token subject. `anonymous` for public routes. */
   readonly subject: string;
-  readonly method: 'anonymous' | 'mtls' | 'bearer';
+  /** How it authenticated: the OAuth client methods occur only on the issuer's endpoints (RFC 6749 §2.3.1). */
+  readonly method: 'anonymous' | 'mtls' | 'bearer' | 'client_secret_basic' | 'client_secret_post';
   readonly scopes: ReadonlySet<string>;
   /** RFC 8705 x5t#S256 of the client certificate that authenticated, when any. */
   readonly certificateThumbprint?: string;
@@ -44,6 +45,9 @@ export interface ClientConnection {
   readonly peerCertificate: PeerCertificate | undefined;
 }
 
+/** Parameters of an application/x-www-form-urlencoded body, in order; a repeated name keeps every value. */
+export type FormParams = ReadonlyMap<string, readonly string[]>;
+
 /** A request that passed the edge: framing validated, target canonicalized, route matched. */
 export interface RequestContext {
   readonly id: string;
@@ -65,6 +69,8 @@ export interface RequestContext {
   readonly authorization: string | undefined;
   readonly connection: ClientConnection;
   readonly route: Route;
+  /** The form body, read before authentication on routes whose credential travels in it (Route.intake). */
+  readonly form?: FormParams;
 }
 
 export interface AuthenticatedRequest extends RequestContext {
@@ -77,7 +83,9 @@ export interface AuthenticatedRequest extends RequestContext {
  * expired, …), or the thumbprint of a certificate it computed; never text an attacker could have written.
  */
 export interface PresentedCredential {
-  readonly method: Principal['method'];
+  /** Absent when nothing verified: an OAuth client id presented with a bad secret. */
+  readonly method?: Principal['method'];
+  /** The verified subject; for a failed OAuth client authentication, the well-formed client id presented (who is being tried). */
   readonly subject?: string;
   readonly clientId?: string;
   readonly tokenId?: string;
@@ -110,8 +118,60 @@ export interface QuotaPolicy {
   consume(request: AuthenticatedRequest): Promise<QuotaDecision>;
 }
 
-export interface Handler {
-  handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
+/** A refusal made after the edge: the client is answered from the catalogue and the pipeline records it. */
+export interface Refusal {
+  readonly outcome: 'refused';
+  readonly error: GatewayError;
+  /** Who it concerns, as far as verified (see PresentedCredential). */
+  readonly credential?: PresentedCredential;
+  /** The request body was not read: the connection (HTTP/1.1) or stream (HTTP/2) cannot carry anything more. */
+  readonly unreadBody?: boolean;
+}
+
+/** The client left before it could be answered: recorded as a deny with no status, nothing is written. */
+export interface ClientGone {
+  readonly outcome: 'gone';
+  readonly reason: string;
+}
+
+/** Reads and checks a body before authentication, on routes whose credential travels in it (the OAuth endpoints). */
+export interface BodyIntake {
+  read(request: RequestContext, exchange: HttpExchange): Promise<{ readonly outcome: 'read'; readonly form: FormParams } | Refusal | ClientGone>;
+}
+
+/** A built-in service's whole answer; the pipeline records the decision, then writes it through exchange.ts. */
+export interface Answer {
+  readonly status: number;
+  /** Serialized as JSON; undefined: no body. */
+  readonly body: unknown;
+  readonly headers?: Readonly<Record<string, string>>;
+}
+
+export type ServiceResult =
+  | {
+      readonly outcome: 'answered';
+      readonly answer: Answer;
+      /** What the allow record names instead of the principal (the OAuth endpoints: the token issued, introspected, revoked). */
+      readonly credential?: PresentedCredential;
+    }
+  | Refusal
+  | ClientGone;
+
+/**
+ * A handler of admitted requests. A `service` (issuer endpoints, echo) computes its answer as a value: the pipeline records
+ * it, allow or deny, before anything leaves the gateway (no token is sent unrecorded). A `forwarder` (the reverse proxy)
+ * streams: its allow is on record before the upstream sees anything, and it writes the upstream's response itself.
+ */
+export type Handler = Service | Forwarder;
+
+export interface Service {
+  readonly kind: 'service';
+  serve(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ServiceResult>;
+}
+
+export interface Forwarder {
+  readonly kind: 'forwarder';
+  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
 }
 
 /** A route compiled from config: the pipeline's data for requests it matches. */
@@ -130,10 +190,12 @@ export interface Route {
   readonly authorizer: Authorizer;
   readonly quota: QuotaPolicy | undefined;
   readonly handler: Handler;
+  /** Runs after the pre-auth budget and before authentication, when the credential is in the body. */
+  readonly intake: BodyIntake | undefined;
   /**
-   * The handler records its own decision (the OAuth endpoints, which know the client): the pipeline then writes no
-   * anonymous `allow` before it, and records a `deny` if the handler fails.
+   * An OAuth endpoint: refusals past the pre-auth budget are RFC 6749 §5.2 bodies, and its decisions (client
+   * authentication, the endpoint's own) are recorded under stage `issuer` with the `error` the client received.
    */
-  readonly selfAudited: boolean;
+  readonly oauth: boolean;
 }
 

@@ -9,7 +9,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import type { AuthenticatedRequest, Handler } from '../pipeline/stage.js';
+import type { AuthenticatedRequest, Forwarder } from '../pipeline/stage.js';
 import { abortResponse, clientGone, securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
@@ -101,7 +101,9 @@ class BodyLimit extends Transform {
   }
 }
 
-export class ProxyHandler implements Handler {
+export class ProxyHandler implements Forwarder {
+  readonly kind = 'forwarder';
+
   constructor(
     private readonly upstream: Upstream,
     private readonly options: ProxyRouteOptions,
@@ -109,7 +111,7 @@ export class ProxyHandler implements Handler {
     private readonly log: Logger,
   ) {}
 
-  handle(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
     const { req, res } = exchange;
     let path = request.path;
     if (this.options.stripPrefix) {

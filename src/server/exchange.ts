@@ -4,6 +4,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
 import type { Writable } from 'node:stream';
 import { oauthErrorBody, problemBody, type GatewayError } from '../errors/catalogue.js';
+import type { Answer } from '../pipeline/stage.js';
 
 export type ServerRequest = IncomingMessage | Http2ServerRequest;
 export type ServerReply = ServerResponse | Http2ServerResponse;
@@ -84,10 +85,22 @@ export function releaseUnreadBody(exchange: HttpExchange): void {
   else stream.once('finish', closeWhenSent);
 }
 
-/** A response without a body (e.g. the 200 of a token revocation). */
-export function sendEmpty(exchange: HttpExchange, status: number, extra: Record<string, string> = {}): void {
-  exchange.res.writeHead(status, { ...securityHeaders(exchange), 'content-length': 0, ...extra });
-  exchange.res.end();
+/** A built-in answer: JSON (no-store unless the answer says otherwise), or no body at all (the 200 of a revocation). */
+export function sendAnswer(exchange: HttpExchange, answer: Answer): void {
+  if (answer.body === undefined) {
+    exchange.res.writeHead(answer.status, { ...securityHeaders(exchange), 'content-length': 0, ...answer.headers });
+    exchange.res.end();
+    return;
+  }
+  const body = JSON.stringify(answer.body);
+  exchange.res.writeHead(answer.status, {
+    ...securityHeaders(exchange),
+    'content-type': 'application/json',
+    'cache-control': 'no-store',
+    'content-length': Buffer.byteLength(body),
+    ...answer.headers,
+  });
+  endWith(exchange, body);
 }
 
 /**
@@ -109,18 +122,6 @@ export function rawProblemResponse(error: GatewayError, reasonPhrase: string, re
 export function refuseTunnel(res: Http2ServerResponse, requestId: string): void {
   res.writeHead(405, { 'strict-transport-security': HSTS_VALUE, 'x-content-type-options': 'nosniff', 'x-request-id': requestId, allow: '' });
   res.end();
-}
-
-export function sendJson(exchange: HttpExchange, status: number, value: unknown, extra: Record<string, string> = {}): void {
-  const body = JSON.stringify(value);
-  exchange.res.writeHead(status, {
-    ...securityHeaders(exchange),
-    'content-type': 'application/json',
-    'cache-control': 'no-store',
-    'content-length': Buffer.byteLength(body),
-    ...extra,
-  });
-  endWith(exchange, body);
 }
 
 function endWith(exchange: HttpExchange, body: string): void {

@@ -9,7 +9,7 @@ import type { Pipeline } from '../pipeline/pipeline.js';
 import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
 import { limitKey, normalizeAddress } from './connection-guard.js';
 import { checkRequest, type EdgeLimits } from './edge.js';
-import { abortResponse, sendJson, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
+import { abortResponse, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
 import { newRequestId } from './request-id.js';
 import type { Router } from './router.js';
 
@@ -103,28 +103,16 @@ export class Ingress {
       void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
       return;
     }
-    // Probes pass the same edge checks as every request (a duplicate Host or 150 headers are refused here too), but are
-    // neither logged nor audited when answered: a load balancer asks every few seconds.
+    // Probes pass the same edge checks as every request (a duplicate Host or 150 headers are refused here too); their
+    // answers are neither logged nor audited: a load balancer asks every few seconds.
     if ('probe' in edge) {
-      this.probe(exchange, edge.probe === 'readiness');
+      const path = edge.probe === 'liveness' ? '/healthz' : '/readyz';
+      this.options.pipeline.answerProbe({ kind: edge.probe, method: req.method ?? '', path, connection }, exchange, this.options.isReady());
       return;
     }
     if (this.options.accessLog) this.logOnClose(exchange, edge.context.path, edge.context.route.id, connection, startedAt);
     if (edge.context.hasBody) this.armBodyDeadline(exchange);
     void this.options.pipeline.run(edge.context, exchange);
-  }
-
-  private probe(exchange: HttpExchange, readiness: boolean): void {
-    const method = exchange.req.method;
-    if (method !== 'GET' && method !== 'HEAD') {
-      sendProblem(exchange, new GatewayError('method_not_allowed', { headers: { allow: 'GET, HEAD' } }));
-      return;
-    }
-    if (readiness && !this.options.isReady()) {
-      sendJson(exchange, 503, { status: 'draining' }, { 'retry-after': '1' });
-      return;
-    }
-    sendJson(exchange, 200, { status: 'ok' });
   }
 
   /**

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadKeyEncryptionKey, rotateSigningKey } from '../../src/issuer/keys.js';
 import Database from 'better-sqlite3';
 import { removeDir, type TestGateway } from '../support/harness.js';
+import { RawConnection } from '../security/raw-client.js';
 import { addClient, basicAuth, callWith, getToken, postForm, startIssuerGateway, withIssuer, withStore } from '../support/issuer.js';
 
 async function rotate(gw: TestGateway, activationDelayS: number): Promise<string> {
@@ -152,3 +153,25 @@ describe('a fault inside an OAuth endpoint', () => {
   });
 });
 
+
+describe('a client that leaves while the token endpoint reads its form', () => {
+  let gw: TestGateway;
+  beforeAll(async () => {
+    gw = await startIssuerGateway();
+  });
+  afterAll(() => gw.stop());
+
+  it('is on record as a deny with no status (nothing was answered), at stage issuer', async () => {
+    const connection = await RawConnection.open(gw.port, gw.certs);
+    connection.write('POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=');
+    // Let the gateway start reading the body, then leave without the rest.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    connection.socket.destroy();
+    let record: Awaited<ReturnType<TestGateway['auditRecords']>>[number] | undefined;
+    for (let i = 0; i < 50 && record === undefined; i++) {
+      record = (await gw.auditRecords()).find((r) => r.route === 'oauth-token' && r.reason === 'client left before the body was complete');
+      if (record === undefined) await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+    expect(record).toMatchObject({ decision: 'deny', stage: 'issuer', code: 'bad_request', status: null, subject: null });
+  });
+});

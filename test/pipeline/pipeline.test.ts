@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { JsonLinesAuditSink } from '../../src/audit/jsonl-sink.js';
 import { RoutePolicy } from '../../src/authz/policy.js';
-import { Pipeline } from '../../src/pipeline/pipeline.js';
+import { Pipeline, type DecisionObserver } from '../../src/pipeline/pipeline.js';
 import type { Authenticator, Handler } from '../../src/pipeline/stage.js';
 import { PreAuthQuota } from '../../src/quota/rate.js';
 import { checkRequest } from '../../src/server/edge.js';
@@ -21,18 +21,19 @@ import { EchoService } from '../../src/services/echo.js';
 import { problemCode, startGateway } from '../support/harness.js';
 
 /** Runs the real pipeline behind a plain HTTP server, with one route whose stages the test chooses. */
-async function pipelineServer(stages: { authenticator: Authenticator; handler: Handler }) {
+async function pipelineServer(stages: { authenticator: Authenticator; handler: Handler; observers?: DecisionObserver[] }) {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-pipeline-'));
   const audit = new JsonLinesAuditSink({ dir });
   const lines: string[] = [];
   const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }));
-  const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }), audit, log });
+  const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }), audit, log, ...(stages.observers !== undefined ? { observers: stages.observers } : {}) });
   const route: Route = {
     id: 'r',
     pathPrefix: '/r',
     host: undefined,
     challenge: undefined,
-    selfAudited: false,
+    intake: undefined,
+    oauth: false,
     methods: new Set(['GET', 'HEAD']),
     allowHeader: 'GET, HEAD',
     bodyLimitBytes: 1024,
@@ -113,12 +114,36 @@ describe('pipeline fault handling (AZ-13, LOG-12)', () => {
     }
   });
 
+  it('a service that throws is recorded as a deny (its answer was never recorded) and answers a generic 500', async () => {
+    const { AnonymousAuthenticator } = await import('../../src/authn/anonymous.js');
+    const server = await pipelineServer({
+      authenticator: new AnonymousAuthenticator(),
+      handler: {
+        kind: 'service',
+        serve: async () => {
+          throw new TypeError('service internals');
+        },
+      },
+    });
+    try {
+      const res = await request(server.url);
+      const body = await res.body.text();
+      expect(res.statusCode).toBe(500);
+      expect(body).not.toContain('service internals');
+      const records = await server.records();
+      expect(records.map((r) => [r['decision'], r['stage'], r['code'], r['status']])).toEqual([['deny', 'handler', 'internal_error', 500]]);
+    } finally {
+      await server.close();
+    }
+  });
+
   it('a handler that throws after the allow answers 500 and never leaks the error', async () => {
     const { AnonymousAuthenticator } = await import('../../src/authn/anonymous.js');
     const server = await pipelineServer({
       authenticator: new AnonymousAuthenticator(),
       handler: {
-        handle: async () => {
+        kind: 'forwarder',
+        forward: async () => {
           throw new TypeError('cannot read property of undefined (handler internals)');
         },
       },
@@ -130,6 +155,46 @@ describe('pipeline fault handling (AZ-13, LOG-12)', () => {
       expect(body).not.toContain('handler internals');
       const records = await server.records();
       expect(records.map((r) => r['decision'])).toEqual(['allow']);
+    } finally {
+      await server.close();
+    }
+  });
+});
+
+describe('decision observers', () => {
+  it('each sees every decision once it is on record, with its seq; one that throws changes no answer', async () => {
+    const { GatewayError } = await import('../../src/errors/catalogue.js');
+    const seen: Array<[number, string, string]> = [];
+    const server = await pipelineServer({
+      // Anyone without an Authorization header; a request with one is rejected.
+      authenticator: {
+        id: 'toggle',
+        authenticate: (r) =>
+          r.authorization === undefined
+            ? { outcome: 'authenticated', principal: { subject: 'anonymous', method: 'anonymous', scopes: new Set() } }
+            : { outcome: 'rejected', error: new GatewayError('invalid_credential') },
+      },
+      handler: new EchoService(),
+      observers: [
+        {
+          onDecision: () => {
+            throw new Error('observer broke');
+          },
+        },
+        { onDecision: (record) => seen.push([record.seq, record.decision, record.request_id]) },
+      ],
+    });
+    try {
+      const ok = await request(server.url);
+      expect(ok.statusCode).toBe(200);
+      await ok.body.dump();
+      const refused = await request(server.url, { headers: { authorization: 'Basic eA==' } });
+      expect(refused.statusCode).toBe(401);
+      await refused.body.dump();
+      const records = await server.records();
+      expect(seen).toEqual(records.map((r) => [r['seq'], r['decision'], r['request_id']]));
+      expect(seen.map((s) => s[1])).toEqual(['allow', 'deny']);
+      expect(server.lines.join('')).toContain('decision observer failed');
     } finally {
       await server.close();
     }

@@ -53,6 +53,18 @@ describe('probes and the edge checks', () => {
     expect(records.find((r) => r.request_id === okId)).toBeUndefined();
   });
 
+  it('a probe with another method is refused 405 (Allow: GET, HEAD) and on record; HEAD is answered', async () => {
+    const refused = await rawHttp1(gw.port, gw.certs, 'DELETE /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    expect(refused.status).toBe(405);
+    expect(problemCode(refused.text)).toBe('method_not_allowed');
+    expect(refused.text).toMatch(/\r\nallow: GET, HEAD\r\n/i);
+    const id = /x-request-id: ([0-9a-f-]+)/i.exec(refused.text)?.[1];
+    const head = await rawHttp1(gw.port, gw.certs, 'HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
+    expect(head.status).toBe(200);
+    const records = await gw.auditRecords();
+    expect(records.find((r) => r.request_id === id)).toMatchObject({ decision: 'deny', stage: 'edge', code: 'method_not_allowed', status: 405, method: 'DELETE', path: '/readyz' });
+  });
+
   it('over HTTP/2: a probe is 200; a Host that differs from :authority is refused', async () => {
     const session = await h2Session(gw.port, gw.certs);
     try {
