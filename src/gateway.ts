@@ -5,7 +5,9 @@ import { basename, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditSink } from './audit/event.js';
-import { JsonLinesAuditSink } from './audit/jsonl-sink.js';
+import { hostname } from 'node:os';
+import { defaultInstanceId } from './audit/chain.js';
+import { AuditLog } from './audit/log.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -23,7 +25,7 @@ import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
 
 export interface GatewayDeps {
   readonly log: Logger;
-  /** Defaults to the JSON-lines sink in config.audit.dir. */
+  /** Defaults to the hash-chained audit log in config.audit.dir. */
   readonly audit?: AuditSink;
   /** GATEHOUSE_MASTER_KEY, read by the CLI; without it the issuer uses data_dir/master.key. */
   readonly masterKey?: string | undefined;
@@ -50,10 +52,11 @@ export class Gateway {
     const { log } = deps;
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
 
-    const audit = deps.audit ?? new JsonLinesAuditSink({ dir: config.audit.dir });
-    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
+    const audit = deps.audit ?? openAuditLog(config, log);
+    let issuer: Issuer | undefined;
     const lifecycle: Lifecycle = { stopping: false };
     try {
+      issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
       const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
@@ -77,7 +80,8 @@ export class Gateway {
         accessLog: config.log.access,
         log,
         isDraining: () => listener?.isDraining ?? false,
-        isReady: () => !lifecycle.stopping,
+        // Under fail-closed, a gateway that cannot record admits nothing: a load balancer should send traffic elsewhere.
+        isReady: () => !lifecycle.stopping && audit.ready,
       });
       const guard = new ConnectionGuard(
         { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
@@ -91,8 +95,9 @@ export class Gateway {
       });
       return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle);
     } catch (error) {
-      // Nothing was bound yet; the store must not stay open behind a failed start.
+      // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
       await issuer?.close();
+      if (deps.audit === undefined) await audit.close();
       throw error;
     }
   }
@@ -148,4 +153,19 @@ async function ensureDevCertificates(config: Config, log: Logger): Promise<void>
   if (existsSync(paths.serverCert) && existsSync(paths.serverKey) && (config.tls.client_ca === undefined || existsSync(paths.caCert))) return;
   const { created } = await initDevCertificates(paths.dir);
   if (created) log.warn({ dir: paths.dir }, 'created development certificates (tls.dev_certificates is on; never use them in production)');
+}
+
+function openAuditLog(config: Config, log: Logger): AuditLog {
+  const settings = config.audit;
+  return new AuditLog({
+    dir: settings.dir,
+    instance: settings.instance ?? defaultInstanceId(hostname()),
+    fsync: settings.fsync,
+    fsyncIntervalMs: settings.fsync_interval_ms,
+    onFailure: settings.on_failure,
+    segmentMaxBytes: settings.segment_max_bytes,
+    segmentMaxAgeMs: settings.segment_max_age_s * 1000,
+    maxBufferedBytes: settings.max_buffered_bytes,
+    log,
+  });
 }

@@ -34,19 +34,28 @@ export interface AuditEvent {
   readonly scopes: readonly string[] | null;
 }
 
+/** A decision as written in the audit chain (see audit/chain.ts for the encoding). */
 export interface AuditRecord extends AuditEvent {
+  /** Position in this instance's chain; 0 for a record dropped under fail-open (never written). */
   readonly seq: number;
   /** UTC, millisecond precision. Order is given by seq, never by this clock. */
   readonly ts: string;
+  readonly type: 'decision';
+  readonly instance: string;
   /** Identifies this process's run, so a restart is visible in the record stream. */
   readonly boot_id: string;
+  /** The previous record's hash, and this record's own. */
+  readonly prev: string;
+  readonly hash: string;
 }
 
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
   append(event: AuditEvent): AuditRecord;
-  /** Resolves when every appended record has reached the operating system. */
+  /** Resolves when every appended record has reached the operating system; rejects when they could not (fail-closed). */
   flush(): Promise<void>;
+  /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */
+  readonly ready: boolean;
   close(): Promise<void>;
 }
 

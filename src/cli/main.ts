@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `gatehouse` command: serve, certs, clients, keys. The only module that reads the environment, argv and signals.
+// The `gatehouse` command: serve, certs, clients, keys, audit. The only module that reads the environment, argv and signals.
 import 'reflect-metadata';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -17,6 +17,7 @@ import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
 import { adminActor } from '../audit/admin-log.js';
 import { protectDashClientIds, registerAdminCommands } from './admin.js';
+import { registerAuditCommands } from './audit.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, software: 70, config: 78 } as const;
@@ -185,11 +186,12 @@ async function serve(options: { config: string; port?: number; host?: string; da
   // Stops taking requests, drains, and exits with `exitCode`. Before the gateway is listening there is nothing to drain:
   // the request is kept and carried out as soon as start-up completes.
   let gateway: Gateway | undefined;
+  let started = false;
   let stopRequest: { exitCode: number; fields: Record<string, string> } | undefined;
   let stopping = false;
   const stop = (exitCode: number, fields: Record<string, string>): void => {
     stopRequest ??= { exitCode, fields };
-    if (stopping || gateway === undefined) return;
+    if (stopping || gateway === undefined || !started) return;
     stopping = true;
     log.info(stopRequest.fields, 'draining');
     const code = stopRequest.exitCode;
@@ -211,6 +213,11 @@ async function serve(options: { config: string; port?: number; host?: string; da
     stop(EXIT.failure, { reason: 'log output closed' });
   });
 
+  // Installed before start-up: a SIGTERM that comes as soon as the listening line is out (a supervisor's quick restart)
+  // still drains and closes the audit log, instead of killing the process with the default action.
+  process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
+  process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
+
   try {
     gateway = await Gateway.create(config, { log, masterKey: process.env[MASTER_KEY_ENV] });
   } catch (error) {
@@ -218,6 +225,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
   }
   try {
     await gateway.start();
+    started = true;
     destination.flush();
   } catch (error) {
     // Only what listen() reports is read as a listen failure: the same codes from opening files mean something else.
@@ -236,9 +244,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
       log.error({ err: (error as Error).message }, 'certificate reload failed; keeping the current certificate');
     }
   });
-  process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
-  process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
-  // A stop asked for during start-up (the log output closed) is carried out now that there is something to drain.
+  // A stop asked for during start-up (a signal, the log output closed) is carried out now that there is something to drain.
   if (stopRequest !== undefined) stop(stopRequest.exitCode, stopRequest.fields);
 }
 
@@ -307,6 +313,7 @@ export function buildProgram(): Command {
     fail,
     warn: (message) => note(`warning: ${message}`),
   });
+  registerAuditCommands(program, { defaultConfig: DEFAULT_CONFIG, exit: EXIT, fail });
   return program;
 }
 

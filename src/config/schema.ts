@@ -276,7 +276,32 @@ export const configSchema = z
           .default('x-authenticated-'),
       })
       .prefault({}),
-    audit: z.strictObject({ dir: z.string().min(1).default('audit') }).prefault({}),
+    audit: z
+      .strictObject({
+        dir: z.string().min(1).default('audit'),
+        /**
+         * The chain this gateway writes, named in its segment files. Default: the host name. Each gateway writing into
+         * one directory needs its own (a second one with the same id refuses to start).
+         */
+        instance: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-", at most 64, starting with a letter or digit').optional(),
+        /**
+         * When written records are forced to disk: `always` (before the request they admit goes on: survives power loss),
+         * `interval` (every fsync_interval_ms: a process crash loses nothing, a power loss at most that interval), `off`
+         * (the OS decides: a process crash loses nothing).
+         */
+        fsync: z.enum(['always', 'interval', 'off']).default('interval'),
+        fsync_interval_ms: durationMs(60_000).default(1000),
+        /**
+         * When records cannot be written: `fail-closed` answers admitted requests 503 and fails readiness (refusals are
+         * still enforced); `fail-open` serves on, counting and alerting the records it drops.
+         */
+        on_failure: z.enum(['fail-closed', 'fail-open']).default('fail-closed'),
+        segment_max_bytes: z.int().min(4096).max(1024 ** 3).default(64 * 1024 * 1024),
+        segment_max_age_s: z.int().min(1).max(31 * 86_400).default(86_400),
+        /** Records waiting for the disk beyond this are refused (fail-closed) or dropped (fail-open). */
+        max_buffered_bytes: z.int().min(65_536).max(1024 ** 3).default(8 * 1024 * 1024),
+      })
+      .prefault({}),
     /** The OAuth 2 authorization server (token, JWKS, metadata, introspection, revocation). Absent = off. */
     issuer: issuerSchema.optional(),
     /** Where clients, signing keys and revocations live (used by the issuer and the `clients`/`keys` commands). */

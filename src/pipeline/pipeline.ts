@@ -118,8 +118,10 @@ export class Pipeline {
       if (request.hasBody && route.intake === undefined && expectsContinue(exchange)) exchange.res.writeContinue();
       const { handler } = route;
       if (handler.kind === 'forwarder') {
-        // The allow is on record before the protected service sees anything; if it cannot be recorded, nothing is admitted.
+        // The allow is written (handed to the OS: group commit) before the protected service sees anything; if it cannot
+        // be, nothing is admitted. So a crash cannot lose the record of a request an upstream saw.
         this.record(requestDecision(request, 'allow', stage, undefined, actorOf(principal)));
+        await this.deps.audit.flush();
         await handler.forward(authenticated, exchange);
         return;
       }
@@ -128,7 +130,9 @@ export class Pipeline {
       const result = await handler.serve(authenticated, exchange);
       if (result.outcome !== 'answered') return this.refuse(request, exchange, stage, result.outcome === 'refused' ? { credential: principal, ...result } : result);
       this.record(requestDecision(request, 'allow', route.oauth ? 'issuer' : stage, undefined, actorOf(result.credential ?? principal)));
-      if (!clientGone(exchange)) sendAnswer(exchange, result.answer);
+      await this.deps.audit.flush();
+      // A response already started here can only be the body deadline's 408: the answer is not written over it.
+      if (!clientGone(exchange) && !exchange.res.headersSent) sendAnswer(exchange, result.answer);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
     }

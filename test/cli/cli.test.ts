@@ -1,3 +1,4 @@
+import { readRecords } from '../../src/audit/read.js';
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { once } from 'node:events';
@@ -164,7 +165,8 @@ describe('gatehouse CLI', () => {
       expect(res.statusCode).toBe(200);
       await res.body.dump();
       await agent.close();
-      expect(existsSync(join(data, 'audit', 'audit.jsonl'))).toBe(true);
+      // The decision is in this host's audit chain.
+      expect(readRecords(join(data, 'audit')).some((r) => r.type === 'decision' && r['route'] === 'public-echo')).toBe(true);
     } finally {
       child.kill('SIGTERM');
     }

@@ -85,7 +85,8 @@ describe('a disable ends tokens for good', () => {
     const after = await getToken(gw, client);
     await gw.stop();
     gw = await startIssuerGateway(configure, { dataDir });
-    const second = await startIssuerGateway(configure, { dataDir });
+    // Each gateway writing into one audit directory keeps its own chain.
+    const second = await startIssuerGateway((base) => ({ ...configure(base), audit: { instance: 'second' } }), { dataDir });
     try {
       for (const instance of [gw, second]) {
         expect(await status(instance, before)).toBe(401);

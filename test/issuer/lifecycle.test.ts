@@ -1,6 +1,6 @@
 // The issuer over time: key rotation without a restart, revocations and keys that survive a restart, clients removed
 // while their tokens live, and the audit trail of token decisions.
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
@@ -120,7 +120,8 @@ describe('clients and the audit trail', () => {
     const tokenRecords = (await gw.auditRecords()).filter((r) => r.route === 'oauth-token');
     expect(new Set(tokenRecords.map((r) => r.request_id)).size).toBe(tokenRecords.length);
     expect(tokenRecords.filter((r) => r.subject === 'anonymous')).toEqual([]);
-    const everything = readFileSync(join(gw.dataDir, 'audit', 'audit.jsonl'), 'utf8') + gw.logs.join('');
+    const auditDir = join(gw.dataDir, 'audit');
+    const everything = readdirSync(auditDir).map((name) => readFileSync(join(auditDir, name), 'utf8')).join('') + gw.logs.join('');
     expect(everything).not.toContain(client.secret);
     expect(everything).not.toContain(token);
     expect(everything).not.toContain(token.split('.')[2]);

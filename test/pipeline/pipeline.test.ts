@@ -8,7 +8,7 @@ import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { describe, expect, it } from 'vitest';
 import { request } from 'undici';
-import { JsonLinesAuditSink } from '../../src/audit/jsonl-sink.js';
+import { readRecords } from '../../src/audit/read.js';
 import { RoutePolicy } from '../../src/authz/policy.js';
 import { Pipeline, type DecisionObserver } from '../../src/pipeline/pipeline.js';
 import type { Authenticator, Handler } from '../../src/pipeline/stage.js';
@@ -18,12 +18,12 @@ import type { HttpExchange } from '../../src/server/exchange.js';
 import type { Route } from '../../src/pipeline/stage.js';
 import { Router } from '../../src/server/router.js';
 import { EchoService } from '../../src/services/echo.js';
-import { problemCode, startGateway } from '../support/harness.js';
+import { problemCode, startGateway, testAuditLog } from '../support/harness.js';
 
 /** Runs the real pipeline behind a plain HTTP server, with one route whose stages the test chooses. */
 async function pipelineServer(stages: { authenticator: Authenticator; handler: Handler; observers?: DecisionObserver[] }) {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-pipeline-'));
-  const audit = new JsonLinesAuditSink({ dir });
+  const audit = testAuditLog(dir);
   const lines: string[] = [];
   const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }));
   const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }), audit, log, ...(stages.observers !== undefined ? { observers: stages.observers } : {}) });
@@ -59,8 +59,7 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
     lines,
     records: async () => {
       await audit.flush();
-      const { readFileSync } = await import('node:fs');
-      return readFileSync(audit.file, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+      return readRecords(dir).filter((r) => r.type === 'decision');
     },
     close: async () => {
       server.close();
@@ -201,13 +200,10 @@ describe('decision observers', () => {
   });
 });
 
-describe('LOG-07 audit sink failure: allows fail closed, refusals still enforced', () => {
-  it('answers 503 for admitted requests once the audit file cannot be written, and keeps refusing the rest', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-auditfull-'));
-    mkdirSync(dir, { recursive: true });
-    // /dev/full accepts the open and fails every write with ENOSPC: a full disk.
-    symlinkSync('/dev/full', join(dir, 'audit.jsonl'));
-    const audit = new JsonLinesAuditSink({ dir });
+describe('LOG-07 audit log failure: allows fail closed, refusals still enforced', () => {
+  it('answers 503 for admitted requests and fails readiness once the audit directory is gone, keeps refusing the rest, and recovers', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-auditgone-'));
+    const audit = testAuditLog(join(dir, 'audit'));
     const gw = await startGateway(
       (base) => ({
         ...base,
@@ -220,19 +216,38 @@ describe('LOG-07 audit sink failure: allows fail closed, refusals still enforced
     );
     try {
       const agent = gw.agent();
-      // The first append is queued; the write error surfaces asynchronously.
       await (await request(`${gw.origin}/public/a`, { dispatcher: agent })).body.dump();
-      await expect(audit.flush()).rejects.toThrow();
-      const allowed = await request(`${gw.origin}/public/b`, { dispatcher: agent });
+      // The directory vanishes (an unmounted volume, an operator's rm -r): the next batch cannot go anywhere.
+      rmSync(join(dir, 'audit'), { recursive: true, force: true });
+      const first = await request(`${gw.origin}/public/b`, { dispatcher: agent });
+      expect(first.statusCode).toBe(503);
+      await first.body.dump();
+      const allowed = await request(`${gw.origin}/public/c`, { dispatcher: agent });
       expect(allowed.statusCode).toBe(503);
       expect(problemCode(await allowed.body.text())).toBe('service_unavailable');
+      const ready = await request(`${gw.origin}/readyz`, { dispatcher: agent });
+      expect(ready.statusCode).toBe(503);
+      await ready.body.dump();
       const unauthenticated = await request(`${gw.origin}/mtls/x`, { dispatcher: agent });
       expect(unauthenticated.statusCode).toBe(401);
       await unauthenticated.body.dump();
       const unknown = await request(`${gw.origin}/nowhere`, { dispatcher: agent });
       expect(unknown.statusCode).toBe(404);
       await unknown.body.dump();
-      expect(gw.logs.join('')).toMatch(/audit/);
+      // The directory is back: within the recovery interval the log writes again, and says what it lost.
+      mkdirSync(join(dir, 'audit'), { mode: 0o700 });
+      let status = 503;
+      for (let i = 0; i < 50 && status !== 200; i++) {
+        await new Promise((resolve) => setTimeout(resolve, 50));
+        const res = await request(`${gw.origin}/public/d`, { dispatcher: agent });
+        status = res.statusCode;
+        await res.body.dump();
+      }
+      expect(status).toBe(200);
+      await audit.flush();
+      const records = readRecords(join(dir, 'audit'));
+      expect(records[0]).toMatchObject({ type: 'segment_start', reason: 'recovered' });
+      expect(records.some((r) => r.type === 'decision' && r['decision'] === 'allow')).toBe(true);
     } finally {
       await gw.stop().catch(() => undefined);
       rmSync(dir, { recursive: true, force: true });

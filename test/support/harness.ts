@@ -11,7 +11,9 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { pino } from 'pino';
 import { Agent } from 'undici';
-import type { AuditRecord, AuditSink } from '../../src/audit/event.js';
+import type { AuditEvent, AuditRecord, AuditSink } from '../../src/audit/event.js';
+import { readRecords } from '../../src/audit/read.js';
+import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import { buildConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { Gateway } from '../../src/gateway.js';
@@ -180,12 +182,9 @@ export async function startGateway(
     logs,
     auditRecords: async () => {
       await gateway.audit.flush().catch(() => undefined);
-      const file = join(config.audit.dir, 'audit.jsonl');
-      if (!existsSync(file)) return [];
-      return readFileSync(file, 'utf8')
-        .split('\n')
-        .filter((line) => line !== '')
-        .map((line) => JSON.parse(line) as AuditRecord);
+      if (!existsSync(config.audit.dir)) return [];
+      // Decisions only: the chain's own records (segment starts) are not about requests.
+      return readRecords(config.audit.dir).filter((record): record is typeof record & AuditRecord => record.type === 'decision');
     },
     agent: (opts = {}) => {
       const agent = new Agent({
@@ -290,4 +289,47 @@ export function problemCode(body: string): string | undefined {
 
 export function removeDir(dir: string): void {
   rmSync(dir, { recursive: true, force: true });
+}
+
+/** An audit log in `dir` with test-friendly defaults (fsync off, fast recovery); `options` override them. */
+export function testAuditLog(dir: string, options: Partial<AuditLogOptions> = {}): AuditLog {
+  return new AuditLog({
+    dir,
+    instance: 'test',
+    fsync: 'off',
+    fsyncIntervalMs: 1000,
+    onFailure: 'fail-closed',
+    segmentMaxBytes: 64 * 1024 * 1024,
+    segmentMaxAgeMs: 86_400_000,
+    maxBufferedBytes: 8 * 1024 * 1024,
+    log: pino({ level: 'silent' }),
+    recoveryIntervalMs: 100,
+    ...options,
+  });
+}
+
+/** A decision event for audit-log tests: request `req-<i>`, allowed, with `extra` on top. */
+export function auditEvent(i: number, extra: Partial<AuditEvent> = {}): AuditEvent {
+  return {
+    request_id: `req-${i}`,
+    method: 'GET',
+    path: '/x',
+    raw_target: '/x',
+    route: 'r',
+    protocol: 'h1',
+    client_ip: '127.0.0.1',
+    peer_ip: '127.0.0.1',
+    decision: 'allow',
+    stage: 'handler',
+    code: null,
+    reason: null,
+    status: null,
+    subject: null,
+    auth_method: null,
+    cert_thumbprint: null,
+    client_id: null,
+    jti: null,
+    scopes: null,
+    ...extra,
+  };
 }

@@ -1,0 +1,225 @@
+// The `gatehouse audit` commands: what an operator or auditor runs against the audit directory. They read segment files
+// only (never the credential store), so they work on a copy of the log, on another machine, with read access alone.
+import { InvalidArgumentError, type Command } from 'commander';
+import { existsSync, statSync } from 'node:fs';
+import { resolve } from 'node:path';
+import { ConfigError, loadConfigFile } from '../config/load.js';
+import { verifyDirectory, type ChainReport } from '../audit/verify.js';
+import { AuditFollower, lastRecords, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
+
+export interface AuditCommandContext {
+  readonly defaultConfig: string;
+  readonly exit: { readonly failure: number; readonly noInput: number; readonly config: number };
+  readonly fail: (message: string, code: number) => never;
+}
+
+interface DirOptions {
+  readonly dir?: string;
+  readonly config: string;
+  readonly data?: string;
+  readonly json?: boolean;
+}
+
+const VERIFY_HELP = `
+Checks every record's hash, the links between records and segments, and the sequence of each chain in the directory,
+and reports the first break of each: the segment file, line and seq, and its kind (modified, deleted, inserted,
+reordered, segment missing). Crashes (a torn final write) and records lost to a write failure are reported as notes.
+
+Exit codes: 0 every chain intact; 1 a chain is broken, or a file could not be read; 64 usage; 66 no such directory, or
+no chain in it; 78 configuration (invalid config file, when --dir is not given).`;
+
+const QUERY_HELP = `
+Times are ISO 8601 (2026-12-03, 2026-12-03T14:00:00Z) or relative to now (30m, 24h, 7d). Each filter narrows the
+result; records are printed chain by chain in seq order.
+
+Examples:
+  gatehouse audit query --route echo --since 2026-12-03 --until 2026-12-04
+  gatehouse audit query --client Zt3… --decision deny --since 24h --json
+
+Exit codes: 0 ok (also when nothing matched); 1 a file could not be read; 64 usage; 66 no such directory; 78 configuration.`;
+
+const TAIL_HELP = `
+Exit codes: 0 ok; 1 a file could not be read; 64 usage; 66 no such directory; 78 configuration.`;
+
+/** Commander sets only the options given, under the filter's own names. */
+interface QueryOptions extends DirOptions, RecordFilter {}
+
+export function registerAuditCommands(program: Command, ctx: AuditCommandContext): void {
+  const audit = program.command('audit').description('the tamper-evident audit log: verify, query, tail');
+  dirOptions(audit.command('verify').description('verify the hash chains of the audit log'), ctx)
+    .option('--json', 'print one JSON object')
+    .addHelpText('after', VERIFY_HELP)
+    .action((options: DirOptions) => verify(ctx, options));
+
+  dirOptions(audit.command('query').description('decision records that match every filter given'), ctx)
+    .option('--since <time>', 'from this time on (ISO 8601, or relative: 30m, 24h, 7d)', parseTime)
+    .option('--until <time>', 'before this time (ISO 8601, or relative)', parseTime)
+    .option('--client <id>', 'the OAuth client (client_id)')
+    .option('--subject <subject>', 'the principal\'s subject')
+    .option('--route <id>', 'the route id')
+    .option('--decision <allow|deny>', 'allow or deny', parseDecision)
+    .option('--status <code>', 'the HTTP status sent', parseStatus)
+    .option('--request-id <id>', 'one request')
+    .option('--instance <id>', 'one chain')
+    .option('--json', 'print JSON lines, one record each')
+    .addHelpText('after', QUERY_HELP)
+    .action((options: QueryOptions) => query(ctx, options));
+
+  dirOptions(audit.command('tail').description('the newest decision records; with -f, keep printing new ones'), ctx)
+    .option('-n, --lines <n>', 'how many records', parseCount, 10)
+    .option('-f, --follow', 'keep printing records as they are written (Ctrl-C stops)')
+    .option('--json', 'print JSON lines, one record each')
+    .addHelpText('after', TAIL_HELP)
+    .action((options: DirOptions & { lines: number; follow?: boolean }) => tail(ctx, options));
+}
+
+function dirOptions(command: Command, ctx: AuditCommandContext): Command {
+  return command
+    .option('--dir <dir>', 'audit directory (default: audit.dir of the configuration)')
+    .option('-c, --config <file>', 'YAML configuration file (for audit.dir)', ctx.defaultConfig)
+    .option('-d, --data <dir>', 'data directory (overrides data_dir)');
+}
+
+const RELATIVE = /^(\d{1,6})(s|m|h|d)$/;
+const UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+const ISO_DATE = /^\d{4}-\d{2}-\d{2}(?:T\d{2}:\d{2}(?::\d{2}(?:\.\d{1,3})?)?(?:Z|[+-]\d{2}:\d{2}))?$/;
+
+/** ISO 8601 (a date alone is that day's UTC midnight) or a duration back from now. */
+export function parseTime(value: string, now = Date.now()): number {
+  const relative = RELATIVE.exec(value);
+  if (relative !== null) return now - Number(relative[1]) * (UNIT_MS[relative[2] as string] ?? 0);
+  if (ISO_DATE.test(value)) {
+    // A date-time without a zone would be local time: refused, so a query means the same on every machine.
+    const ms = Date.parse(value.length === 10 ? `${value}T00:00:00Z` : value);
+    if (!Number.isNaN(ms)) return ms;
+  }
+  throw new InvalidArgumentError('expected an ISO 8601 time with a zone (2026-12-03, 2026-12-03T14:00:00Z) or a duration (30m, 24h, 7d)');
+}
+
+function parseDecision(value: string): 'allow' | 'deny' {
+  if (value === 'allow' || value === 'deny') return value;
+  throw new InvalidArgumentError('expected allow or deny');
+}
+
+function parseStatus(value: string): number {
+  if (/^[1-5]\d\d$/.test(value)) return Number(value);
+  throw new InvalidArgumentError('expected an HTTP status code (100-599)');
+}
+
+function parseCount(value: string): number {
+  if (/^\d{1,6}$/.test(value) && Number(value) > 0) return Number(value);
+  throw new InvalidArgumentError('expected a count from 1 to 999999');
+}
+
+function query(ctx: AuditCommandContext, options: QueryOptions): void {
+  const dir = auditDirectory(ctx, options);
+  const filter: RecordFilter = options;
+  if (options.json === true) {
+    // Streamed: a query over a big log prints as it reads, in bounded memory.
+    readOrFail(ctx, dir, () => {
+      let chunk: string[] = [];
+      for (const record of queryRecords(dir, filter)) {
+        chunk.push(JSON.stringify(record));
+        if (chunk.length === 1000) {
+          process.stdout.write(chunk.join('\n') + '\n');
+          chunk = [];
+        }
+      }
+      if (chunk.length > 0) process.stdout.write(chunk.join('\n') + '\n');
+    });
+    return;
+  }
+  printRecords(readOrFail(ctx, dir, () => [...queryRecords(dir, filter)]), false, 'no matching records');
+}
+
+function tail(ctx: AuditCommandContext, options: DirOptions & { lines: number; follow?: boolean }): void {
+  const dir = auditDirectory(ctx, options);
+  const json = options.json === true;
+  printRecords(
+    readOrFail(ctx, dir, () => lastRecords(dir, options.lines)),
+    json,
+    options.follow === true ? '' : 'no records',
+  );
+  if (options.follow !== true) return;
+  const follower = readOrFail(ctx, dir, () => new AuditFollower(dir));
+  const timer = setInterval(() => {
+    const fresh = readOrFail(ctx, dir, () => follower.poll());
+    if (fresh.length > 0) printRecords(fresh, json, '', false);
+  }, 500);
+  process.once('SIGINT', () => {
+    clearInterval(timer);
+    process.exit(0);
+  });
+}
+
+function readOrFail<T>(ctx: AuditCommandContext, dir: string, read: () => T): T {
+  try {
+    return read();
+  } catch (error) {
+    return ctx.fail(`cannot read the audit log in ${dir}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.failure);
+  }
+}
+
+const COLUMNS = ['ts', 'decision', 'status', 'route', 'method', 'path', 'who', 'code', 'request_id'] as const;
+/** Control characters of a record's strings would drive the terminal: shown as U+FFFD in the table. */
+const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
+
+function printRecords(records: readonly DecisionLine[], json: boolean, empty: string, header = true): void {
+  if (json) {
+    if (records.length > 0) process.stdout.write(records.map((record) => JSON.stringify(record)).join('\n') + '\n');
+    return;
+  }
+  if (records.length === 0) {
+    if (empty !== '') process.stdout.write(`${empty}\n`);
+    return;
+  }
+  const rows = records.map((r) =>
+    [r.ts, r['decision'], r['status'] ?? '-', r['route'] ?? '-', r['method'], r['path'] ?? '-', r['client_id'] ?? r['subject'] ?? '-', r['code'] ?? '-', r['request_id']].map((cell) =>
+      String(cell).replace(UNPRINTABLE, '\uFFFD'),
+    ),
+  );
+  const all = header ? [[...COLUMNS], ...rows] : rows;
+  const widths = COLUMNS.map((_, i) => Math.max(...all.map((row) => (row[i] ?? '').length)));
+  process.stdout.write(all.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
+}
+
+function auditDirectory(ctx: AuditCommandContext, options: DirOptions): string {
+  let dir: string;
+  if (options.dir !== undefined) dir = resolve(options.dir);
+  else {
+    try {
+      dir = loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {}).audit.dir;
+    } catch (error) {
+      if (error instanceof ConfigError) ctx.fail(error.message, ctx.exit.config);
+      throw error;
+    }
+  }
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) ctx.fail(`no audit directory at ${dir}`, ctx.exit.noInput);
+  return dir;
+}
+
+function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?: boolean }): void {
+  const dir = auditDirectory(ctx, options);
+  let report;
+  try {
+    report = verifyDirectory(dir);
+  } catch (error) {
+    ctx.fail(`cannot read the audit log in ${dir}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.failure);
+  }
+  if (report.chains.length === 0) ctx.fail(`no audit chain in ${dir} (segment files are named <instance>.<seq>.jsonl)`, ctx.exit.noInput);
+  if (options.json === true) process.stdout.write(`${JSON.stringify({ dir, ...report }, null, 2)}\n`);
+  else process.stdout.write(report.chains.map(describeChain).join('\n') + '\n');
+  if (!report.ok) process.exitCode = ctx.exit.failure;
+}
+
+function describeChain(chain: ChainReport): string {
+  const summary = `chain ${chain.instance}: ${chain.segments} segment(s), ${chain.records} record(s) up to seq ${chain.lastSeq}, ${chain.boots} boot(s)`;
+  const lines = [chain.break === undefined ? `${summary}: intact` : `${summary}: BROKEN`];
+  if (chain.break !== undefined) {
+    const { kind, segment, line, seq, detail } = chain.break;
+    lines.push(`  ${kind} at ${segment} line ${line}${seq !== null ? ` (seq ${seq})` : ''}: ${detail}`);
+  }
+  for (const note of chain.notes) lines.push(`  note: ${note}`);
+  lines.push(`  head ${chain.head}`);
+  return lines.join('\n');
+}
