@@ -1,5 +1,6 @@
 // `npm run bench`: loads an upstream through a bare undici TLS proxy (the ceiling) and through the gateway, in one run,
-// with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio.
+// with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio; then the gateway without
+// its audit log (the chain's cost), and `audit query` over a million-record log.
 // Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
 import 'reflect-metadata';
 import autocannon from 'autocannon';
@@ -13,6 +14,7 @@ import { Agent, request } from 'undici';
 import { generateClientId, generateClientSecret, hashSecret } from '../src/issuer/secrets.js';
 import { SqliteCredentialStore } from '../src/store/sqlite.js';
 import { initDevCertificates } from '../src/tls/ca.js';
+import { benchAuditQuery } from './audit-query.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -155,6 +157,7 @@ const median = (values: readonly number[]): number => {
 };
 
 async function main(): Promise<void> {
+  let gatewayCpuUs = Number.NaN;
   const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
   const children: ChildProcess[] = [];
   try {
@@ -204,6 +207,14 @@ async function main(): Promise<void> {
     const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const gateway = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', configFile], portLine);
     children.push(gateway.child);
+    // What the chained, group-committed log costs: one launcher, the same config, with the log and with it discarded
+    // (the audited one writes its own chain, so the two never share a lock).
+    const variantConfig = join(work, 'variant.yaml');
+    writeFileSync(variantConfig, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), audit: { instance: 'bench-variant' } }));
+    const unaudited = await startProcess([join(HERE, 'gateway-audit-variants.js'), variantConfig], portLine);
+    children.push(unaudited.child);
+    const audited = await startProcess([join(HERE, 'gateway-audit-variants.js'), variantConfig, '--audit'], portLine);
+    children.push(audited.child);
     // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.
     const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
@@ -212,22 +223,35 @@ async function main(): Promise<void> {
     await load(bare, '/bench', clientTls, 2);
     await load(gateway, '/bench', clientTls, 2);
     await load(gateway, '/jwt', clientTls, 2, tokens);
+    await load(unaudited, '/bench', clientTls, 2);
+    await load(audited, '/bench', clientTls, 2);
 
     // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
     // generator's own per-request work and the larger request headers weigh on both sides alike.
-    const rounds: { bare: Result[]; gateway: Result[]; bareTokens: Result[]; bearer: Result[] } = { bare: [], gateway: [], bareTokens: [], bearer: [] };
+    const rounds: { bare: Result[]; gateway: Result[]; bareTokens: Result[]; bearer: Result[]; unaudited: Result[]; audited: Result[] } = {
+      bare: [],
+      gateway: [],
+      bareTokens: [],
+      bearer: [],
+      unaudited: [],
+      audited: [],
+    };
     for (let round = 1; round <= ROUNDS; round++) {
       rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
       rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
       rounds.bareTokens.push(await load(bare, '/jwt', clientTls, DURATION_S, tokens));
       rounds.bearer.push(await load(gateway, '/jwt', clientTls, DURATION_S, tokens));
+      rounds.unaudited.push(await load(unaudited, '/bench', clientTls, DURATION_S));
+      rounds.audited.push(await load(audited, '/bench', clientTls, DURATION_S));
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
-          `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)} req/s\n`,
+          `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)}, ` +
+          `variant without / with audit ${Math.round(rounds.unaudited.at(-1)!.rps)} / ${Math.round(rounds.audited.at(-1)!.rps)} req/s\n`,
       );
     }
 
     const cpu = (results: readonly Result[]): number => median(results.map((r) => r.cpuUsPerRequest));
+    gatewayCpuUs = cpu(rounds.gateway);
     const row = (name: string, results: readonly Result[]): string => {
       const errors = results.reduce((n, r) => n + r.errors + r.non2xx, 0);
       return `${name.padEnd(30)} ${String(Math.round(median(results.map((r) => r.rps)))).padStart(8)} ${String(median(results.map((r) => r.p50))).padStart(7)} ${String(median(results.map((r) => r.p99))).padStart(7)} ${String(errors).padStart(7)} ${String(Math.round(cpu(results))).padStart(11)}`;
@@ -237,16 +261,24 @@ async function main(): Promise<void> {
     process.stdout.write(`${row('gateway (mTLS route)', rounds.gateway)}\n`);
     process.stdout.write(`${row('bare, same requests w/ tokens', rounds.bareTokens)}\n`);
     process.stdout.write(`${row(`gateway (bearer, ${tokens.length} tokens)`, rounds.bearer)}\n`);
+    process.stdout.write(`${row('variant (mTLS), audit discarded', rounds.unaudited)}\n`);
+    process.stdout.write(`${row('variant (mTLS), audit chained', rounds.audited)}\n`);
     const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
     process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
     // The load generator and the upstream share this machine's cores with the proxy under test, so req/s understates a
     // proxy that needs more CPU; the CPU each proxy process spends per request is the direct measure of its own cost.
     process.stdout.write(`CPU per request bare/gateway, mTLS route: ${(cpu(rounds.bare) / cpu(rounds.gateway)).toFixed(2)}, bearer route: ${(cpu(rounds.bareTokens) / cpu(rounds.bearer)).toFixed(2)}\n`);
+    // The audit log's price: the same launcher and config, with the chained, group-committed log and with it discarded.
+    process.stdout.write(
+      `audit chain cost, mTLS route: throughput with/without ${(rps(rounds.audited) / rps(rounds.unaudited)).toFixed(2)}, ` +
+        `CPU per request without/with ${(cpu(rounds.unaudited) / cpu(rounds.audited)).toFixed(2)}\n`,
+    );
   } finally {
     for (const child of children) child.kill('SIGTERM');
     rmSync(work, { recursive: true, force: true });
   }
+  await benchAuditQuery(gatewayCpuUs);
 }
 
 await main();

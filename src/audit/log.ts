@@ -21,6 +21,19 @@ const TAIL_BYTES = 64 * 1024;
 /** While records are being dropped (fail-open) or refused, the alert is repeated this often. */
 const ALERT_INTERVAL_MS = 10_000;
 
+/** The audit log cannot be opened: a start-up failure an operator can act on (the message says what and where). */
+export class AuditLogError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'AuditLogError';
+  }
+}
+
+function asAuditLogError(error: unknown, context: string): AuditLogError {
+  if (error instanceof AuditLogError) return error;
+  return new AuditLogError(`${context}: ${error instanceof Error ? error.message : String(error)}`);
+}
+
 export type FsyncPolicy = 'always' | 'interval' | 'off';
 export type FailurePolicy = 'fail-closed' | 'fail-open';
 
@@ -106,7 +119,11 @@ export class AuditLog implements AuditSink {
     this.now = options.now ?? Date.now;
     makeDirectory(options.dir, 0o700);
     this.lockFile = join(options.dir, `${options.instance}.lock`);
-    this.lock();
+    try {
+      this.lock();
+    } catch (error) {
+      throw asAuditLogError(error, `cannot lock audit chain "${options.instance}" (${this.lockFile})`);
+    }
     try {
       const previous = this.previousHead();
       this.seq = previous?.seq ?? 0;
@@ -126,7 +143,7 @@ export class AuditLog implements AuditSink {
       });
     } catch (error) {
       this.unlock();
-      throw error;
+      throw asAuditLogError(error, `cannot open audit chain "${options.instance}" in ${options.dir}`);
     }
     if (options.fsync === 'interval') {
       const timer = setInterval(() => this.syncNow(), options.fsyncIntervalMs);
@@ -180,7 +197,9 @@ export class AuditLog implements AuditSink {
     };
     const { line, hash } = seal(JSON.stringify(record));
     this.queue(line, seq, hash);
-    return { ...record, hash };
+    // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
+    // every record alike, instead of copying the record.
+    return Object.assign(record, { hash });
   }
 
   /**
@@ -459,7 +478,7 @@ export class AuditLog implements AuditSink {
         end = start - 1;
       }
       if (end > 0 || skipped > 0 || tail.length === TAIL_BYTES) {
-        throw new Error(`audit segment ${name} has no verifiable record near its end; run gatehouse audit verify before starting`);
+        throw new AuditLogError(`audit segment ${name} has no verifiable record near its end; run gatehouse audit verify before starting`);
       }
     }
     return undefined;
@@ -474,7 +493,7 @@ export class AuditLog implements AuditSink {
     }
     const holder = Number(readFileSync(this.lockFile, 'utf8').trim());
     if (Number.isSafeInteger(holder) && holder > 0 && isAlive(holder)) {
-      throw new Error(
+      throw new AuditLogError(
         `audit chain "${this.options.instance}" in ${this.dir} is being written by process ${holder}; give each gateway its own audit.instance`,
       );
     }

@@ -2,7 +2,7 @@
 // (group commit), so `kill -9` of a loaded gateway loses no record of a request an upstream served. A real `gatehouse
 // serve` child process under concurrent proxied load is killed with SIGKILL; every request id the upstream received must
 // have its allow record, the chain must verify, and a restart must continue it.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer } from 'node:http';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
@@ -92,6 +92,10 @@ describe('SIGKILL under load', () => {
 
     // The lock of the killed process is taken over; the chain goes on from its last complete record.
     const restarted = await serve(config);
+    // A second gateway on the same chain is refused at start, with a message that says what to change.
+    const second = spawnSync(process.execPath, [CLI, 'serve', '--config', config], { encoding: 'utf8', timeout: 20_000 });
+    expect(second.status).toBe(1);
+    expect(second.stderr).toMatch(/audit chain "crash" in .* is being written by process \d+; give each gateway its own audit.instance/);
     // SIGTERM as soon as the listening line is out (a regression: it used to come before the handler was installed,
     // killing the process without closing the log) drains, closes the segment and releases the chain's lock.
     restarted.child.kill('SIGTERM');
