@@ -8,7 +8,24 @@
 // throw (fail-closed: admitted requests get 503, refusals are still enforced) or are dropped and counted (fail-open),
 // and the log tries to open a fresh segment every few seconds until it can.
 import { randomUUID } from 'node:crypto';
-import { chmodSync, closeSync, fdatasync, fstatSync, openSync, readdirSync, readFileSync, readSync, statSync, unlinkSync, write, writeFileSync, close as closeFd } from 'node:fs';
+import {
+  chmodSync,
+  closeSync,
+  close as closeFd,
+  fdatasync,
+  fdatasyncSync,
+  fstatSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  write,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
@@ -60,6 +77,7 @@ class Batch {
   segment: string;
   lines: string[] = [];
   bytes = 0;
+  firstSeq = 0;
   lastSeq = 0;
   lastHash = '';
   readonly done: Promise<void>;
@@ -215,8 +233,9 @@ export class AuditLog implements AuditSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    await this.flush().catch(() => undefined);
+    // Closed first: nothing appended from here on can start a write behind the final one.
     this.closed = true;
+    while (this.pending !== undefined || this.writing !== undefined || this.overflow.length > 0) await this.flush().catch(() => undefined);
     for (const timer of this.timers) clearInterval(timer);
     if (this.recovery !== undefined) clearTimeout(this.recovery);
     if (this.file !== undefined) {
@@ -265,6 +284,7 @@ export class AuditLog implements AuditSink {
       if (this.pending !== undefined) this.overflow.push(this.pending);
       this.pending = batch;
     }
+    if (batch.lines.length === 0) batch.firstSeq = seq;
     batch.lines.push(line);
     batch.bytes += line.length;
     batch.lastSeq = seq;
@@ -318,22 +338,19 @@ export class AuditLog implements AuditSink {
     if (file !== undefined && file.name === batch.segment) {
       const onDisk = statOrUndefined(join(this.dir, file.name));
       if (onDisk !== undefined && onDisk.ino === file.ino) return file;
-      const replacement = segmentName(this.options.instance, this.writtenSeq + 1);
+      // Named after the first record it will hold, as every segment is.
+      const replacement = segmentName(this.options.instance, batch.firstSeq);
       this.options.log.error({ segment: file.name, replacement }, 'audit segment was moved or deleted behind the gateway; continuing in a new segment');
-      closeSync(file.fd);
-      this.file = undefined;
+      this.closeSegment(file, false);
       this.file = this.openSegment(replacement);
-      this.segment = { name: replacement, startedAt: this.now(), bytes: batch.bytes };
+      // Appends go on in the replacement, unless a rotation already moved them on to a newer segment.
+      if (this.segment.name === file.name) this.segment = { name: replacement, startedAt: this.now(), bytes: batch.bytes };
       // Later batches already bound for the lost name go to the replacement as well.
       for (const waiting of [...this.overflow, this.pending]) if (waiting?.segment === file.name) waiting.segment = replacement;
       this.appendChainRecord('segment_lost', { segment: file.name, last_seq_written: this.writtenSeq, last_hash_written: this.writtenHead });
       return this.file;
     }
-    if (file !== undefined) {
-      closeSync(file.fd);
-      this.file = undefined;
-      this.seal(file.name);
-    }
+    if (file !== undefined) this.closeSegment(file, true);
     this.file = this.openSegment(batch.segment);
     return this.file;
   }
@@ -342,14 +359,15 @@ export class AuditLog implements AuditSink {
   private writeAll(fd: number, data: Buffer, offset: number, batch: Batch): void {
     write(fd, data, offset, data.length - offset, null, (error, written) => {
       if (error !== null) {
-        this.failed(batch, error);
+        this.failed(batch, error, offset);
         return;
       }
       if (offset + written < data.length) {
         this.writeAll(fd, data, offset + written, batch);
         return;
       }
-      if (this.options.fsync === 'always') fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError) : this.written(batch)));
+      // A failed fsync leaves the bytes written (in the page cache, maybe on disk): they are counted as written.
+      if (this.options.fsync === 'always') fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError, data.length) : this.written(batch)));
       else {
         this.unsynced = true;
         this.written(batch);
@@ -367,11 +385,26 @@ export class AuditLog implements AuditSink {
     if (this.overflow.length > 0 || this.pending !== undefined) this.writeNext();
   }
 
-  /** The write failed: this batch and every one queued behind it are lost; the log recovers in a fresh segment later. */
-  private failed(batch: Batch, error: unknown): void {
+  /**
+   * The write failed: what is not in the file of this batch, and every batch queued behind it, is lost; the log recovers
+   * in a fresh segment later. `writtenBytes` of the batch did reach the file: its complete lines are on record, and the
+   * recovered segment links to the last of them (a partial line after them is a torn write).
+   */
+  private failed(batch: Batch, error: unknown, writtenBytes = 0): void {
     const failure = error instanceof Error ? error : new Error(String(error));
     this.failure = failure;
     this.writing = undefined;
+    let bytes = 0;
+    for (const line of batch.lines) {
+      bytes += Buffer.byteLength(line);
+      if (bytes > writtenBytes) break;
+      const opened = openLine(line.slice(0, -1));
+      if (opened.ok) {
+        this.writtenSeq = opened.record.seq;
+        this.writtenHead = opened.hash;
+        this.writtenSegment = batch.segment;
+      }
+    }
     const lost = [batch, ...this.overflow, ...(this.pending !== undefined ? [this.pending] : [])];
     this.overflow = [];
     this.pending = undefined;
@@ -395,7 +428,7 @@ export class AuditLog implements AuditSink {
       const name = segmentName(this.options.instance, this.seq + 1);
       try {
         const fresh = this.openSegment(name);
-        if (this.file !== undefined) closeSync(this.file.fd);
+        if (this.file !== undefined) this.closeSegment(this.file, true);
         this.file = fresh;
       } catch (error) {
         this.options.log.warn({ err: error instanceof Error ? error.message : String(error) }, 'audit log still cannot be written');
@@ -436,6 +469,21 @@ export class AuditLog implements AuditSink {
     });
   }
 
+  /**
+   * Closes a segment the log is done with: its data is made durable first (unless fsync is off; only the current
+   * segment has an fsync timer), so a power loss cannot take an old segment's tail while a newer segment survives.
+   */
+  private closeSegment(file: OpenSegment, seal: boolean): void {
+    if (this.file === file) this.file = undefined;
+    try {
+      if (this.options.fsync !== 'off') fdatasyncSync(file.fd);
+    } catch (error) {
+      this.options.log.error({ segment: file.name, err: error instanceof Error ? error.message : String(error) }, 'audit log fsync failed');
+    }
+    closeSync(file.fd);
+    if (seal) this.seal(file.name);
+  }
+
   private openSegment(name: string): OpenSegment {
     // 'wx': a segment is never reopened or shared; owner read/write only while it is written.
     const fd = openSync(join(this.dir, name), 'wx', 0o600);
@@ -458,12 +506,22 @@ export class AuditLog implements AuditSink {
   private previousHead(): { seq: number; hash: string; segment: string; bootId: string; tornBytes: number } | undefined {
     const names = chainsIn(readdirSync(this.dir)).get(this.options.instance) ?? [];
     for (const name of names) this.seal(name);
+    let carriedTorn = 0;
     for (let i = names.length - 1; i >= 0; i--) {
       const name = names[i] as string;
       const tail = readTail(join(this.dir, name));
       // Complete lines only: whatever follows the last newline is a write torn by a crash.
       let end = tail.lastIndexOf('\n');
-      const tornBytes = Buffer.byteLength(tail.slice(end + 1));
+      if (end === -1 && i === names.length - 1) {
+        // The newest segment holds no complete record (a crash right after it was created): it would take the name the
+        // next segment needs. Empty, it goes; with torn bytes, it is kept aside under a name no chain reads.
+        carriedTorn = Buffer.byteLength(tail);
+        if (carriedTorn === 0) unlinkSync(join(this.dir, name));
+        else renameSync(join(this.dir, name), join(this.dir, `${name}.torn`));
+        this.options.log.warn({ segment: name, torn_bytes: carriedTorn }, 'the newest audit segment held no complete record; set aside');
+        continue;
+      }
+      const tornBytes = Buffer.byteLength(tail.slice(end + 1)) + carriedTorn;
       let skipped = 0;
       while (end > 0) {
         const start = tail.lastIndexOf('\n', end - 1) + 1;
@@ -484,25 +542,57 @@ export class AuditLog implements AuditSink {
     return undefined;
   }
 
+  /**
+   * One writer per chain. The lock file appears with its content at once (written aside, then hard-linked: a reader
+   * never sees it empty). A lock naming a live process is respected — this one only while one of its own logs holds it
+   * (in a container every restart may be pid 1). A stale lock is taken over by renaming exactly it aside first, so two
+   * processes taking over at once cannot both win.
+   */
   private lock(): void {
+    const mine = join(this.dir, `${this.options.instance}.lock.${process.pid}.${this.bootId}`);
+    writeFileSync(mine, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
     try {
-      writeFileSync(this.lockFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-      return;
-    } catch (error) {
-      if (!(error instanceof Error && 'code' in error && error.code === 'EEXIST')) throw error;
+      for (let attempt = 0; attempt < 3; attempt++) {
+        try {
+          linkSync(mine, this.lockFile);
+          HELD_LOCKS.add(this.lockFile);
+          return;
+        } catch (error) {
+          if (!(error instanceof Error && 'code' in error && error.code === 'EEXIST')) throw error;
+        }
+        const content = readOrEmpty(this.lockFile);
+        const holder = Number(content.trim());
+        const held = holder === process.pid ? HELD_LOCKS.has(this.lockFile) : Number.isSafeInteger(holder) && holder > 0 && isAlive(holder);
+        if (held) {
+          throw new AuditLogError(
+            `audit chain "${this.options.instance}" in ${this.dir} is being written by process ${holder}; give each gateway its own audit.instance`,
+          );
+        }
+        // Left by a process that is gone (a crash, kill -9): moved aside, if it is still the lock that was read.
+        const aside = `${mine}.stale`;
+        try {
+          renameSync(this.lockFile, aside);
+        } catch {
+          continue;
+        }
+        if (readOrEmpty(aside) !== content) {
+          // Someone else's fresh lock was moved: put back (unless yet another took its place), and look again.
+          try {
+            linkSync(aside, this.lockFile);
+          } catch {
+            // The place is taken: the next attempt reads whoever holds it.
+          }
+        }
+        unlinkSync(aside);
+      }
+      throw new AuditLogError(`audit chain "${this.options.instance}" in ${this.dir}: could not take its lock (${this.lockFile}); another process keeps changing it`);
+    } finally {
+      unlinkSync(mine);
     }
-    const holder = Number(readFileSync(this.lockFile, 'utf8').trim());
-    if (Number.isSafeInteger(holder) && holder > 0 && isAlive(holder)) {
-      throw new AuditLogError(
-        `audit chain "${this.options.instance}" in ${this.dir} is being written by process ${holder}; give each gateway its own audit.instance`,
-      );
-    }
-    // Left by a process that is gone (a crash or kill -9): taken over.
-    unlinkSync(this.lockFile);
-    writeFileSync(this.lockFile, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
   }
 
   private unlock(): void {
+    HELD_LOCKS.delete(this.lockFile);
     try {
       unlinkSync(this.lockFile);
     } catch {
@@ -518,6 +608,20 @@ export class AuditLog implements AuditSink {
       this.lastIso = new Date(now).toISOString();
     }
     return this.lastIso;
+  }
+}
+
+/**
+ * The chain locks this process holds. Process-wide by nature (a lock file names a process): it tells this process's own
+ * live lock from a stale one left by an earlier process that had the same pid.
+ */
+const HELD_LOCKS = new Set<string>();
+
+function readOrEmpty(path: string): string {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch {
+    return '';
   }
 }
 
@@ -543,7 +647,6 @@ function readTail(path: string): string {
 }
 
 function isAlive(pid: number): boolean {
-  if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
     return true;

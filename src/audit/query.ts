@@ -1,8 +1,10 @@
 // Searching the audit log: decision records that match a filter, chain by chain in seq order. Built to stay fast on a big
 // log: a segment whose time range cannot overlap the filter's is skipped after reading its first line, and a line whose
-// text cannot match (its timestamp, or a required value not in it) is skipped before it is parsed.
+// text cannot match (its timestamp, or a required value not in it) is skipped before it is parsed. A line is shown only
+// once its own hash verifies (the chain as a whole is `audit verify`'s job); one that does not is counted, never shown.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join } from 'node:path';
+import { open } from './chain.js';
 import { listChains, segmentLines } from './read.js';
 
 export interface RecordFilter {
@@ -30,7 +32,10 @@ export type DecisionLine = Readonly<Record<string, unknown>> & { readonly seq: n
 const CLOCK_SLACK_MS = 5 * 60_000;
 const TS_PREFIX = /^\{"seq":\d+,"ts":"([^"]{24})"/;
 
-export function* queryRecords(dir: string, filter: RecordFilter): Generator<DecisionLine> {
+/** Told of each line that does not verify on its own (an edited or forged line): it is skipped. */
+export type Unverified = (segment: string, line: number) => void;
+
+export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unverified = () => undefined): Generator<DecisionLine> {
   const sinceIso = filter.since !== undefined ? new Date(filter.since).toISOString() : undefined;
   const untilIso = filter.until !== undefined ? new Date(filter.until).toISOString() : undefined;
   // Values a matching line must contain verbatim (JSON.stringify gives the same escaping the writer used).
@@ -51,19 +56,19 @@ export function* queryRecords(dir: string, filter: RecordFilter): Generator<Deci
       const next = starts[index + 1];
       if (filter.until !== undefined && start !== undefined && start - CLOCK_SLACK_MS >= filter.until) continue;
       if (filter.since !== undefined && next !== undefined && next + CLOCK_SLACK_MS < filter.since) continue;
-      for (const { text, complete } of segmentLines(dir, segment)) {
+      for (const { text, complete, line } of segmentLines(dir, segment)) {
         if (!complete) continue;
         const ts = TS_PREFIX.exec(text)?.[1];
         if (ts === undefined) continue;
         if (sinceIso !== undefined && ts < sinceIso) continue;
         if (untilIso !== undefined && ts >= untilIso) continue;
         if (!needles.every((needle) => text.includes(needle))) continue;
-        let record: unknown;
-        try {
-          record = JSON.parse(text);
-        } catch {
+        const opened = open(text);
+        if (!opened.ok) {
+          unverified(segment, line);
           continue;
         }
+        const record: unknown = opened.record;
         if (isDecision(record) && matches(record, filter)) yield record;
       }
     }
@@ -94,41 +99,33 @@ function firstTimestamp(path: string): number | undefined {
   try {
     const buffer = Buffer.alloc(4096);
     const read = readSync(fd, buffer, 0, buffer.length, 0);
-    const ts = TS_PREFIX.exec(buffer.subarray(0, read).toString('utf8'))?.[1];
-    const ms = ts === undefined ? Number.NaN : Date.parse(ts);
+    const text = buffer.subarray(0, read).toString('utf8');
+    const end = text.indexOf('\n');
+    // Only a first record that verifies may decide that a segment is skipped.
+    const opened = end === -1 ? undefined : open(text.slice(0, end));
+    const ms = opened?.ok === true ? Date.parse(opened.record.ts) : Number.NaN;
     return Number.isNaN(ms) ? undefined : ms;
   } finally {
     closeSync(fd);
   }
 }
 
-/** The last `count` decision records over every chain, oldest first by ts. Reads segments from the newest back. */
-export function lastRecords(dir: string, count: number): DecisionLine[] {
-  const all: DecisionLine[] = [];
-  for (const segments of listChains(dir).values()) {
-    const kept: DecisionLine[] = [];
-    for (let i = segments.length - 1; i >= 0 && kept.length < count; i--) {
-      const found = decisionsIn(dir, segments[i] as string, 0).records;
-      kept.unshift(...found.slice(-(count - kept.length)));
-    }
-    all.push(...kept);
-  }
-  return all.sort(byTs).slice(-count);
-}
-
 function byTs(a: DecisionLine, b: DecisionLine): number {
   return a.ts < b.ts ? -1 : a.ts > b.ts ? 1 : a.seq - b.seq;
 }
 
-/** Decision records of a segment from byte `offset` on, and the offset after its last complete line. */
-function decisionsIn(dir: string, segment: string, offset: number): { records: DecisionLine[]; end: number } {
+/**
+ * Verified decision records of a segment between byte `offset` and `limit` (default: its end), and the offset after the
+ * last complete line read.
+ */
+function decisionsIn(dir: string, segment: string, offset: number, unverified: Unverified, limit = Number.POSITIVE_INFINITY): { records: DecisionLine[]; end: number } {
   const fd = openSync(join(dir, segment), 'r');
   let data: Buffer;
   try {
     const chunks: Buffer[] = [];
     let position = offset;
-    for (;;) {
-      const chunk = Buffer.alloc(1 << 20);
+    while (position < limit) {
+      const chunk = Buffer.alloc(Math.min(1 << 20, limit - position));
       const read = readSync(fd, chunk, 0, chunk.length, position);
       if (read === 0) break;
       chunks.push(chunk.subarray(0, read));
@@ -142,28 +139,52 @@ function decisionsIn(dir: string, segment: string, offset: number): { records: D
   if (last === -1) return { records: [], end: offset };
   const records: DecisionLine[] = [];
   for (const text of data.subarray(0, last).toString('utf8').split('\n')) {
-    let record: unknown;
-    try {
-      record = JSON.parse(text);
-    } catch {
+    const opened = open(text);
+    if (!opened.ok) {
+      unverified(segment, 0);
       continue;
     }
+    const record: unknown = opened.record;
     if (isDecision(record)) records.push(record);
   }
   return { records, end: offset + last + 1 };
 }
 
-/** `tail -f`: what was appended to each chain since the last poll, new segments included. */
+/**
+ * `audit tail`: the newest records of every chain, then (`-f`) what is appended after them. Where it starts reading is
+ * fixed when it is made, so the newest records and the followed ones meet exactly: nothing is missed or shown twice.
+ */
 export class AuditFollower {
   private readonly positions = new Map<string, { segment: string; offset: number }>();
 
-  constructor(private readonly dir: string) {
+  constructor(
+    private readonly dir: string,
+    private readonly unverified: Unverified = () => undefined,
+  ) {
     for (const [instance, segments] of listChains(dir)) {
       const segment = segments.at(-1);
-      if (segment !== undefined) this.positions.set(instance, { segment, offset: decisionsIn(dir, segment, 0).end });
+      if (segment !== undefined) this.positions.set(instance, { segment, offset: decisionsIn(dir, segment, 0, () => undefined).end });
     }
   }
 
+  /** The last `count` decision records over every chain up to where following begins, oldest first by ts. */
+  last(count: number): DecisionLine[] {
+    const all: DecisionLine[] = [];
+    for (const [instance, segments] of listChains(this.dir)) {
+      const at = this.positions.get(instance);
+      if (at === undefined) continue;
+      const kept: DecisionLine[] = [];
+      for (let i = segments.indexOf(at.segment); i >= 0 && kept.length < count; i--) {
+        const segment = segments[i] as string;
+        const found = decisionsIn(this.dir, segment, 0, this.unverified, segment === at.segment ? at.offset : undefined).records;
+        kept.unshift(...found.slice(-(count - kept.length)));
+      }
+      all.push(...kept);
+    }
+    return all.sort(byTs).slice(-count);
+  }
+
+  /** What was appended since the last poll (or since this follower was made), new segments and chains included. */
   poll(): DecisionLine[] {
     const fresh: DecisionLine[] = [];
     for (const [instance, segments] of listChains(this.dir)) {
@@ -173,7 +194,7 @@ export class AuditFollower {
       for (let i = from; i !== -1 && i < segments.length; i++) {
         const segment = segments[i] as string;
         const offset = at !== undefined && segment === at.segment ? at.offset : 0;
-        const { records, end } = decisionsIn(this.dir, segment, offset);
+        const { records, end } = decisionsIn(this.dir, segment, offset, this.unverified);
         fresh.push(...records);
         this.positions.set(instance, { segment, offset: end });
       }

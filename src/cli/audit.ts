@@ -5,7 +5,7 @@ import { existsSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import { verifyDirectory, type ChainReport } from '../audit/verify.js';
-import { AuditFollower, lastRecords, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
+import { AuditFollower, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
 
 export interface AuditCommandContext {
   readonly defaultConfig: string;
@@ -114,11 +114,15 @@ function parseCount(value: string): number {
 function query(ctx: AuditCommandContext, options: QueryOptions): void {
   const dir = auditDirectory(ctx, options);
   const filter: RecordFilter = options;
+  let unverified = 0;
+  const count = (): void => {
+    unverified++;
+  };
   if (options.json === true) {
     // Streamed: a query over a big log prints as it reads, in bounded memory.
     readOrFail(ctx, dir, () => {
       let chunk: string[] = [];
-      for (const record of queryRecords(dir, filter)) {
+      for (const record of queryRecords(dir, filter, count)) {
         chunk.push(JSON.stringify(record));
         if (chunk.length === 1000) {
           process.stdout.write(chunk.join('\n') + '\n');
@@ -127,29 +131,36 @@ function query(ctx: AuditCommandContext, options: QueryOptions): void {
       }
       if (chunk.length > 0) process.stdout.write(chunk.join('\n') + '\n');
     });
-    return;
+  } else {
+    printRecords(readOrFail(ctx, dir, () => [...queryRecords(dir, filter, count)]), false, 'no matching records');
   }
-  printRecords(readOrFail(ctx, dir, () => [...queryRecords(dir, filter)]), false, 'no matching records');
+  warnUnverified(unverified);
 }
 
 function tail(ctx: AuditCommandContext, options: DirOptions & { lines: number; follow?: boolean }): void {
   const dir = auditDirectory(ctx, options);
   const json = options.json === true;
-  printRecords(
-    readOrFail(ctx, dir, () => lastRecords(dir, options.lines)),
-    json,
-    options.follow === true ? '' : 'no records',
-  );
-  if (options.follow !== true) return;
-  const follower = readOrFail(ctx, dir, () => new AuditFollower(dir));
+  let unverified = 0;
+  const follower = readOrFail(ctx, dir, () => new AuditFollower(dir, () => void unverified++));
+  printRecords(readOrFail(ctx, dir, () => follower.last(options.lines)), json, options.follow === true ? '' : 'no records');
+  if (options.follow !== true) {
+    warnUnverified(unverified);
+    return;
+  }
   const timer = setInterval(() => {
     const fresh = readOrFail(ctx, dir, () => follower.poll());
     if (fresh.length > 0) printRecords(fresh, json, '', false);
   }, 500);
   process.once('SIGINT', () => {
     clearInterval(timer);
+    warnUnverified(unverified);
     process.exit(0);
   });
+}
+
+/** Lines that do not verify on their own are never shown; that there were any is said on stderr. */
+function warnUnverified(count: number): void {
+  if (count > 0) process.stderr.write(`warning: ${count} line(s) that do not verify were skipped; run gatehouse audit verify\n`);
 }
 
 function readOrFail<T>(ctx: AuditCommandContext, dir: string, read: () => T): T {

@@ -120,6 +120,51 @@ describe('segments', () => {
     expect(report.chains[0]?.notes.join(' ')).toMatch(/19 bytes after the last complete record/);
   });
 
+  it('a newest segment without a complete record (a crash right after it was created) is set aside, not in the way', async () => {
+    const dir = join(root, 'empty-newest');
+    const first = testAuditLog(dir);
+    first.append(event(1));
+    await first.close();
+    // What a crash leaves when a segment was created but nothing reached it, or only part of a line.
+    writeFileSync(join(dir, segmentName('test', 3)), '');
+    const second = testAuditLog(dir);
+    await second.close();
+    writeFileSync(join(dir, segmentName('test', 4)), '{"seq":4,"ts"');
+    const third = testAuditLog(dir);
+    third.append(event(9));
+    await third.close();
+    expect(segments(dir)).toEqual([segmentName('test', 1), segmentName('test', 3), segmentName('test', 4)]);
+    expect(readdirSync(dir)).toContain(`${segmentName('test', 4)}.torn`);
+    expect(readRecords(dir).filter((r) => r.type === 'segment_start').map((r) => [r.seq, r['reason'], r['torn_bytes']])).toEqual([
+      [1, 'start', 0],
+      [3, 'restart', 0],
+      [4, 'restart', 13],
+    ]);
+    expect(verifyDirectory(dir).ok).toBe(true);
+  });
+
+  it('a segment lost while a rotation waits in the same turn: the records stay in seq order and the log stays writable', async () => {
+    const dir = join(root, 'lost-rotating');
+    const log = testAuditLog(dir, { segmentMaxBytes: 4096 });
+    log.append(event(1));
+    await log.flush();
+    renameSync(join(dir, segments(dir)[0]!), join(root, 'lost-rotating-away.jsonl'));
+    // One turn: enough records to begin a new segment before the first batch is written.
+    for (let i = 2; i <= 20; i++) log.append(event(i));
+    await log.flush();
+    log.append(event(21));
+    await log.close();
+    expect(log.ready).toBe(true);
+    const records = readRecords(dir);
+    const seqs = records.map((r) => r.seq);
+    expect(seqs).toEqual([...seqs].sort((a, b) => a - b));
+    expect(records.filter((r) => r.type === 'decision').map((r) => r['request_id'])).toEqual(Array.from({ length: 20 }, (_, i) => `req-${i + 2}`));
+    expect(records.filter((r) => r.type === 'segment_lost')).toHaveLength(1);
+    // Put back, the chain is whole.
+    renameSync(join(root, 'lost-rotating-away.jsonl'), join(dir, segmentName('test', 1)));
+    expect(verifyDirectory(dir)).toMatchObject({ ok: true });
+  });
+
   it('rotates by size: each new segment begins with a record naming the previous one; closed segments are read-only (LOG-10)', async () => {
     const dir = join(root, 'size');
     const log = testAuditLog(dir, { segmentMaxBytes: 4096 });
@@ -187,10 +232,14 @@ describe('segments', () => {
     const other = testAuditLog(dir, { instance: 'other' });
     await other.close();
     await log.close();
-    // A lock left by a crashed process (a pid that does not exist) is taken over.
-    writeFileSync(join(dir, 'test.lock'), '2147483646\n');
-    const next = testAuditLog(dir);
-    await next.close();
+    // A lock left by a crashed process (a pid that does not exist) is taken over; so is one naming this process's own
+    // pid that no log of this process holds (a container restarted as pid 1 finds pid 1 in the stale lock).
+    for (const stale of ['2147483646', String(process.pid)]) {
+      writeFileSync(join(dir, 'test.lock'), `${stale}\n`);
+      const next = testAuditLog(dir);
+      await next.close();
+    }
+    expect(readdirSync(dir).filter((name) => name.includes('.lock'))).toEqual([]);
     expect(verifyDirectory(dir)).toMatchObject({ ok: true });
     expect(verifyDirectory(dir).chains.map((c) => c.instance).sort()).toEqual(['other', 'test']);
   });

@@ -1,7 +1,7 @@
 // `gatehouse audit query` and `audit tail` against real chains (two instances in one directory, segments by day),
 // through the built CLI: filters match exactly, time ranges skip what cannot match, bad input is a usage error.
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -77,6 +77,22 @@ describe('gatehouse audit query', () => {
     expect(row).toMatch(/^2026-12-01T14:00:00\.000Z\s+allow\s+-\s+echo\s+GET\s+\/x\s+beta\s+-\s+a-1$/);
     expect(header?.indexOf('request_id')).toBe(row?.indexOf('a-1'));
     expect(cli('query', '--request-id', 'nothing-like-it').stdout).toBe('no matching records\n');
+  });
+
+  it('never shows a line that does not verify (edited in place): it is skipped, and stderr says so', () => {
+    const copy = join(dir, '..', `${dir.split('/').at(-1)}-edited`);
+    cpSync(dir, copy, { recursive: true });
+    try {
+      const segment = readdirSync(copy).filter((name) => name.startsWith('a.')).sort()[0]!;
+      const file = join(copy, segment);
+      writeFileSync(file, readFileSync(file, 'utf8').replace('"request_id":"a-1"', '"request_id":"a-1","client_id":"alpha"'));
+      const result = spawnSync(process.execPath, [CLI, 'audit', 'query', '--dir', copy, '--request-id', 'a-1', '--json'], { encoding: 'utf8' });
+      expect(result.status).toBe(0);
+      expect(result.stdout).toBe('');
+      expect(result.stderr).toMatch(/1 line\(s\) that do not verify were skipped; run gatehouse audit verify/);
+    } finally {
+      rmSync(copy, { recursive: true, force: true });
+    }
   });
 
   it('refuses a time it cannot read (64), and a missing directory (66)', () => {
