@@ -7,7 +7,10 @@ import type { Logger } from 'pino';
 import type { AuditSink } from './audit/event.js';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
+import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
 import { AuditLog } from './audit/log.js';
+import { makeDirectory } from './lib/make-directory.js';
+import { openKeyEncryptionKey } from './store/open.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
@@ -52,11 +55,18 @@ export class Gateway {
     const { log } = deps;
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
 
-    const audit = deps.audit ?? openAuditLog(config, log);
-    let issuer: Issuer | undefined;
+    // The issuer opens first: it decides whether a missing master key file may be created (a store with signing keys
+    // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
+    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
+    let audit: AuditSink;
+    try {
+      audit = deps.audit ?? openAuditLog(config, log, deps.masterKey);
+    } catch (error) {
+      await issuer?.close();
+      throw error;
+    }
     const lifecycle: Lifecycle = { stopping: false };
     try {
-      issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
       const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
@@ -155,8 +165,11 @@ async function ensureDevCertificates(config: Config, log: Logger): Promise<void>
   if (created) log.warn({ dir: paths.dir }, 'created development certificates (tls.dev_certificates is on; never use them in production)');
 }
 
-function openAuditLog(config: Config, log: Logger): AuditLog {
+function openAuditLog(config: Config, log: Logger, masterKey: string | undefined): AuditLog {
   const settings = config.audit;
+  makeDirectory(config.data_dir, 0o700);
+  const signer = loadOrCreateAuditKey(auditKeyFile(config), openKeyEncryptionKey(config, masterKey));
+  if (settings.checkpoint_export_dir !== undefined) makeDirectory(settings.checkpoint_export_dir, 0o700);
   return new AuditLog({
     dir: settings.dir,
     instance: settings.instance ?? defaultInstanceId(hostname()),
@@ -167,5 +180,11 @@ function openAuditLog(config: Config, log: Logger): AuditLog {
     segmentMaxAgeMs: settings.segment_max_age_s * 1000,
     maxBufferedBytes: settings.max_buffered_bytes,
     log,
+    checkpoints: {
+      signer,
+      everyRecords: settings.checkpoint_every_records,
+      intervalMs: settings.checkpoint_interval_s * 1000,
+      ...(settings.checkpoint_export_dir !== undefined ? { exportDir: settings.checkpoint_export_dir } : {}),
+    },
   });
 }

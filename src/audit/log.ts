@@ -26,9 +26,11 @@ import {
   write,
   writeFileSync,
 } from 'node:fs';
+import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
+import { checkpointPayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
 import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink } from './event.js';
 
@@ -69,6 +71,14 @@ export interface AuditLogOptions {
   readonly now?: () => number;
   /** How often a fresh segment is tried after a write failure. */
   readonly recoveryIntervalMs?: number;
+  /** Signed checkpoints: every `everyRecords` records or `intervalMs` (whichever first), and at close. */
+  readonly checkpoints?: {
+    readonly signer: CheckpointSigner;
+    readonly everyRecords: number;
+    readonly intervalMs: number;
+    /** Each checkpoint is also appended to `<exportDir>/<instance>.checkpoints.jsonl`, once it is in the log. */
+    readonly exportDir?: string;
+  };
 }
 
 /** Records of one event-loop turn (or of a turn's overflow), bound for one segment. */
@@ -130,6 +140,8 @@ export class AuditLog implements AuditSink {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastMs = Number.NaN;
   private lastIso = '';
+  private sinceCheckpoint = 0;
+  private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
 
   constructor(private readonly options: AuditLogOptions) {
@@ -165,6 +177,13 @@ export class AuditLog implements AuditSink {
     }
     if (options.fsync === 'interval') {
       const timer = setInterval(() => this.syncNow(), options.fsyncIntervalMs);
+      timer.unref();
+      this.timers.push(timer);
+    }
+    if (options.checkpoints !== undefined) {
+      const timer = setInterval(() => {
+        if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
+      }, options.checkpoints.intervalMs);
       timer.unref();
       this.timers.push(timer);
     }
@@ -215,6 +234,7 @@ export class AuditLog implements AuditSink {
     };
     const { line, hash } = seal(JSON.stringify(record));
     this.queue(line, seq, hash);
+    if (this.options.checkpoints !== undefined && ++this.sinceCheckpoint >= this.options.checkpoints.everyRecords) this.checkpoint();
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
@@ -233,9 +253,12 @@ export class AuditLog implements AuditSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
-    // Closed first: nothing appended from here on can start a write behind the final one.
+    // A clean stop leaves its tail covered by a checkpoint. Then closed: nothing appended from here on can start a write
+    // behind the final one.
+    if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
     this.closed = true;
     while (this.pending !== undefined || this.writing !== undefined || this.overflow.length > 0) await this.flush().catch(() => undefined);
+    await this.exporting;
     for (const timer of this.timers) clearInterval(timer);
     if (this.recovery !== undefined) clearTimeout(this.recovery);
     if (this.file !== undefined) {
@@ -267,12 +290,40 @@ export class AuditLog implements AuditSink {
     return { seq: 0, ts: this.timestamp(), type: 'decision', instance: this.options.instance, boot_id: this.bootId, ...event, prev: '', hash: '' };
   }
 
-  /** A record of the chain itself (segment start, segment lost), chained like every other. */
-  private appendChainRecord(type: string, fields: Record<string, string | number | null>): void {
+  /** A record of the chain itself (segment start, segment lost, checkpoint), chained like every other. Returns its line. */
+  private appendChainRecord(type: string, fields: Record<string, string | number | null>, ts = this.timestamp()): string {
     const seq = ++this.seq;
-    const record = { seq, ts: this.timestamp(), type, instance: this.options.instance, boot_id: this.bootId, ...fields, prev: this.head };
+    const record = { seq, ts, type, instance: this.options.instance, boot_id: this.bootId, ...fields, prev: this.head };
     const { line, hash } = seal(JSON.stringify(record));
     this.queue(line, seq, hash);
+    // Every record but a checkpoint waits to be covered by the next one.
+    if (type !== 'checkpoint') this.sinceCheckpoint++;
+    return line;
+  }
+
+  /**
+   * A checkpoint: the seq and hash of the newest record, the time and the boot, signed with the audit key (LOG-05). In
+   * the chain like every record, and exported once it is in the file: a verifier holding exported checkpoints detects a
+   * tail cut off after them and a chain rewritten by anyone without the audit key.
+   */
+  private checkpoint(): void {
+    const settings = this.options.checkpoints;
+    if (settings === undefined) return;
+    const ts = this.timestamp();
+    const coversSeq = this.seq;
+    const head = this.head;
+    const signature = settings.signer.sign(checkpointPayload({ instance: this.options.instance, coversSeq, head, ts, bootId: this.bootId }));
+    const line = this.appendChainRecord('checkpoint', { covers_seq: coversSeq, head, key_id: settings.signer.keyId, signature }, ts);
+    this.sinceCheckpoint = 0;
+    const { exportDir } = settings;
+    if (exportDir === undefined) return;
+    const target = join(exportDir, `${this.options.instance}.checkpoints.jsonl`);
+    const written = this.flush();
+    // One export at a time, in order; a failed export is an alert, never a reason to refuse requests.
+    this.exporting = this.exporting
+      .then(() => written)
+      .then(() => appendFile(target, line, { mode: 0o600 }))
+      .catch((error: unknown) => this.options.log.error({ target, err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint export failed'));
   }
 
   private queue(line: string, seq: number, hash: string): void {

@@ -1,11 +1,15 @@
 // The audit verifier: walks every segment of every chain in a directory, recomputes every record's hash from its bytes,
-// follows the prev links and the sequence, and reports the first break of each chain — where (segment, line, seq) and
-// what kind: a record modified, deleted, inserted or reordered, a segment missing. What the chain alone cannot show (a
-// tail cut off at a record boundary, a chain rewritten from scratch) needs signed checkpoints kept elsewhere.
+// follows the prev links and the sequence, checks each checkpoint's signature with the audit public key, and reports the
+// first break of each chain — where (segment, line, seq) and what kind: a record modified, deleted, inserted or
+// reordered, a segment missing, a bad signature. What the chain alone cannot show — a tail cut off at a record
+// boundary, a chain rewritten from scratch — shows against checkpoints exported elsewhere: truncated, or modified.
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { checkpointPayload } from './audit-key.js';
 import { GENESIS, open, parseSegmentName } from './chain.js';
 import { listChains, segmentLines, type SegmentLine } from './read.js';
 
-export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'segment missing';
+export type BreakKind = 'modified' | 'deleted' | 'inserted' | 'reordered' | 'segment missing' | 'truncated' | 'bad signature';
 
 export interface ChainBreak {
   readonly kind: BreakKind;
@@ -35,17 +39,64 @@ export interface VerifyReport {
   readonly chains: readonly ChainReport[];
 }
 
-export function verifyDirectory(dir: string): VerifyReport {
-  const chains = [...listChains(dir)].map(([instance, segments]) => verifyChain(dir, instance, segments));
+export interface VerifyOptions {
+  /** The audit public key: every checkpoint's signature is checked with it. */
+  readonly key?: { readonly keyId: string; verify(payload: Buffer, signature: string): boolean };
+  /** A directory of exported checkpoints (`<instance>.checkpoints.jsonl`): the chain must contain each of them. */
+  readonly checkpointsDir?: string;
+}
+
+export function verifyDirectory(dir: string, options: VerifyOptions = {}): VerifyReport {
+  const chains = [...listChains(dir)].map(([instance, segments]) => verifyChain(dir, instance, segments, options));
   return { ok: chains.every((chain) => chain.break === undefined), chains };
 }
 
-function verifyChain(dir: string, instance: string, segments: readonly string[]): ChainReport {
+interface Exported {
+  readonly seq: number;
+  readonly hash: string;
+  readonly line: number;
+  readonly record: Record<string, unknown>;
+}
+
+/** The exported checkpoints of one chain, each verified on its own (hash over its bytes). */
+function exportedCheckpoints(dir: string, instance: string): { readonly file: string; readonly list: Exported[]; readonly bad: number | undefined } | undefined {
+  const file = join(dir, `${instance}.checkpoints.jsonl`);
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch {
+    return undefined;
+  }
+  const list: Exported[] = [];
+  for (const [index, line] of text.split('\n').entries()) {
+    if (line === '') continue;
+    const opened = open(line);
+    if (!opened.ok || opened.record.type !== 'checkpoint') return { file, list, bad: index + 1 };
+    list.push({ seq: opened.record.seq, hash: opened.hash, line: index + 1, record: opened.record });
+  }
+  return { file, list, bad: undefined };
+}
+
+/** Whether a checkpoint record commits to the record before it, and (with a key) is signed by it. */
+function checkCheckpoint(record: Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string }, head: string | undefined, key: VerifyOptions['key']): 'modified' | 'bad signature' | undefined {
+  if (record['covers_seq'] !== record.seq - 1 || (head !== undefined && record['head'] !== head)) return 'modified';
+  if (key === undefined) return undefined;
+  if (record['key_id'] !== key.keyId || typeof record['signature'] !== 'string') return 'bad signature';
+  const payload = checkpointPayload({ instance: record.instance, coversSeq: record.seq - 1, head: String(record['head']), ts: record.ts, bootId: record.boot_id });
+  return key.verify(payload, record['signature']) ? undefined : 'bad signature';
+}
+
+function verifyChain(dir: string, instance: string, segments: readonly string[], options: VerifyOptions): ChainReport {
   let expected = 1;
   let head = GENESIS;
   let records = 0;
+  let checkpoints = 0;
   const boots = new Set<string>();
   const notes: string[] = [];
+  const exported = options.checkpointsDir === undefined ? undefined : exportedCheckpoints(options.checkpointsDir, instance);
+  const exportedSeqs = new Set(exported?.list.map((checkpoint) => checkpoint.seq));
+  /** The chain's hash at each exported checkpoint's seq. */
+  const hashAt = new Map<number, string>();
   const report = (found: ChainBreak | undefined): ChainReport => ({
     instance,
     segments: segments.length,
@@ -91,6 +142,13 @@ function verifyChain(dir: string, instance: string, segments: readonly string[])
       if (record.prev !== head) {
         return report(at('modified', record.seq, 'does not link to the record before it: that record or this one was altered'));
       }
+      if (record.type === 'checkpoint') {
+        const problem = checkCheckpoint(record, head, options.key);
+        if (problem === 'modified') return report(at('modified', record.seq, 'the checkpoint does not name the record before it'));
+        if (problem === 'bad signature') return report(at('bad signature', record.seq, record['key_id'] !== options.key?.keyId ? 'the checkpoint was signed by another key' : 'the checkpoint signature does not verify'));
+        checkpoints++;
+      }
+      if (exportedSeqs.has(record.seq)) hashAt.set(record.seq, opened.hash);
       if (record.type === 'segment_lost') {
         notes.push(`${String(record['segment'])} was moved or deleted while the gateway wrote it (noticed at seq ${record.seq})`);
       }
@@ -100,7 +158,46 @@ function verifyChain(dir: string, instance: string, segments: readonly string[])
       boots.add(record.boot_id);
     }
   }
+  notes.push(
+    options.key === undefined
+      ? `${checkpoints} checkpoint(s), signatures not checked (give the audit public key: --key)`
+      : `${checkpoints} checkpoint(s), every signature verified with key ${options.key.keyId}`,
+  );
+  if (options.checkpointsDir !== undefined) {
+    if (exported === undefined) notes.push(`no exported checkpoints for this chain in ${options.checkpointsDir}`);
+    else {
+      const found = compareExported(exported, hashAt, expected - 1, options.key, segments.at(-1) ?? '');
+      if (found !== undefined) return report(found);
+      notes.push(`${exported.list.length} exported checkpoint(s) in ${exported.file}, all in the chain`);
+    }
+  }
   return report(undefined);
+}
+
+/**
+ * Each exported checkpoint must be a record of the chain, byte for byte: one past the chain's end means records after
+ * it were cut off (or the newest segment deleted); one that differs means the chain was rewritten.
+ */
+function compareExported(
+  exported: NonNullable<ReturnType<typeof exportedCheckpoints>>,
+  hashAt: ReadonlyMap<number, string>,
+  lastSeq: number,
+  key: VerifyOptions['key'],
+  lastSegment: string,
+): ChainBreak | undefined {
+  if (exported.bad !== undefined) return { kind: 'modified', segment: exported.file, line: exported.bad, seq: null, detail: 'an exported checkpoint does not verify' };
+  for (const checkpoint of exported.list) {
+    const record = checkpoint.record as Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string };
+    const problem = checkCheckpoint(record, undefined, key);
+    if (problem !== undefined) return { kind: problem, segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `the exported checkpoint itself: ${problem}` };
+    if (checkpoint.seq > lastSeq) {
+      return { kind: 'truncated', segment: lastSegment, line: 0, seq: lastSeq, detail: `the chain ends at seq ${lastSeq}, but a checkpoint exported at seq ${checkpoint.seq} covers more: records were cut off` };
+    }
+    if (hashAt.get(checkpoint.seq) !== checkpoint.hash) {
+      return { kind: 'modified', segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `record ${checkpoint.seq} of the chain is not the exported checkpoint: the chain was rewritten` };
+    }
+  }
+  return undefined;
 }
 
 function laterInSegment(lines: readonly SegmentLine[], index: number, seq: number): boolean {

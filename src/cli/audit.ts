@@ -1,15 +1,16 @@
 // The `gatehouse audit` commands: what an operator or auditor runs against the audit directory. They read segment files
 // only (never the credential store), so they work on a copy of the log, on another machine, with read access alone.
 import { InvalidArgumentError, type Command } from 'commander';
-import { existsSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { ConfigError, loadConfigFile } from '../config/load.js';
-import { verifyDirectory, type ChainReport } from '../audit/verify.js';
+import { verifyDirectory, type ChainReport, type VerifyOptions } from '../audit/verify.js';
+import { AuditKeyError, auditKeyFile, checkpointVerifier, readAuditPublicKey } from '../audit/audit-key.js';
 import { AuditFollower, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
 
 export interface AuditCommandContext {
   readonly defaultConfig: string;
-  readonly exit: { readonly failure: number; readonly noInput: number; readonly config: number };
+  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly config: number };
   readonly fail: (message: string, code: number) => never;
 }
 
@@ -21,9 +22,13 @@ interface DirOptions {
 }
 
 const VERIFY_HELP = `
-Checks every record's hash, the links between records and segments, and the sequence of each chain in the directory,
-and reports the first break of each: the segment file, line and seq, and its kind (modified, deleted, inserted,
-reordered, segment missing). Crashes (a torn final write) and records lost to a write failure are reported as notes.
+Checks every record's hash, the links between records and segments, the sequence of each chain in the directory and,
+with --key, every checkpoint's signature; with --checkpoints, that the chain still holds every exported checkpoint.
+Reports the first break of each chain: the file, line and seq, and its kind (modified, deleted, inserted, reordered,
+segment missing, truncated, bad signature). Crashes (a torn final write) and records lost to a write failure are notes.
+
+Keep the public key (gatehouse audit key) and the exported checkpoints where whoever can write the log cannot: only
+then do they detect a tail cut off after the last exported checkpoint, or a chain rewritten without the audit key.
 
 Exit codes: 0 every chain intact; 1 a chain is broken, or a file could not be read; 64 usage; 66 no such directory, or
 no chain in it; 78 configuration (invalid config file, when --dir is not given).`;
@@ -45,11 +50,22 @@ Exit codes: 0 ok; 1 a file could not be read; 64 usage; 66 no such directory; 78
 interface QueryOptions extends DirOptions, RecordFilter {}
 
 export function registerAuditCommands(program: Command, ctx: AuditCommandContext): void {
-  const audit = program.command('audit').description('the tamper-evident audit log: verify, query, tail');
+  const audit = program.command('audit').description('the tamper-evident audit log: verify, query, tail, key');
   dirOptions(audit.command('verify').description('verify the hash chains of the audit log'), ctx)
+    .option('--key <file>', 'the audit public key (PEM, as `gatehouse audit key` prints it): checkpoint signatures are checked')
+    .option('--checkpoints <dir>', 'exported checkpoints (audit.checkpoint_export_dir): the chain must hold each of them')
     .option('--json', 'print one JSON object')
     .addHelpText('after', VERIFY_HELP)
     .action((options: DirOptions) => verify(ctx, options));
+
+  audit
+    .command('key')
+    .description("print the audit public key (PEM) that verifies the checkpoints' signatures")
+    .option('-c, --config <file>', 'YAML configuration file (for data_dir)', ctx.defaultConfig)
+    .option('-d, --data <dir>', 'data directory (overrides data_dir)')
+    .option('--json', 'print its key id and PEM as one JSON object')
+    .addHelpText('after', KEY_HELP)
+    .action((options: DirOptions) => key(ctx, options));
 
   dirOptions(audit.command('query').description('decision records that match every filter given'), ctx)
     .option('--since <time>', 'from this time on (ISO 8601, or relative: 30m, 24h, 7d)', parseTime)
@@ -209,11 +225,53 @@ function auditDirectory(ctx: AuditCommandContext, options: DirOptions): string {
   return dir;
 }
 
-function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?: boolean }): void {
+const KEY_HELP = `
+The key is made when \`gatehouse serve\` first starts (data_dir/audit-key.json, its private half sealed under the master
+key). Give the printed key to whoever verifies the log: gatehouse audit verify --key audit-key.pem.
+
+Exit codes: 0 ok; 1 the key file could not be read; 64 usage; 66 no audit key yet; 78 configuration.`;
+
+function key(ctx: AuditCommandContext, options: DirOptions): void {
+  let file: string;
+  try {
+    file = auditKeyFile(loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {}));
+  } catch (error) {
+    if (error instanceof ConfigError) ctx.fail(error.message, ctx.exit.config);
+    throw error;
+  }
+  if (!existsSync(file)) ctx.fail(`no audit key at ${file} yet: gatehouse serve creates it when it first starts`, ctx.exit.noInput);
+  let found;
+  try {
+    found = readAuditPublicKey(file);
+  } catch (error) {
+    ctx.fail(error instanceof AuditKeyError || error instanceof Error ? error.message : String(error), ctx.exit.failure);
+  }
+  process.stdout.write(options.json === true ? `${JSON.stringify({ key_id: found.keyId, public_key: found.pem })}\n` : found.pem);
+}
+
+function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?: boolean; readonly key?: string; readonly checkpoints?: string }): void {
   const dir = auditDirectory(ctx, options);
+  let verifyOptions: VerifyOptions = {};
+  if (options.key !== undefined) {
+    let pem: string;
+    try {
+      pem = readFileSync(options.key, 'utf8');
+    } catch (error) {
+      ctx.fail(`cannot read the key ${options.key}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.noInput);
+    }
+    try {
+      verifyOptions = { key: checkpointVerifier(pem) };
+    } catch (error) {
+      ctx.fail(`${options.key}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.usage);
+    }
+  }
+  if (options.checkpoints !== undefined) {
+    if (!existsSync(options.checkpoints) || !statSync(options.checkpoints).isDirectory()) ctx.fail(`no checkpoint directory at ${options.checkpoints}`, ctx.exit.noInput);
+    verifyOptions = { ...verifyOptions, checkpointsDir: resolve(options.checkpoints) };
+  }
   let report;
   try {
-    report = verifyDirectory(dir);
+    report = verifyDirectory(dir, verifyOptions);
   } catch (error) {
     ctx.fail(`cannot read the audit log in ${dir}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.failure);
   }

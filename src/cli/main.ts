@@ -16,6 +16,7 @@ import { SigningKeyError } from '../issuer/keys.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
 import { adminActor } from '../audit/admin-log.js';
+import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/log.js';
 import { protectDashClientIds, registerAdminCommands } from './admin.js';
 import { registerAuditCommands } from './audit.js';
@@ -181,6 +182,8 @@ async function serve(options: { config: string; port?: number; host?: string; da
     // Before the errno checks: its code (ENOENT, EACCES) is about a directory, not a TLS file.
     if (error instanceof DirectoryError) fail(error.message, EXIT.failure);
     if (error instanceof AuditLogError) fail(error.message, EXIT.failure);
+    // The audit key opens only under the master key it was sealed with: the configuration (or the key file) is wrong.
+    if (error instanceof AuditKeyError) fail(error.message, EXIT.config);
     if ((error as NodeJS.ErrnoException).code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);
     throw error;
   }

@@ -1,7 +1,7 @@
 // Config loading: YAML text → zod validation (the file as written, then with command-line overrides) → relative paths resolved → deep-frozen Config.
 // Every problem is reported with its path; nothing partially valid is ever returned.
 import { readFileSync } from 'node:fs';
-import { dirname, isAbsolute, resolve } from 'node:path';
+import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { deepFreeze } from '../lib/deep-freeze.js';
@@ -54,6 +54,14 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
   }
   config.data_dir = overrides.dataDir !== undefined ? resolve(overrides.dataDir) : at(config.data_dir);
   config.audit.dir = isAbsolute(config.audit.dir) ? config.audit.dir : resolve(config.data_dir, config.audit.dir);
+  if (config.audit.checkpoint_export_dir !== undefined) {
+    const exportDir = isAbsolute(config.audit.checkpoint_export_dir) ? config.audit.checkpoint_export_dir : resolve(config.data_dir, config.audit.checkpoint_export_dir);
+    // Checkpoints kept beside the log they vouch for prove nothing to someone who can rewrite that directory.
+    if (exportDir === config.audit.dir || exportDir.startsWith(`${config.audit.dir}${sep}`)) {
+      throw new ConfigError(source, ['audit.checkpoint_export_dir: must be outside audit.dir']);
+    }
+    config.audit.checkpoint_export_dir = exportDir;
+  }
   config.store.path = isAbsolute(config.store.path) ? config.store.path : resolve(config.data_dir, config.store.path);
   return deepFreeze(config);
 }

@@ -300,6 +300,14 @@ export const configSchema = z
         segment_max_age_s: z.int().min(1).max(31 * 86_400).default(86_400),
         /** Records waiting for the disk beyond this are refused (fail-closed) or dropped (fail-open). */
         max_buffered_bytes: z.int().min(65_536).max(1024 ** 3).default(8 * 1024 * 1024),
+        /** A checkpoint signed with the audit key after this many records, or this many seconds, whichever comes first. */
+        checkpoint_every_records: z.int().min(1).max(10_000_000).default(1000),
+        checkpoint_interval_s: z.int().min(1).max(86_400).default(60),
+        /**
+         * A directory outside `dir` (another volume, a mount shipped elsewhere) that receives each checkpoint as it is
+         * written, for `audit verify --checkpoints`. Relative to data_dir.
+         */
+        checkpoint_export_dir: z.string().min(1).optional(),
       })
       .prefault({}),
     /** The OAuth 2 authorization server (token, JWKS, metadata, introspection, revocation). Absent = off. */

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
+import { checkpointVerifier, readAuditPublicKey } from '../../src/audit/audit-key.js';
 import { readRecords } from '../../src/audit/read.js';
 import { verifyDirectory } from '../../src/audit/verify.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
@@ -106,5 +107,9 @@ describe('SIGKILL under load', () => {
     const listing = readdirSync(auditDir).map((name) => `${name}: ${statSync(join(auditDir, name)).size} ${readFileSync(join(auditDir, name), 'utf8').slice(-400)}`);
     expect(report, JSON.stringify({ report, listing })).toMatchObject({ ok: true, chains: [{ instance: 'crash', boots: 2, segments: 2 }] });
     expect(readRecords(auditDir).filter((r) => r.type === 'segment_start').map((r) => r['reason'])).toEqual(['start', 'restart']);
+    // serve signs checkpoints with the audit key in data_dir (the clean stop leaves one), and they verify with its public key.
+    expect(readRecords(auditDir).at(-1)).toMatchObject({ type: 'checkpoint' });
+    const key = checkpointVerifier(readAuditPublicKey(join(dataDir, 'audit-key.json')).pem);
+    expect(verifyDirectory(auditDir, { key })).toMatchObject({ ok: true });
   }, 60_000);
 });
