@@ -19,6 +19,9 @@ class DiscardingSink implements AuditSink {
   append(event: AuditEvent): AuditRecord {
     return { ...event, seq: ++this.seq, ts: '', type: 'decision', instance: 'bench', boot_id: '', prev: '', hash: '' };
   }
+  complete(): void {
+    // Nothing kept.
+  }
   flush(): Promise<void> {
     this.turn ??= new Promise((resolve) =>
       setImmediate(() => {

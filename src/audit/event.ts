@@ -49,9 +49,31 @@ export interface AuditRecord extends AuditEvent {
   readonly hash: string;
 }
 
+/** How an admitted request ended, linked to its allow by request id. */
+export interface CompletionEvent {
+  readonly request_id: string;
+  readonly route: string;
+  /** The status actually sent; null when the client left before any response. */
+  readonly status: number | null;
+  /** Forwarded requests: responded, failed, aborted or not sent (ForwardOutcome); null for built-in services. */
+  readonly upstream: string | null;
+  readonly upstream_status: number | null;
+  /** The code of a refusal the gateway sent after the allow (502, 503, 504, 413), if any. */
+  readonly code: string | null;
+  /** Request body bytes read (null when not counted: a built-in service), response body bytes sent. */
+  readonly bytes_in: number | null;
+  readonly bytes_out: number;
+  readonly duration_ms: number;
+}
+
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
   append(event: AuditEvent): AuditRecord;
+  /**
+   * Records how an admitted request ended. Never throws: the answer is already out; a completion that cannot be written
+   * is counted with the other dropped records.
+   */
+  complete(event: CompletionEvent): void;
   /** Resolves when every appended record has reached the operating system; rejects when they could not (fail-closed). */
   flush(): Promise<void>;
   /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */

@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
-import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink } from './event.js';
+import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent } from './event.js';
 
 const RAW_TARGET_MAX = 512;
 /** How far back from a segment's end the last record is looked for at start-up (records are well under 4 KiB). */
@@ -238,6 +238,36 @@ export class AuditLog implements AuditSink {
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
+  }
+
+  complete(event: CompletionEvent): void {
+    if (this.unavailableReason() !== undefined) {
+      this.dropped++;
+      return;
+    }
+    this.rotateIfDue();
+    const seq = ++this.seq;
+    // One per admitted request: built in one literal of one shape, like a decision record.
+    const record = {
+      seq,
+      ts: this.timestamp(),
+      type: 'completion',
+      instance: this.options.instance,
+      boot_id: this.bootId,
+      request_id: event.request_id,
+      route: event.route,
+      status: event.status,
+      upstream: event.upstream,
+      upstream_status: event.upstream_status,
+      code: event.code,
+      bytes_in: event.bytes_in,
+      bytes_out: event.bytes_out,
+      duration_ms: event.duration_ms,
+      prev: this.head,
+    };
+    const { line, hash } = seal(JSON.stringify(record));
+    this.queue(line, seq, hash);
+    if (this.options.checkpoints !== undefined && ++this.sinceCheckpoint >= this.options.checkpoints.everyRecords) this.checkpoint();
   }
 
   /**

@@ -15,6 +15,7 @@ import {
   type AuditEvent,
   type AuditRecord,
   type AuditSink,
+  type CompletionEvent,
   type DecisionAbout,
   type DecisionOutcome,
   type DecisionStage,
@@ -64,6 +65,8 @@ export interface ConnectionRefusal {
  */
 export interface DecisionObserver {
   onDecision(record: AuditRecord): void;
+  /** How an admitted request ended, after its answer went out. */
+  onComplete?(event: CompletionEvent): void;
 }
 
 export class Pipeline {
@@ -122,7 +125,8 @@ export class Pipeline {
         // be, nothing is admitted. So a crash cannot lose the record of a request an upstream saw.
         this.record(requestDecision(request, 'allow', stage, undefined, actorOf(principal)));
         await this.deps.audit.flush();
-        await handler.forward(authenticated, exchange);
+        const outcome = await handler.forward(authenticated, exchange);
+        this.complete(request, exchange, outcome.upstream, outcome.upstreamStatus, outcome.code, outcome.bytesIn, outcome.bytesOut);
         return;
       }
       // A service's answer is a value: recorded (allow, or the service's refusal) before a byte of it is written, so no
@@ -132,7 +136,8 @@ export class Pipeline {
       this.record(requestDecision(request, 'allow', route.oauth ? 'issuer' : stage, undefined, actorOf(result.credential ?? principal)));
       await this.deps.audit.flush();
       // A response already started here can only be the body deadline's 408: the answer is not written over it.
-      if (!clientGone(exchange) && !exchange.res.headersSent) sendAnswer(exchange, result.answer);
+      const sent = !clientGone(exchange) && !exchange.res.headersSent ? sendAnswer(exchange, result.answer) : 0;
+      this.complete(request, exchange, null, null, null, request.contentLength ?? null, sent);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
     }
@@ -215,6 +220,37 @@ export class Pipeline {
         observer.onDecision(record);
       } catch (fault) {
         this.deps.log.error({ request_id: record.request_id, err: describe(fault) }, 'decision observer failed');
+      }
+    }
+  }
+
+  /** How an admitted request ended (Part B of the audit): status sent, bytes, latency, upstream outcome. */
+  private complete(
+    request: RequestContext,
+    exchange: HttpExchange,
+    upstream: string | null,
+    upstreamStatus: number | null,
+    code: string | null,
+    bytesIn: number | null,
+    bytesOut: number,
+  ): void {
+    const event: CompletionEvent = {
+      request_id: request.id,
+      route: request.route.id,
+      status: exchange.res.headersSent ? exchange.res.statusCode : null,
+      upstream,
+      upstream_status: upstreamStatus,
+      code,
+      bytes_in: bytesIn,
+      bytes_out: bytesOut,
+      duration_ms: Math.round((performance.now() - request.startedAt) * 100) / 100,
+    };
+    this.deps.audit.complete(event);
+    for (const observer of this.observers) {
+      try {
+        observer.onComplete?.(event);
+      } catch (fault) {
+        this.deps.log.error({ request_id: request.id, err: describe(fault) }, 'completion observer failed');
       }
     }
   }

@@ -169,9 +169,22 @@ export interface Service {
   serve(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ServiceResult>;
 }
 
+/** How a forwarded request ended, for its completion record. */
+export interface ForwardOutcome {
+  /** `responded`: the upstream's whole response was passed on; `failed`: the upstream failed (answered by the gateway, or cut off mid-response); `aborted`: the client left; `not sent`: the request never went upstream. */
+  readonly upstream: 'responded' | 'failed' | 'aborted' | 'not sent';
+  /** The status the upstream answered, when it answered. */
+  readonly upstreamStatus: number | null;
+  /** The code of the refusal the gateway sent in the upstream's place (502, 503, 504, 413), if any. */
+  readonly code: string | null;
+  /** Request body bytes passed upstream, and response body bytes passed to the client. */
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+}
+
 export interface Forwarder {
   readonly kind: 'forwarder';
-  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void>;
+  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ForwardOutcome>;
 }
 
 /** A route compiled from config: the pipeline's data for requests it matches. */

@@ -9,7 +9,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import type { AuthenticatedRequest, Forwarder } from '../pipeline/stage.js';
+import type { AuthenticatedRequest, ForwardOutcome, Forwarder } from '../pipeline/stage.js';
 import { abortResponse, clientGone, securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
@@ -73,7 +73,8 @@ export interface ProxyRouteOptions {
  * which would otherwise hand the upstream a truncated body as a complete request (H2-06).
  */
 class BodyLimit extends Transform {
-  private seen = 0;
+  /** Body bytes read so far. */
+  seen = 0;
   exceeded = false;
   constructor(
     private readonly limit: number,
@@ -111,7 +112,7 @@ export class ProxyHandler implements Forwarder {
     private readonly log: Logger,
   ) {}
 
-  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<void> {
+  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ForwardOutcome> {
     const { req, res } = exchange;
     let path = request.path;
     if (this.options.stripPrefix) {
@@ -146,12 +147,12 @@ export class ProxyHandler implements Forwarder {
 
     // The client may already have reset the stream (RST_STREAM right after HEADERS): its 'close' event is then gone, so
     // nothing would ever abort the upstream request. Such a request is never sent (H2-01, RL-03).
-    if (clientGone(exchange)) return Promise.resolve();
+    if (clientGone(exchange)) return Promise.resolve(NOT_SENT_CLIENT_GONE);
 
     // A slow upstream must not make the gateway hoard requests: past its queue bound, refuse at once (and say when to retry).
     if (this.upstream.inFlight >= this.upstream.capacity) {
       sendProblem(exchange, new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }), { close: request.hasBody });
-      return Promise.resolve();
+      return Promise.resolve(NOT_SENT_QUEUE_FULL);
     }
 
     let body: BodyLimit | null = null;
@@ -172,7 +173,7 @@ export class ProxyHandler implements Forwarder {
       released = true;
       upstream.inFlight--;
     };
-    return new Promise<void>((resolve) => {
+    return new Promise<ForwardOutcome>((resolve) => {
       const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release);
       this.upstream.pool.dispatch(
         {
@@ -191,18 +192,25 @@ export class ProxyHandler implements Forwarder {
   }
 }
 
+const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, bytesIn: 0, bytesOut: 0 });
+const NOT_SENT_QUEUE_FULL: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: 'service_unavailable', bytesIn: 0, bytesOut: 0 });
+
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
   private finished = false;
   private clientClosed = false;
   private unsendableResponse = false;
+  private outcome: ForwardOutcome['upstream'] = 'aborted';
+  private upstreamStatus: number | null = null;
+  private code: string | null = null;
+  private bytesOut = 0;
 
   constructor(
     private readonly exchange: HttpExchange,
     private readonly log: Logger,
     private readonly upstreamName: string,
     private readonly bodyLimit: BodyLimit | undefined,
-    private readonly done: () => void,
+    private readonly done: (outcome: ForwardOutcome) => void,
     /** Called once undici reports the request's end (onResponseEnd / onResponseError). */
     private readonly release: () => void,
   ) {
@@ -233,6 +241,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
     const { res } = this.exchange;
     if (statusCode < 200) return;
+    this.upstreamStatus = statusCode;
     const out = clientResponseHeaders(headers);
     Object.assign(out, securityHeaders(this.exchange));
     try {
@@ -255,12 +264,14 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       controller.abort(new Error('client closed the stream'));
       return;
     }
+    this.bytesOut += chunk.length;
     if (!(this.exchange.res as Writable).write(chunk)) controller.pause();
   }
 
   onResponseEnd(): void {
     this.release();
     this.finished = true;
+    this.outcome = 'responded';
     this.exchange.res.end();
     this.finish();
   }
@@ -273,6 +284,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       this.finish();
       return;
     }
+    this.outcome = 'failed';
     if (res.headersSent) {
       // Mid-stream failure: the client must see a truncated (aborted) response, never a silently short one.
       this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream failed mid-response');
@@ -281,6 +293,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       return;
     }
     const refusal = this.classify(error);
+    this.code = refusal.code;
     if (refusal.status >= 500) {
       this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream request failed');
     }
@@ -307,8 +320,9 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     }
   }
 
+  /** The first call settles the outcome (a client that leaves first makes it `aborted`); later calls change nothing. */
   private finish(): void {
-    this.done();
+    this.done({ upstream: this.outcome, upstreamStatus: this.upstreamStatus, code: this.code, bytesIn: this.bodyLimit?.seen ?? 0, bytesOut: this.bytesOut });
   }
 }
 

@@ -85,12 +85,15 @@ export function releaseUnreadBody(exchange: HttpExchange): void {
   else stream.once('finish', closeWhenSent);
 }
 
-/** A built-in answer: JSON (no-store unless the answer says otherwise), or no body at all (the 200 of a revocation). */
-export function sendAnswer(exchange: HttpExchange, answer: Answer): void {
+/**
+ * A built-in answer: JSON (no-store unless the answer says otherwise), or no body at all (the 200 of a revocation).
+ * Returns the body bytes sent.
+ */
+export function sendAnswer(exchange: HttpExchange, answer: Answer): number {
   if (answer.body === undefined) {
     exchange.res.writeHead(answer.status, { ...securityHeaders(exchange), 'content-length': 0, ...answer.headers });
     exchange.res.end();
-    return;
+    return 0;
   }
   const body = JSON.stringify(answer.body);
   exchange.res.writeHead(answer.status, {
@@ -101,6 +104,7 @@ export function sendAnswer(exchange: HttpExchange, answer: Answer): void {
     ...answer.headers,
   });
   endWith(exchange, body);
+  return exchange.isHead ? 0 : Buffer.byteLength(body);
 }
 
 /**

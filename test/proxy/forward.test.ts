@@ -1,5 +1,6 @@
 // The reverse proxy end to end: path/host/query forwarding, request framing towards the upstream, streaming both ways
 // with backpressure, upstream failures (REL-05), client aborts (RL-03), TLS to the upstream (TLS-15), 1xx, and echo.
+import { readRecords } from '../../src/audit/read.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -648,6 +649,41 @@ describe('reverse proxy', () => {
       } finally {
         session.close();
       }
+    });
+  });
+
+  describe('completion records (issue #8 Part B): how an admitted request ended, linked to its allow', () => {
+    const completionOf = async (requestId: string) => {
+      await gw.gateway.audit.flush();
+      const records = readRecords(join(gw.dataDir, 'audit'));
+      const allow = records.find((r) => r.type === 'decision' && r['request_id'] === requestId);
+      const completion = records.find((r) => r.type === 'completion' && r['request_id'] === requestId);
+      expect(allow?.['decision']).toBe('allow');
+      expect(completion?.seq).toBeGreaterThan(allow?.seq ?? Number.POSITIVE_INFINITY);
+      return completion;
+    };
+
+    it('a proxied request: the status sent, the upstream outcome and status, bytes in and out, latency', async () => {
+      const body = 'x'.repeat(1234);
+      const res = await request(`${gw.origin}/app/x`, { method: 'POST', body, dispatcher: gw.agent() });
+      const text = await res.body.text();
+      expect(res.statusCode).toBe(200);
+      const completion = await completionOf(String(res.headers['x-request-id']));
+      expect(completion).toMatchObject({ route: 'app', status: 200, upstream: 'responded', upstream_status: 200, code: null, bytes_in: 1234, bytes_out: Buffer.byteLength(text) });
+      expect(completion?.['duration_ms']).toBeGreaterThanOrEqual(0);
+    });
+
+    it('an upstream that is down: the 502 the client got, and why (the allow alone said nothing of it)', async () => {
+      const res = await request(`${gw.origin}/closed/x`, { dispatcher: gw.agent() });
+      await res.body.dump();
+      expect(res.statusCode).toBe(502);
+      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ status: 502, upstream: 'failed', upstream_status: null, code: 'upstream_unavailable' });
+    });
+
+    it('a built-in service: its status and body bytes', async () => {
+      const res = await request(`${gw.origin}/echo-small/x`, { dispatcher: gw.agent() });
+      const text = await res.body.text();
+      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ route: 'echo-small', status: 200, upstream: null, bytes_out: Buffer.byteLength(text) });
     });
   });
 
