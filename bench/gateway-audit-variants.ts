@@ -22,6 +22,9 @@ class DiscardingSink implements AuditSink {
   complete(): void {
     // Nothing kept.
   }
+  lifecycle(): void {
+    // Nothing kept.
+  }
   flush(): Promise<void> {
     this.turn ??= new Promise((resolve) =>
       setImmediate(() => {

@@ -5,6 +5,7 @@ import { basename, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditSink } from './audit/event.js';
+import { hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
 import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
@@ -116,12 +117,15 @@ export class Gateway {
     const address = await this.listener.listen();
     // Synchronously after the bind, before any connection is handled: the default issuer names the real port.
     this.issuer?.started(address.port);
+    // Which configuration decided the records of this boot: its hash, on record before the first request.
+    this.audit.lifecycle('gateway_start', { host: address.address, port: address.port, pid: process.pid, config_sha256: configHash(this.config) });
     this.log.info({ host: address.address, port: address.port }, 'gatehouse listening');
     return address;
   }
 
   reloadCertificates(): void {
     this.listener.reloadCertificates();
+    this.audit.lifecycle('certificates_reloaded', { cert: this.config.tls.cert });
     this.log.info('TLS certificates reloaded');
   }
 
@@ -144,6 +148,7 @@ export class Gateway {
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));
     await this.issuer?.close();
+    this.audit.lifecycle('gateway_stop', { pid: process.pid });
     await this.audit.close();
   }
 }
@@ -163,6 +168,11 @@ async function ensureDevCertificates(config: Config, log: Logger): Promise<void>
   if (existsSync(paths.serverCert) && existsSync(paths.serverKey) && (config.tls.client_ca === undefined || existsSync(paths.caCert))) return;
   const { created } = await initDevCertificates(paths.dir);
   if (created) log.warn({ dir: paths.dir }, 'created development certificates (tls.dev_certificates is on; never use them in production)');
+}
+
+/** SHA-256 of the validated configuration (paths resolved), as the audit names it. */
+function configHash(config: Config): string {
+  return hash('sha256', JSON.stringify(config), 'hex');
 }
 
 function openAuditLog(config: Config, log: Logger, masterKey: string | undefined): AuditLog {

@@ -66,6 +66,8 @@ export interface CompletionEvent {
   readonly duration_ms: number;
 }
 
+export type LifecycleEvent = 'gateway_start' | 'gateway_stop' | 'certificates_reloaded';
+
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
   append(event: AuditEvent): AuditRecord;
@@ -74,6 +76,8 @@ export interface AuditSink {
    * is counted with the other dropped records.
    */
   complete(event: CompletionEvent): void;
+  /** A gateway lifecycle event (start with the config's hash, stop, certificate reload). Never throws, like complete(). */
+  lifecycle(type: LifecycleEvent, fields: Readonly<Record<string, string | number | null>>): void;
   /** Resolves when every appended record has reached the operating system; rejects when they could not (fail-closed). */
   flush(): Promise<void>;
   /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */

@@ -32,7 +32,7 @@ import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
-import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent } from './event.js';
+import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type LifecycleEvent } from './event.js';
 
 const RAW_TARGET_MAX = 512;
 /** How far back from a segment's end the last record is looked for at start-up (records are well under 4 KiB). */
@@ -238,6 +238,14 @@ export class AuditLog implements AuditSink {
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
+  }
+
+  lifecycle(type: LifecycleEvent, fields: Readonly<Record<string, string | number | null>>): void {
+    if (this.unavailableReason() !== undefined) {
+      this.dropped++;
+      return;
+    }
+    this.appendChainRecord(type, fields);
   }
 
   complete(event: CompletionEvent): void {

@@ -107,6 +107,11 @@ describe('SIGKILL under load', () => {
     const listing = readdirSync(auditDir).map((name) => `${name}: ${statSync(join(auditDir, name)).size} ${readFileSync(join(auditDir, name), 'utf8').slice(-400)}`);
     expect(report, JSON.stringify({ report, listing })).toMatchObject({ ok: true, chains: [{ instance: 'crash', boots: 2, segments: 2 }] });
     expect(readRecords(auditDir).filter((r) => r.type === 'segment_start').map((r) => r['reason'])).toEqual(['start', 'restart']);
+    // Each boot is on record with the hash of the configuration that decided; the clean stop too, the killed run not.
+    const lifecycle = readRecords(auditDir).filter((r) => r.type.startsWith('gateway_'));
+    expect(lifecycle.map((r) => r.type)).toEqual(['gateway_start', 'gateway_start', 'gateway_stop']);
+    expect(lifecycle[0]?.['config_sha256']).toMatch(/^[0-9a-f]{64}$/);
+    expect(lifecycle[1]?.['config_sha256']).toBe(lifecycle[0]?.['config_sha256']);
     // serve signs checkpoints with the audit key in data_dir (the clean stop leaves one), and they verify with its public key.
     expect(readRecords(auditDir).at(-1)).toMatchObject({ type: 'checkpoint' });
     const key = checkpointVerifier(readAuditPublicKey(join(dataDir, 'audit-key.json')).pem);
