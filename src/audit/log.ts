@@ -232,9 +232,8 @@ export class AuditLog implements AuditSink {
       scopes: event.scopes,
       prev: this.head,
     };
-    const { line, hash } = seal(JSON.stringify(record));
-    this.queue(line, seq, hash);
-    if (this.options.checkpoints !== undefined && ++this.sinceCheckpoint >= this.options.checkpoints.everyRecords) this.checkpoint();
+    const { hash } = this.enqueue(record);
+    this.checkpointIfDue();
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
@@ -273,9 +272,8 @@ export class AuditLog implements AuditSink {
       duration_ms: event.duration_ms,
       prev: this.head,
     };
-    const { line, hash } = seal(JSON.stringify(record));
-    this.queue(line, seq, hash);
-    if (this.options.checkpoints !== undefined && ++this.sinceCheckpoint >= this.options.checkpoints.everyRecords) this.checkpoint();
+    this.enqueue(record);
+    this.checkpointIfDue();
   }
 
   /**
@@ -332,11 +330,23 @@ export class AuditLog implements AuditSink {
   private appendChainRecord(type: string, fields: Record<string, string | number | null>, ts = this.timestamp()): string {
     const seq = ++this.seq;
     const record = { seq, ts, type, instance: this.options.instance, boot_id: this.bootId, ...fields, prev: this.head };
-    const { line, hash } = seal(JSON.stringify(record));
-    this.queue(line, seq, hash);
-    // Every record but a checkpoint waits to be covered by the next one.
-    if (type !== 'checkpoint') this.sinceCheckpoint++;
-    return line;
+    return this.enqueue(record).line;
+  }
+
+  /**
+   * The one way a built record (its seq just taken, its prev the current head) joins the chain: sealed, queued for the
+   * next batch, and — unless it is a checkpoint — counted towards the next checkpoint.
+   */
+  private enqueue(record: { readonly seq: number; readonly type: string }): { readonly line: string; readonly hash: string } {
+    const sealed = seal(JSON.stringify(record));
+    this.queue(sealed.line, record.seq, sealed.hash);
+    if (record.type !== 'checkpoint') this.sinceCheckpoint++;
+    return sealed;
+  }
+
+  private checkpointIfDue(): void {
+    const settings = this.options.checkpoints;
+    if (settings !== undefined && this.sinceCheckpoint >= settings.everyRecords) this.checkpoint();
   }
 
   /**

@@ -2,7 +2,7 @@
 // log: a segment whose time range cannot overlap the filter's is skipped after reading its first line, and a line whose
 // text cannot match (its timestamp, or a required value not in it) is skipped before it is parsed. A line is shown only
 // once its own hash verifies (the chain as a whole is `audit verify`'s job); one that does not is counted, never shown.
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, readSync } from 'node:fs';
 import { join } from 'node:path';
 import { open } from './chain.js';
 import { listChains, segmentLines } from './read.js';
@@ -150,6 +150,11 @@ function decisionsIn(dir: string, segment: string, offset: number, unverified: U
   return { records, end: offset + last + 1 };
 }
 
+/** The bytes of a segment up to and including its last newline: where a reader of complete lines stands. */
+function completeLength(path: string): number {
+  return readFileSync(path).lastIndexOf(0x0a) + 1;
+}
+
 /**
  * `audit tail`: the newest records of every chain, then (`-f`) what is appended after them. Where it starts reading is
  * fixed when it is made, so the newest records and the followed ones meet exactly: nothing is missed or shown twice.
@@ -163,7 +168,7 @@ export class AuditFollower {
   ) {
     for (const [instance, segments] of listChains(dir)) {
       const segment = segments.at(-1);
-      if (segment !== undefined) this.positions.set(instance, { segment, offset: decisionsIn(dir, segment, 0, () => undefined).end });
+      if (segment !== undefined) this.positions.set(instance, { segment, offset: completeLength(join(dir, segment)) });
     }
   }
 

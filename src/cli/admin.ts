@@ -4,7 +4,7 @@
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, type Option } from 'commander';
 import { appendAdminRecord, type AdminActor, type AdminChange } from '../audit/admin-log.js';
-import { ConfigError, loadConfigFile } from '../config/load.js';
+import { loadCommandConfig, print, printable, printJson, table, UNPRINTABLE } from './output.js';
 import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
 import { addClient, disableClient, enableClient, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
 import {
@@ -49,10 +49,6 @@ const MAX_KEEP_OLD_MS = 30 * 86_400_000;
 /** The shortest access-token lifetime a client may have (the issuer's own lower bound). */
 const MIN_TOKEN_TTL_S = 30;
 const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
-// Control, format (bidi overrides, zero-width), surrogate, private-use and line/paragraph separator characters: a name is
-// printed in tables and logs, so nothing in it may move the cursor or reorder what a reader sees.
-const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}]/u;
-const UNPRINTABLES = new RegExp(UNPRINTABLE.source, 'gu');
 
 const EXIT_CODES_HELP = `
 Exit codes: 0 ok; 1 failure (store, key or I/O error, or the change could not be recorded in the admin log);
@@ -181,12 +177,7 @@ export function protectDashClientIds(program: Command, argv: readonly string[]):
 // ---- Running a command against the store ----
 
 function loadConfig(ctx: AdminContext, options: StoreOptions): Config {
-  try {
-    return loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {});
-  } catch (error) {
-    if (error instanceof ConfigError) ctx.fail(error.message, ctx.exit.config);
-    throw error;
-  }
+  return loadCommandConfig(options, ctx.fail, ctx.exit.config);
 }
 
 /** The message and exit code of an expected failure; undefined for a bug (which keeps its stack). */
@@ -268,27 +259,8 @@ function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>): Prom
 
 // ---- Output ----
 
-function print(text: string): void {
-  process.stdout.write(`${text}\n`);
-}
-
-function printJson(value: unknown): void {
-  print(JSON.stringify(value, null, 2));
-}
-
 function iso(ms: number | null): string | null {
   return ms === null ? null : new Date(ms).toISOString();
-}
-
-/** For human output: a name written into the store by other means still cannot drive the terminal. */
-function printable(text: string): string {
-  return text.replace(UNPRINTABLES, '\uFFFD');
-}
-
-function table(header: readonly string[], rawRows: readonly (readonly string[])[]): string {
-  const rows = rawRows.map((row) => row.map(printable));
-  const widths = header.map((title, i) => Math.max(title.length, ...rows.map((row) => (row[i] ?? '').length)));
-  return [header, ...rows].map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
 }
 
 /** A JSON array with --json, else a table (or `empty` when there is nothing to list). */

@@ -3,7 +3,7 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { ConfigError, loadConfigFile } from '../config/load.js';
+import { loadCommandConfig, table } from './output.js';
 import { verifyDirectory, type ChainReport, type VerifyOptions } from '../audit/verify.js';
 import { AuditKeyError, auditKeyFile, checkpointVerifier, readAuditPublicKey } from '../audit/audit-key.js';
 import { AuditFollower, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
@@ -188,8 +188,6 @@ function readOrFail<T>(ctx: AuditCommandContext, dir: string, read: () => T): T 
 }
 
 const COLUMNS = ['ts', 'decision', 'status', 'route', 'method', 'path', 'who', 'code', 'request_id'] as const;
-/** Control characters of a record's strings would drive the terminal: shown as U+FFFD in the table. */
-const UNPRINTABLE = /[\u0000-\u001f\u007f-\u009f\u2028\u2029]/g;
 
 function printRecords(records: readonly DecisionLine[], json: boolean, empty: string, header = true): void {
   if (json) {
@@ -201,26 +199,15 @@ function printRecords(records: readonly DecisionLine[], json: boolean, empty: st
     return;
   }
   const rows = records.map((r) =>
-    [r.ts, r['decision'], r['status'] ?? '-', r['route'] ?? '-', r['method'], r['path'] ?? '-', r['client_id'] ?? r['subject'] ?? '-', r['code'] ?? '-', r['request_id']].map((cell) =>
-      String(cell).replace(UNPRINTABLE, '\uFFFD'),
-    ),
+    [r.ts, r['decision'], r['status'] ?? '-', r['route'] ?? '-', r['method'], r['path'] ?? '-', r['client_id'] ?? r['subject'] ?? '-', r['code'] ?? '-', r['request_id']].map(String),
   );
-  const all = header ? [[...COLUMNS], ...rows] : rows;
-  const widths = COLUMNS.map((_, i) => Math.max(...all.map((row) => (row[i] ?? '').length)));
-  process.stdout.write(all.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n') + '\n');
+  process.stdout.write(`${table(COLUMNS, rows, header)}\n`);
 }
 
 function auditDirectory(ctx: AuditCommandContext, options: DirOptions): string {
   let dir: string;
   if (options.dir !== undefined) dir = resolve(options.dir);
-  else {
-    try {
-      dir = loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {}).audit.dir;
-    } catch (error) {
-      if (error instanceof ConfigError) ctx.fail(error.message, ctx.exit.config);
-      throw error;
-    }
-  }
+  else dir = loadCommandConfig(options, ctx.fail, ctx.exit.config).audit.dir;
   if (!existsSync(dir) || !statSync(dir).isDirectory()) ctx.fail(`no audit directory at ${dir}`, ctx.exit.noInput);
   return dir;
 }
@@ -232,13 +219,7 @@ key). Give the printed key to whoever verifies the log: gatehouse audit verify -
 Exit codes: 0 ok; 1 the key file could not be read; 64 usage; 66 no audit key yet; 78 configuration.`;
 
 function key(ctx: AuditCommandContext, options: DirOptions): void {
-  let file: string;
-  try {
-    file = auditKeyFile(loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {}));
-  } catch (error) {
-    if (error instanceof ConfigError) ctx.fail(error.message, ctx.exit.config);
-    throw error;
-  }
+  const file = auditKeyFile(loadCommandConfig(options, ctx.fail, ctx.exit.config));
   if (!existsSync(file)) ctx.fail(`no audit key at ${file} yet: gatehouse serve creates it when it first starts`, ctx.exit.noInput);
   let found;
   try {

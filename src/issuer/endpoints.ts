@@ -68,12 +68,16 @@ function formOf(request: AuthenticatedRequest): FormParams {
   return request.form;
 }
 
-/** Introspection and revocation: exactly one `token` parameter (RFC 7662 §2.1, RFC 7009 §2.1), checked once the client authenticated. */
-function tokenParam(request: AuthenticatedRequest): string | Refusal {
+/**
+ * Introspection and revocation: the token of exactly one `token` parameter (RFC 7662 §2.1, RFC 7009 §2.1), checked once
+ * the client authenticated; `active` when it is a token this gateway would accept now.
+ */
+async function presentedToken(request: AuthenticatedRequest, bearer: BearerAuthenticator): Promise<{ readonly active: ActiveToken | undefined } | Refusal> {
   const token = single(formOf(request), 'token');
   if (token === undefined) return refused('invalid_request', 'token missing');
   if (typeof token === 'object') return refused('invalid_request', 'token repeated');
-  return token;
+  // token_type_hint is optional and only a hint (RFC 7009 §2.1): there is one kind of token here, so it is ignored.
+  return { active: await bearer.introspect(token) };
 }
 
 /** The token endpoint's checks that need no client: grant type, a single scope, resource URIs (RFC 8707 §2). */
@@ -155,9 +159,9 @@ export class IntrospectionEndpoint implements Service {
 
   async serve(request: AuthenticatedRequest): Promise<ServiceResult> {
     const client = clientOf(request.principal);
-    const token = tokenParam(request);
-    if (typeof token !== 'string') return token;
-    const active = await this.ctx.bearer.introspect(token);
+    const presented = await presentedToken(request, this.ctx.bearer);
+    if ('outcome' in presented) return presented;
+    const { active } = presented;
     // A client learns about its own tokens; a resource server registered with gatehouse:introspect about any.
     const visible = active !== undefined && (active.principal.clientId === client.id || client.scopes.includes(INTROSPECT_ANY_SCOPE));
     return {
@@ -194,10 +198,9 @@ export class RevocationEndpoint implements Service {
 
   async serve(request: AuthenticatedRequest): Promise<ServiceResult> {
     const client = clientOf(request.principal);
-    const token = tokenParam(request);
-    if (typeof token !== 'string') return token;
-    // token_type_hint is optional and only a hint (RFC 7009 §2.1): there is one kind of token here, so it is ignored.
-    const active = await this.ctx.bearer.introspect(token);
+    const presented = await presentedToken(request, this.ctx.bearer);
+    if ('outcome' in presented) return presented;
+    const { active } = presented;
     if (active !== undefined) {
       // RFC 7009 §2.1: the token must have been issued to the client revoking it (OA-15).
       if (active.principal.clientId !== client.id) return refused('unauthorized_client', 'token belongs to another client');

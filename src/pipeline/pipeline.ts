@@ -175,19 +175,9 @@ export class Pipeline {
    */
   answerProbe(probe: ProbeRequest, exchange: HttpExchange, ready: boolean): void {
     if (probe.method !== 'GET' && probe.method !== 'HEAD') {
+      // An edge refusal like a route's 405, with the same pre-auth budget.
       const error = new GatewayError('method_not_allowed', { reason: 'probe answers GET and HEAD', headers: { allow: 'GET, HEAD' } });
-      const about: DecisionAbout = {
-        requestId: exchange.requestId,
-        method: probe.method,
-        path: probe.path,
-        rawTarget: probe.path,
-        route: null,
-        protocol: probe.connection.protocol,
-        clientAddress: probe.connection.clientAddress,
-        peerAddress: probe.connection.peerAddress,
-      };
-      this.recordRefusal(decisionRecord(about, 'deny', 'edge', refusalOutcome(error), undefined), exchange.requestId);
-      sendProblem(exchange, error);
+      void this.refuseAtEdge({ method: probe.method, rawTarget: probe.path, path: probe.path, routeId: undefined, connection: probe.connection }, exchange, error, false);
       return;
     }
     if (probe.kind === 'readiness' && !ready) sendAnswer(exchange, { status: 503, body: { status: 'draining' }, headers: { 'retry-after': '1' } });
