@@ -17,12 +17,12 @@ class DiscardingSink implements AuditSink {
   private seq = 0;
   private turn: Promise<void> | undefined;
   append(event: AuditEvent): AuditRecord {
-    return { ...event, seq: ++this.seq, ts: '', type: 'decision', instance: 'bench', boot_id: '', prev: '', hash: '' };
+    return { ...event, seq: ++this.seq, ts: '', type: 'decision', instance: 'bench', boot_id: '', config: null, prev: '', hash: '' };
   }
   complete(): void {
     // Nothing kept.
   }
-  lifecycle(): void {
+  event(): void {
     // Nothing kept.
   }
   flush(): Promise<void> {

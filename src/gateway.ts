@@ -115,17 +115,28 @@ export class Gateway {
 
   async start(): Promise<AddressInfo> {
     const address = await this.listener.listen();
+    this.issuer?.reportTo((event) => {
+      const { type, ...fields } = event;
+      this.audit.event(type, fields);
+      if (type === 'signing_key_changed') this.log.info(fields, 'the key signing access tokens changed');
+    });
     // Synchronously after the bind, before any connection is handled: the default issuer names the real port.
     this.issuer?.started(address.port);
     // Which configuration decided the records of this boot: its hash, on record before the first request.
-    this.audit.lifecycle('gateway_start', { host: address.address, port: address.port, pid: process.pid, config_sha256: configHash(this.config) });
+    this.audit.event('gateway_start', {
+      host: address.address,
+      port: address.port,
+      pid: process.pid,
+      config_sha256: configHash(this.config),
+      signing_kid: this.issuer?.currentSigningKid() ?? null,
+    });
     this.log.info({ host: address.address, port: address.port }, 'gatehouse listening');
     return address;
   }
 
   reloadCertificates(): void {
     this.listener.reloadCertificates();
-    this.audit.lifecycle('certificates_reloaded', { cert: this.config.tls.cert });
+    this.audit.event('certificates_reloaded', { cert: this.config.tls.cert });
     this.log.info('TLS certificates reloaded');
   }
 
@@ -148,7 +159,7 @@ export class Gateway {
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));
     await this.issuer?.close();
-    this.audit.lifecycle('gateway_stop', { pid: process.pid });
+    this.audit.event('gateway_stop', { pid: process.pid });
     await this.audit.close();
   }
 }
@@ -183,6 +194,7 @@ function openAuditLog(config: Config, log: Logger, masterKey: string | undefined
   return new AuditLog({
     dir: settings.dir,
     instance: settings.instance ?? defaultInstanceId(hostname()),
+    configVersion: configHash(config).slice(0, 16),
     fsync: settings.fsync,
     fsyncIntervalMs: settings.fsync_interval_ms,
     onFailure: settings.on_failure,

@@ -1,10 +1,14 @@
-// The record of administrative changes made with the CLI (clients, signing keys): one JSON line per change appended to
-// <audit dir>/admin.jsonl (file 0600, directory 0700), flushed to disk before the command reports success, so "who
-// disabled this client, when, and what did it change" has an answer. Never a secret, a hash or key material.
-import { closeSync, fstatSync, fsyncSync, openSync, writeSync } from 'node:fs';
+// The record of administrative changes made with the CLI (clients, signing keys): a chain of its own in the audit
+// directory (`_admin.<seq>.jsonl`, a name no gateway instance can take), written like every chain — hashed, linked,
+// covered by a checkpoint signed with the audit key, exported with the others — and verified and queried with them. Each
+// command appends its changes in a segment of its own and waits until they are on disk before it reports success, so
+// "who disabled this client, when, and what did it change" has an answer nobody can quietly rewrite. Never a secret, a
+// hash or key material.
 import { hostname } from 'node:os';
-import { join } from 'node:path';
-import { makeDirectory } from '../lib/make-directory.js';
+import type { Logger } from 'pino';
+import type { CheckpointSigner } from './audit-key.js';
+import { ADMIN_CHAIN } from './chain.js';
+import { AuditLog, AuditLogError } from './log.js';
 
 export type AdminAction =
   | 'client.add'
@@ -33,27 +37,67 @@ export interface AdminChange {
   readonly changes: Readonly<Record<string, unknown>>;
 }
 
-export const ADMIN_LOG_FILE = 'admin.jsonl';
+/** The members an admin record carries between the chain fields and `prev`. */
+export interface AdminRecordFields extends AdminChange {
+  readonly actor: AdminActor;
+}
 
 export function adminActor(osUser: string, uid: number, sudoUser: string | undefined): AdminActor {
   return { os_user: osUser, uid, sudo_user: sudoUser ?? null, host: hostname(), pid: process.pid };
 }
 
+export interface AdminChainOptions {
+  readonly dir: string;
+  readonly signer: CheckpointSigner;
+  /** audit.checkpoint_export_dir: the command's checkpoint is exported like a gateway's. */
+  readonly exportDir?: string | undefined;
+  readonly log: Logger;
+  /** How long a command waits for another command that is writing the chain (default 10 s). */
+  readonly lockWaitMs?: number;
+}
+
+const LOCK_RETRY_MS = 50;
+
 /**
- * Appends one record and fsyncs it. Synchronous: a CLI command makes one change and exits, and the record must be on disk
- * before the command says the change was made. O_APPEND keeps concurrent commands' lines whole (one write each).
+ * Appends the changes of one command to the admin chain and returns once they, and the checkpoint covering them, are on
+ * disk (fsync). Throws AuditLogError or AuditUnavailableError when they could not be recorded.
  */
-export function appendAdminRecord(dir: string, actor: AdminActor, change: AdminChange, now: number = Date.now()): string {
-  makeDirectory(dir, 0o700);
-  const file = join(dir, ADMIN_LOG_FILE);
-  const line = `${JSON.stringify({ ts: new Date(now).toISOString(), event: 'admin', action: change.action, target: change.target, actor, changes: change.changes })}\n`;
-  const fd = openSync(file, 'a', 0o600);
+export async function recordAdminChanges(options: AdminChainOptions, actor: AdminActor, changes: readonly AdminChange[]): Promise<void> {
+  const log = await openAdminChain(options);
   try {
-    if (!fstatSync(fd).isFile()) throw new Error(`${file} is not a regular file`);
-    writeSync(fd, line);
-    fsyncSync(fd);
+    for (const change of changes) log.admin({ action: change.action, target: change.target, actor, changes: change.changes });
+    await log.flush();
   } finally {
-    closeSync(fd);
+    await log.close();
   }
-  return file;
+}
+
+async function openAdminChain(options: AdminChainOptions): Promise<AuditLog> {
+  const deadline = Date.now() + (options.lockWaitMs ?? 10_000);
+  for (;;) {
+    try {
+      return new AuditLog({
+        dir: options.dir,
+        instance: ADMIN_CHAIN,
+        fsync: 'always',
+        fsyncIntervalMs: 1000,
+        onFailure: 'fail-closed',
+        segmentMaxBytes: 64 * 1024 * 1024,
+        segmentMaxAgeMs: 86_400_000,
+        maxBufferedBytes: 1024 * 1024,
+        log: options.log,
+        // One checkpoint, at close, covers the command's records.
+        checkpoints: {
+          signer: options.signer,
+          everyRecords: Number.MAX_SAFE_INTEGER,
+          intervalMs: 86_400_000,
+          ...(options.exportDir !== undefined ? { exportDir: options.exportDir } : {}),
+        },
+      });
+    } catch (error) {
+      // Commands run by two operators at once take turns.
+      if (!(error instanceof AuditLogError && error.busy) || Date.now() >= deadline) throw error;
+      await new Promise((resolve) => setTimeout(resolve, LOCK_RETRY_MS));
+    }
+  }
 }

@@ -79,7 +79,9 @@ function isChainRecord(value: unknown): value is ChainFields & ChainLinks & Reco
 
 /** Instance ids: what a file name can carry without escaping. */
 export const INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
-const SEGMENT_NAME = /^([A-Za-z0-9][A-Za-z0-9_-]{0,63})\.(\d{12})\.jsonl$/;
+/** The chain of changes made with the CLI: a name no gateway instance can have (instances start with a letter or digit). */
+export const ADMIN_CHAIN = '_admin';
+const SEGMENT_NAME = /^(_admin|[A-Za-z0-9][A-Za-z0-9_-]{0,63})\.(\d{12})\.jsonl$/;
 
 /** `<instance>.<first seq, 12 digits>.jsonl`: names sort in chain order. */
 export function segmentName(instance: string, firstSeq: number): string {

@@ -44,6 +44,8 @@ export interface AuditRecord extends AuditEvent {
   readonly instance: string;
   /** Identifies this process's run, so a restart is visible in the record stream. */
   readonly boot_id: string;
+  /** The configuration that decided: the first 16 hex digits of its SHA-256 (gateway_start carries all of it). */
+  readonly config: string | null;
   /** The previous record's hash, and this record's own. */
   readonly prev: string;
   readonly hash: string;
@@ -66,7 +68,15 @@ export interface CompletionEvent {
   readonly duration_ms: number;
 }
 
-export type LifecycleEvent = 'gateway_start' | 'gateway_stop' | 'certificates_reloaded';
+/** Events around the decisions (LOG-11): the gateway's life, its signing key, its store, refusals aggregated (LOG-08). */
+export type OperationalEvent =
+  | 'gateway_start'
+  | 'gateway_stop'
+  | 'certificates_reloaded'
+  | 'signing_key_changed'
+  | 'store_unavailable'
+  | 'store_recovered'
+  | 'refusals_aggregated';
 
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
@@ -76,8 +86,8 @@ export interface AuditSink {
    * is counted with the other dropped records.
    */
   complete(event: CompletionEvent): void;
-  /** A gateway lifecycle event (start with the config's hash, stop, certificate reload). Never throws, like complete(). */
-  lifecycle(type: LifecycleEvent, fields: Readonly<Record<string, string | number | null>>): void;
+  /** An operational event (start with the config's hash, stop, reload, key and store changes). Never throws, like complete(). */
+  event(type: OperationalEvent, fields: Readonly<Record<string, string | number | null>>): void;
   /** Resolves when every appended record has reached the operating system; rejects when they could not (fail-closed). */
   flush(): Promise<void>;
   /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */

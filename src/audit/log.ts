@@ -32,7 +32,8 @@ import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
-import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type LifecycleEvent } from './event.js';
+import type { AdminRecordFields } from './admin-log.js';
+import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type OperationalEvent } from './event.js';
 
 const RAW_TARGET_MAX = 512;
 /** How far back from a segment's end the last record is looked for at start-up (records are well under 4 KiB). */
@@ -42,7 +43,11 @@ const ALERT_INTERVAL_MS = 10_000;
 
 /** The audit log cannot be opened: a start-up failure an operator can act on (the message says what and where). */
 export class AuditLogError extends Error {
-  constructor(message: string) {
+  constructor(
+    message: string,
+    /** Another live process writes this chain (a CLI command waits for it; a gateway refuses to start). */
+    readonly busy = false,
+  ) {
     super(message);
     this.name = 'AuditLogError';
   }
@@ -60,6 +65,11 @@ export interface AuditLogOptions {
   readonly dir: string;
   /** The chain this process writes: its segments are `<instance>.<first seq>.jsonl`. */
   readonly instance: string;
+  /**
+   * Which configuration decides: the first 16 hex digits of its SHA-256, carried by every decision record (the full hash
+   * is in the boot's gateway_start record). Changed with setConfigVersion when a reload takes effect.
+   */
+  readonly configVersion?: string;
   readonly fsync: FsyncPolicy;
   readonly fsyncIntervalMs: number;
   readonly onFailure: FailurePolicy;
@@ -143,9 +153,11 @@ export class AuditLog implements AuditSink {
   private sinceCheckpoint = 0;
   private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
+  private configVersion: string | null;
 
   constructor(private readonly options: AuditLogOptions) {
     this.dir = options.dir;
+    this.configVersion = options.configVersion ?? null;
     this.now = options.now ?? Date.now;
     makeDirectory(options.dir, 0o700);
     this.lockFile = join(options.dir, `${options.instance}.lock`);
@@ -211,6 +223,7 @@ export class AuditLog implements AuditSink {
       type: 'decision' as const,
       instance: this.options.instance,
       boot_id: this.bootId,
+      config: this.configVersion,
       request_id: event.request_id,
       method: event.method,
       path: event.path,
@@ -239,12 +252,30 @@ export class AuditLog implements AuditSink {
     return Object.assign(record, { hash });
   }
 
-  lifecycle(type: LifecycleEvent, fields: Readonly<Record<string, string | number | null>>): void {
+  /** The configuration that decides from the next record on (a reload). */
+  setConfigVersion(version: string): void {
+    this.configVersion = version;
+  }
+
+  event(type: OperationalEvent, fields: Readonly<Record<string, string | number | null>>): void {
     if (this.unavailableReason() !== undefined) {
       this.dropped++;
       return;
     }
     this.appendChainRecord(type, fields);
+  }
+
+  /**
+   * A change made with the CLI (clients, signing keys) and who made it. Throws like append (the command reports a change
+   * it could not record); the caller awaits flush() before it reports success.
+   */
+  admin(change: AdminRecordFields): void {
+    const unavailable = this.unavailableReason();
+    if (unavailable !== undefined) throw new AuditUnavailableError(unavailable);
+    this.rotateIfDue();
+    const seq = ++this.seq;
+    const record = { seq, ts: this.timestamp(), type: 'admin', instance: this.options.instance, boot_id: this.bootId, ...change, prev: this.head };
+    this.enqueue(record);
   }
 
   complete(event: CompletionEvent): void {
@@ -323,7 +354,7 @@ export class AuditLog implements AuditSink {
       this.options.log.error({ dropped: this.dropped, policy: this.options.onFailure, reason }, 'audit records are not being written');
     }
     if (this.options.onFailure === 'fail-closed') throw new AuditUnavailableError(reason);
-    return { seq: 0, ts: this.timestamp(), type: 'decision', instance: this.options.instance, boot_id: this.bootId, ...event, prev: '', hash: '' };
+    return { seq: 0, ts: this.timestamp(), type: 'decision', instance: this.options.instance, boot_id: this.bootId, config: this.configVersion, ...event, prev: '', hash: '' };
   }
 
   /** A record of the chain itself (segment start, segment lost, checkpoint), chained like every other. Returns its line. */
@@ -665,6 +696,7 @@ export class AuditLog implements AuditSink {
         if (held) {
           throw new AuditLogError(
             `audit chain "${this.options.instance}" in ${this.dir} is being written by process ${holder}; give each gateway its own audit.instance`,
+            true,
           );
         }
         // Left by a process that is gone (a crash, kill -9): moved aside, if it is still the lock that was read.

@@ -7,13 +7,20 @@ import { join } from 'node:path';
 import { open } from './chain.js';
 import { listChains, segmentLines } from './read.js';
 
+/** Which records a query returns: one kind, `event` (everything else: gateway, key, store and chain events) or all. */
+export const RECORD_TYPES = ['decision', 'completion', 'admin', 'event', 'all'] as const;
+export type RecordType = (typeof RECORD_TYPES)[number];
+const KINDS: ReadonlySet<string> = new Set(['decision', 'completion', 'admin']);
+
 export interface RecordFilter {
+  /** Default `decision`. */
+  readonly type?: RecordType;
   /** Epoch ms, inclusive. */
   readonly since?: number;
   /** Epoch ms, exclusive. */
   readonly until?: number;
   readonly instance?: string;
-  /** Matches `client_id`. */
+  /** Matches `client_id`, or (admin records) the client a change was made to. */
   readonly client?: string;
   readonly subject?: string;
   readonly route?: string;
@@ -22,7 +29,7 @@ export interface RecordFilter {
   readonly requestId?: string;
 }
 
-/** A decision record as read back (JSON values, checked for the fields a query looks at). */
+/** A record as read back (JSON values, checked for the fields a query looks at). */
 export type DecisionLine = Readonly<Record<string, unknown>> & { readonly seq: number; readonly ts: string; readonly instance: string };
 
 /**
@@ -38,9 +45,12 @@ export type Unverified = (segment: string, line: number) => void;
 export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unverified = () => undefined): Generator<DecisionLine> {
   const sinceIso = filter.since !== undefined ? new Date(filter.since).toISOString() : undefined;
   const untilIso = filter.until !== undefined ? new Date(filter.until).toISOString() : undefined;
-  // Values a matching line must contain verbatim (JSON.stringify gives the same escaping the writer used).
+  const type = filter.type ?? 'decision';
+  // Values a matching line must contain verbatim (JSON.stringify gives the same escaping the writer used); for the client,
+  // one of two (a decision names it as client_id, an admin record as its target).
+  const clientNeedles =
+    filter.client === undefined ? undefined : [`"client_id":${JSON.stringify(filter.client)}`, `"target":${JSON.stringify(filter.client)}`];
   const needles = [
-    filter.client !== undefined ? `"client_id":${JSON.stringify(filter.client)}` : undefined,
     filter.subject !== undefined ? `"subject":${JSON.stringify(filter.subject)}` : undefined,
     filter.route !== undefined ? `"route":${JSON.stringify(filter.route)}` : undefined,
     filter.requestId !== undefined ? `"request_id":${JSON.stringify(filter.requestId)}` : undefined,
@@ -63,28 +73,40 @@ export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unv
         if (sinceIso !== undefined && ts < sinceIso) continue;
         if (untilIso !== undefined && ts >= untilIso) continue;
         if (!needles.every((needle) => text.includes(needle))) continue;
+        if (clientNeedles !== undefined && !clientNeedles.some((needle) => text.includes(needle))) continue;
         const opened = open(text);
         if (!opened.ok) {
           unverified(segment, line);
           continue;
         }
         const record: unknown = opened.record;
-        if (isDecision(record) && matches(record, filter)) yield record;
+        if (isOfType(record, type) && matches(record, filter)) yield record;
       }
     }
   }
 }
 
-function isDecision(value: unknown): value is DecisionLine {
+function isOfType(value: unknown, type: RecordType): value is DecisionLine {
   if (typeof value !== 'object' || value === null) return false;
   const r = value as Record<string, unknown>;
-  return r['type'] === 'decision' && typeof r['seq'] === 'number' && typeof r['ts'] === 'string' && typeof r['instance'] === 'string';
+  if (typeof r['type'] !== 'string' || typeof r['seq'] !== 'number' || typeof r['ts'] !== 'string' || typeof r['instance'] !== 'string') return false;
+  return type === 'all' || r['type'] === type || (type === 'event' && !KINDS.has(r['type']));
+}
+
+function isDecision(value: unknown): value is DecisionLine {
+  return isOfType(value, 'decision');
+}
+
+/** The client a record is about: a decision's client_id, or the client an admin change was made to. */
+function clientOf(record: DecisionLine): unknown {
+  const action = record['action'];
+  return record['type'] === 'admin' && typeof action === 'string' && action.startsWith('client.') ? record['target'] : record['client_id'];
 }
 
 /** The exact check, after the text prefilter (a needle could have matched inside another field's value). */
 function matches(record: DecisionLine, filter: RecordFilter): boolean {
   return (
-    (filter.client === undefined || record['client_id'] === filter.client) &&
+    (filter.client === undefined || clientOf(record) === filter.client) &&
     (filter.subject === undefined || record['subject'] === filter.subject) &&
     (filter.route === undefined || record['route'] === filter.route) &&
     (filter.requestId === undefined || record['request_id'] === filter.requestId) &&

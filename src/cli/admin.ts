@@ -3,7 +3,10 @@
 // the change in the admin log and print; a client secret exists in clear only in the output of `add` / `rotate-secret`.
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, type Option } from 'commander';
-import { appendAdminRecord, type AdminActor, type AdminChange } from '../audit/admin-log.js';
+import { pino } from 'pino';
+import { makeDirectory } from '../lib/make-directory.js';
+import { recordAdminChanges, type AdminActor, type AdminChange } from '../audit/admin-log.js';
+import { auditKeyFile, loadOrCreateAuditKey } from '../audit/audit-key.js';
 import { loadCommandConfig, print, printable, printJson, table, UNPRINTABLE } from './output.js';
 import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
 import { addClient, disableClient, enableClient, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
@@ -211,17 +214,19 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
   let failure: unknown;
   let failed = false;
   let unrecorded: string | undefined;
+  const changes: AdminChange[] = [];
   const record = (change: AdminChange): void => {
-    try {
-      appendAdminRecord(config.audit.dir, ctx.actor, change);
-    } catch (error) {
-      unrecorded ??= `${change.action} ${change.target} was made but could not be recorded in the admin log in ${config.audit.dir}: ${error instanceof Error ? error.message : String(error)}`;
-    }
+    changes.push(change);
   };
   try {
     const store = openCredentialStore(config, { create });
     try {
-      await fn({ store, config, record });
+      try {
+        await fn({ store, config, record });
+      } finally {
+        // Whatever the command made is recorded, even when it failed afterwards.
+        if (changes.length > 0) unrecorded = await recordChanges(ctx, config, store, changes);
+      }
     } finally {
       await store.close();
     }
@@ -236,6 +241,27 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
   const described = describeFailure(ctx, failure);
   if (described === undefined) throw failure;
   ctx.fail(described.message, described.code);
+}
+
+/**
+ * Appends the command's changes to the admin chain, its checkpoint signed with the audit key (opened with the master key
+ * proven against the store, as the gateway does). Returns what to report when they could not be recorded.
+ */
+async function recordChanges(ctx: AdminContext, config: Config, store: CredentialStore, changes: readonly AdminChange[]): Promise<string | undefined> {
+  try {
+    const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
+    const signer = loadOrCreateAuditKey(auditKeyFile(config), kek);
+    if (config.audit.checkpoint_export_dir !== undefined) makeDirectory(config.audit.checkpoint_export_dir, 0o700);
+    await recordAdminChanges(
+      { dir: config.audit.dir, signer, exportDir: config.audit.checkpoint_export_dir, log: pino({ level: 'warn' }, pino.destination(2)) },
+      ctx.actor,
+      changes,
+    );
+    return undefined;
+  } catch (error) {
+    const made = changes.map((change) => `${change.action} ${change.target}`).join(', ');
+    return `${made} was made but could not be recorded in the admin audit chain in ${config.audit.dir}: ${error instanceof Error ? error.message : String(error)}`;
+  }
 }
 
 function noSuchClient(ctx: AdminContext, id: string): AdminError {

@@ -6,7 +6,7 @@ import { resolve } from 'node:path';
 import { loadCommandConfig, table } from './output.js';
 import { verifyDirectory, type ChainReport, type VerifyOptions } from '../audit/verify.js';
 import { AuditKeyError, auditKeyFile, checkpointVerifier, readAuditPublicKey } from '../audit/audit-key.js';
-import { AuditFollower, queryRecords, type DecisionLine, type RecordFilter } from '../audit/query.js';
+import { AuditFollower, queryRecords, RECORD_TYPES, type DecisionLine, type RecordFilter, type RecordType } from '../audit/query.js';
 
 export interface AuditCommandContext {
   readonly defaultConfig: string;
@@ -40,6 +40,8 @@ result; records are printed chain by chain in seq order.
 Examples:
   gatehouse audit query --route echo --since 2026-12-03 --until 2026-12-04
   gatehouse audit query --client Zt3… --decision deny --since 24h --json
+  gatehouse audit query --type admin --client Zt3…        who changed this client, and what
+  gatehouse audit query --type event --since 7d           starts, stops, key changes, store outages
 
 Exit codes: 0 ok (also when nothing matched); 1 a file could not be read; 64 usage; 66 no such directory; 78 configuration.`;
 
@@ -67,10 +69,11 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
     .addHelpText('after', KEY_HELP)
     .action((options: DirOptions) => key(ctx, options));
 
-  dirOptions(audit.command('query').description('decision records that match every filter given'), ctx)
+  dirOptions(audit.command('query').description('records that match every filter given (decision records unless --type says otherwise)'), ctx)
+    .option('--type <type>', `which records: ${RECORD_TYPES.join(', ')} (event: gateway, key, store and chain events)`, parseType, 'decision')
     .option('--since <time>', 'from this time on (ISO 8601, or relative: 30m, 24h, 7d)', parseTime)
     .option('--until <time>', 'before this time (ISO 8601, or relative)', parseTime)
-    .option('--client <id>', 'the OAuth client (client_id)')
+    .option('--client <id>', 'the OAuth client (client_id; with --type admin, the changes made to it)')
     .option('--subject <subject>', 'the principal\'s subject')
     .option('--route <id>', 'the route id')
     .option('--decision <allow|deny>', 'allow or deny', parseDecision)
@@ -110,6 +113,12 @@ export function parseTime(value: string, now = Date.now()): number {
     if (!Number.isNaN(ms)) return ms;
   }
   throw new InvalidArgumentError('expected an ISO 8601 time with a zone (2026-12-03, 2026-12-03T14:00:00Z) or a duration (30m, 24h, 7d)');
+}
+
+function parseType(value: string): RecordType {
+  const found = RECORD_TYPES.find((type) => type === value);
+  if (found !== undefined) return found;
+  throw new InvalidArgumentError(`expected one of ${RECORD_TYPES.join(', ')}`);
 }
 
 function parseDecision(value: string): 'allow' | 'deny' {
@@ -198,10 +207,34 @@ function printRecords(records: readonly DecisionLine[], json: boolean, empty: st
     if (empty !== '') process.stdout.write(`${empty}\n`);
     return;
   }
+  if (records.some((r) => r['type'] !== 'decision')) {
+    process.stdout.write(`${table(EVENT_COLUMNS, records.map(eventRow), header)}\n`);
+    return;
+  }
   const rows = records.map((r) =>
     [r.ts, r['decision'], r['status'] ?? '-', r['route'] ?? '-', r['method'], r['path'] ?? '-', r['client_id'] ?? r['subject'] ?? '-', r['code'] ?? '-', r['request_id']].map(String),
   );
   process.stdout.write(`${table(COLUMNS, rows, header)}\n`);
+}
+
+const EVENT_COLUMNS = ['ts', 'instance', 'seq', 'type', 'what'] as const;
+/** Members every record has; the rest say what it is about. */
+const CHAIN_MEMBERS = new Set(['seq', 'ts', 'type', 'instance', 'boot_id', 'prev', 'hash']);
+
+/** One line per record of any type: an admin change as "action target by user", anything else as its own members. */
+function eventRow(r: DecisionLine): string[] {
+  let what: string;
+  if (r['type'] === 'admin') {
+    const actor = r['actor'] as { os_user?: unknown; sudo_user?: unknown } | null;
+    const by = actor === null || typeof actor !== 'object' ? '?' : `${String(actor.os_user)}${actor.sudo_user !== null && actor.sudo_user !== undefined ? ` (sudo from ${String(actor.sudo_user)})` : ''}`;
+    what = `${String(r['action'])} ${String(r['target'])} by ${by}: ${JSON.stringify(r['changes'])}`;
+  } else {
+    what = Object.entries(r)
+      .filter(([member]) => !CHAIN_MEMBERS.has(member))
+      .map(([member, value]) => `${member}=${typeof value === 'string' ? value : JSON.stringify(value)}`)
+      .join(' ');
+  }
+  return [r.ts, r.instance, String(r.seq), String(r['type']), what];
 }
 
 function auditDirectory(ctx: AuditCommandContext, options: DirOptions): string {

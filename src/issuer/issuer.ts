@@ -32,6 +32,15 @@ export interface IssuerDeps {
   readonly now?: () => number;
 }
 
+/**
+ * What the issuer reports for the audit chain (LOG-11), each once when it happens: the key signing this instance's tokens
+ * changed (a rotation took effect, a revocation moved signing on), and the store became unreadable or readable again.
+ */
+export type IssuerEvent =
+  | { readonly type: 'signing_key_changed'; readonly kid: string | null; readonly previous_kid: string | null }
+  | { readonly type: 'store_unavailable'; readonly error: string }
+  | { readonly type: 'store_recovered'; readonly unavailable_ms: number };
+
 /** One built-in endpoint, which routes.ts compiles into a route like any other. */
 export interface IssuerEndpoint {
   readonly id: string;
@@ -57,6 +66,8 @@ export class Issuer {
   /** When the current run of refresh failures began (undefined while refreshes succeed), and when it was last logged. */
   private failingSince: number | undefined;
   private lastFailureLog = 0;
+  private signingKid: string | null;
+  private onEvent: (event: IssuerEvent) => void = () => undefined;
 
   private constructor(
     private readonly settings: DeepReadonly<IssuerConfig>,
@@ -68,6 +79,7 @@ export class Issuer {
     port: number,
   ) {
     this.names = Issuer.names(settings, port);
+    this.signingKid = this.currentSigningKid();
     const issuer = (): string => this.identifier;
     this.bearer = new BearerAuthenticator(ring, revocations, {
       // Read on every use: with port 0 the identifier is known only once the listener is bound.
@@ -149,6 +161,20 @@ export class Issuer {
     return { issuer, audience: settings.default_audience ?? issuer };
   }
 
+  /** The key that signs now; null while none can (every key retired or revoked, the successor still pending). */
+  currentSigningKid(): string | null {
+    try {
+      return this.ring.signingKey().kid;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Where IssuerEvents go (the gateway's audit log); set before started(). */
+  reportTo(onEvent: (event: IssuerEvent) => void): void {
+    this.onEvent = onEvent;
+  }
+
   /** Called once the listener is bound (port 0 becomes the real port), then starts the refresh loop. */
   started(port: number): void {
     this.names = Issuer.names(this.settings, port);
@@ -178,15 +204,25 @@ export class Issuer {
         failure ??= error;
       }
     }
+    // Checked whether or not the read failed: a pending key activates by the clock alone.
+    const kid = this.currentSigningKid();
+    if (kid !== this.signingKid) {
+      this.onEvent({ type: 'signing_key_changed', kid, previous_kid: this.signingKid });
+      this.signingKid = kid;
+    }
     if (failure === undefined) {
-      if (this.failingSince !== undefined) this.log.info('issuer state refresh recovered');
+      if (this.failingSince !== undefined) {
+        this.log.info('issuer state refresh recovered');
+        this.onEvent({ type: 'store_recovered', unavailable_ms: now - this.failingSince });
+      }
       this.failingSince = undefined;
       return;
     }
+    if (this.failingSince === undefined) this.onEvent({ type: 'store_unavailable', error: errorSummary(failure) });
     if (this.failingSince === undefined || now - this.lastFailureLog >= FAILURE_LOG_INTERVAL_MS) {
       this.lastFailureLog = now;
       this.log.error(
-        { err: failure instanceof Error ? failure.message : String(failure), failing_since: new Date(this.failingSince ?? now).toISOString() },
+        { err: errorSummary(failure), failing_since: new Date(this.failingSince ?? now).toISOString() },
         'issuer state refresh failed; keeping the previous keys and revocations',
       );
     }
@@ -197,4 +233,10 @@ export class Issuer {
     if (this.timer !== undefined) clearInterval(this.timer);
     await this.store.close();
   }
+}
+
+/** An error as the log and the audit chain name it: its message, one line, bounded. */
+function errorSummary(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  return message.replace(/[\r\n]+/g, ' ').slice(0, 300);
 }

@@ -1,10 +1,11 @@
 // `gatehouse clients …` and `gatehouse keys …` against a real store: the built CLI is spawned; the store file is opened
 // directly only after the CLI process has exited.
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../../src/audit/read.js';
 import type { Client } from '../../src/store/contract.js';
 import { generateClientId } from '../../src/issuer/secrets.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
@@ -300,34 +301,66 @@ describe('client ids that begin with "-"', () => {
   });
 });
 
-describe('the admin log', () => {
-  it('records every change with the OS user who made it, and never a secret or a hash', () => {
+describe('the admin audit chain', () => {
+  const auditDir = join(dataDir, 'audit');
+  const adminLines = (): string => readdirSync(auditDir).filter((name) => name.startsWith('_admin.') && name.endsWith('.jsonl')).map((name) => readFileSync(join(auditDir, name), 'utf8')).join('');
+
+  it('records every change with the OS user who made it, in a chain that verifies, and never a secret or a hash', () => {
     const added = json<Added>(['clients', 'add', 'Logged', '--scope', 'read']);
     ok(['clients', 'disable', added.client_id]);
     const rotated = json<{ client_secret: string }>(['clients', 'rotate-secret', added.client_id]);
     ok(['clients', 'remove', added.client_id]);
-    const text = readFileSync(join(dataDir, 'audit', 'admin.jsonl'), 'utf8');
-    const mine = text.trim().split('\n').map((line) => JSON.parse(line) as { action: string; target: string; actor: Record<string, unknown> }).filter((r) => r.target === added.client_id);
-    expect(mine.map((r) => r.action)).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
-    for (const record of mine) expect(record.actor).toMatchObject({ os_user: userInfo().username, uid: userInfo().uid, pid: expect.any(Number) });
+    const records = readRecords(auditDir).filter((r) => r.instance === '_admin');
+    const mine = records.filter((r) => r.type === 'admin' && r['target'] === added.client_id);
+    expect(mine.map((r) => r['action'])).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
+    for (const record of mine) expect(record['actor']).toMatchObject({ os_user: userInfo().username, uid: userInfo().uid, pid: expect.any(Number) });
+    // Each command's records are covered by a signed checkpoint, so a cut tail is detectable like a gateway's.
+    expect(records.at(-1)?.type).toBe('checkpoint');
+    const text = adminLines();
     expect(text).not.toContain(added.client_secret);
     expect(text).not.toContain(rotated.client_secret);
     expect(text).not.toContain('$argon2');
-    expect(statSync(join(dataDir, 'audit', 'admin.jsonl')).mode & 0o777).toBe(0o600);
+    const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--config', configFile, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(verified.status, verified.stdout).toBe(0);
+    // Who changed this client, from the query a user would type.
+    const query = spawnSync(process.execPath, [CLI, 'audit', 'query', '--config', configFile, '--type', 'admin', '--client', added.client_id, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(query.status, query.stderr).toBe(0);
+    expect(query.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { action: string }).action)).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
+  });
+
+  it('an edited admin record is found by verify', () => {
+    const added = json<Added>(['clients', 'add', 'Edited', '--scope', 'read']);
+    const name = readdirSync(auditDir).filter((n) => n.startsWith('_admin.') && n.endsWith('.jsonl')).sort().at(-1) ?? '';
+    const copy = join(work, 'edited-audit');
+    mkdirSync(copy, { recursive: true });
+    for (const n of readdirSync(auditDir).filter((n) => n.endsWith('.jsonl'))) writeFileSync(join(copy, n), readFileSync(join(auditDir, n)));
+    writeFileSync(join(copy, name), readFileSync(join(auditDir, name), 'utf8').replace(`"target":"${added.client_id}"`, `"target":"someone-else"`));
+    const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', copy, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    expect(verified.status).toBe(1);
+    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: false, chains: expect.arrayContaining([expect.objectContaining({ instance: '_admin', break: expect.objectContaining({ kind: 'modified', segment: name }) })]) });
   });
 
   it('a change that cannot be recorded is still reported (the secret is not lost), then exits 1 naming the log', async () => {
-    // admin.jsonl is a directory here: no account, root included, can append to it.
+    // The audit directory is a file here: no account, root included, can create a segment in it.
     const brokenAudit = join(work, 'broken-audit');
-    mkdirSync(join(brokenAudit, 'admin.jsonl'), { recursive: true });
+    writeFileSync(brokenAudit, 'not a directory\n');
     const brokenConfig = join(work, 'broken-audit.yaml');
     writeFileSync(brokenConfig, `${readFileSync(configFile, 'utf8')}audit: { dir: ${brokenAudit} }\n`);
     const result = spawnSync(process.execPath, [CLI, 'clients', 'add', 'Unlogged', '--scope', 'read', '--config', brokenConfig], { encoding: 'utf8', timeout: 20_000 });
     expect(result.status).toBe(1);
     const id = /^client_id: +(\S+)$/m.exec(result.stdout)?.[1] ?? '';
     expect(result.stdout).toMatch(/^client_secret: +\S{43}$/m);
-    expect(result.stderr).toMatch(new RegExp(`^gatehouse: client.add ${id} was made but could not be recorded in the admin log in ${brokenAudit}: `));
+    expect(result.stderr).toMatch(new RegExp(`^gatehouse: client.add ${id} was made but could not be recorded in the admin audit chain in ${brokenAudit}: `));
     expect(await storedClient(id)).toMatchObject({ name: 'Unlogged' });
+  });
+
+  it('two commands at once take turns on the chain: both are recorded', async () => {
+    const { spawn } = await import('node:child_process');
+    const run = (name: string): Promise<number | null> =>
+      new Promise((resolve) => spawn(process.execPath, [CLI, 'clients', 'add', name, '--scope', 'read', '--config', configFile], { stdio: 'ignore' }).on('exit', resolve));
+    expect(await Promise.all([run('Concurrent-1'), run('Concurrent-2'), run('Concurrent-3')])).toEqual([0, 0, 0]);
+    const names = readRecords(auditDir).filter((r) => r.type === 'admin' && r['action'] === 'client.add').map((r) => (r['changes'] as { name: string }).name);
+    expect(names).toEqual(expect.arrayContaining(['Concurrent-1', 'Concurrent-2', 'Concurrent-3']));
   });
 });
 

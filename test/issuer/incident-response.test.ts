@@ -6,9 +6,11 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { decodeJwt, decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { AuditRecord } from '../../src/audit/event.js';
+import { readRecords } from '../../src/audit/read.js';
 import { removeDir, type TestGateway } from '../support/harness.js';
 import { addClient, basicAuth, callWith, getToken, postForm, readClient, startIssuerGateway, updateClient, withIssuer, type TestClient } from '../support/issuer.js';
 
@@ -130,10 +132,10 @@ describe('clients update', () => {
     const added = JSON.parse(ok('clients', 'add', 'default-ttl', '--scope', 'echo:read', '--token-ttl', 'default', '--json')) as { access_token_ttl_s: unknown };
     expect(added.access_token_ttl_s).toBeNull();
 
-    const lines = readFileSync(join(dataDir, 'audit', 'admin.jsonl'), 'utf8').trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
+    const lines = readRecords(join(dataDir, 'audit')).filter((record) => record.type === 'admin');
     const update = lines.find((line) => line['action'] === 'client.update' && line['target'] === client.id);
     expect(update).toMatchObject({
-      event: 'admin',
+      instance: '_admin',
       changes: { name: { to: 'renamed' }, scopes: { from: ['echo:read'], to: ['echo:read', 'a:1'] }, access_token_ttl_s: { from: null, to: 120 } },
       actor: { uid: process.getuid?.() },
     });
@@ -178,6 +180,13 @@ describe('emergency key changes', () => {
     expect(text.stdout).toMatch(new RegExp(`key ${out.kid} stops signing at`));
     expect(text.stderr).toMatch(/^gatehouse: warning: the new key signs without the 600s publication delay\./);
     await gw.gateway.issuer!.refresh();
+    await gw.gateway.audit.flush();
+    // Each switch of the key this gateway signs with is in its chain, once, naming both keys.
+    const changes = readRecords(join(dataDir, 'audit')).filter((r) => r.type === 'signing_key_changed');
+    expect(changes.map((r) => [r['previous_kid'], r['kid']])).toEqual([
+      [oldKid, out.kid],
+      [out.kid, gw.gateway.issuer!.currentSigningKid()],
+    ]);
   });
 
   it('keys revoke unpublishes the signing key, refuses its tokens at once, and another key signs immediately', async () => {
@@ -218,6 +227,36 @@ describe('emergency key changes', () => {
 });
 
 describe('audit records say what happened', () => {
+  it('every decision names the configuration that decided it, as the boot\'s gateway_start does in full', async () => {
+    const call = await callWith(gw, '/api', undefined);
+    const record = await recordOf(gw, call.headers['x-request-id'] as string);
+    const start = readRecords(join(dataDir, 'audit')).findLast((r) => r.type === 'gateway_start' && r.boot_id === record?.boot_id);
+    expect(record?.config).toMatch(/^[0-9a-f]{16}$/);
+    expect(String(start?.['config_sha256']).slice(0, 16)).toBe(record?.config);
+    expect(start?.['signing_kid']).toEqual(expect.any(String));
+  });
+
+  it('LOG-11: the store failing and recovering is on record once each, with what failed', async () => {
+    const db = new Database(join(dataDir, 'gatehouse.db'));
+    const kid = gw.gateway.issuer!.currentSigningKid() ?? '';
+    const saved = db.prepare('SELECT encrypted_private_key AS k FROM signing_keys WHERE kid = ?').get(kid) as { k: string };
+    try {
+      // A row the ring refuses: the refresh fails, and keeps failing, until it is put back.
+      db.prepare('UPDATE signing_keys SET encrypted_private_key = ? WHERE kid = ?').run('not-a-sealed-key', kid);
+      await gw.gateway.issuer!.refresh();
+      await gw.gateway.issuer!.refresh();
+    } finally {
+      db.prepare('UPDATE signing_keys SET encrypted_private_key = ? WHERE kid = ?').run(saved.k, kid);
+      db.close();
+    }
+    await gw.gateway.issuer!.refresh();
+    await gw.gateway.audit.flush();
+    const events = readRecords(join(dataDir, 'audit')).filter((r) => r.type === 'store_unavailable' || r.type === 'store_recovered');
+    expect(events.map((r) => r.type)).toEqual(['store_unavailable', 'store_recovered']);
+    expect(events[0]?.['error']).toEqual(expect.stringContaining(kid));
+    expect(events[1]?.['unavailable_ms']).toEqual(expect.any(Number));
+  });
+
   it('a token request records the issued token\'s jti and scopes; a bearer request records the same jti', async () => {
     const client = await addClient(gw, { scopes: ['echo:read', 'a:1'] });
     const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials&scope=echo:read', { authorization: basicAuth(client.id, client.secret) });
