@@ -9,7 +9,8 @@ import { hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
 import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
-import { AuditLog } from './audit/log.js';
+import { checkpointExportFor } from './audit/export.js';
+import { AuditLog, retentionOf } from './audit/log.js';
 import { makeDirectory } from './lib/make-directory.js';
 import { openKeyEncryptionKey } from './store/open.js';
 import type { Config } from './config/schema.js';
@@ -190,10 +191,11 @@ function openAuditLog(config: Config, log: Logger, masterKey: string | undefined
   const settings = config.audit;
   makeDirectory(config.data_dir, 0o700);
   const signer = loadOrCreateAuditKey(auditKeyFile(config), openKeyEncryptionKey(config, masterKey));
-  if (settings.checkpoint_export_dir !== undefined) makeDirectory(settings.checkpoint_export_dir, 0o700);
+  const instance = settings.instance ?? defaultInstanceId(hostname());
+  const exportTo = checkpointExportFor(settings, instance, log);
   return new AuditLog({
     dir: settings.dir,
-    instance: settings.instance ?? defaultInstanceId(hostname()),
+    instance,
     configVersion: configHash(config).slice(0, 16),
     fsync: settings.fsync,
     fsyncIntervalMs: settings.fsync_interval_ms,
@@ -201,12 +203,18 @@ function openAuditLog(config: Config, log: Logger, masterKey: string | undefined
     segmentMaxBytes: settings.segment_max_bytes,
     segmentMaxAgeMs: settings.segment_max_age_s * 1000,
     maxBufferedBytes: settings.max_buffered_bytes,
+    aggregateRefusals: {
+      after: settings.aggregate_refusals.after,
+      windowMs: settings.aggregate_refusals.window_s * 1000,
+      maxSources: settings.aggregate_refusals.max_sources,
+    },
+    ...(settings.retention !== undefined ? { retention: retentionOf(settings.retention) } : {}),
     log,
     checkpoints: {
       signer,
       everyRecords: settings.checkpoint_every_records,
       intervalMs: settings.checkpoint_interval_s * 1000,
-      ...(settings.checkpoint_export_dir !== undefined ? { exportDir: settings.checkpoint_export_dir } : {}),
+      ...(exportTo !== undefined ? { exportTo } : {}),
     },
   });
 }

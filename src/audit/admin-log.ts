@@ -8,7 +8,8 @@ import { hostname } from 'node:os';
 import type { Logger } from 'pino';
 import type { CheckpointSigner } from './audit-key.js';
 import { ADMIN_CHAIN } from './chain.js';
-import { AuditLog, AuditLogError } from './log.js';
+import type { CheckpointExport } from './export.js';
+import { AuditLog, AuditLogError, type AuditLogOptions } from './log.js';
 
 export type AdminAction =
   | 'client.add'
@@ -49,8 +50,10 @@ export function adminActor(osUser: string, uid: number, sudoUser: string | undef
 export interface AdminChainOptions {
   readonly dir: string;
   readonly signer: CheckpointSigner;
-  /** audit.checkpoint_export_dir: the command's checkpoint is exported like a gateway's. */
-  readonly exportDir?: string | undefined;
+  /** The configured exports: the command's checkpoint goes where a gateway's go. */
+  readonly exportTo?: CheckpointExport | undefined;
+  /** audit.retention, applied to the admin chain as each gateway applies it to its own. */
+  readonly retention?: AuditLogOptions['retention'];
   readonly log: Logger;
   /** How long a command waits for another command that is writing the chain (default 10 s). */
   readonly lockWaitMs?: number;
@@ -67,6 +70,7 @@ export async function recordAdminChanges(options: AdminChainOptions, actor: Admi
   try {
     for (const change of changes) log.admin({ action: change.action, target: change.target, actor, changes: change.changes });
     await log.flush();
+    await log.pruneIfDue();
   } finally {
     await log.close();
   }
@@ -85,13 +89,14 @@ async function openAdminChain(options: AdminChainOptions): Promise<AuditLog> {
         segmentMaxBytes: 64 * 1024 * 1024,
         segmentMaxAgeMs: 86_400_000,
         maxBufferedBytes: 1024 * 1024,
+        ...(options.retention !== undefined ? { retention: options.retention } : {}),
         log: options.log,
         // One checkpoint, at close, covers the command's records.
         checkpoints: {
           signer: options.signer,
           everyRecords: Number.MAX_SAFE_INTEGER,
           intervalMs: 86_400_000,
-          ...(options.exportDir !== undefined ? { exportDir: options.exportDir } : {}),
+          ...(options.exportTo !== undefined ? { exportTo: options.exportTo } : {}),
         },
       });
     } catch (error) {

@@ -16,6 +16,14 @@ export function checkpointPayload(fields: { instance: string; coversSeq: number;
   return Buffer.from(`gatehouse-audit-checkpoint/1\n${fields.instance}\n${fields.coversSeq}\n${fields.head}\n${fields.ts}\n${fields.bootId}`, 'utf8');
 }
 
+/**
+ * The text a prune record signs: which segments retention removed and the record they ended with (the first retained
+ * record links to it), under its own label, so a signature can never be replayed as a checkpoint's or the other way.
+ */
+export function prunePayload(fields: { instance: string; throughSeq: number; throughHash: string; segments: string; ts: string; bootId: string }): Buffer {
+  return Buffer.from(`gatehouse-audit-prune/1\n${fields.instance}\n${fields.throughSeq}\n${fields.throughHash}\n${fields.segments}\n${fields.ts}\n${fields.bootId}`, 'utf8');
+}
+
 export interface CheckpointSigner {
   /** base64url SHA-256 of the public key's SPKI bytes: names the key in each checkpoint. */
   readonly keyId: string;

@@ -68,15 +68,14 @@ export interface CompletionEvent {
   readonly duration_ms: number;
 }
 
-/** Events around the decisions (LOG-11): the gateway's life, its signing key, its store, refusals aggregated (LOG-08). */
+/** Events around the decisions (LOG-11): the gateway's life, its signing key, its store. */
 export type OperationalEvent =
   | 'gateway_start'
   | 'gateway_stop'
   | 'certificates_reloaded'
   | 'signing_key_changed'
   | 'store_unavailable'
-  | 'store_recovered'
-  | 'refusals_aggregated';
+  | 'store_recovered';
 
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */

@@ -26,13 +26,14 @@ import {
   write,
   writeFileSync,
 } from 'node:fs';
-import { appendFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
-import { checkpointPayload, type CheckpointSigner } from './audit-key.js';
+import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
 import type { AdminRecordFields } from './admin-log.js';
+import { RefusalAggregator, type AggregationSettings } from './aggregate.js';
+import type { CheckpointExport } from './export.js';
 import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type OperationalEvent } from './event.js';
 
 const RAW_TARGET_MAX = 512;
@@ -58,6 +59,11 @@ function asAuditLogError(error: unknown, context: string): AuditLogError {
   return new AuditLogError(`${context}: ${error instanceof Error ? error.message : String(error)}`);
 }
 
+/** audit.retention of the configuration, as the log takes it. */
+export function retentionOf(settings: { readonly max_age_days?: number | undefined; readonly max_total_bytes?: number | undefined }): NonNullable<AuditLogOptions['retention']> {
+  return { maxAgeMs: settings.max_age_days === undefined ? undefined : settings.max_age_days * 86_400_000, maxBytes: settings.max_total_bytes };
+}
+
 export type FsyncPolicy = 'always' | 'interval' | 'off';
 export type FailurePolicy = 'fail-closed' | 'fail-open';
 
@@ -81,13 +87,21 @@ export interface AuditLogOptions {
   readonly now?: () => number;
   /** How often a fresh segment is tried after a write failure. */
   readonly recoveryIntervalMs?: number;
+  /**
+   * Retention: closed segments of this chain whose records are all older than `maxAgeMs`, or the oldest while the chain
+   * is larger than `maxBytes`, are removed — after a `segments_pruned` record (signed with the audit key) says which, and
+   * where the retained chain begins, so policy pruning verifies and a hand deletion does not. Checked every `checkMs`.
+   */
+  readonly retention?: { readonly maxAgeMs?: number | undefined; readonly maxBytes?: number | undefined; readonly checkMs?: number };
+  /** LOG-08: repeated refusals of one source are counted into one record per window past the first few. */
+  readonly aggregateRefusals?: AggregationSettings;
   /** Signed checkpoints: every `everyRecords` records or `intervalMs` (whichever first), and at close. */
   readonly checkpoints?: {
     readonly signer: CheckpointSigner;
     readonly everyRecords: number;
     readonly intervalMs: number;
-    /** Each checkpoint is also appended to `<exportDir>/<instance>.checkpoints.jsonl`, once it is in the log. */
-    readonly exportDir?: string;
+    /** Where each checkpoint also goes once it is in the log (a directory elsewhere, an HTTPS collector). */
+    readonly exportTo?: CheckpointExport;
   };
 }
 
@@ -154,10 +168,13 @@ export class AuditLog implements AuditSink {
   private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
   private configVersion: string | null;
+  private readonly aggregator: RefusalAggregator | undefined;
+  private pruning = false;
 
   constructor(private readonly options: AuditLogOptions) {
     this.dir = options.dir;
     this.configVersion = options.configVersion ?? null;
+    this.aggregator = options.aggregateRefusals === undefined ? undefined : new RefusalAggregator(options.aggregateRefusals);
     this.now = options.now ?? Date.now;
     makeDirectory(options.dir, 0o700);
     this.lockFile = join(options.dir, `${options.instance}.lock`);
@@ -192,6 +209,17 @@ export class AuditLog implements AuditSink {
       timer.unref();
       this.timers.push(timer);
     }
+    const { retention } = options;
+    if (retention !== undefined && (retention.maxAgeMs !== undefined || retention.maxBytes !== undefined)) {
+      const timer = setInterval(() => void this.pruneIfDue(), retention.checkMs ?? 60_000);
+      timer.unref();
+      this.timers.push(timer);
+    }
+    if (this.aggregator !== undefined) {
+      const timer = setInterval(() => this.writeAggregates(), this.aggregator.windowMs);
+      timer.unref();
+      this.timers.push(timer);
+    }
     if (options.checkpoints !== undefined) {
       const timer = setInterval(() => {
         if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
@@ -214,6 +242,8 @@ export class AuditLog implements AuditSink {
   append(event: AuditEvent): AuditRecord {
     const unavailable = this.unavailableReason();
     if (unavailable !== undefined) return this.refuseAppend(unavailable, event);
+    // Counted into its source's aggregate, not written on its own: seq 0, like a record never written.
+    if (event.decision === 'deny' && this.aggregator !== undefined && !this.aggregator.admit(event, this.now())) return this.unwritten(event);
     this.rotateIfDue();
     const seq = ++this.seq;
     // Every key spelled out in one order: one object shape for every record (cheap to build and to serialize).
@@ -320,12 +350,14 @@ export class AuditLog implements AuditSink {
 
   async close(): Promise<void> {
     if (this.closed) return;
+    this.writeAggregates();
     // A clean stop leaves its tail covered by a checkpoint. Then closed: nothing appended from here on can start a write
     // behind the final one.
     if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
     this.closed = true;
     while (this.pending !== undefined || this.writing !== undefined || this.overflow.length > 0) await this.flush().catch(() => undefined);
     await this.exporting;
+    await this.options.checkpoints?.exportTo?.close();
     for (const timer of this.timers) clearInterval(timer);
     if (this.recovery !== undefined) clearTimeout(this.recovery);
     if (this.file !== undefined) {
@@ -354,7 +386,25 @@ export class AuditLog implements AuditSink {
       this.options.log.error({ dropped: this.dropped, policy: this.options.onFailure, reason }, 'audit records are not being written');
     }
     if (this.options.onFailure === 'fail-closed') throw new AuditUnavailableError(reason);
+    return this.unwritten(event);
+  }
+
+  /** The record of a decision that is not in the chain on its own (dropped under fail-open, or aggregated): seq 0. */
+  private unwritten(event: AuditEvent): AuditRecord {
     return { seq: 0, ts: this.timestamp(), type: 'decision', instance: this.options.instance, boot_id: this.bootId, config: this.configVersion, ...event, prev: '', hash: '' };
+  }
+
+  /** The window's aggregated refusals, one record per source (exact counts); counted as dropped if they cannot be written. */
+  private writeAggregates(): void {
+    const aggregates = this.aggregator?.drain() ?? [];
+    for (const fields of aggregates) {
+      if (this.unavailableReason() !== undefined) this.dropped++;
+      else {
+        this.rotateIfDue();
+        this.appendChainRecord('refusals_aggregated', fields);
+      }
+    }
+    if (aggregates.length > 0) this.checkpointIfDue();
   }
 
   /** A record of the chain itself (segment start, segment lost, checkpoint), chained like every other. Returns its line. */
@@ -373,6 +423,71 @@ export class AuditLog implements AuditSink {
     this.queue(sealed.line, record.seq, sealed.hash);
     if (record.type !== 'checkpoint') this.sinceCheckpoint++;
     return sealed;
+  }
+
+  /**
+   * Applies the retention policy to this chain's closed segments (never the one being written): the oldest ones it
+   * covers are named in a signed `segments_pruned` record, and deleted once that record is in the file. A segment whose
+   * successor does not begin with a verifiable record stops the pruning there (verify would have nothing to link to).
+   */
+  pruneIfDue(): Promise<void> {
+    const policy = this.options.retention;
+    if (policy === undefined || this.pruning || this.unavailableReason() !== undefined) return Promise.resolve();
+    const names = chainsIn(readdirSync(this.dir)).get(this.options.instance) ?? [];
+    const sizes = names.map((name) => statOrUndefined(join(this.dir, name))?.size ?? 0);
+    let total = sizes.reduce((sum, size) => sum + size, 0);
+    const cutoff = this.now() - (policy.maxAgeMs ?? Number.POSITIVE_INFINITY);
+    let through: { seq: number; hash: string } | undefined;
+    let count = 0;
+    let reason = '';
+    for (let i = 0; i + 1 < names.length; i++) {
+      const name = names[i] as string;
+      if (name === this.segment.name || name === this.file?.name) break;
+      const next = firstRecord(join(this.dir, names[i + 1] as string));
+      if (next === undefined) {
+        this.options.log.warn({ segment: names[i + 1] }, 'audit retention stops: this segment does not begin with a verifiable record');
+        break;
+      }
+      const old = Date.parse(next.ts) < cutoff;
+      const large = policy.maxBytes !== undefined && total > policy.maxBytes;
+      if (!old && !large) break;
+      reason = old ? 'age' : 'size';
+      total -= sizes[i] as number;
+      through = { seq: next.seq - 1, hash: next.prev };
+      count = i + 1;
+    }
+    if (through === undefined) return Promise.resolve();
+    const pruned = names.slice(0, count);
+    const segments = pruned.join(' ');
+    const ts = this.timestamp();
+    const signer = this.options.checkpoints?.signer;
+    const signature =
+      signer === undefined ? null : signer.sign(prunePayload({ instance: this.options.instance, throughSeq: through.seq, throughHash: through.hash, segments, ts, bootId: this.bootId }));
+    this.rotateIfDue();
+    this.appendChainRecord(
+      'segments_pruned',
+      {
+        segments,
+        through_seq: through.seq,
+        through_hash: through.hash,
+        pruned_bytes: sizes.slice(0, count).reduce((sum, size) => sum + size, 0),
+        reason,
+        key_id: signer?.keyId ?? null,
+        signature,
+      },
+      ts,
+    );
+    this.pruning = true;
+    // Resolves once the files are gone (or their removal failed, which is logged): never rejects.
+    return this.flush()
+      .then(() => {
+        for (const name of pruned) unlinkSync(join(this.dir, name));
+        this.options.log.info({ segments: pruned.length, through_seq: through.seq, reason }, 'audit retention removed old segments');
+      })
+      .catch((error: unknown) => this.options.log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit retention could not remove old segments'))
+      .finally(() => {
+        this.pruning = false;
+      });
   }
 
   private checkpointIfDue(): void {
@@ -394,15 +509,14 @@ export class AuditLog implements AuditSink {
     const signature = settings.signer.sign(checkpointPayload({ instance: this.options.instance, coversSeq, head, ts, bootId: this.bootId }));
     const line = this.appendChainRecord('checkpoint', { covers_seq: coversSeq, head, key_id: settings.signer.keyId, signature }, ts);
     this.sinceCheckpoint = 0;
-    const { exportDir } = settings;
-    if (exportDir === undefined) return;
-    const target = join(exportDir, `${this.options.instance}.checkpoints.jsonl`);
+    const target = settings.exportTo;
+    if (target === undefined) return;
     const written = this.flush();
-    // One export at a time, in order; a failed export is an alert, never a reason to refuse requests.
-    this.exporting = this.exporting
-      .then(() => written)
-      .then(() => appendFile(target, line, { mode: 0o600 }))
-      .catch((error: unknown) => this.options.log.error({ target, err: error instanceof Error ? error.message : String(error) }, 'audit checkpoint export failed'));
+    // Exported in order, once in the file; a checkpoint that could not be written is not exported (that failure alerts).
+    this.exporting = this.exporting.then(() => written).then(
+      () => target.send(line),
+      () => undefined,
+    );
   }
 
   private queue(line: string, seq: number, hash: string): void {
@@ -756,11 +870,30 @@ function readOrEmpty(path: string): string {
   }
 }
 
-function statOrUndefined(path: string): { readonly ino: number } | undefined {
+function statOrUndefined(path: string): { readonly ino: number; readonly size: number } | undefined {
   try {
     return statSync(path);
   } catch {
     return undefined;
+  }
+}
+
+/** The first record of a segment, when it verifies on its own (its first 4 KiB). */
+function firstRecord(path: string): { readonly seq: number; readonly ts: string; readonly prev: string } | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch {
+    return undefined;
+  }
+  try {
+    const buffer = Buffer.alloc(4096);
+    const text = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8');
+    const end = text.indexOf('\n');
+    const opened = end === -1 ? undefined : openLine(text.slice(0, end));
+    return opened?.ok === true ? { seq: opened.record.seq, ts: opened.record.ts, prev: opened.record.prev } : undefined;
+  } finally {
+    closeSync(fd);
   }
 }
 

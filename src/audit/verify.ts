@@ -5,7 +5,7 @@
 // boundary, a chain rewritten from scratch — shows against checkpoints exported elsewhere: truncated, or modified.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkpointPayload } from './audit-key.js';
+import { checkpointPayload, prunePayload } from './audit-key.js';
 import { GENESIS, open, parseSegmentName } from './chain.js';
 import { listChains, segmentLines, type SegmentLine } from './read.js';
 
@@ -86,8 +86,41 @@ function checkCheckpoint(record: Record<string, unknown> & { seq: number; ts: st
   return key.verify(payload, record['signature']) ? undefined : 'bad signature';
 }
 
+/** Whether a prune record is signed by the key (with a key; without one, it stands on the chain's hashes alone). */
+function checkPrune(record: Record<string, unknown> & { ts: string; instance: string; boot_id: string }, key: VerifyOptions['key']): boolean {
+  if (key === undefined) return true;
+  if (record['key_id'] !== key.keyId || typeof record['signature'] !== 'string') return false;
+  const payload = prunePayload({
+    instance: record.instance,
+    throughSeq: Number(record['through_seq']),
+    throughHash: String(record['through_hash']),
+    segments: String(record['segments']),
+    ts: record.ts,
+    bootId: record.boot_id,
+  });
+  return key.verify(payload, record['signature']);
+}
+
+/**
+ * The retention record that accounts for a chain beginning at `seq` after `prev` (its older segments removed by policy):
+ * a `segments_pruned` record, later in the chain, naming exactly that end. Only the chain's own walk then proves the
+ * record itself (its hash, its link, its signature).
+ */
+function pruneRecordFor(dir: string, segments: readonly string[], seq: number, prev: string): { seq: number; ts: string } | undefined {
+  for (const segment of segments) {
+    for (const line of segmentLines(dir, segment)) {
+      if (!line.complete || !line.text.includes('"type":"segments_pruned"')) continue;
+      const opened = open(line.text);
+      if (opened.ok && opened.record['through_seq'] === seq - 1 && opened.record['through_hash'] === prev) return { seq: opened.record.seq, ts: opened.record.ts };
+    }
+  }
+  return undefined;
+}
+
 function verifyChain(dir: string, instance: string, segments: readonly string[], options: VerifyOptions): ChainReport {
   let expected = 1;
+  /** Records before this seq were removed by the retention policy (a segments_pruned record says so). */
+  let retainedFrom = 1;
   let head = GENESIS;
   let records = 0;
   let checkpoints = 0;
@@ -126,6 +159,16 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
       if (index === 0 && named !== undefined && named !== record.seq) {
         return report(at('modified', record.seq, `the segment's name says it begins at seq ${named}`));
       }
+      if (records === 0 && expected === 1 && record.seq > 1) {
+        // The chain does not begin at its genesis: its oldest segments were pruned by policy, or deleted.
+        const pruned = pruneRecordFor(dir, segments, record.seq, record.prev);
+        if (pruned !== undefined) {
+          notes.push(`records 1..${record.seq - 1} were removed by the retention policy (segments_pruned at seq ${pruned.seq}, ${pruned.ts})`);
+          expected = record.seq;
+          head = record.prev;
+          retainedFrom = record.seq;
+        }
+      }
       if (record.seq > expected) {
         const recovered =
           record.type === 'segment_start' && record['reason'] === 'recovered' && record['lost_from_seq'] === expected && record['lost_to_seq'] === record.seq - 1 && record.prev === head;
@@ -148,6 +191,9 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
         if (problem === 'bad signature') return report(at('bad signature', record.seq, record['key_id'] !== options.key?.keyId ? 'the checkpoint was signed by another key' : 'the checkpoint signature does not verify'));
         checkpoints++;
       }
+      if (record.type === 'segments_pruned' && !checkPrune(record, options.key)) {
+        return report(at('bad signature', record.seq, record['key_id'] !== options.key?.keyId ? 'the prune record was signed by another key' : 'the prune record signature does not verify'));
+      }
       if (exportedSeqs.has(record.seq)) hashAt.set(record.seq, opened.hash);
       if (record.type === 'segment_lost') {
         notes.push(`${String(record['segment'])} was moved or deleted while the gateway wrote it (noticed at seq ${record.seq})`);
@@ -166,9 +212,12 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
   if (options.checkpointsDir !== undefined) {
     if (exported === undefined) notes.push(`no exported checkpoints for this chain in ${options.checkpointsDir}`);
     else {
-      const found = compareExported(exported, hashAt, expected - 1, options.key, segments.at(-1) ?? '');
+      const found = compareExported(exported, hashAt, expected - 1, options.key, segments.at(-1) ?? '', retainedFrom);
       if (found !== undefined) return report(found);
-      notes.push(`${exported.list.length} exported checkpoint(s) in ${exported.file}, all in the chain`);
+      const before = exported.list.filter((checkpoint) => checkpoint.seq < retainedFrom).length;
+      notes.push(
+        `${exported.list.length} exported checkpoint(s) in ${exported.file}, all in the chain` + (before > 0 ? ` (${before} of them in segments the retention policy removed)` : ''),
+      );
     }
   }
   return report(undefined);
@@ -184,12 +233,15 @@ function compareExported(
   lastSeq: number,
   key: VerifyOptions['key'],
   lastSegment: string,
+  /** Checkpoints before this seq covered segments removed by policy: their signatures are still checked. */
+  retainedFrom: number,
 ): ChainBreak | undefined {
   if (exported.bad !== undefined) return { kind: 'modified', segment: exported.file, line: exported.bad, seq: null, detail: 'an exported checkpoint does not verify' };
   for (const checkpoint of exported.list) {
     const record = checkpoint.record as Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string };
     const problem = checkCheckpoint(record, undefined, key);
     if (problem !== undefined) return { kind: problem, segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `the exported checkpoint itself: ${problem}` };
+    if (checkpoint.seq < retainedFrom) continue;
     if (checkpoint.seq > lastSeq) {
       return { kind: 'truncated', segment: lastSegment, line: 0, seq: lastSeq, detail: `the chain ends at seq ${lastSeq}, but a checkpoint exported at seq ${checkpoint.seq} covers more: records were cut off` };
     }

@@ -4,7 +4,9 @@
 import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, type Option } from 'commander';
 import { pino } from 'pino';
-import { makeDirectory } from '../lib/make-directory.js';
+import { ADMIN_CHAIN } from '../audit/chain.js';
+import { checkpointExportFor } from '../audit/export.js';
+import { retentionOf } from '../audit/log.js';
 import { recordAdminChanges, type AdminActor, type AdminChange } from '../audit/admin-log.js';
 import { auditKeyFile, loadOrCreateAuditKey } from '../audit/audit-key.js';
 import { loadCommandConfig, print, printable, printJson, table, UNPRINTABLE } from './output.js';
@@ -251,9 +253,15 @@ async function recordChanges(ctx: AdminContext, config: Config, store: Credentia
   try {
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const signer = loadOrCreateAuditKey(auditKeyFile(config), kek);
-    if (config.audit.checkpoint_export_dir !== undefined) makeDirectory(config.audit.checkpoint_export_dir, 0o700);
+    const log = pino({ level: 'warn' }, pino.destination(2));
     await recordAdminChanges(
-      { dir: config.audit.dir, signer, exportDir: config.audit.checkpoint_export_dir, log: pino({ level: 'warn' }, pino.destination(2)) },
+      {
+        dir: config.audit.dir,
+        signer,
+        exportTo: checkpointExportFor(config.audit, ADMIN_CHAIN, log),
+        ...(config.audit.retention !== undefined ? { retention: retentionOf(config.audit.retention) } : {}),
+        log,
+      },
       ctx.actor,
       changes,
     );

@@ -62,6 +62,9 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
     }
     config.audit.checkpoint_export_dir = exportDir;
   }
+  if (config.audit.checkpoint_export_ca !== undefined) config.audit.checkpoint_export_ca = at(config.audit.checkpoint_export_ca);
+  if (config.audit.checkpoint_export_client_cert !== undefined) config.audit.checkpoint_export_client_cert = at(config.audit.checkpoint_export_client_cert);
+  if (config.audit.checkpoint_export_client_key !== undefined) config.audit.checkpoint_export_client_key = at(config.audit.checkpoint_export_client_key);
   config.store.path = isAbsolute(config.store.path) ? config.store.path : resolve(config.data_dir, config.store.path);
   return deepFreeze(config);
 }

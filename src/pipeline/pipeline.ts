@@ -261,7 +261,11 @@ export class Pipeline {
     const oauth = route.oauth && stage !== 'pre-auth-quota';
     const recordedStage = oauth ? 'issuer' : stage;
     if (refusal.outcome === 'gone') {
-      const outcome: DecisionOutcome = { code: 'bad_request', reason: refusal.reason, status: null };
+      // The body deadline answered (a 408 problem, on every route) while the body was being read: that is what was sent.
+      const outcome: DecisionOutcome =
+        exchange.bodyDeadlinePassed === true
+          ? { code: 'request_timeout', reason: 'request body deadline passed', status: exchange.res.headersSent ? exchange.res.statusCode : null }
+          : { code: 'bad_request', reason: refusal.reason, status: null };
       this.recordRefusal(decisionRecord(aboutRequest(request), 'deny', recordedStage, outcome, undefined), request.id);
       return;
     }

@@ -18,6 +18,8 @@ export interface HttpExchange {
   readonly isHead: boolean;
   /** Set while the gateway drains: HTTP/1.1 responses then ask the client to close. */
   readonly closeAfterResponse: () => boolean;
+  /** Set by the request-body deadline when it answered 408 (or cut the response): the pipeline records what was sent. */
+  bodyDeadlinePassed?: boolean;
 }
 
 /** Two years, as Mozilla's guidelines recommend; sent on every response including errors (TLS-07). */

@@ -139,6 +139,7 @@ export class Ingress {
     const timer = setTimeout(() => {
       if (req.complete) return;
       this.options.log.info({ request_id: exchange.requestId }, 'request body deadline passed');
+      exchange.bodyDeadlinePassed = true;
       if (exchange.res.headersSent) abortResponse(exchange);
       else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
       // On HTTP/2 destroying the request does not reset the stream (and 'close' would never reach the handler, which

@@ -6,8 +6,10 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AuditKeyError, loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
+import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { loadKeyEncryptionKey } from '../../src/issuer/key-encryption.js';
 import { auditEvent, testAuditLog } from '../support/harness.js';
@@ -22,7 +24,7 @@ const exported = join(root, 'exported');
 const keyPem = join(root, 'audit-key.pem');
 
 async function writeLog(dir: string, exportDir: string, signer: ReturnType<typeof loadOrCreateAuditKey>, count: number, segmentMaxBytes = 64 * 1024 * 1024): Promise<void> {
-  const log = testAuditLog(dir, { segmentMaxBytes, checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportDir } });
+  const log = testAuditLog(dir, { segmentMaxBytes, checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exportDir, 'test', pino({ level: 'silent' })) } });
   for (let i = 1; i <= count; i++) {
     log.append(auditEvent(i));
     await log.flush();

@@ -150,6 +150,9 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
     ],
     log: { level: 'debug', access: true },
     shutdown: { drain_timeout_ms: 2000 },
+    // Tests look up each refusal's own record by request id, many from one address in a few seconds; LOG-08 aggregation
+    // (default: past 20 per source and window) is tested on its own, with its defaults, in test/audit/aggregate.test.ts.
+    audit: { aggregate_refusals: { after: 1_000_000 } },
   };
 }
 
