@@ -60,6 +60,8 @@ export interface CompletionEvent {
   /** Forwarded requests: responded, failed, aborted or not sent (ForwardOutcome); null for built-in services. */
   readonly upstream: string | null;
   readonly upstream_status: number | null;
+  /** Why the upstream failed (LOG-11: a refused connection, a TLS verify error, a timeout), as the connection said. */
+  readonly upstream_error: string | null;
   /** The code of a refusal the gateway sent after the allow (502, 503, 504, 413), if any. */
   readonly code: string | null;
   /** Request body bytes read (null when not counted: a built-in service), response body bytes sent. */

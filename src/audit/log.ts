@@ -327,6 +327,7 @@ export class AuditLog implements AuditSink {
       status: event.status,
       upstream: event.upstream,
       upstream_status: event.upstream_status,
+      upstream_error: event.upstream_error,
       code: event.code,
       bytes_in: event.bytes_in,
       bytes_out: event.bytes_out,

@@ -23,7 +23,7 @@ import {
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, clientGone, sendAnswer, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, Principal, Refusal, RequestContext } from './stage.js';
+import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, Principal, Refusal, RequestContext } from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
@@ -126,7 +126,7 @@ export class Pipeline {
         this.record(requestDecision(request, 'allow', stage, undefined, actorOf(principal)));
         await this.deps.audit.flush();
         const outcome = await handler.forward(authenticated, exchange);
-        this.complete(request, exchange, outcome.upstream, outcome.upstreamStatus, outcome.code, outcome.bytesIn, outcome.bytesOut);
+        this.complete(request, exchange, outcome, outcome.bytesIn, outcome.bytesOut);
         return;
       }
       // A service's answer is a value: recorded (allow, or the service's refusal) before a byte of it is written, so no
@@ -137,7 +137,7 @@ export class Pipeline {
       await this.deps.audit.flush();
       // A response already started here can only be the body deadline's 408: the answer is not written over it.
       const sent = !clientGone(exchange) && !exchange.res.headersSent ? sendAnswer(exchange, result.answer) : 0;
-      this.complete(request, exchange, null, null, null, request.contentLength ?? null, sent);
+      this.complete(request, exchange, undefined, request.contentLength ?? null, sent);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
     }
@@ -218,9 +218,8 @@ export class Pipeline {
   private complete(
     request: RequestContext,
     exchange: HttpExchange,
-    upstream: string | null,
-    upstreamStatus: number | null,
-    code: string | null,
+    /** A forwarded request's outcome; undefined for a built-in service. */
+    forwarded: ForwardOutcome | undefined,
     bytesIn: number | null,
     bytesOut: number,
   ): void {
@@ -228,9 +227,10 @@ export class Pipeline {
       request_id: request.id,
       route: request.route.id,
       status: exchange.res.headersSent ? exchange.res.statusCode : null,
-      upstream,
-      upstream_status: upstreamStatus,
-      code,
+      upstream: forwarded?.upstream ?? null,
+      upstream_status: forwarded?.upstreamStatus ?? null,
+      upstream_error: forwarded?.error ?? null,
+      code: forwarded?.code ?? null,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
       duration_ms: Math.round((performance.now() - request.startedAt) * 100) / 100,

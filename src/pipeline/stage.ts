@@ -177,6 +177,8 @@ export interface ForwardOutcome {
   readonly upstreamStatus: number | null;
   /** The code of the refusal the gateway sent in the upstream's place (502, 503, 504, 413), if any. */
   readonly code: string | null;
+  /** Why the upstream failed, as the connection reported it (ECONNREFUSED, a TLS verify error, UND_ERR_HEADERS_TIMEOUT…). */
+  readonly error: string | null;
   /** Request body bytes passed upstream, and response body bytes passed to the client. */
   readonly bytesIn: number;
   readonly bytesOut: number;

@@ -192,8 +192,8 @@ export class ProxyHandler implements Forwarder {
   }
 }
 
-const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, bytesIn: 0, bytesOut: 0 });
-const NOT_SENT_QUEUE_FULL: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: 'service_unavailable', bytesIn: 0, bytesOut: 0 });
+const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, error: null, bytesIn: 0, bytesOut: 0 });
+const NOT_SENT_QUEUE_FULL: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: 'service_unavailable', error: null, bytesIn: 0, bytesOut: 0 });
 
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
@@ -203,6 +203,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   private outcome: ForwardOutcome['upstream'] = 'aborted';
   private upstreamStatus: number | null = null;
   private code: string | null = null;
+  private error: string | null = null;
   private bytesOut = 0;
 
   constructor(
@@ -285,6 +286,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       return;
     }
     this.outcome = 'failed';
+    this.error = errorCode(error);
     if (res.headersSent) {
       // Mid-stream failure: the client must see a truncated (aborted) response, never a silently short one.
       this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream failed mid-response');
@@ -322,7 +324,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
 
   /** The first call settles the outcome (a client that leaves first makes it `aborted`); later calls change nothing. */
   private finish(): void {
-    this.done({ upstream: this.outcome, upstreamStatus: this.upstreamStatus, code: this.code, bytesIn: this.bodyLimit?.seen ?? 0, bytesOut: this.bytesOut });
+    this.done({ upstream: this.outcome, upstreamStatus: this.upstreamStatus, code: this.code, error: this.error, bytesIn: this.bodyLimit?.seen ?? 0, bytesOut: this.bytesOut });
   }
 }
 

@@ -677,7 +677,7 @@ describe('reverse proxy', () => {
       const res = await request(`${gw.origin}/closed/x`, { dispatcher: gw.agent() });
       await res.body.dump();
       expect(res.statusCode).toBe(502);
-      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ status: 502, upstream: 'failed', upstream_status: null, code: 'upstream_unavailable' });
+      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ status: 502, upstream: 'failed', upstream_status: null, upstream_error: 'ECONNREFUSED', code: 'upstream_unavailable' });
     });
 
     it('a built-in service: its status and body bytes', async () => {
@@ -797,6 +797,10 @@ describe('reverse proxy', () => {
         expect(problemCode(await res.body.text())).toBe('upstream_unavailable');
         expect(tlsUp.requests).toBe(before);
         expect(gw.logs.some((line) => line.includes(`"upstream":"${route}"`) && line.includes('upstream request failed'))).toBe(true);
+        // LOG-11: the TLS failure is in the audit chain, in the request's completion record.
+        await gw.gateway.audit.flush();
+        const completion = readRecords(join(gw.dataDir, 'audit')).find((r) => r.type === 'completion' && r['request_id'] === res.headers['x-request-id']);
+        expect(completion).toMatchObject({ status: 502, upstream: 'failed', upstream_error: expect.stringMatching(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED|CERT/) });
       });
     }
   });
