@@ -3,8 +3,9 @@
 // signing keys; its public half is exported with `gatehouse audit key` to whoever verifies the log.
 import { createPrivateKey, createPublicKey, generateKeyPairSync, hash, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { KeyEncryptionKey } from '../issuer/key-encryption.js';
+import { makeDirectory } from '../lib/make-directory.js';
 
 /** data_dir/audit-key.json: beside the master key and the store, outside the audit directory. */
 export function auditKeyFile(config: { readonly data_dir: string }): string {
@@ -66,6 +67,8 @@ export function loadOrCreateAuditKey(file: string, kek: KeyEncryptionKey): Check
       private_key_sealed: kek.encrypt(privateKey.export({ type: 'pkcs8', format: 'der' }), `gatehouse-audit-key:${keyId}`),
     };
     try {
+      // The data directory may not exist yet: with a PostgreSQL store nothing else has made it when an admin command runs.
+      makeDirectory(dirname(file), 0o700);
       writeFileSync(file, `${JSON.stringify(stored, null, 2)}\n`, { flag: 'wx', mode: 0o600 });
       return signerOf(keyId, privateKey);
     } catch (error) {

@@ -1,7 +1,6 @@
 // The admin commands `gatehouse init`, `gatehouse clients …` and `gatehouse keys …`: OAuth clients and access-token
 // signing keys in the configured credential store. They parse, call one operation (src/issuer/clients.ts, keys.ts), record
 // the change in the admin log and print; a client secret exists in clear only in the output of `add` / `rotate-secret`.
-import { existsSync } from 'node:fs';
 import { Command, InvalidArgumentError, type Option } from 'commander';
 import { pino } from 'pino';
 import { ADMIN_CHAIN } from '../audit/chain.js';
@@ -24,16 +23,18 @@ import {
 } from '../issuer/keys.js';
 import { CLIENT_ID_PATTERN, isActiveSecret } from '../issuer/secrets.js';
 import { StoreError, type Client, type CredentialStore, type SigningKey } from '../store/contract.js';
-import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
+import { credentialStoreExists, describeCredentialStore, openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 
 /** What main.ts (the only reader of the environment and owner of process exit) hands to the admin commands. */
 export interface AdminContext {
   readonly defaultConfig: string;
+  /** The value of GATEHOUSE_DATABASE_URL: the PostgreSQL store, in place of the config file's store. */
+  readonly databaseUrl: string | undefined;
   /** The value of GATEHOUSE_MASTER_KEY, or undefined (the key file in data_dir is used). */
   readonly masterKey: string | undefined;
   /** Who runs the command, for the admin log. */
   readonly actor: AdminActor;
-  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly config: number };
+  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly unavailable: number; readonly config: number };
   readonly fail: (message: string, code: number) => never;
   /** Warnings that do not stop the command (stderr). */
   readonly warn: (message: string) => void;
@@ -58,7 +59,7 @@ const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000,
 const EXIT_CODES_HELP = `
 Exit codes: 0 ok; 1 failure (store, key or I/O error, or the change could not be recorded in the admin log);
 64 usage (bad argument or option); 66 no such client or key, or no credential store (run \`gatehouse init\` or
-\`gatehouse serve\` first, or check --data); 78 configuration (invalid config file, invalid ${MASTER_KEY_ENV} or master key file).`;
+\`gatehouse serve\` first, or check --data); 69 the PostgreSQL server cannot be reached (nothing was changed); 78 configuration (invalid config file, invalid ${MASTER_KEY_ENV} or master key file).`;
 
 const ID_HELP = `
 A client id that begins with "-" can be given as it is, or after "--" (e.g. \`gatehouse clients show -- -nQnd…\`).`;
@@ -182,13 +183,17 @@ export function protectDashClientIds(program: Command, argv: readonly string[]):
 // ---- Running a command against the store ----
 
 function loadConfig(ctx: AdminContext, options: StoreOptions): Config {
-  return loadCommandConfig(options, ctx.fail, ctx.exit.config);
+  return loadCommandConfig(options, ctx.fail, ctx.exit.config, ctx.databaseUrl);
 }
 
 /** The message and exit code of an expected failure; undefined for a bug (which keeps its stack). */
-function describeFailure(ctx: AdminContext, error: unknown): { message: string; code: number } | undefined {
+function describeFailure(ctx: AdminContext, error: unknown, config: Config): { message: string; code: number } | undefined {
   if (error instanceof AdminError) return { message: error.message, code: error.exitCode };
-  if (error instanceof StoreError) return { message: error.message, code: error.code === 'not_found' ? ctx.exit.noInput : ctx.exit.failure };
+  if (error instanceof StoreError) {
+    // A PostgreSQL server that cannot be reached is 69; a local file that cannot be opened stays a plain failure.
+    const unreachable = error.code === 'unavailable' && config.store.backend === 'postgres';
+    return { message: error.message, code: error.code === 'not_found' ? ctx.exit.noInput : unreachable ? ctx.exit.unavailable : ctx.exit.failure };
+  }
   if (error instanceof MasterKeyError) return { message: error.message, code: error.code === 'key_file_unavailable' ? ctx.exit.failure : ctx.exit.config };
   // A key that does not open the stored signing keys is the wrong configuration (the same as `serve` says).
   if (error instanceof SigningKeyError) return { message: error.message, code: error.code === 'undecryptable_key' ? ctx.exit.config : ctx.exit.failure };
@@ -221,7 +226,7 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
     changes.push(change);
   };
   try {
-    const store = openCredentialStore(config, { create });
+    const store = await openCredentialStore(config, { create });
     try {
       try {
         await fn({ store, config, record });
@@ -240,7 +245,7 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
     if (unrecorded !== undefined) ctx.fail(unrecorded, ctx.exit.failure);
     return;
   }
-  const described = describeFailure(ctx, failure);
+  const described = describeFailure(ctx, failure, config);
   if (described === undefined) throw failure;
   ctx.fail(described.message, described.code);
 }
@@ -350,11 +355,19 @@ function ttlText(ttl: number | null, config: Config): string {
 
 async function init(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
   const config = loadConfig(ctx, options);
-  const existed = existsSync(config.store.path);
+  let existed: boolean;
+  try {
+    existed = await credentialStoreExists(config);
+  } catch (error) {
+    const described = describeFailure(ctx, error, config);
+    if (described === undefined) throw error;
+    ctx.fail(described.message, described.code);
+  }
   await withConfiguredStore(ctx, config, async () => undefined, true);
-  const result = { store: config.store.path, created: !existed };
+  const where = describeCredentialStore(config);
+  const result = { store: where, backend: config.store.backend, created: !existed };
   if (options.json === true) return printJson(result);
-  print(existed ? `credential store ${config.store.path} already exists; nothing to do` : `created credential store ${config.store.path}`);
+  print(existed ? `credential store ${where} already exists; nothing to do` : `created credential store ${where}`);
 }
 
 // ---- clients ----

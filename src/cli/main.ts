@@ -9,6 +9,7 @@ import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfigFile } from '../config/load.js';
+import type { Config } from '../config/schema.js';
 import { Gateway } from '../gateway.js';
 import { DirectoryError } from '../lib/make-directory.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
@@ -22,7 +23,7 @@ import { protectDashClientIds, registerAdminCommands } from './admin.js';
 import { registerAuditCommands } from './audit.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
-export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, software: 70, config: 78 } as const;
+export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
 
 const PACKAGE_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '../../..');
 const DEFAULT_CONFIG = resolve(PACKAGE_ROOT, 'config/gatehouse.example.yaml');
@@ -40,14 +41,16 @@ function packageVersion(): string {
 
 const PROGRAM_HELP = `
 Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, output could not be written);
-64 usage (bad argument or option); 66 no such client, key or credential store; 70 internal error (serve); 78 configuration.
+64 usage (bad argument or option); 66 no such client, key or credential store; 69 credential store unreachable;
+70 internal error (serve); 78 configuration.
 Each command's --help lists the codes it can return.`;
 
 const SERVE_HELP = `
 Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain open requests, then stop.
 
 Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
-directory, log output could not be written); 64 usage (bad argument or option); 70 internal error (a fault no handler
+directory, log output could not be written); 64 usage (bad argument or option); 69 the PostgreSQL credential store
+cannot be reached; 70 internal error (a fault no handler
 caught); 78 configuration (invalid config file, missing TLS file, invalid ${MASTER_KEY_ENV} or master key file).`;
 
 const CERTS_INIT_HELP = `
@@ -141,10 +144,22 @@ function exit(code: number): never {
   process.exit(code === EXIT.ok && stdoutFailed ? EXIT.failure : code);
 }
 
+/** GATEHOUSE_DATABASE_URL: the PostgreSQL store, overriding the config file's (an empty value is unset). */
+function databaseUrl(): string | undefined {
+  return process.env['GATEHOUSE_DATABASE_URL'] || undefined;
+}
+
+/** A server that cannot be reached is 69 (EX_UNAVAILABLE); any other store failure, a local file's too, is 1. */
+function storeExit(backend: 'sqlite' | 'postgres', error: StoreError): number {
+  return backend === 'postgres' && error.code === 'unavailable' ? EXIT.unavailable : EXIT.failure;
+}
+
 async function serve(options: { config: string; port?: number; host?: string; data?: string }): Promise<void> {
-  let config;
+  let config: Config;
+  const url = databaseUrl();
   try {
     config = loadConfigFile(options.config, {
+      ...(url !== undefined ? { databaseUrl: url } : {}),
       ...(options.port !== undefined ? { port: options.port } : {}),
       ...(options.host !== undefined ? { host: options.host } : {}),
       ...(options.data !== undefined ? { dataDir: options.data } : {}),
@@ -178,7 +193,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
     // A wrong or insecure master key is a configuration problem; a store that cannot be opened is a runtime failure.
     if (error instanceof MasterKeyError || error instanceof SigningKeyError) fail(error.message, EXIT.config);
-    if (error instanceof StoreError) fail(`credential store: ${error.message}`, EXIT.failure);
+    if (error instanceof StoreError) fail(`credential store: ${error.message}`, storeExit(config.store.backend, error));
     // Before the errno checks: its code (ENOENT, EACCES) is about a directory, not a TLS file.
     if (error instanceof DirectoryError) fail(error.message, EXIT.failure);
     if (error instanceof AuditLogError) fail(error.message, EXIT.failure);
@@ -311,6 +326,7 @@ export function buildProgram(): Command {
   registerAdminCommands(program, {
     defaultConfig: DEFAULT_CONFIG,
     masterKey: process.env[MASTER_KEY_ENV],
+    databaseUrl: databaseUrl(),
     // The account behind sudo is who really ran the command; both are recorded. SUDO_USER is only an environment
     // variable, so it is believed only where sudo would have set it: in a root process.
     actor: adminActor(user.name, user.uid, user.uid === 0 ? process.env['SUDO_USER'] : undefined),

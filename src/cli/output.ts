@@ -14,9 +14,9 @@ export interface ConfigOptions {
 }
 
 /** The configuration of `-c`/`-d`; an invalid one ends the command with `configExit` and the problems it has. */
-export function loadCommandConfig(options: ConfigOptions, fail: (message: string, code: number) => never, configExit: number): Config {
+export function loadCommandConfig(options: ConfigOptions, fail: (message: string, code: number) => never, configExit: number, databaseUrl?: string): Config {
   try {
-    return loadConfigFile(options.config, options.data !== undefined ? { dataDir: options.data } : {});
+    return loadConfigFile(options.config, { ...(options.data !== undefined ? { dataDir: options.data } : {}), ...(databaseUrl !== undefined ? { databaseUrl } : {}) });
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message, configExit);
     throw error;

@@ -5,7 +5,7 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { deepFreeze } from '../lib/deep-freeze.js';
-import { configSchema, type Config } from './schema.js';
+import { configSchema, POSTGRES_URL, type Config } from './schema.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -21,6 +21,8 @@ export interface ConfigOverrides {
   readonly port?: number;
   /** Absolute, or relative to the current directory (a command-line argument). */
   readonly dataDir?: string;
+  /** GATEHOUSE_DATABASE_URL: the PostgreSQL store, in place of the file's store settings. */
+  readonly databaseUrl?: string;
 }
 
 function describeIssues(issues: readonly z.core.$ZodIssue[]): string[] {
@@ -65,6 +67,12 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
   if (config.audit.checkpoint_export_ca !== undefined) config.audit.checkpoint_export_ca = at(config.audit.checkpoint_export_ca);
   if (config.audit.checkpoint_export_client_cert !== undefined) config.audit.checkpoint_export_client_cert = at(config.audit.checkpoint_export_client_cert);
   if (config.audit.checkpoint_export_client_key !== undefined) config.audit.checkpoint_export_client_key = at(config.audit.checkpoint_export_client_key);
+  if (overrides.databaseUrl !== undefined) {
+    if (!POSTGRES_URL.test(overrides.databaseUrl)) throw new ConfigError(source, ['GATEHOUSE_DATABASE_URL: must be a postgres:// URL']);
+    config.store.postgres = overrides.databaseUrl;
+    config.store.backend = 'postgres';
+  }
+  if (config.store.postgres_ca !== undefined) config.store.postgres_ca = at(config.store.postgres_ca);
   config.store.path = isAbsolute(config.store.path) ? config.store.path : resolve(config.data_dir, config.store.path);
   return deepFreeze(config);
 }

@@ -15,7 +15,7 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { memoryLimiter } from '../quota/rate.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
-import type { Client, CredentialStore } from '../store/contract.js';
+import { StoreError, type Client, type CredentialStore } from '../store/contract.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
 import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
 
@@ -186,7 +186,16 @@ export class ClientAuthenticator {
   ): Promise<ClientAuthResult> {
     // 3. The store lookup and argon2 run for every well-formed attempt; a malformed id gets the dummy verify.
     const readAt = this.now();
-    const client = wellFormedId === undefined ? undefined : await this.store.getClient(wellFormedId);
+    let client: Client | undefined;
+    try {
+      client = wellFormedId === undefined ? undefined : await this.store.getClient(wellFormedId);
+    } catch (fault) {
+      // The store cannot answer (REL-06): fail closed, as temporarily unavailable, never as a wrong secret. Nothing is
+      // counted against the client: it did nothing wrong.
+      if (!(fault instanceof StoreError && fault.code === 'unavailable')) throw fault;
+      this.log.warn({ client_id: wellFormedId ?? null, err: fault.message }, 'client authentication: credential store unavailable');
+      return { ok: false, error: new GatewayError('service_unavailable', { reason: 'credential store unavailable', headers: { 'retry-after': '2' } }), clientId: wellFormedId };
+    }
     let check;
     try {
       check = await this.verifier.verify(client?.enabled === true ? client.secrets : undefined, secret, this.now());

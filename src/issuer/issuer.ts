@@ -128,7 +128,7 @@ export class Issuer {
   /** Opens the store, creates the first signing key when there is none, and loads keys and revocations. */
   static async open(config: Config, settings: DeepReadonly<IssuerConfig>, deps: IssuerDeps): Promise<Issuer> {
     const now = deps.now ?? Date.now;
-    const store = openCredentialStore(config);
+    const store = await openCredentialStore(config);
     try {
       // Every stored key is decrypted once, here: the proof that the master key is right is the ring itself.
       const { kek, ring } = await openVerifiedKeyEncryptionKey(config, store, deps.masterKey, now);

@@ -3,7 +3,6 @@
 import { closeSync, constants, fchmodSync, fstatSync, openSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
-import { z } from 'zod';
 import {
   StoreError,
   type Client,
@@ -15,10 +14,26 @@ import {
 } from './contract.js';
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
+import {
+  checkSecrets,
+  clientParams,
+  clientRow,
+  keyParams,
+  parseRow,
+  rawKey,
+  revocationRow,
+  secretRow,
+  signingKeyRow,
+  toClient,
+  toSecret,
+  toSigningKey,
+  type ClientParams,
+  type KeyParams,
+  type SecretParams,
+} from './rows.js';
 
 /** Secrets a client may hold at once: the current one and, during a rotation, the old one. */
 export { MAX_SECRETS_PER_CLIENT } from './contract.js';
-import { MAX_SECRETS_PER_CLIENT } from './contract.js';
 
 export interface SqliteStoreOptions {
   /** Clock for `updatedAt`, which updateClient sets (whatever `change` returned). */
@@ -33,72 +48,6 @@ export interface SqliteStoreOptions {
    * an existing store, so a mistyped --data is an error instead of a new, empty store. Default true.
    */
   readonly create?: boolean;
-}
-
-// ---- Row validation: the database is outside input (another process, a restored backup, a hand edit). ----
-
-const epochMs = z.int();
-const jsonStrings = z.string().transform((text, ctx): unknown => {
-  try {
-    return JSON.parse(text);
-  } catch {
-    ctx.issues.push({ code: 'custom', message: 'not JSON', input: text });
-    return z.NEVER;
-  }
-}).pipe(z.array(z.string()));
-
-const clientRow = z.object({
-  id: z.string(),
-  name: z.string(),
-  scopes: jsonStrings,
-  audiences: jsonStrings,
-  enabled: z.union([z.literal(0), z.literal(1)]),
-  tokens_not_before_s: z.int().nonnegative().nullable(),
-  access_token_ttl_s: z.int().positive().nullable(),
-  created_at: epochMs,
-  updated_at: epochMs,
-});
-
-const secretRow = z.object({
-  client_id: z.string(),
-  slot: z.union([z.literal(0), z.literal(1)]),
-  hash: z.string().min(1),
-  created_at: epochMs,
-  expires_at: epochMs.nullable(),
-});
-
-const signingKeyRow = z.object({
-  kid: z.string(),
-  alg: z.enum(['EdDSA', 'ES256']),
-  public_jwk: z.string(),
-  encrypted_private_key: z.string(),
-  created_at: epochMs,
-  activates_at: epochMs,
-  retired_at: epochMs.nullable(),
-  expires_at: epochMs.nullable(),
-  revoked_at: epochMs.nullable(),
-});
-
-const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
-
-type SecretRow = z.infer<typeof secretRow>;
-
-/** Parses one row or throws StoreError('invalid') naming the table and the row's key (never its contents). */
-function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: string, key: string): z.infer<S> {
-  const result = schema.safeParse(row);
-  if (result.success) return result.data;
-  const fields = [...new Set(result.error.issues.map((issue) => issue.path.map(String).join('.') || '(row)'))].join(', ');
-  throw new StoreError('invalid', `corrupt row in ${table} (${key}): bad ${fields}`);
-}
-
-/** The row's own key for error messages, when a corrupt row cannot be trusted to have a readable one. */
-function rawKey(row: unknown, ...columns: string[]): string {
-  const record = typeof row === 'object' && row !== null ? (row as Record<string, unknown>) : {};
-  return columns.map((c) => `${c}=${JSON.stringify(record[c]) ?? '?'}`).join(', ');
-}
-
-function toSecret(row: SecretRow): SecretHash {
-  return { hash: row.hash, createdAt: row.created_at, expiresAt: row.expires_at };
 }
 
 // ---- SQLite errors → the contract's codes. ----
@@ -150,16 +99,6 @@ function prepareFile(file: string, create: boolean): void {
     closeSync(fd);
   }
 }
-
-type ClientParams = {
-  id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1;
-  tokens_not_before_s: number | null; access_token_ttl_s: number | null; created_at: number; updated_at: number;
-};
-type SecretParams = { client_id: string; slot: number; hash: string; created_at: number; expires_at: number | null };
-type KeyParams = {
-  kid: string; alg: string; public_jwk: string; encrypted_private_key: string;
-  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null; revoked_at: number | null;
-};
 
 // Prepared once: statement compilation is most of the cost of a small query.
 /**
@@ -387,20 +326,7 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   private readSigningKeys(): SigningKey[] {
-    return this.q.listKeys.all().map((raw) => {
-      const row = parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'));
-      return {
-        kid: row.kid,
-        alg: row.alg,
-        publicJwk: row.public_jwk,
-        encryptedPrivateKey: row.encrypted_private_key,
-        createdAt: row.created_at,
-        activatesAt: row.activates_at,
-        retiredAt: row.retired_at,
-        expiresAt: row.expires_at,
-        revokedAt: row.revoked_at,
-      };
-    });
+    return this.q.listKeys.all().map((raw) => toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))));
   }
 
   changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
@@ -471,51 +397,3 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 }
 
-function checkSecrets(client: Client): void {
-  if (client.secrets.length > MAX_SECRETS_PER_CLIENT) {
-    throw new StoreError('invalid', `client ${client.id}: at most ${MAX_SECRETS_PER_CLIENT} secrets (got ${client.secrets.length})`);
-  }
-}
-
-function clientParams(client: Client): ClientParams {
-  return {
-    id: client.id,
-    name: client.name,
-    scopes: JSON.stringify(client.scopes),
-    audiences: JSON.stringify(client.audiences),
-    enabled: client.enabled ? 1 : 0,
-    tokens_not_before_s: client.tokensNotBeforeS,
-    access_token_ttl_s: client.accessTokenTtlS,
-    created_at: client.createdAt,
-    updated_at: client.updatedAt,
-  };
-}
-
-function keyParams(key: SigningKey): KeyParams {
-  return {
-    kid: key.kid,
-    alg: key.alg,
-    public_jwk: key.publicJwk,
-    encrypted_private_key: key.encryptedPrivateKey,
-    created_at: key.createdAt,
-    activates_at: key.activatesAt,
-    retired_at: key.retiredAt,
-    expires_at: key.expiresAt,
-    revoked_at: key.revokedAt,
-  };
-}
-
-function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]): Client {
-  return {
-    id: row.id,
-    name: row.name,
-    secrets,
-    scopes: row.scopes,
-    audiences: row.audiences,
-    enabled: row.enabled === 1,
-    tokensNotBeforeS: row.tokens_not_before_s,
-    accessTokenTtlS: row.access_token_ttl_s,
-    createdAt: row.created_at,
-    updatedAt: row.updated_at,
-  };
-}

@@ -1,15 +1,15 @@
 import { readRecords } from '../../src/audit/read.js';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { connect } from 'node:tls';
 import { afterAll, describe, expect, it } from 'vitest';
 import { request, Agent } from 'undici';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { runCli, serveCli, type ServeProcess } from '../support/cli.js';
 import { initDevCertificates, issueServerCertificate } from '../../src/tls/ca.js';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -17,29 +17,10 @@ const CLI = join(ROOT, 'dist/src/cli/main.js');
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-cli-'));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
-function run(args: string[], env: NodeJS.ProcessEnv = process.env): { status: number | null; stdout: string; stderr: string } {
-  const result = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 20_000, env });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
+const run = runCli;
 
 /** Starts `gatehouse serve` and resolves with the port from its "listening" log line. */
-async function serve(args: string[]): Promise<{ child: ChildProcess; port: number; lines: string[] }> {
-  const child = spawn(process.execPath, [CLI, 'serve', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  const lines: string[] = [];
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`no listening line; got:\n${lines.join('\n')}`)), 20_000);
-    createInterface({ input: child.stdout! }).on('line', (line) => {
-      lines.push(line);
-      const parsed = JSON.parse(line) as { msg?: string; port?: number };
-      if (parsed.msg === 'gatehouse listening' && parsed.port !== undefined) {
-        clearTimeout(timer);
-        resolve(parsed.port);
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`exited ${code}: ${lines.join('\n')}`)));
-  });
-  return { child, port, lines };
-}
+const serve = (args: string[]): Promise<ServeProcess> => serveCli(args);
 
 function writeConfig(name: string, certDir: string, extra = ''): string {
   const file = join(work, name);

@@ -9,6 +9,7 @@ const program = new Command('gatehouse');
 registerAdminCommands(program, {
   defaultConfig: 'gatehouse.yaml',
   masterKey: undefined,
+  databaseUrl: undefined,
   actor: adminActor('test', 1000, undefined),
   exit: { failure: 1, usage: 64, noInput: 66, config: 78 },
   fail: (message) => {

@@ -1,0 +1,449 @@
+// PostgreSQL credential store (scale-out): the CredentialStore contract over a pg connection pool, in a schema of its own
+// (store.postgres_schema), every write one transaction, every row read validated exactly as the SQLite backend validates
+// it (rows.ts). Versioned migrations run under an advisory lock, so instances starting together apply each step once.
+// Time stamps are BIGINT epoch ms, read back as numbers (every one is a safe integer: the row schemas check).
+import pg from 'pg';
+import { StoreError, type Client, type CredentialStore, type Revocation, type SecretHash, type SigningKey, type SigningKeyChange } from './contract.js';
+import {
+  checkSecrets,
+  clientParams,
+  clientRow,
+  keyParams,
+  parseRow,
+  rawKey,
+  revocationRow,
+  secretRow,
+  signingKeyRow,
+  toClient,
+  toSecret,
+  toSigningKey,
+  type KeyParams,
+} from './rows.js';
+
+export interface PostgresStoreOptions {
+  /** postgres://user[:password]@host[:port]/database[?sslmode=…]; never printed with its password. */
+  readonly url: string;
+  /** The schema holding Gatehouse's tables (created by `serve` and `init` when missing). */
+  readonly schema: string;
+  /** PEM: the CA the server's certificate must chain to; TLS is then required, with the host name checked. */
+  readonly ca?: string | undefined;
+  /** Create the schema and its tables when missing (serve, init); the admin commands open an existing store only. */
+  readonly create?: boolean;
+  readonly now?: () => number;
+  readonly poolMax?: number;
+  /** Bounds a connection attempt, and every statement: a store that hangs answers `unavailable`, never blocks forever. */
+  readonly connectTimeoutMs?: number;
+  readonly statementTimeoutMs?: number;
+}
+
+/** Identifiers Gatehouse puts into SQL itself: lower-case, never quoted, never from a request. */
+export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+/** Schema steps, applied in order; the version table counts them. Never edit a step that has shipped. */
+const MIGRATIONS: readonly { readonly version: number; readonly sql: string }[] = [
+  {
+    version: 1,
+    sql: `
+      CREATE TABLE clients (
+        id                   TEXT     NOT NULL PRIMARY KEY,
+        name                 TEXT     NOT NULL,
+        scopes               TEXT     NOT NULL,  -- JSON array of strings
+        audiences            TEXT     NOT NULL,  -- JSON array of strings
+        enabled              SMALLINT NOT NULL CHECK (enabled IN (0, 1)),
+        tokens_not_before_s  BIGINT   CHECK (tokens_not_before_s IS NULL OR tokens_not_before_s >= 0),
+        access_token_ttl_s   BIGINT   CHECK (access_token_ttl_s IS NULL OR access_token_ttl_s > 0),
+        created_at           BIGINT   NOT NULL,
+        updated_at           BIGINT   NOT NULL
+      );
+      CREATE TABLE client_secrets (
+        client_id   TEXT     NOT NULL REFERENCES clients (id) ON DELETE CASCADE,
+        slot        SMALLINT NOT NULL CHECK (slot IN (0, 1)),
+        hash        TEXT     NOT NULL,
+        created_at  BIGINT   NOT NULL,
+        expires_at  BIGINT,
+        PRIMARY KEY (client_id, slot)
+      );
+      CREATE TABLE signing_keys (
+        kid                    TEXT   NOT NULL PRIMARY KEY,
+        alg                    TEXT   NOT NULL CHECK (alg IN ('EdDSA', 'ES256')),
+        public_jwk             TEXT   NOT NULL,
+        encrypted_private_key  TEXT   NOT NULL,
+        created_at             BIGINT NOT NULL,
+        activates_at           BIGINT NOT NULL,
+        retired_at             BIGINT,
+        expires_at             BIGINT,
+        revoked_at             BIGINT
+      );
+      CREATE TABLE revocations (
+        iss         TEXT   NOT NULL,
+        jti         TEXT   NOT NULL,
+        expires_at  BIGINT NOT NULL,
+        PRIMARY KEY (iss, jti)
+      );
+      CREATE INDEX revocations_by_expiry ON revocations (expires_at);
+    `,
+  },
+];
+export const POSTGRES_LATEST_VERSION = MIGRATIONS.length;
+const APPLICATION = 'gatehouse-credential-store';
+
+/** int8 (epoch ms) as a number; everything else as pg parses it. */
+const TYPES = {
+  getTypeParser: ((oid: number, format?: 'text' | 'binary') =>
+    oid === pg.types.builtins.INT8 ? (value: string) => Number(value) : pg.types.getTypeParser(oid, format ?? 'text')) as typeof pg.types.getTypeParser,
+};
+
+/** An error thrown by a caller's callback inside a transaction: rolled back, then passed on as it was. */
+class CallerError {
+  constructor(readonly error: unknown) {}
+}
+
+/** The URL without its password, for messages. */
+export function describePostgresUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    return `postgres://${parsed.username !== '' ? `${decodeURIComponent(parsed.username)}@` : ''}${parsed.host}${parsed.pathname}`;
+  } catch {
+    return 'postgres://(unparsable URL)';
+  }
+}
+
+const CONNECTION_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE']);
+
+/** pg faults → the contract's codes; a caller's own error passes through. */
+function toStoreError(error: unknown, doing: string): unknown {
+  if (error instanceof CallerError) return error.error;
+  if (error instanceof StoreError) return error;
+  if (error instanceof pg.DatabaseError) {
+    const code = error.code ?? '';
+    if (code === '23505') return new StoreError('conflict', `${doing}: already exists`);
+    // A value the schema refuses (constraint, wrong type or range): the caller's data, not the database.
+    if (code.startsWith('23') || code.startsWith('22')) return new StoreError('invalid', `${doing}: ${error.message}`);
+    // Statement timeout, shutdown, too many connections, serialization, read-only, disk full, …: cannot serve now.
+    return new StoreError('unavailable', `${doing}: ${code} ${error.message}`);
+  }
+  if (error instanceof Error) {
+    const errno = (error as NodeJS.ErrnoException).code;
+    // pg's own connection failures (connect timeout, connection terminated) carry no code.
+    if ((typeof errno === 'string' && (CONNECTION_CODES.has(errno) || errno.startsWith('ERR_TLS') || errno.includes('CERT'))) || errno === undefined) {
+      const prefix = typeof errno === 'string' && !error.message.includes(errno) ? `${errno} ` : '';
+      return new StoreError('unavailable', `${doing}: ${prefix}${error.message}`);
+    }
+  }
+  return error;
+}
+
+export class PostgresCredentialStore implements CredentialStore {
+  private closed = false;
+
+  private constructor(
+    private readonly pool: pg.Pool,
+    private readonly where: string,
+    private readonly now: () => number,
+  ) {}
+
+  /** Connects, checks (and with `create`, creates or migrates) the schema. Throws StoreError. */
+  static async open(opts: PostgresStoreOptions): Promise<PostgresCredentialStore> {
+    if (!SCHEMA_NAME.test(opts.schema)) throw new StoreError('invalid', `store.postgres_schema ${JSON.stringify(opts.schema)}: lower-case letters, digits and _`);
+    const where = `schema ${opts.schema} at ${describePostgresUrl(opts.url)}`;
+    const statementTimeoutMs = opts.statementTimeoutMs ?? 5000;
+    const pool = new pg.Pool({
+      connectionString: opts.url,
+      max: opts.poolMax ?? 10,
+      connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
+      idleTimeoutMillis: 30_000,
+      // The server ends a statement that runs too long; the client gives up a little later on one that never returns.
+      statement_timeout: statementTimeoutMs,
+      query_timeout: statementTimeoutMs + 1000,
+      application_name: 'gatehouse',
+      options: `-c search_path=${opts.schema}`,
+      types: TYPES,
+      ...(opts.ca !== undefined ? { ssl: { ca: opts.ca, rejectUnauthorized: true } } : {}),
+    });
+    // A dropped connection must not crash the process: the next query on it reports the outage. The pool listens to its
+    // idle clients only, so every connection gets a listener of its own for its whole life, checked out or idle
+    // (a line cut mid-transaction otherwise emits an unhandled 'error': node-postgres #2439).
+    pool.on('error', () => undefined);
+    pool.on('connect', (client) => client.on('error', () => undefined));
+    const store = new PostgresCredentialStore(pool, where, opts.now ?? Date.now);
+    try {
+      await store.prepareSchema(opts.schema, opts.create ?? true);
+      return store;
+    } catch (error) {
+      await pool.end().catch(() => undefined);
+      throw toStoreError(error, `open ${where}`);
+    }
+  }
+
+  private async prepareSchema(schema: string, create: boolean): Promise<void> {
+    const client = await this.pool.connect();
+    try {
+      const exists = (await client.query<{ found: string | null }>('SELECT to_regclass($1) AS found', [`${schema}.gatehouse_schema`])).rows[0]?.found ?? null;
+      if (exists === null && !create) throw new StoreError('not_found', `no credential store in ${this.where}`);
+      await client.query('BEGIN');
+      try {
+        // One migrator at a time per schema, across every instance starting now.
+        await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gatehouse:${schema}`]);
+        await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
+        await client.query('CREATE TABLE IF NOT EXISTS gatehouse_schema (id SMALLINT PRIMARY KEY CHECK (id = 1), application TEXT NOT NULL, version INTEGER NOT NULL)');
+        const row = (await client.query<{ application: string; version: number }>('SELECT application, version FROM gatehouse_schema WHERE id = 1')).rows[0];
+        let version = 0;
+        if (row === undefined) {
+          const tables = (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1 AND tablename <> 'gatehouse_schema'", [schema])).rows[0]?.n ?? 0;
+          if (tables > 0) throw new StoreError('invalid', `${this.where}: not a Gatehouse credential store (has tables but no schema version)`);
+          await client.query('INSERT INTO gatehouse_schema (id, application, version) VALUES (1, $1, 0)', [APPLICATION]);
+        } else {
+          if (row.application !== APPLICATION) throw new StoreError('invalid', `${this.where}: not a Gatehouse credential store (${row.application})`);
+          version = row.version;
+        }
+        if (version > POSTGRES_LATEST_VERSION) {
+          throw new StoreError('invalid', `${this.where}: schema version ${version} is newer than this Gatehouse knows (${POSTGRES_LATEST_VERSION}); upgrade Gatehouse`);
+        }
+        for (const step of MIGRATIONS) {
+          if (step.version <= version) continue;
+          await client.query(step.sql);
+          await client.query('UPDATE gatehouse_schema SET version = $1 WHERE id = 1', [step.version]);
+        }
+        await client.query('COMMIT');
+      } catch (error) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw error;
+      }
+    } finally {
+      client.release();
+    }
+  }
+
+  /** One statement, outside a transaction. */
+  private async run<R extends pg.QueryResultRow>(doing: string, sql: string, params: readonly unknown[] = []): Promise<pg.QueryResult<R>> {
+    if (this.closed) throw new StoreError('unavailable', `${doing}: store is closed`);
+    try {
+      return await this.pool.query<R>(sql, params as unknown[]);
+    } catch (error) {
+      throw toStoreError(error, doing);
+    }
+  }
+
+  /** `fn` in one transaction on one connection: committed, or rolled back whatever it threw. */
+  private async tx<T>(doing: string, fn: (client: pg.PoolClient) => Promise<T>, isolation = 'READ COMMITTED'): Promise<T> {
+    if (this.closed) throw new StoreError('unavailable', `${doing}: store is closed`);
+    let client: pg.PoolClient;
+    try {
+      client = await this.pool.connect();
+    } catch (error) {
+      throw toStoreError(error, doing);
+    }
+    let broken = false;
+    try {
+      await client.query(`BEGIN ISOLATION LEVEL ${isolation}`);
+      const result = await fn(client);
+      await client.query('COMMIT');
+      return result;
+    } catch (error) {
+      try {
+        await client.query('ROLLBACK');
+      } catch {
+        broken = true;
+      }
+      throw toStoreError(error, doing);
+    } finally {
+      // A connection whose rollback failed is not given back to the pool.
+      client.release(broken);
+    }
+  }
+
+  // ---- Clients ----
+
+  createClient(client: Client): Promise<void> {
+    return this.tx(`createClient ${client.id}`, async (c) => {
+      checkSecrets(client);
+      const p = clientParams(client);
+      await c.query(
+        `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+        [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.created_at, p.updated_at],
+      );
+      await insertSecrets(c, client);
+    });
+  }
+
+  getClient(id: string): Promise<Client | undefined> {
+    // REPEATABLE READ: the client row and its secrets come from one snapshot.
+    return this.tx(`getClient ${id}`, (c) => readClient(c, id, false), 'REPEATABLE READ');
+  }
+
+  listClients(): Promise<readonly Client[]> {
+    return this.tx(
+      'listClients',
+      async (c) => {
+        const secrets = new Map<string, SecretHash[]>();
+        for (const raw of (await c.query('SELECT * FROM client_secrets ORDER BY client_id, slot')).rows) {
+          const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
+          const list = secrets.get(row.client_id) ?? [];
+          list.push(toSecret(row));
+          secrets.set(row.client_id, list);
+        }
+        return (await c.query('SELECT * FROM clients ORDER BY created_at, id')).rows.map((raw) => {
+          const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
+          return toClient(row, secrets.get(row.id) ?? []);
+        });
+      },
+      'REPEATABLE READ',
+    );
+  }
+
+  updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
+    return this.tx(`updateClient ${id}`, async (c) => {
+      // FOR UPDATE: no other writer changes the row between this read and the write.
+      const current = await readClient(c, id, true);
+      if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
+      let changed: Client;
+      try {
+        changed = change(current);
+      } catch (error) {
+        throw new CallerError(error);
+      }
+      if (changed.id !== id) throw new StoreError('invalid', `updateClient ${id}: the id cannot change`);
+      const next: Client = { ...changed, createdAt: current.createdAt, updatedAt: this.now() };
+      checkSecrets(next);
+      const p = clientParams(next);
+      await c.query(
+        `UPDATE clients SET name = $2, scopes = $3, audiences = $4, enabled = $5, tokens_not_before_s = $6, access_token_ttl_s = $7, updated_at = $8
+         WHERE id = $1`,
+        [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.updated_at],
+      );
+      await c.query('DELETE FROM client_secrets WHERE client_id = $1', [id]);
+      await insertSecrets(c, next);
+      return next;
+    });
+  }
+
+  async removeClient(id: string): Promise<boolean> {
+    // Secrets go with it (ON DELETE CASCADE).
+    return ((await this.run(`removeClient ${id}`, 'DELETE FROM clients WHERE id = $1', [id])).rowCount ?? 0) > 0;
+  }
+
+  // ---- Signing keys ----
+
+  async addSigningKey(key: SigningKey): Promise<void> {
+    await this.tx(`addSigningKey ${key.kid}`, (c) => insertKey(c, keyParams(key)));
+  }
+
+  listSigningKeys(): Promise<readonly SigningKey[]> {
+    return this.tx('listSigningKeys', readSigningKeys, 'REPEATABLE READ');
+  }
+
+  changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
+    return this.tx('changeSigningKeys', async (c) => {
+      // Key changes take turns (reads go on): the change is decided on the state it is written over.
+      await c.query('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
+      let decided: SigningKeyChange;
+      try {
+        decided = change(await readSigningKeys(c));
+      } catch (error) {
+        throw new CallerError(error);
+      }
+      for (const key of decided.update) {
+        const p = keyParams(key);
+        const updated = await c.query(
+          `UPDATE signing_keys SET created_at = $5, activates_at = $6, retired_at = $7, expires_at = $8, revoked_at = $9
+           WHERE kid = $1 AND alg = $2 AND public_jwk = $3 AND encrypted_private_key = $4`,
+          [p.kid, p.alg, p.public_jwk, p.encrypted_private_key, p.created_at, p.activates_at, p.retired_at, p.expires_at, p.revoked_at],
+        );
+        if ((updated.rowCount ?? 0) === 0) {
+          const exists = (await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [key.kid])).rowCount ?? 0;
+          throw new StoreError(exists === 0 ? 'not_found' : 'invalid', `signing key ${key.kid}: not found with that key material`);
+        }
+      }
+      for (const key of decided.insert) await insertKey(c, keyParams(key));
+      return decided;
+    });
+  }
+
+  async rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void> {
+    await this.tx(`rotateSigningKey ${next.kid}`, async (c) => {
+      await c.query('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
+      await insertKey(c, keyParams(next));
+      if (retire === undefined) return;
+      // Only a key nobody retired yet: two rotations racing from the same key must not both hand over from it.
+      const retired = await c.query('UPDATE signing_keys SET retired_at = $1, expires_at = $2 WHERE kid = $3 AND retired_at IS NULL', [retire.retiredAt, retire.expiresAt, retire.kid]);
+      if ((retired.rowCount ?? 0) === 0) {
+        const exists = (await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [retire.kid])).rowCount ?? 0;
+        if (exists > 0) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
+        throw new StoreError('not_found', `signing key ${retire.kid} not found`);
+      }
+    });
+  }
+
+  async purgeExpiredSigningKeys(now: number): Promise<number> {
+    return (await this.run('purgeExpiredSigningKeys', 'DELETE FROM signing_keys WHERE expires_at IS NOT NULL AND expires_at <= $1', [now])).rowCount ?? 0;
+  }
+
+  // ---- Revocations ----
+
+  async revoke(revocation: Revocation): Promise<void> {
+    // Never shortened: revoking again keeps the later expiry.
+    await this.run(
+      'revoke',
+      `INSERT INTO revocations (iss, jti, expires_at) VALUES ($1, $2, $3)
+       ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at WHERE excluded.expires_at > revocations.expires_at`,
+      [revocation.iss, revocation.jti, revocation.expiresAt],
+    );
+  }
+
+  async isRevoked(iss: string, jti: string, now: number): Promise<boolean> {
+    return ((await this.run('isRevoked', 'SELECT 1 FROM revocations WHERE iss = $1 AND jti = $2 AND expires_at > $3', [iss, jti, now])).rowCount ?? 0) > 0;
+  }
+
+  async listRevocations(now: number): Promise<readonly Revocation[]> {
+    const result = await this.run('listRevocations', 'SELECT * FROM revocations WHERE expires_at > $1 ORDER BY expires_at, iss, jti', [now]);
+    return result.rows.map((raw) => {
+      const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
+      return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
+    });
+  }
+
+  async purgeExpiredRevocations(now: number): Promise<number> {
+    return (await this.run('purgeExpiredRevocations', 'DELETE FROM revocations WHERE expires_at <= $1', [now])).rowCount ?? 0;
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await this.pool.end();
+  }
+}
+
+async function readClient(c: pg.PoolClient, id: string, forUpdate: boolean): Promise<Client | undefined> {
+  const raw = (await c.query(`SELECT * FROM clients WHERE id = $1${forUpdate ? ' FOR UPDATE' : ''}`, [id])).rows[0] as unknown;
+  if (raw === undefined) return undefined;
+  const row = parseRow(clientRow, raw, 'clients', `id=${JSON.stringify(id)}`);
+  const secrets = (await c.query('SELECT * FROM client_secrets WHERE client_id = $1 ORDER BY slot', [id])).rows.map((s) =>
+    toSecret(parseRow(secretRow, s, 'client_secrets', rawKey(s, 'client_id', 'slot'))),
+  );
+  return toClient(row, secrets);
+}
+
+async function insertSecrets(c: pg.PoolClient, client: Client): Promise<void> {
+  for (const [slot, secret] of client.secrets.entries()) {
+    await c.query('INSERT INTO client_secrets (client_id, slot, hash, created_at, expires_at) VALUES ($1, $2, $3, $4, $5)', [
+      client.id,
+      slot,
+      secret.hash,
+      secret.createdAt,
+      secret.expiresAt,
+    ]);
+  }
+}
+
+async function readSigningKeys(c: pg.PoolClient): Promise<SigningKey[]> {
+  return (await c.query('SELECT * FROM signing_keys ORDER BY created_at, kid')).rows.map((raw) => toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))));
+}
+
+async function insertKey(c: pg.PoolClient, p: KeyParams): Promise<void> {
+  await c.query(
+    `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at, revoked_at)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+    [p.kid, p.alg, p.public_jwk, p.encrypted_private_key, p.created_at, p.activates_at, p.retired_at, p.expires_at, p.revoked_at],
+  );
+}

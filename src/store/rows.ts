@@ -1,0 +1,142 @@
+// Row validation and mapping shared by the credential-store backends: the database is outside input (another process,
+// a restored backup, a hand edit), so every row read is checked before it becomes a Client, SigningKey or Revocation, and
+// every backend writes the same column values.
+import { z } from 'zod';
+import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type SecretHash, type SigningKey } from './contract.js';
+
+export const epochMs = z.int();
+const jsonStrings = z.string().transform((text, ctx): unknown => {
+  try {
+    return JSON.parse(text);
+  } catch {
+    ctx.issues.push({ code: 'custom', message: 'not JSON', input: text });
+    return z.NEVER;
+  }
+}).pipe(z.array(z.string()));
+
+export const clientRow = z.object({
+  id: z.string(),
+  name: z.string(),
+  scopes: jsonStrings,
+  audiences: jsonStrings,
+  enabled: z.union([z.literal(0), z.literal(1)]),
+  tokens_not_before_s: z.int().nonnegative().nullable(),
+  access_token_ttl_s: z.int().positive().nullable(),
+  created_at: epochMs,
+  updated_at: epochMs,
+});
+
+export const secretRow = z.object({
+  client_id: z.string(),
+  slot: z.union([z.literal(0), z.literal(1)]),
+  hash: z.string().min(1),
+  created_at: epochMs,
+  expires_at: epochMs.nullable(),
+});
+
+export const signingKeyRow = z.object({
+  kid: z.string(),
+  alg: z.enum(['EdDSA', 'ES256']),
+  public_jwk: z.string(),
+  encrypted_private_key: z.string(),
+  created_at: epochMs,
+  activates_at: epochMs,
+  retired_at: epochMs.nullable(),
+  expires_at: epochMs.nullable(),
+  revoked_at: epochMs.nullable(),
+});
+
+export const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
+
+export type SecretRow = z.infer<typeof secretRow>;
+
+/** Parses one row or throws StoreError('invalid') naming the table and the row's key (never its contents). */
+export function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: string, key: string): z.infer<S> {
+  const result = schema.safeParse(row);
+  if (result.success) return result.data;
+  const fields = [...new Set(result.error.issues.map((issue) => issue.path.map(String).join('.') || '(row)'))].join(', ');
+  throw new StoreError('invalid', `corrupt row in ${table} (${key}): bad ${fields}`);
+}
+
+/** The row's own key for error messages, when a corrupt row cannot be trusted to have a readable one. */
+export function rawKey(row: unknown, ...columns: string[]): string {
+  const record = typeof row === 'object' && row !== null ? (row as Record<string, unknown>) : {};
+  return columns.map((c) => `${c}=${JSON.stringify(record[c]) ?? '?'}`).join(', ');
+}
+
+export function toSecret(row: SecretRow): SecretHash {
+  return { hash: row.hash, createdAt: row.created_at, expiresAt: row.expires_at };
+}
+
+export type ClientParams = {
+  id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1;
+  tokens_not_before_s: number | null; access_token_ttl_s: number | null; created_at: number; updated_at: number;
+};
+export type SecretParams = { client_id: string; slot: number; hash: string; created_at: number; expires_at: number | null };
+export type KeyParams = {
+  kid: string; alg: string; public_jwk: string; encrypted_private_key: string;
+  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null; revoked_at: number | null;
+};
+
+export function toSigningKey(row: z.infer<typeof signingKeyRow>): SigningKey {
+  return {
+    kid: row.kid,
+    alg: row.alg,
+    publicJwk: row.public_jwk,
+    encryptedPrivateKey: row.encrypted_private_key,
+    createdAt: row.created_at,
+    activatesAt: row.activates_at,
+    retiredAt: row.retired_at,
+    expiresAt: row.expires_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+export function checkSecrets(client: Client): void {
+  if (client.secrets.length > MAX_SECRETS_PER_CLIENT) {
+    throw new StoreError('invalid', `client ${client.id}: at most ${MAX_SECRETS_PER_CLIENT} secrets (got ${client.secrets.length})`);
+  }
+}
+
+export function clientParams(client: Client): ClientParams {
+  return {
+    id: client.id,
+    name: client.name,
+    scopes: JSON.stringify(client.scopes),
+    audiences: JSON.stringify(client.audiences),
+    enabled: client.enabled ? 1 : 0,
+    tokens_not_before_s: client.tokensNotBeforeS,
+    access_token_ttl_s: client.accessTokenTtlS,
+    created_at: client.createdAt,
+    updated_at: client.updatedAt,
+  };
+}
+
+export function keyParams(key: SigningKey): KeyParams {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    public_jwk: key.publicJwk,
+    encrypted_private_key: key.encryptedPrivateKey,
+    created_at: key.createdAt,
+    activates_at: key.activatesAt,
+    retired_at: key.retiredAt,
+    expires_at: key.expiresAt,
+    revoked_at: key.revokedAt,
+  };
+}
+
+export function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]): Client {
+  return {
+    id: row.id,
+    name: row.name,
+    secrets,
+    scopes: row.scopes,
+    audiences: row.audiences,
+    enabled: row.enabled === 1,
+    tokensNotBeforeS: row.tokens_not_before_s,
+    accessTokenTtlS: row.access_token_ttl_s,
+    createdAt: row.created_at,
+    updatedAt: row.updated_at,
+  };
+}
