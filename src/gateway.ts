@@ -16,9 +16,12 @@ import { openKeyEncryptionKey } from './store/open.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
-import type { AuthenticatedRequest, QuotaPolicy } from './pipeline/stage.js';
+import type { AuthenticatedRequest } from './pipeline/stage.js';
 import { Upstream } from './proxy/forward.js';
-import { memoryLimiter, PreAuthQuota, PrincipalQuota } from './quota/rate.js';
+import { MemoryLimiterBackend } from './quota/backend.js';
+import { MemoryCalendarCounter } from './quota/calendar.js';
+import { PrincipalQuota } from './quota/principal.js';
+import { memoryLimiter, PreAuthQuota } from './quota/rate.js';
 import { ConnectionGuard } from './server/connection-guard.js';
 import { edgeLimits } from './server/edge.js';
 import { Ingress, trustedProxyList } from './server/ingress.js';
@@ -34,6 +37,8 @@ export interface GatewayDeps {
   readonly audit?: AuditSink;
   /** GATEHOUSE_MASTER_KEY, read by the CLI; without it the issuer uses data_dir/master.key. */
   readonly masterKey?: string | undefined;
+  /** Wall clock in epoch milliseconds for the route quotas' calendar windows and key lifetimes (tests inject one). */
+  readonly now?: () => number;
 }
 
 /** Shared between the gateway and its ingress: set once stop() begins. */
@@ -51,6 +56,8 @@ export class Gateway {
     /** The authorization server, when `issuer` is configured. */
     readonly issuer: Issuer | undefined,
     private readonly lifecycle: Lifecycle,
+    /** The route quotas by name (their in-flight and key counts are observable). */
+    readonly quotas: ReadonlyMap<string, PrincipalQuota>,
   ) {}
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -71,7 +78,9 @@ export class Gateway {
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
-      const quotas = new Map<string, QuotaPolicy>(Object.entries(config.quotas).map(([name, rate]) => [name, new PrincipalQuota(name, rate)]));
+      // Route quotas: fixed windows from the limiter backend, calendar windows in memory (a shared backend replaces both).
+      const quotaDeps = { windows: new MemoryLimiterBackend(), calendar: (spec: { keyPrefix: string; points: number }) => new MemoryCalendarCounter(spec), log, now: deps.now ?? Date.now };
+      const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));
       const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
         const { peerAddress, clientAddress } = request.connection;
         // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
@@ -105,7 +114,7 @@ export class Gateway {
           pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
         },
       });
-      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle);
+      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
       await issuer?.close();

@@ -10,6 +10,7 @@ import type { Issuer } from './issuer/issuer.js';
 import type { DeepReadonly } from './lib/deep-freeze.js';
 import type { AuthenticatedRequest, Authenticator, Handler, QuotaPolicy, Route } from './pipeline/stage.js';
 import { ProxyHandler, type Upstream } from './proxy/forward.js';
+import type { PrincipalQuota } from './quota/principal.js';
 import { allowedMethods } from './server/router.js';
 import { EchoService } from './services/echo.js';
 
@@ -19,7 +20,7 @@ const BEARER_CHALLENGE = 'Bearer realm="gatehouse"';
 export interface RouteParts {
   readonly config: Config;
   readonly upstreams: ReadonlyMap<string, Upstream>;
-  readonly quotas: ReadonlyMap<string, QuotaPolicy>;
+  readonly quotas: ReadonlyMap<string, PrincipalQuota>;
   readonly issuer: Issuer | undefined;
   /** The X-Forwarded-For value an upstream receives for a request (vouched chain or the client address). */
   readonly forwardedFor: (request: AuthenticatedRequest, received: string | string[] | undefined) => string;
@@ -82,7 +83,7 @@ export function compileRoutes(parts: RouteParts): Route[] {
         ...(issuer !== undefined && bearer ? { audience: routeAudience(configured, issuer) } : {}),
         challenge,
       }),
-      quota: configured.quota === undefined ? undefined : parts.quotas.get(configured.quota),
+      quota: quotaOf(configured, parts.quotas),
       handler: handlerOf(configured),
       intake: undefined,
       oauth: false,
@@ -110,6 +111,13 @@ export function compileRoutes(parts: RouteParts): Route[] {
     );
   }
   return routes;
+}
+
+function quotaOf(configured: DeepReadonly<RouteConfig>, quotas: ReadonlyMap<string, PrincipalQuota>): QuotaPolicy | undefined {
+  if (configured.quota === undefined) return undefined;
+  const quota = quotas.get(configured.quota);
+  if (quota === undefined) throw new ConfigError('config', [`unknown quota ${configured.quota}`]);
+  return quota.forRoute(configured.quota_cost ?? 1);
 }
 
 function routeAudience(configured: DeepReadonly<RouteConfig>, issuer: Issuer): () => string {

@@ -19,7 +19,9 @@ export type AdminAction =
   | 'client.rotate_secret'
   | 'client.remove'
   | 'key.rotate'
-  | 'key.revoke';
+  | 'key.revoke'
+  /** `gatehouse store copy` (recorded only when it is given the target deployment's --config). */
+  | 'store.copy';
 
 /** Who ran the command: the operating-system account (and the account behind sudo, when there is one). */
 export interface AdminActor {

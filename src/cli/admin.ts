@@ -34,7 +34,7 @@ export interface AdminContext {
   readonly masterKey: string | undefined;
   /** Who runs the command, for the admin log. */
   readonly actor: AdminActor;
-  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly unavailable: number; readonly config: number };
+  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly unavailable: number; readonly software: number; readonly config: number };
   readonly fail: (message: string, code: number) => never;
   /** Warnings that do not stop the command (stderr). */
   readonly warn: (message: string) => void;
@@ -254,7 +254,7 @@ async function withConfiguredStore(ctx: AdminContext, config: Config, fn: (sessi
  * Appends the command's changes to the admin chain, its checkpoint signed with the audit key (opened with the master key
  * proven against the store, as the gateway does). Returns what to report when they could not be recorded.
  */
-async function recordChanges(ctx: AdminContext, config: Config, store: CredentialStore, changes: readonly AdminChange[]): Promise<string | undefined> {
+export async function recordChanges(ctx: AdminContext, config: Config, store: CredentialStore, changes: readonly AdminChange[]): Promise<string | undefined> {
   try {
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
     const signer = loadOrCreateAuditKey(auditKeyFile(config), kek);

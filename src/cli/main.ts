@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// The `gatehouse` command: serve, certs, clients, keys, audit. The only module that reads the environment, argv and signals.
+// The `gatehouse` command: serve, certs, clients, keys, store, audit. The only module that reads the environment, argv and signals.
 import 'reflect-metadata';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
 import { readFileSync } from 'node:fs';
@@ -19,8 +19,9 @@ import { initDevCertificates } from '../tls/ca.js';
 import { adminActor } from '../audit/admin-log.js';
 import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/log.js';
-import { protectDashClientIds, registerAdminCommands } from './admin.js';
+import { protectDashClientIds, registerAdminCommands, type AdminContext } from './admin.js';
 import { registerAuditCommands } from './audit.js';
+import { registerStoreCommands } from './store-copy.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
@@ -42,7 +43,7 @@ function packageVersion(): string {
 const PROGRAM_HELP = `
 Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, output could not be written);
 64 usage (bad argument or option); 66 no such client, key or credential store; 69 credential store unreachable;
-70 internal error (serve); 78 configuration.
+70 internal error (serve), or a store copy that does not read back as its source; 78 configuration.
 Each command's --help lists the codes it can return.`;
 
 const SERVE_HELP = `
@@ -323,7 +324,7 @@ export function buildProgram(): Command {
     .action(certsInit);
 
   const user = operatingSystemUser();
-  registerAdminCommands(program, {
+  const adminContext: AdminContext = {
     defaultConfig: DEFAULT_CONFIG,
     masterKey: process.env[MASTER_KEY_ENV],
     databaseUrl: databaseUrl(),
@@ -332,8 +333,10 @@ export function buildProgram(): Command {
     actor: adminActor(user.name, user.uid, user.uid === 0 ? process.env['SUDO_USER'] : undefined),
     exit: EXIT,
     fail,
-    warn: (message) => note(`warning: ${message}`),
-  });
+    warn: (message: string) => note(`warning: ${message}`),
+  };
+  registerAdminCommands(program, adminContext);
+  registerStoreCommands(program, adminContext);
   registerAuditCommands(program, { defaultConfig: DEFAULT_CONFIG, exit: EXIT, fail });
   return program;
 }

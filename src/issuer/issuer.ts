@@ -1,13 +1,14 @@
 // The authorization server as one unit: opens the store and the key-encryption key, makes sure a signing key exists,
 // loads the KeyRing and the revocation state, and builds the bearer authenticator and the endpoint handlers over them.
 // A refresh loop re-reads keys, revocations and client states, so `gatehouse keys rotate` and `clients disable` (other
-// processes) take effect without a restart.
+// processes) take effect without a restart. A store that reports its changes (PostgreSQL LISTEN/NOTIFY) triggers the
+// refresh at once, and hands over revocations as they are made; the loop stays as the safety net for lost notifications.
 import type { Logger } from 'pino';
 import { BearerAuthenticator } from '../authn/bearer.js';
 import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
-import type { CredentialStore } from '../store/contract.js';
+import type { CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
 import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
 import { ClientAuthenticator, OAuthClientAuthenticator } from './client-auth.js';
 import {
@@ -68,6 +69,10 @@ export class Issuer {
   private lastFailureLog = 0;
   private signingKid: string | null;
   private onEvent: (event: IssuerEvent) => void = () => undefined;
+  /** The refresh running now, and the one queued behind it (see refresh()). */
+  private refreshing: Promise<void> | undefined;
+  private queuedRefresh: Promise<void> | undefined;
+  private watch: StoreWatch | undefined;
 
   private constructor(
     private readonly settings: DeepReadonly<IssuerConfig>,
@@ -129,7 +134,17 @@ export class Issuer {
   static async open(config: Config, settings: DeepReadonly<IssuerConfig>, deps: IssuerDeps): Promise<Issuer> {
     const now = deps.now ?? Date.now;
     const store = await openCredentialStore(config);
+    let watch: StoreWatch | undefined;
     try {
+      // Listening starts before anything is read, so no change committed from here on is missed: one that arrives before
+      // the issuer exists makes it refresh once more as soon as it does.
+      let issuer: Issuer | undefined;
+      let missed = false;
+      watch = await store.watch?.({
+        onChange: (change) => (issuer !== undefined ? issuer.storeChanged(change) : (missed = true)),
+        onLost: (error) => deps.log.warn({ err: error }, 'lost the store change listener; changes are picked up by the periodic refresh until it is back'),
+        onListening: (downMs) => deps.log.info({ down_ms: downMs }, 'store change listener reconnected; re-reading keys, revocations and clients'),
+      });
       // Every stored key is decrypted once, here: the proof that the master key is right is the ring itself.
       const { kek, ring } = await openVerifiedKeyEncryptionKey(config, store, deps.masterKey, now);
       const { key, created } = await ensureSigningKey(store, kek, settings.signing_alg, now());
@@ -139,8 +154,12 @@ export class Issuer {
       }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
-      return new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port);
+      issuer = new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port);
+      issuer.watch = watch;
+      if (missed) await issuer.refresh();
+      return issuer;
     } catch (error) {
+      await watch?.close();
       await store.close();
       throw error;
     }
@@ -182,12 +201,35 @@ export class Issuer {
     this.timer.unref();
   }
 
+  /** A change notified by the store: a revocation is taken as it is, anything else is re-read. */
+  private storeChanged(change: StoreChange): void {
+    if (change.kind === 'revoked') this.revocations.learn(change.revocation);
+    else void this.refresh();
+  }
+
+  /**
+   * Re-reads signing keys, revocations and client states (see refreshOnce). One runs at a time: asked while one is running,
+   * whose reads may predate the change that asked, exactly one more runs after it, shared by everyone who asked meanwhile.
+   * So a burst of notifications costs at most two reads, and a read never overwrites a newer one.
+   */
+  refresh(): Promise<void> {
+    if (this.refreshing === undefined) {
+      this.refreshing = this.refreshOnce().finally(() => (this.refreshing = undefined));
+      return this.refreshing;
+    }
+    this.queuedRefresh ??= this.refreshing.catch(() => undefined).then(() => {
+      this.queuedRefresh = undefined;
+      return this.refresh();
+    });
+    return this.queuedRefresh;
+  }
+
   /**
    * Re-reads signing keys, revocations and client states, and purges expired rows from the store. A failed read keeps the
    * previous state; the purge runs either way (a store that cannot be read must not also grow without bound). Failures are
    * logged when they start and then once a minute while they last.
    */
-  async refresh(): Promise<void> {
+  private async refreshOnce(): Promise<void> {
     const now = this.now();
     let failure: unknown;
     try {
@@ -231,6 +273,8 @@ export class Issuer {
 
   async close(): Promise<void> {
     if (this.timer !== undefined) clearInterval(this.timer);
+    await this.watch?.close();
+    await this.refreshing;
     await this.store.close();
   }
 }

@@ -41,6 +41,12 @@ export class RevocationSet implements RevocationList {
     this.revoked.set(key(revocation.iss, revocation.jti), revocation.expiresAt);
   }
 
+  /** A revocation another instance stored (a change notification): refused here from now on, as if refreshed. */
+  learn(revocation: Revocation): void {
+    const id = key(revocation.iss, revocation.jti);
+    if (revocation.expiresAt > (this.revoked.get(id) ?? 0)) this.revoked.set(id, revocation.expiresAt);
+  }
+
   /**
    * A client that just authenticated, as read from the store at `readAt`, exists and is enabled (it may be newer than the
    * last refresh). A read older than the current snapshot says nothing new — the client may have been disabled in

@@ -23,7 +23,7 @@ import {
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, clientGone, sendAnswer, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, Principal, Refusal, RequestContext } from './stage.js';
+import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, Principal, QuotaLease, Refusal, RequestContext } from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
@@ -80,6 +80,9 @@ export class Pipeline {
     let request = received;
     let stage: DecisionStage = 'pre-auth-quota';
     let principal: Principal | undefined;
+    // What the route quota holds for this request (a concurrency slot), released in the `finally` below, exactly once,
+    // however the request ends: answered, refused later, client gone, upstream failure or timeout, a throw (RL-03).
+    let lease: QuotaLease | undefined;
     try {
       const preAuth = await this.deps.preAuthQuota.consume(request.connection.limitKey);
       if (!preAuth.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: preAuth.error });
@@ -114,6 +117,11 @@ export class Pipeline {
       if (route.quota !== undefined) {
         const quota = await route.quota.consume(authenticated);
         if (!quota.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: quota.error, credential: principal });
+        lease = quota.lease;
+        // Set before any handler writes: every answer to this request carries them, the upstream's included (whose own
+        // RateLimit fields the proxy drops on limited routes, so they can neither be forged nor doubled).
+        if (quota.rateLimitPolicy !== undefined) exchange.res.setHeader('ratelimit-policy', quota.rateLimitPolicy);
+        if (quota.rateLimit !== undefined) exchange.res.setHeader('ratelimit', quota.rateLimit);
       }
 
       stage = 'handler';
@@ -140,6 +148,8 @@ export class Pipeline {
       this.complete(request, exchange, undefined, request.contentLength ?? null, sent);
     } catch (fault) {
       this.fail(request, exchange, stage, fault, principal);
+    } finally {
+      lease?.release();
     }
   }
 

@@ -111,7 +111,24 @@ export interface Authorizer {
   authorize(request: AuthenticatedRequest): AuthzDecision;
 }
 
-export type QuotaDecision = { readonly allowed: true } | { readonly allowed: false; readonly error: GatewayError };
+/**
+ * What an admitted request holds until it ends (a concurrency slot, RL-03). The pipeline releases it exactly once, in the
+ * one `finally` of its run, so every ending (response sent, client gone, upstream failure or timeout, a throw) frees it.
+ */
+export interface QuotaLease {
+  release(): void;
+}
+
+export type QuotaDecision =
+  | {
+      readonly allowed: true;
+      /** draft-ietf-httpapi-ratelimit-headers fields for the response (`RateLimit-Policy`, `RateLimit`), when the quota advertises itself. */
+      readonly rateLimitPolicy?: string | undefined;
+      readonly rateLimit?: string | undefined;
+      readonly lease?: QuotaLease | undefined;
+    }
+  /** The error carries Retry-After (and the RateLimit fields) for the 429. */
+  | { readonly allowed: false; readonly error: GatewayError };
 
 export interface QuotaPolicy {
   readonly name: string;

@@ -174,7 +174,7 @@ export class ProxyHandler implements Forwarder {
       upstream.inFlight--;
     };
     return new Promise<ForwardOutcome>((resolve) => {
-      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release);
+      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release, request.route.quota !== undefined);
       this.upstream.pool.dispatch(
         {
           path,
@@ -214,6 +214,8 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     private readonly done: (outcome: ForwardOutcome) => void,
     /** Called once undici reports the request's end (onResponseEnd / onResponseError). */
     private readonly release: () => void,
+    /** The route has a quota: the gateway's RateLimit fields are already on the response, the upstream's are dropped. */
+    private readonly ownRateLimit: boolean,
   ) {
     // A client that goes away aborts the upstream request, so no upstream work outlives its caller (RL-03).
     exchange.res.once('close', () => {
@@ -243,7 +245,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     const { res } = this.exchange;
     if (statusCode < 200) return;
     this.upstreamStatus = statusCode;
-    const out = clientResponseHeaders(headers);
+    const out = clientResponseHeaders(headers, this.ownRateLimit);
     Object.assign(out, securityHeaders(this.exchange));
     try {
       res.writeHead(statusCode, out);

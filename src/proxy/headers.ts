@@ -115,8 +115,12 @@ export function upstreamRequestHeaders(
   return out;
 }
 
-/** Filters upstream response headers in place of copying them blindly; the caller adds the gateway's own headers. */
-export function clientResponseHeaders(upstream: Readonly<Record<string, string | string[] | undefined>>): OutgoingHttpHeaders {
+/**
+ * Filters upstream response headers in place of copying them blindly; the caller adds the gateway's own headers. On a
+ * route with a quota (`ownRateLimit`) the gateway's RateLimit / RateLimit-Policy fields are the only ones: the upstream's
+ * would replace or double them.
+ */
+export function clientResponseHeaders(upstream: Readonly<Record<string, string | string[] | undefined>>, ownRateLimit = false): OutgoingHttpHeaders {
   const listed = connectionListed(upstream['connection']);
   const out: OutgoingHttpHeaders = {};
   for (const name in upstream) {
@@ -124,6 +128,7 @@ export function clientResponseHeaders(upstream: Readonly<Record<string, string |
     if (value === undefined) continue;
     if (HOP_BY_HOP.has(name) || RESPONSE_FINGERPRINTS.has(name) || listed?.has(name) === true) continue;
     if (name === 'strict-transport-security' || name === 'x-request-id') continue;
+    if (ownRateLimit && (name === 'ratelimit' || name === 'ratelimit-policy')) continue;
     out[name] = value;
   }
   return out;

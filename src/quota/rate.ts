@@ -1,10 +1,10 @@
-// Rate quotas on rate-limiter-flexible: the pre-auth per-IP budget, per-IP new-connection rate, and per-principal route quotas.
+// Rate quotas on rate-limiter-flexible: the pre-auth per-IP budget and per-IP new-connection rate (route quotas: principal.ts).
 // Keys are the socket's (or trusted proxy's) client address or the verified principal, never an unverified header or claim.
 import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RateConfig } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { AuthenticatedRequest, QuotaDecision, QuotaPolicy } from '../pipeline/stage.js';
+import type { QuotaDecision } from '../pipeline/stage.js';
 
 const ALLOWED: QuotaDecision = Object.freeze({ allowed: true });
 
@@ -37,20 +37,5 @@ export class PreAuthQuota {
   }
   consume(limitKey: string): Promise<QuotaDecision> {
     return consumePoint(this.limiter, limitKey, 'pre-auth-per-ip');
-  }
-}
-
-/** A named route quota, spent per principal after authorization. Anonymous callers share it per client address. */
-export class PrincipalQuota implements QuotaPolicy {
-  readonly name: string;
-  private readonly limiter: RateLimiterMemory;
-  constructor(name: string, rate: DeepReadonly<RateConfig>) {
-    this.name = name;
-    this.limiter = memoryLimiter(rate, `quota:${name}`);
-  }
-  consume(request: AuthenticatedRequest): Promise<QuotaDecision> {
-    const { principal } = request;
-    const key = principal.method === 'anonymous' ? `ip:${request.connection.limitKey}` : `${principal.method}:${principal.subject}`;
-    return consumePoint(this.limiter, key, this.name);
   }
 }

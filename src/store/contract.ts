@@ -65,6 +65,29 @@ export interface Revocation {
   readonly expiresAt: number;
 }
 
+/**
+ * A change another process (or this one) made to the store, as a backend that can tell learns of it. A hint, never the
+ * state itself, except for a revocation, which only ever refuses more: the receiver re-reads what changed. Notifications
+ * can be lost (the listener's connection dropped), so `resync` says "re-read everything", and the periodic refresh stays
+ * the safety net.
+ */
+export type StoreChange =
+  | { readonly kind: 'revoked'; readonly revocation: Revocation }
+  | { readonly kind: 'clients' | 'keys' | 'revocations' | 'resync' };
+
+/** A running subscription to StoreChanges. */
+export interface StoreWatch {
+  /** Stops listening; no change is reported after it resolves. */
+  close(): Promise<void>;
+}
+
+export interface StoreWatchEvents {
+  readonly onChange: (change: StoreChange) => void;
+  /** The listener lost its connection (changes are missed until `onListening` reports it back, followed by a `resync`). */
+  readonly onLost?: (error: string) => void;
+  readonly onListening?: (downMs: number) => void;
+}
+
 export class StoreError extends Error {
   constructor(
     readonly code: 'not_found' | 'conflict' | 'invalid' | 'unavailable',
@@ -112,5 +135,35 @@ export interface CredentialStore {
   /** Deletes revocations whose token expired. Returns how many. */
   purgeExpiredRevocations(now: number): Promise<number>;
 
+  /**
+   * Optional: reports changes as soon as they are committed, by any process (PostgreSQL LISTEN/NOTIFY). Resolves once
+   * listening, so a caller that starts watching and then reads the store misses nothing. Backends without it (SQLite) are
+   * only re-read periodically. Throws StoreError('unavailable') when it cannot start.
+   */
+  watch?(events: StoreWatchEvents): Promise<StoreWatch>;
+
   close(): Promise<void>;
+
+  // Copying a whole store (`gatehouse store copy`)
+  /**
+   * Every client (secret hashes as stored), every signing key (private keys still sealed under the key-encryption key, so
+   * no master key is needed) and the revocations in force at `at` (default: the store's clock), read in one consistent
+   * read transaction: a copy never mixes states from before and after a concurrent write.
+   */
+  exportSnapshot(at?: number): Promise<StoreSnapshot>;
+  /**
+   * Writes `snapshot` as it is (ids, hashes, ciphertexts and time stamps unchanged) into an empty store, in one
+   * transaction. Throws StoreError('conflict') when the store holds any client, signing key or revocation (expired ones
+   * too), and then changes nothing; importers running at once take turns, so at most one of them fills the store.
+   */
+  importSnapshot(snapshot: StoreSnapshot): Promise<void>;
+}
+
+/** What `exportSnapshot` reads and `importSnapshot` writes: a store's whole content, not one row of it decrypted. */
+export interface StoreSnapshot {
+  /** Epoch ms the snapshot was read at: `revocations` are those still in force then. */
+  readonly at: number;
+  readonly clients: readonly Client[];
+  readonly signingKeys: readonly SigningKey[];
+  readonly revocations: readonly Revocation[];
 }

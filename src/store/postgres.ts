@@ -3,7 +3,20 @@
 // it (rows.ts). Versioned migrations run under an advisory lock, so instances starting together apply each step once.
 // Time stamps are BIGINT epoch ms, read back as numbers (every one is a safe integer: the row schemas check).
 import pg from 'pg';
-import { StoreError, type Client, type CredentialStore, type Revocation, type SecretHash, type SigningKey, type SigningKeyChange } from './contract.js';
+import {
+  StoreError,
+  type Client,
+  type CredentialStore,
+  type Revocation,
+  type SecretHash,
+  type SigningKey,
+  type SigningKeyChange,
+  type StoreChange,
+  type StoreSnapshot,
+  type StoreWatch,
+  type StoreWatchEvents,
+} from './contract.js';
+import { changeChannel, encodeChange, PostgresWatch, type WatchTiming } from './postgres-watch.js';
 import {
   checkSecrets,
   clientParams,
@@ -34,7 +47,12 @@ export interface PostgresStoreOptions {
   /** Bounds a connection attempt, and every statement: a store that hangs answers `unavailable`, never blocks forever. */
   readonly connectTimeoutMs?: number;
   readonly statementTimeoutMs?: number;
+  /** The change listener's heartbeat and reconnect delays (tests shorten them). */
+  readonly watchTiming?: WatchTiming;
 }
+
+const CLIENTS: StoreChange = Object.freeze({ kind: 'clients' });
+const KEYS: StoreChange = Object.freeze({ kind: 'keys' });
 
 /** Identifiers Gatehouse puts into SQL itself: lower-case, never quoted, never from a request. */
 export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -135,11 +153,17 @@ function toStoreError(error: unknown, doing: string): unknown {
 
 export class PostgresCredentialStore implements CredentialStore {
   private closed = false;
+  private readonly watches = new Set<StoreWatch>();
 
   private constructor(
     private readonly pool: pg.Pool,
     private readonly where: string,
     private readonly now: () => number,
+    /** How the listener connects: as the pool does, without the pool's and the statements' settings. */
+    private readonly connection: pg.ClientConfig,
+    /** Where every write announces itself (LISTEN/NOTIFY). */
+    private readonly channel: string,
+    private readonly watchTiming: WatchTiming | undefined,
   ) {}
 
   /** Connects, checks (and with `create`, creates or migrates) the schema. Throws StoreError. */
@@ -147,25 +171,28 @@ export class PostgresCredentialStore implements CredentialStore {
     if (!SCHEMA_NAME.test(opts.schema)) throw new StoreError('invalid', `store.postgres_schema ${JSON.stringify(opts.schema)}: lower-case letters, digits and _`);
     const where = `schema ${opts.schema} at ${describePostgresUrl(opts.url)}`;
     const statementTimeoutMs = opts.statementTimeoutMs ?? 5000;
-    const pool = new pg.Pool({
+    const connection: pg.ClientConfig = {
       connectionString: opts.url,
-      max: opts.poolMax ?? 10,
       connectionTimeoutMillis: opts.connectTimeoutMs ?? 5000,
-      idleTimeoutMillis: 30_000,
-      // The server ends a statement that runs too long; the client gives up a little later on one that never returns.
-      statement_timeout: statementTimeoutMs,
-      query_timeout: statementTimeoutMs + 1000,
       application_name: 'gatehouse',
       options: `-c search_path=${opts.schema}`,
       types: TYPES,
       ...(opts.ca !== undefined ? { ssl: { ca: opts.ca, rejectUnauthorized: true } } : {}),
+    };
+    const pool = new pg.Pool({
+      ...connection,
+      max: opts.poolMax ?? 10,
+      idleTimeoutMillis: 30_000,
+      // The server ends a statement that runs too long; the client gives up a little later on one that never returns.
+      statement_timeout: statementTimeoutMs,
+      query_timeout: statementTimeoutMs + 1000,
     });
     // A dropped connection must not crash the process: the next query on it reports the outage. The pool listens to its
     // idle clients only, so every connection gets a listener of its own for its whole life, checked out or idle
     // (a line cut mid-transaction otherwise emits an unhandled 'error': node-postgres #2439).
     pool.on('error', () => undefined);
     pool.on('connect', (client) => client.on('error', () => undefined));
-    const store = new PostgresCredentialStore(pool, where, opts.now ?? Date.now);
+    const store = new PostgresCredentialStore(pool, where, opts.now ?? Date.now, connection, changeChannel(opts.schema), opts.watchTiming);
     try {
       await store.prepareSchema(opts.schema, opts.create ?? true);
       return store;
@@ -252,6 +279,24 @@ export class PostgresCredentialStore implements CredentialStore {
     }
   }
 
+  /** Listens on this schema's channel (one dedicated connection); every write below notifies it when it commits. */
+  async watch(events: StoreWatchEvents): Promise<StoreWatch> {
+    if (this.closed) throw new StoreError('unavailable', 'watch: store is closed');
+    const watch = await PostgresWatch.start(this.connection, this.channel, events, this.watchTiming);
+    this.watches.add(watch);
+    return {
+      close: async () => {
+        this.watches.delete(watch);
+        await watch.close();
+      },
+    };
+  }
+
+  /** Inside a write's transaction: delivered to every listener when it commits, and never if it rolls back. */
+  private async notify(c: pg.PoolClient, change: StoreChange): Promise<void> {
+    await c.query('SELECT pg_notify($1, $2)', [this.channel, encodeChange(change)]);
+  }
+
   // ---- Clients ----
 
   createClient(client: Client): Promise<void> {
@@ -264,6 +309,7 @@ export class PostgresCredentialStore implements CredentialStore {
         [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.created_at, p.updated_at],
       );
       await insertSecrets(c, client);
+      await this.notify(c, CLIENTS);
     });
   }
 
@@ -314,19 +360,29 @@ export class PostgresCredentialStore implements CredentialStore {
       );
       await c.query('DELETE FROM client_secrets WHERE client_id = $1', [id]);
       await insertSecrets(c, next);
+      await this.notify(c, CLIENTS);
       return next;
     });
   }
 
   async removeClient(id: string): Promise<boolean> {
-    // Secrets go with it (ON DELETE CASCADE).
-    return ((await this.run(`removeClient ${id}`, 'DELETE FROM clients WHERE id = $1', [id])).rowCount ?? 0) > 0;
+    // Secrets go with it (ON DELETE CASCADE). One statement: the delete and, if it removed the client, the notification.
+    const result = await this.run<{ removed: number }>(
+      `removeClient ${id}`,
+      `WITH removed AS (DELETE FROM clients WHERE id = $1 RETURNING 1)
+       SELECT n AS removed, CASE WHEN n > 0 THEN pg_notify($2, $3) END FROM (SELECT count(*)::int AS n FROM removed) AS counted`,
+      [id, this.channel, encodeChange(CLIENTS)],
+    );
+    return (result.rows[0]?.removed ?? 0) > 0;
   }
 
   // ---- Signing keys ----
 
   async addSigningKey(key: SigningKey): Promise<void> {
-    await this.tx(`addSigningKey ${key.kid}`, (c) => insertKey(c, keyParams(key)));
+    await this.tx(`addSigningKey ${key.kid}`, async (c) => {
+      await insertKey(c, keyParams(key));
+      await this.notify(c, KEYS);
+    });
   }
 
   listSigningKeys(): Promise<readonly SigningKey[]> {
@@ -356,6 +412,7 @@ export class PostgresCredentialStore implements CredentialStore {
         }
       }
       for (const key of decided.insert) await insertKey(c, keyParams(key));
+      if (decided.update.length + decided.insert.length > 0) await this.notify(c, KEYS);
       return decided;
     });
   }
@@ -364,6 +421,7 @@ export class PostgresCredentialStore implements CredentialStore {
     await this.tx(`rotateSigningKey ${next.kid}`, async (c) => {
       await c.query('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
       await insertKey(c, keyParams(next));
+      await this.notify(c, KEYS);
       if (retire === undefined) return;
       // Only a key nobody retired yet: two rotations racing from the same key must not both hand over from it.
       const retired = await c.query('UPDATE signing_keys SET retired_at = $1, expires_at = $2 WHERE kid = $3 AND retired_at IS NULL', [retire.retiredAt, retire.expiresAt, retire.kid]);
@@ -382,12 +440,15 @@ export class PostgresCredentialStore implements CredentialStore {
   // ---- Revocations ----
 
   async revoke(revocation: Revocation): Promise<void> {
-    // Never shortened: revoking again keeps the later expiry.
+    // Never shortened: revoking again keeps the later expiry. One statement (one round trip): the write and its notification.
     await this.run(
       'revoke',
-      `INSERT INTO revocations (iss, jti, expires_at) VALUES ($1, $2, $3)
-       ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at WHERE excluded.expires_at > revocations.expires_at`,
-      [revocation.iss, revocation.jti, revocation.expiresAt],
+      `WITH stored AS (
+         INSERT INTO revocations (iss, jti, expires_at) VALUES ($1, $2, $3)
+         ON CONFLICT (iss, jti) DO UPDATE SET expires_at = excluded.expires_at WHERE excluded.expires_at > revocations.expires_at
+       )
+       SELECT pg_notify($4, $5)`,
+      [revocation.iss, revocation.jti, revocation.expiresAt, this.channel, encodeChange({ kind: 'revoked', revocation })],
     );
   }
 
@@ -410,7 +471,35 @@ export class PostgresCredentialStore implements CredentialStore {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    await Promise.all([...this.watches].map((watch) => watch.close()));
+    this.watches.clear();
     await this.pool.end();
+  }
+
+  // ---- Copying a whole store ----
+
+  exportSnapshot(at: number = this.now()): Promise<StoreSnapshot> {
+    // One REPEATABLE READ READ ONLY transaction: every query in it reads the same snapshot, whatever commits meanwhile,
+    // and it takes no lock a gateway's writes would wait for.
+    return this.tx(
+      'exportSnapshot',
+      async (c): Promise<StoreSnapshot> => ({ at, clients: await readAllClients(c), signingKeys: await readSigningKeys(c), revocations: await readRevocationsAt(c, at) }),
+      'REPEATABLE READ READ ONLY',
+    );
+  }
+
+  importSnapshot(snapshot: StoreSnapshot): Promise<void> {
+    return this.tx(`importSnapshot into ${this.where}`, async (c) => {
+      for (const client of snapshot.clients) checkSecrets(client);
+      // Every writer (another importer, a gateway, an admin command) waits from here until this commits; readers go on.
+      // Under READ COMMITTED the check below then sees whatever an importer before this one committed.
+      await c.query('LOCK TABLE clients, client_secrets, signing_keys, revocations IN EXCLUSIVE MODE');
+      const held = await c.query('SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)');
+      if ((held.rowCount ?? 0) > 0) throw new StoreError('conflict', `importSnapshot: ${this.where} is not empty`);
+      await insertSnapshot(c, snapshot);
+      // Anything watching this schema re-reads it all.
+      await this.notify(c, { kind: 'resync' });
+    });
   }
 }
 
@@ -446,4 +535,89 @@ async function insertKey(c: pg.PoolClient, p: KeyParams): Promise<void> {
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
     [p.kid, p.alg, p.public_jwk, p.encrypted_private_key, p.created_at, p.activates_at, p.retired_at, p.expires_at, p.revoked_at],
   );
+}
+
+// ---- Copying a whole store: one statement per table, whatever the number of rows ----
+
+async function readAllClients(c: pg.PoolClient): Promise<Client[]> {
+  const secrets = new Map<string, SecretHash[]>();
+  for (const raw of (await c.query('SELECT * FROM client_secrets ORDER BY client_id, slot')).rows) {
+    const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
+    const list = secrets.get(row.client_id) ?? [];
+    list.push(toSecret(row));
+    secrets.set(row.client_id, list);
+  }
+  return (await c.query('SELECT * FROM clients ORDER BY created_at, id')).rows.map((raw) => {
+    const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
+    return toClient(row, secrets.get(row.id) ?? []);
+  });
+}
+
+async function readRevocationsAt(c: pg.PoolClient, at: number): Promise<Revocation[]> {
+  return (await c.query('SELECT * FROM revocations WHERE expires_at > $1 ORDER BY expires_at, iss, jti', [at])).rows.map((raw) => {
+    const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
+    return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
+  });
+}
+
+/** Column arrays unnested into rows: the values are parameters, as in every other statement here. */
+async function insertSnapshot(c: pg.PoolClient, snapshot: StoreSnapshot): Promise<void> {
+  const clients = snapshot.clients.map(clientParams);
+  if (clients.length > 0) {
+    await c.query(
+      `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, created_at, updated_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])`,
+      [
+        clients.map((p) => p.id),
+        clients.map((p) => p.name),
+        clients.map((p) => p.scopes),
+        clients.map((p) => p.audiences),
+        clients.map((p) => p.enabled),
+        clients.map((p) => p.tokens_not_before_s),
+        clients.map((p) => p.access_token_ttl_s),
+        clients.map((p) => p.created_at),
+        clients.map((p) => p.updated_at),
+      ],
+    );
+  }
+  const secrets = snapshot.clients.flatMap((client) => client.secrets.map((secret, slot) => ({ clientId: client.id, slot, secret })));
+  if (secrets.length > 0) {
+    await c.query(
+      `INSERT INTO client_secrets (client_id, slot, hash, created_at, expires_at)
+       SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::bigint[], $5::bigint[])`,
+      [
+        secrets.map((s) => s.clientId),
+        secrets.map((s) => s.slot),
+        secrets.map((s) => s.secret.hash),
+        secrets.map((s) => s.secret.createdAt),
+        secrets.map((s) => s.secret.expiresAt),
+      ],
+    );
+  }
+  const keys = snapshot.signingKeys.map(keyParams);
+  if (keys.length > 0) {
+    await c.query(
+      `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at, revoked_at)
+       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])`,
+      [
+        keys.map((p) => p.kid),
+        keys.map((p) => p.alg),
+        keys.map((p) => p.public_jwk),
+        keys.map((p) => p.encrypted_private_key),
+        keys.map((p) => p.created_at),
+        keys.map((p) => p.activates_at),
+        keys.map((p) => p.retired_at),
+        keys.map((p) => p.expires_at),
+        keys.map((p) => p.revoked_at),
+      ],
+    );
+  }
+  const revocations = snapshot.revocations;
+  if (revocations.length > 0) {
+    await c.query('INSERT INTO revocations (iss, jti, expires_at) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])', [
+      revocations.map((r) => r.iss),
+      revocations.map((r) => r.jti),
+      revocations.map((r) => r.expiresAt),
+    ]);
+  }
 }

@@ -11,6 +11,7 @@ import {
   type SecretHash,
   type SigningKey,
   type SigningKeyChange,
+  type StoreSnapshot,
 } from './contract.js';
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
@@ -179,6 +180,11 @@ function prepareStatements(db: Database.Database) {
     isRevoked: db.prepare<[string, string, number]>('SELECT expires_at FROM revocations WHERE iss = ? AND jti = ? AND expires_at > ?'),
     listRevocations: db.prepare<[number]>('SELECT * FROM revocations WHERE expires_at > ? ORDER BY expires_at, iss, jti'),
     purgeRevocations: db.prepare<[number]>('DELETE FROM revocations WHERE expires_at <= ?'),
+    // importSnapshot: only into a store holding nothing (a secret without its client cannot exist: foreign key).
+    holdsAnything: db.prepare<[]>(
+      'SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)',
+    ),
+    insertRevocation: db.prepare<[string, string, number]>('INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)'),
 };
 }
 
@@ -258,21 +264,21 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   listClients(): Promise<readonly Client[]> {
-    return this.guard('listClients', () =>
-      this.db.transaction(() => {
-        const secrets = new Map<string, SecretHash[]>();
-        for (const raw of this.q.listSecrets.all()) {
-          const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
-          const list = secrets.get(row.client_id) ?? [];
-          list.push(toSecret(row));
-          secrets.set(row.client_id, list);
-        }
-        return this.q.listClients.all().map((raw) => {
-          const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
-          return toClient(row, secrets.get(row.id) ?? []);
-        });
-      }).deferred(),
-    );
+    return this.guard('listClients', () => this.db.transaction(() => this.readClients()).deferred());
+  }
+
+  private readClients(): Client[] {
+    const secrets = new Map<string, SecretHash[]>();
+    for (const raw of this.q.listSecrets.all()) {
+      const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
+      const list = secrets.get(row.client_id) ?? [];
+      list.push(toSecret(row));
+      secrets.set(row.client_id, list);
+    }
+    return this.q.listClients.all().map((raw) => {
+      const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
+      return toClient(row, secrets.get(row.id) ?? []);
+    });
   }
 
   updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
@@ -374,16 +380,44 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   listRevocations(now: number): Promise<readonly Revocation[]> {
-    return this.guard('listRevocations', () =>
-      this.q.listRevocations.all(now).map((raw) => {
-        const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
-        return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
-      }),
-    );
+    return this.guard('listRevocations', () => this.readRevocations(now));
+  }
+
+  private readRevocations(now: number): Revocation[] {
+    return this.q.listRevocations.all(now).map((raw) => {
+      const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
+      return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
+    });
   }
 
   purgeExpiredRevocations(now: number): Promise<number> {
     return this.guard('purgeExpiredRevocations', () => this.db.transaction(() => this.q.purgeRevocations.run(now).changes).immediate());
+  }
+
+  // ---- Copying a whole store ----
+
+  exportSnapshot(at: number = this.now()): Promise<StoreSnapshot> {
+    // One deferred read transaction: in WAL mode every read in it sees the same commit, whatever writers do meanwhile.
+    return this.guard('exportSnapshot', () =>
+      this.db.transaction((): StoreSnapshot => ({ at, clients: this.readClients(), signingKeys: this.readSigningKeys(), revocations: this.readRevocations(at) })).deferred(),
+    );
+  }
+
+  importSnapshot(snapshot: StoreSnapshot): Promise<void> {
+    return this.guard('importSnapshot', () => {
+      for (const client of snapshot.clients) checkSecrets(client);
+      // IMMEDIATE: the write lock is held from before the emptiness check, so of two importers only the first finds the
+      // store empty; any failure rolls back every row written.
+      this.db.transaction(() => {
+        if (this.q.holdsAnything.get() !== undefined) throw new StoreError('conflict', `importSnapshot: ${this.file} is not empty`);
+        for (const client of snapshot.clients) {
+          this.q.insertClient.run(clientParams(client));
+          this.insertSecrets(client);
+        }
+        for (const key of snapshot.signingKeys) this.q.insertKey.run(keyParams(key));
+        for (const revocation of snapshot.revocations) this.q.insertRevocation.run(revocation.iss, revocation.jti, revocation.expiresAt);
+      }).immediate();
+    });
   }
 
   close(): Promise<void> {

@@ -11,7 +11,7 @@ registerAdminCommands(program, {
   masterKey: undefined,
   databaseUrl: undefined,
   actor: adminActor('test', 1000, undefined),
-  exit: { failure: 1, usage: 64, noInput: 66, config: 78 },
+  exit: { failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 },
   fail: (message) => {
     throw new Error(message);
   },

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { inspect, promisify } from 'node:util';
 import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK } from 'jose';
-import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange } from '../../src/store/contract.js';
+import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange, StoreSnapshot } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import {
   KeyDecryptionError,
@@ -127,6 +127,12 @@ class MemoryKeyStore implements CredentialStore {
     throw new Error('not used');
   }
   async close(): Promise<void> {}
+  async exportSnapshot(_at?: number): Promise<StoreSnapshot> {
+    throw new Error('not used');
+  }
+  async importSnapshot(_snapshot: StoreSnapshot): Promise<void> {
+    throw new Error('not used');
+  }
 }
 
 /** Counts decryptions, to show private keys are decrypted once and not per refresh. */

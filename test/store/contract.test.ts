@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { StoreError, type Client, type CredentialStore, type SigningKey } from '../../src/store/contract.js';
+import { StoreError, type Client, type CredentialStore, type SigningKey, type StoreSnapshot } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { PostgresCredentialStore } from '../../src/store/postgres.js';
 import { dropTestSchemas, POSTGRES_URL, testSchema } from '../support/services.js';
@@ -20,6 +20,8 @@ interface Opened {
   readonly store: CredentialStore;
   /** Rows matching `from` ("table [WHERE …]"), read beside the store as another process would. */
   count(from: string): Promise<number>;
+  /** A second, independent connection to the same store (another process would have one). */
+  another(): Promise<CredentialStore>;
   close(): Promise<void>;
 }
 
@@ -44,6 +46,7 @@ const sqlite: Backend = {
           db.close();
         }
       },
+      another: async () => SqliteCredentialStore.open(file, { create: false }),
       close: async () => undefined,
     };
   },
@@ -60,6 +63,7 @@ const postgres = (url: string): Backend => ({
     return {
       store,
       count: async (from) => Number((await client.query<{ n: string }>(`SELECT count(*) AS n FROM ${from}`)).rows[0]?.n),
+      another: () => PostgresCredentialStore.open({ url, schema, create: false }),
       close: () => client.end(),
     };
   },
@@ -266,4 +270,111 @@ for (const backend of backends) {
     });
   });
 
+  describe(`${backend.name} credential store: export and import of a whole store`, () => {
+    const ISS = 'https://gatehouse.example';
+    const AT = 5_000;
+    /** Every field set, and every state a row can be in: two secrets, disabled, cut-off, retired, expired, revoked. */
+    async function fill(store: CredentialStore): Promise<void> {
+      await store.createClient(client('a', { secrets: [{ hash: HASH, createdAt: 1_000, expiresAt: null }, { hash: HASH + 'old', createdAt: 900, expiresAt: 9_000 }], accessTokenTtlS: 300 }));
+      await store.createClient(client('b', { enabled: false, tokensNotBeforeS: 4, scopes: [], audiences: [], createdAt: 2_000, updatedAt: 3_000, name: 'naïve "quoted" \\ name' }));
+      await store.createClient(client('c', { secrets: [] }));
+      await store.addSigningKey(key('k1', { retiredAt: 3_000, expiresAt: 8_000 }));
+      await store.addSigningKey(key('k2', { alg: 'ES256', createdAt: 2_000, activatesAt: 2_000, revokedAt: 4_000 }));
+      await store.addSigningKey(key('k3', { createdAt: 3_000, activatesAt: 3_500, expiresAt: 4_000 }));
+      await store.revoke({ iss: ISS, jti: 'live', expiresAt: 10_000 });
+      await store.revoke({ iss: 'https://other.example', jti: 'live', expiresAt: 6_000 });
+      await store.revoke({ iss: ISS, jti: 'expired', expiresAt: AT });
+    }
+
+    it('exports clients, keys and the revocations in force, and every backend imports it unchanged', async () => {
+      const source = (await backend.open()).store;
+      await fill(source);
+      const snapshot = await source.exportSnapshot(AT);
+      expect(snapshot.at).toBe(AT);
+      expect(snapshot.clients).toEqual(await source.listClients());
+      expect(snapshot.signingKeys).toEqual(await source.listSigningKeys());
+      // A revocation whose token has expired is moot: it is not carried over.
+      expect(snapshot.revocations).toEqual(await source.listRevocations(AT));
+      expect(snapshot.revocations.map((r) => r.jti)).toEqual(['live', 'live']);
+      expect(snapshot.clients.map((c) => c.id)).toEqual(['a', 'c', 'b']);
+      expect(snapshot.signingKeys.map((k) => k.kid)).toEqual(['k1', 'k2', 'k3']);
+
+      for (const target of backends) {
+        const { store, count, close } = await target.open({ now: () => 99_999 });
+        await store.importSnapshot(snapshot);
+        // As it was: no time stamp restamped by the target's clock, no hash or ciphertext changed.
+        expect(await store.exportSnapshot(AT), `into ${target.name}`).toEqual(snapshot);
+        expect(await store.getClient('a')).toEqual(snapshot.clients[0]);
+        expect(await count('client_secrets')).toBe(3);
+        await store.close();
+        await close();
+      }
+      await source.close();
+    });
+
+    it('an empty store exports an empty snapshot, which imports into an empty store', async () => {
+      const { store } = await backend.open({ now: () => 7_000 });
+      const empty = await store.exportSnapshot();
+      expect(empty).toEqual({ at: 7_000, clients: [], signingKeys: [], revocations: [] });
+      await store.importSnapshot(empty);
+      await store.close();
+    });
+
+    it('refuses to import into a store holding a client, a key or even an expired revocation (conflict), changing nothing', async () => {
+      const source = (await backend.open()).store;
+      await fill(source);
+      const snapshot = await source.exportSnapshot(AT);
+      await source.close();
+      const holdings: readonly ((store: CredentialStore) => Promise<void>)[] = [
+        (store) => store.createClient(client('z')),
+        (store) => store.addSigningKey(key('kz')),
+        (store) => store.revoke({ iss: ISS, jti: 'old', expiresAt: 1 }),
+      ];
+      for (const hold of holdings) {
+        const { store, count, close } = await backend.open();
+        await hold(store);
+        const before = await store.exportSnapshot(0);
+        const error = await storeError(store.importSnapshot(snapshot));
+        expect(error.code).toBe('conflict');
+        expect(await store.exportSnapshot(0)).toEqual(before);
+        expect((await count('clients')) + (await count('client_secrets')) + (await count('signing_keys')) + (await count('revocations'))).toBe(
+          before.clients.length + before.clients.reduce((n, c) => n + c.secrets.length, 0) + before.signingKeys.length + before.revocations.length,
+        );
+        await store.close();
+        await close();
+      }
+    });
+
+    it('is one transaction: a snapshot the store refuses half-way leaves it empty', async () => {
+      const { store, count, close } = await backend.open();
+      const bad: StoreSnapshot = { at: AT, clients: [client('a'), client('b')], signingKeys: [key('k1'), key('k1')], revocations: [{ iss: ISS, jti: 'j', expiresAt: 9_000 }] };
+      expect((await storeError(store.importSnapshot(bad))).code).toBe('conflict');
+      const tooManySecrets: StoreSnapshot = { ...bad, signingKeys: [], clients: [client('a', { secrets: [...client('a').secrets, ...client('a').secrets, ...client('a').secrets] })] };
+      expect((await storeError(store.importSnapshot(tooManySecrets))).code).toBe('invalid');
+      for (const table of ['clients', 'client_secrets', 'signing_keys', 'revocations']) expect(await count(table), table).toBe(0);
+      // Still empty, so a good snapshot goes in afterwards.
+      await store.importSnapshot({ ...bad, signingKeys: [key('k1')] });
+      expect(await count('signing_keys')).toBe(1);
+      await store.close();
+      await close();
+    });
+
+    it('two importers at once on two connections: one fills the store, the other is refused with conflict', async () => {
+      const { store, another, count, close } = await backend.open();
+      const second = await another();
+      const one: StoreSnapshot = { at: AT, clients: [client('one')], signingKeys: [key('k-one')], revocations: [] };
+      const two: StoreSnapshot = { at: AT, clients: [client('two-1'), client('two-2')], signingKeys: [], revocations: [{ iss: ISS, jti: 'two', expiresAt: 9_000 }] };
+      const results = await Promise.allSettled([store.importSnapshot(one), second.importSnapshot(two)]);
+      expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
+      const refused = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+      expect(refused?.reason).toBeInstanceOf(StoreError);
+      expect((refused?.reason as StoreError).code).toBe('conflict');
+      const won = results[0]?.status === 'fulfilled' ? one : two;
+      expect(await store.exportSnapshot(AT)).toEqual(won);
+      expect(await count('clients')).toBe(won.clients.length);
+      await second.close();
+      await store.close();
+      await close();
+    });
+  });
 }

@@ -158,7 +158,12 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
 
 export async function startGateway(
   configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b,
-  deps: { audit?: AuditSink; /** Reuse (and keep) this data directory, e.g. to restart on the same store. */ dataDir?: string } = {},
+  deps: {
+    audit?: AuditSink;
+    /** Reuse (and keep) this data directory, e.g. to restart on the same store. */ dataDir?: string;
+    /** The wall clock of the route quotas' calendar windows. */
+    now?: () => number;
+  } = {},
 ): Promise<TestGateway> {
   const certs = await testCertificates();
   const dataDir = deps.dataDir ?? mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
@@ -172,7 +177,7 @@ export async function startGateway(
     },
   });
   const log = pino({ level: config.log.level }, sink);
-  const gateway = await Gateway.create(config, { log, ...(deps.audit !== undefined ? { audit: deps.audit } : {}) });
+  const gateway = await Gateway.create(config, { log, ...(deps.audit !== undefined ? { audit: deps.audit } : {}), ...(deps.now !== undefined ? { now: deps.now } : {}) });
   const address = await gateway.start();
   const agents: Agent[] = [];
   let stopped = false;
