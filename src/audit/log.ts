@@ -165,6 +165,8 @@ export class AuditLog implements AuditSink {
   private lastMs = Number.NaN;
   private lastIso = '';
   private sinceCheckpoint = 0;
+  /** When the oldest record no checkpoint covers yet was made (meaningful while sinceCheckpoint > 0). */
+  private uncoveredSince = 0;
   private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
   private configVersion: string | null;
@@ -200,6 +202,9 @@ export class AuditLog implements AuditSink {
         // Bytes after the previous segment's last complete record: a write torn by a crash.
         torn_bytes: previous?.tornBytes ?? 0,
       });
+      // After a crash the previous run's newest records are covered by no signature: this start signs over them at once,
+      // so an honest chain never leaves records unsigned for longer than the cadence (verify --key holds it to that).
+      if (previous !== undefined && !previous.signed) this.checkpoint();
     } catch (error) {
       this.unlock();
       throw asAuditLogError(error, `cannot open audit chain "${options.instance}" in ${options.dir}`);
@@ -276,7 +281,6 @@ export class AuditLog implements AuditSink {
       prev: this.head,
     };
     const { hash } = this.enqueue(record);
-    this.checkpointIfDue();
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
@@ -292,6 +296,7 @@ export class AuditLog implements AuditSink {
       this.dropped++;
       return;
     }
+    this.checkpointIfStale(this.now());
     this.appendChainRecord(type, fields);
   }
 
@@ -335,7 +340,6 @@ export class AuditLog implements AuditSink {
       prev: this.head,
     };
     this.enqueue(record);
-    this.checkpointIfDue();
   }
 
   /**
@@ -405,7 +409,6 @@ export class AuditLog implements AuditSink {
         this.appendChainRecord('refusals_aggregated', fields);
       }
     }
-    if (aggregates.length > 0) this.checkpointIfDue();
   }
 
   /** A record of the chain itself (segment start, segment lost, checkpoint), chained like every other. Returns its line. */
@@ -422,7 +425,11 @@ export class AuditLog implements AuditSink {
   private enqueue(record: { readonly seq: number; readonly type: string }): { readonly line: string; readonly hash: string } {
     const sealed = seal(JSON.stringify(record));
     this.queue(sealed.line, record.seq, sealed.hash);
-    if (record.type !== 'checkpoint') this.sinceCheckpoint++;
+    if (record.type !== 'checkpoint') {
+      if (this.sinceCheckpoint++ === 0) this.uncoveredSince = this.now();
+      // Exactly every N records, whatever kind: verify holds a chain to this cadence (`unsigned` past it).
+      this.checkpointIfDue();
+    }
     return sealed;
   }
 
@@ -491,6 +498,15 @@ export class AuditLog implements AuditSink {
       });
   }
 
+  /**
+   * The interval timer signs idle stretches; this signs busy ones whose timer is late (a loaded event loop, a stepped
+   * clock), so no record waits for a signature longer than the interval: the bound verify --key holds a chain to.
+   */
+  private checkpointIfStale(now: number): void {
+    const settings = this.options.checkpoints;
+    if (settings !== undefined && this.sinceCheckpoint > 0 && now - this.uncoveredSince >= settings.intervalMs && this.unavailableReason() === undefined) this.checkpoint();
+  }
+
   private checkpointIfDue(): void {
     const settings = this.options.checkpoints;
     if (settings !== undefined && this.sinceCheckpoint >= settings.everyRecords) this.checkpoint();
@@ -539,9 +555,12 @@ export class AuditLog implements AuditSink {
     this.schedule();
   }
 
+  /** Before a record takes its seq: a checkpoint first if the uncovered records are due one by time, then a new segment if due. */
   private rotateIfDue(): void {
+    const now = this.now();
+    this.checkpointIfStale(now);
     const { segment } = this;
-    const reason = segment.bytes >= this.options.segmentMaxBytes ? 'size' : this.now() - segment.startedAt >= this.options.segmentMaxAgeMs ? 'age' : undefined;
+    const reason = segment.bytes >= this.options.segmentMaxBytes ? 'size' : now - segment.startedAt >= this.options.segmentMaxAgeMs ? 'age' : undefined;
     if (reason === undefined) return;
     const previous = segment.name;
     this.segment = { name: segmentName(this.options.instance, this.seq + 1), startedAt: this.now(), bytes: 0 };
@@ -697,6 +716,8 @@ export class AuditLog implements AuditSink {
         lost_to_seq: lostTo,
         refused_or_dropped: dropped,
       });
+      // The records written before the outage waited for a checkpoint all along: signed now.
+      this.checkpoint();
       this.options.log.warn({ segment: name, lost_from_seq: lostFrom, lost_to_seq: lostTo }, 'audit log writable again');
     }, this.options.recoveryIntervalMs ?? 5000);
     this.recovery.unref();
@@ -748,7 +769,7 @@ export class AuditLog implements AuditSink {
    * The last complete record of this instance's chain, from the end of its newest segment; older segments are made
    * read-only on the way (a crash leaves the last one writable).
    */
-  private previousHead(): { seq: number; hash: string; segment: string; bootId: string; tornBytes: number } | undefined {
+  private previousHead(): { seq: number; hash: string; segment: string; bootId: string; tornBytes: number; signed: boolean } | undefined {
     const names = chainsIn(readdirSync(this.dir)).get(this.options.instance) ?? [];
     for (const name of names) this.seal(name);
     let carriedTorn = 0;
@@ -773,7 +794,7 @@ export class AuditLog implements AuditSink {
         const opened = openLine(tail.slice(start, end));
         if (opened.ok) {
           if (skipped > 0) this.options.log.error({ segment: name, skipped }, 'the last audit records do not verify (tampering?); the chain goes on from the last one that does: run gatehouse audit verify');
-          return { seq: opened.record.seq, hash: opened.hash, segment: name, bootId: opened.record.boot_id, tornBytes };
+          return { seq: opened.record.seq, hash: opened.hash, segment: name, bootId: opened.record.boot_id, tornBytes, signed: opened.record.type === 'checkpoint' };
         }
         // A line cut by the tail window's start is not evidence of anything; only whole lines count as skipped.
         if (start === 0 && tail.length === TAIL_BYTES) break;

@@ -4,7 +4,7 @@ import { InvalidArgumentError, type Command } from 'commander';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { loadCommandConfig, table } from './output.js';
-import { verifyDirectory, type ChainReport, type VerifyOptions } from '../audit/verify.js';
+import { verifyDirectory, type ChainReport, type CheckpointCadence, type VerifyOptions } from '../audit/verify.js';
 import { AuditKeyError, auditKeyFile, checkpointVerifier, readAuditPublicKey } from '../audit/audit-key.js';
 import { AuditFollower, queryRecords, RECORD_TYPES, type DecisionLine, type RecordFilter, type RecordType } from '../audit/query.js';
 
@@ -23,12 +23,17 @@ interface DirOptions {
 
 const VERIFY_HELP = `
 Checks every record's hash, the links between records and segments, the sequence of each chain in the directory and,
-with --key, every checkpoint's signature; with --checkpoints, that the chain still holds every exported checkpoint.
+with --key, every checkpoint's signature and that no more records, nor a longer time, than the checkpoint cadence
+allows (plus 10 %, at least 10 records and 10 s) went unsigned; the cadence is the configuration's (--config) unless
+--checkpoint-every / --checkpoint-interval say otherwise, never the log's own. With --checkpoints, every chain that
+exported checkpoints must be present and still hold each of them.
 Reports the first break of each chain: the file, line and seq, and its kind (modified, deleted, inserted, reordered,
-segment missing, truncated, bad signature). Crashes (a torn final write) and records lost to a write failure are notes.
+segment_missing, truncated, bad_signature, unsigned, chain_missing), and the records after its last checkpoint.
+Crashes (a torn final write) and records lost to a write failure are notes.
 
 Keep the public key (gatehouse audit key) and the exported checkpoints where whoever can write the log cannot: only
-then do they detect a tail cut off after the last exported checkpoint, or a chain rewritten without the audit key.
+then do they detect a tail cut off after the last exported checkpoint, a chain deleted whole, or a chain rewritten
+without the audit key.
 
 Exit codes: 0 every chain intact; 1 a chain is broken, or a file could not be read; 64 usage; 66 no such directory, or
 no chain in it; 78 configuration (invalid config file, when --dir is not given).`;
@@ -55,10 +60,12 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
   const audit = program.command('audit').description('the tamper-evident audit log: verify, query, tail, key');
   dirOptions(audit.command('verify').description('verify the hash chains of the audit log'), ctx)
     .option('--key <file>', 'the audit public key (PEM, as `gatehouse audit key` prints it): checkpoint signatures are checked')
-    .option('--checkpoints <dir>', 'exported checkpoints (audit.checkpoint_export_dir): the chain must hold each of them')
+    .option('--checkpoints <dir>', 'exported checkpoints (audit.checkpoint_export_dir): every chain they name must be there and hold each of them')
+    .option('--checkpoint-every <n>', 'with --key: the gateway signs every N records (default: audit.checkpoint_every_records of the configuration)', parseCount)
+    .option('--checkpoint-interval <s>', 'with --key: and every S seconds (default: audit.checkpoint_interval_s of the configuration)', parseCount)
     .option('--json', 'print one JSON object')
     .addHelpText('after', VERIFY_HELP)
-    .action((options: DirOptions) => verify(ctx, options));
+    .action((options: VerifyCommandOptions) => verify(ctx, options));
 
   audit
     .command('key')
@@ -263,7 +270,23 @@ function key(ctx: AuditCommandContext, options: DirOptions): void {
   process.stdout.write(options.json === true ? `${JSON.stringify({ key_id: found.keyId, public_key: found.pem })}\n` : found.pem);
 }
 
-function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?: boolean; readonly key?: string; readonly checkpoints?: string }): void {
+interface VerifyCommandOptions extends DirOptions {
+  readonly key?: string;
+  readonly checkpoints?: string;
+  readonly checkpointEvery?: number;
+  readonly checkpointInterval?: number;
+}
+
+/** The cadence the gateway signs at, from the operator's side: the flags, else the configuration. */
+function cadenceOf(ctx: AuditCommandContext, options: VerifyCommandOptions): CheckpointCadence {
+  if (options.checkpointEvery !== undefined && options.checkpointInterval !== undefined) {
+    return { everyRecords: options.checkpointEvery, intervalS: options.checkpointInterval };
+  }
+  const { audit } = loadCommandConfig(options, ctx.fail, ctx.exit.config);
+  return { everyRecords: options.checkpointEvery ?? audit.checkpoint_every_records, intervalS: options.checkpointInterval ?? audit.checkpoint_interval_s };
+}
+
+function verify(ctx: AuditCommandContext, options: VerifyCommandOptions): void {
   const dir = auditDirectory(ctx, options);
   let verifyOptions: VerifyOptions = {};
   if (options.key !== undefined) {
@@ -278,6 +301,7 @@ function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?
     } catch (error) {
       ctx.fail(`${options.key}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.usage);
     }
+    verifyOptions = { ...verifyOptions, cadence: cadenceOf(ctx, options) };
   }
   if (options.checkpoints !== undefined) {
     if (!existsSync(options.checkpoints) || !statSync(options.checkpoints).isDirectory()) ctx.fail(`no checkpoint directory at ${options.checkpoints}`, ctx.exit.noInput);
@@ -289,9 +313,10 @@ function verify(ctx: AuditCommandContext, options: DirOptions & { readonly json?
   } catch (error) {
     ctx.fail(`cannot read the audit log in ${dir}: ${error instanceof Error ? error.message : String(error)}`, ctx.exit.failure);
   }
+  // No chain at all is "nothing to verify", unless exported checkpoints say chains were there (chain_missing).
   if (report.chains.length === 0) ctx.fail(`no audit chain in ${dir} (segment files are named <instance>.<seq>.jsonl)`, ctx.exit.noInput);
   if (options.json === true) process.stdout.write(`${JSON.stringify({ dir, ...report }, null, 2)}\n`);
-  else process.stdout.write(report.chains.map(describeChain).join('\n') + '\n');
+  else process.stdout.write([...report.chains.map(describeChain), ...report.notes.map((note) => `note: ${note}`)].join('\n') + '\n');
   if (!report.ok) process.exitCode = ctx.exit.failure;
 }
 
@@ -303,6 +328,8 @@ function describeChain(chain: ChainReport): string {
     lines.push(`  ${kind} at ${segment} line ${line}${seq !== null ? ` (seq ${seq})` : ''}: ${detail}`);
   }
   for (const note of chain.notes) lines.push(`  note: ${note}`);
+  const { records, fromSeq, toSeq } = chain.unsigned;
+  lines.push(records === 0 ? '  unsigned tail: none (the last record is a checkpoint)' : `  unsigned tail: ${records} record(s), seq ${fromSeq}..${toSeq}, after the last checkpoint`);
   lines.push(`  head ${chain.head}`);
   return lines.join('\n');
 }

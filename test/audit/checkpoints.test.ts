@@ -139,7 +139,7 @@ describe('LOG-05 what only checkpoints detect', () => {
     }
     const { status, report } = verify(dir, '--key', keyPem);
     expect(status).toBe(1);
-    expect(report.chains[0]?.break).toMatchObject({ kind: 'bad signature' });
+    expect(report.chains[0]?.break).toMatchObject({ kind: 'bad_signature' });
   });
 
   it('a chain re-chained with its checkpoints removed: modified against the exported checkpoints', () => {
@@ -171,7 +171,7 @@ describe('LOG-05 what only checkpoints detect', () => {
     await writeLog(join(otherData, 'audit'), join(otherData, 'exported'), otherKey, 12);
     const { status, report } = verify(join(otherData, 'audit'), '--key', keyPem);
     expect(status).toBe(1);
-    expect(report.chains[0]?.break).toMatchObject({ kind: 'bad signature', detail: 'the checkpoint was signed by another key' });
+    expect(report.chains[0]?.break).toMatchObject({ kind: 'bad_signature', detail: 'the checkpoint was signed by another key' });
   });
 });
 

@@ -217,7 +217,7 @@ describe('segments', () => {
     expect(records[1]).toMatchObject({ segment: original, last_seq_written: 2 });
     const report = verifyDirectory(dir);
     expect(report.ok).toBe(false);
-    expect(report.chains[0]?.break).toMatchObject({ kind: 'segment missing', segment: names[0], line: 1, seq: 3 });
+    expect(report.chains[0]?.break).toMatchObject({ kind: 'segment_missing', segment: names[0], line: 1, seq: 3 });
     // Put back, the chain is whole again: nothing was lost but the file's place.
     renameSync(join(root, 'moved-away.jsonl'), join(dir, original!));
     const whole = verifyDirectory(dir);

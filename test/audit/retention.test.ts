@@ -67,7 +67,7 @@ describe('retention', () => {
     unlinkSync(join(copy, segmentsOf(copy)[0] as string));
     const deleted = verify(copy);
     expect(deleted.status).toBe(1);
-    expect(deleted.report.chains[0]?.break?.kind).toBe('segment missing');
+    expect(deleted.report.chains[0]?.break?.kind).toBe('segment_missing');
   });
 
   it('by age: segments whose records are all older than the limit go; the newer ones and the current one stay', async () => {
@@ -98,6 +98,6 @@ describe('retention', () => {
     await log.close();
     const { status, report } = verify(dir);
     expect(status).toBe(1);
-    expect(report.chains[0]?.break?.kind).toBe('bad signature');
+    expect(report.chains[0]?.break?.kind).toBe('bad_signature');
   });
 });

@@ -72,8 +72,8 @@ describe('gatehouse audit verify', () => {
     ['a record deleted', (dir, s) => editLines(dir, s[1]!, (l) => l.filter((_, i) => i !== 4)), { kind: 'deleted', segment: 1, line: 5 }],
     ['a record inserted (a copy of another)', (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 5), l[3]!, ...l.slice(5)]), { kind: 'inserted', segment: 1, line: 6 }],
     ['two records swapped', (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 4), l[5]!, l[4]!, ...l.slice(6)]), { kind: 'reordered', segment: 1, line: 5 }],
-    ['a middle segment deleted', (dir, s) => unlinkSync(join(dir, s[1]!)), { kind: 'segment missing', segment: 2, line: 1 }],
-    ['the first segment deleted', (dir, s) => unlinkSync(join(dir, s[0]!)), { kind: 'segment missing', segment: 1, line: 1 }],
+    ['a middle segment deleted', (dir, s) => unlinkSync(join(dir, s[1]!)), { kind: 'segment_missing', segment: 2, line: 1 }],
+    ['the first segment deleted', (dir, s) => unlinkSync(join(dir, s[0]!)), { kind: 'segment_missing', segment: 1, line: 1 }],
   ];
   for (const [label, change, expected] of cases) {
     it(`LOG-04 detects ${label}: kind ${expected.kind}, at its segment and line, exit 1`, () => {
