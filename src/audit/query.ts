@@ -1,4 +1,6 @@
-// Searching the audit log: decision records that match a filter, chain by chain in seq order. Built to stay fast on a big
+// Searching the audit log: decision records that match a filter, chain by chain in seq order — with the aggregated
+// refusals that belong to the same question, and (on request) the completion record of each allow found, so the answer
+// is what was sent. Built to stay fast on a big
 // log: a segment whose time range cannot overlap the filter's is skipped after reading its first line, and a line whose
 // text cannot match (its timestamp, or a required value not in it) is skipped before it is parsed. A line is shown only
 // once its own hash verifies (the chain as a whole is `audit verify`'s job); one that does not is counted, never shown.
@@ -13,17 +15,22 @@ export type RecordType = (typeof RECORD_TYPES)[number];
 const KINDS: ReadonlySet<string> = new Set(['decision', 'completion', 'admin']);
 
 export interface RecordFilter {
-  /** Default `decision`. */
+  /** Default `decision` (refusals counted into `refusals_aggregated` records included). */
   readonly type?: RecordType;
   /** Epoch ms, inclusive. */
   readonly since?: number;
   /** Epoch ms, exclusive. */
   readonly until?: number;
   readonly instance?: string;
-  /** Matches `client_id`, or (admin records) the client a change was made to. */
+  /**
+   * Every record that names the client: as `client_id` (it authenticated), as the `subject` it claimed (a refused client
+   * authentication, an aggregate of them), or (admin records) as the client a change was made to.
+   */
   readonly client?: string;
   readonly subject?: string;
   readonly route?: string;
+  /** A canonical path prefix, by whole segments: `/echo` matches `/echo` and `/echo/x`, not `/echoes`. */
+  readonly path?: string;
   readonly decision?: 'allow' | 'deny';
   readonly status?: number;
   readonly requestId?: string;
@@ -42,21 +49,41 @@ const TS_PREFIX = /^\{"seq":\d+,"ts":"([^"]{24})"/;
 /** Told of each line that does not verify on its own (an edited or forged line): it is skipped. */
 export type Unverified = (segment: string, line: number) => void;
 
-export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unverified = () => undefined): Generator<DecisionLine> {
+/** The record type that counts refusals past the first ones of a flood (LOG-08): a decision query includes it. */
+export const AGGREGATE = 'refusals_aggregated';
+const AGGREGATE_NEEDLE = `"type":"${AGGREGATE}"`;
+const COMPLETION_NEEDLE = '"type":"completion"';
+/** Allows whose completion a query still waits for; past this many the oldest is given up (its status stays unknown). */
+const MAX_AWAITED = 100_000;
+
+export interface QueryOptions {
+  /** Also yield the completion record of each allow yielded (after it, when it is found): what was sent. */
+  readonly completions?: boolean;
+}
+
+export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unverified = () => undefined, options: QueryOptions = {}): Generator<DecisionLine> {
   const sinceIso = filter.since !== undefined ? new Date(filter.since).toISOString() : undefined;
   const untilIso = filter.until !== undefined ? new Date(filter.until).toISOString() : undefined;
   const type = filter.type ?? 'decision';
   // Values a matching line must contain verbatim (JSON.stringify gives the same escaping the writer used); for the client,
-  // one of two (a decision names it as client_id, an admin record as its target).
+  // one of three (an authenticated client_id, a claimed subject, an admin record's target).
   const clientNeedles =
-    filter.client === undefined ? undefined : [`"client_id":${JSON.stringify(filter.client)}`, `"target":${JSON.stringify(filter.client)}`];
+    filter.client === undefined
+      ? undefined
+      : [`"client_id":${JSON.stringify(filter.client)}`, `"subject":${JSON.stringify(filter.client)}`, `"target":${JSON.stringify(filter.client)}`];
   const needles = [
     filter.subject !== undefined ? `"subject":${JSON.stringify(filter.subject)}` : undefined,
     filter.route !== undefined ? `"route":${JSON.stringify(filter.route)}` : undefined,
     filter.requestId !== undefined ? `"request_id":${JSON.stringify(filter.requestId)}` : undefined,
-    filter.decision !== undefined ? `"decision":"${filter.decision}"` : undefined,
     filter.status !== undefined ? `"status":${filter.status},` : undefined,
+    // The prefix without its closing quote: the path may go on.
+    filter.path !== undefined ? `"path":${JSON.stringify(filter.path).slice(0, -1)}` : undefined,
   ].filter((needle): needle is string => needle !== undefined);
+  // An aggregate is a count of refusals: it never says "decision", and only a deny query (or none) wants it.
+  const decisionNeedle = filter.decision !== undefined ? `"decision":"${filter.decision}"` : undefined;
+  const aggregatesWanted = filter.decision !== 'allow' && filter.requestId === undefined && filter.path === undefined;
+  /** instance + request id of each allow yielded whose completion is still ahead. */
+  const awaited = new Set<string>();
 
   for (const [instance, segments] of listChains(dir)) {
     if (filter.instance !== undefined && instance !== filter.instance) continue;
@@ -70,17 +97,31 @@ export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unv
         if (!complete) continue;
         const ts = TS_PREFIX.exec(text)?.[1];
         if (ts === undefined) continue;
+        if (awaited.size > 0 && text.includes(COMPLETION_NEEDLE)) {
+          // A completion is wanted for its allow, whatever the filter says (it may even fall just after `until`).
+          const opened = open(text);
+          if (!opened.ok) unverified(segment, line);
+          else if (awaited.delete(`${instance}\n${String(opened.record['request_id'])}`)) yield opened.record;
+          continue;
+        }
         if (sinceIso !== undefined && ts < sinceIso) continue;
         if (untilIso !== undefined && ts >= untilIso) continue;
         if (!needles.every((needle) => text.includes(needle))) continue;
         if (clientNeedles !== undefined && !clientNeedles.some((needle) => text.includes(needle))) continue;
+        if (decisionNeedle !== undefined && !text.includes(decisionNeedle) && !(aggregatesWanted && text.includes(AGGREGATE_NEEDLE))) continue;
         const opened = open(text);
         if (!opened.ok) {
           unverified(segment, line);
           continue;
         }
         const record: unknown = opened.record;
-        if (isOfType(record, type) && matches(record, filter)) yield record;
+        if (!isOfType(record, type) || !matches(record, filter)) continue;
+        if (record['type'] === AGGREGATE && !aggregatesWanted) continue;
+        yield record;
+        if (options.completions === true && record['decision'] === 'allow') {
+          if (awaited.size >= MAX_AWAITED) awaited.delete(awaited.values().next().value as string);
+          awaited.add(`${instance}\n${String(record['request_id'])}`);
+        }
       }
     }
   }
@@ -90,27 +131,40 @@ function isOfType(value: unknown, type: RecordType): value is DecisionLine {
   if (typeof value !== 'object' || value === null) return false;
   const r = value as Record<string, unknown>;
   if (typeof r['type'] !== 'string' || typeof r['seq'] !== 'number' || typeof r['ts'] !== 'string' || typeof r['instance'] !== 'string') return false;
-  return type === 'all' || r['type'] === type || (type === 'event' && !KINDS.has(r['type']));
+  return type === 'all' || r['type'] === type || (type === 'decision' && r['type'] === AGGREGATE) || (type === 'event' && !KINDS.has(r['type']) && r['type'] !== AGGREGATE);
 }
 
 function isDecision(value: unknown): value is DecisionLine {
   return isOfType(value, 'decision');
 }
 
-/** The client a record is about: a decision's client_id, or the client an admin change was made to. */
-function clientOf(record: DecisionLine): unknown {
+/**
+ * Whether a record names the client: an admin change made to it, or a request by it — authenticated (`client_id`) or only
+ * claimed (`subject`: a client authentication that failed, and the aggregates of such refusals).
+ */
+function namesClient(record: DecisionLine, client: string): boolean {
   const action = record['action'];
-  return record['type'] === 'admin' && typeof action === 'string' && action.startsWith('client.') ? record['target'] : record['client_id'];
+  if (record['type'] === 'admin') return typeof action === 'string' && action.startsWith('client.') && record['target'] === client;
+  return record['client_id'] === client || record['subject'] === client;
+}
+
+/** By whole segments: `/echo` is under `/echo` and `/echo/`, `/echo/x` too, `/echoes` is not. */
+function underPath(path: unknown, prefix: string): boolean {
+  if (typeof path !== 'string' || !path.startsWith(prefix)) return false;
+  return path.length === prefix.length || prefix.endsWith('/') || path[prefix.length] === '/';
 }
 
 /** The exact check, after the text prefilter (a needle could have matched inside another field's value). */
 function matches(record: DecisionLine, filter: RecordFilter): boolean {
+  // An aggregate counts refusals: it is a deny for --decision.
+  const decision = record['type'] === AGGREGATE ? 'deny' : record['decision'];
   return (
-    (filter.client === undefined || clientOf(record) === filter.client) &&
+    (filter.client === undefined || namesClient(record, filter.client)) &&
     (filter.subject === undefined || record['subject'] === filter.subject) &&
     (filter.route === undefined || record['route'] === filter.route) &&
+    (filter.path === undefined || underPath(record['path'], filter.path)) &&
     (filter.requestId === undefined || record['request_id'] === filter.requestId) &&
-    (filter.decision === undefined || record['decision'] === filter.decision) &&
+    (filter.decision === undefined || decision === filter.decision) &&
     (filter.status === undefined || record['status'] === filter.status)
   );
 }

@@ -3,10 +3,10 @@
 import { InvalidArgumentError, type Command } from 'commander';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { loadCommandConfig, table } from './output.js';
+import { loadCommandConfig, print, table } from './output.js';
 import { verifyDirectory, type ChainReport, type CheckpointCadence, type VerifyOptions } from '../audit/verify.js';
 import { AuditKeyError, auditKeyFile, checkpointVerifier, readAuditPublicKey } from '../audit/audit-key.js';
-import { AuditFollower, queryRecords, RECORD_TYPES, type DecisionLine, type RecordFilter, type RecordType } from '../audit/query.js';
+import { AGGREGATE, AuditFollower, queryRecords, RECORD_TYPES, type DecisionLine, type RecordFilter, type RecordType } from '../audit/query.js';
 
 export interface AuditCommandContext {
   readonly defaultConfig: string;
@@ -40,11 +40,14 @@ no chain in it; 78 configuration (invalid config file, when --dir is not given).
 
 const QUERY_HELP = `
 Times are ISO 8601 (2026-12-03, 2026-12-03T14:00:00Z) or relative to now (30m, 24h, 7d). Each filter narrows the
-result; records are printed chain by chain in seq order.
+result; records are printed chain by chain in seq order. Decision queries include the refusals counted into
+refusals_aggregated records (the count column), show for each allow the status actually sent (from its completion
+record; --json prints both records), and end with a line counting allows and refusals.
 
 Examples:
   gatehouse audit query --route echo --since 2026-12-03 --until 2026-12-04
-  gatehouse audit query --client Zt3… --decision deny --since 24h --json
+  gatehouse audit query --path /echo --since 24h          who called /echo (and /echo/…)
+  gatehouse audit query --client Zt3… --decision deny --since 24h --json    every refusal naming the client
   gatehouse audit query --type admin --client Zt3…        who changed this client, and what
   gatehouse audit query --type event --since 7d           starts, stops, key changes, store outages
 
@@ -80,9 +83,10 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
     .option('--type <type>', `which records: ${RECORD_TYPES.join(', ')} (event: gateway, key, store and chain events)`, parseType, 'decision')
     .option('--since <time>', 'from this time on (ISO 8601, or relative: 30m, 24h, 7d)', parseTime)
     .option('--until <time>', 'before this time (ISO 8601, or relative)', parseTime)
-    .option('--client <id>', 'the OAuth client (client_id; with --type admin, the changes made to it)')
+    .option('--client <id>', 'the OAuth client: every record naming it, authenticated or only claimed (with --type admin, the changes made to it)')
     .option('--subject <subject>', 'the principal\'s subject')
     .option('--route <id>', 'the route id')
+    .option('--path <prefix>', 'the canonical request path, by whole segments (/echo: /echo and /echo/…)', parsePath)
     .option('--decision <allow|deny>', 'allow or deny', parseDecision)
     .option('--status <code>', 'the HTTP status sent', parseStatus)
     .option('--request-id <id>', 'one request')
@@ -138,6 +142,11 @@ function parseStatus(value: string): number {
   throw new InvalidArgumentError('expected an HTTP status code (100-599)');
 }
 
+function parsePath(value: string): string {
+  if (value.startsWith('/') && value.length <= 8192 && !/[\s?#]/.test(value)) return value;
+  throw new InvalidArgumentError('expected a path beginning with / (no query, fragment or space)');
+}
+
 function parseCount(value: string): number {
   if (/^\d{1,6}$/.test(value) && Number(value) > 0) return Number(value);
   throw new InvalidArgumentError('expected a count from 1 to 999999');
@@ -150,11 +159,13 @@ function query(ctx: AuditCommandContext, options: QueryOptions): void {
   const count = (): void => {
     unverified++;
   };
+  // A decision query also reads each allow's completion: the table shows the status sent, --json prints both records.
+  const completions = (options.type ?? 'decision') === 'decision';
   if (options.json === true) {
     // Streamed: a query over a big log prints as it reads, in bounded memory.
     readOrFail(ctx, dir, () => {
       let chunk: string[] = [];
-      for (const record of queryRecords(dir, filter, count)) {
+      for (const record of queryRecords(dir, filter, count, { completions })) {
         chunk.push(JSON.stringify(record));
         if (chunk.length === 1000) {
           process.stdout.write(chunk.join('\n') + '\n');
@@ -164,9 +175,30 @@ function query(ctx: AuditCommandContext, options: QueryOptions): void {
       if (chunk.length > 0) process.stdout.write(chunk.join('\n') + '\n');
     });
   } else {
-    printRecords(readOrFail(ctx, dir, () => [...queryRecords(dir, filter, count)]), false, 'no matching records');
+    const records = readOrFail(ctx, dir, () => [...queryRecords(dir, filter, count, { completions })]);
+    printRecords(records, false, 'no matching records');
+    if (completions && records.length > 0) print(decisionSummary(records));
   }
   warnUnverified(unverified);
+}
+
+/** The closing line of a decision table: what was allowed, and every refusal, one by one or counted in an aggregate. */
+function decisionSummary(records: readonly DecisionLine[]): string {
+  let allowed = 0;
+  let individually = 0;
+  let aggregated = 0;
+  let aggregates = 0;
+  for (const r of records) {
+    if (r['type'] === AGGREGATE) {
+      aggregates++;
+      aggregated += typeof r['count'] === 'number' ? r['count'] : 0;
+    } else if (r['type'] === 'decision') {
+      if (r['decision'] === 'allow') allowed++;
+      else individually++;
+    }
+  }
+  const refused = individually + aggregated;
+  return `${allowed} allowed, ${refused} refused (${individually} recorded one by one, ${aggregated} counted in ${aggregates} aggregate record(s))`;
 }
 
 function tail(ctx: AuditCommandContext, options: DirOptions & { lines: number; follow?: boolean }): void {
@@ -203,7 +235,7 @@ function readOrFail<T>(ctx: AuditCommandContext, dir: string, read: () => T): T 
   }
 }
 
-const COLUMNS = ['ts', 'decision', 'status', 'route', 'method', 'path', 'who', 'code', 'request_id'] as const;
+const COLUMNS = ['ts', 'decision', 'count', 'status', 'route', 'method', 'path', 'who', 'code', 'request_id'] as const;
 
 function printRecords(records: readonly DecisionLine[], json: boolean, empty: string, header = true): void {
   if (json) {
@@ -214,14 +246,41 @@ function printRecords(records: readonly DecisionLine[], json: boolean, empty: st
     if (empty !== '') process.stdout.write(`${empty}\n`);
     return;
   }
-  if (records.some((r) => r['type'] !== 'decision')) {
+  if (records.some((r) => !DECISION_TYPES.has(String(r['type'])))) {
     process.stdout.write(`${table(EVENT_COLUMNS, records.map(eventRow), header)}\n`);
     return;
   }
-  const rows = records.map((r) =>
-    [r.ts, r['decision'], r['status'] ?? '-', r['route'] ?? '-', r['method'], r['path'] ?? '-', r['client_id'] ?? r['subject'] ?? '-', r['code'] ?? '-', r['request_id']].map(String),
-  );
-  process.stdout.write(`${table(COLUMNS, rows, header)}\n`);
+  process.stdout.write(`${table(COLUMNS, decisionRows(records), header)}\n`);
+}
+
+const DECISION_TYPES: ReadonlySet<string> = new Set(['decision', 'completion', AGGREGATE]);
+
+/**
+ * One row per decision or aggregate. An allow shows the status actually sent and the code of an answer the gateway made
+ * after it (a 502, a 503), from its completion record; an aggregate shows how many refusals it counts.
+ */
+function decisionRows(records: readonly DecisionLine[]): string[][] {
+  const rows: string[][] = [];
+  const allows = new Map<string, string[]>();
+  for (const r of records) {
+    const key = `${r.instance}\n${String(r['request_id'])}`;
+    if (r['type'] === 'completion') {
+      const row = allows.get(key);
+      if (row === undefined) continue;
+      row[3] = String(r['status'] ?? 'none');
+      if (r['code'] !== null && r['code'] !== undefined) row[8] = String(r['code']);
+      allows.delete(key);
+      continue;
+    }
+    if (r['type'] === AGGREGATE) {
+      rows.push([r.ts, 'deny', String(r['count'] ?? '?'), String(r['status'] ?? '-'), String(r['route'] ?? '-'), '-', '-', String(r['subject'] ?? r['client_ip'] ?? '-'), String(r['code'] ?? '-'), `last ${String(r['last_request_id'] ?? '-')}`]);
+      continue;
+    }
+    const row = [r.ts, String(r['decision']), '1', String(r['status'] ?? '-'), String(r['route'] ?? '-'), String(r['method']), String(r['path'] ?? '-'), String(r['client_id'] ?? r['subject'] ?? '-'), String(r['code'] ?? '-'), String(r['request_id'])];
+    if (r['decision'] === 'allow') allows.set(key, row);
+    rows.push(row);
+  }
+  return rows;
 }
 
 const EVENT_COLUMNS = ['ts', 'instance', 'seq', 'type', 'what'] as const;

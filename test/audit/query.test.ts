@@ -72,9 +72,11 @@ describe('gatehouse audit query', () => {
   it('prints an aligned table by default, with control characters neutralised', () => {
     const { status, stdout } = cli('query', '--request-id', 'a-1');
     expect(status).toBe(0);
-    const [header, row] = stdout.trim().split('\n');
-    expect(header).toMatch(/^ts\s+decision\s+status\s+route\s+method\s+path\s+who\s+code\s+request_id$/);
-    expect(row).toMatch(/^2026-12-01T14:00:00\.000Z\s+allow\s+-\s+echo\s+GET\s+\/x\s+beta\s+-\s+a-1$/);
+    const [header, row, summary] = stdout.trim().split('\n');
+    expect(header).toMatch(/^ts\s+decision\s+count\s+status\s+route\s+method\s+path\s+who\s+code\s+request_id$/);
+    // No completion record was written for this allow: its status stays unknown.
+    expect(row).toMatch(/^2026-12-01T14:00:00\.000Z\s+allow\s+1\s+-\s+echo\s+GET\s+\/x\s+beta\s+-\s+a-1$/);
+    expect(summary).toBe('1 allowed, 0 refused (0 recorded one by one, 0 counted in 0 aggregate record(s))');
     expect(header?.indexOf('request_id')).toBe(row?.indexOf('a-1'));
     expect(cli('query', '--request-id', 'nothing-like-it').stdout).toBe('no matching records\n');
   });
