@@ -23,7 +23,7 @@ import {
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, clientGone, sendAnswer, sendProblem, type HttpExchange } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, Principal, QuotaLease, Refusal, RequestContext } from './stage.js';
+import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, ForwardTicket, Principal, QuotaLease, Refusal, RequestContext } from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
@@ -83,6 +83,8 @@ export class Pipeline {
     // What the route quota holds for this request (a concurrency slot), released in the `finally` below, exactly once,
     // however the request ends: answered, refused later, client gone, upstream failure or timeout, a throw (RL-03).
     let lease: QuotaLease | undefined;
+    // Upstream capacity held for an admitted request until the forwarder takes it over (the allow's write can fail first).
+    let ticket: ForwardTicket | undefined;
     try {
       const preAuth = await this.deps.preAuthQuota.consume(request.connection.limitKey);
       if (!preAuth.allowed) return this.refuse(request, exchange, stage, { outcome: 'refused', error: preAuth.error });
@@ -129,11 +131,17 @@ export class Pipeline {
       if (request.hasBody && route.intake === undefined && expectsContinue(exchange)) exchange.res.writeContinue();
       const { handler } = route;
       if (handler.kind === 'forwarder') {
+        // Capacity first: a full upstream queue is a refusal on record, not an allow answered 503.
+        const admission = handler.admit(authenticated);
+        if (!admission.admitted) return this.refuse(request, exchange, stage, { outcome: 'refused', error: admission.error, credential: principal });
+        ticket = admission.ticket;
         // The allow is written (handed to the OS: group commit) before the protected service sees anything; if it cannot
         // be, nothing is admitted. So a crash cannot lose the record of a request an upstream saw.
         this.record(requestDecision(request, 'allow', stage, undefined, actorOf(principal)));
         await this.deps.audit.flush();
-        const outcome = await handler.forward(authenticated, exchange);
+        const taken = ticket;
+        ticket = undefined;
+        const outcome = await handler.forward(authenticated, exchange, taken);
         this.complete(request, exchange, outcome, outcome.bytesIn, outcome.bytesOut);
         return;
       }
@@ -150,6 +158,7 @@ export class Pipeline {
       this.fail(request, exchange, stage, fault, principal);
     } finally {
       lease?.release();
+      ticket?.release();
     }
   }
 

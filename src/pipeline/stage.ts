@@ -201,9 +201,23 @@ export interface ForwardOutcome {
   readonly bytesOut: number;
 }
 
+/** Upstream capacity held for one request, from before its allow is recorded until the forward is done with it. */
+export interface ForwardTicket {
+  /** Gives the capacity back; every call after the first does nothing. */
+  release(): void;
+}
+
+export type ForwardAdmission = { readonly admitted: true; readonly ticket: ForwardTicket } | { readonly admitted: false; readonly error: GatewayError };
+
 export interface Forwarder {
   readonly kind: 'forwarder';
-  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ForwardOutcome>;
+  /**
+   * Checked before the allow is recorded: a request the forwarder cannot take (a full upstream queue) is a refusal on
+   * record, never an allow followed by a 503. The capacity is held from here, so the allow's write cannot lose it.
+   */
+  admit(request: AuthenticatedRequest): ForwardAdmission;
+  /** Takes over the ticket: it is released once the upstream is done with the request, however it ends. */
+  forward(request: AuthenticatedRequest, exchange: HttpExchange, ticket: ForwardTicket): Promise<ForwardOutcome>;
 }
 
 /** A route compiled from config: the pipeline's data for requests it matches. */

@@ -9,7 +9,7 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import type { AuthenticatedRequest, ForwardOutcome, Forwarder } from '../pipeline/stage.js';
+import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket } from '../pipeline/stage.js';
 import { abortResponse, clientGone, securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
@@ -112,7 +112,25 @@ export class ProxyHandler implements Forwarder {
     private readonly log: Logger,
   ) {}
 
-  forward(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ForwardOutcome> {
+  /** A slow upstream must not make the gateway hoard requests: past its queue bound, refuse at once (and say when to retry). */
+  admit(): ForwardAdmission {
+    const upstream = this.upstream;
+    if (upstream.inFlight >= upstream.capacity) return QUEUE_FULL;
+    upstream.inFlight++;
+    let held = true;
+    return {
+      admitted: true,
+      ticket: {
+        release: () => {
+          if (!held) return;
+          held = false;
+          upstream.inFlight--;
+        },
+      },
+    };
+  }
+
+  forward(request: AuthenticatedRequest, exchange: HttpExchange, ticket: ForwardTicket): Promise<ForwardOutcome> {
     const { req, res } = exchange;
     let path = request.path;
     if (this.options.stripPrefix) {
@@ -147,12 +165,9 @@ export class ProxyHandler implements Forwarder {
 
     // The client may already have reset the stream (RST_STREAM right after HEADERS): its 'close' event is then gone, so
     // nothing would ever abort the upstream request. Such a request is never sent (H2-01, RL-03).
-    if (clientGone(exchange)) return Promise.resolve(NOT_SENT_CLIENT_GONE);
-
-    // A slow upstream must not make the gateway hoard requests: past its queue bound, refuse at once (and say when to retry).
-    if (this.upstream.inFlight >= this.upstream.capacity) {
-      sendProblem(exchange, new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }), { close: request.hasBody });
-      return Promise.resolve(NOT_SENT_QUEUE_FULL);
+    if (clientGone(exchange)) {
+      ticket.release();
+      return Promise.resolve(NOT_SENT_CLIENT_GONE);
     }
 
     let body: BodyLimit | null = null;
@@ -162,17 +177,10 @@ export class ProxyHandler implements Forwarder {
       body = req.pipe(limiter);
     }
 
-    const upstream = this.upstream;
-    upstream.inFlight++;
-    let released = false;
-    // The slot is given back when undici is done with the request (response end or error: it always reports one, also
+    // The ticket is given back when undici is done with the request (response end or error: it always reports one, also
     // for a queued request aborted before it started and for a destroyed pool), never merely because the client left —
     // a request still waiting in the pool's queue must keep counting, or departed clients could grow that queue unbounded.
-    const release = (): void => {
-      if (released) return;
-      released = true;
-      upstream.inFlight--;
-    };
+    const release = (): void => ticket.release();
     return new Promise<ForwardOutcome>((resolve) => {
       const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release, request.route.quota !== undefined);
       this.upstream.pool.dispatch(
@@ -192,8 +200,8 @@ export class ProxyHandler implements Forwarder {
   }
 }
 
+const QUEUE_FULL: ForwardAdmission = Object.freeze({ admitted: false, error: new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }) });
 const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, error: null, bytesIn: 0, bytesOut: 0 });
-const NOT_SENT_QUEUE_FULL: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: 'service_unavailable', error: null, bytesIn: 0, bytesOut: 0 });
 
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;

@@ -142,6 +142,7 @@ describe('pipeline fault handling (AZ-13, LOG-12)', () => {
       authenticator: new AnonymousAuthenticator(),
       handler: {
         kind: 'forwarder',
+        admit: () => ({ admitted: true, ticket: { release: () => undefined } }),
         forward: async () => {
           throw new TypeError('cannot read property of undefined (handler internals)');
         },

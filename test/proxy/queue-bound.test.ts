@@ -36,11 +36,11 @@ describe('upstream queue bound', () => {
     upstream.close();
   });
 
-  const get = async (path: string): Promise<{ status: number; body: string; retryAfter: string | undefined }> => {
+  const get = async (path: string): Promise<{ status: number; body: string; retryAfter: string | undefined; requestId: string }> => {
     const res = await request(`${gw.origin}${path}`, { dispatcher: gw.agent() });
     const body = await res.body.text();
     const retryAfter = res.headers['retry-after'];
-    return { status: res.statusCode, body, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined };
+    return { status: res.statusCode, body, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined, requestId: String(res.headers['x-request-id']) };
   };
 
   it('refuses the request past connections + max_queued with 503 at once, then serves again once slots free up', async () => {
@@ -59,6 +59,9 @@ describe('upstream queue bound', () => {
     expect(refused.retryAfter).toBe('1');
     expect(Date.now() - started).toBeLessThan(2000);
     expect(seen).toBe(1); // the refused request never reached the upstream
+    // Issue #22 item 4: on record as what was sent — a deny with the 503, never an allow (capacity is checked before it).
+    const records = (await gw.auditRecords()).filter((r) => r.request_id === refused.requestId);
+    expect(records.map((r) => [r.decision, r.stage, r.code, r.status])).toEqual([['deny', 'handler', 'service_unavailable', 503]]);
 
     // Answer the held requests one by one: each frees the connection for the next queued one.
     for (let answered = 0; answered < 3; answered++) {
