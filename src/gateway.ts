@@ -22,6 +22,7 @@ import { MemoryLimiterBackend } from './quota/backend.js';
 import { MemoryCalendarCounter } from './quota/calendar.js';
 import { PrincipalQuota } from './quota/principal.js';
 import { memoryLimiter, PreAuthQuota } from './quota/rate.js';
+import { readTlsMaterial } from './tls/context.js';
 import { ConnectionGuard } from './server/connection-guard.js';
 import { edgeLimits } from './server/edge.js';
 import { Ingress, trustedProxyList } from './server/ingress.js';
@@ -63,6 +64,8 @@ export class Gateway {
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
     const { log } = deps;
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
+    // Every TLS file is checked before anything is opened or created: a bad one ends the start with its name, no side effect.
+    readTlsMaterial(config.tls);
 
     // The issuer opens first: it decides whether a missing master key file may be created (a store with signing keys
     // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
@@ -152,6 +155,13 @@ export class Gateway {
 
   get draining(): boolean {
     return this.listener.isDraining;
+  }
+
+  /** After a failed start (nothing was served): closes the upstream pools, the issuer and the audit sink (its chain lock). */
+  async abandon(): Promise<void> {
+    await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.issuer?.close();
+    await this.audit.close();
   }
 
   /**

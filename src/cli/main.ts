@@ -16,6 +16,7 @@ import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
 import { SigningKeyError } from '../issuer/keys.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
+import { TlsFileError } from '../tls/context.js';
 import { adminActor } from '../audit/admin-log.js';
 import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/log.js';
@@ -52,7 +53,7 @@ Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain op
 Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
 directory, log output could not be written); 64 usage (bad argument or option); 69 the PostgreSQL credential store
 cannot be reached; 70 internal error (a fault no handler
-caught); 78 configuration (invalid config file, missing TLS file, invalid ${MASTER_KEY_ENV} or master key file).`;
+caught); 78 configuration (invalid config file, a TLS file missing, unreadable or malformed, invalid ${MASTER_KEY_ENV} or master key file).`;
 
 const CERTS_INIT_HELP = `
 Exit codes: 0 created, or already present; 1 failure (an incomplete set without --force, cannot create the directory or
@@ -200,7 +201,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
     if (error instanceof AuditLogError) fail(error.message, EXIT.failure);
     // The audit key opens only under the master key it was sealed with: the configuration (or the key file) is wrong.
     if (error instanceof AuditKeyError) fail(error.message, EXIT.config);
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') fail(`cannot read a TLS file: ${(error as Error).message}`, EXIT.config);
+    if (error instanceof TlsFileError) fail(`TLS file ${error.message}`, EXIT.config);
     throw error;
   }
 
@@ -249,6 +250,8 @@ async function serve(options: { config: string; port?: number; host?: string; da
     started = true;
     destination.flush();
   } catch (error) {
+    // Nothing is served: the store and the audit chain (its lock) are closed before the process exits.
+    await gateway.abandon().catch((closing: unknown) => log.error({ err: (closing as Error).message }, 'closing after a failed start failed'));
     // Only what listen() reports is read as a listen failure: the same codes from opening files mean something else.
     const code = (error as NodeJS.ErrnoException).code;
     const listen = code === undefined ? undefined : listenFailure(config.server.host, config.server.port, code);

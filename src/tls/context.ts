@@ -1,6 +1,6 @@
 // Hardened TLS settings for the listener (Mozilla "intermediate" profile, SECURITY-MATRIX D) and loading of cert files.
 // Used at start and on SIGHUP reload, so a reloaded certificate can never come with weaker settings.
-import { constants } from 'node:crypto';
+import { constants, createPrivateKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import type { SecureContextOptions } from 'node:tls';
 import type { Config } from '../config/schema.js';
@@ -36,12 +36,74 @@ export interface TlsMaterial {
   readonly ca: Buffer | undefined;
 }
 
+/** A TLS file that cannot be used, named with its config key and path: an operator's problem, said in one line. */
+export class TlsFileError extends Error {
+  constructor(
+    readonly key: string,
+    readonly file: string,
+    problem: string,
+  ) {
+    super(`${key} ${file}: ${problem}`);
+    this.name = 'TlsFileError';
+  }
+}
+
+/**
+ * The certificate, key and client CA, each read and parsed on its own: OpenSSL's errors for a bad file ("PEM routines::no
+ * start line") name no file, so each is checked here first, and the key against the certificate.
+ */
 export function readTlsMaterial(tls: Config['tls']): TlsMaterial {
-  return {
-    cert: readFileSync(tls.cert),
-    key: readFileSync(tls.key),
-    ca: tls.client_ca === undefined ? undefined : readFileSync(tls.client_ca),
-  };
+  const cert = readTlsFile('tls.cert', tls.cert);
+  const key = readTlsFile('tls.key', tls.key);
+  const ca = tls.client_ca === undefined ? undefined : readTlsFile('tls.client_ca', tls.client_ca);
+  const leaf = parseCertificates('tls.cert', tls.cert, cert)[0] as X509Certificate;
+  const privateKey = parsePrivateKey(tls.key, key);
+  if (!leaf.checkPrivateKey(privateKey)) throw new TlsFileError('tls.key', tls.key, `is not the private key of the certificate in ${tls.cert}`);
+  if (ca !== undefined && tls.client_ca !== undefined) parseCertificates('tls.client_ca', tls.client_ca, ca);
+  return { cert, key, ca };
+}
+
+const ERRNO_TEXT: Readonly<Record<string, string>> = {
+  ENOENT: 'no such file',
+  EACCES: 'permission denied',
+  EPERM: 'operation not permitted',
+  EISDIR: 'is a directory, not a file',
+  ENOTDIR: 'a part of the path is not a directory',
+  ELOOP: 'too many symbolic links',
+};
+
+function readTlsFile(key: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    const text = code === undefined ? String((error as Error).message) : `${ERRNO_TEXT[code] ?? 'cannot be read'} (${code})`;
+    throw new TlsFileError(key, file, `cannot read the file: ${text}`);
+  }
+}
+
+const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g;
+
+function parseCertificates(key: string, file: string, pem: Buffer): X509Certificate[] {
+  const blocks = pem.toString('latin1').match(PEM_CERTIFICATE) ?? [];
+  if (blocks.length === 0) throw new TlsFileError(key, file, 'holds no PEM certificate (-----BEGIN CERTIFICATE-----)');
+  return blocks.map((block, index) => {
+    try {
+      return new X509Certificate(block);
+    } catch {
+      throw new TlsFileError(key, file, `certificate ${index + 1} of ${blocks.length} is not a valid X.509 certificate`);
+    }
+  });
+}
+
+function parsePrivateKey(file: string, pem: Buffer): KeyObject {
+  try {
+    return createPrivateKey(pem);
+  } catch (error) {
+    // Never the key's bytes; OpenSSL's reason says enough (no start line, bad decrypt, unsupported).
+    const reason = (error as Error).message.replace(/^error:[0-9A-F]+:/, '');
+    throw new TlsFileError('tls.key', file, `is not a usable unencrypted PEM private key (${reason})`);
+  }
 }
 
 /** The secure-context part of the listener options: identical at start and on reload. */
