@@ -16,7 +16,8 @@ import {
   SigningKeyError,
   revokeSigningKey,
   rotateSigningKey,
-  signingKeyState,
+  signingKeyStates,
+  rotateSigningKeyNow,
   SIGNING_ALGORITHMS,
   MASTER_KEY_ENV,
   type SigningAlgorithm,
@@ -502,22 +503,38 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
   await withStore(ctx, options, async ({ store, config, record }) => {
     // Proven against the keys already stored: a rotation sealed under another master key would break the gateway.
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
-    const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
-    const immediate = options.now === true;
+    const alg = options.alg ?? issuerOf(config).signing_alg;
+    const maxTokenLifetimeS = issuerTokenTtlS(config);
     const delayS = issuerOf(config).key_activation_delay_s;
-    const next = await rotateSigningKey(store, kek, {
-      alg: options.alg ?? issuerOf(config).signing_alg,
-      now: Date.now(),
-      activationDelayS: immediate ? 0 : delayS,
-      maxTokenLifetimeS: issuerTokenTtlS(config),
-    });
+    const now = Date.now();
+    if (options.now === true) {
+      // Every key that was signing or in line to sign stops now: what signs is the new key, and only it.
+      const { next, stopped } = await rotateSigningKeyNow(store, kek, { alg, now, maxTokenLifetimeS });
+      const stops = stopped.map((key) => ({ kid: key.kid, retired_at: iso(key.retiredAt), expires_at: iso(key.expiresAt), signed: key.activatesAt <= now }));
+      const skippedDelay = delayS > 0 && stops.length > 0;
+      record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: stops.map((k) => k.kid).join(' ') || null, without_publication_delay: skippedDelay } });
+      if (options.json === true) {
+        return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), stopped: stops, without_publication_delay: skippedDelay });
+      }
+      print(`new signing key ${next.kid} (${next.alg}): published and signing now`);
+      for (const key of stops) {
+        print(
+          key.signed
+            ? `key ${key.kid} stops signing now; it only verifies until ${key.expires_at ?? '-'}, when its last token has expired`
+            : `pending key ${key.kid} will never sign; it is unpublished now`,
+        );
+      }
+      if (skippedDelay) ctx.warn(publicationWarning(config));
+      return;
+    }
+    const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
+    const next = await rotateSigningKey(store, kek, { alg, now, activationDelayS: delayS, maxTokenLifetimeS });
     // The key this rotation retired: the one whose retirement it just scheduled.
     const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
     const retires = retired === undefined ? null : { kid: retired.kid, retired_at: iso(retired.retiredAt), expires_at: iso(retired.expiresAt) };
-    const skippedDelay = immediate && retires !== null && delayS > 0;
-    record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: skippedDelay } });
+    record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false } });
     if (options.json === true) {
-      return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), retires, without_publication_delay: skippedDelay });
+      return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), retires, without_publication_delay: false });
     }
     print(`new signing key ${next.kid} (${next.alg}): published now, signs from ${iso(next.activatesAt) ?? '-'}`);
     print(
@@ -525,7 +542,6 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
         ? 'no previous key to retire'
         : `key ${retires.kid} stops signing at ${retires.retired_at ?? '-'} and is unpublished at ${retires.expires_at ?? '-'}`,
     );
-    if (skippedDelay) ctx.warn(publicationWarning(config));
   });
 }
 
@@ -540,7 +556,7 @@ function publicationWarning(config: Config): string {
 async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
   await withStore(ctx, options, async ({ store, config, record }) => {
     const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
-    const { revoked, succession, signer } = await orMissing(
+    const { revoked, succession, signer, previousSigner } = await orMissing(
       revokeSigningKey(store, kek, { kid, alg: options.alg ?? issuerOf(config).signing_alg, now: Date.now() }),
       () => new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput),
     );
@@ -552,19 +568,21 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
     if (revoked === undefined) return print(`key ${kid} is already revoked; nothing changed`);
     print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS(config)}s`);
     const signerKid = signer?.kid ?? '-';
-    if (succession === 'unchanged') print(`key ${signerKid} goes on signing`);
-    if (succession === 'kept') print(`key ${signerKid} goes on signing (its handover to the revoked key is cancelled)`);
+    // "Goes on" only about the key that was signing a moment ago; a key that had stopped signs again.
+    const wasSigning = signer !== undefined && signer.kid === previousSigner;
+    if (succession === 'unchanged') print(wasSigning ? `key ${signerKid} goes on signing` : `key ${signerKid} signs now`);
+    if (succession === 'kept') print(wasSigning ? `key ${signerKid} goes on signing; its handover to the revoked key is cancelled` : `key ${signerKid} signs again; its retirement is cancelled`);
     if (succession === 'activated') print(`pending key ${signerKid} signs now, before its publication delay ran out`);
     if (succession === 'created') print(`new key ${signerKid} (${signer?.alg ?? '-'}) signs now`);
     if (succession === 'activated' || succession === 'created') ctx.warn(publicationWarning(config));
   });
 }
 
-function keyView(key: SigningKey, now: number) {
+function keyView(key: SigningKey, states: ReadonlyMap<string, string>) {
   return {
     kid: key.kid,
     alg: key.alg,
-    state: signingKeyState(key, now),
+    state: states.get(key.kid) ?? 'expired',
     created_at: iso(key.createdAt),
     activates_at: iso(key.activatesAt),
     retired_at: iso(key.retiredAt),
@@ -575,8 +593,9 @@ function keyView(key: SigningKey, now: number) {
 
 async function keysList(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
   await withStore(ctx, options, async ({ store }) => {
-    const now = Date.now();
-    const keys = (await store.listSigningKeys()).map((key) => keyView(key, now));
+    const stored = await store.listSigningKeys();
+    const states = signingKeyStates(stored, Date.now());
+    const keys = stored.map((key) => keyView(key, states));
     printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) =>
       [k.kid, k.alg, k.state, k.created_at ?? '-', k.activates_at ?? '-', k.retired_at ?? '-', k.expires_at ?? '-'],
     );

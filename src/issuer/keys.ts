@@ -148,15 +148,27 @@ function assertTime(value: number, name: string): void {
   if (!Number.isSafeInteger(value) || value < 0) throw new SigningKeyError('invalid_rotation', `${name} must be epoch milliseconds (a non-negative integer).`);
 }
 
-/** Where a key stands at `now`, for `gatehouse keys list`. "active" keys sign unless a newer active key exists. */
-export type SigningKeyState = 'pending' | 'active' | 'retired' | 'expired' | 'revoked';
+/**
+ * Where a key stands at `now`, for `gatehouse keys list`: exactly one key is `signing` (the one the issuer signs with);
+ * `pending` keys sign from their activation on; `verifying` keys sign no more but stay published (tokens they signed
+ * still verify) until they expire; `expired` and `revoked` keys are unpublished.
+ */
+export type SigningKeyState = 'signing' | 'pending' | 'verifying' | 'expired' | 'revoked';
 
-export function signingKeyState(key: SigningKey, now: number): SigningKeyState {
-  if (key.revokedAt !== null) return 'revoked';
-  if (key.expiresAt !== null && key.expiresAt <= now) return 'expired';
-  if (key.retiredAt !== null && key.retiredAt <= now) return 'retired';
-  if (key.activatesAt > now || key.createdAt > now) return 'pending';
-  return 'active';
+/** The state of every key of a set: which one signs depends on the others. */
+export function signingKeyStates(keys: readonly SigningKey[], now: number): Map<string, SigningKeyState> {
+  const signer = signerAt(keys, now)?.kid;
+  const states = new Map<string, SigningKeyState>();
+  for (const key of keys) {
+    let state: SigningKeyState;
+    if (key.revokedAt !== null) state = 'revoked';
+    else if (key.expiresAt !== null && key.expiresAt <= now) state = 'expired';
+    else if (key.kid === signer) state = 'signing';
+    else if ((key.activatesAt > now || key.createdAt > now) && (key.retiredAt === null || key.retiredAt > key.activatesAt)) state = 'pending';
+    else state = 'verifying';
+    states.set(key.kid, state);
+  }
+  return states;
 }
 
 type Schedule = Pick<SigningKey, 'createdAt' | 'activatesAt' | 'retiredAt' | 'expiresAt' | 'revokedAt'>;
@@ -400,6 +412,37 @@ export async function rotateSigningKey(store: CredentialStore, kek: KeyEncryptio
 }
 
 /**
+ * `keys rotate --now`: `next` signs at once, dated back by the skew allowance (gateways whose clocks run a little behind
+ * use it at once too). Every key that was signing or in line to sign stops now, so what `keys list` says signs is what
+ * signs: the signer stays published until its last token expired; a pending key that never signed is unpublished now.
+ * Pure; exported for tests.
+ */
+export function planImmediateRotation(keys: readonly SigningKey[], now: number, next: SigningKey, maxTokenLifetimeS: number): SigningKeyChange {
+  const early = now - CLOCK_SKEW_ALLOWANCE_MS;
+  const tokensEnd = now + Math.ceil(maxTokenLifetimeS * 1000) + RETIREMENT_GRACE_MS;
+  const update = keys
+    .filter((key) => isLive(key, now) && (key.retiredAt === null || key.retiredAt > now))
+    .map((key): SigningKey =>
+      key.activatesAt > now
+        ? { ...key, retiredAt: now, expiresAt: now }
+        : { ...key, retiredAt: now, expiresAt: Math.min(key.expiresAt ?? tokensEnd, tokensEnd) },
+    );
+  return { update, insert: [{ ...next, createdAt: early, activatesAt: early }] };
+}
+
+/** `keys rotate --now` (see planImmediateRotation): one store transaction. Returns the new key and the keys it stopped. */
+export async function rotateSigningKeyNow(
+  store: CredentialStore,
+  kek: KeyEncryptionKey,
+  opts: Omit<RotateSigningKeyOptions, 'activationDelayS'>,
+): Promise<{ readonly next: SigningKey; readonly stopped: readonly SigningKey[] }> {
+  assertTime(opts.now, 'now');
+  const spare = await generateSigningKey(opts.alg, kek, opts.now, opts.now);
+  const change = await store.changeSigningKeys((keys) => planImmediateRotation(keys, opts.now, spare, opts.maxTokenLifetimeS));
+  return { next: change.insert[0] as SigningKey, stopped: change.update };
+}
+
+/**
  * The key that signs last before a new key takes over: the newest key not yet scheduled for retirement. Usually the active
  * key; if a rotation is still pending it is that pending key (its predecessor's retirement is already scheduled), so a
  * second rotation hands over from it instead of leaving it published forever.
@@ -433,6 +476,8 @@ export interface SigningKeyRevocation {
   readonly succession: 'unchanged' | 'kept' | 'activated' | 'created';
   /** The key that signs from now on. */
   readonly signer: SigningKey | undefined;
+  /** The key that signed just before the revocation (the revoked key itself, when it was the signer). */
+  readonly previousSigner: string | undefined;
 }
 
 /**
@@ -447,7 +492,8 @@ export function planRevocation(keys: readonly SigningKey[], kid: string, now: nu
   const early = now - CLOCK_SKEW_ALLOWANCE_MS;
   const target = keys.find((key) => key.kid === kid);
   if (target === undefined) throw new StoreError('not_found', `no signing key with kid ${kid}`);
-  if (target.revokedAt !== null) return { update: [], insert: [], succession: 'unchanged', signer: signerAt(keys, now) };
+  const previousSigner = signerAt(keys, now)?.kid;
+  if (target.revokedAt !== null) return { update: [], insert: [], succession: 'unchanged', signer: signerAt(keys, now), previousSigner };
   const revoked: SigningKey = {
     ...target,
     revokedAt: now,
@@ -464,17 +510,17 @@ export function planRevocation(keys: readonly SigningKey[], kid: string, now: nu
     if (last !== undefined) {
       const kept: SigningKey = { ...last, retiredAt: null, expiresAt: null };
       const keys = others.map((key) => (key.kid === kept.kid ? kept : key));
-      return { update: [revoked, kept], insert: [], succession: 'kept', signer: signerAt(keys, now) };
+      return { update: [revoked, kept], insert: [], succession: 'kept', signer: signerAt(keys, now), previousSigner };
     }
     const created: SigningKey = { ...spare, createdAt: early, activatesAt: early };
-    return { update: [revoked], insert: [created], succession: 'created', signer: created };
+    return { update: [revoked], insert: [created], succession: 'created', signer: created, previousSigner };
   }
   if (signer === undefined) {
     // The successor is still pending and nobody signs until it activates: it signs now.
     const activated: SigningKey = { ...head, createdAt: Math.min(head.createdAt, early), activatesAt: early };
-    return { update: [revoked, activated], insert: [], succession: 'activated', signer: activated };
+    return { update: [revoked, activated], insert: [], succession: 'activated', signer: activated, previousSigner };
   }
-  return { update: [revoked], insert: [], succession: 'unchanged', signer };
+  return { update: [revoked], insert: [], succession: 'unchanged', signer, previousSigner };
 }
 
 /** The key the KeyRing signs with at `now` among `keys`. */
@@ -490,10 +536,10 @@ function signerAt(keys: readonly SigningKey[], now: number): SigningKey | undefi
 export async function revokeSigningKey(store: CredentialStore, kek: KeyEncryptionKey, opts: RevokeSigningKeyOptions): Promise<SigningKeyRevocation> {
   assertTime(opts.now, 'now');
   const spare = await generateSigningKey(opts.alg, kek, opts.now, opts.now);
-  let outcome: Omit<SigningKeyRevocation, 'revoked'> = { succession: 'unchanged', signer: undefined };
+  let outcome: Omit<SigningKeyRevocation, 'revoked'> = { succession: 'unchanged', signer: undefined, previousSigner: undefined };
   const change = await store.changeSigningKeys((keys) => {
     const plan = planRevocation(keys, opts.kid, opts.now, spare);
-    outcome = { succession: plan.succession, signer: plan.signer };
+    outcome = { succession: plan.succession, signer: plan.signer, previousSigner: plan.previousSigner };
     return { update: plan.update, insert: plan.insert };
   });
   return { revoked: change.update.find((key) => key.kid === opts.kid), ...outcome };

@@ -374,13 +374,13 @@ describe('gatehouse keys', () => {
     expect(statSync(join(dataDir, 'master.key')).mode & 0o777).toBe(0o600);
 
     const table = ok(['keys', 'list']);
-    expect(table).toMatch(new RegExp(`${first.kid}\\s+EdDSA\\s+active`));
+    expect(table).toMatch(new RegExp(`${first.kid}\\s+EdDSA\\s+signing`));
     expect(table).toMatch(/ES256\s+pending/);
 
     const text = ok(['keys', 'list', '--json']);
     expect(text).not.toMatch(/"d"|PRIVATE KEY|encrypted/i);
     const keys = JSON.parse(text) as KeyView[];
-    expect(keys.map((k) => [k.alg, k.state])).toEqual([['EdDSA', 'active'], ['ES256', 'pending']]);
+    expect(keys.map((k) => [k.alg, k.state])).toEqual([['EdDSA', 'signing'], ['ES256', 'pending']]);
     const [old, next] = keys;
     // Default issuer timings: 600 s activation delay; the old key stays published 600 s (token TTL) + 60 s after that.
     expect(Date.parse(next?.activates_at ?? '') - Date.parse(next?.created_at ?? '')).toBe(600_000);

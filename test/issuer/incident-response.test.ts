@@ -169,15 +169,15 @@ describe('emergency key changes', () => {
   it('keys rotate --now signs with the new key at once and says the publication delay was skipped', async () => {
     const client = await addClient(gw);
     const oldKid = decodeProtectedHeader(await getToken(gw, client)).kid;
-    const out = JSON.parse(ok('keys', 'rotate', '--now', '--json')) as { kid: string; without_publication_delay: boolean; retires: { kid: string } };
-    expect(out).toMatchObject({ without_publication_delay: true, retires: { kid: oldKid } });
+    const out = JSON.parse(ok('keys', 'rotate', '--now', '--json')) as { kid: string; without_publication_delay: boolean; stopped: Array<{ kid: string; signed: boolean }> };
+    expect(out).toMatchObject({ without_publication_delay: true, stopped: [{ kid: oldKid, signed: true }] });
     await gw.gateway.issuer!.refresh();
     expect(decodeProtectedHeader(await getToken(gw, client)).kid).toBe(out.kid);
-    expect(ok('keys', 'list')).toMatch(new RegExp(`${out.kid}\\s+EdDSA\\s+active`));
+    expect(ok('keys', 'list')).toMatch(new RegExp(`${out.kid}\\s+EdDSA\\s+signing`));
     // In text form the skipped delay is a warning on stderr; stdout stays the report.
     const text = gatehouse('keys', 'rotate', '--now');
     expect(text.status).toBe(0);
-    expect(text.stdout).toMatch(new RegExp(`key ${out.kid} stops signing at`));
+    expect(text.stdout).toMatch(new RegExp(`key ${out.kid} stops signing now; it only verifies until`));
     expect(text.stderr).toMatch(/^gatehouse: warning: the new key signs without the 600s publication delay\./);
     await gw.gateway.issuer!.refresh();
     await gw.gateway.audit.flush();
@@ -187,6 +187,33 @@ describe('emergency key changes', () => {
       [oldKid, out.kid],
       [out.kid, gw.gateway.issuer!.currentSigningKid()],
     ]);
+  });
+
+  it('issue #22 item 9: after keys rotate then keys rotate --now, keys list shows exactly one key signing, and keys revoke of it says what signs next', async () => {
+    ok('keys', 'rotate');
+    const now = JSON.parse(ok('keys', 'rotate', '--now', '--json')) as { kid: string; stopped: Array<{ kid: string; signed: boolean }> };
+    // The key that was signing stops now; the pending one from the first rotation never signs.
+    expect(now.stopped.map((k) => k.signed).sort()).toEqual([false, true]);
+    type Listed = { kid: string; state: string; retired_at: string | null; expires_at: string | null };
+    const listed = JSON.parse(ok('keys', 'list', '--json')) as Listed[];
+    expect(listed.filter((k) => k.state === 'signing').map((k) => k.kid)).toEqual([now.kid]);
+    expect(listed.filter((k) => k.state === 'pending')).toEqual([]);
+    const at = Date.now();
+    // Nothing that is not signing carries a retirement still to come.
+    for (const key of listed.filter((k) => k.state !== 'signing')) expect(Date.parse(key.retired_at ?? '0')).toBeLessThanOrEqual(at);
+    await gw.gateway.issuer!.refresh();
+    expect(gw.gateway.issuer!.currentSigningKid()).toBe(now.kid);
+
+    const revoked = gatehouse('keys', 'revoke', now.kid);
+    expect(revoked.status).toBe(0);
+    // No key had a handover to keep: a new key signs; nothing is said to "go on signing".
+    expect(revoked.stdout).not.toMatch(/goes on signing/);
+    expect(revoked.stdout).toMatch(/new key \S+ \(EdDSA\) signs now/);
+    const after = JSON.parse(ok('keys', 'list', '--json')) as Listed[];
+    expect(after.filter((k) => k.state === 'signing')).toHaveLength(1);
+    expect(after.find((k) => k.kid === now.kid)?.state).toBe('revoked');
+    await gw.gateway.issuer!.refresh();
+    expect(gw.gateway.issuer!.currentSigningKid()).toBe(after.find((k) => k.state === 'signing')?.kid);
   });
 
   it('keys revoke unpublishes the signing key, refuses its tokens at once, and another key signs immediately', async () => {

@@ -22,7 +22,7 @@ import {
   loadKeyEncryptionKey,
   revokeSigningKey,
   rotateSigningKey,
-  signingKeyState,
+  signingKeyStates,
   type KeyEncryptionKey,
   type SigningAlgorithm,
 } from '../../src/issuer/keys.js';
@@ -649,7 +649,7 @@ describe('emergency revocation (keys revoke)', () => {
     expect(ring.verificationKey(a.kid)).toBeUndefined();
     expect(publishedKids(ring)).toEqual([outcome.signer?.kid]);
     expect(ring.signingKey()).toMatchObject({ kid: outcome.signer?.kid, alg: 'ES256' });
-    expect(signingKeyState(store.keys.get(a.kid)!, clock.now)).toBe('revoked');
+    expect(signingKeyStates([...store.keys.values()], clock.now).get(a.kid)).toBe('revoked');
     // Idempotent: a second revocation changes nothing and makes no key.
     const again = await revokeSigningKey(store, kek, { kid: a.kid, alg: 'EdDSA', now: clock.now + 1 });
     expect(again.revoked).toBeUndefined();
@@ -702,7 +702,7 @@ describe('emergency revocation (keys revoke)', () => {
     // This gateway's clock still reads 30 s before the revocation.
     expect(ring.verificationKey(a.kid)).toBeUndefined();
     expect(ring.signingKey().kid).toBe(outcome.signer?.kid);
-    expect(signingKeyState(store.keys.get(a.kid)!, clock.now)).toBe('revoked');
+    expect(signingKeyStates([...store.keys.values()], clock.now).get(a.kid)).toBe('revoked');
   });
 
   it('a retired key still published: only it goes, signing is unchanged; an unknown kid is not_found', async () => {
@@ -751,7 +751,7 @@ describe('rotation against SqliteCredentialStore', () => {
       expect(created).toBe(true);
       const ring = await KeyRing.load(store, kek, { now: () => clock });
       expect(ring.signingKey().kid).toBe(a.kid);
-      expect(signingKeyState(a, clock)).toBe('active');
+      expect(signingKeyStates([a], clock).get(a.kid)).toBe('signing');
 
       clock = T0 + 10_000;
       const b = await rotateSigningKey(store, kek, { alg: 'ES256', now: clock, activationDelayS: 3600, maxTokenLifetimeS: 600 });
