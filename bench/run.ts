@@ -275,10 +275,33 @@ async function main(): Promise<void> {
         `CPU per request without/with ${(cpu(rounds.unaudited) / cpu(rounds.audited)).toFixed(2)}\n`,
     );
   } finally {
-    for (const child of children) child.kill('SIGTERM');
-    rmSync(work, { recursive: true, force: true });
+    await stopAll(children);
+    removeWork(work);
   }
   await benchAuditQuery(gatewayCpuUs);
+}
+
+/** SIGTERM, then the wait for each exit (a gateway drains and closes its audit log first); SIGKILL past 10 s. */
+async function stopAll(children: readonly ChildProcess[]): Promise<void> {
+  await Promise.all(
+    children.map(async (child) => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
+    }),
+  );
+}
+
+/** The bench's scratch directory goes; a leftover (a file still being written somewhere) is reported, never a crash. */
+function removeWork(work: string): void {
+  try {
+    rmSync(work, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  } catch (error) {
+    process.stderr.write(`bench: could not remove ${work}: ${error instanceof Error ? error.message : String(error)}\n`);
+  }
 }
 
 await main();

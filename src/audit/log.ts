@@ -31,6 +31,7 @@ import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
+import { encodeCompletion, encodeDecision } from './encode.js';
 import type { AdminRecordFields } from './admin-log.js';
 import { RefusalAggregator, type AggregationSettings } from './aggregate.js';
 import type { CheckpointExport } from './export.js';
@@ -280,7 +281,7 @@ export class AuditLog implements AuditSink {
       scopes: event.scopes,
       prev: this.head,
     };
-    const { hash } = this.enqueue(record);
+    const { hash } = this.enqueue(record, encodeDecision(record));
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
     return Object.assign(record, { hash });
@@ -324,7 +325,7 @@ export class AuditLog implements AuditSink {
     const record = {
       seq,
       ts: this.timestamp(),
-      type: 'completion',
+      type: 'completion' as const,
       instance: this.options.instance,
       boot_id: this.bootId,
       request_id: event.request_id,
@@ -339,7 +340,7 @@ export class AuditLog implements AuditSink {
       duration_ms: event.duration_ms,
       prev: this.head,
     };
-    this.enqueue(record);
+    this.enqueue(record, encodeCompletion(record));
   }
 
   /**
@@ -422,8 +423,8 @@ export class AuditLog implements AuditSink {
    * The one way a built record (its seq just taken, its prev the current head) joins the chain: sealed, queued for the
    * next batch, and — unless it is a checkpoint — counted towards the next checkpoint.
    */
-  private enqueue(record: { readonly seq: number; readonly type: string }): { readonly line: string; readonly hash: string } {
-    const sealed = seal(JSON.stringify(record));
+  private enqueue(record: { readonly seq: number; readonly type: string }, json = JSON.stringify(record)): { readonly line: string; readonly hash: string } {
+    const sealed = seal(json);
     this.queue(sealed.line, record.seq, sealed.hash);
     if (record.type !== 'checkpoint') {
       if (this.sinceCheckpoint++ === 0) this.uncoveredSince = this.now();

@@ -1,0 +1,139 @@
+// `npm run bench:profile [-- mtls|bearer|audit-off] [SECONDS]`: one `gatehouse serve` under load on the mTLS route, run
+// with `node --cpu-prof`, and the functions that took its CPU, by self time (and by source file). Where the gateway's
+// time goes, for the work of issue #13; not a measurement of speed (the profiler itself slows the process).
+import 'reflect-metadata';
+import autocannon from 'autocannon';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { initDevCertificates } from '../src/tls/ca.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+const ROOT = resolve(HERE, '../..');
+const SECONDS = Number(process.argv[2] ?? 10);
+
+interface Node {
+  readonly id: number;
+  readonly callFrame: { readonly functionName: string; readonly url: string; readonly lineNumber: number };
+}
+interface Profile {
+  readonly nodes: readonly Node[];
+  readonly samples: readonly number[];
+  readonly timeDeltas: readonly number[];
+}
+
+function start(args: readonly string[]): Promise<{ child: ChildProcess; port: number }> {
+  return new Promise((resolvePort, reject) => {
+    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+    const lines = createInterface({ input: child.stdout! });
+    const timer = setTimeout(() => reject(new Error(`timed out starting ${args.join(' ')}`)), 20_000);
+    lines.on('line', (line) => {
+      try {
+        const parsed = JSON.parse(line) as { port?: unknown; msg?: unknown };
+        if (typeof parsed.port === 'number' && (parsed.msg === undefined || parsed.msg === 'gatehouse listening')) {
+          clearTimeout(timer);
+          lines.close();
+          child.stdout!.resume();
+          resolvePort({ child, port: parsed.port });
+        }
+      } catch {
+        // not a JSON line
+      }
+    });
+    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)));
+  });
+}
+
+function stop(child: ChildProcess): Promise<void> {
+  return new Promise((resolveExit) => {
+    if (child.exitCode !== null || child.signalCode !== null) return resolveExit();
+    child.once('exit', () => resolveExit());
+    child.kill('SIGTERM');
+  });
+}
+
+/** Self time per function and per file, in ms, from a V8 CPU profile. */
+function summarize(profile: Profile): void {
+  const byNode = new Map(profile.nodes.map((node) => [node.id, node]));
+  const self = new Map<string, number>();
+  const files = new Map<string, number>();
+  let total = 0;
+  for (let i = 0; i < profile.samples.length; i++) {
+    const node = byNode.get(profile.samples[i] as number);
+    const dt = (profile.timeDeltas[i] ?? 0) / 1000;
+    if (node === undefined) continue;
+    total += dt;
+    const { functionName, url, lineNumber } = node.callFrame;
+    const file = url.replace(/^file:\/\//, '').replace(`${ROOT}/`, '') || '(native)';
+    const name = `${functionName || '(anonymous)'} ${file}:${lineNumber + 1}`;
+    self.set(name, (self.get(name) ?? 0) + dt);
+    files.set(file, (files.get(file) ?? 0) + dt);
+  }
+  const top = (map: Map<string, number>, n: number): string =>
+    [...map]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([name, ms]) => `${((100 * ms) / total).toFixed(1).padStart(5)} %  ${ms.toFixed(0).padStart(6)} ms  ${name}`)
+      .join('\n');
+  process.stdout.write(`\nself time by function (of ${total.toFixed(0)} ms sampled)\n${top(self, 45)}\n\nby file\n${top(files, 30)}\n`);
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'gatehouse-profile-'));
+  const children: ChildProcess[] = [];
+  try {
+    const { paths } = await initDevCertificates(join(work, 'certs'));
+    const upstream = await start([join(HERE, 'upstream.js')]);
+    children.push(upstream.child);
+    const config = join(work, 'gatehouse.yaml');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        server: { host: '127.0.0.1', port: 0 },
+        tls: { cert: paths.serverCert, key: paths.serverKey, client_ca: paths.caCert },
+        limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
+        quotas: { bench: { points: 10_000_000, duration_s: 1 } },
+        upstreams: { app: { url: `http://127.0.0.1:${upstream.port}`, connections: 64 } },
+        routes: [
+          {
+            id: 'bench',
+            match: { path_prefix: '/bench', methods: ['GET'] },
+            authn: ['mtls'],
+            authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/dev-client'] },
+            quota: 'bench',
+            handler: { proxy: { upstream: 'app' } },
+          },
+        ],
+        data_dir: join(work, 'data'),
+        log: { level: 'info', access: true },
+      }),
+    );
+    const profiles = join(work, 'profiles');
+    const gateway = await start(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config]);
+    children.push(gateway.child);
+    const result = await autocannon({
+      url: `https://127.0.0.1:${gateway.port}/bench`,
+      connections: 50,
+      duration: SECONDS,
+      headers: { host: 'localhost' },
+      tlsOptions: { cert: readFileSync(paths.clientCert), key: readFileSync(paths.clientKey), servername: 'localhost', ALPNProtocols: ['http/1.1'] },
+    });
+    process.stdout.write(`${result.requests.total} requests, ${Math.round(result.requests.average)} req/s under the profiler, ${result.non2xx} non-2xx\n`);
+    await stop(gateway.child);
+    const file = readdirSync(profiles).find((name) => name.endsWith('.cpuprofile'));
+    if (file === undefined) throw new Error('no profile was written');
+    const text = readFileSync(join(profiles, file), 'utf8');
+    // PROFILE_OUT keeps the raw profile (Chrome DevTools and speedscope open it).
+    const out = process.env['PROFILE_OUT'];
+    if (out !== undefined && out !== '') writeFileSync(out, text);
+    summarize(JSON.parse(text) as Profile);
+  } finally {
+    await Promise.all(children.map(stop));
+    rmSync(work, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  }
+}
+
+await main();
