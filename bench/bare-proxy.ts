@@ -50,7 +50,10 @@ function forward(req: IncomingMessage, res: ServerResponse): void {
       res.end(String(error.message));
     },
   };
-  pool.dispatch({ path: req.url ?? '/', method: (req.method ?? 'GET') as Dispatcher.HttpMethod, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req }, handler);
+  pool.dispatch(
+    { path: req.url ?? '/', method: (req.method ?? 'GET') as Dispatcher.HttpMethod, headers, body: req.method === 'GET' || req.method === 'HEAD' ? null : req },
+    handler,
+  );
 }
 
 const server = createServer({ cert: readFileSync(certFile), key: readFileSync(keyFile), ALPNProtocols: ['http/1.1'] }, forward);

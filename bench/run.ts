@@ -98,9 +98,17 @@ async function load(target: Started, path: string, tls: { cert: Buffer; key: Buf
     ...(tokens.length > 0 ? { requests: tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
   });
   // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
-  if (result.requests.total === 0) throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
+  if (result.requests.total === 0)
+    throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
   const cpuUsPerRequest = (cpuMicros(target.child.pid) - cpuBefore) / result.requests.total;
-  return { rps: result.requests.average, p50: result.latency.p50, p99: result.latency.p99, errors: result.errors + result.timeouts, non2xx: result.non2xx, cpuUsPerRequest };
+  return {
+    rps: result.requests.average,
+    p50: result.latency.p50,
+    p99: result.latency.p99,
+    errors: result.errors + result.timeouts,
+    non2xx: result.non2xx,
+    cpuUsPerRequest,
+  };
 }
 
 /** Writes one client to the store before the gateway starts, as `gatehouse clients add` would. */
@@ -256,7 +264,9 @@ async function main(): Promise<void> {
       const errors = results.reduce((n, r) => n + r.errors + r.non2xx, 0);
       return `${name.padEnd(30)} ${String(Math.round(median(results.map((r) => r.rps)))).padStart(8)} ${String(median(results.map((r) => r.p50))).padStart(7)} ${String(median(results.map((r) => r.p99))).padStart(7)} ${String(errors).padStart(7)} ${String(Math.round(cpu(results))).padStart(11)}`;
     };
-    process.stdout.write(`\n${'target'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)} ${'CPU µs/req'.padStart(11)}\n`);
+    process.stdout.write(
+      `\n${'target'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)} ${'CPU µs/req'.padStart(11)}\n`,
+    );
     process.stdout.write(`${row('bare undici TLS proxy', rounds.bare)}\n`);
     process.stdout.write(`${row('gateway (mTLS route)', rounds.gateway)}\n`);
     process.stdout.write(`${row('bare, same requests w/ tokens', rounds.bareTokens)}\n`);
@@ -268,7 +278,9 @@ async function main(): Promise<void> {
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
     // The load generator and the upstream share this machine's cores with the proxy under test, so req/s understates a
     // proxy that needs more CPU; the CPU each proxy process spends per request is the direct measure of its own cost.
-    process.stdout.write(`CPU per request bare/gateway, mTLS route: ${(cpu(rounds.bare) / cpu(rounds.gateway)).toFixed(2)}, bearer route: ${(cpu(rounds.bareTokens) / cpu(rounds.bearer)).toFixed(2)}\n`);
+    process.stdout.write(
+      `CPU per request bare/gateway, mTLS route: ${(cpu(rounds.bare) / cpu(rounds.gateway)).toFixed(2)}, bearer route: ${(cpu(rounds.bareTokens) / cpu(rounds.bearer)).toFixed(2)}\n`,
+    );
     // The audit log's price: the same launcher and config, with the chained, group-committed log and with it discarded.
     process.stdout.write(
       `audit chain cost, mTLS route: throughput with/without ${(rps(rounds.audited) / rps(rounds.unaudited)).toFixed(2)}, ` +

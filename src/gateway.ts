@@ -82,7 +82,12 @@ export class Gateway {
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
       // Route quotas: fixed windows from the limiter backend, calendar windows in memory (a shared backend replaces both).
-      const quotaDeps = { windows: new MemoryLimiterBackend(), calendar: (spec: { keyPrefix: string; points: number }) => new MemoryCalendarCounter(spec), log, now: deps.now ?? Date.now };
+      const quotaDeps = {
+        windows: new MemoryLimiterBackend(),
+        calendar: (spec: { keyPrefix: string; points: number }) => new MemoryCalendarCounter(spec),
+        log,
+        now: deps.now ?? Date.now,
+      };
       const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));
       const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
         const { peerAddress, clientAddress } = request.connection;
@@ -194,7 +199,10 @@ async function ensureDevCertificates(config: Config, log: Logger): Promise<void>
   ] as const;
   const mismatched = expected.filter(([, actual, wanted]) => actual !== wanted);
   if (mismatched.length > 0) {
-    throw new ConfigError('config', mismatched.map(([key, , wanted]) => `${key}: with tls.dev_certificates the file must be ${basename(wanted)} beside tls.cert`));
+    throw new ConfigError(
+      'config',
+      mismatched.map(([key, , wanted]) => `${key}: with tls.dev_certificates the file must be ${basename(wanted)} beside tls.cert`),
+    );
   }
   if (existsSync(paths.serverCert) && existsSync(paths.serverKey) && (config.tls.client_ca === undefined || existsSync(paths.caCert))) return;
   const { created } = await initDevCertificates(paths.dir);

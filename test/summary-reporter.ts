@@ -18,11 +18,7 @@ interface Counts {
   skipped: number;
 }
 
-export function countResults(
-  testModules: ReadonlyArray<TestModule>,
-  unhandledErrors: ReadonlyArray<SerializedError>,
-  reason: TestRunEndReason,
-): Counts {
+export function countResults(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>, reason: TestRunEndReason): Counts {
   const counts: Counts = { passed: 0, failed: 0, skipped: 0 };
   for (const mod of testModules) {
     let failedInModule = 0;
@@ -77,11 +73,7 @@ export default class SummaryReporter implements Reporter {
     }
   }
 
-  onTestRunEnd(
-    testModules: ReadonlyArray<TestModule>,
-    unhandledErrors: ReadonlyArray<SerializedError>,
-    reason: TestRunEndReason,
-  ): void {
+  onTestRunEnd(testModules: ReadonlyArray<TestModule>, unhandledErrors: ReadonlyArray<SerializedError>, reason: TestRunEndReason): void {
     const line = formatSummary(countResults(testModules, unhandledErrors, reason));
     if (this.watch || !this.started) writeLine(line);
     else this.pending = line;

@@ -9,41 +9,8 @@ import type { Logger } from 'pino';
 import type { CheckpointSigner } from './audit-key.js';
 import { ADMIN_CHAIN } from './chain.js';
 import type { CheckpointExport } from './export.js';
-import { AuditLog, AuditLogError, type AuditLogOptions } from './log.js';
-
-export type AdminAction =
-  | 'client.add'
-  | 'client.update'
-  | 'client.disable'
-  | 'client.enable'
-  | 'client.rotate_secret'
-  | 'client.remove'
-  | 'key.rotate'
-  | 'key.revoke'
-  /** `gatehouse store copy` (recorded only when it is given the target deployment's --config). */
-  | 'store.copy';
-
-/** Who ran the command: the operating-system account (and the account behind sudo, when there is one). */
-export interface AdminActor {
-  readonly os_user: string;
-  readonly uid: number;
-  readonly sudo_user: string | null;
-  readonly host: string;
-  readonly pid: number;
-}
-
-export interface AdminChange {
-  readonly action: AdminAction;
-  /** The client id or signing key id acted on. */
-  readonly target: string;
-  /** Field → { from, to }, or facts about the change (never secrets). */
-  readonly changes: Readonly<Record<string, unknown>>;
-}
-
-/** The members an admin record carries between the chain fields and `prev`. */
-export interface AdminRecordFields extends AdminChange {
-  readonly actor: AdminActor;
-}
+import { AuditLogError, type AdminActor, type AdminChange } from './event.js';
+import { AuditLog, type AuditLogOptions } from './log.js';
 
 export function adminActor(osUser: string, uid: number, sudoUser: string | undefined): AdminActor {
   return { os_user: osUser, uid, sudo_user: sudoUser ?? null, host: hostname(), pid: process.pid };

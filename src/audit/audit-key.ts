@@ -22,7 +22,10 @@ export function checkpointPayload(fields: { instance: string; coversSeq: number;
  * record links to it), under its own label, so a signature can never be replayed as a checkpoint's or the other way.
  */
 export function prunePayload(fields: { instance: string; throughSeq: number; throughHash: string; segments: string; ts: string; bootId: string }): Buffer {
-  return Buffer.from(`gatehouse-audit-prune/1\n${fields.instance}\n${fields.throughSeq}\n${fields.throughHash}\n${fields.segments}\n${fields.ts}\n${fields.bootId}`, 'utf8');
+  return Buffer.from(
+    `gatehouse-audit-prune/1\n${fields.instance}\n${fields.throughSeq}\n${fields.throughHash}\n${fields.segments}\n${fields.ts}\n${fields.bootId}`,
+    'utf8',
+  );
 }
 
 export interface CheckpointSigner {
@@ -55,7 +58,8 @@ export function loadOrCreateAuditKey(file: string, kek: KeyEncryptionKey): Check
   try {
     text = readFileSync(file, 'utf8');
   } catch (error) {
-    if (!(error instanceof Error && 'code' in error && error.code === 'ENOENT')) throw new AuditKeyError(`cannot read the audit key ${file}: ${(error as Error).message}`);
+    if (!(error instanceof Error && 'code' in error && error.code === 'ENOENT'))
+      throw new AuditKeyError(`cannot read the audit key ${file}: ${(error as Error).message}`);
   }
   if (text === undefined) {
     const { publicKey, privateKey } = generateKeyPairSync('ed25519');
@@ -73,7 +77,8 @@ export function loadOrCreateAuditKey(file: string, kek: KeyEncryptionKey): Check
       return signerOf(keyId, privateKey);
     } catch (error) {
       // Another process created it first: use that one, so both sign with the key verifiers were given.
-      if (!(error instanceof Error && 'code' in error && error.code === 'EEXIST')) throw new AuditKeyError(`cannot create the audit key ${file}: ${(error as Error).message}`);
+      if (!(error instanceof Error && 'code' in error && error.code === 'EEXIST'))
+        throw new AuditKeyError(`cannot create the audit key ${file}: ${(error as Error).message}`);
       text = readFileSync(file, 'utf8');
     }
   }
@@ -84,7 +89,8 @@ export function loadOrCreateAuditKey(file: string, kek: KeyEncryptionKey): Check
   } catch {
     throw new AuditKeyError(`the audit key ${file} does not open with this master key (it was sealed with another one)`);
   }
-  if (keyIdOf(createPublicKey(privateKey)) !== stored.key_id) throw new AuditKeyError(`the audit key ${file} is inconsistent: its key id does not match its key`);
+  if (keyIdOf(createPublicKey(privateKey)) !== stored.key_id)
+    throw new AuditKeyError(`the audit key ${file} is inconsistent: its key id does not match its key`);
   return signerOf(stored.key_id, privateKey);
 }
 
@@ -106,7 +112,14 @@ function parseKeyFile(text: string, file: string): AuditKeyFile {
     throw new AuditKeyError(`the audit key ${file} is not valid JSON`);
   }
   const r = parsed as Partial<Record<keyof AuditKeyFile, unknown>>;
-  if (typeof parsed !== 'object' || parsed === null || r.version !== 1 || typeof r.key_id !== 'string' || typeof r.public_key !== 'string' || typeof r.private_key_sealed !== 'string') {
+  if (
+    typeof parsed !== 'object' ||
+    parsed === null ||
+    r.version !== 1 ||
+    typeof r.key_id !== 'string' ||
+    typeof r.public_key !== 'string' ||
+    typeof r.private_key_sealed !== 'string'
+  ) {
     throw new AuditKeyError(`the audit key ${file} is not an audit key file`);
   }
   return parsed as AuditKeyFile;

@@ -56,7 +56,9 @@ export function open(line: string): Opened {
     return { ok: false, problem: 'unparsable' };
   }
   if (!isChainRecord(parsed)) return { ok: false, problem: 'unparsable' };
-  const recomputed = createHash('sha256').update(`${line.slice(0, cut)}}`).digest('hex');
+  const recomputed = createHash('sha256')
+    .update(`${line.slice(0, cut)}}`)
+    .digest('hex');
   if (recomputed !== stored || parsed.hash !== stored) return { ok: false, problem: 'hash mismatch' };
   return { ok: true, record: parsed, hash: stored };
 }
@@ -109,6 +111,9 @@ export function chainsIn(names: readonly string[]): Map<string, string[]> {
 
 /** A hostname as an instance id: characters a file name can carry, at most 64. */
 export function defaultInstanceId(hostname: string): string {
-  const cleaned = hostname.replace(/[^A-Za-z0-9_-]/g, '-').replace(/^[^A-Za-z0-9]+/, '').slice(0, 64);
+  const cleaned = hostname
+    .replace(/[^A-Za-z0-9_-]/g, '-')
+    .replace(/^[^A-Za-z0-9]+/, '')
+    .slice(0, 64);
   return cleaned === '' ? 'gatehouse' : cleaned;
 }

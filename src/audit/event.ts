@@ -71,13 +71,7 @@ export interface CompletionEvent {
 }
 
 /** Events around the decisions (LOG-11): the gateway's life, its signing key, its store. */
-export type OperationalEvent =
-  | 'gateway_start'
-  | 'gateway_stop'
-  | 'certificates_reloaded'
-  | 'signing_key_changed'
-  | 'store_unavailable'
-  | 'store_recovered';
+export type OperationalEvent = 'gateway_start' | 'gateway_stop' | 'certificates_reloaded' | 'signing_key_changed' | 'store_unavailable' | 'store_recovered';
 
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
@@ -210,4 +204,50 @@ export function requestDecision(
   oauth = false,
 ): AuditEvent {
   return decisionRecord(aboutRequest(request), decision, stage, error === undefined ? undefined : refusalOutcome(error, oauth), actor);
+}
+
+/** The audit log cannot start or go on: a chain another process holds, a directory or file it cannot use. */
+export class AuditLogError extends Error {
+  constructor(
+    message: string,
+    /** Another live process writes this chain (a CLI command waits for it; a gateway refuses to start). */
+    readonly busy = false,
+  ) {
+    super(message);
+    this.name = 'AuditLogError';
+  }
+}
+
+export type AdminAction =
+  | 'client.add'
+  | 'client.update'
+  | 'client.disable'
+  | 'client.enable'
+  | 'client.rotate_secret'
+  | 'client.remove'
+  | 'key.rotate'
+  | 'key.revoke'
+  /** `gatehouse store copy` (recorded only when it is given the target deployment's --config). */
+  | 'store.copy';
+
+/** Who ran the command: the operating-system account (and the account behind sudo, when there is one). */
+export interface AdminActor {
+  readonly os_user: string;
+  readonly uid: number;
+  readonly sudo_user: string | null;
+  readonly host: string;
+  readonly pid: number;
+}
+
+export interface AdminChange {
+  readonly action: AdminAction;
+  /** The client id or signing key id acted on. */
+  readonly target: string;
+  /** Field → { from, to }, or facts about the change (never secrets). */
+  readonly changes: Readonly<Record<string, unknown>>;
+}
+
+/** The members an admin record carries between the chain fields and `prev`. */
+export interface AdminRecordFields extends AdminChange {
+  readonly actor: AdminActor;
 }

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { createSecureContext, type SecureContext } from 'node:tls';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
-import { AuditLogError } from './log.js';
+import { AuditLogError } from './event.js';
 
 /** Receives each checkpoint line (JSON ending in "\n") once it is in the log file. */
 export interface CheckpointExport {
@@ -109,7 +109,8 @@ class HttpsExport implements CheckpointExport {
     this.retryMinMs = positiveInteger(options.retryMinMs ?? DEFAULT_RETRY_MIN_MS, 'retryMinMs', MAX_TIMER_MS);
     this.retryMaxMs = positiveInteger(options.retryMaxMs ?? DEFAULT_RETRY_MAX_MS, 'retryMaxMs', MAX_TIMER_MS);
     if (this.retryMaxMs < this.retryMinMs) throw new Error('audit checkpoint export: retryMaxMs must not be below retryMinMs');
-    if ((options.clientCert === undefined) !== (options.clientKey === undefined)) throw new Error('audit checkpoint export: clientCert and clientKey go together');
+    if ((options.clientCert === undefined) !== (options.clientKey === undefined))
+      throw new Error('audit checkpoint export: clientCert and clientKey go together');
     // An empty or unreadable CA would not fail here: Node would trust the system roots, or nothing, without a word.
     try {
       new X509Certificate(options.ca);
@@ -201,7 +202,10 @@ class HttpsExport implements CheckpointExport {
     const now = Date.now();
     if (now - this.lastErrorLog >= ERROR_LOG_INTERVAL_MS) {
       this.lastErrorLog = now;
-      this.log.error({ url: this.logUrl, ...outcome, queued: this.lines.length, dropped: this.dropped, failures: this.failures }, 'audit checkpoint export failed');
+      this.log.error(
+        { url: this.logUrl, ...outcome, queued: this.lines.length, dropped: this.dropped, failures: this.failures },
+        'audit checkpoint export failed',
+      );
     }
     if (!this.closed) {
       const delay = Math.min(this.retryMaxMs, this.retryMinMs * 2 ** Math.min(this.failures - 1, 30));
@@ -265,7 +269,8 @@ export function combine(...exports: readonly CheckpointExport[]): CheckpointExpo
 }
 
 function positiveInteger(value: number, name: string, max: number): number {
-  if (!Number.isSafeInteger(value) || value <= 0 || value > max) throw new Error(`audit checkpoint export: ${name} must be an integer from 1 to ${max}, got ${String(value)}`);
+  if (!Number.isSafeInteger(value) || value <= 0 || value > max)
+    throw new Error(`audit checkpoint export: ${name} must be an integer from 1 to ${max}, got ${String(value)}`);
   return value;
 }
 

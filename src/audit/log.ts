@@ -32,10 +32,18 @@ import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
 import { encodeCompletion, encodeDecision } from './encode.js';
-import type { AdminRecordFields } from './admin-log.js';
 import { RefusalAggregator, type AggregationSettings } from './aggregate.js';
 import type { CheckpointExport } from './export.js';
-import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type OperationalEvent } from './event.js';
+import {
+  AuditLogError,
+  AuditUnavailableError,
+  type AdminRecordFields,
+  type AuditEvent,
+  type AuditRecord,
+  type AuditSink,
+  type CompletionEvent,
+  type OperationalEvent,
+} from './event.js';
 
 const RAW_TARGET_MAX = 512;
 /** How far back from a segment's end the last record is looked for at start-up (records are well under 4 KiB). */
@@ -44,24 +52,16 @@ const TAIL_BYTES = 64 * 1024;
 const ALERT_INTERVAL_MS = 10_000;
 
 /** The audit log cannot be opened: a start-up failure an operator can act on (the message says what and where). */
-export class AuditLogError extends Error {
-  constructor(
-    message: string,
-    /** Another live process writes this chain (a CLI command waits for it; a gateway refuses to start). */
-    readonly busy = false,
-  ) {
-    super(message);
-    this.name = 'AuditLogError';
-  }
-}
-
 function asAuditLogError(error: unknown, context: string): AuditLogError {
   if (error instanceof AuditLogError) return error;
   return new AuditLogError(`${context}: ${error instanceof Error ? error.message : String(error)}`);
 }
 
 /** audit.retention of the configuration, as the log takes it. */
-export function retentionOf(settings: { readonly max_age_days?: number | undefined; readonly max_total_bytes?: number | undefined }): NonNullable<AuditLogOptions['retention']> {
+export function retentionOf(settings: {
+  readonly max_age_days?: number | undefined;
+  readonly max_total_bytes?: number | undefined;
+}): NonNullable<AuditLogOptions['retention']> {
   return { maxAgeMs: settings.max_age_days === undefined ? undefined : settings.max_age_days * 86_400_000, maxBytes: settings.max_total_bytes };
 }
 
@@ -397,7 +397,17 @@ export class AuditLog implements AuditSink {
 
   /** The record of a decision that is not in the chain on its own (dropped under fail-open, or aggregated): seq 0. */
   private unwritten(event: AuditEvent): AuditRecord {
-    return { seq: 0, ts: this.timestamp(), type: 'decision', instance: this.options.instance, boot_id: this.bootId, config: this.configVersion, ...event, prev: '', hash: '' };
+    return {
+      seq: 0,
+      ts: this.timestamp(),
+      type: 'decision',
+      instance: this.options.instance,
+      boot_id: this.bootId,
+      config: this.configVersion,
+      ...event,
+      prev: '',
+      hash: '',
+    };
   }
 
   /** The window's aggregated refusals, one record per source (exact counts); counted as dropped if they cannot be written. */
@@ -471,7 +481,9 @@ export class AuditLog implements AuditSink {
     const ts = this.timestamp();
     const signer = this.options.checkpoints?.signer;
     const signature =
-      signer === undefined ? null : signer.sign(prunePayload({ instance: this.options.instance, throughSeq: through.seq, throughHash: through.hash, segments, ts, bootId: this.bootId }));
+      signer === undefined
+        ? null
+        : signer.sign(prunePayload({ instance: this.options.instance, throughSeq: through.seq, throughHash: through.hash, segments, ts, bootId: this.bootId }));
     this.rotateIfDue();
     this.appendChainRecord(
       'segments_pruned',
@@ -493,7 +505,9 @@ export class AuditLog implements AuditSink {
         for (const name of pruned) unlinkSync(join(this.dir, name));
         this.options.log.info({ segments: pruned.length, through_seq: through.seq, reason }, 'audit retention removed old segments');
       })
-      .catch((error: unknown) => this.options.log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit retention could not remove old segments'))
+      .catch((error: unknown) =>
+        this.options.log.error({ err: error instanceof Error ? error.message : String(error) }, 'audit retention could not remove old segments'),
+      )
       .finally(() => {
         this.pruning = false;
       });
@@ -505,7 +519,8 @@ export class AuditLog implements AuditSink {
    */
   private checkpointIfStale(now: number): void {
     const settings = this.options.checkpoints;
-    if (settings !== undefined && this.sinceCheckpoint > 0 && now - this.uncoveredSince >= settings.intervalMs && this.unavailableReason() === undefined) this.checkpoint();
+    if (settings !== undefined && this.sinceCheckpoint > 0 && now - this.uncoveredSince >= settings.intervalMs && this.unavailableReason() === undefined)
+      this.checkpoint();
   }
 
   private checkpointIfDue(): void {
@@ -531,10 +546,12 @@ export class AuditLog implements AuditSink {
     if (target === undefined) return;
     const written = this.flush();
     // Exported in order, once in the file; a checkpoint that could not be written is not exported (that failure alerts).
-    this.exporting = this.exporting.then(() => written).then(
-      () => target.send(line),
-      () => undefined,
-    );
+    this.exporting = this.exporting
+      .then(() => written)
+      .then(
+        () => target.send(line),
+        () => undefined,
+      );
   }
 
   private queue(line: string, seq: number, hash: string): void {
@@ -632,7 +649,8 @@ export class AuditLog implements AuditSink {
         return;
       }
       // A failed fsync leaves the bytes written (in the page cache, maybe on disk): they are counted as written.
-      if (this.options.fsync === 'always') fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError, data.length) : this.written(batch)));
+      if (this.options.fsync === 'always')
+        fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError, data.length) : this.written(batch)));
       else {
         this.unsynced = true;
         this.written(batch);
@@ -794,8 +812,19 @@ export class AuditLog implements AuditSink {
         const start = tail.lastIndexOf('\n', end - 1) + 1;
         const opened = openLine(tail.slice(start, end));
         if (opened.ok) {
-          if (skipped > 0) this.options.log.error({ segment: name, skipped }, 'the last audit records do not verify (tampering?); the chain goes on from the last one that does: run gatehouse audit verify');
-          return { seq: opened.record.seq, hash: opened.hash, segment: name, bootId: opened.record.boot_id, tornBytes, signed: opened.record.type === 'checkpoint' };
+          if (skipped > 0)
+            this.options.log.error(
+              { segment: name, skipped },
+              'the last audit records do not verify (tampering?); the chain goes on from the last one that does: run gatehouse audit verify',
+            );
+          return {
+            seq: opened.record.seq,
+            hash: opened.hash,
+            segment: name,
+            bootId: opened.record.boot_id,
+            tornBytes,
+            signed: opened.record.type === 'checkpoint',
+          };
         }
         // A line cut by the tail window's start is not evidence of anything; only whole lines count as skipped.
         if (start === 0 && tail.length === TAIL_BYTES) break;
@@ -853,7 +882,9 @@ export class AuditLog implements AuditSink {
         }
         unlinkSync(aside);
       }
-      throw new AuditLogError(`audit chain "${this.options.instance}" in ${this.dir}: could not take its lock (${this.lockFile}); another process keeps changing it`);
+      throw new AuditLogError(
+        `audit chain "${this.options.instance}" in ${this.dir}: could not take its lock (${this.lockFile}); another process keeps changing it`,
+      );
     } finally {
       unlinkSync(mine);
     }

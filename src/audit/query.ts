@@ -61,7 +61,12 @@ export interface QueryOptions {
   readonly completions?: boolean;
 }
 
-export function* queryRecords(dir: string, filter: RecordFilter, unverified: Unverified = () => undefined, options: QueryOptions = {}): Generator<DecisionLine> {
+export function* queryRecords(
+  dir: string,
+  filter: RecordFilter,
+  unverified: Unverified = () => undefined,
+  options: QueryOptions = {},
+): Generator<DecisionLine> {
   const sinceIso = filter.since !== undefined ? new Date(filter.since).toISOString() : undefined;
   const untilIso = filter.until !== undefined ? new Date(filter.until).toISOString() : undefined;
   const type = filter.type ?? 'decision';
@@ -131,7 +136,12 @@ function isOfType(value: unknown, type: RecordType): value is DecisionLine {
   if (typeof value !== 'object' || value === null) return false;
   const r = value as Record<string, unknown>;
   if (typeof r['type'] !== 'string' || typeof r['seq'] !== 'number' || typeof r['ts'] !== 'string' || typeof r['instance'] !== 'string') return false;
-  return type === 'all' || r['type'] === type || (type === 'decision' && r['type'] === AGGREGATE) || (type === 'event' && !KINDS.has(r['type']) && r['type'] !== AGGREGATE);
+  return (
+    type === 'all' ||
+    r['type'] === type ||
+    (type === 'decision' && r['type'] === AGGREGATE) ||
+    (type === 'event' && !KINDS.has(r['type']) && r['type'] !== AGGREGATE)
+  );
 }
 
 function isDecision(value: unknown): value is DecisionLine {
@@ -194,7 +204,13 @@ function byTs(a: DecisionLine, b: DecisionLine): number {
  * Verified decision records of a segment between byte `offset` and `limit` (default: its end), and the offset after the
  * last complete line read.
  */
-function decisionsIn(dir: string, segment: string, offset: number, unverified: Unverified, limit = Number.POSITIVE_INFINITY): { records: DecisionLine[]; end: number } {
+function decisionsIn(
+  dir: string,
+  segment: string,
+  offset: number,
+  unverified: Unverified,
+  limit = Number.POSITIVE_INFINITY,
+): { records: DecisionLine[]; end: number } {
   const fd = openSync(join(dir, segment), 'r');
   let data: Buffer;
   try {

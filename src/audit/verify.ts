@@ -138,7 +138,10 @@ interface Exported {
 }
 
 /** The exported checkpoints of one chain, each verified on its own (hash over its bytes). */
-function exportedCheckpoints(dir: string, instance: string): { readonly file: string; readonly list: Exported[]; readonly bad: number | undefined } | undefined {
+function exportedCheckpoints(
+  dir: string,
+  instance: string,
+): { readonly file: string; readonly list: Exported[]; readonly bad: number | undefined } | undefined {
   const file = join(dir, `${instance}.checkpoints.jsonl`);
   let text: string;
   try {
@@ -157,11 +160,21 @@ function exportedCheckpoints(dir: string, instance: string): { readonly file: st
 }
 
 /** Whether a checkpoint record commits to the record before it, and (with a key) is signed by it. */
-function checkCheckpoint(record: Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string }, head: string | undefined, key: VerifyOptions['key']): 'modified' | 'bad_signature' | undefined {
+function checkCheckpoint(
+  record: Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string },
+  head: string | undefined,
+  key: VerifyOptions['key'],
+): 'modified' | 'bad_signature' | undefined {
   if (record['covers_seq'] !== record.seq - 1 || (head !== undefined && record['head'] !== head)) return 'modified';
   if (key === undefined) return undefined;
   if (record['key_id'] !== key.keyId || typeof record['signature'] !== 'string') return 'bad_signature';
-  const payload = checkpointPayload({ instance: record.instance, coversSeq: record.seq - 1, head: String(record['head']), ts: record.ts, bootId: record.boot_id });
+  const payload = checkpointPayload({
+    instance: record.instance,
+    coversSeq: record.seq - 1,
+    head: String(record['head']),
+    ts: record.ts,
+    bootId: record.boot_id,
+  });
   return key.verify(payload, record['signature']) ? undefined : 'bad_signature';
 }
 
@@ -190,7 +203,8 @@ function pruneRecordFor(dir: string, segments: readonly string[], seq: number, p
     for (const line of segmentLines(dir, segment)) {
       if (!line.complete || !line.text.includes('"type":"segments_pruned"')) continue;
       const opened = open(line.text);
-      if (opened.ok && opened.record['through_seq'] === seq - 1 && opened.record['through_hash'] === prev) return { seq: opened.record.seq, ts: opened.record.ts };
+      if (opened.ok && opened.record['through_seq'] === seq - 1 && opened.record['through_hash'] === prev)
+        return { seq: opened.record.seq, ts: opened.record.ts };
     }
   }
   return undefined;
@@ -255,7 +269,10 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
         break;
       }
       const opened = open(line.text);
-      if (!opened.ok) return report(at('modified', seqOf(line.text), opened.problem === 'hash mismatch' ? 'the record does not match its hash' : 'not a record of the chain'));
+      if (!opened.ok)
+        return report(
+          at('modified', seqOf(line.text), opened.problem === 'hash mismatch' ? 'the record does not match its hash' : 'not a record of the chain'),
+        );
       const record = opened.record;
 
       if (index === 0 && named !== undefined && named !== record.seq) {
@@ -273,7 +290,11 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
       }
       if (record.seq > expected) {
         const recovered =
-          record.type === 'segment_start' && record['reason'] === 'recovered' && record['lost_from_seq'] === expected && record['lost_to_seq'] === record.seq - 1 && record.prev === head;
+          record.type === 'segment_start' &&
+          record['reason'] === 'recovered' &&
+          record['lost_from_seq'] === expected &&
+          record['lost_to_seq'] === record.seq - 1 &&
+          record.prev === head;
         if (!recovered) {
           if (laterInSegment(lines, index, expected)) return report(at('reordered', record.seq, `seq ${expected} comes later in the segment`));
           if (index === 0) {
@@ -302,7 +323,14 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
       if (record.type === 'checkpoint') {
         const problem = checkCheckpoint(record, head, options.key);
         if (problem === 'modified') return report(at('modified', record.seq, 'the checkpoint does not name the record before it'));
-        if (problem === 'bad_signature') return report(at('bad_signature', record.seq, record['key_id'] !== options.key?.keyId ? 'the checkpoint was signed by another key' : 'the checkpoint signature does not verify'));
+        if (problem === 'bad_signature')
+          return report(
+            at(
+              'bad_signature',
+              record.seq,
+              record['key_id'] !== options.key?.keyId ? 'the checkpoint was signed by another key' : 'the checkpoint signature does not verify',
+            ),
+          );
         checkpoints++;
         uncovered.count = 0;
         uncovered.first = undefined;
@@ -333,7 +361,13 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
         }
       }
       if (record.type === 'segments_pruned' && !checkPrune(record, options.key)) {
-        return report(at('bad_signature', record.seq, record['key_id'] !== options.key?.keyId ? 'the prune record was signed by another key' : 'the prune record signature does not verify'));
+        return report(
+          at(
+            'bad_signature',
+            record.seq,
+            record['key_id'] !== options.key?.keyId ? 'the prune record was signed by another key' : 'the prune record signature does not verify',
+          ),
+        );
       }
       if (exportedSeqs.has(record.seq)) hashAt.set(record.seq, opened.hash);
       if (record.type === 'segment_lost') {
@@ -354,11 +388,19 @@ function verifyChain(dir: string, instance: string, segments: readonly string[],
   if (options.checkpointsDir !== undefined) {
     if (exported === undefined) notes.push(`no exported checkpoints for this chain in ${options.checkpointsDir}`);
     else {
-      const found = compareExported(exported, hashAt, expected - 1, options.key, intact ?? { segment: segments.at(-1) ?? '', line: 0, seq: expected - 1 }, retainedFrom);
+      const found = compareExported(
+        exported,
+        hashAt,
+        expected - 1,
+        options.key,
+        intact ?? { segment: segments.at(-1) ?? '', line: 0, seq: expected - 1 },
+        retainedFrom,
+      );
       if (found !== undefined) return report(found);
       const before = exported.list.filter((checkpoint) => checkpoint.seq < retainedFrom).length;
       notes.push(
-        `${exported.list.length} exported checkpoint(s) in ${exported.file}, all in the chain` + (before > 0 ? ` (${before} of them in segments the retention policy removed)` : ''),
+        `${exported.list.length} exported checkpoint(s) in ${exported.file}, all in the chain` +
+          (before > 0 ? ` (${before} of them in segments the retention policy removed)` : ''),
       );
     }
   }
@@ -379,11 +421,13 @@ function compareExported(
   /** Checkpoints before this seq covered segments removed by policy: their signatures are still checked. */
   retainedFrom: number,
 ): ChainBreak | undefined {
-  if (exported.bad !== undefined) return { kind: 'modified', segment: exported.file, line: exported.bad, seq: null, detail: 'an exported checkpoint does not verify' };
+  if (exported.bad !== undefined)
+    return { kind: 'modified', segment: exported.file, line: exported.bad, seq: null, detail: 'an exported checkpoint does not verify' };
   for (const checkpoint of exported.list) {
     const record = checkpoint.record as Record<string, unknown> & { seq: number; ts: string; instance: string; boot_id: string };
     const problem = checkCheckpoint(record, undefined, key);
-    if (problem !== undefined) return { kind: problem, segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `the exported checkpoint itself: ${problem}` };
+    if (problem !== undefined)
+      return { kind: problem, segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `the exported checkpoint itself: ${problem}` };
     if (checkpoint.seq < retainedFrom) continue;
     if (checkpoint.seq > lastSeq) {
       return {
@@ -395,7 +439,13 @@ function compareExported(
       };
     }
     if (hashAt.get(checkpoint.seq) !== checkpoint.hash) {
-      return { kind: 'modified', segment: exported.file, line: checkpoint.line, seq: checkpoint.seq, detail: `record ${checkpoint.seq} of the chain is not the exported checkpoint: the chain was rewritten` };
+      return {
+        kind: 'modified',
+        segment: exported.file,
+        line: checkpoint.line,
+        seq: checkpoint.seq,
+        detail: `record ${checkpoint.seq} of the chain is not the exported checkpoint: the chain was rewritten`,
+      };
     }
   }
   return undefined;

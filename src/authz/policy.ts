@@ -44,7 +44,10 @@ export class RoutePolicy implements Authorizer {
     }
     // JWT-16: a token for another resource is no credential here (401, not 403: the token is the wrong one).
     if (principal.method === 'bearer' && this.audience !== undefined && !(principal.audiences ?? []).includes(this.audience())) {
-      return { allowed: false, error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': 'Bearer error="invalid_token"' } }) };
+      return {
+        allowed: false,
+        error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': 'Bearer error="invalid_token"' } }),
+      };
     }
     if (this.subjects !== undefined && !this.subjects.has(principal.subject)) {
       return { allowed: false, error: new GatewayError('forbidden', { reason: 'subject not on the route allow-list' }) };

@@ -1,12 +1,13 @@
 // The admin commands `gatehouse init`, `gatehouse clients …` and `gatehouse keys …`: OAuth clients and access-token
 // signing keys in the configured credential store. They parse, call one operation (src/issuer/clients.ts, keys.ts), record
 // the change in the admin log and print; a client secret exists in clear only in the output of `add` / `rotate-secret`.
-import { Command, InvalidArgumentError, type Option } from 'commander';
+import { type Command, InvalidArgumentError, type Option } from 'commander';
 import { pino } from 'pino';
 import { ADMIN_CHAIN } from '../audit/chain.js';
 import { checkpointExportFor } from '../audit/export.js';
 import { retentionOf } from '../audit/log.js';
-import { recordAdminChanges, type AdminActor, type AdminChange } from '../audit/admin-log.js';
+import { recordAdminChanges } from '../audit/admin-log.js';
+import type { AdminActor, AdminChange } from '../audit/event.js';
 import { auditKeyFile, loadOrCreateAuditKey } from '../audit/audit-key.js';
 import { loadCommandConfig, print, printable, printJson, table, UNPRINTABLE } from './output.js';
 import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
@@ -35,7 +36,14 @@ export interface AdminContext {
   readonly masterKey: string | undefined;
   /** Who runs the command, for the admin log. */
   readonly actor: AdminActor;
-  readonly exit: { readonly failure: number; readonly usage: number; readonly noInput: number; readonly unavailable: number; readonly software: number; readonly config: number };
+  readonly exit: {
+    readonly failure: number;
+    readonly usage: number;
+    readonly noInput: number;
+    readonly unavailable: number;
+    readonly software: number;
+    readonly config: number;
+  };
   readonly fail: (message: string, code: number) => never;
   /** Warnings that do not stop the command (stderr). */
   readonly warn: (message: string) => void;
@@ -94,7 +102,8 @@ function parseScopes(value: string, warn: (message: string) => void): string[] {
     if (scope.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(scope)) {
       throw new InvalidArgumentError(`${JSON.stringify(scope)} is not a scope token (1-${MAX_SCOPE_CHARS} printable ASCII characters, no space, " or \\)`);
     }
-    if (scope.includes(',')) warn(`scope ${JSON.stringify(scope)} contains a comma: scopes are separated by spaces (--scope "${scope.split(',').filter(Boolean).join(' ')}")`);
+    if (scope.includes(','))
+      warn(`scope ${JSON.stringify(scope)} contains a comma: scopes are separated by spaces (--scope "${scope.split(',').filter(Boolean).join(' ')}")`);
   }
   return scopes;
 }
@@ -166,7 +175,12 @@ export function protectDashClientIds(program: Command, argv: readonly string[]):
   if (command === undefined) return [...argv];
   const options: readonly Option[] = command.options;
   const flags = new Set(options.flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
-  const takesValue = new Set(options.filter((o) => o.required || o.optional).flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
+  const takesValue = new Set(
+    options
+      .filter((o) => o.required || o.optional)
+      .flatMap((o) => [o.short, o.long])
+      .filter((f): f is string => f !== undefined),
+  );
   for (let i = 0; i < rest.length; i++) {
     const arg = rest[i] ?? '';
     if (arg === '--') return [...argv];
@@ -393,7 +407,14 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
       changes: { name: client.name, scopes: client.scopes, audiences: client.audiences, access_token_ttl_s: client.accessTokenTtlS },
     });
     if (options.json === true) {
-      printJson({ client_id: client.id, client_secret: secret, name, scopes: client.scopes, audiences: client.audiences, access_token_ttl_s: client.accessTokenTtlS });
+      printJson({
+        client_id: client.id,
+        client_secret: secret,
+        name,
+        scopes: client.scopes,
+        audiences: client.audiences,
+        access_token_ttl_s: client.accessTokenTtlS,
+      });
     } else {
       print(`client_id:     ${client.id}\nclient_secret: ${secret}\n${SECRET_WARNING}`);
     }
@@ -404,9 +425,15 @@ async function clientsList(ctx: AdminContext, options: StoreOptions & JsonOption
   await withStore(ctx, options, async ({ store }) => {
     const now = Date.now();
     const clients = (await store.listClients()).map((client) => clientView(client, now));
-    printList(options, clients, 'no clients', ['CLIENT_ID', 'NAME', 'ENABLED', 'SCOPES', 'AUDIENCES', 'SECRETS', 'CREATED'], (c) =>
-      [c.client_id, c.name, c.enabled ? 'yes' : 'no', c.scopes.join(' '), c.audiences.join(' ') || '-', String(c.active_secrets), c.created_at ?? '-'],
-    );
+    printList(options, clients, 'no clients', ['CLIENT_ID', 'NAME', 'ENABLED', 'SCOPES', 'AUDIENCES', 'SECRETS', 'CREATED'], (c) => [
+      c.client_id,
+      c.name,
+      c.enabled ? 'yes' : 'no',
+      c.scopes.join(' '),
+      c.audiences.join(' ') || '-',
+      String(c.active_secrets),
+      c.created_at ?? '-',
+    ]);
   });
 }
 
@@ -415,7 +442,11 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
     const now = Date.now();
     const client = await store.getClient(id);
     if (client === undefined) throw noSuchClient(ctx, id);
-    const secrets = client.secrets.map((secret) => ({ created_at: iso(secret.createdAt), expires_at: iso(secret.expiresAt), active: isActiveSecret(secret, now) }));
+    const secrets = client.secrets.map((secret) => ({
+      created_at: iso(secret.createdAt),
+      expires_at: iso(secret.expiresAt),
+      active: isActiveSecret(secret, now),
+    }));
     const view = { ...clientView(client, now), secrets };
     if (options.json === true) return printJson(view);
     print(
@@ -430,7 +461,10 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
         `created:    ${view.created_at ?? '-'}`,
         `updated:    ${view.updated_at ?? '-'}`,
         `secrets:    ${view.active_secrets} active`,
-        ...secrets.map((s, i) => `  ${i + 1}. created ${s.created_at ?? '-'}, ${s.expires_at === null ? 'no expiry' : `${s.active ? 'expires' : 'expired'} ${s.expires_at}`}`),
+        ...secrets.map(
+          (s, i) =>
+            `  ${i + 1}. created ${s.created_at ?? '-'}, ${s.expires_at === null ? 'no expiry' : `${s.active ? 'expires' : 'expired'} ${s.expires_at}`}`,
+        ),
       ].join('\n'),
     );
   });
@@ -484,7 +518,8 @@ async function clientsRotateSecret(ctx: AdminContext, id: string, options: Store
     const { secret, oldSecretExpiresAt } = await onClient(ctx, id, rotateClientSecret(store, id, options.keepOldFor, Date.now()));
     record({ action: 'client.rotate_secret', target: id, changes: { old_secret_expires_at: iso(oldSecretExpiresAt) } });
     if (options.json === true) return printJson({ client_id: id, client_secret: secret, old_secret_expires_at: iso(oldSecretExpiresAt) });
-    const old = oldSecretExpiresAt === null ? 'every previous secret stopped working now' : `the previous secret keeps working until ${iso(oldSecretExpiresAt) ?? '-'}`;
+    const old =
+      oldSecretExpiresAt === null ? 'every previous secret stopped working now' : `the previous secret keeps working until ${iso(oldSecretExpiresAt) ?? '-'}`;
     print(`client_id:     ${id}\nclient_secret: ${secret}\n${old}\n${SECRET_WARNING}`);
   });
 }
@@ -512,9 +547,25 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
       const { next, stopped } = await rotateSigningKeyNow(store, kek, { alg, now, maxTokenLifetimeS });
       const stops = stopped.map((key) => ({ kid: key.kid, retired_at: iso(key.retiredAt), expires_at: iso(key.expiresAt), signed: key.activatesAt <= now }));
       const skippedDelay = delayS > 0 && stops.length > 0;
-      record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: stops.map((k) => k.kid).join(' ') || null, without_publication_delay: skippedDelay } });
+      record({
+        action: 'key.rotate',
+        target: next.kid,
+        changes: {
+          alg: next.alg,
+          activates_at: iso(next.activatesAt),
+          retires: stops.map((k) => k.kid).join(' ') || null,
+          without_publication_delay: skippedDelay,
+        },
+      });
       if (options.json === true) {
-        return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), stopped: stops, without_publication_delay: skippedDelay });
+        return printJson({
+          kid: next.kid,
+          alg: next.alg,
+          created_at: iso(next.createdAt),
+          activates_at: iso(next.activatesAt),
+          stopped: stops,
+          without_publication_delay: skippedDelay,
+        });
       }
       print(`new signing key ${next.kid} (${next.alg}): published and signing now`);
       for (const key of stops) {
@@ -532,9 +583,20 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
     // The key this rotation retired: the one whose retirement it just scheduled.
     const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
     const retires = retired === undefined ? null : { kid: retired.kid, retired_at: iso(retired.retiredAt), expires_at: iso(retired.expiresAt) };
-    record({ action: 'key.rotate', target: next.kid, changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false } });
+    record({
+      action: 'key.rotate',
+      target: next.kid,
+      changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false },
+    });
     if (options.json === true) {
-      return printJson({ kid: next.kid, alg: next.alg, created_at: iso(next.createdAt), activates_at: iso(next.activatesAt), retires, without_publication_delay: false });
+      return printJson({
+        kid: next.kid,
+        alg: next.alg,
+        created_at: iso(next.createdAt),
+        activates_at: iso(next.activatesAt),
+        retires,
+        without_publication_delay: false,
+      });
     }
     print(`new signing key ${next.kid} (${next.alg}): published now, signs from ${iso(next.activatesAt) ?? '-'}`);
     print(
@@ -563,7 +625,13 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
     if (revoked !== undefined) {
       record({ action: 'key.revoke', target: kid, changes: { revoked_at: iso(revoked.revokedAt), succession, signer: signer?.kid ?? null } });
     }
-    const view = { kid, revoked: revoked !== undefined, revoked_at: iso(revoked?.revokedAt ?? null), succession, signer: signer === undefined ? null : signer.kid };
+    const view = {
+      kid,
+      revoked: revoked !== undefined,
+      revoked_at: iso(revoked?.revokedAt ?? null),
+      succession,
+      signer: signer === undefined ? null : signer.kid,
+    };
     if (options.json === true) return printJson(view);
     if (revoked === undefined) return print(`key ${kid} is already revoked; nothing changed`);
     print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS(config)}s`);
@@ -571,7 +639,12 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
     // "Goes on" only about the key that was signing a moment ago; a key that had stopped signs again.
     const wasSigning = signer !== undefined && signer.kid === previousSigner;
     if (succession === 'unchanged') print(wasSigning ? `key ${signerKid} goes on signing` : `key ${signerKid} signs now`);
-    if (succession === 'kept') print(wasSigning ? `key ${signerKid} goes on signing; its handover to the revoked key is cancelled` : `key ${signerKid} signs again; its retirement is cancelled`);
+    if (succession === 'kept')
+      print(
+        wasSigning
+          ? `key ${signerKid} goes on signing; its handover to the revoked key is cancelled`
+          : `key ${signerKid} signs again; its retirement is cancelled`,
+      );
     if (succession === 'activated') print(`pending key ${signerKid} signs now, before its publication delay ran out`);
     if (succession === 'created') print(`new key ${signerKid} (${signer?.alg ?? '-'}) signs now`);
     if (succession === 'activated' || succession === 'created') ctx.warn(publicationWarning(config));
@@ -596,9 +669,15 @@ async function keysList(ctx: AdminContext, options: StoreOptions & JsonOption): 
     const stored = await store.listSigningKeys();
     const states = signingKeyStates(stored, Date.now());
     const keys = stored.map((key) => keyView(key, states));
-    printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) =>
-      [k.kid, k.alg, k.state, k.created_at ?? '-', k.activates_at ?? '-', k.retired_at ?? '-', k.expires_at ?? '-'],
-    );
+    printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) => [
+      k.kid,
+      k.alg,
+      k.state,
+      k.created_at ?? '-',
+      k.activates_at ?? '-',
+      k.retired_at ?? '-',
+      k.expires_at ?? '-',
+    ]);
   });
 }
 
@@ -619,7 +698,12 @@ function clientIdCommand(parent: Command, name: string, description: string, ctx
 
 export function registerAdminCommands(program: Command, ctx: AdminContext): void {
   const scopes = (value: string): string[] => parseScopes(value, ctx.warn);
-  storeCommand(program, 'init', 'create the credential store (data_dir/gatehouse.db) if it does not exist (`serve` also does, and makes the master key and the first signing key)', ctx)
+  storeCommand(
+    program,
+    'init',
+    'create the credential store (data_dir/gatehouse.db) if it does not exist (`serve` also does, and makes the master key and the first signing key)',
+    ctx,
+  )
     .option('--json', 'print one JSON object')
     .action((options: StoreOptions & JsonOption) => init(ctx, options));
 
@@ -629,7 +713,11 @@ export function registerAdminCommands(program: Command, ctx: AdminContext): void
     .argument('<name>', `display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
     .requiredOption('--scope <scopes>', 'space-separated scopes the client may request (RFC 6749 scope tokens)', scopes)
     .option('--audience <uri>', 'an audience (resource URI) the client may request; repeatable', collectAudience, [])
-    .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m (${MIN_TOKEN_TTL_S}s up to issuer.access_token_ttl_s; default: that)`, parseTokenTtl)
+    .option(
+      '--token-ttl <duration>',
+      `lifetime of its access tokens, e.g. 5m (${MIN_TOKEN_TTL_S}s up to issuer.access_token_ttl_s; default: that)`,
+      parseTokenTtl,
+    )
     .option('--json', 'print one JSON object')
     .action((name: string, options: AddOptions) => clientsAdd(ctx, name, options));
 
@@ -641,38 +729,54 @@ export function registerAdminCommands(program: Command, ctx: AdminContext): void
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption) => clientsShow(ctx, id, options));
 
-  clientIdCommand(clients, 'update', 'change a client\'s name, scopes, audiences or token lifetime (recorded in the admin log)', ctx)
+  clientIdCommand(clients, 'update', "change a client's name, scopes, audiences or token lifetime (recorded in the admin log)", ctx)
     .option('--name <name>', `new display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
     .option('--scope <scopes>', 'the space-separated scopes it may request, replacing the current ones', scopes)
     .option('--audience <uri>', 'an audience (resource URI) it may request; repeatable; replaces the current list', collectAudience)
-    .option('--clear-audiences', 'no audiences of its own: tokens get the issuer\'s default audience')
+    .option('--clear-audiences', "no audiences of its own: tokens get the issuer's default audience")
     .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m, or "default" (issuer.access_token_ttl_s)`, parseTokenTtl)
     .option('--json', 'print the client and the changes as one JSON object')
     .action((id: string, options: UpdateOptions) => clientsUpdate(ctx, id, options));
 
-  clientIdCommand(clients, 'disable', 'stop a client from authenticating and end every token issued to it so far, for good (idempotent)', ctx)
-    .action((id: string, options: StoreOptions) => clientsDisable(ctx, id, options));
+  clientIdCommand(clients, 'disable', 'stop a client from authenticating and end every token issued to it so far, for good (idempotent)', ctx).action(
+    (id: string, options: StoreOptions) => clientsDisable(ctx, id, options),
+  );
 
-  clientIdCommand(clients, 'enable', 'let a disabled client authenticate again; no token issued before the enable is ever accepted (idempotent)', ctx)
-    .action((id: string, options: StoreOptions) => clientsEnable(ctx, id, options));
+  clientIdCommand(clients, 'enable', 'let a disabled client authenticate again; no token issued before the enable is ever accepted (idempotent)', ctx).action(
+    (id: string, options: StoreOptions) => clientsEnable(ctx, id, options),
+  );
 
   clientIdCommand(clients, 'rotate-secret', 'give a client a new secret; the old one ends now or after --keep-old-for', ctx)
     .option('--keep-old-for <duration>', 'keep the newest old secret valid this long, e.g. 30s, 15m, 24h, 7d (at most 30d)', parseDuration)
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption & { keepOldFor?: number }) => clientsRotateSecret(ctx, id, options));
 
-  clientIdCommand(clients, 'remove', 'delete a client and its secrets; its tokens stop working too', ctx)
-    .action((id: string, options: StoreOptions) => clientsRemove(ctx, id, options));
+  clientIdCommand(clients, 'remove', 'delete a client and its secrets; its tokens stop working too', ctx).action((id: string, options: StoreOptions) =>
+    clientsRemove(ctx, id, options),
+  );
 
   const keys = program.command('keys').description('access-token signing keys of the built-in issuer');
 
-  storeCommand(keys, 'rotate', 'publish a new signing key; it signs after issuer.key_activation_delay_s (or at once with --now) and the current key retires then', ctx)
+  storeCommand(
+    keys,
+    'rotate',
+    'publish a new signing key; it signs after issuer.key_activation_delay_s (or at once with --now) and the current key retires then',
+    ctx,
+  )
     .option('--alg <alg>', `${SIGNING_ALGORITHMS.join(' or ')} (default: issuer.signing_alg)`, parseAlgorithm)
-    .option('--now', 'sign with the new key at once, without the publication delay (resource servers with a cached JWKS may refuse its tokens until they refetch it)')
+    .option(
+      '--now',
+      'sign with the new key at once, without the publication delay (resource servers with a cached JWKS may refuse its tokens until they refetch it)',
+    )
     .option('--json', 'print one JSON object')
     .action((options: StoreOptions & JsonOption & { alg?: SigningAlgorithm; now?: boolean }) => keysRotate(ctx, options));
 
-  storeCommand(keys, 'revoke', 'emergency: unpublish a signing key now, so every token it signed is refused; another key signs at once (a new one if needed, without the publication delay)', ctx)
+  storeCommand(
+    keys,
+    'revoke',
+    'emergency: unpublish a signing key now, so every token it signed is refused; another key signs at once (a new one if needed, without the publication delay)',
+    ctx,
+  )
     .argument('<kid>', 'key id, as `keys list` shows it')
     .option('--alg <alg>', `algorithm of a new key, if one must be made (default: issuer.signing_alg)`, parseAlgorithm)
     .option('--json', 'print one JSON object')

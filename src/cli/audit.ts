@@ -64,7 +64,11 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
   dirOptions(audit.command('verify').description('verify the hash chains of the audit log'), ctx)
     .option('--key <file>', 'the audit public key (PEM, as `gatehouse audit key` prints it): checkpoint signatures are checked')
     .option('--checkpoints <dir>', 'exported checkpoints (audit.checkpoint_export_dir): every chain they name must be there and hold each of them')
-    .option('--checkpoint-every <n>', 'with --key: the gateway signs every N records (default: audit.checkpoint_every_records of the configuration)', parseCount)
+    .option(
+      '--checkpoint-every <n>',
+      'with --key: the gateway signs every N records (default: audit.checkpoint_every_records of the configuration)',
+      parseCount,
+    )
     .option('--checkpoint-interval <s>', 'with --key: and every S seconds (default: audit.checkpoint_interval_s of the configuration)', parseCount)
     .option('--json', 'print one JSON object')
     .addHelpText('after', VERIFY_HELP)
@@ -84,7 +88,7 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
     .option('--since <time>', 'from this time on (ISO 8601, or relative: 30m, 24h, 7d)', parseTime)
     .option('--until <time>', 'before this time (ISO 8601, or relative)', parseTime)
     .option('--client <id>', 'the OAuth client: every record naming it, authenticated or only claimed (with --type admin, the changes made to it)')
-    .option('--subject <subject>', 'the principal\'s subject')
+    .option('--subject <subject>', "the principal's subject")
     .option('--route <id>', 'the route id')
     .option('--path <prefix>', 'the canonical request path, by whole segments (/echo: /echo and /echo/…)', parsePath)
     .option('--decision <allow|deny>', 'allow or deny', parseDecision)
@@ -168,11 +172,11 @@ function query(ctx: AuditCommandContext, options: QueryOptions): void {
       for (const record of queryRecords(dir, filter, count, { completions })) {
         chunk.push(JSON.stringify(record));
         if (chunk.length === 1000) {
-          process.stdout.write(chunk.join('\n') + '\n');
+          process.stdout.write(`${chunk.join('\n')}\n`);
           chunk = [];
         }
       }
-      if (chunk.length > 0) process.stdout.write(chunk.join('\n') + '\n');
+      if (chunk.length > 0) process.stdout.write(`${chunk.join('\n')}\n`);
     });
   } else {
     const records = readOrFail(ctx, dir, () => [...queryRecords(dir, filter, count, { completions })]);
@@ -206,7 +210,11 @@ function tail(ctx: AuditCommandContext, options: DirOptions & { lines: number; f
   const json = options.json === true;
   let unverified = 0;
   const follower = readOrFail(ctx, dir, () => new AuditFollower(dir, () => void unverified++));
-  printRecords(readOrFail(ctx, dir, () => follower.last(options.lines)), json, options.follow === true ? '' : 'no records');
+  printRecords(
+    readOrFail(ctx, dir, () => follower.last(options.lines)),
+    json,
+    options.follow === true ? '' : 'no records',
+  );
   if (options.follow !== true) {
     warnUnverified(unverified);
     return;
@@ -239,7 +247,7 @@ const COLUMNS = ['ts', 'decision', 'count', 'status', 'route', 'method', 'path',
 
 function printRecords(records: readonly DecisionLine[], json: boolean, empty: string, header = true): void {
   if (json) {
-    if (records.length > 0) process.stdout.write(records.map((record) => JSON.stringify(record)).join('\n') + '\n');
+    if (records.length > 0) process.stdout.write(`${records.map((record) => JSON.stringify(record)).join('\n')}\n`);
     return;
   }
   if (records.length === 0) {
@@ -273,10 +281,32 @@ function decisionRows(records: readonly DecisionLine[]): string[][] {
       continue;
     }
     if (r['type'] === AGGREGATE) {
-      rows.push([r.ts, 'deny', String(r['count'] ?? '?'), String(r['status'] ?? '-'), String(r['route'] ?? '-'), '-', '-', String(r['subject'] ?? r['client_ip'] ?? '-'), String(r['code'] ?? '-'), `last ${String(r['last_request_id'] ?? '-')}`]);
+      rows.push([
+        r.ts,
+        'deny',
+        String(r['count'] ?? '?'),
+        String(r['status'] ?? '-'),
+        String(r['route'] ?? '-'),
+        '-',
+        '-',
+        String(r['subject'] ?? r['client_ip'] ?? '-'),
+        String(r['code'] ?? '-'),
+        `last ${String(r['last_request_id'] ?? '-')}`,
+      ]);
       continue;
     }
-    const row = [r.ts, String(r['decision']), '1', String(r['status'] ?? '-'), String(r['route'] ?? '-'), String(r['method']), String(r['path'] ?? '-'), String(r['client_id'] ?? r['subject'] ?? '-'), String(r['code'] ?? '-'), String(r['request_id'])];
+    const row = [
+      r.ts,
+      String(r['decision']),
+      '1',
+      String(r['status'] ?? '-'),
+      String(r['route'] ?? '-'),
+      String(r['method']),
+      String(r['path'] ?? '-'),
+      String(r['client_id'] ?? r['subject'] ?? '-'),
+      String(r['code'] ?? '-'),
+      String(r['request_id']),
+    ];
     if (r['decision'] === 'allow') allows.set(key, row);
     rows.push(row);
   }
@@ -292,7 +322,10 @@ function eventRow(r: DecisionLine): string[] {
   let what: string;
   if (r['type'] === 'admin') {
     const actor = r['actor'] as { os_user?: unknown; sudo_user?: unknown } | null;
-    const by = actor === null || typeof actor !== 'object' ? '?' : `${String(actor.os_user)}${actor.sudo_user !== null && actor.sudo_user !== undefined ? ` (sudo from ${String(actor.sudo_user)})` : ''}`;
+    const by =
+      actor === null || typeof actor !== 'object'
+        ? '?'
+        : `${String(actor.os_user)}${actor.sudo_user !== null && actor.sudo_user !== undefined ? ` (sudo from ${String(actor.sudo_user)})` : ''}`;
     what = `${String(r['action'])} ${String(r['target'])} by ${by}: ${JSON.stringify(r['changes'])}`;
   } else {
     what = Object.entries(r)
@@ -320,7 +353,7 @@ Exit codes: 0 ok; 1 the key file could not be read; 64 usage; 66 no audit key ye
 function key(ctx: AuditCommandContext, options: DirOptions): void {
   const file = auditKeyFile(loadCommandConfig(options, ctx.fail, ctx.exit.config));
   if (!existsSync(file)) ctx.fail(`no audit key at ${file} yet: gatehouse serve creates it when it first starts`, ctx.exit.noInput);
-  let found;
+  let found: ReturnType<typeof readAuditPublicKey>;
   try {
     found = readAuditPublicKey(file);
   } catch (error) {
@@ -363,10 +396,11 @@ function verify(ctx: AuditCommandContext, options: VerifyCommandOptions): void {
     verifyOptions = { ...verifyOptions, cadence: cadenceOf(ctx, options) };
   }
   if (options.checkpoints !== undefined) {
-    if (!existsSync(options.checkpoints) || !statSync(options.checkpoints).isDirectory()) ctx.fail(`no checkpoint directory at ${options.checkpoints}`, ctx.exit.noInput);
+    if (!existsSync(options.checkpoints) || !statSync(options.checkpoints).isDirectory())
+      ctx.fail(`no checkpoint directory at ${options.checkpoints}`, ctx.exit.noInput);
     verifyOptions = { ...verifyOptions, checkpointsDir: resolve(options.checkpoints) };
   }
-  let report;
+  let report: ReturnType<typeof verifyDirectory>;
   try {
     report = verifyDirectory(dir, verifyOptions);
   } catch (error) {
@@ -375,7 +409,7 @@ function verify(ctx: AuditCommandContext, options: VerifyCommandOptions): void {
   // No chain at all is "nothing to verify", unless exported checkpoints say chains were there (chain_missing).
   if (report.chains.length === 0) ctx.fail(`no audit chain in ${dir} (segment files are named <instance>.<seq>.jsonl)`, ctx.exit.noInput);
   if (options.json === true) process.stdout.write(`${JSON.stringify({ dir, ...report }, null, 2)}\n`);
-  else process.stdout.write([...report.chains.map(describeChain), ...report.notes.map((note) => `note: ${note}`)].join('\n') + '\n');
+  else process.stdout.write(`${[...report.chains.map(describeChain), ...report.notes.map((note) => `note: ${note}`)].join('\n')}\n`);
   if (!report.ok) process.exitCode = ctx.exit.failure;
 }
 
@@ -388,7 +422,11 @@ function describeChain(chain: ChainReport): string {
   }
   for (const note of chain.notes) lines.push(`  note: ${note}`);
   const { records, fromSeq, toSeq } = chain.unsigned;
-  lines.push(records === 0 ? '  unsigned tail: none (the last record is a checkpoint)' : `  unsigned tail: ${records} record(s), seq ${fromSeq}..${toSeq}, after the last checkpoint`);
+  lines.push(
+    records === 0
+      ? '  unsigned tail: none (the last record is a checkpoint)'
+      : `  unsigned tail: ${records} record(s), seq ${fromSeq}..${toSeq}, after the last checkpoint`,
+  );
   lines.push(`  head ${chain.head}`);
   return lines.join('\n');
 }

@@ -19,7 +19,7 @@ import { initDevCertificates } from '../tls/ca.js';
 import { TlsFileError } from '../tls/context.js';
 import { adminActor } from '../audit/admin-log.js';
 import { AuditKeyError } from '../audit/audit-key.js';
-import { AuditLogError } from '../audit/log.js';
+import { AuditLogError } from '../audit/event.js';
 import { protectDashClientIds, registerAdminCommands, type AdminContext } from './admin.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
@@ -275,7 +275,9 @@ async function serve(options: { config: string; port?: number; host?: string; da
 async function certsInit(options: { dir: string; force?: boolean }): Promise<void> {
   try {
     const { created, paths } = await initDevCertificates(resolve(options.dir), { force: options.force === true });
-    process.stdout.write(created ? `created development CA and certificates in ${paths.dir}\n` : `certificates already present in ${paths.dir} (use --force to replace them)\n`);
+    process.stdout.write(
+      created ? `created development CA and certificates in ${paths.dir}\n` : `certificates already present in ${paths.dir} (use --force to replace them)\n`,
+    );
   } catch (error) {
     fail((error as Error).message, EXIT.failure);
   }

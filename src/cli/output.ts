@@ -16,7 +16,10 @@ export interface ConfigOptions {
 /** The configuration of `-c`/`-d`; an invalid one ends the command with `configExit` and the problems it has. */
 export function loadCommandConfig(options: ConfigOptions, fail: (message: string, code: number) => never, configExit: number, databaseUrl?: string): Config {
   try {
-    return loadConfigFile(options.config, { ...(options.data !== undefined ? { dataDir: options.data } : {}), ...(databaseUrl !== undefined ? { databaseUrl } : {}) });
+    return loadConfigFile(options.config, {
+      ...(options.data !== undefined ? { dataDir: options.data } : {}),
+      ...(databaseUrl !== undefined ? { databaseUrl } : {}),
+    });
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message, configExit);
     throw error;
@@ -41,5 +44,12 @@ export function table(header: readonly string[], rawRows: readonly (readonly str
   const rows = rawRows.map((row) => row.map(printable));
   const all = withHeader ? [header, ...rows] : rows;
   const widths = header.map((_, i) => Math.max(...all.map((row) => (row[i] ?? '').length)));
-  return all.map((row) => row.map((cell, i) => cell.padEnd(widths[i] ?? 0)).join('  ').trimEnd()).join('\n');
+  return all
+    .map((row) =>
+      row
+        .map((cell, i) => cell.padEnd(widths[i] ?? 0))
+        .join('  ')
+        .trimEnd(),
+    )
+    .join('\n');
 }

@@ -4,10 +4,10 @@
 // writes it into an empty target in one transaction, then reads the target back and compares every row.
 import { realpathSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
-import { Command } from 'commander';
+import type { Command } from 'commander';
 import { POSTGRES_URL } from '../config/schema.js';
 import type { Config } from '../config/schema.js';
-import type { AdminChange } from '../audit/admin-log.js';
+import type { AdminChange } from '../audit/event.js';
 import { StoreError, type CredentialStore, type StoreSnapshot } from '../store/contract.js';
 import { describeCredentialStore } from '../store/open.js';
 import { describePostgresUrl, PostgresCredentialStore, SCHEMA_NAME } from '../store/postgres.js';
@@ -46,9 +46,7 @@ does not read back exactly as the source was read (the copy is left in the targe
 (--config).`;
 
 /** Where a store is: a SQLite file (absolute path) or a schema in a PostgreSQL database. */
-type StoreLocation =
-  | { readonly backend: 'sqlite'; readonly path: string }
-  | { readonly backend: 'postgres'; readonly url: string; readonly schema: string };
+type StoreLocation = { readonly backend: 'sqlite'; readonly path: string } | { readonly backend: 'postgres'; readonly url: string; readonly schema: string };
 
 interface CopyOptions {
   readonly from: string;
@@ -81,10 +79,12 @@ function parseLocation(ctx: AdminContext, flag: '--from' | '--to', value: string
     const path = value.slice('sqlite:'.length);
     if (path === '') ctx.fail(`${flag}: give the database file, e.g. sqlite:data/gatehouse.db`, ctx.exit.usage);
     // sqlite://host/… reads as a URL whose first path part would silently become a directory name: say what is meant.
-    if (path.startsWith('//')) ctx.fail(`${flag}: sqlite:PATH takes a file path, not a URL (e.g. sqlite:data/gatehouse.db or sqlite:/var/lib/gatehouse/gatehouse.db)`, ctx.exit.usage);
+    if (path.startsWith('//'))
+      ctx.fail(`${flag}: sqlite:PATH takes a file path, not a URL (e.g. sqlite:data/gatehouse.db or sqlite:/var/lib/gatehouse/gatehouse.db)`, ctx.exit.usage);
     if (schema !== undefined) ctx.fail(`${schemaFlag} is for a PostgreSQL store; ${flag} is a SQLite file`, ctx.exit.usage);
     const absolute = resolve(path);
-    if (isDirectory(absolute)) ctx.fail(`${flag}: ${printable(absolute)} is a directory; name the database file in it (e.g. sqlite:${printable(path)}/gatehouse.db)`, ctx.exit.usage);
+    if (isDirectory(absolute))
+      ctx.fail(`${flag}: ${printable(absolute)} is a directory; name the database file in it (e.g. sqlite:${printable(path)}/gatehouse.db)`, ctx.exit.usage);
     return { backend: 'sqlite', path: absolute };
   }
   if (/^postgres(ql)?:/i.test(value)) {
@@ -98,11 +98,15 @@ function parseLocation(ctx: AdminContext, flag: '--from' | '--to', value: string
       ctx.fail(`${flag}: not a valid PostgreSQL URL (postgres://user[:password]@host[:port]/database)`, ctx.exit.usage);
     }
     const name = schema ?? DEFAULT_SCHEMA;
-    if (!SCHEMA_NAME.test(name)) ctx.fail(`${schemaFlag}: ${JSON.stringify(printable(name))} is not a schema name (lower-case letters, digits and _, at most 63)`, ctx.exit.usage);
+    if (!SCHEMA_NAME.test(name))
+      ctx.fail(`${schemaFlag}: ${JSON.stringify(printable(name))} is not a schema name (lower-case letters, digits and _, at most 63)`, ctx.exit.usage);
     return { backend: 'postgres', url: value, schema: name };
   }
   const scheme = /^([a-z][a-z0-9+.-]*):/i.exec(value)?.[1];
-  ctx.fail(`${flag}: ${scheme !== undefined ? `unsupported scheme ${JSON.stringify(printable(scheme))}` : 'no scheme'}; give sqlite:PATH or a postgres:// URL`, ctx.exit.usage);
+  ctx.fail(
+    `${flag}: ${scheme !== undefined ? `unsupported scheme ${JSON.stringify(printable(scheme))}` : 'no scheme'}; give sqlite:PATH or a postgres:// URL`,
+    ctx.exit.usage,
+  );
 }
 
 function isDirectory(path: string): boolean {
@@ -204,7 +208,9 @@ function checkConfiguredStore(ctx: AdminContext, config: Config, to: StoreLocati
       ? { backend: 'postgres', url: store.postgres, schema: store.postgres_schema }
       : { backend: 'sqlite', path: resolve(store.path) };
   if (!sameStore(configured, to)) {
-    ctx.warn(`--config names the store ${describeCredentialStore(config)}, not the target ${describeLocation(to)}; the copy is recorded in its audit chain (${config.audit.dir}) all the same`);
+    ctx.warn(
+      `--config names the store ${describeCredentialStore(config)}, not the target ${describeLocation(to)}; the copy is recorded in its audit chain (${config.audit.dir}) all the same`,
+    );
   }
 }
 
@@ -212,8 +218,17 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
   const from = parseLocation(ctx, '--from', options.from, options.fromSchema);
   const to = parseLocation(ctx, '--to', options.to, options.toSchema);
   if (sameStore(from, to)) ctx.fail(`--from and --to are the same store (${describeLocation(from)}); copy into another one`, ctx.exit.usage);
-  if (options.data !== undefined && options.config === undefined) ctx.fail('--data needs --config (the target deployment whose admin audit chain records the copy)', ctx.exit.usage);
-  const config = options.config === undefined ? undefined : loadCommandConfig({ config: options.config, ...(options.data !== undefined ? { data: options.data } : {}) }, ctx.fail, ctx.exit.config, ctx.databaseUrl);
+  if (options.data !== undefined && options.config === undefined)
+    ctx.fail('--data needs --config (the target deployment whose admin audit chain records the copy)', ctx.exit.usage);
+  const config =
+    options.config === undefined
+      ? undefined
+      : loadCommandConfig(
+          { config: options.config, ...(options.data !== undefined ? { data: options.data } : {}) },
+          ctx.fail,
+          ctx.exit.config,
+          ctx.databaseUrl,
+        );
   if (config !== undefined) checkConfiguredStore(ctx, config, to);
 
   let source: CredentialStore | undefined;
@@ -259,7 +274,13 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
       const change: AdminChange = {
         action: 'store.copy',
         target: describeLocation(to),
-        changes: { from: describeLocation(from), to: describeLocation(to), clients: copy.clients.length, signing_keys: copy.signingKeys.length, revocations: copy.revocations.length },
+        changes: {
+          from: describeLocation(from),
+          to: describeLocation(to),
+          clients: copy.clients.length,
+          signing_keys: copy.signingKeys.length,
+          revocations: copy.revocations.length,
+        },
       };
       unrecorded = await recordChanges(ctx, config, into, [change]);
     }
@@ -310,7 +331,9 @@ export function registerStoreCommands(program: Command, ctx: AdminContext): void
   const store = program.command('store').description('the credential store as a whole');
   store
     .command('copy')
-    .description('copy every client, signing key and revocation from one credential store into an empty one (SQLite ⇄ PostgreSQL), without re-issuing any secret or key')
+    .description(
+      'copy every client, signing key and revocation from one credential store into an empty one (SQLite ⇄ PostgreSQL), without re-issuing any secret or key',
+    )
     .requiredOption('--from <store>', 'the store to read: sqlite:PATH or a postgres:// URL (opened only if it exists)')
     .requiredOption('--to <store>', 'the empty store to write: sqlite:PATH or a postgres:// URL (created when missing)')
     .option('--from-schema <name>', `schema of a PostgreSQL --from (default: ${DEFAULT_SCHEMA})`)

@@ -57,7 +57,9 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
   config.data_dir = overrides.dataDir !== undefined ? resolve(overrides.dataDir) : at(config.data_dir);
   config.audit.dir = isAbsolute(config.audit.dir) ? config.audit.dir : resolve(config.data_dir, config.audit.dir);
   if (config.audit.checkpoint_export_dir !== undefined) {
-    const exportDir = isAbsolute(config.audit.checkpoint_export_dir) ? config.audit.checkpoint_export_dir : resolve(config.data_dir, config.audit.checkpoint_export_dir);
+    const exportDir = isAbsolute(config.audit.checkpoint_export_dir)
+      ? config.audit.checkpoint_export_dir
+      : resolve(config.data_dir, config.audit.checkpoint_export_dir);
     // Checkpoints kept beside the log they vouch for prove nothing to someone who can rewrite that directory.
     if (exportDir === config.audit.dir || exportDir.startsWith(`${config.audit.dir}${sep}`)) {
       throw new ConfigError(source, ['audit.checkpoint_export_dir: must be outside audit.dir']);
@@ -103,7 +105,10 @@ export function loadConfigFile(file: string, overrides: ConfigOverrides = {}): C
   // Aliases are bounded so a hostile or broken file cannot expand into a billion laughs.
   const document = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (document.errors.length > 0) {
-    throw new ConfigError(file, document.errors.map((e) => `YAML ${e.code} at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? ''}`));
+    throw new ConfigError(
+      file,
+      document.errors.map((e) => `YAML ${e.code} at line ${e.linePos?.[0]?.line ?? '?'}: ${e.message.split('\n')[0] ?? ''}`),
+    );
   }
   let value: unknown;
   try {

@@ -49,17 +49,34 @@ const quotaSchema = z
   })
   .superRefine((quota, ctx) => {
     const rate = quota.points !== undefined && quota.duration_s !== undefined;
-    if (quota.points === undefined && quota.duration_s === undefined && quota.concurrent === undefined && quota.per_day === undefined && quota.per_month === undefined) {
+    if (
+      quota.points === undefined &&
+      quota.duration_s === undefined &&
+      quota.concurrent === undefined &&
+      quota.per_day === undefined &&
+      quota.per_month === undefined
+    ) {
       ctx.addIssue({ code: 'custom', path: [], message: 'a quota needs at least one limit: a rate (points and duration_s), concurrent, per_day or per_month' });
     }
     if ((quota.points === undefined) !== (quota.duration_s === undefined)) {
-      ctx.addIssue({ code: 'custom', path: [quota.points === undefined ? 'points' : 'duration_s'], message: 'points and duration_s go together: a rate is points per duration_s' });
+      ctx.addIssue({
+        code: 'custom',
+        path: [quota.points === undefined ? 'points' : 'duration_s'],
+        message: 'points and duration_s go together: a rate is points per duration_s',
+      });
     }
-    if (quota.block_s !== undefined && !rate) ctx.addIssue({ code: 'custom', path: ['block_s'], message: 'block_s applies to a rate: set points and duration_s' });
-    if (quota.burst !== undefined && !rate) ctx.addIssue({ code: 'custom', path: ['burst'], message: 'burst is spent above a rate: set points and duration_s' });
-    if (quota.burst_duration_s !== undefined && quota.burst === undefined) ctx.addIssue({ code: 'custom', path: ['burst_duration_s'], message: 'burst_duration_s needs burst' });
+    if (quota.block_s !== undefined && !rate)
+      ctx.addIssue({ code: 'custom', path: ['block_s'], message: 'block_s applies to a rate: set points and duration_s' });
+    if (quota.burst !== undefined && !rate)
+      ctx.addIssue({ code: 'custom', path: ['burst'], message: 'burst is spent above a rate: set points and duration_s' });
+    if (quota.burst_duration_s !== undefined && quota.burst === undefined)
+      ctx.addIssue({ code: 'custom', path: ['burst_duration_s'], message: 'burst_duration_s needs burst' });
     if (quota.burst_duration_s !== undefined && quota.duration_s !== undefined && quota.burst_duration_s <= quota.duration_s) {
-      ctx.addIssue({ code: 'custom', path: ['burst_duration_s'], message: 'must be longer than duration_s: burst points refill over a longer window than the rate' });
+      ctx.addIssue({
+        code: 'custom',
+        path: ['burst_duration_s'],
+        message: 'must be longer than duration_s: burst points refill over a longer window than the rate',
+      });
     }
     if (quota.per_day !== undefined && quota.per_month !== undefined && quota.per_month < quota.per_day) {
       ctx.addIssue({ code: 'custom', path: ['per_month'], message: 'must be at least per_day: a month holds every one of its days' });
@@ -139,7 +156,11 @@ const limitsSchema = z.strictObject({
   max_header_bytes: z.int().min(1024).max(65_536).default(16_384),
   max_headers: z.int().min(8).max(1000).default(100),
   max_uri_bytes: z.int().min(256).max(65_536).default(8_192),
-  default_body_limit_bytes: z.int().min(0).max(2 ** 40).default(1_048_576),
+  default_body_limit_bytes: z
+    .int()
+    .min(0)
+    .max(2 ** 40)
+    .default(1_048_576),
   /** Per-IP budget checked before any credential work (crypto, argon2). */
   pre_auth_per_ip: rateSchema.prefault({ points: 1000, duration_s: 10 }),
   http2: http2Schema.prefault({}),
@@ -184,17 +205,16 @@ export function isResourceUri(value: string): boolean {
 }
 const resourceUri = z.string().refine(isResourceUri, 'must be an absolute URI without a fragment, e.g. https://api.example.com');
 
-const authzSchema = z
-  .strictObject({
-    /** `authenticated`: a verified credential is required. `anyone`: the route is public. */
-    allow: z.enum(['authenticated', 'anyone']),
-    /** Optional exact allow-list of principal subjects. */
-    subjects: z.array(z.string().min(1)).min(1).optional(),
-    /** Bearer tokens must list this audience in `aud` (default: issuer.default_audience). */
-    audience: resourceUri.optional(),
-    /** Scopes a bearer token must carry: every one (`all_of`) or at least one (`any_of`). */
-    scopes: z.union([z.strictObject({ all_of: scopeList }), z.strictObject({ any_of: scopeList })]).optional(),
-  });
+const authzSchema = z.strictObject({
+  /** `authenticated`: a verified credential is required. `anyone`: the route is public. */
+  allow: z.enum(['authenticated', 'anyone']),
+  /** Optional exact allow-list of principal subjects. */
+  subjects: z.array(z.string().min(1)).min(1).optional(),
+  /** Bearer tokens must list this audience in `aud` (default: issuer.default_audience). */
+  audience: resourceUri.optional(),
+  /** Scopes a bearer token must carry: every one (`all_of`) or at least one (`any_of`). */
+  scopes: z.union([z.strictObject({ all_of: scopeList }), z.strictObject({ any_of: scopeList })]).optional(),
+});
 export type AuthzConfig = z.infer<typeof authzSchema>;
 
 const handlerSchema = z.union([
@@ -226,7 +246,11 @@ const routeSchema = z
     quota: z.string().min(1).optional(),
     /** Points a request of this route spends on every window of its quota (default 1). */
     quota_cost: positiveInt(1_000_000).optional(),
-    body_limit_bytes: z.int().min(0).max(2 ** 40).optional(),
+    body_limit_bytes: z
+      .int()
+      .min(0)
+      .max(2 ** 40)
+      .optional(),
     handler: handlerSchema,
   })
   .superRefine((route, ctx) => {
@@ -243,14 +267,12 @@ const routeSchema = z
   });
 export type RouteConfig = z.infer<typeof routeSchema>;
 
-const issuerUrl = z
-  .url({ protocol: /^https$/ })
-  .refine((value) => {
-    const parsed = new URL(value);
-    // RFC 8414 §2: https, no query or fragment; compared byte for byte with `iss`, so it is kept exactly as written. No path
-    // either: the endpoints and the metadata document live at this listener's root.
-    return !value.includes('?') && !value.includes('#') && parsed.username === '' && parsed.password === '' && parsed.pathname === '/';
-  }, 'must be an https origin (scheme, host, optional port) without path, query, fragment or credentials');
+const issuerUrl = z.url({ protocol: /^https$/ }).refine((value) => {
+  const parsed = new URL(value);
+  // RFC 8414 §2: https, no query or fragment; compared byte for byte with `iss`, so it is kept exactly as written. No path
+  // either: the endpoints and the metadata document live at this listener's root.
+  return !value.includes('?') && !value.includes('#') && parsed.username === '' && parsed.password === '' && parsed.pathname === '/';
+}, 'must be an https origin (scheme, host, optional port) without path, query, fragment or credentials');
 
 const issuerSchema = z.strictObject({
   /** The `iss` of every token and the metadata's `issuer`, byte for byte. Default: https://localhost:<listener port>. */
@@ -309,7 +331,10 @@ const storeSchema = z
     /** PostgreSQL: the server's URL (GATEHOUSE_DATABASE_URL overrides it). Several gateways can share it. */
     postgres: z.string().regex(POSTGRES_URL, 'must be a postgres:// URL').optional(),
     /** The schema holding Gatehouse's tables; created with them when missing. */
-    postgres_schema: z.string().regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _, at most 63').default('gatehouse'),
+    postgres_schema: z
+      .string()
+      .regex(/^[a-z_][a-z0-9_]{0,62}$/, 'lower-case letters, digits and _, at most 63')
+      .default('gatehouse'),
     /** PEM file: the CA the server's certificate must chain to; TLS is then required. Relative to the config file. */
     postgres_ca: z.string().min(1).optional(),
     postgres_pool_max: z.int().min(1).max(100).default(10),
@@ -317,8 +342,10 @@ const storeSchema = z
     postgres_timeout_ms: durationMs(60_000).default(5000),
   })
   .superRefine((store, ctx) => {
-    if (store.backend === 'postgres' && store.postgres === undefined) ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'required with backend postgres' });
-    if (store.backend === 'sqlite' && store.postgres !== undefined) ctx.addIssue({ code: 'custom', path: ['backend'], message: 'sqlite, but store.postgres is set' });
+    if (store.backend === 'postgres' && store.postgres === undefined)
+      ctx.addIssue({ code: 'custom', path: ['postgres'], message: 'required with backend postgres' });
+    if (store.backend === 'sqlite' && store.postgres !== undefined)
+      ctx.addIssue({ code: 'custom', path: ['backend'], message: 'sqlite, but store.postgres is set' });
   })
   .transform((store) => ({ ...store, backend: store.backend ?? (store.postgres !== undefined ? ('postgres' as const) : ('sqlite' as const)) }));
 
@@ -355,7 +382,10 @@ export const configSchema = z
          * The chain this gateway writes, named in its segment files. Default: the host name. Each gateway writing into
          * one directory needs its own (a second one with the same id refuses to start).
          */
-        instance: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-", at most 64, starting with a letter or digit').optional(),
+        instance: z
+          .string()
+          .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, 'letters, digits, "_" and "-", at most 64, starting with a letter or digit')
+          .optional(),
         /**
          * When written records are forced to disk: `always` (before the request they admit goes on: survives power loss),
          * `interval` (every fsync_interval_ms: a process crash loses nothing, a power loss at most that interval), `off`
@@ -368,10 +398,22 @@ export const configSchema = z
          * still enforced); `fail-open` serves on, counting and alerting the records it drops.
          */
         on_failure: z.enum(['fail-closed', 'fail-open']).default('fail-closed'),
-        segment_max_bytes: z.int().min(4096).max(1024 ** 3).default(64 * 1024 * 1024),
-        segment_max_age_s: z.int().min(1).max(31 * 86_400).default(86_400),
+        segment_max_bytes: z
+          .int()
+          .min(4096)
+          .max(1024 ** 3)
+          .default(64 * 1024 * 1024),
+        segment_max_age_s: z
+          .int()
+          .min(1)
+          .max(31 * 86_400)
+          .default(86_400),
         /** Records waiting for the disk beyond this are refused (fail-closed) or dropped (fail-open). */
-        max_buffered_bytes: z.int().min(65_536).max(1024 ** 3).default(8 * 1024 * 1024),
+        max_buffered_bytes: z
+          .int()
+          .min(65_536)
+          .max(1024 ** 3)
+          .default(8 * 1024 * 1024),
         /**
          * LOG-08: per window, the first `after` refusals of one source (client address, claimed subject, code, route) are
          * recorded one by one; the rest are counted exactly into one refusals_aggregated record when the window ends. Past
@@ -417,19 +459,37 @@ export const configSchema = z
         retention: z
           .strictObject({
             max_age_days: z.int().min(1).max(36_500).optional(),
-            max_total_bytes: z.int().min(1024 * 1024).optional(),
+            max_total_bytes: z
+              .int()
+              .min(1024 * 1024)
+              .optional(),
           })
           .optional(),
       })
       .superRefine((audit, ctx) => {
         if (audit.checkpoint_export_url !== undefined && audit.checkpoint_export_ca === undefined) {
-          ctx.addIssue({ code: 'custom', path: ['checkpoint_export_ca'], message: 'required with checkpoint_export_url: the CA that signs the collector\'s certificate' });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['checkpoint_export_ca'],
+            message: "required with checkpoint_export_url: the CA that signs the collector's certificate",
+          });
         }
-        if (audit.checkpoint_export_url === undefined && (audit.checkpoint_export_ca ?? audit.checkpoint_export_client_cert ?? audit.checkpoint_export_client_key) !== undefined) {
-          ctx.addIssue({ code: 'custom', path: ['checkpoint_export_url'], message: 'checkpoint_export_ca and the client certificate need checkpoint_export_url' });
+        if (
+          audit.checkpoint_export_url === undefined &&
+          (audit.checkpoint_export_ca ?? audit.checkpoint_export_client_cert ?? audit.checkpoint_export_client_key) !== undefined
+        ) {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['checkpoint_export_url'],
+            message: 'checkpoint_export_ca and the client certificate need checkpoint_export_url',
+          });
         }
         if ((audit.checkpoint_export_client_cert === undefined) !== (audit.checkpoint_export_client_key === undefined)) {
-          ctx.addIssue({ code: 'custom', path: ['checkpoint_export_client_key'], message: 'checkpoint_export_client_cert and checkpoint_export_client_key go together' });
+          ctx.addIssue({
+            code: 'custom',
+            path: ['checkpoint_export_client_key'],
+            message: 'checkpoint_export_client_cert and checkpoint_export_client_key go together',
+          });
         }
       })
       .prefault({}),
@@ -476,7 +536,11 @@ export const configSchema = z
             ['per_month', quota.per_month],
           ] as const;
           if (windows.every(([, points]) => points === undefined)) {
-            ctx.addIssue({ code: 'custom', path: ['routes', index, 'quota_cost'], message: `quota_cost is spent on rate and calendar windows, and quota "${route.quota}" has none (only concurrent)` });
+            ctx.addIssue({
+              code: 'custom',
+              path: ['routes', index, 'quota_cost'],
+              message: `quota_cost is spent on rate and calendar windows, and quota "${route.quota}" has none (only concurrent)`,
+            });
           }
           for (const [key, points] of windows) {
             if (points !== undefined && route.quota_cost > points) {
@@ -490,13 +554,21 @@ export const configSchema = z
         }
       }
       if ('proxy' in route.handler && !(route.handler.proxy.upstream in config.upstreams)) {
-        ctx.addIssue({ code: 'custom', path: ['routes', index, 'handler', 'proxy', 'upstream'], message: `unknown upstream "${route.handler.proxy.upstream}"` });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', index, 'handler', 'proxy', 'upstream'],
+          message: `unknown upstream "${route.handler.proxy.upstream}"`,
+        });
       }
       if (route.authn.includes('mtls') && config.tls.client_ca === undefined) {
         ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
       }
       if (route.authn.includes('bearer') && config.issuer === undefined) {
-        ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"bearer" verifies tokens of this gateway\'s own issuer: configure `issuer`' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', index, 'authn'],
+          message: '"bearer" verifies tokens of this gateway\'s own issuer: configure `issuer`',
+        });
       }
       if ((route.authz.scopes !== undefined || route.authz.audience !== undefined) && !route.authn.includes('bearer')) {
         ctx.addIssue({ code: 'custom', path: ['routes', index, 'authz'], message: 'scopes and audience apply to bearer tokens: add "bearer" to authn' });

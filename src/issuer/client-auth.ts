@@ -23,7 +23,11 @@ export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
 
 export type ClientAuthResult =
   | { readonly ok: true; readonly client: Client; readonly method: ClientAuthMethod }
-  | { readonly ok: false; readonly error: GatewayError; /** The presented client id when it was well-formed (audit only). */ readonly clientId: string | undefined };
+  | {
+      readonly ok: false;
+      readonly error: GatewayError /** The presented client id when it was well-formed (audit only). */;
+      readonly clientId: string | undefined;
+    };
 
 /** What one attempt presents: the Authorization header, the parsed form and the client's per-IP limit key. */
 export interface ClientAuthAttempt {
@@ -64,7 +68,11 @@ export class OAuthClientAuthenticator implements Authenticator {
   constructor(private readonly clients: ClientAuthenticator) {}
 
   async authenticate(request: RequestContext): Promise<AuthnResult> {
-    const auth = await this.clients.authenticate({ authorization: request.authorization, params: request.form ?? NO_FORM, limitKey: request.connection.limitKey });
+    const auth = await this.clients.authenticate({
+      authorization: request.authorization,
+      params: request.form ?? NO_FORM,
+      limitKey: request.connection.limitKey,
+    });
     if (!auth.ok) {
       // The id presented, verified or not, is on record as who was being tried; nothing verified, so no method.
       return { outcome: 'rejected', error: auth.error, ...(auth.clientId !== undefined ? { presented: { subject: auth.clientId } } : {}) };
@@ -107,8 +115,18 @@ export class ClientAuthenticator {
       duration: DAY_S,
       blockDuration: settings.failure_block_s,
     });
-    this.dailyFailsByIp = new RateLimiterMemory({ keyPrefix: 'client-auth-daily', points: settings.max_daily_failures_per_ip, duration: DAY_S, blockDuration: DAY_S });
-    this.hourlyFailsByClient = new RateLimiterMemory({ keyPrefix: 'client-auth-client', points: settings.max_hourly_failures_per_client, duration: HOUR_S, blockDuration: HOUR_S });
+    this.dailyFailsByIp = new RateLimiterMemory({
+      keyPrefix: 'client-auth-daily',
+      points: settings.max_daily_failures_per_ip,
+      duration: DAY_S,
+      blockDuration: DAY_S,
+    });
+    this.hourlyFailsByClient = new RateLimiterMemory({
+      keyPrefix: 'client-auth-client',
+      points: settings.max_hourly_failures_per_client,
+      duration: HOUR_S,
+      blockDuration: HOUR_S,
+    });
     this.verifier = new SecretVerifier({ maxConcurrent: settings.max_concurrent_hashes, maxQueued: settings.max_queued_hashes });
   }
 
@@ -194,9 +212,13 @@ export class ClientAuthenticator {
       // counted against the client: it did nothing wrong.
       if (!(fault instanceof StoreError && fault.code === 'unavailable')) throw fault;
       this.log.warn({ client_id: wellFormedId ?? null, err: fault.message }, 'client authentication: credential store unavailable');
-      return { ok: false, error: new GatewayError('service_unavailable', { reason: 'credential store unavailable', headers: { 'retry-after': '2' } }), clientId: wellFormedId };
+      return {
+        ok: false,
+        error: new GatewayError('service_unavailable', { reason: 'credential store unavailable', headers: { 'retry-after': '2' } }),
+        clientId: wellFormedId,
+      };
     }
-    let check;
+    let check: Awaited<ReturnType<typeof this.verifier.verify>>;
     try {
       check = await this.verifier.verify(client?.enabled === true ? client.secrets : undefined, secret, this.now());
     } catch (fault) {
@@ -216,7 +238,11 @@ export class ClientAuthenticator {
         countFailure(this.hourlyFailsByClient, clientKey, this.settings.max_hourly_failures_per_client, HOUR_S),
       ]);
       if (pairBlocked || ipBlocked || idUnderAttack) {
-        const blocked = [pairBlocked ? 'client-and-ip' : undefined, ipBlocked ? 'ip' : undefined, idUnderAttack ? 'client-from-unfamiliar-ips' : undefined].filter(Boolean);
+        const blocked = [
+          pairBlocked ? 'client-and-ip' : undefined,
+          ipBlocked ? 'ip' : undefined,
+          idUnderAttack ? 'client-from-unfamiliar-ips' : undefined,
+        ].filter(Boolean);
         this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
       // The answer is the same for every cause (OA-05); only the audit record says which it was.
@@ -239,7 +265,9 @@ export class ClientAuthenticator {
         updatedAt: this.now(),
       }))
       .then(() => this.log.info({ client_id: clientId }, 'client secret re-hashed with current argon2 parameters'))
-      .catch((fault: unknown) => this.log.warn({ client_id: clientId, err: fault instanceof Error ? fault.message : String(fault) }, 'client secret re-hash failed'));
+      .catch((fault: unknown) =>
+        this.log.warn({ client_id: clientId, err: fault instanceof Error ? fault.message : String(fault) }, 'client secret re-hash failed'),
+      );
   }
 }
 

@@ -5,8 +5,17 @@
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
 import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { AuthenticatedRequest, BodyIntake, ClientGone, FormParams, Refusal, RequestContext, Service, ServiceResult } from '../pipeline/stage.js';
-import type { HttpExchange } from '../server/exchange.js';
+import type {
+  AuthenticatedRequest,
+  BodyIntake,
+  ClientGone,
+  FormParams,
+  Refusal,
+  RequestBody,
+  RequestContext,
+  Service,
+  ServiceResult,
+} from '../pipeline/stage.js';
 import { clientOf } from './client-auth.js';
 import { isFormContentType, parseForm, single } from './form.js';
 import type { KeyRing } from './keys.js';
@@ -48,11 +57,11 @@ export type FormPrecheck = (params: FormParams) => Refusal | undefined;
 export class FormIntake implements BodyIntake {
   constructor(private readonly precheck?: FormPrecheck) {}
 
-  async read(request: RequestContext, exchange: HttpExchange): Promise<{ readonly outcome: 'read'; readonly form: FormParams } | Refusal | ClientGone> {
+  async read(request: RequestContext, source: RequestBody): Promise<{ readonly outcome: 'read'; readonly form: FormParams } | Refusal | ClientGone> {
     // RFC 6749 §3.2 / §2.3.1: parameters (and above all a client_secret) never travel in the URL.
     if (request.query !== '') return refused('invalid_request', 'parameters in the query string', true);
-    if (!isFormContentType(headerValue(exchange, 'content-type'))) return refused('unsupported_media_type', 'not application/x-www-form-urlencoded', true);
-    const body = await readBody(exchange, request.route.bodyLimitBytes);
+    if (!isFormContentType(source.header('content-type'))) return refused('unsupported_media_type', 'not application/x-www-form-urlencoded', true);
+    const body = await source.read(request.route.bodyLimitBytes);
     // Nobody is left to answer, but the request is on record like every other.
     if (body === 'gone') return { outcome: 'gone', reason: 'client left before the body was complete' };
     if (body === 'too_large') return refused('payload_too_large', 'form over the endpoint limit', true);
@@ -113,7 +122,10 @@ export class TokenEndpoint implements Service {
     const nowS = Math.floor(this.ctx.now() / 1000);
     if (client.tokensNotBeforeS !== null && nowS < client.tokensNotBeforeS) {
       const retryAfter = String(client.tokensNotBeforeS - nowS);
-      const error = new GatewayError('service_unavailable', { reason: 'token iat would precede the client token cut-off', headers: { 'retry-after': retryAfter } });
+      const error = new GatewayError('service_unavailable', {
+        reason: 'token iat would precede the client token cut-off',
+        headers: { 'retry-after': retryAfter },
+      });
       return { outcome: 'refused', error };
     }
 
@@ -131,7 +143,11 @@ export class TokenEndpoint implements Service {
 }
 
 /** The authenticated client, as the records of its endpoints name it. */
-function clientCredential(request: AuthenticatedRequest): { readonly method: AuthenticatedRequest['principal']['method']; readonly subject: string; readonly clientId: string } {
+function clientCredential(request: AuthenticatedRequest): {
+  readonly method: AuthenticatedRequest['principal']['method'];
+  readonly subject: string;
+  readonly clientId: string;
+} {
   const { principal } = request;
   return { method: principal.method, subject: principal.subject, clientId: principal.subject };
 }
@@ -265,41 +281,4 @@ export class JwksEndpoint implements Service {
 
 function answered(status: number, body: unknown, headers: Readonly<Record<string, string>>): ServiceResult {
   return { outcome: 'answered', answer: { status, body, headers } };
-}
-
-function headerValue(exchange: HttpExchange, name: string): string | undefined {
-  const value = exchange.req.headers[name];
-  return Array.isArray(value) ? value.join(', ') : value;
-}
-
-/** The whole body, or 'too_large' as soon as it crosses `limit` (reading stops), or 'gone' when the client left. */
-function readBody(exchange: HttpExchange, limit: number): Promise<Buffer | 'too_large' | 'gone'> {
-  return new Promise((resolve) => {
-    const { req } = exchange;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    const finish = (result: Buffer | 'too_large' | 'gone'): void => {
-      req.off('data', onData);
-      req.off('end', onEnd);
-      req.off('error', onGone);
-      req.off('close', onClose);
-      resolve(result);
-    };
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size > limit) {
-        req.pause();
-        finish('too_large');
-      } else chunks.push(chunk);
-    };
-    const onEnd = (): void => finish(Buffer.concat(chunks, size));
-    const onGone = (): void => finish('gone');
-    const onClose = (): void => {
-      if (!req.complete) finish('gone');
-    };
-    req.on('data', onData);
-    req.once('end', onEnd);
-    req.once('error', onGone);
-    req.once('close', onClose);
-  });
 }

@@ -141,7 +141,10 @@ export class Issuer {
       let issuer: Issuer | undefined;
       let missed = false;
       watch = await store.watch?.({
-        onChange: (change) => (issuer !== undefined ? issuer.storeChanged(change) : (missed = true)),
+        onChange: (change) => {
+          if (issuer !== undefined) issuer.storeChanged(change);
+          else missed = true;
+        },
         onLost: (error) => deps.log.warn({ err: error }, 'lost the store change listener; changes are picked up by the periodic refresh until it is back'),
         onListening: (downMs) => deps.log.info({ down_ms: downMs }, 'store change listener reconnected; re-reading keys, revocations and clients'),
       });
@@ -217,10 +220,12 @@ export class Issuer {
       this.refreshing = this.refreshOnce().finally(() => (this.refreshing = undefined));
       return this.refreshing;
     }
-    this.queuedRefresh ??= this.refreshing.catch(() => undefined).then(() => {
-      this.queuedRefresh = undefined;
-      return this.refresh();
-    });
+    this.queuedRefresh ??= this.refreshing
+      .catch(() => undefined)
+      .then(() => {
+        this.queuedRefresh = undefined;
+        return this.refresh();
+      });
     return this.queuedRefresh;
   }
 

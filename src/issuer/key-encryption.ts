@@ -160,7 +160,11 @@ function readKeyFile(file: string): Buffer | undefined {
     fd = openSync(file, fsConstants.O_RDONLY | fsConstants.O_NOFOLLOW);
   } catch (err: unknown) {
     if (isErrno(err, 'ENOENT')) return undefined;
-    if (isErrno(err, 'ELOOP')) throw new MasterKeyError('insecure_key_file', `The key file ${file} is a symbolic link; refusing to follow it. Replace it with the file itself (mode 0600).`);
+    if (isErrno(err, 'ELOOP'))
+      throw new MasterKeyError(
+        'insecure_key_file',
+        `The key file ${file} is a symbolic link; refusing to follow it. Replace it with the file itself (mode 0600).`,
+      );
     throw new MasterKeyError('key_file_unavailable', `The key file ${file} cannot be opened (${errnoCode(err)}).`);
   }
   try {

@@ -104,7 +104,8 @@ export async function generateSigningKey(alg: SigningAlgorithm, kek: KeyEncrypti
   const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
   const exported = await exportJWK(publicKey);
   const profile = PROFILES[alg];
-  if (PRIVATE_JWK_MEMBERS.some((member) => member in exported)) throw new SigningKeyError('invalid_key_row', 'The exported public key carries private members.');
+  if (PRIVATE_JWK_MEMBERS.some((member) => member in exported))
+    throw new SigningKeyError('invalid_key_row', 'The exported public key carries private members.');
   if (exported.kty !== profile.kty || exported.crv !== profile.crv || typeof exported.x !== 'string') {
     throw new SigningKeyError('invalid_key_row', `The generated ${alg} key is not ${profile.kty}/${profile.crv}.`);
   }
@@ -140,7 +141,8 @@ function publicJwk(profile: Profile, alg: SigningAlgorithm, kid: string, x: stri
 
 async function thumbprint(profile: Profile, x: string, y: string | undefined): Promise<string> {
   // RFC 7638: only the required members take part (kty, crv, x[, y]), so kid/alg/use do not change it.
-  const required: JWK = profile.kty === 'EC' ? { kty: profile.kty, crv: profile.crv, x, ...(y === undefined ? {} : { y }) } : { kty: profile.kty, crv: profile.crv, x };
+  const required: JWK =
+    profile.kty === 'EC' ? { kty: profile.kty, crv: profile.crv, x, ...(y === undefined ? {} : { y }) } : { kty: profile.kty, crv: profile.crv, x };
   return calculateJwkThumbprint(required, 'sha256');
 }
 
@@ -368,7 +370,8 @@ function parsePublicJwk(row: SigningKey, profile: Profile, bad: (why: string) =>
   }
   const x = members.get('x');
   const y = members.get('y');
-  if (members.get('kty') !== profile.kty || members.get('crv') !== profile.crv) throw bad(`the public JWK is not ${profile.kty}/${profile.crv} as ${row.alg} requires.`);
+  if (members.get('kty') !== profile.kty || members.get('crv') !== profile.crv)
+    throw bad(`the public JWK is not ${profile.kty}/${profile.crv} as ${row.alg} requires.`);
   if (typeof x !== 'string' || !COORDINATE.test(x)) throw bad('the public JWK has no valid x coordinate.');
   if (profile.kty === 'EC' ? typeof y !== 'string' || !COORDINATE.test(y) : y !== undefined) throw bad('the public JWK has an invalid y coordinate.');
   if (members.get('kid') !== row.kid || members.get('alg') !== row.alg || members.get('use') !== 'sig') {
@@ -397,8 +400,10 @@ export interface RotateSigningKeyOptions {
 export async function rotateSigningKey(store: CredentialStore, kek: KeyEncryptionKey, opts: RotateSigningKeyOptions): Promise<SigningKey> {
   const { alg, now, activationDelayS, maxTokenLifetimeS } = opts;
   assertTime(now, 'now');
-  if (!Number.isFinite(activationDelayS) || activationDelayS < 0) throw new SigningKeyError('invalid_rotation', 'The activation delay must be zero or more seconds.');
-  if (!Number.isFinite(maxTokenLifetimeS) || maxTokenLifetimeS <= 0) throw new SigningKeyError('invalid_rotation', 'The maximum token lifetime must be a positive number of seconds.');
+  if (!Number.isFinite(activationDelayS) || activationDelayS < 0)
+    throw new SigningKeyError('invalid_rotation', 'The activation delay must be zero or more seconds.');
+  if (!Number.isFinite(maxTokenLifetimeS) || maxTokenLifetimeS <= 0)
+    throw new SigningKeyError('invalid_rotation', 'The maximum token lifetime must be a positive number of seconds.');
 
   const predecessor = successionHead(await store.listSigningKeys(), now);
   const activatesAt = predecessor === undefined ? now : now + Math.ceil(activationDelayS * 1000);
@@ -422,10 +427,11 @@ export function planImmediateRotation(keys: readonly SigningKey[], now: number, 
   const tokensEnd = now + Math.ceil(maxTokenLifetimeS * 1000) + RETIREMENT_GRACE_MS;
   const update = keys
     .filter((key) => isLive(key, now) && (key.retiredAt === null || key.retiredAt > now))
-    .map((key): SigningKey =>
-      key.activatesAt > now
-        ? { ...key, retiredAt: now, expiresAt: now }
-        : { ...key, retiredAt: now, expiresAt: Math.min(key.expiresAt ?? tokensEnd, tokensEnd) },
+    .map(
+      (key): SigningKey =>
+        key.activatesAt > now
+          ? { ...key, retiredAt: now, expiresAt: now }
+          : { ...key, retiredAt: now, expiresAt: Math.min(key.expiresAt ?? tokensEnd, tokensEnd) },
     );
   return { update, insert: [{ ...next, createdAt: early, activatesAt: early }] };
 }
@@ -486,7 +492,12 @@ export interface SigningKeyRevocation {
  * sign now, a key whose retirement was scheduled keeps signing, else a pending key is activated early, else `spare` — a
  * new key, active at once — is added. Throws StoreError('not_found') for an unknown kid.
  */
-export function planRevocation(keys: readonly SigningKey[], kid: string, now: number, spare: SigningKey): SigningKeyChange & Omit<SigningKeyRevocation, 'revoked'> {
+export function planRevocation(
+  keys: readonly SigningKey[],
+  kid: string,
+  now: number,
+  spare: SigningKey,
+): SigningKeyChange & Omit<SigningKeyRevocation, 'revoked'> {
   // A key that must sign at once is dated back by the skew allowance, so a gateway whose clock runs somewhat behind this
   // one publishes and signs with it at once too (instead of having no signing key until its clock catches up).
   const early = now - CLOCK_SKEW_ALLOWANCE_MS;
@@ -565,4 +576,3 @@ export async function ensureSigningKey(
   await store.addSigningKey(key);
   return { key, created: true };
 }
-

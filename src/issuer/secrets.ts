@@ -57,7 +57,10 @@ export interface SecretVerifierOptions {
 }
 
 export type SecretCheck =
-  | { readonly ok: true; /** A new hash for the matched secret when its parameters are below ARGON2_OPTIONS. */ readonly rehash: { readonly old: string; readonly hash: string } | undefined }
+  | {
+      readonly ok: true /** A new hash for the matched secret when its parameters are below ARGON2_OPTIONS. */;
+      readonly rehash: { readonly old: string; readonly hash: string } | undefined;
+    }
   | { readonly ok: false };
 
 const FAILED: SecretCheck = Object.freeze({ ok: false });
@@ -98,7 +101,9 @@ export class SecretVerifier {
       for (const candidate of presentable ? candidates : []) {
         verifications++;
         if (!(await argon2.verify(candidate.hash, secret).catch(() => false))) continue;
-        const rehash = argon2.needsRehash(candidate.hash, ARGON2_OPTIONS) ? { old: candidate.hash, hash: await argon2.hash(secret, ARGON2_OPTIONS) } : undefined;
+        const rehash = argon2.needsRehash(candidate.hash, ARGON2_OPTIONS)
+          ? { old: candidate.hash, hash: await argon2.hash(secret, ARGON2_OPTIONS) }
+          : undefined;
         return { ok: true, rehash };
       }
       // Every failure costs as many verifications as a client with the most secrets would: an unknown id, a disabled

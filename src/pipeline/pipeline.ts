@@ -21,9 +21,22 @@ import {
   type DecisionStage,
 } from '../audit/event.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
-import { abortResponse, clientGone, sendAnswer, sendProblem, type HttpExchange } from '../server/exchange.js';
+import { abortResponse, clientGone, inviteBody, requestBody, sendAnswer, sendProblem } from '../server/exchange.js';
 import type { PreAuthQuota } from '../quota/rate.js';
-import type { Answer, AuthenticatedRequest, AuthnResult, ClientConnection, ClientGone, ForwardOutcome, ForwardTicket, Principal, QuotaLease, Refusal, RequestContext } from './stage.js';
+import type {
+  Answer,
+  AuthenticatedRequest,
+  AuthnResult,
+  ClientConnection,
+  ClientGone,
+  ForwardOutcome,
+  ForwardTicket,
+  HttpExchange,
+  Principal,
+  QuotaLease,
+  Refusal,
+  RequestContext,
+} from './stage.js';
 
 export interface PipelineDeps {
   readonly preAuthQuota: PreAuthQuota;
@@ -94,8 +107,8 @@ export class Pipeline {
         // The credential is in the body (OAuth client authentication): the body is invited and read first, within the
         // route's limit; a refused form never reaches authentication.
         stage = 'intake';
-        if (request.hasBody && expectsContinue(exchange)) exchange.res.writeContinue();
-        const intake = await route.intake.read(request, exchange);
+        if (request.hasBody) inviteBody(exchange);
+        const intake = await route.intake.read(request, requestBody(exchange));
         if (intake.outcome !== 'read') return this.refuse(request, exchange, stage, intake);
         request = { ...request, form: intake.form };
       }
@@ -105,7 +118,12 @@ export class Pipeline {
       let authn = authenticate(request);
       if (authn instanceof Promise) authn = await authn;
       if (authn.outcome !== 'authenticated') {
-        if (authn.outcome === 'rejected') return this.refuse(request, exchange, stage, { outcome: 'refused', error: authn.error, ...(authn.presented !== undefined ? { credential: authn.presented } : {}) });
+        if (authn.outcome === 'rejected')
+          return this.refuse(request, exchange, stage, {
+            outcome: 'refused',
+            error: authn.error,
+            ...(authn.presented !== undefined ? { credential: authn.presented } : {}),
+          });
         return this.refuse(request, exchange, stage, { outcome: 'refused', error: noCredential(request) });
       }
       principal = authn.principal;
@@ -128,7 +146,7 @@ export class Pipeline {
 
       stage = 'handler';
       // The body is invited only now that the request is admitted: no `100 Continue` for refused requests (H1-12).
-      if (request.hasBody && route.intake === undefined && expectsContinue(exchange)) exchange.res.writeContinue();
+      if (request.hasBody && route.intake === undefined) inviteBody(exchange);
       const { handler } = route;
       if (handler.kind === 'forwarder') {
         // Capacity first: a full upstream queue is a refusal on record, not an allow answered 503.
@@ -147,8 +165,9 @@ export class Pipeline {
       }
       // A service's answer is a value: recorded (allow, or the service's refusal) before a byte of it is written, so no
       // token leaves the gateway unrecorded.
-      const result = await handler.serve(authenticated, exchange);
-      if (result.outcome !== 'answered') return this.refuse(request, exchange, stage, result.outcome === 'refused' ? { credential: principal, ...result } : result);
+      const result = await handler.serve(authenticated, requestBody(exchange));
+      if (result.outcome !== 'answered')
+        return this.refuse(request, exchange, stage, result.outcome === 'refused' ? { credential: principal, ...result } : result);
       this.record(requestDecision(request, 'allow', route.oauth ? 'issuer' : stage, undefined, actorOf(result.credential ?? principal)));
       await this.deps.audit.flush();
       // A response already started here can only be the body deadline's 408: the answer is not written over it.
@@ -196,7 +215,12 @@ export class Pipeline {
     if (probe.method !== 'GET' && probe.method !== 'HEAD') {
       // An edge refusal like a route's 405, with the same pre-auth budget.
       const error = new GatewayError('method_not_allowed', { reason: 'probe answers GET and HEAD', headers: { allow: 'GET, HEAD' } });
-      void this.refuseAtEdge({ method: probe.method, rawTarget: probe.path, path: probe.path, routeId: undefined, connection: probe.connection }, exchange, error, false);
+      void this.refuseAtEdge(
+        { method: probe.method, rawTarget: probe.path, path: probe.path, routeId: undefined, connection: probe.connection },
+        exchange,
+        error,
+        false,
+      );
       return;
     }
     if (probe.kind === 'readiness' && !ready) sendAnswer(exchange, { status: 503, body: { status: 'draining' }, headers: { 'retry-after': '1' } });
@@ -316,11 +340,6 @@ export class Pipeline {
 }
 
 const PROBE_OK: Answer = Object.freeze({ status: 200, body: Object.freeze({ status: 'ok' }) });
-
-function expectsContinue(exchange: HttpExchange): boolean {
-  const expect = exchange.req.headers.expect;
-  return expect !== undefined && expect.toLowerCase() === '100-continue';
-}
 
 const NO_CREDENTIAL: AuthnResult = Object.freeze({ outcome: 'not-applicable' });
 

@@ -1,7 +1,39 @@
 // Stage contracts of the request pipeline: what each stage receives and the tagged result it returns.
 // Expected outcomes (a missing credential, a deny, a limit) are values; throwing is reserved for faults.
 import type { GatewayError } from '../errors/catalogue.js';
-import type { HttpExchange } from '../server/exchange.js';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Http2ServerRequest, Http2ServerResponse } from 'node:http2';
+
+export type ServerRequest = IncomingMessage | Http2ServerRequest;
+export type ServerReply = ServerResponse | Http2ServerResponse;
+
+/**
+ * One request/response pair as the server hands it to the pipeline, the same shape for HTTP/1.1 and HTTP/2. Only the
+ * pipeline and server/exchange.ts write answers on it, and the forwarder streams the upstream's answer through it after
+ * its allow is on record; intakes and services get a RequestBody instead, and cannot answer.
+ */
+export interface HttpExchange {
+  readonly req: ServerRequest;
+  readonly res: ServerReply;
+  readonly requestId: string;
+  readonly protocol: 'h1' | 'h2';
+  /** HEAD responses carry headers only. */
+  readonly isHead: boolean;
+  /** Set while the gateway drains: HTTP/1.1 responses then ask the client to close. */
+  readonly closeAfterResponse: () => boolean;
+  /** Set by the request-body deadline (server/exchange.ts) when it answered 408 (or cut the response): what was sent. */
+  bodyDeadlinePassed?: boolean;
+}
+
+/** What an intake or a service gets of a request beyond its context: its headers and its body, read once and bounded. */
+export interface RequestBody {
+  /** A request header as received (repeated fields joined with ", "). */
+  header(name: string): string | undefined;
+  /** The whole body; 'too_large' as soon as it crosses `limit` (reading stops); 'gone' when the client left or the stream failed. */
+  read(limit: number): Promise<Buffer | 'too_large' | 'gone'>;
+  /** The same, keeping nothing: the body is read only so the connection stays usable. */
+  discard(limit: number): Promise<'read' | 'too_large' | 'gone'>;
+}
 
 /** Who is calling, as established by one authenticator from a verified credential. Never from headers or paths. */
 export interface Principal {
@@ -153,7 +185,7 @@ export interface ClientGone {
 
 /** Reads and checks a body before authentication, on routes whose credential travels in it (the OAuth endpoints). */
 export interface BodyIntake {
-  read(request: RequestContext, exchange: HttpExchange): Promise<{ readonly outcome: 'read'; readonly form: FormParams } | Refusal | ClientGone>;
+  read(request: RequestContext, body: RequestBody): Promise<{ readonly outcome: 'read'; readonly form: FormParams } | Refusal | ClientGone>;
 }
 
 /** A built-in service's whole answer; the pipeline records the decision, then writes it through exchange.ts. */
@@ -183,7 +215,7 @@ export type Handler = Service | Forwarder;
 
 export interface Service {
   readonly kind: 'service';
-  serve(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ServiceResult>;
+  serve(request: AuthenticatedRequest, body: RequestBody): Promise<ServiceResult>;
 }
 
 /** How a forwarded request ended, for its completion record. */
@@ -244,4 +276,3 @@ export interface Route {
    */
   readonly oauth: boolean;
 }
-

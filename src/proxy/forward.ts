@@ -9,8 +9,8 @@ import { Pool, type Dispatcher } from 'undici';
 import type { UpstreamConfig } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket } from '../pipeline/stage.js';
-import { abortResponse, clientGone, securityHeaders, sendProblem, type HttpExchange } from '../server/exchange.js';
+import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket, HttpExchange } from '../pipeline/stage.js';
+import { abortResponse, clientGone, securityHeaders, sendProblem } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 
 type UpstreamHeaders = Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2];
@@ -131,7 +131,7 @@ export class ProxyHandler implements Forwarder {
   }
 
   forward(request: AuthenticatedRequest, exchange: HttpExchange, ticket: ForwardTicket): Promise<ForwardOutcome> {
-    const { req, res } = exchange;
+    const { req } = exchange;
     let path = request.path;
     if (this.options.stripPrefix) {
       const prefix = request.route.pathPrefix.endsWith('/') ? request.route.pathPrefix.slice(0, -1) : request.route.pathPrefix;
@@ -161,7 +161,6 @@ export class ProxyHandler implements Forwarder {
               },
       },
     );
-
 
     // The client may already have reset the stream (RST_STREAM right after HEADERS): its 'close' event is then gone, so
     // nothing would ever abort the upstream request. Such a request is never sent (H2-01, RL-03).
@@ -200,7 +199,10 @@ export class ProxyHandler implements Forwarder {
   }
 }
 
-const QUEUE_FULL: ForwardAdmission = Object.freeze({ admitted: false, error: new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }) });
+const QUEUE_FULL: ForwardAdmission = Object.freeze({
+  admitted: false,
+  error: new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }),
+});
 const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, error: null, bytesIn: 0, bytesOut: 0 });
 
 class ForwardingHandler implements Dispatcher.DispatchHandler {
@@ -334,7 +336,14 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
 
   /** The first call settles the outcome (a client that leaves first makes it `aborted`); later calls change nothing. */
   private finish(): void {
-    this.done({ upstream: this.outcome, upstreamStatus: this.upstreamStatus, code: this.code, error: this.error, bytesIn: this.bodyLimit?.seen ?? 0, bytesOut: this.bytesOut });
+    this.done({
+      upstream: this.outcome,
+      upstreamStatus: this.upstreamStatus,
+      code: this.code,
+      error: this.error,
+      bytesIn: this.bodyLimit?.seen ?? 0,
+      bytesOut: this.bytesOut,
+    });
   }
 }
 

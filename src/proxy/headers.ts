@@ -84,7 +84,14 @@ export interface RequestHeaderPlan {
 export function upstreamRequestHeaders(
   client: IncomingHttpHeaders,
   plan: RequestHeaderPlan,
-  set: { host: string; forwardedFor: string; forwardedHost: string; requestId: string; identity: ForwardedIdentity | undefined; contentLength: number | undefined },
+  set: {
+    host: string;
+    forwardedFor: string;
+    forwardedHost: string;
+    requestId: string;
+    identity: ForwardedIdentity | undefined;
+    contentLength: number | undefined;
+  },
 ): Record<string, string | string[]> {
   const listed = connectionListed(client['connection']);
   const out: Record<string, string | string[]> = {};
@@ -95,7 +102,8 @@ export function upstreamRequestHeaders(
     if (name === 'host' || name === 'content-length' || name === 'expect') continue;
     // Whole families are removed by prefix: proxies and auth sidecars invent new members (x-forwarded-client-cert,
     // x-forwarded-email, x-auth-request-user, ...) and an exact list would always miss one.
-    if (name.startsWith('x-forwarded-') || name.startsWith('x-auth-request-') || name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix)) continue;
+    if (name.startsWith('x-forwarded-') || name.startsWith('x-auth-request-') || name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix))
+      continue;
     if (name === 'authorization' && !plan.forwardAuthorization) continue;
     out[name] = value;
   }

@@ -67,11 +67,16 @@ export class PrincipalQuota {
     const blockS = config.block_s ?? 0;
     this.rate = points !== undefined && durationS !== undefined ? deps.windows.rate({ keyPrefix: `${prefix}:rate`, points, durationS, blockS }) : undefined;
     this.burst =
-      burst !== undefined && this.rate !== undefined ? deps.windows.rate({ keyPrefix: `${prefix}:burst`, points: burst, durationS: burstDurationS(config), blockS: 0 }) : undefined;
+      burst !== undefined && this.rate !== undefined
+        ? deps.windows.rate({ keyPrefix: `${prefix}:burst`, points: burst, durationS: burstDurationS(config), blockS: 0 })
+        : undefined;
     const now = deps.now();
-    this.daily = perDay !== undefined ? new CalendarWindow('day', `"${name}.day"`, perDay, deps.calendar({ keyPrefix: `${prefix}:day`, points: perDay }), now) : undefined;
+    this.daily =
+      perDay !== undefined ? new CalendarWindow('day', `"${name}.day"`, perDay, deps.calendar({ keyPrefix: `${prefix}:day`, points: perDay }), now) : undefined;
     this.monthly =
-      perMonth !== undefined ? new CalendarWindow('month', `"${name}.month"`, perMonth, deps.calendar({ keyPrefix: `${prefix}:month`, points: perMonth }), now) : undefined;
+      perMonth !== undefined
+        ? new CalendarWindow('month', `"${name}.month"`, perMonth, deps.calendar({ keyPrefix: `${prefix}:month`, points: perMonth }), now)
+        : undefined;
     this.slots = concurrent !== undefined ? new ConcurrencySlots(concurrent) : undefined;
     const windowed = this.rate !== undefined || this.daily !== undefined || this.monthly !== undefined;
     this.keys = windowed ? new KeyTable(config.max_keys) : undefined;
@@ -163,7 +168,10 @@ export class PrincipalQuota {
     if (keys === undefined || keys.admit(key, now, Math.max(now + this.lifetimeMs, calendar?.endsAt ?? 0))) return key;
     this.overflowed++;
     if (now - this.lastOverflowLog >= OVERFLOW_LOG_INTERVAL_MS) {
-      this.deps.log.warn({ quota: this.name, max_keys: this.config.max_keys, overflowed: this.overflowed }, 'quota key cap reached: new principals share the overflow bucket');
+      this.deps.log.warn(
+        { quota: this.name, max_keys: this.config.max_keys, overflowed: this.overflowed },
+        'quota key cap reached: new principals share the overflow bucket',
+      );
       this.lastOverflowLog = now;
       this.overflowed = 0;
     }

@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { ClientConnection, RequestContext } from '../pipeline/stage.js';
-import type { ServerRequest } from './exchange.js';
+import type { ServerRequest } from '../pipeline/stage.js';
 import { parseRequestTarget } from './request-target.js';
 import type { Router } from './router.js';
 
@@ -57,21 +57,13 @@ export function parseAuthority(authority: string): string | undefined {
   return host.endsWith('.') ? host.slice(0, -1) : host;
 }
 
-export function checkRequest(
-  req: ServerRequest,
-  id: string,
-  connection: ClientConnection,
-  router: Router,
-  limits: EdgeLimits,
-  startedAt: number,
-): EdgeResult {
+export function checkRequest(req: ServerRequest, id: string, connection: ClientConnection, router: Router, limits: EdgeLimits, startedAt: number): EdgeResult {
   const method = req.method ?? '';
   const rawTarget = req.url ?? '';
   let path: string | undefined;
   let routeId: string | undefined;
   // A refused HTTP/1.1 request whose body is left unread poisons the connection for the next request: always close it.
-  const unreadBody =
-    connection.protocol === 'h1' && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0');
+  const unreadBody = connection.protocol === 'h1' && (req.headers['transfer-encoding'] !== undefined || (req.headers['content-length'] ?? '0') !== '0');
   const refuse = (error: GatewayError, close = false): EdgeResult => ({
     ok: false,
     error,

@@ -1,26 +1,9 @@
 // One request/response pair, the same shape for HTTP/1.1 and HTTP/2, plus the only code that writes gateway-made responses.
 // Every response the gateway makes carries HSTS, nosniff and the request id; refusals are RFC 9457 problem bodies.
-import type { IncomingMessage, ServerResponse } from 'node:http';
-import { constants as http2Constants, type Http2ServerRequest, type Http2ServerResponse } from 'node:http2';
+import { constants as http2Constants, type Http2ServerResponse } from 'node:http2';
 import type { Writable } from 'node:stream';
-import { oauthErrorBody, problemBody, type GatewayError } from '../errors/catalogue.js';
-import type { Answer } from '../pipeline/stage.js';
-
-export type ServerRequest = IncomingMessage | Http2ServerRequest;
-export type ServerReply = ServerResponse | Http2ServerResponse;
-
-export interface HttpExchange {
-  readonly req: ServerRequest;
-  readonly res: ServerReply;
-  readonly requestId: string;
-  readonly protocol: 'h1' | 'h2';
-  /** HEAD responses carry headers only. */
-  readonly isHead: boolean;
-  /** Set while the gateway drains: HTTP/1.1 responses then ask the client to close. */
-  readonly closeAfterResponse: () => boolean;
-  /** Set by the request-body deadline when it answered 408 (or cut the response): the pipeline records what was sent. */
-  bodyDeadlinePassed?: boolean;
-}
+import { GatewayError, oauthErrorBody, problemBody } from '../errors/catalogue.js';
+import type { Answer, HttpExchange, RequestBody, ServerRequest } from '../pipeline/stage.js';
 
 /** Two years, as Mozilla's guidelines recommend; sent on every response including errors (TLS-07). */
 export const HSTS_VALUE = 'max-age=63072000; includeSubDomains';
@@ -119,7 +102,9 @@ export function rawProblemResponse(error: GatewayError, reasonPhrase: string, re
   return (
     `HTTP/1.1 ${error.status} ${reasonPhrase}\r\nContent-Type: application/problem+json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n` +
     `Strict-Transport-Security: ${HSTS_VALUE}\r\nX-Content-Type-Options: nosniff\r\nX-Request-Id: ${requestId}\r\n` +
-    Object.entries(error.headers).map(([name, value]) => `${name}: ${value}\r\n`).join('') +
+    Object.entries(error.headers)
+      .map(([name, value]) => `${name}: ${value}\r\n`)
+      .join('') +
     `Cache-Control: no-store\r\nConnection: close\r\n\r\n${body}`
   );
 }
@@ -154,4 +139,72 @@ export function clientGone(exchange: HttpExchange): boolean {
   const { res } = exchange;
   if ('stream' in res) return res.stream.destroyed || res.stream.closed;
   return res.destroyed || res.closed;
+}
+
+/** The one reader of request bodies: what intakes and services get instead of the exchange. */
+export function requestBody(exchange: HttpExchange): RequestBody {
+  const { req } = exchange;
+  return {
+    header: (name) => {
+      const value = req.headers[name];
+      return Array.isArray(value) ? value.join(', ') : value;
+    },
+    read: (limit) => consumeBody(req, limit, true).then((result) => (result === 'read' ? Buffer.alloc(0) : result)),
+    discard: (limit) => consumeBody(req, limit, false).then((result) => (Buffer.isBuffer(result) ? 'read' : result)),
+  };
+}
+
+/**
+ * Reads a request body to its end: the bytes (or 'read' when not kept), 'too_large' as soon as it crosses `limit`
+ * (reading stops: the rest is never buffered), 'gone' when the stream failed or closed before its end.
+ */
+function consumeBody(req: ServerRequest, limit: number, keep: boolean): Promise<Buffer | 'read' | 'too_large' | 'gone'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const finish = (result: Buffer | 'read' | 'too_large' | 'gone'): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onGone);
+      req.off('close', onClose);
+      resolve(result);
+    };
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size > limit) {
+        req.pause();
+        finish('too_large');
+      } else if (keep) chunks.push(chunk);
+    };
+    const onEnd = (): void => finish(keep ? Buffer.concat(chunks, size) : 'read');
+    const onGone = (): void => finish('gone');
+    const onClose = (): void => {
+      if (!req.complete) finish('gone');
+    };
+    req.on('data', onData);
+    req.once('end', onEnd);
+    req.once('error', onGone);
+    req.once('close', onClose);
+  });
+}
+
+/** `Expect: 100-continue` is answered only for a request that was admitted (H1-12): the body is invited now. */
+export function inviteBody(exchange: HttpExchange): void {
+  const expect = exchange.req.headers.expect;
+  if (expect !== undefined && expect.toLowerCase() === '100-continue') exchange.res.writeContinue();
+}
+
+/**
+ * The request-body deadline passed before the body was complete: 408 (or, when a response already started, the response
+ * cut), the flag the pipeline records what was sent from, and the request stream ended.
+ */
+export function answerBodyDeadline(exchange: HttpExchange): void {
+  exchange.bodyDeadlinePassed = true;
+  if (exchange.res.headersSent) abortResponse(exchange);
+  else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
+  const { req } = exchange;
+  // On HTTP/2 destroying the request does not reset the stream (and 'close' would never reach the handler, which would
+  // keep its upstream request open): the stream itself is cancelled.
+  if ('stream' in req) req.stream.close(http2Constants.NGHTTP2_CANCEL);
+  else req.destroy();
 }

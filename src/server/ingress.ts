@@ -1,15 +1,12 @@
-// Ingress: turns one accepted HTTP/1.1 or HTTP/2 request into a RequestContext (via the edge check) and runs the pipeline.
-// Also answers the liveness and readiness probes and enforces the request-body deadline on both protocols.
-import { constants as http2Constants } from 'node:http2';
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
-import { GatewayError } from '../errors/catalogue.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
 import { limitKey, normalizeAddress } from './connection-guard.js';
 import { checkRequest, type EdgeLimits } from './edge.js';
-import { abortResponse, sendProblem, type HttpExchange, type ServerReply, type ServerRequest } from './exchange.js';
+import { answerBodyDeadline } from './exchange.js';
+import type { HttpExchange, ServerReply, ServerRequest } from '../pipeline/stage.js';
 import { newRequestId } from './request-id.js';
 import type { Router } from './router.js';
 
@@ -139,13 +136,7 @@ export class Ingress {
     const timer = setTimeout(() => {
       if (req.complete) return;
       this.options.log.info({ request_id: exchange.requestId }, 'request body deadline passed');
-      exchange.bodyDeadlinePassed = true;
-      if (exchange.res.headersSent) abortResponse(exchange);
-      else sendProblem(exchange, new GatewayError('request_timeout'), { close: true });
-      // On HTTP/2 destroying the request does not reset the stream (and 'close' would never reach the handler, which
-      // would keep its upstream request open): the stream itself is cancelled.
-      if ('stream' in req) req.stream.close(http2Constants.NGHTTP2_CANCEL);
-      else req.destroy();
+      answerBodyDeadline(exchange);
     }, this.options.requestTimeoutMs);
     timer.unref();
     const clear = (): void => clearTimeout(timer);

@@ -79,11 +79,7 @@ function buildTables(): string[] {
   }
   const escapes: string[] = [];
   for (let b = 0; b < 256; b++) {
-    escapes.push(
-      b < 128 && ((CLASS[b] ?? 0) & C_UNRESERVED) !== 0
-        ? String.fromCharCode(b)
-        : `%${HEX_UPPER[b >> 4] ?? ''}${HEX_UPPER[b & 15] ?? ''}`,
-    );
+    escapes.push(b < 128 && ((CLASS[b] ?? 0) & C_UNRESERVED) !== 0 ? String.fromCharCode(b) : `%${HEX_UPPER[b >> 4] ?? ''}${HEX_UPPER[b & 15] ?? ''}`);
   }
   return escapes;
 }

@@ -19,9 +19,7 @@ export class Router {
 
   constructor(routes: readonly Route[]) {
     // Longest prefix first; among equal prefixes a host-specific route beats a host-less one.
-    this.routes = [...routes].sort(
-      (a, b) => b.pathPrefix.length - a.pathPrefix.length || Number(b.host !== undefined) - Number(a.host !== undefined),
-    );
+    this.routes = [...routes].sort((a, b) => b.pathPrefix.length - a.pathPrefix.length || Number(b.host !== undefined) - Number(a.host !== undefined));
   }
 
   match(host: string, path: string): Route | undefined {

@@ -1,8 +1,7 @@
 // The built-in `echo` service: answers with the principal and the canonical request as the gateway saw them.
 // Useful to check a route's authentication and canonicalization without an upstream; it never reflects credentials.
 import { GatewayError } from '../errors/catalogue.js';
-import type { AuthenticatedRequest, Service, ServiceResult } from '../pipeline/stage.js';
-import type { HttpExchange } from '../server/exchange.js';
+import type { AuthenticatedRequest, RequestBody, Service, ServiceResult } from '../pipeline/stage.js';
 
 const TOO_LARGE: ServiceResult = Object.freeze({
   outcome: 'refused',
@@ -11,13 +10,20 @@ const TOO_LARGE: ServiceResult = Object.freeze({
   unreadBody: true,
 });
 
+const GONE: ServiceResult = Object.freeze({ outcome: 'gone', reason: 'client left before the body was complete' });
+
 export class EchoService implements Service {
   readonly kind = 'service';
 
-  async serve(request: AuthenticatedRequest, exchange: HttpExchange): Promise<ServiceResult> {
+  async serve(request: AuthenticatedRequest, body: RequestBody): Promise<ServiceResult> {
     // A body is never echoed; it is drained so the connection stays usable. The edge refuses a Content-Length over the
     // route limit; a chunked or HTTP/2 body without one is counted here and refused with 413 once it crosses the limit (H1-15).
-    if (request.hasBody && !(await drain(exchange, request.route.bodyLimitBytes))) return TOO_LARGE;
+    if (request.hasBody) {
+      const drained = await body.discard(request.route.bodyLimitBytes);
+      if (drained === 'too_large') return TOO_LARGE;
+      // Nobody is left to answer; the request is on record like every other (a failed stream is not a success).
+      if (drained === 'gone') return GONE;
+    }
     const { principal } = request;
     return {
       outcome: 'answered',
@@ -44,24 +50,4 @@ export class EchoService implements Service {
       },
     };
   }
-}
-
-/** Reads and discards the request body; resolves false (and stops reading) as soon as it crosses `limit`. */
-function drain(exchange: HttpExchange, limit: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    let seen = 0;
-    const { req } = exchange;
-    const onData = (chunk: Buffer): void => {
-      seen += chunk.length;
-      if (seen > limit) {
-        req.off('data', onData);
-        req.pause();
-        resolve(false);
-      }
-    };
-    req.on('data', onData);
-    req.once('end', () => resolve(true));
-    req.once('error', () => resolve(true));
-    req.once('close', () => resolve(true));
-  });
 }

@@ -71,9 +71,7 @@ export interface Revocation {
  * can be lost (the listener's connection dropped), so `resync` says "re-read everything", and the periodic refresh stays
  * the safety net.
  */
-export type StoreChange =
-  | { readonly kind: 'revoked'; readonly revocation: Revocation }
-  | { readonly kind: 'clients' | 'keys' | 'revocations' | 'resync' };
+export type StoreChange = { readonly kind: 'revoked'; readonly revocation: Revocation } | { readonly kind: 'clients' | 'keys' | 'revocations' | 'resync' };
 
 /** A running subscription to StoreChanges. */
 export interface StoreWatch {

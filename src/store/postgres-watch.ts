@@ -78,7 +78,12 @@ export class PostgresWatch implements StoreWatch {
   ) {}
 
   /** Resolves once LISTEN is in place; throws StoreError('unavailable') when the first connection fails. */
-  static async start(connection: pg.ClientConfig, channel: string, events: StoreWatchEvents, timing: WatchTiming = DEFAULT_WATCH_TIMING): Promise<PostgresWatch> {
+  static async start(
+    connection: pg.ClientConfig,
+    channel: string,
+    events: StoreWatchEvents,
+    timing: WatchTiming = DEFAULT_WATCH_TIMING,
+  ): Promise<PostgresWatch> {
     const watch = new PostgresWatch(connection, channel, events, timing);
     try {
       await watch.connect();
@@ -133,7 +138,10 @@ export class PostgresWatch implements StoreWatch {
       await Promise.race([
         client.query('SELECT 1'),
         new Promise((_, reject) => {
-          timeout = setTimeout(() => reject(new Error(`no answer to the heartbeat within ${this.timing.heartbeatTimeoutMs} ms`)), this.timing.heartbeatTimeoutMs);
+          timeout = setTimeout(
+            () => reject(new Error(`no answer to the heartbeat within ${this.timing.heartbeatTimeoutMs} ms`)),
+            this.timing.heartbeatTimeoutMs,
+          );
         }),
       ]);
       if (client === this.client) this.scheduleHeartbeat(client);

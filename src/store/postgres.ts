@@ -168,7 +168,8 @@ export class PostgresCredentialStore implements CredentialStore {
 
   /** Connects, checks (and with `create`, creates or migrates) the schema. Throws StoreError. */
   static async open(opts: PostgresStoreOptions): Promise<PostgresCredentialStore> {
-    if (!SCHEMA_NAME.test(opts.schema)) throw new StoreError('invalid', `store.postgres_schema ${JSON.stringify(opts.schema)}: lower-case letters, digits and _`);
+    if (!SCHEMA_NAME.test(opts.schema))
+      throw new StoreError('invalid', `store.postgres_schema ${JSON.stringify(opts.schema)}: lower-case letters, digits and _`);
     const where = `schema ${opts.schema} at ${describePostgresUrl(opts.url)}`;
     const statementTimeoutMs = opts.statementTimeoutMs ?? 5000;
     const connection: pg.ClientConfig = {
@@ -212,11 +213,15 @@ export class PostgresCredentialStore implements CredentialStore {
         // One migrator at a time per schema, across every instance starting now.
         await client.query('SELECT pg_advisory_xact_lock(hashtext($1))', [`gatehouse:${schema}`]);
         await client.query(`CREATE SCHEMA IF NOT EXISTS ${schema}`);
-        await client.query('CREATE TABLE IF NOT EXISTS gatehouse_schema (id SMALLINT PRIMARY KEY CHECK (id = 1), application TEXT NOT NULL, version INTEGER NOT NULL)');
+        await client.query(
+          'CREATE TABLE IF NOT EXISTS gatehouse_schema (id SMALLINT PRIMARY KEY CHECK (id = 1), application TEXT NOT NULL, version INTEGER NOT NULL)',
+        );
         const row = (await client.query<{ application: string; version: number }>('SELECT application, version FROM gatehouse_schema WHERE id = 1')).rows[0];
         let version = 0;
         if (row === undefined) {
-          const tables = (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1 AND tablename <> 'gatehouse_schema'", [schema])).rows[0]?.n ?? 0;
+          const tables =
+            (await client.query<{ n: number }>("SELECT count(*)::int AS n FROM pg_tables WHERE schemaname = $1 AND tablename <> 'gatehouse_schema'", [schema]))
+              .rows[0]?.n ?? 0;
           if (tables > 0) throw new StoreError('invalid', `${this.where}: not a Gatehouse credential store (has tables but no schema version)`);
           await client.query('INSERT INTO gatehouse_schema (id, application, version) VALUES (1, $1, 0)', [APPLICATION]);
         } else {
@@ -224,7 +229,10 @@ export class PostgresCredentialStore implements CredentialStore {
           version = row.version;
         }
         if (version > POSTGRES_LATEST_VERSION) {
-          throw new StoreError('invalid', `${this.where}: schema version ${version} is newer than this Gatehouse knows (${POSTGRES_LATEST_VERSION}); upgrade Gatehouse`);
+          throw new StoreError(
+            'invalid',
+            `${this.where}: schema version ${version} is newer than this Gatehouse knows (${POSTGRES_LATEST_VERSION}); upgrade Gatehouse`,
+          );
         }
         for (const step of MIGRATIONS) {
           if (step.version <= version) continue;
@@ -417,14 +425,21 @@ export class PostgresCredentialStore implements CredentialStore {
     });
   }
 
-  async rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void> {
+  async rotateSigningKey(
+    next: SigningKey,
+    retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined,
+  ): Promise<void> {
     await this.tx(`rotateSigningKey ${next.kid}`, async (c) => {
       await c.query('LOCK TABLE signing_keys IN SHARE ROW EXCLUSIVE MODE');
       await insertKey(c, keyParams(next));
       await this.notify(c, KEYS);
       if (retire === undefined) return;
       // Only a key nobody retired yet: two rotations racing from the same key must not both hand over from it.
-      const retired = await c.query('UPDATE signing_keys SET retired_at = $1, expires_at = $2 WHERE kid = $3 AND retired_at IS NULL', [retire.retiredAt, retire.expiresAt, retire.kid]);
+      const retired = await c.query('UPDATE signing_keys SET retired_at = $1, expires_at = $2 WHERE kid = $3 AND retired_at IS NULL', [
+        retire.retiredAt,
+        retire.expiresAt,
+        retire.kid,
+      ]);
       if ((retired.rowCount ?? 0) === 0) {
         const exists = (await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [retire.kid])).rowCount ?? 0;
         if (exists > 0) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
@@ -483,7 +498,12 @@ export class PostgresCredentialStore implements CredentialStore {
     // and it takes no lock a gateway's writes would wait for.
     return this.tx(
       'exportSnapshot',
-      async (c): Promise<StoreSnapshot> => ({ at, clients: await readAllClients(c), signingKeys: await readSigningKeys(c), revocations: await readRevocationsAt(c, at) }),
+      async (c): Promise<StoreSnapshot> => ({
+        at,
+        clients: await readAllClients(c),
+        signingKeys: await readSigningKeys(c),
+        revocations: await readRevocationsAt(c, at),
+      }),
       'REPEATABLE READ READ ONLY',
     );
   }
@@ -526,7 +546,9 @@ async function insertSecrets(c: pg.PoolClient, client: Client): Promise<void> {
 }
 
 async function readSigningKeys(c: pg.PoolClient): Promise<SigningKey[]> {
-  return (await c.query('SELECT * FROM signing_keys ORDER BY created_at, kid')).rows.map((raw) => toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))));
+  return (await c.query('SELECT * FROM signing_keys ORDER BY created_at, kid')).rows.map((raw) =>
+    toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))),
+  );
 }
 
 async function insertKey(c: pg.PoolClient, p: KeyParams): Promise<void> {

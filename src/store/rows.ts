@@ -5,14 +5,17 @@ import { z } from 'zod';
 import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type SecretHash, type SigningKey } from './contract.js';
 
 export const epochMs = z.int();
-const jsonStrings = z.string().transform((text, ctx): unknown => {
-  try {
-    return JSON.parse(text);
-  } catch {
-    ctx.issues.push({ code: 'custom', message: 'not JSON', input: text });
-    return z.NEVER;
-  }
-}).pipe(z.array(z.string()));
+const jsonStrings = z
+  .string()
+  .transform((text, ctx): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch {
+      ctx.issues.push({ code: 'custom', message: 'not JSON', input: text });
+      return z.NEVER;
+    }
+  })
+  .pipe(z.array(z.string()));
 
 export const clientRow = z.object({
   id: z.string(),
@@ -69,13 +72,27 @@ export function toSecret(row: SecretRow): SecretHash {
 }
 
 export type ClientParams = {
-  id: string; name: string; scopes: string; audiences: string; enabled: 0 | 1;
-  tokens_not_before_s: number | null; access_token_ttl_s: number | null; created_at: number; updated_at: number;
+  id: string;
+  name: string;
+  scopes: string;
+  audiences: string;
+  enabled: 0 | 1;
+  tokens_not_before_s: number | null;
+  access_token_ttl_s: number | null;
+  created_at: number;
+  updated_at: number;
 };
 export type SecretParams = { client_id: string; slot: number; hash: string; created_at: number; expires_at: number | null };
 export type KeyParams = {
-  kid: string; alg: string; public_jwk: string; encrypted_private_key: string;
-  created_at: number; activates_at: number; retired_at: number | null; expires_at: number | null; revoked_at: number | null;
+  kid: string;
+  alg: string;
+  public_jwk: string;
+  encrypted_private_key: string;
+  created_at: number;
+  activates_at: number;
+  retired_at: number | null;
+  expires_at: number | null;
+  revoked_at: number | null;
 };
 
 export function toSigningKey(row: z.infer<typeof signingKeyRow>): SigningKey {

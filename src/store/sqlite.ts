@@ -181,11 +181,9 @@ function prepareStatements(db: Database.Database) {
     listRevocations: db.prepare<[number]>('SELECT * FROM revocations WHERE expires_at > ? ORDER BY expires_at, iss, jti'),
     purgeRevocations: db.prepare<[number]>('DELETE FROM revocations WHERE expires_at <= ?'),
     // importSnapshot: only into a store holding nothing (a secret without its client cannot exist: foreign key).
-    holdsAnything: db.prepare<[]>(
-      'SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)',
-    ),
+    holdsAnything: db.prepare<[]>('SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)'),
     insertRevocation: db.prepare<[string, string, number]>('INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)'),
-};
+  };
 }
 
 export class SqliteCredentialStore implements CredentialStore {
@@ -251,10 +249,12 @@ export class SqliteCredentialStore implements CredentialStore {
   createClient(client: Client): Promise<void> {
     return this.guard(`createClient ${client.id}`, () => {
       checkSecrets(client);
-      this.db.transaction(() => {
-        this.q.insertClient.run(clientParams(client));
-        this.insertSecrets(client);
-      }).immediate();
+      this.db
+        .transaction(() => {
+          this.q.insertClient.run(clientParams(client));
+          this.insertSecrets(client);
+        })
+        .immediate();
     });
   }
 
@@ -284,19 +284,21 @@ export class SqliteCredentialStore implements CredentialStore {
   updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
     // IMMEDIATE: the write lock is taken before the read, so no other writer can slip in between read and write.
     return this.guard(`updateClient ${id}`, () =>
-      this.db.transaction(() => {
-        const current = this.readClient(id);
-        if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
-        const changed = change(current);
-        if (changed.id !== id) throw new StoreError('invalid', `updateClient ${id}: the id cannot change`);
-        // The store keeps the timestamps: creation time is a fact, not something an update may rewrite.
-        const next: Client = { ...changed, createdAt: current.createdAt, updatedAt: this.now() };
-        checkSecrets(next);
-        this.q.updateClient.run(clientParams(next));
-        this.q.deleteSecrets.run(id);
-        this.insertSecrets(next);
-        return next;
-      }).immediate(),
+      this.db
+        .transaction(() => {
+          const current = this.readClient(id);
+          if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
+          const changed = change(current);
+          if (changed.id !== id) throw new StoreError('invalid', `updateClient ${id}: the id cannot change`);
+          // The store keeps the timestamps: creation time is a fact, not something an update may rewrite.
+          const next: Client = { ...changed, createdAt: current.createdAt, updatedAt: this.now() };
+          checkSecrets(next);
+          this.q.updateClient.run(clientParams(next));
+          this.q.deleteSecrets.run(id);
+          this.insertSecrets(next);
+          return next;
+        })
+        .immediate(),
     );
   }
 
@@ -338,28 +340,35 @@ export class SqliteCredentialStore implements CredentialStore {
   changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
     // IMMEDIATE: the keys are read under the write lock, so the change is decided on the state it is written over.
     return this.guard('changeSigningKeys', () =>
-      this.db.transaction(() => {
-        const decided = change(this.readSigningKeys());
-        for (const key of decided.update) {
-          if (this.q.updateKeySchedule.run(keyParams(key)).changes === 0) {
-            throw new StoreError(this.q.keyExists.get(key.kid) === undefined ? 'not_found' : 'invalid', `signing key ${key.kid}: not found with that key material`);
+      this.db
+        .transaction(() => {
+          const decided = change(this.readSigningKeys());
+          for (const key of decided.update) {
+            if (this.q.updateKeySchedule.run(keyParams(key)).changes === 0) {
+              throw new StoreError(
+                this.q.keyExists.get(key.kid) === undefined ? 'not_found' : 'invalid',
+                `signing key ${key.kid}: not found with that key material`,
+              );
+            }
           }
-        }
-        for (const key of decided.insert) this.q.insertKey.run(keyParams(key));
-        return decided;
-      }).immediate(),
+          for (const key of decided.insert) this.q.insertKey.run(keyParams(key));
+          return decided;
+        })
+        .immediate(),
     );
   }
 
   rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void> {
     return this.guard(`rotateSigningKey ${next.kid}`, () => {
-      this.db.transaction(() => {
-        this.q.insertKey.run(keyParams(next));
-        if (retire !== undefined && this.q.retireKey.run(retire.retiredAt, retire.expiresAt, retire.kid).changes === 0) {
-          if (this.q.keyExists.get(retire.kid) !== undefined) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
-          throw new StoreError('not_found', `signing key ${retire.kid} not found`);
-        }
-      }).immediate();
+      this.db
+        .transaction(() => {
+          this.q.insertKey.run(keyParams(next));
+          if (retire !== undefined && this.q.retireKey.run(retire.retiredAt, retire.expiresAt, retire.kid).changes === 0) {
+            if (this.q.keyExists.get(retire.kid) !== undefined) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
+            throw new StoreError('not_found', `signing key ${retire.kid} not found`);
+          }
+        })
+        .immediate();
     });
   }
 
@@ -399,7 +408,9 @@ export class SqliteCredentialStore implements CredentialStore {
   exportSnapshot(at: number = this.now()): Promise<StoreSnapshot> {
     // One deferred read transaction: in WAL mode every read in it sees the same commit, whatever writers do meanwhile.
     return this.guard('exportSnapshot', () =>
-      this.db.transaction((): StoreSnapshot => ({ at, clients: this.readClients(), signingKeys: this.readSigningKeys(), revocations: this.readRevocations(at) })).deferred(),
+      this.db
+        .transaction((): StoreSnapshot => ({ at, clients: this.readClients(), signingKeys: this.readSigningKeys(), revocations: this.readRevocations(at) }))
+        .deferred(),
     );
   }
 
@@ -408,15 +419,17 @@ export class SqliteCredentialStore implements CredentialStore {
       for (const client of snapshot.clients) checkSecrets(client);
       // IMMEDIATE: the write lock is held from before the emptiness check, so of two importers only the first finds the
       // store empty; any failure rolls back every row written.
-      this.db.transaction(() => {
-        if (this.q.holdsAnything.get() !== undefined) throw new StoreError('conflict', `importSnapshot: ${this.file} is not empty`);
-        for (const client of snapshot.clients) {
-          this.q.insertClient.run(clientParams(client));
-          this.insertSecrets(client);
-        }
-        for (const key of snapshot.signingKeys) this.q.insertKey.run(keyParams(key));
-        for (const revocation of snapshot.revocations) this.q.insertRevocation.run(revocation.iss, revocation.jti, revocation.expiresAt);
-      }).immediate();
+      this.db
+        .transaction(() => {
+          if (this.q.holdsAnything.get() !== undefined) throw new StoreError('conflict', `importSnapshot: ${this.file} is not empty`);
+          for (const client of snapshot.clients) {
+            this.q.insertClient.run(clientParams(client));
+            this.insertSecrets(client);
+          }
+          for (const key of snapshot.signingKeys) this.q.insertKey.run(keyParams(key));
+          for (const revocation of snapshot.revocations) this.q.insertRevocation.run(revocation.iss, revocation.jti, revocation.expiresAt);
+        })
+        .immediate();
     });
   }
 
@@ -430,4 +443,3 @@ export class SqliteCredentialStore implements CredentialStore {
     }
   }
 }
-

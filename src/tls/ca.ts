@@ -40,10 +40,7 @@ const DEV_SERVER_IP_ADDRESSES: readonly string[] = ['127.0.0.1', '::1'];
 const DEV_CLIENT_COMMON_NAME = 'dev-client';
 const DEV_CLIENT_URI = 'spiffe://gatehouse.local/dev-client';
 
-export async function createCertificateAuthority(opts: {
-  commonName: string;
-  validityDays?: number;
-}): Promise<CertificateAndKey> {
+export async function createCertificateAuthority(opts: { commonName: string; validityDays?: number }): Promise<CertificateAndKey> {
   const commonName = requireNonEmpty(opts.commonName, 'commonName');
   const { notBefore, notAfter } = validityWindow(opts.validityDays ?? 3650);
   const keys = await generateKeyPair();
@@ -103,8 +100,7 @@ export async function issueClientCertificate(
   const notBefore = opts.notBefore ?? defaults.notBefore;
   // An explicit notBefore without notAfter keeps the requested validity length rather than ending at "now + days".
   const notAfter =
-    opts.notAfter ??
-    (opts.notBefore === undefined ? defaults.notAfter : new Date(opts.notBefore.getTime() + (opts.validityDays ?? 90) * DAY_MS));
+    opts.notAfter ?? (opts.notBefore === undefined ? defaults.notAfter : new Date(opts.notBefore.getTime() + (opts.validityDays ?? 90) * DAY_MS));
   const usage = opts.extendedKeyUsage === 'serverAuth' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth;
   return issueLeaf(ca, { commonName, sans, usage, notBefore, notAfter });
 }
@@ -122,10 +118,7 @@ export function devCertificatePaths(dir: string): DevCertificatePaths {
   };
 }
 
-export async function initDevCertificates(
-  dir: string,
-  opts: { force?: boolean } = {},
-): Promise<{ created: boolean; paths: DevCertificatePaths }> {
+export async function initDevCertificates(dir: string, opts: { force?: boolean } = {}): Promise<{ created: boolean; paths: DevCertificatePaths }> {
   const paths = devCertificatePaths(dir);
   const files = [paths.caCert, paths.caKey, paths.serverCert, paths.serverKey, paths.clientCert, paths.clientKey];
   if (opts.force !== true) {

@@ -69,17 +69,20 @@ describe('the log aggregates repeated refusals of one source', () => {
 describe('LOG-08 against a real gateway', () => {
   it('a flood of unauthenticated requests: a bounded number of records, exact counts, a chain that verifies', async () => {
     const dataDir = join(root, 'gateway');
-    const gw = await startGateway((base) => ({
-      ...base,
-      routes: [
-        ...base.routes,
-        { id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
-      ],
-      limits: { pre_auth_per_ip: { points: 100_000, duration_s: 60 } },
-      // The default threshold (20 per source and window); a window long enough to hold the whole flood.
-      audit: { aggregate_refusals: { window_s: 60 } },
-      log: { level: 'warn', access: false },
-    }), { dataDir });
+    const gw = await startGateway(
+      (base) => ({
+        ...base,
+        routes: [
+          ...base.routes,
+          { id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
+        ],
+        limits: { pre_auth_per_ip: { points: 100_000, duration_s: 60 } },
+        // The default threshold (20 per source and window); a window long enough to hold the whole flood.
+        audit: { aggregate_refusals: { window_s: 60 } },
+        log: { level: 'warn', access: false },
+      }),
+      { dataDir },
+    );
     const agent = gw.agent();
     const sent = 300;
     try {

@@ -23,8 +23,17 @@ const original = join(data, 'audit');
 const exported = join(root, 'exported');
 const keyPem = join(root, 'audit-key.pem');
 
-async function writeLog(dir: string, exportDir: string, signer: ReturnType<typeof loadOrCreateAuditKey>, count: number, segmentMaxBytes = 64 * 1024 * 1024): Promise<void> {
-  const log = testAuditLog(dir, { segmentMaxBytes, checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exportDir, 'test', pino({ level: 'silent' })) } });
+async function writeLog(
+  dir: string,
+  exportDir: string,
+  signer: ReturnType<typeof loadOrCreateAuditKey>,
+  count: number,
+  segmentMaxBytes = 64 * 1024 * 1024,
+): Promise<void> {
+  const log = testAuditLog(dir, {
+    segmentMaxBytes,
+    checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exportDir, 'test', pino({ level: 'silent' })) },
+  });
   for (let i = 1; i <= count; i++) {
     log.append(auditEvent(i));
     await log.flush();
@@ -40,7 +49,10 @@ beforeAll(async () => {
   writeFileSync(keyPem, readAuditPublicKey(join(data, 'audit-key.json')).pem);
 });
 
-function verify(dir: string, ...args: string[]): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; seq: number | null; detail: string }; notes: string[] }> } } {
+function verify(
+  dir: string,
+  ...args: string[]
+): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; seq: number | null; detail: string }; notes: string[] }> } } {
   const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
   return { status: result.status, report: JSON.parse(result.stdout) as never };
 }
@@ -53,7 +65,10 @@ function copy(name: string): { dir: string; exportDir: string } {
   return { dir, exportDir };
 }
 
-const segmentsOf = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
+const segmentsOf = (dir: string): string[] =>
+  readdirSync(dir)
+    .filter((n) => n.endsWith('.jsonl'))
+    .sort();
 const linesOf = (file: string): string[] => readFileSync(file, 'utf8').split('\n').slice(0, -1);
 
 /** Re-chains lines from `from` on, as someone who knows the format but not the audit key would after an edit. */
@@ -109,7 +124,7 @@ describe('LOG-05 what only checkpoints detect', () => {
   it('a tail cut off at a record boundary: invisible to the chain alone, truncated against the exported checkpoints', () => {
     const { dir, exportDir } = copy('cut-tail');
     const last = join(dir, segmentsOf(dir).at(-1)!);
-    writeFileSync(last, linesOf(last).slice(0, -3).join('\n') + '\n');
+    writeFileSync(last, `${linesOf(last).slice(0, -3).join('\n')}\n`);
     expect(verify(dir, '--key', keyPem).status).toBe(0);
     const { status, report } = verify(dir, '--key', keyPem, '--checkpoints', exportDir);
     expect(status).toBe(1);
@@ -129,12 +144,12 @@ describe('LOG-05 what only checkpoints detect', () => {
     const first = join(dir, segmentsOf(dir)[0]!);
     const lines = linesOf(first);
     lines[4] = lines[4]!.replace('"decision":"allow"', '"decision":"deny"');
-    writeFileSync(first, rechain(lines, 4, (JSON.parse(lines[3]!) as { hash: string }).hash).join('\n') + '\n');
+    writeFileSync(first, `${rechain(lines, 4, (JSON.parse(lines[3]!) as { hash: string }).hash).join('\n')}\n`);
     // The later segments link to the old head: re-chain them too, as a careful forger would.
     let prev = (JSON.parse(linesOf(first).at(-1)!) as { hash: string }).hash;
     for (const name of segmentsOf(dir).slice(1)) {
       const rewritten = rechain(linesOf(join(dir, name)), 0, prev);
-      writeFileSync(join(dir, name), rewritten.join('\n') + '\n');
+      writeFileSync(join(dir, name), `${rewritten.join('\n')}\n`);
       prev = (JSON.parse(rewritten.at(-1)!) as { hash: string }).hash;
     }
     const { status, report } = verify(dir, '--key', keyPem);
@@ -155,7 +170,7 @@ describe('LOG-05 what only checkpoints detect', () => {
           return JSON.stringify(record);
         });
       const rewritten = rechain(kept, 0, prev);
-      writeFileSync(join(dir, name), rewritten.join('\n') + '\n');
+      writeFileSync(join(dir, name), `${rewritten.join('\n')}\n`);
       prev = (JSON.parse(rewritten.at(-1)!) as { hash: string }).hash;
     }
     const { status, report } = verify(dir, '--key', keyPem, '--checkpoints', exportDir);

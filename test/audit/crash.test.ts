@@ -65,13 +65,11 @@ describe('SIGKILL under load', () => {
     gateway = child;
     const agent = new Agent({ connect: { ca: readFileSync(paths.caCert), servername: 'localhost' }, connections: 32 });
     let running = true;
-    let answered = 0;
     const worker = async (): Promise<void> => {
       while (running) {
         try {
           const res = await request(`https://127.0.0.1:${port}/app/x`, { dispatcher: agent });
           await res.body.dump();
-          answered++;
         } catch {
           // The gateway is gone mid-request: expected once it was killed.
         }
@@ -85,7 +83,11 @@ describe('SIGKILL under load', () => {
     upstream.close();
 
     const auditDir = join(dataDir, 'audit');
-    const allowed = new Set(readRecords(auditDir).filter((r) => r.type === 'decision' && r['decision'] === 'allow').map((r) => String(r['request_id'])));
+    const allowed = new Set(
+      readRecords(auditDir)
+        .filter((r) => r.type === 'decision' && r['decision'] === 'allow')
+        .map((r) => String(r['request_id'])),
+    );
     expect(seen.size).toBeGreaterThanOrEqual(300);
     const unrecorded = [...seen].filter((id) => !allowed.has(id));
     expect(unrecorded).toEqual([]);
@@ -104,9 +106,15 @@ describe('SIGKILL under load', () => {
     expect(code).toBe(0);
     expect(readdirSync(auditDir)).not.toContain('crash.lock');
     const report = verifyDirectory(auditDir);
-    const listing = readdirSync(auditDir).map((name) => `${name}: ${statSync(join(auditDir, name)).size} ${readFileSync(join(auditDir, name), 'utf8').slice(-400)}`);
+    const listing = readdirSync(auditDir).map(
+      (name) => `${name}: ${statSync(join(auditDir, name)).size} ${readFileSync(join(auditDir, name), 'utf8').slice(-400)}`,
+    );
     expect(report, JSON.stringify({ report, listing })).toMatchObject({ ok: true, chains: [{ instance: 'crash', boots: 2, segments: 2 }] });
-    expect(readRecords(auditDir).filter((r) => r.type === 'segment_start').map((r) => r['reason'])).toEqual(['start', 'restart']);
+    expect(
+      readRecords(auditDir)
+        .filter((r) => r.type === 'segment_start')
+        .map((r) => r['reason']),
+    ).toEqual(['start', 'restart']);
     // Each boot is on record with the hash of the configuration that decided; the clean stop too, the killed run not.
     const lifecycle = readRecords(auditDir).filter((r) => r.type.startsWith('gateway_'));
     expect(lifecycle.map((r) => r.type)).toEqual(['gateway_start', 'gateway_start', 'gateway_stop']);

@@ -6,7 +6,12 @@ import { describe, it } from 'vitest';
 import { encodeCompletion, encodeDecision, type CompletionRecord } from '../../src/audit/encode.js';
 import type { AuditRecord } from '../../src/audit/event.js';
 
-const anyText = fc.oneof(fc.string(), fc.string({ unit: 'grapheme' }), fc.string({ unit: 'binary' }), fc.constantFrom('"', '\\', '\u0000', '\u2028', '\ud800', '/a"b\\c'));
+const anyText = fc.oneof(
+  fc.string(),
+  fc.string({ unit: 'grapheme' }),
+  fc.string({ unit: 'binary' }),
+  fc.constantFrom('"', '\\', '\u0000', '\u2028', '\ud800', '/a"b\\c'),
+);
 const maybe = <T>(arb: fc.Arbitrary<T>): fc.Arbitrary<T | null> => fc.option(arb, { nil: null });
 const anyNumber = fc.oneof(fc.integer(), fc.double(), fc.constantFrom(Number.NaN, Number.POSITIVE_INFINITY, -0, 0));
 
@@ -60,10 +65,16 @@ const completion: fc.Arbitrary<CompletionRecord> = fc.record({
 
 describe('audit record encoding', () => {
   it('a decision record is exactly JSON.stringify of it', () => {
-    fc.assert(fc.property(decision, (record) => encodeDecision(record) === JSON.stringify(record)), { numRuns: 2000 });
+    fc.assert(
+      fc.property(decision, (record) => encodeDecision(record) === JSON.stringify(record)),
+      { numRuns: 2000 },
+    );
   });
 
   it('a completion record is exactly JSON.stringify of it', () => {
-    fc.assert(fc.property(completion, (record) => encodeCompletion(record) === JSON.stringify(record)), { numRuns: 2000 });
+    fc.assert(
+      fc.property(completion, (record) => encodeCompletion(record) === JSON.stringify(record)),
+      { numRuns: 2000 },
+    );
   });
 });

@@ -56,12 +56,19 @@ describe('checkpoint export to HTTPS', () => {
     const exported = join(root, 'collected');
     mkdirSync(exported);
     writeFileSync(join(exported, 'edge-1.checkpoints.jsonl'), received.join(''));
-    const lines = received.join('').trim().split('\n').map((line) => JSON.parse(line) as { type: string; seq: number });
+    const lines = received
+      .join('')
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { type: string; seq: number });
     expect(lines.length).toBeGreaterThanOrEqual(3);
     expect(lines.every((line) => line.type === 'checkpoint')).toBe(true);
     expect(lines.map((line) => line.seq)).toEqual([...lines.map((line) => line.seq)].sort((a, b) => a - b));
     expect([...instances]).toEqual(['edge-1']);
-    const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', join(dataDir, 'audit'), '--checkpoints', exported, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', join(dataDir, 'audit'), '--checkpoints', exported, '--json'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
     expect(verified.status, verified.stdout).toBe(0);
     expect(verified.stdout).toMatch(/exported checkpoint\(s\) in .*, all in the chain/);
   });
@@ -77,16 +84,24 @@ describe('checkpoint export to HTTPS', () => {
       }
       return [];
     };
-    expect(problems({ checkpoint_export_url: 'http://collector.example/c', checkpoint_export_ca: 'ca.pem' }).join('\n')).toMatch(/checkpoint_export_url: must be an https:\/\/ URL/);
-    expect(problems({ checkpoint_export_url: 'https://u:p@collector.example/c', checkpoint_export_ca: 'ca.pem' }).join('\n')).toMatch(/must not carry a user name or password/);
+    expect(problems({ checkpoint_export_url: 'http://collector.example/c', checkpoint_export_ca: 'ca.pem' }).join('\n')).toMatch(
+      /checkpoint_export_url: must be an https:\/\/ URL/,
+    );
+    expect(problems({ checkpoint_export_url: 'https://u:p@collector.example/c', checkpoint_export_ca: 'ca.pem' }).join('\n')).toMatch(
+      /must not carry a user name or password/,
+    );
     expect(problems({ checkpoint_export_url: 'https://collector.example/c' }).join('\n')).toMatch(/checkpoint_export_ca: required with checkpoint_export_url/);
     expect(problems({ checkpoint_export_ca: 'ca.pem' }).join('\n')).toMatch(/need checkpoint_export_url/);
-    expect(problems({ checkpoint_export_url: 'https://collector.example/c', checkpoint_export_ca: 'ca.pem', checkpoint_export_client_cert: 'c.pem' }).join('\n')).toMatch(/go together/);
+    expect(
+      problems({ checkpoint_export_url: 'https://collector.example/c', checkpoint_export_ca: 'ca.pem', checkpoint_export_client_cert: 'c.pem' }).join('\n'),
+    ).toMatch(/go together/);
   });
 
   it('a CA file that cannot be read stops the start with a message naming the setting', async () => {
     await expect(
-      startGateway((base) => ({ ...base, audit: { checkpoint_export_url: 'https://localhost:1/c', checkpoint_export_ca: join(root, 'missing-ca.pem') } }), { dataDir: join(root, 'missing') }),
+      startGateway((base) => ({ ...base, audit: { checkpoint_export_url: 'https://localhost:1/c', checkpoint_export_ca: join(root, 'missing-ca.pem') } }), {
+        dataDir: join(root, 'missing'),
+      }),
     ).rejects.toThrow(/audit\.checkpoint_export_ca: cannot read .*missing-ca\.pem/);
   });
 });

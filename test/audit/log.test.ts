@@ -13,7 +13,10 @@ import { auditEvent as event, testAuditLog } from '../support/harness.js';
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-auditlog-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 
-const segments = (dir: string): string[] => readdirSync(dir).filter((name) => name.endsWith('.jsonl')).sort();
+const segments = (dir: string): string[] =>
+  readdirSync(dir)
+    .filter((name) => name.endsWith('.jsonl'))
+    .sort();
 const decisions = (dir: string) => readRecords(dir).filter((r) => r.type === 'decision');
 
 describe('the audit chain as written', () => {
@@ -28,7 +31,9 @@ describe('the audit chain as written', () => {
     expect(statSync(join(dir, segments(dir)[0]!)).mode & 0o777).toBe(0o600);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     await log.close();
-    const lines = readFileSync(join(dir, segments(dir)[0]!), 'utf8').trim().split('\n');
+    const lines = readFileSync(join(dir, segments(dir)[0]!), 'utf8')
+      .trim()
+      .split('\n');
     expect(lines).toHaveLength(501);
     let prev = '0'.repeat(64);
     for (const [i, line] of lines.entries()) {
@@ -60,7 +65,9 @@ describe('the audit chain as written', () => {
     const hostile = '/a"\n{"seq":999,"hash":"x"}\u2028\\';
     log.append(event(1, { raw_target: hostile + 'x'.repeat(2000), reason: '\r\ninjected' }));
     await log.close();
-    const lines = readFileSync(join(dir, segments(dir)[0]!), 'utf8').split('\n').filter((l) => l !== '');
+    const lines = readFileSync(join(dir, segments(dir)[0]!), 'utf8')
+      .split('\n')
+      .filter((l) => l !== '');
     expect(lines).toHaveLength(2);
     const [record] = decisions(dir);
     expect(record?.seq).toBe(2);
@@ -135,7 +142,11 @@ describe('segments', () => {
     await third.close();
     expect(segments(dir)).toEqual([segmentName('test', 1), segmentName('test', 3), segmentName('test', 4)]);
     expect(readdirSync(dir)).toContain(`${segmentName('test', 4)}.torn`);
-    expect(readRecords(dir).filter((r) => r.type === 'segment_start').map((r) => [r.seq, r['reason'], r['torn_bytes']])).toEqual([
+    expect(
+      readRecords(dir)
+        .filter((r) => r.type === 'segment_start')
+        .map((r) => [r.seq, r['reason'], r['torn_bytes']]),
+    ).toEqual([
       [1, 'start', 0],
       [3, 'restart', 0],
       [4, 'restart', 13],
@@ -194,7 +205,11 @@ describe('segments', () => {
     log.append(event(2));
     await log.close();
     expect(segments(dir)).toHaveLength(2);
-    expect(readRecords(dir).filter((r) => r.type === 'segment_start').map((r) => r['reason'])).toEqual(['start', 'age']);
+    expect(
+      readRecords(dir)
+        .filter((r) => r.type === 'segment_start')
+        .map((r) => r['reason']),
+    ).toEqual(['start', 'age']);
     expect(verifyDirectory(dir).ok).toBe(true);
   });
 
@@ -241,7 +256,11 @@ describe('segments', () => {
     }
     expect(readdirSync(dir).filter((name) => name.includes('.lock'))).toEqual([]);
     expect(verifyDirectory(dir)).toMatchObject({ ok: true });
-    expect(verifyDirectory(dir).chains.map((c) => c.instance).sort()).toEqual(['other', 'test']);
+    expect(
+      verifyDirectory(dir)
+        .chains.map((c) => c.instance)
+        .sort(),
+    ).toEqual(['other', 'test']);
   });
 });
 

@@ -21,7 +21,13 @@ beforeAll(async () => {
   const gw = await startGateway(
     (base) => ({
       ...withIssuer(base, {}, [
-        { id: 'dead', match: { path_prefix: '/dead', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'dead' } } },
+        {
+          id: 'dead',
+          match: { path_prefix: '/dead', methods: ['GET'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'dead' } },
+        },
       ]),
       // Port 1 on loopback: nothing listens, so the upstream refuses the connection.
       upstreams: { dead: { url: 'http://127.0.0.1:1' } },
@@ -65,13 +71,20 @@ const tableRows = (stdout: string): string[][] =>
     .split('\n')
     .map((line) => line.split(/\s{2,}/));
 
-describe('issue #22: the operator\'s questions', () => {
-  it('item 6: every refusal for client X includes the token endpoint\'s invalid_client for it (claimed, not authenticated)', () => {
+describe("issue #22: the operator's questions", () => {
+  it("item 6: every refusal for client X includes the token endpoint's invalid_client for it (claimed, not authenticated)", () => {
     const { status, stdout } = query('--client', client.id, '--decision', 'deny', '--json');
     expect(status).toBe(0);
     const records = jsonLines(stdout);
     expect(records).toHaveLength(1);
-    expect(records[0]).toMatchObject({ type: 'decision', decision: 'deny', code: 'invalid_client', subject: client.id, client_id: null, path: '/oauth2/token' });
+    expect(records[0]).toMatchObject({
+      type: 'decision',
+      decision: 'deny',
+      code: 'invalid_client',
+      subject: client.id,
+      client_id: null,
+      path: '/oauth2/token',
+    });
     // And every record naming it: the refusal, the token issued, the request made with it.
     const all = jsonLines(query('--client', client.id, '--json').stdout).filter((r) => r['type'] === 'decision');
     expect(all.map((r) => r['decision'])).toEqual(['deny', 'allow', 'allow']);
@@ -99,7 +112,11 @@ describe('issue #22: the operator\'s questions', () => {
       .filter((r) => r['type'] === 'decision')
       .map((r) => r['path']);
     expect(paths).toEqual(['/public/x', '/public']);
-    expect(jsonLines(query('--path', '/publicity', '--json').stdout).filter((r) => r['type'] === 'decision').map((r) => r['status'])).toEqual([404]);
+    expect(
+      jsonLines(query('--path', '/publicity', '--json').stdout)
+        .filter((r) => r['type'] === 'decision')
+        .map((r) => r['status']),
+    ).toEqual([404]);
     expect(query('--path', 'public').status).toBe(64);
   });
 

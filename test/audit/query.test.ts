@@ -85,7 +85,9 @@ describe('gatehouse audit query', () => {
     const copy = join(dir, '..', `${dir.split('/').at(-1)}-edited`);
     cpSync(dir, copy, { recursive: true });
     try {
-      const segment = readdirSync(copy).filter((name) => name.startsWith('a.')).sort()[0]!;
+      const segment = readdirSync(copy)
+        .filter((name) => name.startsWith('a.'))
+        .sort()[0]!;
       const file = join(copy, segment);
       writeFileSync(file, readFileSync(file, 'utf8').replace('"request_id":"a-1"', '"request_id":"a-1","client_id":"alpha"'));
       const result = spawnSync(process.execPath, [CLI, 'audit', 'query', '--dir', copy, '--request-id', 'a-1', '--json'], { encoding: 'utf8' });

@@ -24,12 +24,18 @@ beforeAll(() => {
   writeFileSync(keyPem, readAuditPublicKey(keyFile).pem);
 });
 
-function verify(dir: string, ...args: string[]): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; segment: string }; notes: string[] }> } } {
+function verify(
+  dir: string,
+  ...args: string[]
+): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; segment: string }; notes: string[] }> } } {
   const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--key', keyPem, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
   return { status: result.status, report: JSON.parse(result.stdout) as never };
 }
 
-const segmentsOf = (dir: string): string[] => readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort();
+const segmentsOf = (dir: string): string[] =>
+  readdirSync(dir)
+    .filter((n) => n.endsWith('.jsonl'))
+    .sort();
 
 /** Appends decisions `from`..`to`, each written before the next. */
 async function write(log: ReturnType<typeof testAuditLog>, from: number, to: number): Promise<void> {
@@ -44,7 +50,11 @@ describe('retention', () => {
     const dir = join(root, 'size');
     const exported = join(root, 'size-exported');
     mkdirSync(exported);
-    const log = testAuditLog(dir, { segmentMaxBytes: 4096, retention: { maxBytes: 16_384, checkMs: 3_600_000 }, checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exported, 'test', pino({ level: 'silent' })) } });
+    const log = testAuditLog(dir, {
+      segmentMaxBytes: 4096,
+      retention: { maxBytes: 16_384, checkMs: 3_600_000 },
+      checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exported, 'test', pino({ level: 'silent' })) },
+    });
     await write(log, 1, 150);
     const before = segmentsOf(dir);
     await log.pruneIfDue();
@@ -55,7 +65,12 @@ describe('retention', () => {
     expect(before.slice(before.length - after.length)).toEqual(after.filter((name) => before.includes(name)));
     const pruned = readRecords(dir).filter((r) => r.type === 'segments_pruned');
     expect(pruned).toHaveLength(1);
-    expect(pruned[0]).toMatchObject({ reason: 'size', segments: before.slice(0, before.length - after.length).join(' '), key_id: signer.keyId, signature: expect.any(String) });
+    expect(pruned[0]).toMatchObject({
+      reason: 'size',
+      segments: before.slice(0, before.length - after.length).join(' '),
+      key_id: signer.keyId,
+      signature: expect.any(String),
+    });
     const { status, report } = verify(dir, '--checkpoints', exported);
     expect(status, JSON.stringify(report)).toBe(0);
     expect(report.chains[0]?.notes.join('\n')).toMatch(/were removed by the retention policy/);
@@ -73,7 +88,12 @@ describe('retention', () => {
   it('by age: segments whose records are all older than the limit go; the newer ones and the current one stay', async () => {
     const dir = join(root, 'age');
     let now = Date.parse('2026-11-01T00:00:00Z');
-    const log = testAuditLog(dir, { now: () => now, segmentMaxBytes: 4096, retention: { maxAgeMs: 7 * 86_400_000, checkMs: 3_600_000 }, checkpoints: { signer, everyRecords: 1000, intervalMs: 3_600_000 } });
+    const log = testAuditLog(dir, {
+      now: () => now,
+      segmentMaxBytes: 4096,
+      retention: { maxAgeMs: 7 * 86_400_000, checkMs: 3_600_000 },
+      checkpoints: { signer, everyRecords: 1000, intervalMs: 3_600_000 },
+    });
     await write(log, 1, 40);
     now += 10 * 86_400_000;
     await write(log, 41, 60);
@@ -92,7 +112,11 @@ describe('retention', () => {
   it('a prune record signed by another key is a bad signature', async () => {
     const dir = join(root, 'other-key');
     const other = loadOrCreateAuditKey(join(root, 'other-key.json'), loadKeyEncryptionKey({ file: join(root, 'other-master.key') }));
-    const log = testAuditLog(dir, { segmentMaxBytes: 4096, retention: { maxBytes: 8192, checkMs: 3_600_000 } , checkpoints: { signer: other, everyRecords: 1_000_000, intervalMs: 3_600_000 } });
+    const log = testAuditLog(dir, {
+      segmentMaxBytes: 4096,
+      retention: { maxBytes: 8192, checkMs: 3_600_000 },
+      checkpoints: { signer: other, everyRecords: 1_000_000, intervalMs: 3_600_000 },
+    });
     await write(log, 1, 60);
     await log.pruneIfDue();
     await log.close();

@@ -46,14 +46,25 @@ function verify(dir: string, ...args: string[]): { status: number | null; report
   return { status: result.status, report: (result.stdout === '' ? undefined : JSON.parse(result.stdout)) as Report, stderr: result.stderr };
 }
 
-async function writeLog(dir: string, exportDir: string, instance: string, count: number, options: { now?: () => number; step?: () => void; segmentMaxAgeMs?: number; segmentMaxBytes?: number; everyRecords?: number } = {}): Promise<void> {
+async function writeLog(
+  dir: string,
+  exportDir: string,
+  instance: string,
+  count: number,
+  options: { now?: () => number; step?: () => void; segmentMaxAgeMs?: number; segmentMaxBytes?: number; everyRecords?: number } = {},
+): Promise<void> {
   mkdirSync(exportDir, { recursive: true });
   const log = testAuditLog(dir, {
     instance,
     segmentMaxBytes: options.segmentMaxBytes ?? 6000,
     ...(options.now !== undefined ? { now: options.now } : {}),
     ...(options.segmentMaxAgeMs !== undefined ? { segmentMaxAgeMs: options.segmentMaxAgeMs } : {}),
-    checkpoints: { signer, everyRecords: options.everyRecords ?? 10, intervalMs: 60_000, exportTo: directoryExport(exportDir, instance, pino({ level: 'silent' })) },
+    checkpoints: {
+      signer,
+      everyRecords: options.everyRecords ?? 10,
+      intervalMs: 60_000,
+      exportTo: directoryExport(exportDir, instance, pino({ level: 'silent' })),
+    },
   });
   for (let i = 1; i <= count; i++) {
     options.step?.();
@@ -111,7 +122,7 @@ function rewrite(dir: string, drop: (record: { seq: number; type: string }) => b
     }
     rmSync(join(dir, name), { force: true });
     const first = (JSON.parse(out[0]!) as { seq: number }).seq;
-    writeFileSync(join(dir, `test.${String(first).padStart(12, '0')}.jsonl`), out.join('\n') + '\n');
+    writeFileSync(join(dir, `test.${String(first).padStart(12, '0')}.jsonl`), `${out.join('\n')}\n`);
   }
 }
 
@@ -136,7 +147,10 @@ describe('issue #22 item 1: checkpoints cannot be stripped under --key', () => {
     expect(readRecords(dir).find((r) => r['request_id'] === 'req-23')?.['decision']).toBe('allow');
     // The forged chain is intact as a chain, and its signatures (there are none) all verify: only the cadence gives it away.
     expect(verify(dir).status).toBe(0);
-    for (const cadence of [['-c', config], ['--checkpoint-every', '10', '--checkpoint-interval', '60']]) {
+    for (const cadence of [
+      ['-c', config],
+      ['--checkpoint-every', '10', '--checkpoint-interval', '60'],
+    ]) {
       const { status, report } = verify(dir, '--key', keyPem, ...cadence);
       expect(status).toBe(1);
       expect(report.chains[0]?.break).toMatchObject({ kind: 'unsigned', segment: segmentsOf(dir)[0], line: 1, seq: 1 });
@@ -163,7 +177,9 @@ describe('issue #22 item 1: checkpoints cannot be stripped under --key', () => {
     try {
       const { status, report } = verify(dir, '--key', keyPem, '-c', config);
       expect(status).toBe(0);
-      const lastCheckpoint = readRecords(dir).filter((r) => r.type === 'checkpoint').at(-1)!.seq;
+      const lastCheckpoint = readRecords(dir)
+        .filter((r) => r.type === 'checkpoint')
+        .at(-1)!.seq;
       const last = readRecords(dir).at(-1)!.seq;
       expect(report.chains[0]?.unsigned).toEqual({ records: last - lastCheckpoint, fromSeq: lastCheckpoint + 1, toSeq: last });
       const text = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir], { encoding: 'utf8' });
@@ -179,9 +195,14 @@ describe('issue #22 item 1: checkpoints cannot be stripped under --key', () => {
     let now = Date.parse('2026-12-01T00:00:00Z');
     let records = 0;
     // A busy first minute (100 ms apart: segments fill up), then a slow stretch (2 s apart: segments age out).
-    const step = (): void => void (now += ++records <= 60 ? 100 : 2000);
+    const step = (): void => {
+      records++;
+      now += records <= 60 ? 100 : 2000;
+    };
     await writeLog(dir, exportDir, 'test', 120, { now: () => now, step, segmentMaxAgeMs: 20_000, segmentMaxBytes: 12_000, everyRecords: 1000 });
-    const starts = readRecords(dir).filter((r) => r.type === 'segment_start').map((r) => r['reason']);
+    const starts = readRecords(dir)
+      .filter((r) => r.type === 'segment_start')
+      .map((r) => r['reason']);
     expect(starts).toContain('age');
     expect(starts).toContain('size');
     const { status, report, stderr } = verify(dir, '--key', keyPem, '--checkpoints', exportDir, '--checkpoint-every', '1000', '--checkpoint-interval', '60');
@@ -221,8 +242,8 @@ describe('issue #22 item 2: a whole chain deleted', () => {
 
 describe('issue #22 item 3: a closed segment cut short', () => {
   for (const [label, cut] of [
-    ['by its last record', (lines: string[]): string => lines.slice(0, -1).join('\n') + '\n'],
-    ['by some bytes', (lines: string[]): string => (lines.join('\n') + '\n').slice(0, -40)],
+    ['by its last record', (lines: string[]): string => `${lines.slice(0, -1).join('\n')}\n`],
+    ['by some bytes', (lines: string[]): string => `${lines.join('\n')}\n`.slice(0, -40)],
   ] as const) {
     it(`${label}: truncated, naming that segment, its last intact line and seq`, () => {
       const { dir } = copy(`cut-${label.replace(/\W+/g, '-')}`);
@@ -240,7 +261,7 @@ describe('issue #22 item 3: a closed segment cut short', () => {
     const { dir, exportDir } = copy('cut-newest');
     const segment = segmentsOf(dir).at(-1)!;
     const lines = linesOf(join(dir, segment));
-    writeFileSync(join(dir, segment), lines.slice(0, -2).join('\n') + '\n');
+    writeFileSync(join(dir, segment), `${lines.slice(0, -2).join('\n')}\n`);
     const { status, report } = verify(dir, '--checkpoints', exportDir);
     expect(status).toBe(1);
     expect(report.chains[0]?.break).toMatchObject({ kind: 'truncated', segment, line: lines.length - 2 });

@@ -37,7 +37,12 @@ interface VerifyJson {
 function tampered(name: string, change: (dir: string, segments: string[]) => void): string {
   const dir = join(root, name);
   cpSync(original, dir, { recursive: true });
-  change(dir, readdirSync(dir).filter((n) => n.endsWith('.jsonl')).sort());
+  change(
+    dir,
+    readdirSync(dir)
+      .filter((n) => n.endsWith('.jsonl'))
+      .sort(),
+  );
   return dir;
 }
 
@@ -45,7 +50,7 @@ function editLines(dir: string, segment: string, edit: (lines: string[]) => stri
   const file = join(dir, segment);
   const lines = readFileSync(file, 'utf8').split('\n').slice(0, -1);
   // Closed segments are 0400: an attacker with the file's owner (or root) rewrites it anyway.
-  writeFileSync(file, edit(lines).join('\n') + '\n');
+  writeFileSync(file, `${edit(lines).join('\n')}\n`);
 }
 
 /** Re-seals a line after its content was changed, as someone who knows the format (but not any key) would. */
@@ -67,11 +72,27 @@ describe('gatehouse audit verify', () => {
   });
 
   const cases: Array<[string, (dir: string, segments: string[]) => void, { kind: string; segment: number; line: number }]> = [
-    ['a field changed in place', (dir, s) => editLines(dir, s[1]!, (l) => l.map((x, i) => (i === 4 ? x.replace('"method":"GET"', '"method":"PUT"') : x))), { kind: 'modified', segment: 1, line: 5 }],
-    ['a record changed and re-hashed (its successor no longer links to it)', (dir, s) => editLines(dir, s[1]!, (l) => l.map((x, i) => (i === 4 ? reseal(x.replace('"client_ip":"127.0.0.1"', '"client_ip":"10.9.9.9"')) : x))), { kind: 'modified', segment: 1, line: 6 }],
+    [
+      'a field changed in place',
+      (dir, s) => editLines(dir, s[1]!, (l) => l.map((x, i) => (i === 4 ? x.replace('"method":"GET"', '"method":"PUT"') : x))),
+      { kind: 'modified', segment: 1, line: 5 },
+    ],
+    [
+      'a record changed and re-hashed (its successor no longer links to it)',
+      (dir, s) => editLines(dir, s[1]!, (l) => l.map((x, i) => (i === 4 ? reseal(x.replace('"client_ip":"127.0.0.1"', '"client_ip":"10.9.9.9"')) : x))),
+      { kind: 'modified', segment: 1, line: 6 },
+    ],
     ['a record deleted', (dir, s) => editLines(dir, s[1]!, (l) => l.filter((_, i) => i !== 4)), { kind: 'deleted', segment: 1, line: 5 }],
-    ['a record inserted (a copy of another)', (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 5), l[3]!, ...l.slice(5)]), { kind: 'inserted', segment: 1, line: 6 }],
-    ['two records swapped', (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 4), l[5]!, l[4]!, ...l.slice(6)]), { kind: 'reordered', segment: 1, line: 5 }],
+    [
+      'a record inserted (a copy of another)',
+      (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 5), l[3]!, ...l.slice(5)]),
+      { kind: 'inserted', segment: 1, line: 6 },
+    ],
+    [
+      'two records swapped',
+      (dir, s) => editLines(dir, s[1]!, (l) => [...l.slice(0, 4), l[5]!, l[4]!, ...l.slice(6)]),
+      { kind: 'reordered', segment: 1, line: 5 },
+    ],
     ['a middle segment deleted', (dir, s) => unlinkSync(join(dir, s[1]!)), { kind: 'segment_missing', segment: 2, line: 1 }],
     ['the first segment deleted', (dir, s) => unlinkSync(join(dir, s[0]!)), { kind: 'segment_missing', segment: 1, line: 1 }],
   ];

@@ -222,7 +222,9 @@ describe('JWT-02 broken signatures', () => {
 
 describe('JWT-03 / JWT-04 HMAC with public key bytes or weak secrets', () => {
   it('HS256 MACed with the public key PEM, JWK bytes and common secrets → invalid_token, never verified', async () => {
-    const pem = (ed.published.key instanceof KeyObject ? ed.published.key : KeyObject.from(ed.published.key as unknown as Parameters<typeof KeyObject.from>[0])).export({ type: 'spki', format: 'pem' });
+    const pem = (
+      ed.published.key instanceof KeyObject ? ed.published.key : KeyObject.from(ed.published.key as unknown as Parameters<typeof KeyObject.from>[0])
+    ).export({ type: 'spki', format: 'pem' });
     const jwk = JSON.stringify(await exportJWK(ed.published.key));
     const esPem = (es.published.key as KeyObject).export({ type: 'spki', format: 'pem' });
     for (const secret of [pem, jwk, esPem, '', 'secret', 'your-256-bit-secret']) {
@@ -538,7 +540,9 @@ describe('JWT-24 prototype pollution', () => {
     expectRefused(await authnToken(craft(header, claims())));
   });
   it('constructor / prototype claims grant nothing: the principal is built from checked claims only', async () => {
-    const principal = expectPrincipal(await authnToken(await token(ed, { scope: 'echo:read', constructor: { admin: true }, prototype: { scope: 'admin' }, admin: true })));
+    const principal = expectPrincipal(
+      await authnToken(await token(ed, { scope: 'echo:read', constructor: { admin: true }, prototype: { scope: 'admin' }, admin: true })),
+    );
     expect([...principal.scopes]).toEqual(['echo:read']);
     expect(Object.keys(principal).sort()).toEqual(['audiences', 'clientId', 'expiresAt', 'method', 'scopes', 'subject', 'tokenId']);
     expect(Object.isFrozen(principal)).toBe(true);
@@ -565,7 +569,15 @@ describe('JWT-25 altered claims with the original signature', () => {
 describe('JWT-26 where the token may be', () => {
   it('access_token in the query → invalid_request, with or without an Authorization header, however encoded', async () => {
     const jwt = await token();
-    for (const query of [`access_token=${jwt}`, `a=1&access_token=${jwt}`, `%61ccess_token=${jwt}`, `access%5Ftoken=${jwt}`, `ACCESS_TOKEN=${jwt}`, 'access_token', 'access_token=']) {
+    for (const query of [
+      `access_token=${jwt}`,
+      `a=1&access_token=${jwt}`,
+      `%61ccess_token=${jwt}`,
+      `access%5Ftoken=${jwt}`,
+      `ACCESS_TOKEN=${jwt}`,
+      'access_token',
+      'access_token=',
+    ]) {
       expectRefused(await authn(undefined, query), 'invalid_request');
       expectRefused(await authn(`Bearer ${jwt}`, query), 'invalid_request');
       expectRefused(await authn('Basic dTpw', query), 'invalid_request');

@@ -41,7 +41,12 @@ beforeAll(async () => {
 describe('gatehouse init, and admin commands on a store that does not exist', () => {
   it('admin commands refuse a data directory without a store (66) and create nothing there', () => {
     const missing = join(work, 'no', 'such', 'dir');
-    for (const args of [['clients', 'list'], ['clients', 'add', 'x', '--scope', 'read'], ['keys', 'list'], ['clients', 'show', 'AAAAAAAAAAAAAAAAAAAAAA']]) {
+    for (const args of [
+      ['clients', 'list'],
+      ['clients', 'add', 'x', '--scope', 'read'],
+      ['keys', 'list'],
+      ['clients', 'show', 'AAAAAAAAAAAAAAAAAAAAAA'],
+    ]) {
       const result = run([...args, '--data', missing]);
       expect(result.status, args.join(' ')).toBe(66);
       expect(result.stderr).toBe(`gatehouse: no credential store at ${join(missing, 'gatehouse.db')}\n`);
@@ -187,7 +192,13 @@ describe('gatehouse clients', () => {
 
   it('rotate-secret --keep-old-for keeps only the newest old secret, until now + duration', async () => {
     const start = Date.now();
-    const first = json<{ client_id: string; client_secret: string; old_secret_expires_at: string | null }>(['clients', 'rotate-secret', textId, '--keep-old-for', '1h']);
+    const first = json<{ client_id: string; client_secret: string; old_secret_expires_at: string | null }>([
+      'clients',
+      'rotate-secret',
+      textId,
+      '--keep-old-for',
+      '1h',
+    ]);
     expectSecret(first.client_secret);
     const expiry = Date.parse(first.old_secret_expires_at ?? '');
     expect(expiry).toBeGreaterThanOrEqual(start + 3_600_000);
@@ -210,7 +221,11 @@ describe('gatehouse clients', () => {
   it('remove deletes the client; unknown ids exit 66 with a clear message', async () => {
     expect(ok(['clients', 'remove', added.client_id])).toMatch(/removed/);
     expect(await storedClient(added.client_id)).toBeUndefined();
-    for (const args of [['clients', 'remove', added.client_id], ['clients', 'show', added.client_id], ['clients', 'rotate-secret', added.client_id]]) {
+    for (const args of [
+      ['clients', 'remove', added.client_id],
+      ['clients', 'show', added.client_id],
+      ['clients', 'rotate-secret', added.client_id],
+    ]) {
       const result = run(args);
       expect(result.status).toBe(66);
       expect(result.stderr).toBe(`gatehouse: no client with id ${added.client_id}\n`);
@@ -242,7 +257,7 @@ describe('gatehouse clients', () => {
     expect(result.stderr).toMatch(/cannot read file/);
   });
 
-  it('exits 1 with the store\'s message, not a stack, when the store cannot be opened (-d overrides data_dir)', () => {
+  it("exits 1 with the store's message, not a stack, when the store cannot be opened (-d overrides data_dir)", () => {
     const notADir = join(work, 'plain-file');
     writeFileSync(notADir, '');
     const result = run(['clients', 'list', '-d', notADir]);
@@ -277,8 +292,16 @@ describe('client ids that begin with "-"', () => {
     try {
       const now = Date.now();
       await store.createClient({
-        id: dashId, name: 'legacy', secrets: [], scopes: ['read'], audiences: [], enabled: true,
-        tokensNotBeforeS: null, accessTokenTtlS: null, createdAt: now, updatedAt: now,
+        id: dashId,
+        name: 'legacy',
+        secrets: [],
+        scopes: ['read'],
+        audiences: [],
+        enabled: true,
+        tokensNotBeforeS: null,
+        accessTokenTtlS: null,
+        createdAt: now,
+        updatedAt: now,
       });
     } finally {
       await store.close();
@@ -303,7 +326,11 @@ describe('client ids that begin with "-"', () => {
 
 describe('the admin audit chain', () => {
   const auditDir = join(dataDir, 'audit');
-  const adminLines = (): string => readdirSync(auditDir).filter((name) => name.startsWith('_admin.') && name.endsWith('.jsonl')).map((name) => readFileSync(join(auditDir, name), 'utf8')).join('');
+  const adminLines = (): string =>
+    readdirSync(auditDir)
+      .filter((name) => name.startsWith('_admin.') && name.endsWith('.jsonl'))
+      .map((name) => readFileSync(join(auditDir, name), 'utf8'))
+      .join('');
 
   it('records every change with the OS user who made it, in a chain that verifies, and never a secret or a hash', () => {
     const added = json<Added>(['clients', 'add', 'Logged', '--scope', 'read']);
@@ -323,21 +350,36 @@ describe('the admin audit chain', () => {
     const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--config', configFile, '--json'], { encoding: 'utf8', timeout: 20_000 });
     expect(verified.status, verified.stdout).toBe(0);
     // Who changed this client, from the query a user would type.
-    const query = spawnSync(process.execPath, [CLI, 'audit', 'query', '--config', configFile, '--type', 'admin', '--client', added.client_id, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    const query = spawnSync(process.execPath, [CLI, 'audit', 'query', '--config', configFile, '--type', 'admin', '--client', added.client_id, '--json'], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
     expect(query.status, query.stderr).toBe(0);
-    expect(query.stdout.trim().split('\n').map((line) => (JSON.parse(line) as { action: string }).action)).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
+    expect(
+      query.stdout
+        .trim()
+        .split('\n')
+        .map((line) => (JSON.parse(line) as { action: string }).action),
+    ).toEqual(['client.add', 'client.disable', 'client.rotate_secret', 'client.remove']);
   });
 
   it('an edited admin record is found by verify', () => {
     const added = json<Added>(['clients', 'add', 'Edited', '--scope', 'read']);
-    const name = readdirSync(auditDir).filter((n) => n.startsWith('_admin.') && n.endsWith('.jsonl')).sort().at(-1) ?? '';
+    const name =
+      readdirSync(auditDir)
+        .filter((n) => n.startsWith('_admin.') && n.endsWith('.jsonl'))
+        .sort()
+        .at(-1) ?? '';
     const copy = join(work, 'edited-audit');
     mkdirSync(copy, { recursive: true });
     for (const n of readdirSync(auditDir).filter((n) => n.endsWith('.jsonl'))) writeFileSync(join(copy, n), readFileSync(join(auditDir, n)));
     writeFileSync(join(copy, name), readFileSync(join(auditDir, name), 'utf8').replace(`"target":"${added.client_id}"`, `"target":"someone-else"`));
     const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', copy, '--json'], { encoding: 'utf8', timeout: 20_000 });
     expect(verified.status).toBe(1);
-    expect(JSON.parse(verified.stdout)).toMatchObject({ ok: false, chains: expect.arrayContaining([expect.objectContaining({ instance: '_admin', break: expect.objectContaining({ kind: 'modified', segment: name }) })]) });
+    expect(JSON.parse(verified.stdout)).toMatchObject({
+      ok: false,
+      chains: expect.arrayContaining([expect.objectContaining({ instance: '_admin', break: expect.objectContaining({ kind: 'modified', segment: name }) })]),
+    });
   });
 
   it('a change that cannot be recorded is still reported (the secret is not lost), then exits 1 naming the log', async () => {
@@ -346,7 +388,10 @@ describe('the admin audit chain', () => {
     writeFileSync(brokenAudit, 'not a directory\n');
     const brokenConfig = join(work, 'broken-audit.yaml');
     writeFileSync(brokenConfig, `${readFileSync(configFile, 'utf8')}audit: { dir: ${brokenAudit} }\n`);
-    const result = spawnSync(process.execPath, [CLI, 'clients', 'add', 'Unlogged', '--scope', 'read', '--config', brokenConfig], { encoding: 'utf8', timeout: 20_000 });
+    const result = spawnSync(process.execPath, [CLI, 'clients', 'add', 'Unlogged', '--scope', 'read', '--config', brokenConfig], {
+      encoding: 'utf8',
+      timeout: 20_000,
+    });
     expect(result.status).toBe(1);
     const id = /^client_id: +(\S+)$/m.exec(result.stdout)?.[1] ?? '';
     expect(result.stdout).toMatch(/^client_secret: +\S{43}$/m);
@@ -357,9 +402,13 @@ describe('the admin audit chain', () => {
   it('two commands at once take turns on the chain: both are recorded', async () => {
     const { spawn } = await import('node:child_process');
     const run = (name: string): Promise<number | null> =>
-      new Promise((resolve) => spawn(process.execPath, [CLI, 'clients', 'add', name, '--scope', 'read', '--config', configFile], { stdio: 'ignore' }).on('exit', resolve));
+      new Promise((resolve) =>
+        spawn(process.execPath, [CLI, 'clients', 'add', name, '--scope', 'read', '--config', configFile], { stdio: 'ignore' }).on('exit', resolve),
+      );
     expect(await Promise.all([run('Concurrent-1'), run('Concurrent-2'), run('Concurrent-3')])).toEqual([0, 0, 0]);
-    const names = readRecords(auditDir).filter((r) => r.type === 'admin' && r['action'] === 'client.add').map((r) => (r['changes'] as { name: string }).name);
+    const names = readRecords(auditDir)
+      .filter((r) => r.type === 'admin' && r['action'] === 'client.add')
+      .map((r) => (r['changes'] as { name: string }).name);
     expect(names).toEqual(expect.arrayContaining(['Concurrent-1', 'Concurrent-2', 'Concurrent-3']));
   });
 });
@@ -380,13 +429,17 @@ describe('gatehouse keys', () => {
     const text = ok(['keys', 'list', '--json']);
     expect(text).not.toMatch(/"d"|PRIVATE KEY|encrypted/i);
     const keys = JSON.parse(text) as KeyView[];
-    expect(keys.map((k) => [k.alg, k.state])).toEqual([['EdDSA', 'signing'], ['ES256', 'pending']]);
+    expect(keys.map((k) => [k.alg, k.state])).toEqual([
+      ['EdDSA', 'signing'],
+      ['ES256', 'pending'],
+    ]);
     const [old, next] = keys;
     // Default issuer timings: 600 s activation delay; the old key stays published 600 s (token TTL) + 60 s after that.
     expect(Date.parse(next?.activates_at ?? '') - Date.parse(next?.created_at ?? '')).toBe(600_000);
     expect(old?.retired_at).toBe(next?.activates_at);
     expect(Date.parse(old?.expires_at ?? '') - Date.parse(old?.retired_at ?? '')).toBe(660_000);
-    for (const key of keys) expect(Object.keys(key).sort()).toEqual(['activates_at', 'alg', 'created_at', 'expires_at', 'kid', 'retired_at', 'revoked_at', 'state']);
+    for (const key of keys)
+      expect(Object.keys(key).sort()).toEqual(['activates_at', 'alg', 'created_at', 'expires_at', 'kid', 'retired_at', 'revoked_at', 'state']);
   });
 
   it('exits 78 for an invalid GATEHOUSE_MASTER_KEY, naming the variable but not its value', () => {

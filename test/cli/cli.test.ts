@@ -2,7 +2,7 @@ import { readRecords } from '../../src/audit/read.js';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomInt } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect } from 'node:tls';
@@ -29,7 +29,7 @@ function writeConfig(name: string, certDir: string, extra = ''): string {
     `server: { host: 127.0.0.1, port: 0 }\n` +
       `tls: { cert: ${certDir}/server.pem, key: ${certDir}/server-key.pem, client_ca: ${certDir}/ca.pem }\n` +
       `routes:\n  - { id: pub, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n` +
-      `data_dir: ${join(work, 'data-' + name)}\n${extra}`,
+      `data_dir: ${join(work, `data-${name}`)}\n${extra}`,
   );
   return file;
 }
@@ -280,28 +280,31 @@ describe('gatehouse CLI: listen failures, overrides, output, version, directorie
     expect(result.status).toBe(1);
   });
 
-  it.skipIf(process.getuid?.() !== 0)('an unresolvable host name (ENOTFOUND, EAI_AGAIN) ends with one line and exit 1, resolved only by a loopback fake DNS', async () => {
-    const dir = mkdtempSync(join(work, 'dns-'));
-    // A fresh loopback address per run: another run (or a leftover server) on 127.0.0.77:53 cannot get in the way.
-    const nameserver = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
-    writeFileSync(join(dir, 'resolv.conf'), `nameserver ${nameserver}\n`);
-    writeFileSync(join(dir, 'fake-dns.mjs'), FAKE_DNS);
-    const config = writeConfig('dns.yaml', await certs());
-    const script = spawnSync('unshare', ['--mount', 'sh', '-c', DNS_SCRIPT, 'dns-test', dir, nameserver, process.execPath, CLI, config], {
-      encoding: 'utf8',
-      timeout: 60_000,
-    });
-    expect(script.stderr).toBe('');
-    expect(script.status).toBe(0);
-    const read = (name: string): string => readFileSync(join(dir, name), 'utf8');
-    // The names really were asked of the fake server.
-    expect(read('dns.log')).toMatch(/query no-such-host\n[^]*query servfail\n/);
-    expect(read('nx.err')).toBe('gatehouse: cannot listen on no-such-host.invalid:0 (ENOTFOUND: cannot resolve the host name)\n');
-    expect(read('nx.status')).toBe('1\n');
-    expect(read('again.err')).toMatch(/^gatehouse: cannot listen on servfail\.invalid:0 \(EAI_AGAIN: cannot resolve the host name[^\n]*\)\n$/);
-    expect(read('again.status')).toBe('1\n');
-    expect(read('nx.out') + read('again.out')).not.toMatch(STACK);
-  });
+  it.skipIf(process.getuid?.() !== 0)(
+    'an unresolvable host name (ENOTFOUND, EAI_AGAIN) ends with one line and exit 1, resolved only by a loopback fake DNS',
+    async () => {
+      const dir = mkdtempSync(join(work, 'dns-'));
+      // A fresh loopback address per run: another run (or a leftover server) on 127.0.0.77:53 cannot get in the way.
+      const nameserver = `127.${randomInt(1, 255)}.${randomInt(0, 256)}.${randomInt(1, 255)}`;
+      writeFileSync(join(dir, 'resolv.conf'), `nameserver ${nameserver}\n`);
+      writeFileSync(join(dir, 'fake-dns.mjs'), FAKE_DNS);
+      const config = writeConfig('dns.yaml', await certs());
+      const script = spawnSync('unshare', ['--mount', 'sh', '-c', DNS_SCRIPT, 'dns-test', dir, nameserver, process.execPath, CLI, config], {
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(script.stderr).toBe('');
+      expect(script.status).toBe(0);
+      const read = (name: string): string => readFileSync(join(dir, name), 'utf8');
+      // The names really were asked of the fake server.
+      expect(read('dns.log')).toMatch(/query no-such-host\n[\s\S]*query servfail\n/);
+      expect(read('nx.err')).toBe('gatehouse: cannot listen on no-such-host.invalid:0 (ENOTFOUND: cannot resolve the host name)\n');
+      expect(read('nx.status')).toBe('1\n');
+      expect(read('again.err')).toMatch(/^gatehouse: cannot listen on servfail\.invalid:0 \(EAI_AGAIN: cannot resolve the host name[^\n]*\)\n$/);
+      expect(read('again.status')).toBe('1\n');
+      expect(read('nx.out') + read('again.out')).not.toMatch(STACK);
+    },
+  );
 
   it('the config file must be valid on its own: --port does not hide a bad server.port, nor --host a bad server.host', async () => {
     const dir = await certs();
@@ -325,12 +328,7 @@ describe('gatehouse CLI: listen failures, overrides, output, version, directorie
     first.child.kill('SIGTERM');
     await once(first.child, 'exit');
     for (const name of ['one', 'two', 'three']) expect(run(['clients', 'add', name, '--scope', 'read', '--config', config]).status).toBe(0);
-    const runs = [
-      ['--help'],
-      ['--version'],
-      ['clients', 'list', '--json', '--config', config],
-      ['certs', 'init', '--dir', join(work, 'epipe-certs')],
-    ];
+    const runs = [['--help'], ['--version'], ['clients', 'list', '--json', '--config', config], ['certs', 'init', '--dir', join(work, 'epipe-certs')]];
     for (const args of runs) {
       const result = await runWithClosedStdout(args);
       // Quietly: no stack trace, not even a line — a reader that left needs no message — but not a success either.

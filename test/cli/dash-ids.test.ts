@@ -28,7 +28,9 @@ describe('client ids beginning with "-" on the command line', () => {
       expect(protect('clients', command, DASH_ID)).toEqual(argv('clients', command, '--', DASH_ID));
     }
     expect(protect('clients', 'show', '--json', DASH_ID, '--config', 'f.yaml')).toEqual(argv('clients', 'show', '--json', '--config', 'f.yaml', '--', DASH_ID));
-    expect(protect('clients', 'rotate-secret', DASH_ID, '--keep-old-for', '1h')).toEqual(argv('clients', 'rotate-secret', '--keep-old-for', '1h', '--', DASH_ID));
+    expect(protect('clients', 'rotate-secret', DASH_ID, '--keep-old-for', '1h')).toEqual(
+      argv('clients', 'rotate-secret', '--keep-old-for', '1h', '--', DASH_ID),
+    );
   });
 
   it('leaves option values, option names, other commands and other shapes alone', () => {

@@ -97,10 +97,14 @@ if (POSTGRES_URL === undefined) {
       await c.stop();
     });
 
-    it('a disable made with the CLI ends the client\'s tokens on every instance within a second; enable lets new ones in', async () => {
+    it("a disable made with the CLI ends the client's tokens on every instance within a second; enable lets new ones in", async () => {
       const accessToken = await http.accessToken(b.port, client);
       ok('clients', 'disable', client.id);
-      await eventually(async () => (await http.call(a.port, accessToken)) === 401 && (await http.call(b.port, accessToken)) === 401, FAN_OUT_MS, 'both refusing');
+      await eventually(
+        async () => (await http.call(a.port, accessToken)) === 401 && (await http.call(b.port, accessToken)) === 401,
+        FAN_OUT_MS,
+        'both refusing',
+      );
       ok('clients', 'enable', client.id);
       // Authentication reads the store; the bearer path learns of the enable from the notification.
       const fresh = await http.accessToken(a.port, client);
@@ -119,7 +123,11 @@ if (POSTGRES_URL === undefined) {
       ok('keys', 'rotate');
       const rotated = (JSON.parse(ok('keys', 'list', '--json')) as { kid: string }[]).map((key) => key.kid).filter((kid) => !before.includes(kid));
       expect(rotated).toHaveLength(1);
-      await eventually(async () => (await http.jwksKids(a.port)).includes(rotated[0]!) && (await http.jwksKids(b.port)).includes(rotated[0]!), FAN_OUT_MS, 'both publishing');
+      await eventually(
+        async () => (await http.jwksKids(a.port)).includes(rotated[0]!) && (await http.jwksKids(b.port)).includes(rotated[0]!),
+        FAN_OUT_MS,
+        'both publishing',
+      );
     });
 
     it('an instance whose listening line was cut re-reads the store when it is back', async () => {

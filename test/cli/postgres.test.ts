@@ -78,15 +78,25 @@ if (POSTGRES_URL === undefined) {
     return created;
   }
 
-  async function token(port: number, client: { id: string; secret: string }): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | undefined }> {
+  async function token(
+    port: number,
+    client: { id: string; secret: string },
+  ): Promise<{ status: number; body: Record<string, unknown>; retryAfter: string | undefined }> {
     const response = await request(`https://127.0.0.1:${port}/oauth2/token`, {
       method: 'POST',
       dispatcher: agent(),
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}` },
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}`,
+      },
       body: 'grant_type=client_credentials',
     });
     const retryAfter = response.headers['retry-after'];
-    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown>, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined };
+    return {
+      status: response.statusCode,
+      body: (await response.body.json()) as Record<string, unknown>,
+      retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+    };
   }
 
   async function call(port: number, accessToken: string): Promise<number> {
@@ -107,7 +117,10 @@ if (POSTGRES_URL === undefined) {
     let client: { id: string; secret: string };
 
     it('admin commands refuse a schema without a store (66), naming it without the password; init creates it once', () => {
-      for (const args of [['clients', 'list'], ['keys', 'list']]) {
+      for (const args of [
+        ['clients', 'list'],
+        ['keys', 'list'],
+      ]) {
         const result = gatehouse(...args);
         expect(result.status, args.join(' ')).toBe(66);
         expect(result.stderr).toBe(`gatehouse: no credential store in ${where}\n`);
@@ -123,11 +136,11 @@ if (POSTGRES_URL === undefined) {
       expect(bad.stderr).toContain('GATEHOUSE_DATABASE_URL: must be a postgres:// URL');
       const unreachable = runCli(['clients', 'list', '--config', configFile], env('postgres://gate:hunter2-secret@127.0.0.1:1/test'));
       expect(unreachable.status).toBe(69);
-      expect(unreachable.stderr).toBe('gatehouse: open schema ' + schema + ' at postgres://gate@127.0.0.1:1/test: connect ECONNREFUSED 127.0.0.1:1\n');
+      expect(unreachable.stderr).toBe(`gatehouse: open schema ${schema} at postgres://gate@127.0.0.1:1/test: connect ECONNREFUSED 127.0.0.1:1\n`);
       expect(unreachable.stderr).not.toContain('hunter2-secret');
       const served = runCli(['serve', '--config', configFile, '--data', join(work, 'unreachable')], env('postgres://gate:hunter2-secret@127.0.0.1:1/test'));
       expect(served.status).toBe(69);
-      expect(served.stderr).toBe('gatehouse: credential store: open schema ' + schema + ' at postgres://gate@127.0.0.1:1/test: connect ECONNREFUSED 127.0.0.1:1\n');
+      expect(served.stderr).toBe(`gatehouse: credential store: open schema ${schema} at postgres://gate@127.0.0.1:1/test: connect ECONNREFUSED 127.0.0.1:1\n`);
     });
 
     it('two instances share the store: a client added with the CLI gets a token from one and calls the other', async () => {

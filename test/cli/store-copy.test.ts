@@ -142,7 +142,9 @@ beforeAll(async () => {
   await initDevCertificates(certs);
   ca = readFileSync(join(certs, 'ca.pem'));
   ok(runCli(['init', '--config', sqliteConfig, '--data', sourceData], env()));
-  const added = JSON.parse(ok(runCli(['clients', 'add', 'moving-client', '--scope', 'echo:read', '--json', '--config', sqliteConfig, '--data', sourceData], env()))) as {
+  const added = JSON.parse(
+    ok(runCli(['clients', 'add', 'moving-client', '--scope', 'echo:read', '--json', '--config', sqliteConfig, '--data', sourceData], env())),
+  ) as {
     client_id: string;
     client_secret: string;
   };
@@ -175,15 +177,27 @@ describe('gatehouse store copy: usage and missing stores (no server needed)', ()
     const cases: readonly [readonly string[], string][] = [
       [['--to', target], "required option '--from <store>' not specified"],
       [['--from', `sqlite:${sourceFile}`], "required option '--to <store>' not specified"],
-      [['--from', 'mysql://root:hunter2-secret@127.0.0.1/test', '--to', target], 'gatehouse: --from: unsupported scheme "mysql"; give sqlite:PATH or a postgres:// URL\n'],
+      [
+        ['--from', 'mysql://root:hunter2-secret@127.0.0.1/test', '--to', target],
+        'gatehouse: --from: unsupported scheme "mysql"; give sqlite:PATH or a postgres:// URL\n',
+      ],
       [['--from', sourceFile, '--to', target], 'gatehouse: --from: no scheme; give sqlite:PATH or a postgres:// URL\n'],
       [['--from', `sqlite:${sourceFile}`, '--to', 'sqlite:'], 'gatehouse: --to: give the database file, e.g. sqlite:data/gatehouse.db\n'],
       [['--from', `sqlite://${sourceFile}`, '--to', target], 'gatehouse: --from: sqlite:PATH takes a file path, not a URL'],
       [['--from', `sqlite:${sourceData}`, '--to', target], `gatehouse: --from: ${sourceData} is a directory; name the database file in it`],
       [['--from', `sqlite:${sourceFile}`, '--to', 'postgres://gate:hunter2-secret@'], 'gatehouse: --to: not a valid PostgreSQL URL'],
-      [['--from', `sqlite:${sourceFile}`, '--from-schema', 'x', '--to', target], 'gatehouse: --from-schema is for a PostgreSQL store; --from is a SQLite file\n'],
-      [['--from', `sqlite:${sourceFile}`, '--to', 'postgres://gate:hunter2-secret@127.0.0.1/test', '--to-schema', 'Bad-Name'], 'gatehouse: --to-schema: "Bad-Name" is not a schema name'],
-      [['--from', `sqlite:${sourceFile}`, '--to', `sqlite:${sourceFile}`], `gatehouse: --from and --to are the same store (sqlite:${sourceFile}); copy into another one\n`],
+      [
+        ['--from', `sqlite:${sourceFile}`, '--from-schema', 'x', '--to', target],
+        'gatehouse: --from-schema is for a PostgreSQL store; --from is a SQLite file\n',
+      ],
+      [
+        ['--from', `sqlite:${sourceFile}`, '--to', 'postgres://gate:hunter2-secret@127.0.0.1/test', '--to-schema', 'Bad-Name'],
+        'gatehouse: --to-schema: "Bad-Name" is not a schema name',
+      ],
+      [
+        ['--from', `sqlite:${sourceFile}`, '--to', `sqlite:${sourceFile}`],
+        `gatehouse: --from and --to are the same store (sqlite:${sourceFile}); copy into another one\n`,
+      ],
       [
         ['--from', 'postgres://gate:hunter2-secret@db.example:5432/gh', '--to', 'postgresql://other@DB.example/gh'],
         'gatehouse: --from and --to are the same store (postgres://gate@db.example:5432/gh (schema gatehouse)); copy into another one\n',
@@ -265,7 +279,9 @@ if (POSTGRES_URL === undefined) {
           'serve the target with the same master key as the source: the signing keys were copied still sealed under it ' +
           '(GATEHOUSE_MASTER_KEY, or the source data_dir/master.key copied into the new data_dir, mode 0600)\n',
       );
-      expect(normalized(await snapshotOf(pg(schema)))).toEqual(normalized(await snapshotOf(async () => SqliteCredentialStore.open(sourceFile, { create: false }))));
+      expect(normalized(await snapshotOf(pg(schema)))).toEqual(
+        normalized(await snapshotOf(async () => SqliteCredentialStore.open(sourceFile, { create: false }))),
+      );
 
       // A fresh data directory: nothing of the SQLite deployment but the master key (here GATEHOUSE_MASTER_KEY).
       const gateway = await serve(['--config', writeConfig('pg', schema), '--data', join(work, 'pg-data')], { GATEHOUSE_DATABASE_URL: url });
@@ -321,11 +337,14 @@ if (POSTGRES_URL === undefined) {
       expect(existsSync(target)).toBe(false);
     });
 
-    it('with --config, the copy is recorded in that deployment\'s admin audit chain', async () => {
+    it("with --config, the copy is recorded in that deployment's admin audit chain", async () => {
       const target = testSchema();
       const data = join(work, 'recorded');
       const config = writeConfig('recorded', target);
-      const result = runCli(['store', 'copy', '--from', `sqlite:${sourceFile}`, '--to', url, '--to-schema', target, '--config', config, '--data', data], env({ GATEHOUSE_DATABASE_URL: url }));
+      const result = runCli(
+        ['store', 'copy', '--from', `sqlite:${sourceFile}`, '--to', url, '--to-schema', target, '--config', config, '--data', data],
+        env({ GATEHOUSE_DATABASE_URL: url }),
+      );
       expect(result.stderr).toBe('');
       expect(result.status).toBe(0);
       expect(result.stdout).toContain(`recorded in the admin audit chain in ${join(data, 'audit')}\n`);

@@ -46,7 +46,10 @@ function deployment(name: string, change: (dir: string) => void = () => undefine
 }
 
 function serve(setup: Setup, asUid?: number): { status: number | null; stderr: string } {
-  const command = asUid === undefined ? [process.execPath, CLI, 'serve', '--config', setup.config] : ['setpriv', `--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, CLI, 'serve', '--config', setup.config];
+  const command =
+    asUid === undefined
+      ? [process.execPath, CLI, 'serve', '--config', setup.config]
+      : ['setpriv', `--reuid=${asUid}`, `--regid=${asUid}`, '--clear-groups', process.execPath, CLI, 'serve', '--config', setup.config];
   const result = spawnSync(command[0]!, command.slice(1), { encoding: 'utf8', timeout: 20_000 });
   return { status: result.status, stderr: result.stderr };
 }
@@ -63,19 +66,39 @@ const locks = (data: string): string[] => (existsSync(join(data, 'audit')) ? rea
 
 describe('issue #22 item 10: TLS file problems at start-up', () => {
   const cases: Array<[string, (dir: string) => void, RegExp]> = [
-    ['a certificate file that is not PEM', (d) => writeFileSync(join(d, 'server.pem'), 'not a certificate\n'), /^gatehouse: TLS file tls\.cert .*server\.pem: holds no PEM certificate/],
+    [
+      'a certificate file that is not PEM',
+      (d) => writeFileSync(join(d, 'server.pem'), 'not a certificate\n'),
+      /^gatehouse: TLS file tls\.cert .*server\.pem: holds no PEM certificate/,
+    ],
     [
       'a PEM certificate whose contents are not a certificate',
       (d) => writeFileSync(join(d, 'server.pem'), '-----BEGIN CERTIFICATE-----\nAAAAbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n'),
       /^gatehouse: TLS file tls\.cert .*server\.pem: certificate 1 of 1 is not a valid X\.509 certificate$/,
     ],
-    ['a malformed private key', (d) => writeFileSync(join(d, 'server-key.pem'), '-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n'), /^gatehouse: TLS file tls\.key .*server-key\.pem: is not a usable unencrypted PEM private key/],
-    ['a key that belongs to another certificate', (d) => copyFileSync(join(d, 'client-key.pem'), join(d, 'server-key.pem')), /^gatehouse: TLS file tls\.key .*server-key\.pem: is not the private key of the certificate in .*server\.pem$/],
-    ['a client CA file that is a directory', (d) => {
-      rmSync(join(d, 'ca.pem'));
-      mkdirSync(join(d, 'ca.pem'));
-    }, /^gatehouse: TLS file tls\.client_ca .*ca\.pem: cannot read the file: is a directory, not a file \(EISDIR\)$/],
-    ['a missing certificate file', (d) => rmSync(join(d, 'server.pem')), /^gatehouse: TLS file tls\.cert .*server\.pem: cannot read the file: no such file \(ENOENT\)$/],
+    [
+      'a malformed private key',
+      (d) => writeFileSync(join(d, 'server-key.pem'), '-----BEGIN PRIVATE KEY-----\ngarbage\n-----END PRIVATE KEY-----\n'),
+      /^gatehouse: TLS file tls\.key .*server-key\.pem: is not a usable unencrypted PEM private key/,
+    ],
+    [
+      'a key that belongs to another certificate',
+      (d) => copyFileSync(join(d, 'client-key.pem'), join(d, 'server-key.pem')),
+      /^gatehouse: TLS file tls\.key .*server-key\.pem: is not the private key of the certificate in .*server\.pem$/,
+    ],
+    [
+      'a client CA file that is a directory',
+      (d) => {
+        rmSync(join(d, 'ca.pem'));
+        mkdirSync(join(d, 'ca.pem'));
+      },
+      /^gatehouse: TLS file tls\.client_ca .*ca\.pem: cannot read the file: is a directory, not a file \(EISDIR\)$/,
+    ],
+    [
+      'a missing certificate file',
+      (d) => rmSync(join(d, 'server.pem')),
+      /^gatehouse: TLS file tls\.cert .*server\.pem: cannot read the file: no such file \(ENOENT\)$/,
+    ],
   ];
   for (const [label, spoil, message] of cases) {
     it(`${label}: one line naming it, exit 78, nothing created`, () => {

@@ -54,7 +54,13 @@ describe('config loading', () => {
       tls: { cert: 'a', key: 'b' },
       server: { port: 70000 },
       routes: [
-        { id: 'UPPER', match: { path_prefix: 'no-slash', methods: ['TRACE'] }, authn: ['none', 'mtls'], authz: { allow: 'anyone' }, handler: { service: 'echo' } },
+        {
+          id: 'UPPER',
+          match: { path_prefix: 'no-slash', methods: ['TRACE'] },
+          authn: ['none', 'mtls'],
+          authz: { allow: 'anyone' },
+          handler: { service: 'echo' },
+        },
       ],
     });
     const paths = problems.map((p) => p.split(':')[0]);
@@ -63,16 +69,22 @@ describe('config loading', () => {
 
   it('requires "none" to be the last authenticator and a credential-requiring route to have a real authenticator', () => {
     const route = { id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, handler: { service: 'echo' } };
-    expect(problemsOf({ ...minimal(), tls: { cert: 'a', key: 'b', client_ca: 'c' }, routes: [{ ...route, authn: ['none', 'mtls'], authz: { allow: 'anyone' } }] })).toEqual(
-      expect.arrayContaining([expect.stringMatching(/^routes\.0\.authn: .*last/)]),
-    );
+    expect(
+      problemsOf({ ...minimal(), tls: { cert: 'a', key: 'b', client_ca: 'c' }, routes: [{ ...route, authn: ['none', 'mtls'], authz: { allow: 'anyone' } }] }),
+    ).toEqual(expect.arrayContaining([expect.stringMatching(/^routes\.0\.authn: .*last/)]));
     expect(problemsOf({ ...minimal(), routes: [{ ...route, authn: ['none'], authz: { allow: 'authenticated' } }] })).toEqual(
       expect.arrayContaining([expect.stringMatching(/^routes\.0\.authz\.allow/)]),
     );
   });
 
   it('cross-checks references: unknown upstream, unknown quota, mtls without client_ca, duplicate ids and matches', () => {
-    const route = (id: string, extra: object) => ({ id, match: { path_prefix: '/x', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, ...extra });
+    const route = (id: string, extra: object) => ({
+      id,
+      match: { path_prefix: '/x', methods: ['GET'] },
+      authn: ['none'],
+      authz: { allow: 'anyone' },
+      ...extra,
+    });
     const problems = problemsOf({
       tls: { cert: 'a', key: 'b' },
       routes: [
@@ -103,7 +115,10 @@ describe('config loading', () => {
     for (const prefix of ['/a/../b', '/./a', '/a b', 'a', '/a%2Fb']) {
       const doc = minimal();
       const problems = problemsOf({ ...doc, routes: [{ ...doc.routes[0], match: { path_prefix: prefix, methods: ['GET'] } }] });
-      expect(problems.some((p) => p.startsWith('routes.0.match.path_prefix')), prefix).toBe(true);
+      expect(
+        problems.some((p) => p.startsWith('routes.0.match.path_prefix')),
+        prefix,
+      ).toBe(true);
     }
   });
 
@@ -155,7 +170,7 @@ describe('config loading', () => {
       const name = String.fromCharCode(97 + i);
       lines.push(`${name}: &${name} [${Array(10).fill(`*${prev}`).join(',')}]`);
     }
-    writeFileSync(file, lines.join('\n') + '\n');
+    writeFileSync(file, `${lines.join('\n')}\n`);
     expect(() => loadConfigFile(file)).toThrow(ConfigError);
   });
 
@@ -187,7 +202,12 @@ describe('config loading', () => {
 
     it('refuses a bearer route without an issuer, and scopes or audience on a route without bearer', () => {
       expect(problemsOf({ ...minimal(), routes: [bearerRoute({})] })).toEqual([expect.stringMatching(/^routes\.0\.authn: .*issuer/)]);
-      const noBearer = problemsOf({ ...minimal(), issuer: {}, routes: [bearerRoute({ scopes: { all_of: ['a'] } }, ['mtls'])], tls: { cert: 'a', key: 'b', client_ca: 'c' } });
+      const noBearer = problemsOf({
+        ...minimal(),
+        issuer: {},
+        routes: [bearerRoute({ scopes: { all_of: ['a'] } }, ['mtls'])],
+        tls: { cert: 'a', key: 'b', client_ca: 'c' },
+      });
       expect(noBearer).toEqual([expect.stringMatching(/^routes\.0\.authz: .*bearer/)]);
     });
 
@@ -215,9 +235,18 @@ describe('config loading', () => {
     });
 
     it('keeps routes off the issuer endpoints but lets a catch-all prefix coexist', () => {
-      const route = (id: string, prefix: string): unknown => ({ id, match: { path_prefix: prefix, methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } });
+      const route = (id: string, prefix: string): unknown => ({
+        id,
+        match: { path_prefix: prefix, methods: ['GET'] },
+        authn: ['none'],
+        authz: { allow: 'anyone' },
+        handler: { service: 'echo' },
+      });
       const problems = problemsOf({ ...minimal(), issuer: {}, routes: [route('a', '/oauth2/token'), route('b', '/.well-known/jwks.json/x'), route('c', '/')] });
-      expect(problems).toEqual([expect.stringMatching(/^routes\.0\.match\.path_prefix: .*\/oauth2\/token/), expect.stringMatching(/^routes\.1\.match\.path_prefix: .*jwks/)]);
+      expect(problems).toEqual([
+        expect.stringMatching(/^routes\.0\.match\.path_prefix: .*\/oauth2\/token/),
+        expect.stringMatching(/^routes\.1\.match\.path_prefix: .*jwks/),
+      ]);
       // Without an issuer those paths are ordinary prefixes.
       expect(() => buildConfig({ ...minimal(), routes: [route('a', '/oauth2/token')] }, dir)).not.toThrow();
     });

@@ -37,7 +37,14 @@ describe('OAuth endpoint input refusals (real requests)', () => {
 
   it('malformed Basic credentials are 400 invalid_request (bad base64, no colon, empty parts); another scheme is 401 invalid_client', async () => {
     const b64 = (text: string): string => Buffer.from(text).toString('base64');
-    for (const authorization of ['Basic', 'Basic !!!!', `Basic ${b64('no-colon-here')}`, `Basic ${b64(':secret')}`, `Basic ${b64('id:')}`, `Basic ${b64(client.id)}=`]) {
+    for (const authorization of [
+      'Basic',
+      'Basic !!!!',
+      `Basic ${b64('no-colon-here')}`,
+      `Basic ${b64(':secret')}`,
+      `Basic ${b64('id:')}`,
+      `Basic ${b64(client.id)}=`,
+    ]) {
       expectOAuthError(await token(CC, { authorization }), 400, 'invalid_request');
     }
     const bearer = await token(CC, { authorization: 'Bearer abc.def.ghi' });
@@ -84,7 +91,7 @@ describe('form and Basic parsers', () => {
   it('parseBasicCredentials: form-urlencoded id and secret (RFC 6749 §2.3.1), other schemes not ours', () => {
     const header = `Basic ${Buffer.from('my%3Aid:s%C3%A9cret+x').toString('base64')}`;
     expect(parseBasicCredentials(header)).toEqual({ ok: true, value: { clientId: 'my:id', clientSecret: 'sécret x' } });
-    expect(parseBasicCredentials('basic ' + Buffer.from('a:b').toString('base64'))).toMatchObject({ ok: true });
+    expect(parseBasicCredentials(`basic ${Buffer.from('a:b').toString('base64')}`)).toMatchObject({ ok: true });
     expect(parseBasicCredentials('Bearer x')).toBeUndefined();
   });
 
@@ -110,17 +117,22 @@ describe('REL-09 parser properties (fast-check)', () => {
       { numRuns: 500 },
     );
     fc.assert(
-      fc.property(fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 20, unit: 'binary' }), fc.string({ minLength: 1, maxLength: 40, unit: 'binary' })), { maxLength: 20 }), (pairs) => {
-        const encoded = new URLSearchParams(pairs).toString();
-        const parsed = parseForm(Buffer.from(encoded), 32);
-        // Lone surrogates do not survive UTF-8; everything else must come back exactly, repeats in order.
-        fc.pre(pairs.every(([k, v]) => wellFormed(k) && wellFormed(v)));
-        expect(parsed.ok).toBe(true);
-        if (!parsed.ok) return;
-        const expected = new Map<string, string[]>();
-        for (const [k, v] of pairs) expected.set(k, [...(expected.get(k) ?? []), v]);
-        expect(new Map(parsed.value)).toEqual(expected);
-      }),
+      fc.property(
+        fc.array(fc.tuple(fc.string({ minLength: 1, maxLength: 20, unit: 'binary' }), fc.string({ minLength: 1, maxLength: 40, unit: 'binary' })), {
+          maxLength: 20,
+        }),
+        (pairs) => {
+          const encoded = new URLSearchParams(pairs).toString();
+          const parsed = parseForm(Buffer.from(encoded), 32);
+          // Lone surrogates do not survive UTF-8; everything else must come back exactly, repeats in order.
+          fc.pre(pairs.every(([k, v]) => wellFormed(k) && wellFormed(v)));
+          expect(parsed.ok).toBe(true);
+          if (!parsed.ok) return;
+          const expected = new Map<string, string[]>();
+          for (const [k, v] of pairs) expected.set(k, [...(expected.get(k) ?? []), v]);
+          expect(new Map(parsed.value)).toEqual(expected);
+        },
+      ),
       { numRuns: 300 },
     );
   });

@@ -31,7 +31,9 @@ function openRequest(session: ClientHttp2Session, path: string, contentType: str
     });
     stream.on('data', (chunk: Buffer) => chunks.push(chunk));
     stream.on('error', () => undefined);
-    stream.on('close', () => resolve({ status, body: Buffer.concat(chunks).toString('utf8'), ended, rstCode: stream.rstCode, closedAfterMs: Date.now() - started }));
+    stream.on('close', () =>
+      resolve({ status, body: Buffer.concat(chunks).toString('utf8'), ended, rstCode: stream.rstCode, closedAfterMs: Date.now() - started }),
+    );
     stream.write(first);
   });
 }

@@ -83,7 +83,11 @@ describe('oauth4webapi interop', () => {
   it('a secret with reserved characters survives ClientSecretBasic percent-encoding and ClientSecretPost form encoding', async () => {
     const c = await addClient(gw, { secret: 'p:a+s/s%w&o=r d?é~' });
     for (const auth of [oauth.ClientSecretBasic, oauth.ClientSecretPost]) {
-      const res = await oauth.processClientCredentialsResponse(as, asClient(c), await oauth.clientCredentialsGrantRequest(as, asClient(c), auth(c.secret), {}, options));
+      const res = await oauth.processClientCredentialsResponse(
+        as,
+        asClient(c),
+        await oauth.clientCredentialsGrantRequest(as, asClient(c), auth(c.secret), {}, options),
+      );
       expect(decodeJwt(res.access_token).client_id).toBe(c.id);
     }
   });

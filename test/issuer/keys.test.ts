@@ -87,7 +87,10 @@ class MemoryKeyStore implements CredentialStore {
     this.reads += 1;
     return [...this.keys.values()];
   }
-  async rotateSigningKey(next: SigningKey, retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined): Promise<void> {
+  async rotateSigningKey(
+    next: SigningKey,
+    retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined,
+  ): Promise<void> {
     if (retire !== undefined) {
       const old = this.keys.get(retire.kid);
       if (old === undefined) throw new Error('unknown kid');
@@ -210,7 +213,7 @@ describe('key-encryption key: GATEHOUSE_MASTER_KEY', () => {
   it('rejects text that is not base64url (standard base64, padding, other characters, empty), without echoing it', () => {
     const body = randomBytes(31).toString('base64url');
     const values = [
-      randomBytes(32).toString('base64') + '=',
+      `${randomBytes(32).toString('base64')}=`,
       `${body.slice(0, 40)}+/A`,
       `${body.slice(0, 42)}=`,
       `${body.slice(0, 20)} ${body.slice(20, 42)}`,
@@ -345,7 +348,9 @@ describe('key-encryption key: AES-256-GCM', () => {
       flip(sealed, 27),
       flip(sealed, 28),
       flip(sealed, length - 1),
-      Buffer.from(sealed, 'base64url').subarray(0, length - 1).toString('base64url'),
+      Buffer.from(sealed, 'base64url')
+        .subarray(0, length - 1)
+        .toString('base64url'),
       Buffer.from(sealed, 'base64url').subarray(0, 27).toString('base64url'),
       '',
       `${sealed}=`,
@@ -468,7 +473,21 @@ describe('KeyRing: signing and verification', () => {
     await ensureSigningKey(store, kek, 'EdDSA', T0);
     const ring = await KeyRing.load(store, kek, { now: () => T0 });
     const reads = store.reads;
-    const hostile: unknown[] = ['', '../../../../dev/null', '/dev/null', '|sleep 10', "x' UNION SELECT '1';--", 'x'.repeat(10_240), '__proto__', 'constructor', 0, 1, null, {}, ['a']];
+    const hostile: unknown[] = [
+      '',
+      '../../../../dev/null',
+      '/dev/null',
+      '|sleep 10',
+      "x' UNION SELECT '1';--",
+      'x'.repeat(10_240),
+      '__proto__',
+      'constructor',
+      0,
+      1,
+      null,
+      {},
+      ['a'],
+    ];
     for (const kid of hostile) expect(ring.verificationKey(kid as string)).toBeUndefined();
     expect(store.reads).toBe(reads);
   });
@@ -729,7 +748,11 @@ describe('emergency revocation (keys revoke)', () => {
     try {
       const keys = await reopened.listSigningKeys();
       expect(keys.find((k) => k.kid === a.kid)).toMatchObject({ revokedAt: T0 + 10, expiresAt: T0 + 10 });
-      expect(keys.find((k) => k.kid === outcome.signer?.kid)).toMatchObject({ createdAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS, activatesAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS, revokedAt: null });
+      expect(keys.find((k) => k.kid === outcome.signer?.kid)).toMatchObject({
+        createdAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS,
+        activatesAt: T0 + 10 - CLOCK_SKEW_ALLOWANCE_MS,
+        revokedAt: null,
+      });
       // A change naming a row with other key material is refused whole: nothing of it is written.
       const forged = { ...keys[0]!, encryptedPrivateKey: 'x' };
       await expect(reopened.changeSigningKeys(() => ({ update: [forged], insert: [] }))).rejects.toMatchObject({ code: 'invalid' });

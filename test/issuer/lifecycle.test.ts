@@ -121,7 +121,10 @@ describe('clients and the audit trail', () => {
     expect(new Set(tokenRecords.map((r) => r.request_id)).size).toBe(tokenRecords.length);
     expect(tokenRecords.filter((r) => r.subject === 'anonymous')).toEqual([]);
     const auditDir = join(gw.dataDir, 'audit');
-    const everything = readdirSync(auditDir).map((name) => readFileSync(join(auditDir, name), 'utf8')).join('') + gw.logs.join('');
+    const everything =
+      readdirSync(auditDir)
+        .map((name) => readFileSync(join(auditDir, name), 'utf8'))
+        .join('') + gw.logs.join('');
     expect(everything).not.toContain(client.secret);
     expect(everything).not.toContain(token);
     expect(everything).not.toContain(token.split('.')[2]);
@@ -154,7 +157,6 @@ describe('a fault inside an OAuth endpoint', () => {
   });
 });
 
-
 describe('a client that leaves while the token endpoint reads its form', () => {
   let gw: TestGateway;
   beforeAll(async () => {
@@ -164,7 +166,9 @@ describe('a client that leaves while the token endpoint reads its form', () => {
 
   it('is on record as a deny with no status (nothing was answered), at stage issuer', async () => {
     const connection = await RawConnection.open(gw.port, gw.certs);
-    connection.write('POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=');
+    connection.write(
+      'POST /oauth2/token HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\ngrant_type=',
+    );
     // Let the gateway start reading the body, then leave without the rest.
     await new Promise((resolve) => setTimeout(resolve, 100));
     connection.socket.destroy();

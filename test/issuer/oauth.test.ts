@@ -259,7 +259,11 @@ describe('OAuth token endpoint (functional)', () => {
     const all = await token(CC, auth);
     expect(all.status).toBe(200);
     expect(String(all.json?.['scope']).split(' ').sort()).toEqual(['a:1', 'echo:read']);
-    expect(String(decodeJwt(String(all.json?.['access_token'])).scope).split(' ').sort()).toEqual(['a:1', 'echo:read']);
+    expect(
+      String(decodeJwt(String(all.json?.['access_token'])).scope)
+        .split(' ')
+        .sort(),
+    ).toEqual(['a:1', 'echo:read']);
   });
 
   it('OA-08 a repeated scope parameter is 400 invalid_request', async () => {
@@ -437,7 +441,9 @@ describe('OAuth token endpoint (functional)', () => {
     const chunks: Buffer[] = [];
     socket.on('data', (c: Buffer) => chunks.push(c));
     socket.on('error', () => undefined);
-    socket.write(`POST /oauth2/token HTTP/1.1\r\nHost: localhost:${gw.port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${CC.length}\r\n\r\n${CC}`);
+    socket.write(
+      `POST /oauth2/token HTTP/1.1\r\nHost: localhost:${gw.port}\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: ${CC.length}\r\n\r\n${CC}`,
+    );
     const closed = await Promise.race([once(socket, 'close').then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), 3000))]);
     socket.destroy();
     const text = Buffer.concat(chunks).toString('latin1');
@@ -457,7 +463,9 @@ describe('OAuth token endpoint (functional)', () => {
     expect(declared.status).toBe(413);
     // Chunked, no length: the limit is enforced while reading.
     const chunk = big.slice(0, 65_536);
-    const chunked = await rawHttp1(gw.port, gw.certs, `${head('Transfer-Encoding: chunked\r\n')}${chunk.length.toString(16)}\r\n${chunk}\r\n`, { waitMs: 3000 });
+    const chunked = await rawHttp1(gw.port, gw.certs, `${head('Transfer-Encoding: chunked\r\n')}${chunk.length.toString(16)}\r\n${chunk}\r\n`, {
+      waitMs: 3000,
+    });
     expect(chunked.status).toBe(413);
     expect(chunked.text).not.toContain('access_token');
   });
@@ -553,7 +561,7 @@ describe('OAuth token endpoint (functional)', () => {
       }
     });
 
-    it("OA-16 random, expired, revoked and other clients' tokens are exactly {\"active\":false}", async () => {
+    it('OA-16 random, expired, revoked and other clients\' tokens are exactly {"active":false}', async () => {
       const [a, b] = [await client(gw), await client(gw)];
       const auth = { authorization: basicAuth(a.id, a.secret) };
       const now = Math.floor(Date.now() / 1000);
@@ -635,7 +643,10 @@ describe('OAuth token endpoint (functional)', () => {
       expect(algLists.length).toBeGreaterThan(0);
       for (const [name, values] of algLists) {
         expect(Array.isArray(values), name).toBe(true);
-        expect((values as string[]).map((v) => v.toLowerCase()), name).not.toContain('none');
+        expect(
+          (values as string[]).map((v) => v.toLowerCase()),
+          name,
+        ).not.toContain('none');
       }
       const authMethods = meta['token_endpoint_auth_methods_supported'] as string[];
       expect(authMethods).toEqual(expect.arrayContaining(['client_secret_basic', 'client_secret_post']));
@@ -820,7 +831,14 @@ describe('guessing one client id from rotating IPs (OA-11, SEC-07 per id, SEC-08
       withIssuer(
         { ...base, server: { ...base.server, trusted_proxies: ['127.0.0.1'] } },
         // Per-pair and per-IP limits out of the way: only the per-client count can trip here.
-        { client_auth: { per_ip: { points: 1000, duration_s: 60 }, max_consecutive_failures: 100, max_daily_failures_per_ip: 1000, max_hourly_failures_per_client: 5 } },
+        {
+          client_auth: {
+            per_ip: { points: 1000, duration_s: 60 },
+            max_consecutive_failures: 100,
+            max_daily_failures_per_ip: 1000,
+            max_hourly_failures_per_client: 5,
+          },
+        },
       ),
     );
     agent = gw.agent();
@@ -828,7 +846,12 @@ describe('guessing one client id from rotating IPs (OA-11, SEC-07 per id, SEC-08
   afterAll(() => stopKeeping(gw));
 
   const from = (ip: string, auth: string): Promise<OAuthResponse> =>
-    send(gw, { path: '/oauth2/token', body: CC, headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: auth, 'x-forwarded-for': ip }, dispatcher: agent });
+    send(gw, {
+      path: '/oauth2/token',
+      body: CC,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: auth, 'x-forwarded-for': ip },
+      dispatcher: agent,
+    });
 
   it('OA-11/SEC-07 once one id failed from many IPs, each unfamiliar IP gets a single guess; the client is never locked out (SEC-08)', async () => {
     const victim = await client(gw);
@@ -865,7 +888,10 @@ describe('guessing one client id from rotating IPs (OA-11, SEC-07 per id, SEC-08
     const real = await client(gw);
     for (let i = 1; i <= 5; i++) expect((await from(`198.18.0.${i}`, basicAuth(ghost, generateClientSecret()))).status).toBe(401);
     for (let i = 1; i <= 5; i++) expect((await from(`198.18.1.${i}`, basicAuth(real.id, generateClientSecret()))).status).toBe(401);
-    const [forGhost, forReal] = [await from('198.18.0.1', basicAuth(ghost, generateClientSecret())), await from('198.18.1.1', basicAuth(real.id, generateClientSecret()))];
+    const [forGhost, forReal] = [
+      await from('198.18.0.1', basicAuth(ghost, generateClientSecret())),
+      await from('198.18.1.1', basicAuth(real.id, generateClientSecret())),
+    ];
     expect(forGhost.status).toBe(429);
     expect(forReal.status).toBe(429);
     expect(forGhost.text).toBe(forReal.text);
@@ -900,7 +926,13 @@ describe('SEC-10 argon2 flood', () => {
   afterAll(() => stopKeeping(gw));
 
   it('SEC-10 200 concurrent token requests with random ids: queue overflow is 503 + Retry-After, nothing hangs, /healthz stays 200', async () => {
-    const flood = new Agent({ connect: { ca: gw.certs.ca, servername: 'localhost' }, connections: 100, pipelining: 1, headersTimeout: 15_000, bodyTimeout: 15_000 });
+    const flood = new Agent({
+      connect: { ca: gw.certs.ca, servername: 'localhost' },
+      connections: 100,
+      pipelining: 1,
+      headersTimeout: 15_000,
+      bodyTimeout: 15_000,
+    });
     const probe = gw.agent();
     let flooding = true;
     const health: number[] = [];

@@ -14,7 +14,16 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 const T0 = 1_800_000_000_000;
 const client = (id: string): Client => ({
-  id, name: id, secrets: [], scopes: [], audiences: [], enabled: true, tokensNotBeforeS: null, accessTokenTtlS: null, createdAt: T0, updatedAt: T0,
+  id,
+  name: id,
+  secrets: [],
+  scopes: [],
+  audiences: [],
+  enabled: true,
+  tokensNotBeforeS: null,
+  accessTokenTtlS: null,
+  createdAt: T0,
+  updatedAt: T0,
 });
 
 describe('client states in the revocation set', () => {
@@ -29,7 +38,8 @@ describe('client states in the revocation set', () => {
       expect(set.acceptsClientToken('c', iat)).toBe(true);
 
       // An authentication reads the client (enabled), then waits for argon2 while the client is disabled and refreshed.
-      const readAt = (clock += 10);
+      clock += 10;
+      const readAt = clock;
       const stale = await store.getClient('c');
       clock += 10;
       await disableClient(store, 'c', clock);

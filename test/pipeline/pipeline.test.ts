@@ -1,4 +1,4 @@
-import { symlinkSync, mkdtempSync, rmSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
@@ -14,7 +14,7 @@ import { Pipeline, type DecisionObserver } from '../../src/pipeline/pipeline.js'
 import type { Authenticator, Handler } from '../../src/pipeline/stage.js';
 import { PreAuthQuota } from '../../src/quota/rate.js';
 import { checkRequest } from '../../src/server/edge.js';
-import type { HttpExchange } from '../../src/server/exchange.js';
+import type { HttpExchange } from '../../src/pipeline/stage.js';
 import type { Route } from '../../src/pipeline/stage.js';
 import { Router } from '../../src/server/router.js';
 import { EchoService } from '../../src/services/echo.js';
@@ -25,8 +25,21 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-pipeline-'));
   const audit = testAuditLog(dir);
   const lines: string[] = [];
-  const log = pino({ level: 'info' }, new Writable({ write: (c: Buffer, _e, cb) => (lines.push(c.toString()), cb()) }));
-  const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }), audit, log, ...(stages.observers !== undefined ? { observers: stages.observers } : {}) });
+  const log = pino(
+    { level: 'info' },
+    new Writable({
+      write: (c: Buffer, _e, cb) => {
+        lines.push(c.toString());
+        cb();
+      },
+    }),
+  );
+  const pipeline = new Pipeline({
+    preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }),
+    audit,
+    log,
+    ...(stages.observers !== undefined ? { observers: stages.observers } : {}),
+  });
   const route: Route = {
     id: 'r',
     pathPrefix: '/r',

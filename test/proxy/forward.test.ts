@@ -90,7 +90,13 @@ function drainedOrClosed(res: ServerResponse): Promise<boolean> {
 }
 
 /** Writes chunks [from, to) with the upstream's own backpressure respected; false when the response closed first. */
-async function writeChunks(res: ServerResponse, from: number, to: number, hash: ReturnType<typeof createHash>, onAccepted: (n: number) => void): Promise<boolean> {
+async function writeChunks(
+  res: ServerResponse,
+  from: number,
+  to: number,
+  hash: ReturnType<typeof createHash>,
+  onAccepted: (n: number) => void,
+): Promise<boolean> {
   for (let i = from; i < to; i++) {
     if (res.destroyed) return false;
     const chunk = chunkAt(i);
@@ -328,7 +334,13 @@ async function startTlsUpstream(dir: string): Promise<TlsUpstream> {
 }
 
 type RouteInput = ConfigInput['routes'][number];
-const proxy = (id: string, prefix: string, upstream: string, extra: Partial<Extract<RouteInput['handler'], { proxy: unknown }>['proxy']> = {}, more: Partial<RouteInput> = {}): RouteInput => ({
+const proxy = (
+  id: string,
+  prefix: string,
+  upstream: string,
+  extra: Partial<Extract<RouteInput['handler'], { proxy: unknown }>['proxy']> = {},
+  more: Partial<RouteInput> = {},
+): RouteInput => ({
   id,
   match: { path_prefix: prefix, methods: ['GET', 'POST', 'PUT'] },
   authn: ['none'],
@@ -669,7 +681,15 @@ describe('reverse proxy', () => {
       const text = await res.body.text();
       expect(res.statusCode).toBe(200);
       const completion = await completionOf(String(res.headers['x-request-id']));
-      expect(completion).toMatchObject({ route: 'app', status: 200, upstream: 'responded', upstream_status: 200, code: null, bytes_in: 1234, bytes_out: Buffer.byteLength(text) });
+      expect(completion).toMatchObject({
+        route: 'app',
+        status: 200,
+        upstream: 'responded',
+        upstream_status: 200,
+        code: null,
+        bytes_in: 1234,
+        bytes_out: Buffer.byteLength(text),
+      });
       expect(completion?.['duration_ms']).toBeGreaterThanOrEqual(0);
     });
 
@@ -677,13 +697,24 @@ describe('reverse proxy', () => {
       const res = await request(`${gw.origin}/closed/x`, { dispatcher: gw.agent() });
       await res.body.dump();
       expect(res.statusCode).toBe(502);
-      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ status: 502, upstream: 'failed', upstream_status: null, upstream_error: 'ECONNREFUSED', code: 'upstream_unavailable' });
+      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({
+        status: 502,
+        upstream: 'failed',
+        upstream_status: null,
+        upstream_error: 'ECONNREFUSED',
+        code: 'upstream_unavailable',
+      });
     });
 
     it('a built-in service: its status and body bytes', async () => {
       const res = await request(`${gw.origin}/echo-small/x`, { dispatcher: gw.agent() });
       const text = await res.body.text();
-      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({ route: 'echo-small', status: 200, upstream: null, bytes_out: Buffer.byteLength(text) });
+      expect(await completionOf(String(res.headers['x-request-id']))).toMatchObject({
+        route: 'echo-small',
+        status: 200,
+        upstream: null,
+        bytes_out: Buffer.byteLength(text),
+      });
     });
   });
 
@@ -785,7 +816,12 @@ describe('reverse proxy', () => {
     });
 
     it('TLS-15 an https upstream without a pinned CA is a configuration error (system roots are never used)', () => {
-      const base = { tls: { cert: 'a', key: 'b' }, routes: [{ id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'up' } } }] };
+      const base = {
+        tls: { cert: 'a', key: 'b' },
+        routes: [
+          { id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'up' } } },
+        ],
+      };
       expect(() => buildConfig({ ...base, upstreams: { up: { url: tlsUp.url } } }, '/')).toThrow(/upstreams\.up\.ca: an https upstream needs a pinned CA/);
     });
 
@@ -800,7 +836,11 @@ describe('reverse proxy', () => {
         // LOG-11: the TLS failure is in the audit chain, in the request's completion record.
         await gw.gateway.audit.flush();
         const completion = readRecords(join(gw.dataDir, 'audit')).find((r) => r.type === 'completion' && r['request_id'] === res.headers['x-request-id']);
-        expect(completion).toMatchObject({ status: 502, upstream: 'failed', upstream_error: expect.stringMatching(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED|CERT/) });
+        expect(completion).toMatchObject({
+          status: 502,
+          upstream: 'failed',
+          upstream_error: expect.stringMatching(/UNABLE_TO_VERIFY_LEAF_SIGNATURE|UNABLE_TO_GET_ISSUER_CERT|SELF_SIGNED|CERT/),
+        });
       });
     }
   });

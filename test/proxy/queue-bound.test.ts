@@ -25,7 +25,13 @@ describe('upstream queue bound', () => {
       upstreams: { slow: { url: `http://127.0.0.1:${port}`, connections: 1, max_queued: 2, headers_timeout_ms: 20_000 } },
       routes: [
         ...base.routes,
-        { id: 'slow', match: { path_prefix: '/slow', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'slow' } } },
+        {
+          id: 'slow',
+          match: { path_prefix: '/slow', methods: ['GET'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'slow' } },
+        },
       ],
     }));
   });
@@ -40,7 +46,12 @@ describe('upstream queue bound', () => {
     const res = await request(`${gw.origin}${path}`, { dispatcher: gw.agent() });
     const body = await res.body.text();
     const retryAfter = res.headers['retry-after'];
-    return { status: res.statusCode, body, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined, requestId: String(res.headers['x-request-id']) };
+    return {
+      status: res.statusCode,
+      body,
+      retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+      requestId: String(res.headers['x-request-id']),
+    };
   };
 
   it('refuses the request past connections + max_queued with 503 at once, then serves again once slots free up', async () => {
@@ -115,4 +126,3 @@ describe('upstream queue bound', () => {
     expect((await next).status).toBe(200);
   });
 });
-

@@ -9,7 +9,15 @@ describe('JWT-26 one credential per request', () => {
     gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [{ id: 'app', match: { path_prefix: '/app', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app', forward_authorization: true } } }],
+      routes: [
+        {
+          id: 'app',
+          match: { path_prefix: '/app', methods: ['GET'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'app', forward_authorization: true } },
+        },
+      ],
     }));
   });
   afterAll(async () => {
@@ -19,7 +27,9 @@ describe('JWT-26 one credential per request', () => {
 
   it('JWT-26 two Authorization headers on HTTP/1.1 → 400 invalid_header, nothing forwarded (Node would keep only the first)', async () => {
     const before = upstream.requests.length;
-    const res = await rawHttp1(gw.port, gw.certs, 'GET /app/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n', { waitMs: 500 });
+    const res = await rawHttp1(gw.port, gw.certs, 'GET /app/x HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer a\r\nAuthorization: Bearer b\r\n\r\n', {
+      waitMs: 500,
+    });
     expect(res.status).toBe(400);
     expect(problemCode(res.text)).toBe('invalid_header');
     expect(upstream.requests.length).toBe(before);

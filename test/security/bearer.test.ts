@@ -3,7 +3,17 @@
 // (forgeToken / signWithGateway), header- and shape-level cases are hand-built compact strings. Each refusal is checked on
 // the wire (status, WWW-Authenticate, problem code) and in the audit log (decision, stage, code) by request id.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, KeyObject, randomBytes, sign as nodeSign, webcrypto, type JsonWebKey } from 'node:crypto';
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  generateKeyPairSync,
+  KeyObject,
+  randomBytes,
+  sign as nodeSign,
+  webcrypto,
+  type JsonWebKey,
+} from 'node:crypto';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { ClientHttp2Session } from 'node:http2';
@@ -88,7 +98,13 @@ async function auditById(t: Target): Promise<Map<string, AuditRecord>> {
  * `subject`: who the audit record names for an authn refusal — null for anything not verified, the token's client for a
  * verified token refused now (revoked, client disabled), so an investigator sees whose token it was.
  */
-async function expectInvalidToken(t: Target, replies: Reply | readonly Reply[], label = '', stage: 'authn' | 'authz' = 'authn', subject: string | null = null): Promise<void> {
+async function expectInvalidToken(
+  t: Target,
+  replies: Reply | readonly Reply[],
+  label = '',
+  stage: 'authn' | 'authz' = 'authn',
+  subject: string | null = null,
+): Promise<void> {
   const list = Array.isArray(replies) ? replies : [replies as Reply];
   const audit = await auditById(t);
   list.forEach((reply, i) => {
@@ -160,7 +176,11 @@ async function signWithGateway(
 ): Promise<string> {
   const key = await keyOf(gw);
   const protectedHeader =
-    typeof headerParams === 'string' ? headerParams : opts.replaceHeader === true ? headerParams : { alg: key.alg, kid: key.kid, typ: 'at+jwt', ...headerParams };
+    typeof headerParams === 'string'
+      ? headerParams
+      : opts.replaceHeader === true
+        ? headerParams
+        : { alg: key.alg, kid: key.kid, typ: 'at+jwt', ...headerParams };
   const input = `${seg(protectedHeader)}.${seg(payload)}`;
   let signature = await rawSign(key, Buffer.from(input));
   if (opts.der === true) signature = p1363ToDer(signature);
@@ -177,7 +197,11 @@ function attackerSign(privateKey: KeyObject, headerParams: Record<string, unknow
   const input = `${seg(headerParams)}.${seg(payload)}`;
   const type = privateKey.asymmetricKeyType;
   const signature =
-    type === 'ed25519' ? nodeSign(null, Buffer.from(input), privateKey) : type === 'ec' ? nodeSign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' }) : nodeSign('sha256', Buffer.from(input), privateKey);
+    type === 'ed25519'
+      ? nodeSign(null, Buffer.from(input), privateKey)
+      : type === 'ec'
+        ? nodeSign('sha256', Buffer.from(input), { key: privateKey, dsaEncoding: 'ieee-p1363' })
+        : nodeSign('sha256', Buffer.from(input), privateKey);
   return `${input}.${b64u(signature)}`;
 }
 
@@ -280,7 +304,12 @@ describe('baseline', () => {
   it('hand-signed control tokens (the helpers used below) are accepted, so each refusal is due to its one mutation', async () => {
     await expectAllowed(ed, await call(ed, '/api', bearer(await signWithGateway(ed.gw, validClaims(ed.gw, client.id)))), client.id, 'signWithGateway');
     await expectAllowed(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, validClaims(ed.gw, client.id)))), client.id, 'forgeToken');
-    await expectAllowed(es, await call(es, '/api', bearer(await signWithGateway(es.gw, validClaims(es.gw, esClient.id)))), esClient.id, 'ES256 signWithGateway');
+    await expectAllowed(
+      es,
+      await call(es, '/api', bearer(await signWithGateway(es.gw, validClaims(es.gw, esClient.id)))),
+      esClient.id,
+      'ES256 signWithGateway',
+    );
   });
 
   it('no credential: 401 with `Bearer realm="gatehouse"` and no error attribute (RFC 6750 §3.1)', async () => {
@@ -319,7 +348,15 @@ describe('JWT-01..05 algorithm and key confusion', () => {
     const mid = Math.floor(s.length / 2);
     const flipped = `${s.slice(0, mid)}${s[mid] === 'A' ? 'B' : 'A'}${s.slice(mid + 1)}`;
     const otherSig = (await forgeToken(ed.gw, validClaims(ed.gw, client.id))).split('.')[2] ?? '';
-    const bad = [`${h}.${p}.`, `${h}.${p}`, `${h}.${p}.${s.slice(0, -4)}`, `${h}.${p}.${s.slice(0, 43)}`, `${h}.${p}.${flipped}`, `${h}.${p}.${otherSig}`, `${h}.${p}.${b64u(Buffer.alloc(64))}`];
+    const bad = [
+      `${h}.${p}.`,
+      `${h}.${p}`,
+      `${h}.${p}.${s.slice(0, -4)}`,
+      `${h}.${p}.${s.slice(0, 43)}`,
+      `${h}.${p}.${flipped}`,
+      `${h}.${p}.${otherSig}`,
+      `${h}.${p}.${b64u(Buffer.alloc(64))}`,
+    ];
     const replies: Reply[] = [];
     for (let round = 0; round < 5; round++) for (const candidate of bad) replies.push(await call(ed, '/api', bearer(candidate)));
     await expectInvalidToken(ed, replies, 'broken signature');
@@ -332,7 +369,13 @@ describe('JWT-01..05 algorithm and key confusion', () => {
     const jwk = jwks.keys[0];
     if (jwk === undefined) throw new Error('no published key');
     const pem = createPublicKey({ key: jwk, format: 'jwk' }).export({ type: 'spki', format: 'pem' });
-    const secrets: (string | Buffer)[] = [JSON.stringify(jwk), JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x }), pem, Buffer.from(jwk.x ?? '', 'base64url'), jwk.x ?? ''];
+    const secrets: (string | Buffer)[] = [
+      JSON.stringify(jwk),
+      JSON.stringify({ crv: jwk.crv, kty: jwk.kty, x: jwk.x }),
+      pem,
+      Buffer.from(jwk.x ?? '', 'base64url'),
+      jwk.x ?? '',
+    ];
     const claims = validClaims(ed.gw, client.id);
     const before = verifications(ed);
     const replies: Reply[] = [];
@@ -366,7 +409,9 @@ describe('JWT-01..05 algorithm and key confusion', () => {
       const alg = attackerAlg(pair.privateKey);
       replies.push(await call(ed, '/api', bearer(attackerSign(pair.privateKey, { alg, typ: 'at+jwt', jwk }, claims))));
       replies.push(await call(ed, '/api', bearer(attackerSign(pair.privateKey, { alg, typ: 'at+jwt', kid: key.kid, jwk }, claims))));
-      replies.push(await call(ed, '/api', bearer(attackerSign(pair.privateKey, { alg, typ: 'at+jwt', kid: 'attacker', jwk: { ...jwk, kid: 'attacker' } }, claims))));
+      replies.push(
+        await call(ed, '/api', bearer(attackerSign(pair.privateKey, { alg, typ: 'at+jwt', kid: 'attacker', jwk: { ...jwk, kid: 'attacker' } }, claims))),
+      );
     }
     // The real key's signature plus an embedded jwk: the parameter alone is refused.
     replies.push(await call(ed, '/api', bearer(await signWithGateway(ed.gw, claims, { jwk: { kty: 'OKP', crv: 'Ed25519', x: 'AAAA' } }))));
@@ -379,7 +424,12 @@ describe('JWT-06..10 key selection from the token', () => {
     const key = await keyOf(ed.gw);
     const claims = validClaims(ed.gw, client.id);
     const pair = generateKeyPairSync('ed25519');
-    const urls = [`${spy.url}/jwks.json`, `${spy.url}/cert.pem`, 'http://169.254.169.254/latest/meta-data/', `https://localhost:${ed.gw.port}/.well-known/jwks.json`];
+    const urls = [
+      `${spy.url}/jwks.json`,
+      `${spy.url}/cert.pem`,
+      'http://169.254.169.254/latest/meta-data/',
+      `https://localhost:${ed.gw.port}/.well-known/jwks.json`,
+    ];
     const replies: Reply[] = [];
     for (const url of urls) {
       for (const name of ['jku', 'x5u']) {
@@ -409,7 +459,24 @@ describe('JWT-06..10 key selection from the token', () => {
 
   it('JWT-08 malicious kid strings (path traversal, shell, SQL, 200 chars, 10 KB) and number/object kid: 401, fast, no crypto', async () => {
     const claims = validClaims(ed.gw, client.id);
-    const kids: unknown[] = ['', '../../../../dev/null', '/dev/null', '/invalid_path', '|sleep 10', '$(sleep 10)', "x' UNION SELECT '1';--", 'k'.repeat(200), 'k'.repeat(10 * 1024), 0, 12345, -1, { $ne: null }, ['kid'], null, true];
+    const kids: unknown[] = [
+      '',
+      '../../../../dev/null',
+      '/dev/null',
+      '/invalid_path',
+      '|sleep 10',
+      '$(sleep 10)',
+      "x' UNION SELECT '1';--",
+      'k'.repeat(200),
+      'k'.repeat(10 * 1024),
+      0,
+      12345,
+      -1,
+      { $ne: null },
+      ['kid'],
+      null,
+      true,
+    ];
     const before = verifications(ed);
     const started = Date.now();
     const replies: Reply[] = [];
@@ -469,7 +536,16 @@ describe('JWT-12..15 token text, shape and type', () => {
     const std = sample.replace(/-/g, '+').replace(/_/g, '/');
     expect(std).not.toBe(sample); // the variant must actually differ, or this case proves nothing
     const padded = (segment: string): string => segment + '='.repeat((4 - (segment.length % 4)) % 4 || 1);
-    const candidates = [`${h}.${p}.${padded(s)}`, `${padded(h)}.${p}.${s}`, `${h}.${padded(p)}.${s}`, `${h}.${p}.${s}==`, std, ` ${sample}`, `${h}. ${p}.${s}`, `${h}.${p}.${s.slice(0, 10)} ${s.slice(10)}`];
+    const candidates = [
+      `${h}.${p}.${padded(s)}`,
+      `${padded(h)}.${p}.${s}`,
+      `${h}.${padded(p)}.${s}`,
+      `${h}.${p}.${s}==`,
+      std,
+      ` ${sample}`,
+      `${h}. ${p}.${s}`,
+      `${h}.${p}.${s.slice(0, 10)} ${s.slice(10)}`,
+    ];
     const replies: Reply[] = [];
     for (const candidate of candidates) replies.push(await call(ed, '/api', `Bearer ${candidate}`));
     await expectInvalidToken(ed, replies, 'non-canonical');
@@ -498,7 +574,17 @@ describe('JWT-12..15 token text, shape and type', () => {
   it('JWT-13 4 and 5 segments, empty segments, JSON-serialized JWS polyglot: 401', async () => {
     const [h, p, s] = token.split('.') as [string, string, string];
     const json = JSON.stringify({ protected: h, payload: p, signature: s });
-    const candidates = [`${token}.${s}`, `${token}.AAAA`, `${h}.${p}.${s}.${p}.${s}`, `${h}..${s}`, `.${p}.${s}`, `${h}.${p}.${s}.`, json, `${token}${json}`, `${h}.${p}`];
+    const candidates = [
+      `${token}.${s}`,
+      `${token}.AAAA`,
+      `${h}.${p}.${s}.${p}.${s}`,
+      `${h}..${s}`,
+      `.${p}.${s}`,
+      `${h}.${p}.${s}.`,
+      json,
+      `${token}${json}`,
+      `${h}.${p}`,
+    ];
     const replies: Reply[] = [];
     for (const candidate of candidates) replies.push(await call(ed, '/api', `Bearer ${candidate}`));
     await expectInvalidToken(ed, replies, 'segments');
@@ -520,9 +606,22 @@ describe('JWT-12..15 token text, shape and type', () => {
 
   it('JWT-15 an ID-token-shaped JWT from the same issuer (typ JWT, aud=client_id, nonce, azp): 401; typ at+jwt but aud=client_id: 401 at authz', async () => {
     const now = nowS();
-    const idToken = { iss: ed.gw.gateway.issuer?.identifier, sub: client.id, aud: client.id, azp: client.id, nonce: 'n-0S6_WzA2Mj', auth_time: now, iat: now, exp: now + 600 };
+    const idToken = {
+      iss: ed.gw.gateway.issuer?.identifier,
+      sub: client.id,
+      aud: client.id,
+      azp: client.id,
+      nonce: 'n-0S6_WzA2Mj',
+      auth_time: now,
+      iat: now,
+      exp: now + 600,
+    };
     await expectInvalidToken(ed, await call(ed, '/api', bearer(await signWithGateway(ed.gw, idToken, { typ: 'JWT' }))), 'id token');
-    await expectInvalidToken(ed, await call(ed, '/api', bearer(await signWithGateway(ed.gw, { ...idToken, client_id: client.id, jti: 'id-1', scope: 'echo:read' }, { typ: 'JWT' }))), 'id token + AT claims');
+    await expectInvalidToken(
+      ed,
+      await call(ed, '/api', bearer(await signWithGateway(ed.gw, { ...idToken, client_id: client.id, jti: 'id-1', scope: 'echo:read' }, { typ: 'JWT' }))),
+      'id token + AT claims',
+    );
     const atAudClient = await forgeToken(ed.gw, { ...validClaims(ed.gw, client.id), aud: client.id });
     await expectInvalidToken(ed, await call(ed, '/api', bearer(atAudClient)), 'aud=client_id', 'authz');
   });
@@ -533,7 +632,14 @@ describe('JWT-16..21 claims', () => {
     const claims = validClaims(ed.gw, client.id);
     const issuer = ed.gw.gateway.issuer?.identifier ?? '';
     const replies: Reply[] = [];
-    for (const aud of [OTHER_AUDIENCE, [OTHER_AUDIENCE, 'https://third.example'], `${issuer}/`, issuer.toUpperCase(), issuer.replace('https:', 'http:'), `${issuer}/api`]) {
+    for (const aud of [
+      OTHER_AUDIENCE,
+      [OTHER_AUDIENCE, 'https://third.example'],
+      `${issuer}/`,
+      issuer.toUpperCase(),
+      issuer.replace('https:', 'http:'),
+      `${issuer}/api`,
+    ]) {
       replies.push(await call(ed, '/api', bearer(await forgeToken(ed.gw, { ...claims, jti: `aud-${replies.length}`, aud }))));
     }
     await expectInvalidToken(ed, replies, 'aud', 'authz');
@@ -559,7 +665,16 @@ describe('JWT-16..21 claims', () => {
   it('JWT-17 iss variants (trailing slash, case, http scheme, another issuer) with a valid signature: 401', async () => {
     const claims = validClaims(ed.gw, client.id);
     const issuer = String(claims.iss);
-    const variants = [`${issuer}/`, issuer.toUpperCase(), issuer.replace('https://localhost', 'https://LOCALHOST'), issuer.replace('https:', 'http:'), issuer.replace('localhost', '127.0.0.1'), `${issuer} `, es.gw.gateway.issuer?.identifier ?? 'x', ''];
+    const variants = [
+      `${issuer}/`,
+      issuer.toUpperCase(),
+      issuer.replace('https://localhost', 'https://LOCALHOST'),
+      issuer.replace('https:', 'http:'),
+      issuer.replace('localhost', '127.0.0.1'),
+      `${issuer} `,
+      es.gw.gateway.issuer?.identifier ?? 'x',
+      '',
+    ];
     const replies: Reply[] = [];
     for (const iss of variants) replies.push(await call(ed, '/api', bearer(await forgeToken(ed.gw, { ...claims, iss }))));
     await expectInvalidToken(ed, replies, 'iss');
@@ -595,7 +710,8 @@ describe('JWT-16..21 claims', () => {
       { ...base(), nbf: now + (TOLERANCE_S - 10) },
       { ...base(), iat: now + (TOLERANCE_S - 10) },
     ];
-    for (const [i, claims] of accepted.entries()) await expectAllowed(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, claims))), client.id, `accepted #${i}`);
+    for (const [i, claims] of accepted.entries())
+      await expectAllowed(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, claims))), client.id, `accepted #${i}`);
   });
 
   it('JWT-20 each missing required claim (iss, exp, aud, sub, client_id, iat, jti): 401', async () => {
@@ -763,7 +879,11 @@ describe('JWT-26..28 transport of the token', () => {
 
   it('JWT-26 token in a form body only: not a credential (401 realm), and not logged', async () => {
     const fresh = await forgeToken(ed.gw, validClaims(ed.gw, client.id));
-    const reply = await call(ed, '/api', undefined, { method: 'POST', headers: { 'content-type': 'application/x-www-form-urlencoded' }, body: `access_token=${fresh}` });
+    const reply = await call(ed, '/api', undefined, {
+      method: 'POST',
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      body: `access_token=${fresh}`,
+    });
     expect(reply.status).toBe(401);
     expect(reply.challenge).toBe(REALM);
     expect(JSON.stringify(await ed.gw.auditRecords())).not.toContain(fresh);
@@ -771,7 +891,11 @@ describe('JWT-26..28 transport of the token', () => {
   });
 
   it('JWT-26 two Authorization headers over raw HTTP/1.1: 400 at the edge, nothing authenticated', async () => {
-    const res = await rawHttp1(ed.gw.port, ed.gw.certs, `GET /api HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`);
+    const res = await rawHttp1(
+      ed.gw.port,
+      ed.gw.certs,
+      `GET /api HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+    );
     expect(res.status).toBe(400);
     expect(problemCode(res.text)).toBe('invalid_header');
     expect(res.text).not.toContain('"method"'); // the echo service never answered
@@ -782,7 +906,11 @@ describe('JWT-26..28 transport of the token', () => {
   });
 
   it('JWT-12 trailing whitespace: HTTP/1.1 OWS is framing, stripped before the gateway sees the token (RFC 9110 §5.5), so the exact token verifies', async () => {
-    const res = await rawHttp1(ed.gw.port, ed.gw.certs, `GET /api HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token} \t \r\nConnection: close\r\n\r\n`);
+    const res = await rawHttp1(
+      ed.gw.port,
+      ed.gw.certs,
+      `GET /api HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer ${token} \t \r\nConnection: close\r\n\r\n`,
+    );
     expect(res.status).toBe(200);
   });
 
@@ -810,7 +938,8 @@ describe('JWT-26..28 transport of the token', () => {
   it('JWT-28 a 5-segment JWE-shaped token (RSA1_5, PBES2 with huge p2c, zip DEF, dir): 401 before any crypto', async () => {
     const before = verifications(ed);
     const key = await keyOf(ed.gw);
-    const parts = (headerParams: Record<string, unknown>): string => [seg(headerParams), b64u(randomBytes(32)), b64u(randomBytes(12)), b64u(randomBytes(64)), b64u(randomBytes(16))].join('.');
+    const parts = (headerParams: Record<string, unknown>): string =>
+      [seg(headerParams), b64u(randomBytes(32)), b64u(randomBytes(12)), b64u(randomBytes(64)), b64u(randomBytes(16))].join('.');
     const replies: Reply[] = [];
     for (const headerParams of [
       { alg: 'RSA1_5', enc: 'A128CBC-HS256', typ: 'at+jwt', kid: key.kid },
@@ -858,7 +987,13 @@ describe('state that changes while a token is cached', () => {
     await expectInvalidToken(ed, reply, 'disabled', 'authn', offClient.id);
     expect((await auditById(ed)).get(reply.requestId)?.reason).toBe('client disabled or removed');
     // A forged-but-validly-signed token naming the disabled client is refused too.
-    await expectInvalidToken(ed, await call(ed, '/api', bearer(await forgeToken(ed.gw, validClaims(ed.gw, offClient.id)))), 'disabled forged', 'authn', offClient.id);
+    await expectInvalidToken(
+      ed,
+      await call(ed, '/api', bearer(await forgeToken(ed.gw, validClaims(ed.gw, offClient.id)))),
+      'disabled forged',
+      'authn',
+      offClient.id,
+    );
   });
 });
 
@@ -931,10 +1066,20 @@ describe('HTTP/2 variants', () => {
   it('h2: JWT-27 a 10 KB token is 401 before crypto; a 20 KB field is reset (ENHANCE_YOUR_CALM) and the session still serves a valid token', async () => {
     const before = verifications(ed);
     const [h, p, s] = token.split('.') as [string, string, string];
-    const ten = await h2Request(session, { ':method': 'GET', ':path': '/api', ':authority': 'localhost', authorization: bearer(`${h}.${p}${'A'.repeat(10 * 1024)}.${s}`) });
+    const ten = await h2Request(session, {
+      ':method': 'GET',
+      ':path': '/api',
+      ':authority': 'localhost',
+      authorization: bearer(`${h}.${p}${'A'.repeat(10 * 1024)}.${s}`),
+    });
     expect(ten.status).toBe(401);
     expect(ten.headers['www-authenticate']).toBe(INVALID_TOKEN);
-    const twenty = await h2Request(session, { ':method': 'GET', ':path': '/api', ':authority': 'localhost', authorization: bearer(`${h}.${p}${'A'.repeat(20 * 1024)}.${s}`) }).then(
+    const twenty = await h2Request(session, {
+      ':method': 'GET',
+      ':path': '/api',
+      ':authority': 'localhost',
+      authorization: bearer(`${h}.${p}${'A'.repeat(20 * 1024)}.${s}`),
+    }).then(
       (res) => res.status,
       (error: unknown) => String(error),
     );

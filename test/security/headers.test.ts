@@ -118,8 +118,7 @@ async function startRawUpstream(response: string): Promise<RawUpstream> {
     let buffered = '';
     socket.on('data', (chunk: Buffer) => {
       buffered += chunk.toString('latin1');
-      let end: number;
-      while ((end = buffered.indexOf('\r\n\r\n')) !== -1) {
+      for (let end = buffered.indexOf('\r\n\r\n'); end !== -1; end = buffered.indexOf('\r\n\r\n')) {
         heads.push(buffered.slice(0, end));
         buffered = buffered.slice(end + 4);
         socket.write(response);
@@ -450,7 +449,15 @@ describe('proxy header hygiene', () => {
       const seen = lastSeen();
       expect(seen.method).toBe('GET');
       expect(seen.url).toBe('/api/hdr05?_method=DELETE');
-      for (const name of ['x-original-url', 'x-rewrite-url', 'x-original-uri', 'x-forwarded-prefix', 'x-http-method-override', 'x-http-method', 'x-method-override']) {
+      for (const name of [
+        'x-original-url',
+        'x-rewrite-url',
+        'x-original-uri',
+        'x-forwarded-prefix',
+        'x-http-method-override',
+        'x-http-method',
+        'x-method-override',
+      ]) {
         expect(seen.headers[name], name).toBeUndefined();
       }
       expect(seen.headers['x-forwarded-host']).toBe('localhost');
@@ -459,11 +466,7 @@ describe('proxy header hygiene', () => {
 
     it('HDR-05 X-Original-URL naming a public path does not open a protected route (401, upstream receives nothing)', async () => {
       const before = upstream.requests.length;
-      const res = await rawHttp1(
-        gw.port,
-        gw.certs,
-        rawRequest('GET', '/secure/admin', ['Host: localhost', 'X-Original-URL: /api/x', 'X-Rewrite-URL: /api/x']),
-      );
+      const res = await rawHttp1(gw.port, gw.certs, rawRequest('GET', '/secure/admin', ['Host: localhost', 'X-Original-URL: /api/x', 'X-Rewrite-URL: /api/x']));
       expect(res.status).toBe(401);
       expect(problemCode(res.text)).toBe('unauthenticated');
       expect(upstream.requests.length).toBe(before);

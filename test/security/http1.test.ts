@@ -134,9 +134,13 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
 
   describe('H1-01 CL + TE', () => {
     it('H1-01 rejects Content-Length then Transfer-Encoding: chunked (CL.TE) with 400 and close', () =>
-      expectRefused('POST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'bad_request', { closed: true }));
+      expectRefused('POST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n', 400, 'bad_request', {
+        closed: true,
+      }));
     it('H1-01 rejects Transfer-Encoding: chunked then Content-Length (TE.CL) with 400 and close', () =>
-      expectRefused('POST /public HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n', 400, 'bad_request', { closed: true }));
+      expectRefused('POST /public HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n', 400, 'bad_request', {
+        closed: true,
+      }));
   });
 
   describe('H1-02 Content-Length variants', () => {
@@ -286,7 +290,8 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
     it('H1-08 rejects a raw non-ASCII byte in the target', () => expectRefused(GET('/public/caf\xe9'), 400, 'bad_request', { closed: true }));
     it('H1-08 rejects a lower-case method', () => expectRefused('get /public HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, 'bad_request', { closed: true }));
     it('H1-08 rejects the asterisk-form "GET *"', () => expectRefused(GET('*'), 400, 'invalid_target', { closed: true }));
-    it('H1-08 rejects the asterisk-form "OPTIONS *"', () => expectRefused('OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, 'invalid_target', { closed: true }));
+    it('H1-08 rejects the asterisk-form "OPTIONS *"', () =>
+      expectRefused('OPTIONS * HTTP/1.1\r\nHost: localhost\r\n\r\n', 400, 'invalid_target', { closed: true }));
   });
 
   describe('H1-09 Host', () => {
@@ -299,7 +304,8 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
       expectRefused('GET /public HTTP/1.1\r\nHost: localhost\r\nHost: localhost\r\n\r\n', 400, 'invalid_host', { closed: true }));
     it('H1-09 rejects Host "a/b@c"', () => expectRefused(GET('/public', 'Host: a/b@c\r\n'), 400, 'invalid_host', { closed: true }));
     it('H1-09 rejects Host "a b"', () => expectRefused(GET('/public', 'Host: a b\r\n'), 400, 'invalid_host', { closed: true }));
-    it('H1-09 rejects Host with userinfo "evil@localhost"', () => expectRefused(GET('/public', 'Host: evil@localhost\r\n'), 400, 'invalid_host', { closed: true }));
+    it('H1-09 rejects Host with userinfo "evil@localhost"', () =>
+      expectRefused(GET('/public', 'Host: evil@localhost\r\n'), 400, 'invalid_host', { closed: true }));
     it('H1-09 rejects Host with an out-of-range port', () => expectRefused(GET('/public', 'Host: localhost:99999\r\n'), 400, 'invalid_host', { closed: true }));
     it('H1-09 rejects Host with an empty port', () => expectRefused(GET('/public', 'Host: localhost:\r\n'), 400, 'invalid_host', { closed: true }));
     it('H1-09 rejects an empty Host', () => expectRefused(GET('/public', 'Host: \r\n'), 400, 'invalid_host', { closed: true }));
@@ -374,7 +380,7 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
       expect(upstream.requests.at(-1)?.headers['expect']).toBeUndefined();
     });
 
-    it('H1-12 TLS-07 an expectation other than 100-continue is handled by the gateway (HSTS, request id), not by Node\'s bare 417, and never forwarded', async () => {
+    it("H1-12 TLS-07 an expectation other than 100-continue is handled by the gateway (HSTS, request id), not by Node's bare 417, and never forwarded", async () => {
       const before = upstream.requests.length;
       const result = await send('GET /public/expect HTTP/1.1\r\nHost: localhost\r\nExpect: something-else\r\n\r\n');
       expect(result.response?.headers['strict-transport-security']).toMatch(/max-age=63072000/);
@@ -513,7 +519,7 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
       const headers = Array.from({ length: 10 }, (_, i) => `X-H${i}: ${'b'.repeat(450)}\r\n`).join('');
       return expectRefused(`GET /public HTTP/1.1\r\nHost: localhost\r\n${headers}\r\n`, 431, 'headers_too_large', { closed: true });
     });
-    it('H1-18 headers past the parser\'s own limit: 431 from the listener, and the audit record says 431 headers_too_large', async () => {
+    it("H1-18 headers past the parser's own limit: 431 from the listener, and the audit record says 431 headers_too_large", async () => {
       const result = await send(`GET /public HTTP/1.1\r\nHost: localhost\r\nX-Big: ${'a'.repeat(64 * 1024)}\r\n\r\n`, { closeWaitMs: 1000 });
       expect(result.response?.status).toBe(431);
       const id = result.response?.headers['x-request-id'];

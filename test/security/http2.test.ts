@@ -8,15 +8,7 @@ import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import {
-  h2Session,
-  problemCode,
-  startGateway,
-  startUpstream,
-  type TestCertificates,
-  type TestGateway,
-  type TestUpstream,
-} from '../support/harness.js';
+import { h2Session, problemCode, startGateway, startUpstream, type TestCertificates, type TestGateway, type TestUpstream } from '../support/harness.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Raw HTTP/2 framing
@@ -27,7 +19,14 @@ const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 const FRAME = { DATA: 0, HEADERS: 1, PRIORITY: 2, RST_STREAM: 3, SETTINGS: 4, PUSH_PROMISE: 5, PING: 6, GOAWAY: 7, WINDOW_UPDATE: 8, CONTINUATION: 9 } as const;
 const FLAG = { END_STREAM: 0x1, ACK: 0x1, END_HEADERS: 0x4, PADDED: 0x8, PRIORITY: 0x20 } as const;
 const ERROR = { NO_ERROR: 0, PROTOCOL_ERROR: 1, REFUSED_STREAM: 7, CANCEL: 8, ENHANCE_YOUR_CALM: 11 } as const;
-const SETTING = { HEADER_TABLE_SIZE: 1, ENABLE_PUSH: 2, MAX_CONCURRENT_STREAMS: 3, INITIAL_WINDOW_SIZE: 4, MAX_FRAME_SIZE: 5, MAX_HEADER_LIST_SIZE: 6 } as const;
+const SETTING = {
+  HEADER_TABLE_SIZE: 1,
+  ENABLE_PUSH: 2,
+  MAX_CONCURRENT_STREAMS: 3,
+  INITIAL_WINDOW_SIZE: 4,
+  MAX_FRAME_SIZE: 5,
+  MAX_HEADER_LIST_SIZE: 6,
+} as const;
 
 function frame(type: number, flags: number, streamId: number, payload: Buffer = Buffer.alloc(0)): Buffer {
   const head = Buffer.alloc(9);
@@ -210,7 +209,15 @@ class RawH2 {
     await once(socket, 'secureConnect');
     expect(socket.alpnProtocol).toBe('h2');
     const client = new RawH2(socket, opts.ack !== false);
-    socket.write(Buffer.concat([PREFACE, settingsFrame([[SETTING.HEADER_TABLE_SIZE, 0], [SETTING.ENABLE_PUSH, 0]])]));
+    socket.write(
+      Buffer.concat([
+        PREFACE,
+        settingsFrame([
+          [SETTING.HEADER_TABLE_SIZE, 0],
+          [SETTING.ENABLE_PUSH, 0],
+        ]),
+      ]),
+    );
     if (opts.read !== false) {
       client.startReading();
       await client.waitFor(() => client.serverSettings.size > 0 || client.closed, 3000);
@@ -440,7 +447,10 @@ function describeOutcome(o: Outcome): string {
 function expectRefused(o: Outcome, status: number, codes: readonly string[]): void {
   const summary = describeOutcome(o);
   if (o.kind === 'response') {
-    expect(codes.map((c) => `${status} ${c}`), `answered ${summary}`).toContain(summary);
+    expect(
+      codes.map((c) => `${status} ${c}`),
+      `answered ${summary}`,
+    ).toContain(summary);
     if (o.headers !== undefined) expect(o.headers['strict-transport-security']).toMatch(HSTS_PATTERN);
     return;
   }
@@ -578,7 +588,16 @@ describe('HTTP/2 requests: semantics and header validation', () => {
   it('AZ-03 AZ-10 proxies an HTTP/2 POST with method, canonical path, raw query and a 200 KB body byte-identical', async () => {
     const body = randomBytes(200 * 1024);
     const outcome = await withSession(gw, (s) =>
-      h2Try(s, { ':method': 'POST', ':path': '/api/h2-proxy/../h2-proxy/echo%7e?x=1&y=%2F', 'content-type': 'application/octet-stream', 'content-length': body.length }, body),
+      h2Try(
+        s,
+        {
+          ':method': 'POST',
+          ':path': '/api/h2-proxy/../h2-proxy/echo%7e?x=1&y=%2F',
+          'content-type': 'application/octet-stream',
+          'content-length': body.length,
+        },
+        body,
+      ),
     );
     expect(describeOutcome(outcome)).toBe('200');
     if (outcome.kind === 'response') expect(outcome.headers?.['strict-transport-security']).toMatch(HSTS_PATTERN);
@@ -649,7 +668,17 @@ describe('HTTP/2 requests: semantics and header validation', () => {
   });
 
   it('H1-09 refuses an HTTP/2 request with neither :authority nor host', async () => {
-    const outcome = await rawExchange(gw, headersFrame(1, headerBlock([[':method', 'GET'], [':scheme', 'https'], [':path', '/api/h2-host/none']])));
+    const outcome = await rawExchange(
+      gw,
+      headersFrame(
+        1,
+        headerBlock([
+          [':method', 'GET'],
+          [':scheme', 'https'],
+          [':path', '/api/h2-host/none'],
+        ]),
+      ),
+    );
     expectRefused(outcome, 400, ['invalid_host']);
     expect(seenAt('/api/h2-host/none')).toHaveLength(0);
   });
@@ -752,7 +781,7 @@ describe('HTTP/2 requests: semantics and header validation', () => {
   ])('H2-06 content-length that differs from the DATA sum (%s) is a stream error; the upstream never gets a complete request', async (label, length, parts) => {
     const path = `/api/h2-06/${label.replace(/\W/g, '-')}`;
     const frames = [headersFrame(1, headerBlock(requestHeaders('POST', path, [['content-length', length]])), { endStream: false })];
-    parts.forEach((part, i) => frames.push(dataFrame(1, part, i === parts.length - 1)));
+    for (const [i, part] of parts.entries()) frames.push(dataFrame(1, part, i === parts.length - 1));
     const outcome = await rawExchange(gw, ...frames);
     expectRefused(outcome, 400, ['invalid_framing']);
     await sleep(100);
@@ -764,11 +793,24 @@ describe('HTTP/2 requests: semantics and header validation', () => {
     ['request line in :path', requestHeaders('GET', '/api/h2-08/line HTTP/1.1\r\nx-injected: 1\r\n\r\nGET /api/h2-08/smuggled'), []],
     ['CRLF in :path', requestHeaders('GET', '/api/h2-08/crlf\r\nx-injected: 1'), []],
     ['CRLF in :method', requestHeaders('GET /api/h2-08/smuggled HTTP/1.1\r\nx-injected: 1\r\n\r\nGET', '/api/h2-08/method'), []],
-    ['CRLF in :authority', [[':method', 'GET'], [':scheme', 'https'], [':authority', 'localhost\r\nx-injected: 1'], [':path', '/api/h2-08/authority']] as HeaderList, []],
-    ['transfer-encoding: chunked', requestHeaders('POST', '/api/h2-08/te', [['transfer-encoding', 'chunked']]), ['0\r\n\r\nGET /api/h2-08/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n']],
+    [
+      'CRLF in :authority',
+      [
+        [':method', 'GET'],
+        [':scheme', 'https'],
+        [':authority', 'localhost\r\nx-injected: 1'],
+        [':path', '/api/h2-08/authority'],
+      ] as HeaderList,
+      [],
+    ],
+    [
+      'transfer-encoding: chunked',
+      requestHeaders('POST', '/api/h2-08/te', [['transfer-encoding', 'chunked']]),
+      ['0\r\n\r\nGET /api/h2-08/smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n'],
+    ],
   ] as const)('H2-08 downgrade smuggling via %s is refused; the upstream sees no smuggled request', async (_label, headers, body) => {
     const frames = [headersFrame(1, headerBlock(headers), { endStream: body.length === 0 })];
-    body.forEach((part, i) => frames.push(dataFrame(1, part, i === body.length - 1)));
+    for (const [i, part] of body.entries()) frames.push(dataFrame(1, part, i === body.length - 1));
     const outcome = await rawExchange(gw, ...frames);
     expectRefused(outcome, 400, ['invalid_target', 'invalid_host', 'invalid_framing', 'not_implemented']);
     await sleep(100);

@@ -208,8 +208,20 @@ describe('mTLS routes on a running gateway', () => {
       routes: [
         ...(base.routes ?? []),
         { id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-        { id: 'mtls-echo', match: { path_prefix: '/mtls', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
-        { id: 'mtls-api', match: { path_prefix: '/secure', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { proxy: { upstream: 'app' } } },
+        {
+          id: 'mtls-echo',
+          match: { path_prefix: '/mtls', methods: ['GET'] },
+          authn: ['mtls'],
+          authz: { allow: 'authenticated' },
+          handler: { service: 'echo' },
+        },
+        {
+          id: 'mtls-api',
+          match: { path_prefix: '/secure', methods: ['GET'] },
+          authn: ['mtls'],
+          authz: { allow: 'authenticated' },
+          handler: { proxy: { upstream: 'app' } },
+        },
         {
           id: 'admin',
           match: { path_prefix: '/admin', methods: ['GET'] },
@@ -228,7 +240,13 @@ describe('mTLS routes on a running gateway', () => {
   });
 
   /** Asserts a refusal on the proxied mTLS route, and that the upstream saw nothing of it. */
-  async function expectRefused(path: string, cert: CertificateAndKey | undefined, status: number, code: string, headers: Record<string, string> = {}): Promise<Reply> {
+  async function expectRefused(
+    path: string,
+    cert: CertificateAndKey | undefined,
+    status: number,
+    code: string,
+    headers: Record<string, string> = {},
+  ): Promise<Reply> {
     const before = upstream.requests.length;
     const reply = await call(gw, path, cert, headers);
     expect(reply.status).toBe(status);
@@ -453,7 +471,13 @@ describe('mTLS routes on a running gateway', () => {
         const bad = await h2Request(untrusted, { ':method': 'GET', ':path': '/secure/h2', ':authority': 'localhost', ':scheme': 'https' });
         expect(bad.status).toBe(401);
         expect(problemCode(bad.body)).toBe('invalid_credential');
-        const none = await h2Request(anonymous, { ':method': 'GET', ':path': '/secure/h2', ':authority': 'localhost', ':scheme': 'https', 'x-authenticated-subject': 'admin' });
+        const none = await h2Request(anonymous, {
+          ':method': 'GET',
+          ':path': '/secure/h2',
+          ':authority': 'localhost',
+          ':scheme': 'https',
+          'x-authenticated-subject': 'admin',
+        });
         expect(none.status).toBe(401);
         expect(problemCode(none.body)).toBe('unauthenticated');
       } finally {

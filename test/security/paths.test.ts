@@ -27,8 +27,20 @@ describe('path canonicalization and authorization through the gateway', () => {
       ...base,
       upstreams: { app: { url: upstream.url } },
       routes: [
-        { id: 'public', match: { path_prefix: '/public', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-        { id: 'admin', match: { path_prefix: '/admin', methods: ['GET', 'POST'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { proxy: { upstream: 'app' } } },
+        {
+          id: 'public',
+          match: { path_prefix: '/public', methods: ['GET', 'POST'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'app' } },
+        },
+        {
+          id: 'admin',
+          match: { path_prefix: '/admin', methods: ['GET', 'POST'] },
+          authn: ['mtls'],
+          authz: { allow: 'authenticated' },
+          handler: { proxy: { upstream: 'app' } },
+        },
       ],
     }));
     anonymous = gw.agent();
@@ -41,7 +53,10 @@ describe('path canonicalization and authorization through the gateway', () => {
   });
 
   /** Sends `path` byte for byte (undici does not normalize a `path` option, unlike a URL string). */
-  async function call(path: string, opts: { method?: Dispatcher.HttpMethod; agent?: Agent; headers?: Record<string, string>; body?: string } = {}): Promise<Answer> {
+  async function call(
+    path: string,
+    opts: { method?: Dispatcher.HttpMethod; agent?: Agent; headers?: Record<string, string>; body?: string } = {},
+  ): Promise<Answer> {
     const res = await (opts.agent ?? anonymous).request({
       origin: gw.origin,
       path,
@@ -91,7 +106,10 @@ describe('path canonicalization and authorization through the gateway', () => {
     });
 
     it('AZ-01 AZ-11 OPTIONS (a preflight) is not a method of the admin route and authorizes nothing', async () => {
-      const answer = await expectRefused('/admin/x', 405, 'method_not_allowed', { method: 'OPTIONS', headers: { 'access-control-request-method': 'POST', origin: 'https://evil.example' } });
+      const answer = await expectRefused('/admin/x', 405, 'method_not_allowed', {
+        method: 'OPTIONS',
+        headers: { 'access-control-request-method': 'POST', origin: 'https://evil.example' },
+      });
       expect(answer.headers['access-control-allow-origin']).toBeUndefined();
     });
 
@@ -102,7 +120,16 @@ describe('path canonicalization and authorization through the gateway', () => {
   });
 
   describe('AZ-03 dot segments are removed before authz and the canonical path is forwarded', () => {
-    const spellings = ['/public/../admin', '/%2e%2e/admin', '/public/.%2e/admin', '/public/%2E%2e/admin', '/./admin', '/public/./../admin/', '//admin', '/public/x/../../admin'];
+    const spellings = [
+      '/public/../admin',
+      '/%2e%2e/admin',
+      '/public/.%2e/admin',
+      '/public/%2E%2e/admin',
+      '/./admin',
+      '/public/./../admin/',
+      '//admin',
+      '/public/x/../../admin',
+    ];
     for (const path of spellings) {
       it(`AZ-03 ${path} is the admin route: 401 without a certificate, nothing forwarded`, () => expectRefused(path, 401, 'unauthenticated'));
       it(`AZ-03 ${path} with a certificate is forwarded as its canonical path`, () => {
@@ -192,7 +219,11 @@ describe('path canonicalization and authorization through the gateway', () => {
     it('AZ-11 a method override cannot turn a refused method into an allowed one', () =>
       expectRefused('/public/o', 405, 'method_not_allowed', { method: 'DELETE', headers: { 'x-http-method-override': 'GET' } }));
     it('AZ-11 POST with X-HTTP-Method-Override: DELETE reaches the upstream as a plain POST', async () => {
-      const seen = await expectForwarded('/public/o', '/public/o', { method: 'POST', headers: { 'x-http-method-override': 'DELETE', 'content-type': 'text/plain' }, body: 'x' });
+      const seen = await expectForwarded('/public/o', '/public/o', {
+        method: 'POST',
+        headers: { 'x-http-method-override': 'DELETE', 'content-type': 'text/plain' },
+        body: 'x',
+      });
       expect(seen.method).toBe('POST');
       expect(seen.headers['x-http-method-override']).toBeUndefined();
     });

@@ -21,8 +21,20 @@ function startProtected(upstream: TestUpstream, limits: Limits, extra: Partial<C
     upstreams: { app: { url: upstream.url } },
     quotas: { metered: { points: 2, duration_s: 60 } },
     routes: [
-      { id: 'public', match: { path_prefix: '/public', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-      { id: 'secure', match: { path_prefix: '/secure', methods: ['GET', 'POST'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { proxy: { upstream: 'app' } } },
+      {
+        id: 'public',
+        match: { path_prefix: '/public', methods: ['GET', 'POST'] },
+        authn: ['none'],
+        authz: { allow: 'anyone' },
+        handler: { proxy: { upstream: 'app' } },
+      },
+      {
+        id: 'secure',
+        match: { path_prefix: '/secure', methods: ['GET', 'POST'] },
+        authn: ['mtls'],
+        authz: { allow: 'authenticated' },
+        handler: { proxy: { upstream: 'app' } },
+      },
       {
         id: 'metered',
         match: { path_prefix: '/metered', methods: ['GET'] },
@@ -44,10 +56,18 @@ interface Answer {
 }
 
 async function get(gw: TestGateway, path: string, opts: { dispatcher?: Dispatcher; headers?: Record<string, string> } = {}): Promise<Answer> {
-  const res = await request(`${gw.origin}${path}`, { dispatcher: opts.dispatcher ?? gw.agent(), ...(opts.headers !== undefined ? { headers: opts.headers } : {}) });
+  const res = await request(`${gw.origin}${path}`, {
+    dispatcher: opts.dispatcher ?? gw.agent(),
+    ...(opts.headers !== undefined ? { headers: opts.headers } : {}),
+  });
   const body = await res.body.text();
   const retryAfter = res.headers['retry-after'];
-  return { status: res.statusCode, code: problemCode(body), requestId: String(res.headers['x-request-id']), retryAfter: retryAfter === undefined ? undefined : String(retryAfter) };
+  return {
+    status: res.statusCode,
+    code: problemCode(body),
+    requestId: String(res.headers['x-request-id']),
+    retryAfter: retryAfter === undefined ? undefined : String(retryAfter),
+  };
 }
 
 /** Opens a TLS connection and reports whether the handshake completed or the server dropped it first. */
@@ -404,7 +424,14 @@ describe('protection', () => {
       expect(answer.status).toBe(200);
       const found = recordsFor(await gw.auditRecords(), answer.requestId);
       expect(found).toHaveLength(1);
-      expect(found[0]).toMatchObject({ decision: 'allow', method: 'GET', path: '/public/log', raw_target: '/public/log?q=1', route: 'public', client_ip: '127.0.0.1' });
+      expect(found[0]).toMatchObject({
+        decision: 'allow',
+        method: 'GET',
+        path: '/public/log',
+        raw_target: '/public/log?q=1',
+        route: 'public',
+        client_ip: '127.0.0.1',
+      });
       expect(upstream.requests.find((r) => r.headers['x-request-id'] === answer.requestId)).toBeDefined();
     });
 
@@ -435,7 +462,11 @@ describe('protection', () => {
     });
 
     it('LOG-01 LOG-11 an HTTP/1.1 parser refusal (CL+TE) carries a request id that names exactly one audit record', async () => {
-      const result = await rawExchange(gw.port, gw.certs, 'POST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+      const result = await rawExchange(
+        gw.port,
+        gw.certs,
+        'POST /public HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+      );
       expect(result.response?.status).toBe(400);
       expect(codeOf(result.response)).toBe('bad_request');
       const requestId = result.response?.headers['x-request-id'] ?? '';

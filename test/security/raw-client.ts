@@ -74,10 +74,7 @@ export class RawConnection {
   /** Resolves true once the server has closed the connection, false if it is still open after `timeoutMs`. */
   async waitClosed(timeoutMs: number): Promise<boolean> {
     if (this.closed) return true;
-    return Promise.race([
-      once(this.socket, 'close').then(() => true),
-      new Promise<boolean>((resolve) => setTimeout(() => resolve(this.closed), timeoutMs)),
-    ]);
+    return Promise.race([once(this.socket, 'close').then(() => true), new Promise<boolean>((resolve) => setTimeout(() => resolve(this.closed), timeoutMs))]);
   }
 
   destroy(): void {

@@ -15,7 +15,13 @@ describe('review regressions', () => {
       upstreams: { app: { url: upstream.url, connections: 1 } },
       routes: [
         ...(base.routes ?? []),
-        { id: 'app', match: { path_prefix: '/app', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
+        {
+          id: 'app',
+          match: { path_prefix: '/app', methods: ['GET', 'POST'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'app' } },
+        },
       ],
     }));
   });
@@ -33,7 +39,14 @@ describe('review regressions', () => {
     );
     expect(res.status).toBe(200);
     const seen = upstream.requests.at(-1)!.headers;
-    for (const name of ['x-forwarded-client-cert', 'x-forwarded-email', 'x-forwarded-groups', 'x-forwarded-preferred-username', 'x-forwarded-access-token', 'x-auth-request-user']) {
+    for (const name of [
+      'x-forwarded-client-cert',
+      'x-forwarded-email',
+      'x-forwarded-groups',
+      'x-forwarded-preferred-username',
+      'x-forwarded-access-token',
+      'x-auth-request-user',
+    ]) {
       expect(seen[name], name).toBeUndefined();
     }
     expect(seen['x-forwarded-for']).toBe('127.0.0.1');

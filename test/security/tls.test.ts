@@ -124,7 +124,14 @@ const MUST_PROBE = [
 ];
 
 type Handshake =
-  | { readonly ok: true; readonly protocol: string | null; readonly cipher: string; readonly alpn: string | false; readonly group: string | undefined; readonly serial: string }
+  | {
+      readonly ok: true;
+      readonly protocol: string | null;
+      readonly cipher: string;
+      readonly alpn: string | false;
+      readonly group: string | undefined;
+      readonly serial: string;
+    }
   | { readonly ok: false; readonly code: string; readonly serverAlert: boolean };
 
 /** Offers exactly what `extra` says, waits for the handshake to finish or fail, and closes. */
@@ -192,7 +199,11 @@ interface SimpleResponse {
   readonly body: string;
 }
 
-async function httpRequest(gw: TestGateway, path: string, opts: { method?: string; headers?: Record<string, string>; body?: string } = {}): Promise<SimpleResponse> {
+async function httpRequest(
+  gw: TestGateway,
+  path: string,
+  opts: { method?: string; headers?: Record<string, string>; body?: string } = {},
+): Promise<SimpleResponse> {
   const res = await request(`${gw.origin}${path}`, {
     dispatcher: gw.agent(),
     method: (opts.method ?? 'GET') as 'GET',
@@ -341,7 +352,13 @@ describe('TLS listener', () => {
       },
       routes: [
         ...(base.routes ?? []),
-        { id: 'api', match: { path_prefix: '/api', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
+        {
+          id: 'api',
+          match: { path_prefix: '/api', methods: ['GET', 'POST'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'app' } },
+        },
         {
           id: 'small',
           match: { path_prefix: '/small', methods: ['POST'] },
@@ -350,9 +367,27 @@ describe('TLS listener', () => {
           body_limit_bytes: 16,
           handler: { proxy: { upstream: 'app' } },
         },
-        { id: 'secure', match: { path_prefix: '/secure', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { proxy: { upstream: 'app' } } },
-        { id: 'dead', match: { path_prefix: '/dead', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'dead' } } },
-        { id: 'silent', match: { path_prefix: '/silent', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'silent' } } },
+        {
+          id: 'secure',
+          match: { path_prefix: '/secure', methods: ['GET'] },
+          authn: ['mtls'],
+          authz: { allow: 'authenticated' },
+          handler: { proxy: { upstream: 'app' } },
+        },
+        {
+          id: 'dead',
+          match: { path_prefix: '/dead', methods: ['GET'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'dead' } },
+        },
+        {
+          id: 'silent',
+          match: { path_prefix: '/silent', methods: ['GET'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'silent' } },
+        },
         {
           id: 'admin-only',
           match: { path_prefix: '/admin-only', methods: ['GET'] },
@@ -385,7 +420,10 @@ describe('TLS listener', () => {
     });
 
     it('TLS-01 refuses `openssl s_client -tls1_1`', async () => {
-      const result = await sClient(['-connect', `127.0.0.1:${gw.port}`, '-servername', 'localhost', '-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'], async () => undefined);
+      const result = await sClient(
+        ['-connect', `127.0.0.1:${gw.port}`, '-servername', 'localhost', '-tls1_1', '-cipher', 'DEFAULT@SECLEVEL=0'],
+        async () => undefined,
+      );
       expect(result.code).not.toBe(0);
       expect(result.output).toMatch(/alert protocol version/);
       expect(result.output).toMatch(/Cipher is \(NONE\)/);
@@ -434,9 +472,30 @@ describe('TLS listener', () => {
         const csr = join(rsaDir, 'rsa.csr');
         const cert = join(rsaDir, 'rsa.pem');
         const ext = join(rsaDir, 'ext.cnf');
-        writeFileSync(ext, 'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n');
+        writeFileSync(
+          ext,
+          'basicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\nsubjectAltName=DNS:localhost,IP:127.0.0.1\n',
+        );
         await execFileAsync('openssl', ['req', '-new', '-newkey', 'rsa:2048', '-nodes', '-keyout', key, '-subj', '/CN=localhost', '-out', csr]);
-        await execFileAsync('openssl', ['x509', '-req', '-in', csr, '-CA', certs.paths.caCert, '-CAkey', certs.paths.caKey, '-set_serial', '0x5eed', '-days', '7', '-sha256', '-extfile', ext, '-out', cert]);
+        await execFileAsync('openssl', [
+          'x509',
+          '-req',
+          '-in',
+          csr,
+          '-CA',
+          certs.paths.caCert,
+          '-CAkey',
+          certs.paths.caKey,
+          '-set_serial',
+          '0x5eed',
+          '-days',
+          '7',
+          '-sha256',
+          '-extfile',
+          ext,
+          '-out',
+          cert,
+        ]);
         rsaGw = await startGateway((base) => ({ ...base, limits: testLimits(base), tls: { ...base.tls, cert, key } }));
       });
 
@@ -448,7 +507,16 @@ describe('TLS listener', () => {
       it('TLS-02 accepts exactly the ECDHE-RSA AEAD trio; RSA key exchange, CBC, DHE, CCM, ARIA refused', async () => {
         const result = await enumerateTls12(rsaGw.port, certs);
         expect(result.accepted.sort()).toEqual([...RSA_AEAD].sort());
-        for (const weak of ['AES128-GCM-SHA256', 'AES256-GCM-SHA384', 'AES128-SHA', 'ECDHE-RSA-AES128-SHA', 'ECDHE-RSA-AES256-SHA384', 'DHE-RSA-AES128-GCM-SHA256', 'ECDHE-ARIA128-GCM-SHA256', 'AES128-CCM']) {
+        for (const weak of [
+          'AES128-GCM-SHA256',
+          'AES256-GCM-SHA384',
+          'AES128-SHA',
+          'ECDHE-RSA-AES128-SHA',
+          'ECDHE-RSA-AES256-SHA384',
+          'DHE-RSA-AES128-GCM-SHA256',
+          'ECDHE-ARIA128-GCM-SHA256',
+          'AES128-CCM',
+        ]) {
           expect(result.refusedByServer, `${weak} must be offered and refused`).toContain(weak);
         }
       });
@@ -524,13 +592,16 @@ describe('TLS listener', () => {
 
     it('TLS-04 `openssl s_client -tls1_2` renegotiation (R) ends the connection before a request is served', async () => {
       const before = upstream.requests.length;
-      const result = await sClient(['-connect', `127.0.0.1:${gw.port}`, '-servername', 'localhost', '-tls1_2', '-CAfile', certs.paths.caCert], async (write, output) => {
-        for (let i = 0; i < 100 && !/Verify return code/.test(output()); i++) await sleep(50);
-        write('R\n');
-        await sleep(1000);
-        write('GET /api/after-r HTTP/1.1\r\nHost: localhost\r\n\r\n');
-        await sleep(1000);
-      });
+      const result = await sClient(
+        ['-connect', `127.0.0.1:${gw.port}`, '-servername', 'localhost', '-tls1_2', '-CAfile', certs.paths.caCert],
+        async (write, output) => {
+          for (let i = 0; i < 100 && !/Verify return code/.test(output()); i++) await sleep(50);
+          write('R\n');
+          await sleep(1000);
+          write('GET /api/after-r HTTP/1.1\r\nHost: localhost\r\n\r\n');
+          await sleep(1000);
+        },
+      );
       expect(result.output).toMatch(/Protocol\s*: TLSv1\.2/);
       expect(result.output).toMatch(/RENEGOTIATING/);
       // s_client exits on its own (connection gone) with an error, never by our kill.
@@ -655,7 +726,15 @@ describe('TLS listener', () => {
           ...base,
           limits: { ...testLimits(base), pre_auth_per_ip: { points: 1, duration_s: 60 } },
           upstreams: { app: { url: quotaUpstream.url } },
-          routes: [{ id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } }],
+          routes: [
+            {
+              id: 'api',
+              match: { path_prefix: '/api', methods: ['GET'] },
+              authn: ['none'],
+              authz: { allow: 'anyone' },
+              handler: { proxy: { upstream: 'app' } },
+            },
+          ],
         }));
       });
 

@@ -12,7 +12,13 @@ describe('gateway basics', () => {
       upstreams: { app: { url: upstream.url } },
       routes: [
         ...(base.routes ?? []),
-        { id: 'api', match: { path_prefix: '/api', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
+        {
+          id: 'api',
+          match: { path_prefix: '/api', methods: ['GET', 'POST'] },
+          authn: ['none'],
+          authz: { allow: 'anyone' },
+          handler: { proxy: { upstream: 'app' } },
+        },
       ],
     }));
   });
@@ -34,7 +40,11 @@ describe('gateway basics', () => {
   });
 
   it('answers raw HTTP/1.1 with TE+CL with 400', async () => {
-    const res = await rawHttp1(gw.port, gw.certs, 'POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n');
+    const res = await rawHttp1(
+      gw.port,
+      gw.certs,
+      'POST /api/x HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n',
+    );
     expect(res.status).toBe(400);
     expect(res.closed).toBe(true);
   });

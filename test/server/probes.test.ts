@@ -37,7 +37,11 @@ describe('probes and the edge checks', () => {
         // The same answer a route gives.
         expect([routeReply.status, problemCode(routeReply.text)], code).toEqual([status, code]);
       }
-      const smuggle = await rawHttp1(gw.port, gw.certs, `POST ${probe} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`);
+      const smuggle = await rawHttp1(
+        gw.port,
+        gw.certs,
+        `POST ${probe} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n`,
+      );
       expect(smuggle.status).toBe(400);
       expect(smuggle.closed).toBe(true);
     });
@@ -62,7 +66,14 @@ describe('probes and the edge checks', () => {
     const head = await rawHttp1(gw.port, gw.certs, 'HEAD /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n');
     expect(head.status).toBe(200);
     const records = await gw.auditRecords();
-    expect(records.find((r) => r.request_id === id)).toMatchObject({ decision: 'deny', stage: 'edge', code: 'method_not_allowed', status: 405, method: 'DELETE', path: '/readyz' });
+    expect(records.find((r) => r.request_id === id)).toMatchObject({
+      decision: 'deny',
+      stage: 'edge',
+      code: 'method_not_allowed',
+      status: 405,
+      method: 'DELETE',
+      path: '/readyz',
+    });
   });
 
   it('over HTTP/2: a probe is 200; a Host that differs from :authority is refused', async () => {

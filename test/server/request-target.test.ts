@@ -1,12 +1,7 @@
 // Tests for the request-target parser / path canonicalizer (security matrix H1-08, H1-10, AZ-03..AZ-07, AZ-10).
 import { describe, it, expect } from 'vitest';
 import fc from 'fast-check';
-import {
-  canonicalizePath,
-  parseRequestTarget,
-  type ParsedTarget,
-  type TargetRejection,
-} from '../../src/server/request-target.js';
+import { canonicalizePath, parseRequestTarget, type ParsedTarget, type TargetRejection } from '../../src/server/request-target.js';
 
 type Accept = { readonly id: string; readonly target: string; readonly path: string; readonly query?: string };
 type Reject = { readonly id: string; readonly target: string; readonly reason: TargetRejection };
@@ -242,10 +237,7 @@ const segment = fc.constantFrom(
   '%20',
 );
 const rawPathArb = fc.array(segment, { maxLength: 12 }).map((segs) => `/${segs.join('/')}`);
-const queryArb = fc.option(
-  fc.string({ unit: fc.constantFrom('a', '=', '&', '/', '?', '.', '%2e', '%2F', '%5c', '%00', '%61', ':', '@') }),
-  { nil: undefined },
-);
+const queryArb = fc.option(fc.string({ unit: fc.constantFrom('a', '=', '&', '/', '?', '.', '%2e', '%2F', '%5c', '%00', '%61', ':', '@') }), { nil: undefined });
 const targetArb = fc.tuple(rawPathArb, queryArb).map(([p, q]) => (q === undefined ? p : `${p}?${q}`));
 /** Noisy targets: '/' followed by characters around the interesting cases, valid or not. */
 const noisyArb = fc

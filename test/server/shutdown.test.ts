@@ -1,5 +1,4 @@
 import { connect } from 'node:http2';
-import { once } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
 import { startGateway, startUpstream } from '../support/harness.js';
@@ -72,7 +71,9 @@ describe('REL-01 graceful shutdown', () => {
     const gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [{ id: 'hang', match: { path_prefix: '/hang', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } }],
+      routes: [
+        { id: 'hang', match: { path_prefix: '/hang', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
+      ],
       shutdown: { drain_timeout_ms: 300 },
     }));
     const pending = request(`${gw.origin}/hang`, { dispatcher: gw.agent() });
@@ -109,4 +110,3 @@ describe('REL-01 graceful shutdown', () => {
     await gw.stop();
   });
 });
-

@@ -5,7 +5,7 @@
 // notified meanwhile is lost. Real server only (GATEHOUSE_TEST_POSTGRES_URL); skipped with a visible message without it.
 import pg from 'pg';
 import { afterAll, describe, expect, it } from 'vitest';
-import type { StoreChange, StoreWatch } from '../../src/store/contract.js';
+import type { StoreChange } from '../../src/store/contract.js';
 import { PostgresCredentialStore } from '../../src/store/postgres.js';
 import { changeChannel, encodeChange, parseChange, type WatchTiming } from '../../src/store/postgres-watch.js';
 import { dropTestSchemas, POSTGRES_URL, testSchema } from '../support/services.js';
@@ -133,7 +133,9 @@ if (POSTGRES_URL === undefined) {
             throw new Error('changed my mind');
           }),
         ).rejects.toThrow('changed my mind');
-        expect((await storeError(writer.rotateSigningKey(key('k3', { createdAt: 5_000 }), { kid: 'k1', retiredAt: 6_000, expiresAt: 9_000 }))).code).toBe('conflict');
+        expect((await storeError(writer.rotateSigningKey(key('k3', { createdAt: 5_000 }), { kid: 'k1', retiredAt: 6_000, expiresAt: 9_000 }))).code).toBe(
+          'conflict',
+        );
         expect(await writer.removeClient('c1')).toBe(false);
         await writer.changeSigningKeys(() => ({ update: [], insert: [] }));
         await writer.revoke({ ...revocation, jti: 'marker' });

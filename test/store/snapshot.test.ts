@@ -22,7 +22,7 @@ describe('snapshotDifferences', () => {
   it('names a changed field, a missing row and an extra one, without printing a hash', () => {
     const changed: StoreSnapshot = {
       ...snapshot,
-      clients: [client('a', { secrets: [{ hash: HASH + 'x', createdAt: 1_000, expiresAt: null }] }), client('b'), client('c')],
+      clients: [client('a', { secrets: [{ hash: `${HASH}x`, createdAt: 1_000, expiresAt: null }] }), client('b'), client('c')],
       signingKeys: [key('k1', { revokedAt: 1 })],
       revocations: [{ iss: ISS, jti: 'j1', expiresAt: 9_001 }],
     };

@@ -7,10 +7,10 @@ import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
-import { StoreError, type Client, type SigningKey } from '../../src/store/contract.js';
+import { StoreError, type Client } from '../../src/store/contract.js';
 import { APPLICATION_ID, LATEST_VERSION, migrations } from '../../src/store/migrations.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
-import { client, key, storeError } from '../support/store-fixtures.js';
+import { client, storeError } from '../support/store-fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-store-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -21,7 +21,9 @@ const freshFile = (): string => join(root, `db-${++dbCount}`, 'data', 'gatehouse
 
 function openError(file: string): StoreError {
   try {
-    SqliteCredentialStore.open(file).close().catch(() => undefined);
+    SqliteCredentialStore.open(file)
+      .close()
+      .catch(() => undefined);
   } catch (error) {
     expect(error).toBeInstanceOf(StoreError);
     return error as StoreError;
@@ -129,8 +131,16 @@ describe('SQLite credential store: migrations', () => {
     const store = SqliteCredentialStore.open(file, { create: false });
     try {
       expect(await store.getClient('old')).toEqual({
-        id: 'old', name: 'Old', secrets: [], scopes: ['read'], audiences: [], enabled: true,
-        tokensNotBeforeS: null, accessTokenTtlS: null, createdAt: 10, updatedAt: 20,
+        id: 'old',
+        name: 'Old',
+        secrets: [],
+        scopes: ['read'],
+        audiences: [],
+        enabled: true,
+        tokensNotBeforeS: null,
+        accessTokenTtlS: null,
+        createdAt: 10,
+        updatedAt: 20,
       });
       expect((await store.listSigningKeys())[0]).toMatchObject({ kid: 'k', revokedAt: null, retiredAt: null });
     } finally {
@@ -178,7 +188,7 @@ describe('SQLite credential store: migrations', () => {
     check.close();
   });
 
-  it('refuses a file that is another application\'s database, or not a database at all', () => {
+  it("refuses a file that is another application's database, or not a database at all", () => {
     const foreign = freshFile();
     mkdirSync(dirname(foreign), { recursive: true });
     const db = new Database(foreign);
@@ -234,7 +244,16 @@ describe('SQLite credential store: corrupt rows', () => {
 
     // A corrupt row is refused, not rewritten: updateClient fails before its change runs.
     let called = false;
-    expect((await storeError(store.updateClient('c1', (c) => { called = true; return c; }))).code).toBe('invalid');
+    expect(
+      (
+        await storeError(
+          store.updateClient('c1', (c) => {
+            called = true;
+            return c;
+          }),
+        )
+      ).code,
+    ).toBe('invalid');
     expect(called).toBe(false);
     db.close();
     await store.close();
@@ -349,7 +368,10 @@ async function observe(file: string, old: Client): Promise<Observed> {
       name: 'new',
       scopes: ['new'],
       updatedAt: 2_000,
-      secrets: [{ hash: 'new-hash-0', createdAt: 2_000, expiresAt: null }, { hash: 'new-hash-1', createdAt: 2_000, expiresAt: 3_000 }],
+      secrets: [
+        { hash: 'new-hash-0', createdAt: 2_000, expiresAt: null },
+        { hash: 'new-hash-1', createdAt: 2_000, expiresAt: 3_000 },
+      ],
     });
     expect(revocations).toHaveLength(10_001);
     expect(revocations[0]).toEqual(OLD_REVOCATION);

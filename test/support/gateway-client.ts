@@ -23,7 +23,11 @@ export class GatewayClient {
   async token(port: number, client: ClientCredentials, form = 'grant_type=client_credentials'): Promise<TokenAnswer> {
     const response = await this.post(port, '/oauth2/token', client, form);
     const retryAfter = response.headers['retry-after'];
-    return { status: response.statusCode, body: (await response.body.json()) as Record<string, unknown>, retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined };
+    return {
+      status: response.statusCode,
+      body: (await response.body.json()) as Record<string, unknown>,
+      retryAfter: typeof retryAfter === 'string' ? retryAfter : undefined,
+    };
   }
 
   /** An access token that the test needs and expects to get. */
@@ -62,7 +66,10 @@ export class GatewayClient {
     return request(`https://127.0.0.1:${port}${path}`, {
       method: 'POST',
       dispatcher: this.agent,
-      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}` },
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}`,
+      },
       body,
     });
   }

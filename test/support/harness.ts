@@ -17,13 +17,7 @@ import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import { buildConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { Gateway } from '../../src/gateway.js';
-import {
-  createCertificateAuthority,
-  initDevCertificates,
-  issueClientCertificate,
-  type CertificateAndKey,
-  type DevCertificatePaths,
-} from '../../src/tls/ca.js';
+import { createCertificateAuthority, initDevCertificates, issueClientCertificate, type CertificateAndKey, type DevCertificatePaths } from '../../src/tls/ca.js';
 
 export interface TestCertificates {
   readonly dir: string;
@@ -177,7 +171,11 @@ export async function startGateway(
     },
   });
   const log = pino({ level: config.log.level }, sink);
-  const gateway = await Gateway.create(config, { log, ...(deps.audit !== undefined ? { audit: deps.audit } : {}), ...(deps.now !== undefined ? { now: deps.now } : {}) });
+  const gateway = await Gateway.create(config, {
+    log,
+    ...(deps.audit !== undefined ? { audit: deps.audit } : {}),
+    ...(deps.now !== undefined ? { now: deps.now } : {}),
+  });
   const address = await gateway.start();
   const agents: Agent[] = [];
   let stopped = false;
@@ -239,7 +237,12 @@ export interface RawResponse {
 /**
  * Sends exact bytes over TLS (HTTP/1.1 ALPN) and collects what comes back until the server closes or `waitMs` passes.
  */
-export async function rawHttp1(port: number, certs: TestCertificates, bytes: string | Buffer, opts: { waitMs?: number; tls?: ConnectionOptions } = {}): Promise<RawResponse> {
+export async function rawHttp1(
+  port: number,
+  certs: TestCertificates,
+  bytes: string | Buffer,
+  opts: { waitMs?: number; tls?: ConnectionOptions } = {},
+): Promise<RawResponse> {
   const socket = await openTls(port, certs, opts.tls);
   const chunks: Buffer[] = [];
   socket.on('data', (c: Buffer) => chunks.push(c));
@@ -278,7 +281,9 @@ export function h2Request(session: ClientHttp2Session, headers: OutgoingHttpHead
       responseHeaders = h;
     });
     stream.on('data', (c: Buffer) => chunks.push(c));
-    stream.on('end', () => resolve({ status: Number(responseHeaders[':status'] ?? 0), headers: responseHeaders, body: Buffer.concat(chunks).toString('utf8') }));
+    stream.on('end', () =>
+      resolve({ status: Number(responseHeaders[':status'] ?? 0), headers: responseHeaders, body: Buffer.concat(chunks).toString('utf8') }),
+    );
     stream.on('error', reject);
     if (body !== undefined) stream.end(body);
   });

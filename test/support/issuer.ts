@@ -156,7 +156,16 @@ export function currentSigningKey(gw: TestGateway): Promise<SigningKeyHandle> {
 export function validClaims(gw: TestGateway, clientId: string, scope = 'echo:read'): JWTPayload {
   const issuer = gw.gateway.issuer?.identifier ?? '';
   const now = Math.floor(Date.now() / 1000);
-  return { iss: issuer, sub: clientId, client_id: clientId, aud: issuer, scope, iat: now, exp: now + 600, jti: `forged-${Math.random().toString(36).slice(2)}` };
+  return {
+    iss: issuer,
+    sub: clientId,
+    client_id: clientId,
+    aud: issuer,
+    scope,
+    iat: now,
+    exp: now + 600,
+    jti: `forged-${Math.random().toString(36).slice(2)}`,
+  };
 }
 
 /** Signs arbitrary claims with the gateway's real key (header defaults: its alg and kid, typ at+jwt). */

@@ -22,7 +22,7 @@ export const key = (kid: string, extra: Partial<SigningKey> = {}): SigningKey =>
   kid,
   alg: 'EdDSA',
   publicJwk: JSON.stringify({ kty: 'OKP', crv: 'Ed25519', x: 'AAAA', kid, alg: 'EdDSA', use: 'sig' }),
-  encryptedPrivateKey: 'ciphertext-' + kid,
+  encryptedPrivateKey: `ciphertext-${kid}`,
   createdAt: 1_000,
   activatesAt: 2_000,
   retiredAt: null,

@@ -33,9 +33,7 @@ async function mode(file: string): Promise<number> {
 }
 
 async function readAll(paths: DevCertificatePaths): Promise<Buffer[]> {
-  return Promise.all(
-    [paths.caCert, paths.caKey, paths.serverCert, paths.serverKey, paths.clientCert, paths.clientKey].map((f) => fsp.readFile(f)),
-  );
+  return Promise.all([paths.caCert, paths.caKey, paths.serverCert, paths.serverKey, paths.clientCert, paths.clientKey].map((f) => fsp.readFile(f)));
 }
 
 interface HandshakeResult {
@@ -149,9 +147,7 @@ describe('development certificate authority', () => {
       expect(m & 0o022).toBe(0);
     }
     // No temporary files left behind by the atomic writes.
-    expect((await fsp.readdir(paths.dir)).sort()).toEqual(
-      ['ca-key.pem', 'ca.pem', 'client-key.pem', 'client.pem', 'server-key.pem', 'server.pem'],
-    );
+    expect((await fsp.readdir(paths.dir)).sort()).toEqual(['ca-key.pem', 'ca.pem', 'client-key.pem', 'client.pem', 'server-key.pem', 'server.pem']);
   });
 
   it('writes PKCS#8 P-256 private keys and ECDSA-with-SHA256 certificates', () => {
@@ -183,10 +179,7 @@ describe('development certificate authority', () => {
   });
 
   it('gives the server certificate DNS and IP (v4 and v6) SANs, serverAuth, and the leaf constraints', () => {
-    const out = opensslExt(
-      paths.serverCert,
-      'subjectAltName,extendedKeyUsage,keyUsage,basicConstraints,authorityKeyIdentifier',
-    );
+    const out = opensslExt(paths.serverCert, 'subjectAltName,extendedKeyUsage,keyUsage,basicConstraints,authorityKeyIdentifier');
     expect(out).toMatch(/Subject Alternative Name:\s+DNS:localhost, IP Address:127\.0\.0\.1, IP Address:0:0:0:0:0:0:0:1\s/);
     expect(out).toMatch(/Extended Key Usage:\s+TLS Web Server Authentication\n/);
     expect(out).toMatch(/Key Usage: critical\s+Digital Signature\n/);
@@ -210,7 +203,9 @@ describe('development certificate authority', () => {
 
   it('uses distinct random positive 128-bit serial numbers', () => {
     const serials = [paths.caCert, paths.serverCert, paths.clientCert].map((f) =>
-      openssl(['x509', '-noout', '-serial', '-in', f]).trim().replace(/^serial=/, ''),
+      openssl(['x509', '-noout', '-serial', '-in', f])
+        .trim()
+        .replace(/^serial=/, ''),
     );
     for (const serial of serials) expect(serial).toMatch(/^[0-9A-F]{32}$/);
     expect(new Set(serials).size).toBe(3);
@@ -279,9 +274,9 @@ describe('development certificate authority', () => {
 
   it('refuses to issue from a certificate that is not a CA or with a mismatched key', async () => {
     await expect(issueServerCertificate(server, { dnsNames: ['x.test'], ipAddresses: [] })).rejects.toThrow(/not a CA/);
-    await expect(
-      issueServerCertificate({ certPem: ca.certPem, keyPem: server.keyPem }, { dnsNames: ['x.test'], ipAddresses: [] }),
-    ).rejects.toThrow(/does not match/);
+    await expect(issueServerCertificate({ certPem: ca.certPem, keyPem: server.keyPem }, { dnsNames: ['x.test'], ipAddresses: [] })).rejects.toThrow(
+      /does not match/,
+    );
     await expect(issueServerCertificate(ca, { dnsNames: [], ipAddresses: ['127.0.0.1'] })).rejects.toThrow(/DNS name/);
     await expect(issueServerCertificate(ca, { dnsNames: ['x.test'], ipAddresses: ['not-an-ip'] })).rejects.toThrow(/IP address/);
   });
@@ -294,7 +289,7 @@ describe('development certificate authority', () => {
     expect(again.paths).toEqual(paths);
     const after = await readAll(paths);
     expect(after.length).toBe(before.length);
-    after.forEach((buf, i) => expect(buf.equals(before[i] ?? Buffer.alloc(0))).toBe(true));
+    for (const [i, buf] of after.entries()) expect(buf.equals(before[i] ?? Buffer.alloc(0))).toBe(true);
     const inodesAfter = await Promise.all([paths.caCert, paths.caKey].map(async (f) => (await fsp.stat(f)).ino));
     expect(inodesAfter).toEqual(inodesBefore);
   });
@@ -316,14 +311,10 @@ describe('development certificate authority', () => {
 
     const forced = await initDevCertificates(partialDir, { force: true });
     expect(forced.created).toBe(true);
-    expect((await fsp.readdir(partialDir)).sort()).toEqual(
-      ['ca-key.pem', 'ca.pem', 'client-key.pem', 'client.pem', 'server-key.pem', 'server.pem'],
-    );
+    expect((await fsp.readdir(partialDir)).sort()).toEqual(['ca-key.pem', 'ca.pem', 'client-key.pem', 'client.pem', 'server-key.pem', 'server.pem']);
     expect((await fsp.readFile(forced.paths.caCert)).equals(remainingBefore)).toBe(false);
     expect(await mode(forced.paths.caKey)).toBe(0o600);
-    expect(openssl(['verify', '-CAfile', forced.paths.caCert, forced.paths.serverCert, forced.paths.clientCert])).toMatch(
-      /server\.pem: OK\n.*client\.pem: OK/,
-    );
+    expect(openssl(['verify', '-CAfile', forced.paths.caCert, forced.paths.serverCert, forced.paths.clientCert])).toMatch(/server\.pem: OK\n.*client\.pem: OK/);
   });
 
   it('computes the RFC 8705 x5t#S256 thumbprint of the DER encoding', () => {
