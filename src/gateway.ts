@@ -12,7 +12,7 @@ import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
 import { checkpointExportFor } from './audit/export.js';
 import { AuditLog, retentionOf } from './audit/log.js';
 import { makeDirectory } from './lib/make-directory.js';
-import { openKeyEncryptionKey } from './store/open.js';
+import { openKeyEncryptionKey } from './issuer/master-key.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';

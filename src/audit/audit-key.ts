@@ -4,7 +4,7 @@
 import { createPrivateKey, createPublicKey, generateKeyPairSync, hash, sign, verify, type KeyObject } from 'node:crypto';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
-import type { KeyEncryptionKey } from '../issuer/key-encryption.js';
+import type { KeyEncryptionKey } from '../lib/key-encryption.js';
 import { makeDirectory } from '../lib/make-directory.js';
 
 /** data_dir/audit-key.json: beside the master key and the store, outside the audit directory. */

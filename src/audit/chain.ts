@@ -79,8 +79,6 @@ function isChainRecord(value: unknown): value is ChainFields & ChainLinks & Reco
   );
 }
 
-/** Instance ids: what a file name can carry without escaping. */
-export const INSTANCE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/;
 /** The chain of changes made with the CLI: a name no gateway instance can have (instances start with a letter or digit). */
 export const ADMIN_CHAIN = '_admin';
 const SEGMENT_NAME = /^(_admin|[A-Za-z0-9][A-Za-z0-9_-]{0,63})\.(\d{12})\.jsonl$/;

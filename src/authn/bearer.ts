@@ -14,7 +14,7 @@ import { errors as joseErrors, jwtVerify, type CryptoKey, type JWTPayload } from
 import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, PeerCertificate, Principal, RequestContext } from '../pipeline/stage.js';
-import { certificateThumbprintSha256 } from '../tls/ca.js';
+import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
 
 export type BearerAlgorithm = 'EdDSA' | 'ES256';
 

@@ -1,6 +1,6 @@
 // The `mtls` authenticator: the principal is the client certificate's SAN, and only when the handshake verified the chain.
 // The CN is never an identity (RFC 9525); certificates without a clientAuth EKU or without a usable SAN are rejected (TLS-09, TLS-11).
-import { certificateThumbprintSha256 } from '../tls/ca.js';
+import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, PeerCertificate, PresentedCredential, RequestContext } from '../pipeline/stage.js';
 

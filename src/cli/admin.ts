@@ -10,7 +10,8 @@ import { recordAdminChanges } from '../audit/admin-log.js';
 import type { AdminActor, AdminChange } from '../audit/event.js';
 import { auditKeyFile, loadOrCreateAuditKey } from '../audit/audit-key.js';
 import { loadCommandConfig, print, printable, printJson, table, UNPRINTABLE } from './output.js';
-import { ISSUER_DEFAULTS, SCOPE_TOKEN, isResourceUri, type Config, type IssuerConfig } from '../config/schema.js';
+import { ISSUER_DEFAULTS, type Config, type IssuerConfig } from '../config/schema.js';
+import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
 import { addClient, disableClient, enableClient, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
 import {
   MasterKeyError,
@@ -25,7 +26,8 @@ import {
 } from '../issuer/keys.js';
 import { CLIENT_ID_PATTERN, isActiveSecret } from '../issuer/secrets.js';
 import { StoreError, type Client, type CredentialStore, type SigningKey } from '../store/contract.js';
-import { credentialStoreExists, describeCredentialStore, openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
+import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
+import { credentialStoreExists, describeCredentialStore, openCredentialStore } from '../store/open.js';
 
 /** What main.ts (the only reader of the environment and owner of process exit) hands to the admin commands. */
 export interface AdminContext {

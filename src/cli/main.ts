@@ -12,7 +12,7 @@ import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { Gateway } from '../gateway.js';
 import { DirectoryError } from '../lib/make-directory.js';
-import { MASTER_KEY_ENV, MasterKeyError } from '../issuer/key-encryption.js';
+import { MASTER_KEY_ENV, MasterKeyError } from '../lib/key-encryption.js';
 import { SigningKeyError } from '../issuer/keys.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';

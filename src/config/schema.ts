@@ -2,7 +2,8 @@
 // Unknown keys are errors (a typo must never silently fall back to a weaker default).
 import { isIP } from 'node:net';
 import { z } from 'zod';
-import { prefixMatches } from '../server/router.js';
+import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
+import { prefixMatches } from '../lib/path-prefix.js';
 
 const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'] as const;
 export type HttpMethod = (typeof HTTP_METHODS)[number];
@@ -193,16 +194,9 @@ const pathPrefix = z
 
 const authenticatorId = z.enum(['none', 'mtls', 'bearer']);
 
-/** RFC 6749 §3.3 scope-token = 1*NQCHAR. */
-export const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 const scopeToken = z.string().max(128).regex(SCOPE_TOKEN, 'must be an RFC 6749 scope token (printable ASCII, no space, " or \\)');
 const scopeList = z.array(scopeToken).min(1).max(64);
 
-/** An absolute URI without a fragment (RFC 8707 §2 resource indicator; RFC 7519 `aud` value as Gatehouse issues it). */
-export function isResourceUri(value: string): boolean {
-  if (value.length > 512 || !/^[a-z][a-z0-9+.-]*:[\x21-\x7E]+$/i.test(value) || value.includes('#')) return false;
-  return URL.canParse(value);
-}
 const resourceUri = z.string().refine(isResourceUri, 'must be an absolute URI without a fragment, e.g. https://api.example.com');
 
 const authzSchema = z.strictObject({

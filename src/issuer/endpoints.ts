@@ -3,7 +3,7 @@
 // client's credentials may be in it), authenticate the client with OAuthClientAuthenticator, and answer as values that the
 // pipeline records — with the client, and the token issued, introspected or revoked — before any byte leaves the gateway.
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
-import { isResourceUri, SCOPE_TOKEN } from '../config/schema.js';
+import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type {
   AuthenticatedRequest,

@@ -9,7 +9,8 @@ import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.j
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
 import type { CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
-import { openCredentialStore, openVerifiedKeyEncryptionKey } from '../store/open.js';
+import { openCredentialStore } from '../store/open.js';
+import { openVerifiedKeyEncryptionKey } from './master-key.js';
 import { ClientAuthenticator, OAuthClientAuthenticator } from './client-auth.js';
 import {
   FormIntake,

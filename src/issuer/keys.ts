@@ -3,7 +3,7 @@
 import { createPrivateKey, createPublicKey, webcrypto, type KeyObject } from 'node:crypto';
 import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type CryptoKey, type JWK } from 'jose';
 import { StoreError, type CredentialStore, type SigningAlgorithm, type SigningKey, type SigningKeyChange } from '../store/contract.js';
-import { KeyDecryptionError, type KeyEncryptionKey } from './key-encryption.js';
+import { KeyDecryptionError, type KeyEncryptionKey } from '../lib/key-encryption.js';
 
 export {
   KeyDecryptionError,
@@ -14,7 +14,7 @@ export {
   type KeyEncryptionKey,
   type LoadKeyEncryptionKeyOptions,
   type MasterKeyErrorCode,
-} from './key-encryption.js';
+} from '../lib/key-encryption.js';
 
 export type { SigningAlgorithm } from '../store/contract.js';
 

@@ -5,24 +5,10 @@
 // answer through server/exchange.ts. A throw anywhere denies (never allows), is logged with the request id, and the
 // client sees a generic 5xx.
 import type { Logger } from 'pino';
-import {
-  aboutRequest,
-  actorOf,
-  AuditUnavailableError,
-  decisionRecord,
-  refusalOutcome,
-  requestDecision,
-  type AuditEvent,
-  type AuditRecord,
-  type AuditSink,
-  type CompletionEvent,
-  type DecisionAbout,
-  type DecisionOutcome,
-  type DecisionStage,
-} from '../audit/event.js';
+import { AuditUnavailableError, type AuditEvent, type AuditRecord, type AuditSink, type CompletionEvent, type DecisionStage } from '../audit/event.js';
+import { aboutRequest, actorOf, decisionRecord, refusalOutcome, requestDecision, type DecisionAbout, type DecisionOutcome } from './decision.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { abortResponse, clientGone, inviteBody, requestBody, sendAnswer, sendProblem } from '../server/exchange.js';
-import type { PreAuthQuota } from '../quota/rate.js';
 import type {
   Answer,
   AuthenticatedRequest,
@@ -32,6 +18,7 @@ import type {
   ForwardOutcome,
   ForwardTicket,
   HttpExchange,
+  PreAuthBudget,
   Principal,
   QuotaLease,
   Refusal,
@@ -39,7 +26,7 @@ import type {
 } from './stage.js';
 
 export interface PipelineDeps {
-  readonly preAuthQuota: PreAuthQuota;
+  readonly preAuthQuota: PreAuthBudget;
   readonly audit: AuditSink;
   readonly observers?: readonly DecisionObserver[];
   readonly log: Logger;

@@ -162,6 +162,11 @@ export type QuotaDecision =
   /** The error carries Retry-After (and the RateLimit fields) for the 429. */
   | { readonly allowed: false; readonly error: GatewayError };
 
+/** The per-address budget every request spends before any credential is looked at (it protects the CPU from floods). */
+export interface PreAuthBudget {
+  consume(limitKey: string): Promise<QuotaDecision>;
+}
+
 export interface QuotaPolicy {
   readonly name: string;
   consume(request: AuthenticatedRequest): Promise<QuotaDecision>;

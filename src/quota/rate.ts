@@ -4,7 +4,7 @@ import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rat
 import type { RateConfig } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { QuotaDecision } from '../pipeline/stage.js';
+import type { PreAuthBudget, QuotaDecision } from '../pipeline/stage.js';
 
 const ALLOWED: QuotaDecision = Object.freeze({ allowed: true });
 
@@ -30,7 +30,7 @@ export async function consumePoint(limiter: RateLimiterAbstract, key: string, qu
 }
 
 /** The budget every request spends before any credential is examined, keyed by client address. */
-export class PreAuthQuota {
+export class PreAuthQuota implements PreAuthBudget {
   private readonly limiter: RateLimiterMemory;
   constructor(rate: DeepReadonly<RateConfig>) {
     this.limiter = memoryLimiter(rate, 'preauth');

@@ -49,7 +49,6 @@ export function limitKey(address: string, prefixLength: number): string {
 export class ConnectionGuard {
   private readonly perIp = new Map<string, number>();
   private readonly sockets = new Set<Socket>();
-  private refusedTotal = 0;
 
   constructor(
     private readonly limits: { readonly maxConnections: number; readonly maxPerIp: number; readonly ipv6PrefixLength: number },
@@ -61,7 +60,6 @@ export class ConnectionGuard {
     const ip = limitKey(normalizeAddress(socket.remoteAddress), this.limits.ipv6PrefixLength);
     const current = this.perIp.get(ip) ?? 0;
     if (this.sockets.size >= this.limits.maxConnections || current >= this.limits.maxPerIp) {
-      this.refusedTotal++;
       socket.destroy();
       return false;
     }
@@ -75,7 +73,6 @@ export class ConnectionGuard {
     });
     // The rate decision resolves in a microtask, long before a handshake could complete.
     this.newConnectionRate.consume(ip).catch(() => {
-      this.refusedTotal++;
       socket.destroy();
     });
     return true;
@@ -83,10 +80,6 @@ export class ConnectionGuard {
 
   get liveConnections(): number {
     return this.sockets.size;
-  }
-
-  get refused(): number {
-    return this.refusedTotal;
   }
 
   liveSockets(): Iterable<Socket> {

@@ -1,17 +1,12 @@
 // Route table: maps (host, canonical path) to one route; longest path prefix wins, on segment boundaries only.
 // Matching is case-sensitive and sees only the canonical path, never the query (AZ-08, AZ-10).
 import type { Route } from '../pipeline/stage.js';
+import { prefixMatches } from '../lib/path-prefix.js';
 
 export function allowedMethods(methods: readonly string[]): ReadonlySet<string> {
   const set = new Set(methods);
   if (set.has('GET')) set.add('HEAD');
   return set;
-}
-
-/** True when `path` is `prefix` or lies below it: `/api` matches `/api` and `/api/x`, never `/apix`. */
-export function prefixMatches(prefix: string, path: string): boolean {
-  if (!path.startsWith(prefix)) return false;
-  return path.length === prefix.length || prefix.endsWith('/') || path.charCodeAt(prefix.length) === 0x2f;
 }
 
 export class Router {

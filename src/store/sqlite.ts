@@ -34,7 +34,6 @@ import {
 } from './rows.js';
 
 /** Secrets a client may hold at once: the current one and, during a rotation, the old one. */
-export { MAX_SECRETS_PER_CLIENT } from './contract.js';
 
 export interface SqliteStoreOptions {
   /** Clock for `updatedAt`, which updateClient sets (whatever `change` returned). */

@@ -3,7 +3,7 @@
 // so this module imports it itself instead of relying on every entry point to remember.
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { createHash, createPrivateKey, createPublicKey, randomBytes, webcrypto, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, randomBytes, webcrypto } from 'node:crypto';
 import { constants as fsConstants, promises as fsp } from 'node:fs';
 import { isIP } from 'node:net';
 import path from 'node:path';
@@ -154,13 +154,6 @@ export async function initDevCertificates(dir: string, opts: { force?: boolean }
   await writeFileAtomic(paths.clientCert, client.certPem, 0o644);
   await fsyncDirectory(paths.dir);
   return { created: true, paths };
-}
-
-/** RFC 8705 `x5t#S256`: base64url (unpadded) SHA-256 of the certificate's DER. A Buffer is taken as DER as-is; a string must be PEM. */
-export function certificateThumbprintSha256(derOrPem: Buffer | string): string {
-  // Hashing a Buffer directly keeps the per-request path (socket.getPeerCertificate().raw) free of a re-parse.
-  const der = typeof derOrPem === 'string' ? new NodeX509Certificate(derOrPem).raw : derOrPem;
-  return createHash('sha256').update(der).digest('base64url');
 }
 
 // ---------------------------------------------------------------------------

@@ -8,10 +8,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditVerify } from '../support/cli.js';
 import { AuditKeyError, loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
 import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
-import { loadKeyEncryptionKey } from '../../src/issuer/key-encryption.js';
+import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import { auditEvent, testAuditLog } from '../support/harness.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
@@ -49,13 +50,7 @@ beforeAll(async () => {
   writeFileSync(keyPem, readAuditPublicKey(join(data, 'audit-key.json')).pem);
 });
 
-function verify(
-  dir: string,
-  ...args: string[]
-): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; seq: number | null; detail: string }; notes: string[] }> } } {
-  const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, report: JSON.parse(result.stdout) as never };
-}
+const verify = auditVerify;
 
 function copy(name: string): { dir: string; exportDir: string } {
   const dir = join(root, name, 'audit');

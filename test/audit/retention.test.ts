@@ -1,18 +1,17 @@
 // Part C retention: old segments leave only through a signed segments_pruned record, so a log pruned by policy verifies
 // (against its key and its exported checkpoints) and a segment deleted by hand still does not.
-import { spawnSync } from 'node:child_process';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditVerify } from '../support/cli.js';
 import { loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
 import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
-import { loadKeyEncryptionKey } from '../../src/issuer/key-encryption.js';
+import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import { auditEvent, testAuditLog } from '../support/harness.js';
 
-const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-retention-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
 const keyFile = join(root, 'audit-key.json');
@@ -24,13 +23,7 @@ beforeAll(() => {
   writeFileSync(keyPem, readAuditPublicKey(keyFile).pem);
 });
 
-function verify(
-  dir: string,
-  ...args: string[]
-): { status: number | null; report: { ok: boolean; chains: Array<{ break?: { kind: string; segment: string }; notes: string[] }> } } {
-  const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--key', keyPem, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, report: JSON.parse(result.stdout) as never };
-}
+const verify = (dir: string, ...args: string[]): ReturnType<typeof auditVerify> => auditVerify(dir, '--key', keyPem, ...args);
 
 const segmentsOf = (dir: string): string[] =>
   readdirSync(dir)

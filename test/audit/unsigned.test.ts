@@ -10,11 +10,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditVerify } from '../support/cli.js';
 import { loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
 import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { NO_EXPORT_NOTE } from '../../src/audit/verify.js';
-import { loadKeyEncryptionKey } from '../../src/issuer/key-encryption.js';
+import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import { auditEvent, testAuditLog } from '../support/harness.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
@@ -29,22 +30,7 @@ const keyPem = join(root, 'audit-key.pem');
 const config = join(root, 'gatehouse.yaml');
 let signer: ReturnType<typeof loadOrCreateAuditKey>;
 
-interface Report {
-  ok: boolean;
-  notes: string[];
-  chains: Array<{
-    instance: string;
-    records: number;
-    unsigned: { records: number; fromSeq: number | null; toSeq: number | null };
-    break?: { kind: string; segment: string; line: number; seq: number | null; detail: string };
-    notes: string[];
-  }>;
-}
-
-function verify(dir: string, ...args: string[]): { status: number | null; report: Report; stderr: string } {
-  const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, report: (result.stdout === '' ? undefined : JSON.parse(result.stdout)) as Report, stderr: result.stderr };
-}
+const verify = auditVerify;
 
 async function writeLog(
   dir: string,

@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditVerify } from '../support/cli.js';
 import { auditEvent as event, testAuditLog } from '../support/harness.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
@@ -23,15 +24,7 @@ beforeAll(async () => {
   await log.close();
 });
 
-function verify(dir: string, ...args: string[]): { status: number | null; stdout: string; report: VerifyJson } {
-  const result = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--dir', dir, '--json', ...args], { encoding: 'utf8', timeout: 20_000 });
-  return { status: result.status, stdout: result.stdout, report: JSON.parse(result.stdout) as VerifyJson };
-}
-
-interface VerifyJson {
-  readonly ok: boolean;
-  readonly chains: Array<{ instance: string; records: number; break?: { kind: string; segment: string; line: number; seq: number | null }; notes: string[] }>;
-}
+const verify = auditVerify;
 
 /** A tampered copy of the original chain: `change` gets the segment names and edits the files. */
 function tampered(name: string, change: (dir: string, segments: string[]) => void): string {

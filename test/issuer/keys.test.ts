@@ -268,7 +268,7 @@ describe('key-encryption key: key file', () => {
   it('gives processes racing to create the missing file one shared key (link(2) never overwrites)', async () => {
     const file = path.join(dir, 'race', 'master.key');
     // The built copy (global setup compiles dist/) lets plain node children load the module at the same moment.
-    const moduleUrl = pathToFileURL(path.join(import.meta.dirname, '..', '..', 'dist', 'src', 'issuer', 'key-encryption.js')).href;
+    const moduleUrl = pathToFileURL(path.join(import.meta.dirname, '..', '..', 'dist', 'src', 'lib', 'key-encryption.js')).href;
     const script = `const m = await import(${JSON.stringify(moduleUrl)}); const k = m.loadKeyEncryptionKey({ file: process.argv[1] }); process.stdout.write(k.source + ' ' + k.encrypt(Buffer.from('shared'), 'race'));`;
     const results = await Promise.all(
       Array.from({ length: 6 }, async () => {

@@ -21,7 +21,7 @@ import { EchoService } from '../../src/services/echo.js';
 import { problemCode, startGateway, testAuditLog } from '../support/harness.js';
 
 /** Runs the real pipeline behind a plain HTTP server, with one route whose stages the test chooses. */
-async function pipelineServer(stages: { authenticator: Authenticator; handler: Handler; observers?: DecisionObserver[] }) {
+async function pipelineServer(stages: { authenticator: Authenticator | Authenticator[]; handler: Handler; observers?: DecisionObserver[] }) {
   const dir = mkdtempSync(join(tmpdir(), 'gatehouse-pipeline-'));
   const audit = testAuditLog(dir);
   const lines: string[] = [];
@@ -50,7 +50,7 @@ async function pipelineServer(stages: { authenticator: Authenticator; handler: H
     methods: new Set(['GET', 'HEAD']),
     allowHeader: 'GET, HEAD',
     bodyLimitBytes: 1024,
-    authenticators: [stages.authenticator],
+    authenticators: Array.isArray(stages.authenticator) ? stages.authenticator : [stages.authenticator],
     authorizer: new RoutePolicy({ allow: 'anyone' }),
     quota: undefined,
     handler: stages.handler,
@@ -111,16 +111,28 @@ describe('pipeline fault handling (AZ-13, LOG-12)', () => {
     }
   });
 
-  it('an authenticator that rejects never falls through to the next one', async () => {
+  it('an authenticator that rejects never falls through to the next one, which would have admitted the request', async () => {
     const { GatewayError } = await import('../../src/errors/catalogue.js');
+    let asked = 0;
     const server = await pipelineServer({
-      authenticator: { id: 'rejecting', authenticate: () => ({ outcome: 'rejected', error: new GatewayError('invalid_credential') }) },
+      authenticator: [
+        { id: 'rejecting', authenticate: () => ({ outcome: 'rejected', error: new GatewayError('invalid_credential') }) },
+        {
+          id: 'admitting',
+          authenticate: () => {
+            asked++;
+            return { outcome: 'authenticated', principal: { subject: 'anyone', method: 'anonymous', scopes: new Set() } };
+          },
+        },
+      ],
       handler: new EchoService(),
     });
     try {
       const res = await request(server.url);
       expect(res.statusCode).toBe(401);
       expect(problemCode(await res.body.text())).toBe('invalid_credential');
+      expect(asked).toBe(0);
+      expect((await server.records()).map((r) => [r['decision'], r['stage']])).toEqual([['deny', 'authn']]);
     } finally {
       await server.close();
     }

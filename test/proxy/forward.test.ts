@@ -13,6 +13,7 @@ import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closedPort } from '../support/harness.js';
 import { request } from 'undici';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { createCertificateAuthority, issueServerCertificate } from '../../src/tls/ca.js';
@@ -282,16 +283,6 @@ async function startSilent(): Promise<{ url: string; connections: () => number; 
       await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
-}
-
-/** A port nothing listens on: bound once, then released. */
-async function closedPort(): Promise<number> {
-  const server = createNetServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 interface TlsUpstream {

@@ -5,7 +5,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, request } from 'undici';
-import { certificateThumbprintSha256 } from '../../src/tls/ca.js';
+import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import {
   h2Request,
   h2Session,

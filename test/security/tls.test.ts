@@ -1,6 +1,7 @@
 // TLS listener hardening (SECURITY-MATRIX D): protocol versions, cipher suites, groups, renegotiation, HSTS on every response,
 // ALPN and cleartext refusal, certificate hot-swap and session resumption — all over real sockets against a running gateway.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { closedPort } from '../support/harness.js';
 import { execFile, spawn } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
@@ -299,15 +300,6 @@ function sClient(args: string[], script: (write: (s: string) => void, output: ()
       () => output,
     ).then(() => child.stdin.end());
   });
-}
-
-async function closedPort(): Promise<number> {
-  const server = netCreateServer();
-  server.listen(0, '127.0.0.1');
-  await once(server, 'listening');
-  const { port } = server.address() as AddressInfo;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
 }
 
 /** Short timeouts so slow cases end quickly; a generous new-connection rate because enumeration opens many connections. */

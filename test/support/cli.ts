@@ -58,3 +58,22 @@ export async function serveCli(args: readonly string[], env: NodeJS.ProcessEnv =
     },
   };
 }
+
+/** `gatehouse audit verify --json` as read back: every chain's report, and the notes said once per run. */
+export interface VerifyJson {
+  readonly ok: boolean;
+  readonly notes: string[];
+  readonly chains: Array<{
+    readonly instance: string;
+    readonly records: number;
+    readonly unsigned: { readonly records: number; readonly fromSeq: number | null; readonly toSeq: number | null };
+    readonly break?: { readonly kind: string; readonly segment: string; readonly line: number; readonly seq: number | null; readonly detail: string };
+    readonly notes: string[];
+  }>;
+}
+
+/** Runs `gatehouse audit verify --dir DIR --json ARGS`; `report` is undefined when it printed nothing (a usage error, 66). */
+export function auditVerify(dir: string, ...args: string[]): CliResult & { readonly report: VerifyJson } {
+  const result = runCli(['audit', 'verify', '--dir', dir, '--json', ...args]);
+  return { ...result, report: (result.stdout === '' ? undefined : JSON.parse(result.stdout)) as VerifyJson };
+}

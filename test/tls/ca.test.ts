@@ -7,8 +7,8 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import tls from 'node:tls';
+import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import {
-  certificateThumbprintSha256,
   createCertificateAuthority,
   devCertificatePaths,
   initDevCertificates,

@@ -2,7 +2,7 @@
 // Key bytes never appear in errors, logs or inspect output: errors name the variable or file, never its contents.
 import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, fsyncSync, linkSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
-import { makeDirectory } from '../lib/make-directory.js';
+import { makeDirectory } from './make-directory.js';
 import path from 'node:path';
 import { inspect } from 'node:util';
 
