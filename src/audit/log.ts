@@ -8,29 +8,14 @@
 // throw (fail-closed: admitted requests get 503, refusals are still enforced) or are dropped and counted (fail-open),
 // and the log tries to open a fresh segment every few seconds until it can.
 import { randomUUID } from 'node:crypto';
-import {
-  chmodSync,
-  closeSync,
-  close as closeFd,
-  fdatasync,
-  fdatasyncSync,
-  fstatSync,
-  linkSync,
-  openSync,
-  readdirSync,
-  readFileSync,
-  readSync,
-  renameSync,
-  statSync,
-  unlinkSync,
-  write,
-  writeFileSync,
-} from 'node:fs';
+import { closeSync, close as closeFd, fdatasync, fdatasyncSync, fstatSync, openSync, readdirSync, unlinkSync, write } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
+import { ChainLock } from './chain-lock.js';
+import { firstRecord, lastCompleteRecord, sealSegment, statOrUndefined } from './segments.js';
 import { encodeCompletion, encodeDecision } from './encode.js';
 import { RefusalAggregator, type AggregationSettings } from './aggregate.js';
 import type { CheckpointExport } from './export.js';
@@ -46,8 +31,6 @@ import {
 } from './event.js';
 
 const RAW_TARGET_MAX = 512;
-/** How far back from a segment's end the last record is looked for at start-up (records are well under 4 KiB). */
-const TAIL_BYTES = 64 * 1024;
 /** While records are being dropped (fail-open) or refused, the alert is repeated this often. */
 const ALERT_INTERVAL_MS = 10_000;
 
@@ -139,7 +122,7 @@ export class AuditLog implements AuditSink {
   readonly bootId = randomUUID();
   readonly dir: string;
   private readonly now: () => number;
-  private readonly lockFile: string;
+  private readonly chainLock: ChainLock;
   private seq: number;
   private head: string;
   /** Last record known to be in a file: what a segment started after a loss or a failure links back to. */
@@ -180,14 +163,13 @@ export class AuditLog implements AuditSink {
     this.aggregator = options.aggregateRefusals === undefined ? undefined : new RefusalAggregator(options.aggregateRefusals);
     this.now = options.now ?? Date.now;
     makeDirectory(options.dir, 0o700);
-    this.lockFile = join(options.dir, `${options.instance}.lock`);
     try {
-      this.lock();
+      this.chainLock = new ChainLock(options.dir, options.instance, this.bootId);
     } catch (error) {
-      throw asAuditLogError(error, `cannot lock audit chain "${options.instance}" (${this.lockFile})`);
+      throw asAuditLogError(error, `cannot lock audit chain "${options.instance}" (${join(options.dir, `${options.instance}.lock`)})`);
     }
     try {
-      const previous = this.previousHead();
+      const previous = lastCompleteRecord(this.dir, this.options.instance, this.options.log);
       this.seq = previous?.seq ?? 0;
       this.head = previous?.hash ?? GENESIS;
       this.writtenSeq = this.seq;
@@ -207,7 +189,7 @@ export class AuditLog implements AuditSink {
       // so an honest chain never leaves records unsigned for longer than the cadence (verify --key holds it to that).
       if (previous !== undefined && !previous.signed) this.checkpoint();
     } catch (error) {
-      this.unlock();
+      this.chainLock.release();
       throw asAuditLogError(error, `cannot open audit chain "${options.instance}" in ${options.dir}`);
     }
     if (options.fsync === 'interval') {
@@ -371,9 +353,9 @@ export class AuditLog implements AuditSink {
       this.file = undefined;
       await new Promise<void>((resolve) => fdatasync(fd, () => resolve()));
       await new Promise<void>((resolve) => closeFd(fd, () => resolve()));
-      this.seal(name);
+      sealSegment(this.dir, name);
     }
-    this.unlock();
+    this.chainLock.release();
   }
 
   private unavailableReason(): string | undefined {
@@ -766,137 +748,13 @@ export class AuditLog implements AuditSink {
       this.options.log.error({ segment: file.name, err: error instanceof Error ? error.message : String(error) }, 'audit log fsync failed');
     }
     closeSync(file.fd);
-    if (seal) this.seal(file.name);
+    if (seal) sealSegment(this.dir, file.name);
   }
 
   private openSegment(name: string): OpenSegment {
     // 'wx': a segment is never reopened or shared; owner read/write only while it is written.
     const fd = openSync(join(this.dir, name), 'wx', 0o600);
     return { name, fd, ino: fstatSync(fd).ino };
-  }
-
-  /** A closed segment is read-only (LOG-10): the writer itself cannot rewrite it by accident. */
-  private seal(name: string): void {
-    try {
-      chmodSync(join(this.dir, name), 0o400);
-    } catch {
-      // Moved or deleted already: the next batch's check reports that.
-    }
-  }
-
-  /**
-   * The last complete record of this instance's chain, from the end of its newest segment; older segments are made
-   * read-only on the way (a crash leaves the last one writable).
-   */
-  private previousHead(): { seq: number; hash: string; segment: string; bootId: string; tornBytes: number; signed: boolean } | undefined {
-    const names = chainsIn(readdirSync(this.dir)).get(this.options.instance) ?? [];
-    for (const name of names) this.seal(name);
-    let carriedTorn = 0;
-    for (let i = names.length - 1; i >= 0; i--) {
-      const name = names[i] as string;
-      const tail = readTail(join(this.dir, name));
-      // Complete lines only: whatever follows the last newline is a write torn by a crash.
-      let end = tail.lastIndexOf('\n');
-      if (end === -1 && i === names.length - 1) {
-        // The newest segment holds no complete record (a crash right after it was created): it would take the name the
-        // next segment needs. Empty, it goes; with torn bytes, it is kept aside under a name no chain reads.
-        carriedTorn = Buffer.byteLength(tail);
-        if (carriedTorn === 0) unlinkSync(join(this.dir, name));
-        else renameSync(join(this.dir, name), join(this.dir, `${name}.torn`));
-        this.options.log.warn({ segment: name, torn_bytes: carriedTorn }, 'the newest audit segment held no complete record; set aside');
-        continue;
-      }
-      const tornBytes = Buffer.byteLength(tail.slice(end + 1)) + carriedTorn;
-      let skipped = 0;
-      while (end > 0) {
-        const start = tail.lastIndexOf('\n', end - 1) + 1;
-        const opened = openLine(tail.slice(start, end));
-        if (opened.ok) {
-          if (skipped > 0)
-            this.options.log.error(
-              { segment: name, skipped },
-              'the last audit records do not verify (tampering?); the chain goes on from the last one that does: run gatehouse audit verify',
-            );
-          return {
-            seq: opened.record.seq,
-            hash: opened.hash,
-            segment: name,
-            bootId: opened.record.boot_id,
-            tornBytes,
-            signed: opened.record.type === 'checkpoint',
-          };
-        }
-        // A line cut by the tail window's start is not evidence of anything; only whole lines count as skipped.
-        if (start === 0 && tail.length === TAIL_BYTES) break;
-        skipped++;
-        end = start - 1;
-      }
-      if (end > 0 || skipped > 0 || tail.length === TAIL_BYTES) {
-        throw new AuditLogError(`audit segment ${name} has no verifiable record near its end; run gatehouse audit verify before starting`);
-      }
-    }
-    return undefined;
-  }
-
-  /**
-   * One writer per chain. The lock file appears with its content at once (written aside, then hard-linked: a reader
-   * never sees it empty). A lock naming a live process is respected — this one only while one of its own logs holds it
-   * (in a container every restart may be pid 1). A stale lock is taken over by renaming exactly it aside first, so two
-   * processes taking over at once cannot both win.
-   */
-  private lock(): void {
-    const mine = join(this.dir, `${this.options.instance}.lock.${process.pid}.${this.bootId}`);
-    writeFileSync(mine, `${process.pid}\n`, { flag: 'wx', mode: 0o600 });
-    try {
-      for (let attempt = 0; attempt < 3; attempt++) {
-        try {
-          linkSync(mine, this.lockFile);
-          HELD_LOCKS.add(this.lockFile);
-          return;
-        } catch (error) {
-          if (!(error instanceof Error && 'code' in error && error.code === 'EEXIST')) throw error;
-        }
-        const content = readOrEmpty(this.lockFile);
-        const holder = Number(content.trim());
-        const held = holder === process.pid ? HELD_LOCKS.has(this.lockFile) : Number.isSafeInteger(holder) && holder > 0 && isAlive(holder);
-        if (held) {
-          throw new AuditLogError(
-            `audit chain "${this.options.instance}" in ${this.dir} is being written by process ${holder}; give each gateway its own audit.instance`,
-            true,
-          );
-        }
-        // Left by a process that is gone (a crash, kill -9): moved aside, if it is still the lock that was read.
-        const aside = `${mine}.stale`;
-        try {
-          renameSync(this.lockFile, aside);
-        } catch {
-          continue;
-        }
-        if (readOrEmpty(aside) !== content) {
-          // Someone else's fresh lock was moved: put back (unless yet another took its place), and look again.
-          try {
-            linkSync(aside, this.lockFile);
-          } catch {
-            // The place is taken: the next attempt reads whoever holds it.
-          }
-        }
-        unlinkSync(aside);
-      }
-      throw new AuditLogError(
-        `audit chain "${this.options.instance}" in ${this.dir}: could not take its lock (${this.lockFile}); another process keeps changing it`,
-      );
-    } finally {
-      unlinkSync(mine);
-    }
-  }
-
-  private unlock(): void {
-    HELD_LOCKS.delete(this.lockFile);
-    try {
-      unlinkSync(this.lockFile);
-    } catch {
-      // Already gone.
-    }
   }
 
   /** Many records share a millisecond under load; the ISO string is made once per millisecond. */
@@ -907,68 +765,5 @@ export class AuditLog implements AuditSink {
       this.lastIso = new Date(now).toISOString();
     }
     return this.lastIso;
-  }
-}
-
-/**
- * The chain locks this process holds. Process-wide by nature (a lock file names a process): it tells this process's own
- * live lock from a stale one left by an earlier process that had the same pid.
- */
-const HELD_LOCKS = new Set<string>();
-
-function readOrEmpty(path: string): string {
-  try {
-    return readFileSync(path, 'utf8');
-  } catch {
-    return '';
-  }
-}
-
-function statOrUndefined(path: string): { readonly ino: number; readonly size: number } | undefined {
-  try {
-    return statSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-/** The first record of a segment, when it verifies on its own (its first 4 KiB). */
-function firstRecord(path: string): { readonly seq: number; readonly ts: string; readonly prev: string } | undefined {
-  let fd: number;
-  try {
-    fd = openSync(path, 'r');
-  } catch {
-    return undefined;
-  }
-  try {
-    const buffer = Buffer.alloc(4096);
-    const text = buffer.subarray(0, readSync(fd, buffer, 0, buffer.length, 0)).toString('utf8');
-    const end = text.indexOf('\n');
-    const opened = end === -1 ? undefined : openLine(text.slice(0, end));
-    return opened?.ok === true ? { seq: opened.record.seq, ts: opened.record.ts, prev: opened.record.prev } : undefined;
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function readTail(path: string): string {
-  const fd = openSync(path, 'r');
-  try {
-    const size = fstatSync(fd).size;
-    const length = Math.min(size, TAIL_BYTES);
-    const buffer = Buffer.alloc(length);
-    readSync(fd, buffer, 0, length, size - length);
-    return buffer.toString('utf8');
-  } finally {
-    closeSync(fd);
-  }
-}
-
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return error instanceof Error && 'code' in error && error.code === 'EPERM';
   }
 }
