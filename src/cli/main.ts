@@ -20,7 +20,9 @@ import { TlsFileError } from '../tls/context.js';
 import { adminActor } from '../audit/admin-log.js';
 import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/event.js';
-import { protectDashClientIds, registerAdminCommands, type AdminContext } from './admin.js';
+import { registerAdminCommands } from './admin.js';
+import type { AdminContext } from './admin-session.js';
+import { protectDashClientIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
 

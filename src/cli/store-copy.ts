@@ -13,7 +13,7 @@ import { describeCredentialStore } from '../store/open.js';
 import { describePostgresUrl, PostgresCredentialStore, SCHEMA_NAME } from '../store/postgres.js';
 import { snapshotDifferences } from '../store/snapshot.js';
 import { SqliteCredentialStore } from '../store/sqlite.js';
-import { recordChanges, type AdminContext } from './admin.js';
+import { recordChanges, type AdminContext } from './admin-session.js';
 import { loadCommandConfig, print, printable, printJson } from './output.js';
 
 const DEFAULT_SCHEMA = 'gatehouse';

@@ -5,17 +5,6 @@ import { calculateJwkThumbprint, exportJWK, generateKeyPair, importJWK, type Cry
 import { StoreError, type CredentialStore, type SigningAlgorithm, type SigningKey, type SigningKeyChange } from '../store/contract.js';
 import { KeyDecryptionError, type KeyEncryptionKey } from '../lib/key-encryption.js';
 
-export {
-  KeyDecryptionError,
-  loadKeyEncryptionKey,
-  generateMasterKeyText,
-  MasterKeyError,
-  MASTER_KEY_ENV,
-  type KeyEncryptionKey,
-  type LoadKeyEncryptionKeyOptions,
-  type MasterKeyErrorCode,
-} from '../lib/key-encryption.js';
-
 export type { SigningAlgorithm } from '../store/contract.js';
 
 export const SIGNING_ALGORITHMS: readonly SigningAlgorithm[] = ['EdDSA', 'ES256'];

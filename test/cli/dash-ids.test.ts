@@ -3,7 +3,8 @@
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { adminActor } from '../../src/audit/admin-log.js';
-import { protectDashClientIds, registerAdminCommands } from '../../src/cli/admin.js';
+import { registerAdminCommands } from '../../src/cli/admin.js';
+import { protectDashClientIds } from '../../src/cli/arguments.js';
 
 const program = new Command('gatehouse');
 registerAdminCommands(program, {

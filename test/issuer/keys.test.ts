@@ -10,20 +10,17 @@ import { inspect, promisify } from 'node:util';
 import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK } from 'jose';
 import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange, StoreSnapshot } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { KeyDecryptionError, loadKeyEncryptionKey, MasterKeyError, type KeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import {
-  KeyDecryptionError,
   KeyRing,
-  MasterKeyError,
   CLOCK_SKEW_ALLOWANCE_MS,
   RETIREMENT_GRACE_MS,
   SigningKeyError,
   ensureSigningKey,
   generateSigningKey,
-  loadKeyEncryptionKey,
   revokeSigningKey,
   rotateSigningKey,
   signingKeyStates,
-  type KeyEncryptionKey,
   type SigningAlgorithm,
 } from '../../src/issuer/keys.js';
 

@@ -1,0 +1,129 @@
+// The admin commands' argument parsers (a thrown InvalidArgumentError is a usage error: exit 64) and the handling of
+// client ids that begin with "-".
+import { type Command, InvalidArgumentError, type Option } from 'commander';
+import { UNPRINTABLE } from './output.js';
+import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/keys.js';
+import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
+
+export const MAX_NAME_CHARS = 100;
+export const MAX_SCOPE_CHARS = 128;
+export const MAX_SCOPES = 64;
+export const MAX_KEEP_OLD_MS = 30 * 86_400_000;
+/** The shortest access-token lifetime a client may have (the issuer's own lower bound). */
+export const MIN_TOKEN_TTL_S = 30;
+export const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export const ID_HELP = `
+A client id that begins with "-" can be given as it is, or after "--" (e.g. \`gatehouse clients show -- -nQnd…\`).`;
+
+// ---- Argument parsers (a thrown InvalidArgumentError is a usage error: exit 64) ----
+
+export function parseName(value: string): string {
+  const chars = [...value].length;
+  if (chars === 0 || chars > MAX_NAME_CHARS || value.trim() === '') throw new InvalidArgumentError(`must be 1-${MAX_NAME_CHARS} characters, not only spaces`);
+  if (UNPRINTABLE.test(value)) throw new InvalidArgumentError('must not contain control or invisible formatting characters');
+  return value;
+}
+
+/** RFC 6749 §3.3 scope tokens, space-separated; a comma is legal in a scope but usually a mistaken separator (warned). */
+export function parseScopes(value: string, warn: (message: string) => void): string[] {
+  const scopes = [...new Set(value.split(' ').filter((scope) => scope !== ''))];
+  if (scopes.length === 0) throw new InvalidArgumentError('give at least one scope');
+  if (scopes.length > MAX_SCOPES) throw new InvalidArgumentError(`at most ${MAX_SCOPES} scopes`);
+  for (const scope of scopes) {
+    if (scope.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(scope)) {
+      throw new InvalidArgumentError(`${JSON.stringify(scope)} is not a scope token (1-${MAX_SCOPE_CHARS} printable ASCII characters, no space, " or \\)`);
+    }
+    if (scope.includes(','))
+      warn(`scope ${JSON.stringify(scope)} contains a comma: scopes are separated by spaces (--scope "${scope.split(',').filter(Boolean).join(' ')}")`);
+  }
+  return scopes;
+}
+
+/** Repeatable; `previous` is undefined for the first one when the option has no default (`clients update`). */
+export function collectAudience(value: string, previous: string[] | undefined): string[] {
+  if (!isResourceUri(value)) throw new InvalidArgumentError('must be an absolute URI without a fragment, e.g. https://api.example.com');
+  const list = previous ?? [];
+  return list.includes(value) ? list : [...list, value];
+}
+
+/**
+ * `--token-ttl`: a duration (30s, 5m, 1h) in whole seconds, or `default` (the issuer's access_token_ttl_s). `default` stays
+ * a word here: commander turns a parser's null into an empty string, so tokenLifetime() maps it to null later.
+ */
+export function parseTokenTtl(value: string): number | 'default' {
+  if (value === 'default') return 'default';
+  const ms = durationMs(value, 'smh');
+  if (ms === undefined) throw new InvalidArgumentError('must be a duration with a unit s, m or h (e.g. 5m), or "default"');
+  const seconds = ms / 1000;
+  if (seconds < MIN_TOKEN_TTL_S) throw new InvalidArgumentError(`must be at least ${MIN_TOKEN_TTL_S}s`);
+  return seconds;
+}
+
+export function parseClientId(value: string): string {
+  if (!CLIENT_ID_PATTERN.test(value)) throw new InvalidArgumentError('not a client id (1-64 of A-Z a-z 0-9 _ -)');
+  return value;
+}
+
+/** `30s`, `15m`, `24h`, `7d` → milliseconds; positive, at most 30 days. */
+export function parseDuration(value: string): number {
+  const ms = durationMs(value, 'smhd');
+  if (ms === undefined) throw new InvalidArgumentError('must be a positive whole number with a unit s, m, h or d, e.g. 24h');
+  if (ms > MAX_KEEP_OLD_MS) throw new InvalidArgumentError('must be at most 30d');
+  return ms;
+}
+
+/** A positive whole number with one of `units` (s, m, h, d) → milliseconds; undefined for anything else. */
+export function durationMs(value: string, units: string): number | undefined {
+  const match = /^([1-9][0-9]{0,7})([smhd])$/.exec(value);
+  const unit = match?.[2];
+  if (match === null || unit === undefined || !units.includes(unit)) return undefined;
+  return Number(match[1]) * (DURATION_UNIT_MS[unit] ?? Number.NaN);
+}
+
+export function parseAlgorithm(value: string): SigningAlgorithm {
+  const alg = SIGNING_ALGORITHMS.find((candidate) => candidate === value);
+  if (alg === undefined) throw new InvalidArgumentError(`must be one of ${SIGNING_ALGORITHMS.join(', ')}`);
+  return alg;
+}
+
+// ---- Client ids that begin with "-" ----
+
+/** The shape of every id `generateClientId` ever issued: 16 random bytes in base64url (the last character holds 2 bits). */
+const ISSUED_CLIENT_ID = /^[A-Za-z0-9_-]{21}[AQgw]$/;
+const ID_OPERAND_COMMANDS = new Set(['show', 'disable', 'enable', 'rotate-secret', 'remove', 'update']);
+
+/**
+ * Ids issued before ids were kept from starting with "-" (about one in 64) would be read as options by the parser. For the
+ * commands that take a client id, the first argument with exactly an issued id's shape that begins with "-" — and is not
+ * one of the command's option names, nor the value of an option before it — is moved behind "--", where it can only be
+ * the id. That is safe: such an argument is no valid option of these commands, and a random id named in the wrong store
+ * finds no client (exit 66) rather than another one. Returns argv unchanged when there is nothing to do.
+ */
+export function protectDashClientIds(program: Command, argv: readonly string[]): string[] {
+  const [node = '', script = '', group, name, ...rest] = argv;
+  if (group !== 'clients' || name === undefined || !ID_OPERAND_COMMANDS.has(name)) return [...argv];
+  const command = program.commands.find((c) => c.name() === 'clients')?.commands.find((c) => c.name() === name);
+  if (command === undefined) return [...argv];
+  const options: readonly Option[] = command.options;
+  const flags = new Set(options.flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
+  const takesValue = new Set(
+    options
+      .filter((o) => o.required || o.optional)
+      .flatMap((o) => [o.short, o.long])
+      .filter((f): f is string => f !== undefined),
+  );
+  for (let i = 0; i < rest.length; i++) {
+    const arg = rest[i] ?? '';
+    if (arg === '--') return [...argv];
+    if (takesValue.has(arg)) {
+      i++;
+      continue;
+    }
+    if (arg.startsWith('-') && !flags.has(arg) && ISSUED_CLIENT_ID.test(arg)) {
+      return [node, script, group, name, ...rest.slice(0, i), ...rest.slice(i + 1), '--', arg];
+    }
+  }
+  return [...argv];
+}

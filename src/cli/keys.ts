@@ -1,0 +1,205 @@
+// `gatehouse keys …`: the access-token signing keys of the built-in issuer — rotate (publish first, or at once), revoke
+// in an emergency, list with the state of each (exactly one signs).
+import type { Command } from 'commander';
+import { print, printJson } from './output.js';
+import type { Config } from '../config/schema.js';
+import { revokeSigningKey, rotateSigningKey, signingKeyStates, rotateSigningKeyNow, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/keys.js';
+import type { SigningKey } from '../store/contract.js';
+import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
+import {
+  AdminError,
+  iso,
+  issuerOf,
+  issuerTokenTtlS,
+  orMissing,
+  printList,
+  refreshS,
+  storeCommand,
+  withStore,
+  type AdminContext,
+  type JsonOption,
+  type StoreOptions,
+} from './admin-session.js';
+import { parseAlgorithm } from './arguments.js';
+
+// ---- keys ----
+
+async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm; now?: boolean }): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    // Proven against the keys already stored: a rotation sealed under another master key would break the gateway.
+    const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
+    const alg = options.alg ?? issuerOf(config).signing_alg;
+    const maxTokenLifetimeS = issuerTokenTtlS(config);
+    const delayS = issuerOf(config).key_activation_delay_s;
+    const now = Date.now();
+    if (options.now === true) {
+      // Every key that was signing or in line to sign stops now: what signs is the new key, and only it.
+      const { next, stopped } = await rotateSigningKeyNow(store, kek, { alg, now, maxTokenLifetimeS });
+      const stops = stopped.map((key) => ({ kid: key.kid, retired_at: iso(key.retiredAt), expires_at: iso(key.expiresAt), signed: key.activatesAt <= now }));
+      const skippedDelay = delayS > 0 && stops.length > 0;
+      record({
+        action: 'key.rotate',
+        target: next.kid,
+        changes: {
+          alg: next.alg,
+          activates_at: iso(next.activatesAt),
+          retires: stops.map((k) => k.kid).join(' ') || null,
+          without_publication_delay: skippedDelay,
+        },
+      });
+      if (options.json === true) {
+        return printJson({
+          kid: next.kid,
+          alg: next.alg,
+          created_at: iso(next.createdAt),
+          activates_at: iso(next.activatesAt),
+          stopped: stops,
+          without_publication_delay: skippedDelay,
+        });
+      }
+      print(`new signing key ${next.kid} (${next.alg}): published and signing now`);
+      for (const key of stops) {
+        print(
+          key.signed
+            ? `key ${key.kid} stops signing now; it only verifies until ${key.expires_at ?? '-'}, when its last token has expired`
+            : `pending key ${key.kid} will never sign; it is unpublished now`,
+        );
+      }
+      if (skippedDelay) ctx.warn(publicationWarning(config));
+      return;
+    }
+    const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
+    const next = await rotateSigningKey(store, kek, { alg, now, activationDelayS: delayS, maxTokenLifetimeS });
+    // The key this rotation retired: the one whose retirement it just scheduled.
+    const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
+    const retires = retired === undefined ? null : { kid: retired.kid, retired_at: iso(retired.retiredAt), expires_at: iso(retired.expiresAt) };
+    record({
+      action: 'key.rotate',
+      target: next.kid,
+      changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false },
+    });
+    if (options.json === true) {
+      return printJson({
+        kid: next.kid,
+        alg: next.alg,
+        created_at: iso(next.createdAt),
+        activates_at: iso(next.activatesAt),
+        retires,
+        without_publication_delay: false,
+      });
+    }
+    print(`new signing key ${next.kid} (${next.alg}): published now, signs from ${iso(next.activatesAt) ?? '-'}`);
+    print(
+      retires === null
+        ? 'no previous key to retire'
+        : `key ${retires.kid} stops signing at ${retires.retired_at ?? '-'} and is unpublished at ${retires.expires_at ?? '-'}`,
+    );
+  });
+}
+
+function publicationWarning(config: Config): string {
+  const delayS = issuerOf(config).key_activation_delay_s;
+  return (
+    `the new key signs without the ${delayS}s publication delay. Resource servers that cached the JWKS before ` +
+    'now may refuse its tokens until they fetch the JWKS again.'
+  );
+}
+
+async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }): Promise<void> {
+  await withStore(ctx, options, async ({ store, config, record }) => {
+    const { kek } = await openVerifiedKeyEncryptionKey(config, store, ctx.masterKey);
+    const { revoked, succession, signer, previousSigner } = await orMissing(
+      revokeSigningKey(store, kek, { kid, alg: options.alg ?? issuerOf(config).signing_alg, now: Date.now() }),
+      () => new AdminError(`no signing key with kid ${kid}`, ctx.exit.noInput),
+    );
+    if (revoked !== undefined) {
+      record({ action: 'key.revoke', target: kid, changes: { revoked_at: iso(revoked.revokedAt), succession, signer: signer?.kid ?? null } });
+    }
+    const view = {
+      kid,
+      revoked: revoked !== undefined,
+      revoked_at: iso(revoked?.revokedAt ?? null),
+      succession,
+      signer: signer === undefined ? null : signer.kid,
+    };
+    if (options.json === true) return printJson(view);
+    if (revoked === undefined) return print(`key ${kid} is already revoked; nothing changed`);
+    print(`key ${kid} revoked: it is unpublished now, and every token it signed is refused by every gateway within ${refreshS(config)}s`);
+    const signerKid = signer?.kid ?? '-';
+    // "Goes on" only about the key that was signing a moment ago; a key that had stopped signs again.
+    const wasSigning = signer !== undefined && signer.kid === previousSigner;
+    if (succession === 'unchanged') print(wasSigning ? `key ${signerKid} goes on signing` : `key ${signerKid} signs now`);
+    if (succession === 'kept')
+      print(
+        wasSigning
+          ? `key ${signerKid} goes on signing; its handover to the revoked key is cancelled`
+          : `key ${signerKid} signs again; its retirement is cancelled`,
+      );
+    if (succession === 'activated') print(`pending key ${signerKid} signs now, before its publication delay ran out`);
+    if (succession === 'created') print(`new key ${signerKid} (${signer?.alg ?? '-'}) signs now`);
+    if (succession === 'activated' || succession === 'created') ctx.warn(publicationWarning(config));
+  });
+}
+
+function keyView(key: SigningKey, states: ReadonlyMap<string, string>) {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    state: states.get(key.kid) ?? 'expired',
+    created_at: iso(key.createdAt),
+    activates_at: iso(key.activatesAt),
+    retired_at: iso(key.retiredAt),
+    expires_at: iso(key.expiresAt),
+    revoked_at: iso(key.revokedAt),
+  };
+}
+
+async function keysList(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
+  await withStore(ctx, options, async ({ store }) => {
+    const stored = await store.listSigningKeys();
+    const states = signingKeyStates(stored, Date.now());
+    const keys = stored.map((key) => keyView(key, states));
+    printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) => [
+      k.kid,
+      k.alg,
+      k.state,
+      k.created_at ?? '-',
+      k.activates_at ?? '-',
+      k.retired_at ?? '-',
+      k.expires_at ?? '-',
+    ]);
+  });
+}
+
+export function registerKeyCommands(program: Command, ctx: AdminContext): void {
+  const keys = program.command('keys').description('access-token signing keys of the built-in issuer');
+
+  storeCommand(
+    keys,
+    'rotate',
+    'publish a new signing key; it signs after issuer.key_activation_delay_s (or at once with --now) and the current key retires then',
+    ctx,
+  )
+    .option('--alg <alg>', `${SIGNING_ALGORITHMS.join(' or ')} (default: issuer.signing_alg)`, parseAlgorithm)
+    .option(
+      '--now',
+      'sign with the new key at once, without the publication delay (resource servers with a cached JWKS may refuse its tokens until they refetch it)',
+    )
+    .option('--json', 'print one JSON object')
+    .action((options: StoreOptions & JsonOption & { alg?: SigningAlgorithm; now?: boolean }) => keysRotate(ctx, options));
+
+  storeCommand(
+    keys,
+    'revoke',
+    'emergency: unpublish a signing key now, so every token it signed is refused; another key signs at once (a new one if needed, without the publication delay)',
+    ctx,
+  )
+    .argument('<kid>', 'key id, as `keys list` shows it')
+    .option('--alg <alg>', `algorithm of a new key, if one must be made (default: issuer.signing_alg)`, parseAlgorithm)
+    .option('--json', 'print one JSON object')
+    .action((kid: string, options: StoreOptions & JsonOption & { alg?: SigningAlgorithm }) => keysRevoke(ctx, kid, options));
+
+  storeCommand(keys, 'list', 'list signing keys and their states (never private key material)', ctx)
+    .option('--json', 'print a JSON array')
+    .action((options: StoreOptions & JsonOption) => keysList(ctx, options));
+}
