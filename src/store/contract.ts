@@ -134,9 +134,10 @@ export interface CredentialStore {
   purgeExpiredRevocations(now: number): Promise<number>;
 
   /**
-   * Optional: reports changes as soon as they are committed, by any process (PostgreSQL LISTEN/NOTIFY). Resolves once
-   * listening, so a caller that starts watching and then reads the store misses nothing. Backends without it (SQLite) are
-   * only re-read periodically. Throws StoreError('unavailable') when it cannot start.
+   * Optional: reports changes committed by others — PostgreSQL: every write, from any process, as it commits
+   * (LISTEN/NOTIFY); SQLite: a `resync` within a quarter second of another process's commit (`PRAGMA data_version`).
+   * Resolves once listening, so a caller that starts watching and then reads the store misses nothing. A backend without
+   * it is only re-read periodically. Throws StoreError('unavailable') when it cannot start.
    */
   watch?(events: StoreWatchEvents): Promise<StoreWatch>;
 

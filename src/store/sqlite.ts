@@ -12,7 +12,12 @@ import {
   type SigningKey,
   type SigningKeyChange,
   type StoreSnapshot,
+  type StoreWatch,
+  type StoreWatchEvents,
 } from './contract.js';
+
+/** How often a watching gateway asks SQLite whether another process committed a change. */
+export const SQLITE_WATCH_INTERVAL_MS = 250;
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
 import {
@@ -182,6 +187,8 @@ function prepareStatements(db: Database.Database) {
     // importSnapshot: only into a store holding nothing (a secret without its client cannot exist: foreign key).
     holdsAnything: db.prepare<[]>('SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)'),
     insertRevocation: db.prepare<[string, string, number]>('INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)'),
+    // watch(): moves whenever another connection (the CLI, another process) commits; this connection's own writes do not.
+    dataVersion: db.prepare<[]>('PRAGMA data_version').pluck(),
   };
 }
 
@@ -190,6 +197,7 @@ export class SqliteCredentialStore implements CredentialStore {
   private readonly db: Database.Database;
   private readonly now: () => number;
   private readonly q: ReturnType<typeof prepareStatements>;
+  private readonly watches = new Set<NodeJS.Timeout>();
 
   private constructor(file: string, db: Database.Database, now: () => number) {
     this.file = file;
@@ -432,7 +440,42 @@ export class SqliteCredentialStore implements CredentialStore {
     });
   }
 
+  /**
+   * Changes other processes commit (the CLI, another gateway on this host), noticed within SQLITE_WATCH_INTERVAL_MS by
+   * `PRAGMA data_version` — a read of the shared WAL index, no query of the data — and reported as a `resync` (SQLite
+   * says that something changed, not what). This connection's own writes are not reported: the caller made them.
+   */
+  watch(events: StoreWatchEvents): Promise<StoreWatch> {
+    let seen = this.dataVersion();
+    const timer = setInterval(() => {
+      let now: number;
+      try {
+        now = this.dataVersion();
+      } catch {
+        return; // Closed or failing: the periodic refresh reports store failures.
+      }
+      if (now === seen) return;
+      seen = now;
+      events.onChange({ kind: 'resync' });
+    }, SQLITE_WATCH_INTERVAL_MS);
+    timer.unref();
+    this.watches.add(timer);
+    return Promise.resolve({
+      close: () => {
+        clearInterval(timer);
+        this.watches.delete(timer);
+        return Promise.resolve();
+      },
+    });
+  }
+
+  private dataVersion(): number {
+    return Number(this.q.dataVersion.get());
+  }
+
   close(): Promise<void> {
+    for (const timer of this.watches) clearInterval(timer);
+    this.watches.clear();
     // Closing twice is harmless; the last connection to close checkpoints the WAL into the main file.
     try {
       if (this.db.open) this.db.close();
