@@ -34,10 +34,17 @@ export interface RevocationList {
   isRevoked(iss: string, jti: string): boolean;
   /**
    * False for a client that was disabled or removed, and for a token issued (`iat`, epoch seconds) before the client's
-   * last disable: its tokens stop working before they expire, and an enable does not bring them back. Absent = every token.
+   * last disable: its tokens stop working before they expire, and an enable does not bring them back. 'unknown': this
+   * instance has not seen the client yet (added since its last read): resolveClient() looks it up. Absent = every token.
    */
-  acceptsClientToken?(clientId: string, issuedAtS: number): boolean;
+  acceptsClientToken?(clientId: string, issuedAtS: number): boolean | 'unknown';
+  /** Looks up a client this instance has not seen (one lookup per id at a time); resolves once the answer is known. */
+  resolveClient?(clientId: string): Promise<void>;
 }
+
+/** admit(): the token's client is not known here yet; one store lookup decides (never a refusal outright). */
+const UNKNOWN_CLIENT = Symbol('unknown client');
+type Admitted = AuthnResult | undefined | typeof UNKNOWN_CLIENT;
 
 /** A token that verified and is acceptable now (RFC 7662 `active`), as the introspection endpoint reports it. */
 export interface ActiveToken {
@@ -231,6 +238,7 @@ export class BearerAuthenticator implements Authenticator {
     const cached = this.cache.get(hash);
     if (cached !== undefined) {
       const admitted = this.admit(cached, request.connection.peerCertificate);
+      if (admitted === UNKNOWN_CLIENT) return this.resolving(cached, request.connection.peerCertificate);
       if (admitted !== undefined) {
         this.cacheHits++;
         if (admitted.outcome === 'rejected') this.forgetIfDead(hash, cached);
@@ -263,7 +271,7 @@ export class BearerAuthenticator implements Authenticator {
     if (token.length > this.options.maxTokenBytes || !COMPACT_JWS.test(token)) return undefined;
     const hash = digest('sha256', token, 'base64url');
     let verified = this.cache.get(hash);
-    let admitted = verified === undefined ? undefined : this.admit(unbound(verified), undefined);
+    let admitted: Admitted | AuthnResult = verified === undefined ? undefined : this.admit(unbound(verified), undefined);
     if (verified === undefined || admitted === undefined) {
       // Not cached, or the kid now names other key material: verify afresh.
       const settled = await this.verify(token);
@@ -272,21 +280,36 @@ export class BearerAuthenticator implements Authenticator {
       verified = settled;
       admitted = this.admit(unbound(settled), undefined);
     }
+    if (admitted === UNKNOWN_CLIENT) admitted = await this.resolving(unbound(verified), undefined);
     if (admitted?.outcome !== 'authenticated') return undefined;
     const { principal, iss, jti, exp, iat, boundThumbprint } = verified;
     return { principal, iss, jti, exp, iat, boundThumbprint };
   }
 
-  private settle(verification: Verification, request: RequestContext): AuthnResult {
+  private settle(verification: Verification, request: RequestContext): AuthnResult | Promise<AuthnResult> {
     if ('outcome' in verification) return verification;
-    return this.admit(verification, request.connection.peerCertificate) ?? invalidToken('signing key changed during verification');
+    const admitted = this.admit(verification, request.connection.peerCertificate);
+    if (admitted === UNKNOWN_CLIENT) return this.resolving(verification, request.connection.peerCertificate);
+    return admitted ?? invalidToken('signing key changed during verification');
+  }
+
+  /**
+   * A token of a client this instance has not seen (added on another instance, or with the CLI, since the last read): one
+   * store lookup per client id at a time, then the same checks again. A client the store does not know (or has disabled)
+   * is refused like a removed one.
+   */
+  private async resolving(verified: Verified, peerCertificate: PeerCertificate | undefined): Promise<AuthnResult> {
+    await this.revocations.resolveClient?.(verified.principal.clientId ?? '');
+    const admitted = this.admit(verified, peerCertificate);
+    if (admitted === UNKNOWN_CLIENT) return invalidToken('client disabled or removed', verified.principal);
+    return admitted ?? invalidToken('signing key changed during verification');
   }
 
   /**
    * The checks that run on every request, cached or not. Undefined means the kid now names different key material, so
    * the cached verification no longer says anything.
    */
-  private admit(verified: Verified, peerCertificate: PeerCertificate | undefined): AuthnResult | undefined {
+  private admit(verified: Verified, peerCertificate: PeerCertificate | undefined): Admitted {
     const current = this.keys.verificationKey(verified.kid);
     // A key removed from the set invalidates every token it signed, cached or not.
     // No holder is named here: a key is revoked because it may be in other hands, and then its tokens may be forged.
@@ -301,9 +324,9 @@ export class BearerAuthenticator implements Authenticator {
     if (nowS - verified.iat - tolerance > this.options.maxTokenAgeS) return invalidToken('token too old', principal);
 
     if (this.revocations.isRevoked(verified.iss, verified.jti)) return invalidToken('token revoked', principal);
-    if (this.revocations.acceptsClientToken !== undefined && !this.revocations.acceptsClientToken(principal.clientId ?? '', verified.iat)) {
-      return invalidToken('client disabled or removed', principal);
-    }
+    const accepted = this.revocations.acceptsClientToken?.(principal.clientId ?? '', verified.iat) ?? true;
+    if (accepted === 'unknown') return this.revocations.resolveClient === undefined ? invalidToken('client disabled or removed', principal) : UNKNOWN_CLIENT;
+    if (!accepted) return invalidToken('client disabled or removed', principal);
 
     if (verified.boundThumbprint !== undefined) {
       // RFC 8705 §3: a certificate-bound token is only good on a connection that proved possession of that certificate.

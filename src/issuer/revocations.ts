@@ -19,6 +19,12 @@ export class RevocationSet implements RevocationList {
   private seenSince = new Map<string, { readonly readAt: number; readonly notBeforeS: number }>();
   /** When the read behind the current snapshot began. */
   private snapshotAt = Number.NEGATIVE_INFINITY;
+  /** Clients the last read found disabled: their tokens are refused without a lookup. */
+  private disabledClients = new Set<string>();
+  /** Client ids a lookup found missing or disabled since the last read → when that answer stops counting (bounded). */
+  private readonly missing = new Map<string, number>();
+  /** The lookup under way for each client id (single flight). */
+  private readonly lookups = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: CredentialStore,
@@ -30,9 +36,43 @@ export class RevocationSet implements RevocationList {
     return until !== undefined && until > this.now();
   }
 
-  acceptsClientToken(clientId: string, issuedAtS: number): boolean {
+  acceptsClientToken(clientId: string, issuedAtS: number): boolean | 'unknown' {
     const notBefore = this.activeClients.get(clientId);
-    return notBefore !== undefined && issuedAtS >= notBefore;
+    if (notBefore !== undefined) return issuedAtS >= notBefore;
+    if (this.disabledClients.has(clientId)) return false;
+    const until = this.missing.get(clientId);
+    if (until !== undefined && until > this.now()) return false;
+    return 'unknown';
+  }
+
+  /**
+   * A client this instance has not seen: added on another instance or with the CLI since the last read (its change notice
+   * may still be on the way). One store lookup per id at a time; a client the store does not have, or has disabled, is
+   * remembered as such for MISSING_TTL_MS (at most MAX_MISSING ids), so its tokens cannot make every request a lookup.
+   * A lookup that fails leaves the client unknown (its tokens are refused until the store answers again).
+   */
+  resolveClient(clientId: string): Promise<void> {
+    let lookup = this.lookups.get(clientId);
+    if (lookup === undefined) {
+      const readAt = this.now();
+      lookup = this.store
+        .getClient(clientId)
+        .then(
+          (client) => {
+            if (client?.enabled === true) this.clientSeen(client, readAt);
+            else this.rememberMissing(clientId);
+          },
+          () => undefined,
+        )
+        .finally(() => this.lookups.delete(clientId));
+      this.lookups.set(clientId, lookup);
+    }
+    return lookup;
+  }
+
+  private rememberMissing(clientId: string): void {
+    if (this.missing.size >= MAX_MISSING) this.missing.delete(this.missing.keys().next().value as string);
+    this.missing.set(clientId, this.now() + MISSING_TTL_MS);
   }
 
   /** Stores the revocation first: once this resolves, this instance refuses the token and a restart still does. */
@@ -72,7 +112,11 @@ export class RevocationSet implements RevocationList {
     for (const [id, until] of this.revoked) if (until > now && !revoked.has(id)) revoked.set(id, until);
     this.revoked = revoked;
     const active = new Map<string, number>();
-    for (const client of clients) if (client.enabled) active.set(client.id, client.tokensNotBeforeS ?? 0);
+    const disabled = new Set<string>();
+    for (const client of clients) {
+      if (client.enabled) active.set(client.id, client.tokensNotBeforeS ?? 0);
+      else disabled.add(client.id);
+    }
     const seenSince = new Map<string, { readonly readAt: number; readonly notBeforeS: number }>();
     for (const [id, seen] of this.seenSince) {
       // Read before this refresh's read began: this refresh knows better (the client may be disabled now).
@@ -81,14 +125,21 @@ export class RevocationSet implements RevocationList {
       seenSince.set(id, seen);
     }
     this.activeClients = active;
+    this.disabledClients = disabled;
     this.seenSince = seenSince;
     this.snapshotAt = now;
+    // This read knows every client as of now: earlier answers of lookups say nothing more.
+    this.missing.clear();
   }
 
   get size(): { readonly revocations: number; readonly activeClients: number } {
     return { revocations: this.revoked.size, activeClients: this.activeClients.size };
   }
 }
+
+/** How long a lookup's "no such client" (or "disabled") answer holds, and how many ids such answers are kept for. */
+const MISSING_TTL_MS = 5_000;
+const MAX_MISSING = 10_000;
 
 function key(iss: string, jti: string): string {
   return `${iss}\n${jti}`;

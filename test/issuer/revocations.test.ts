@@ -72,7 +72,63 @@ describe('client states in the revocation set', () => {
       expect(set.acceptsClientToken('d', before)).toBe(false);
       expect(set.acceptsClientToken('d', cutOff - 1)).toBe(false);
       expect(set.acceptsClientToken('d', cutOff)).toBe(true);
-      expect(set.acceptsClientToken('nobody', cutOff)).toBe(false);
+      // A client this instance never saw is not refused outright: one lookup decides (see below).
+      expect(set.acceptsClientToken('nobody', cutOff)).toBe('unknown');
+    } finally {
+      await store.close();
+    }
+  });
+});
+
+describe('a client this instance has not seen yet (issue #23 item 2)', () => {
+  /** The SQLite store, counting client lookups. */
+  function counting(file: string): { store: SqliteCredentialStore; lookups: () => number } {
+    const store = SqliteCredentialStore.open(join(dir, file));
+    let lookups = 0;
+    const getClient = store.getClient.bind(store);
+    store.getClient = (id: string) => {
+      lookups++;
+      return getClient(id);
+    };
+    return { store, lookups: () => lookups };
+  }
+
+  it('is unknown, not refused; one lookup for any number of concurrent requests makes it known', async () => {
+    const { store, lookups } = counting('unseen.db');
+    try {
+      let clock = T0;
+      const set = new RevocationSet(store, () => clock);
+      await set.refresh();
+      // Added since the last read (another instance, the CLI), its notice still on the way.
+      await store.createClient(client('new'));
+      const iat = Math.floor(T0 / 1000);
+      expect(set.acceptsClientToken('new', iat)).toBe('unknown');
+      clock += 10;
+      await Promise.all([set.resolveClient('new'), set.resolveClient('new'), set.resolveClient('new')]);
+      expect(lookups()).toBe(1);
+      expect(set.acceptsClientToken('new', iat)).toBe(true);
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('a client the store does not have (or has disabled) is refused, and not looked up again for a while', async () => {
+    const { store, lookups } = counting('missing.db');
+    try {
+      let clock = T0;
+      const set = new RevocationSet(store, () => clock);
+      await store.createClient({ ...client('off'), enabled: false });
+      await set.refresh();
+      const iat = Math.floor(T0 / 1000);
+      // Disabled at the last read: refused without a lookup.
+      expect(set.acceptsClientToken('off', iat)).toBe(false);
+      expect(set.acceptsClientToken('gone', iat)).toBe('unknown');
+      await set.resolveClient('gone');
+      expect(set.acceptsClientToken('gone', iat)).toBe(false);
+      expect(lookups()).toBe(1);
+      // The answer holds for 5 s, then the id is looked up again (it may have been added since).
+      clock += 5_001;
+      expect(set.acceptsClientToken('gone', iat)).toBe('unknown');
     } finally {
       await store.close();
     }

@@ -4,7 +4,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestGateway } from '../support/harness.js';
 import { eventually } from '../support/gateway-client.js';
-import { addClient, callWith, getToken, startIssuerGateway, updateClient, withIssuer, withStore } from '../support/issuer.js';
+import { addClient, callWith, forgeToken, getToken, startIssuerGateway, updateClient, validClaims, withIssuer, withStore } from '../support/issuer.js';
+import { generateClientId } from '../../src/issuer/secrets.js';
 import { SQLITE_WATCH_INTERVAL_MS } from '../../src/store/sqlite.js';
 
 describe('a gateway on SQLite watches the store', () => {
@@ -31,5 +32,17 @@ describe('a gateway on SQLite watches the store', () => {
     expect((await callWith(gw, '/api/x', `Bearer ${token}`)).status).toBe(200);
     await withStore(gw, (store) => store.revoke({ iss, jti, expiresAt: Date.now() + 600_000 }));
     await eventually(async () => (await callWith(gw, '/api/x', `Bearer ${token}`)).status === 401, 1000, 'the revoked token refused');
+  });
+
+  it('issue #23 item 2: a token of a client added a moment ago elsewhere is resolved by one lookup, not refused', async () => {
+    const id = generateClientId();
+    // Signed by this issuer's key (as another instance sharing the store would), for a client this gateway has not read yet.
+    const token = await forgeToken(gw, validClaims(gw, id));
+    await addClient(gw, { id });
+    // At once: before the quarter-second watch can have told the gateway.
+    expect((await callWith(gw, '/api/x', `Bearer ${token}`)).status).toBe(200);
+    // A client the store does not have stays refused.
+    const stranger = await forgeToken(gw, validClaims(gw, generateClientId()));
+    expect((await callWith(gw, '/api/x', `Bearer ${stranger}`)).status).toBe(401);
   });
 });
