@@ -131,6 +131,20 @@ export class ProxyHandler implements Forwarder {
   }
 
   forward(request: AuthenticatedRequest, exchange: HttpExchange, ticket: ForwardTicket): Promise<ForwardOutcome> {
+    // Whatever fails before undici has the request (building its headers, a dispatch that throws) gives the capacity back:
+    // only undici's own end of the request releases it otherwise. Releasing twice is harmless.
+    try {
+      return this.start(request, exchange, ticket).catch((error: unknown) => {
+        ticket.release();
+        throw error;
+      });
+    } catch (error) {
+      ticket.release();
+      throw error;
+    }
+  }
+
+  private start(request: AuthenticatedRequest, exchange: HttpExchange, ticket: ForwardTicket): Promise<ForwardOutcome> {
     const { req } = exchange;
     let path = request.path;
     if (this.options.stripPrefix) {
