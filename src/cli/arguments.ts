@@ -92,19 +92,27 @@ export function parseAlgorithm(value: string): SigningAlgorithm {
 
 /** The shape of every id `generateClientId` ever issued: 16 random bytes in base64url (the last character holds 2 bits). */
 const ISSUED_CLIENT_ID = /^[A-Za-z0-9_-]{21}[AQgw]$/;
-const ID_OPERAND_COMMANDS = new Set(['show', 'disable', 'enable', 'rotate-secret', 'remove', 'update']);
+/** The shape of every kid: an RFC 7638 thumbprint, a SHA-256 in base64url (the last character holds 4 bits). */
+const KID = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
+/** The commands that take an id operand, and the shape of that id. */
+const ID_OPERANDS: ReadonlyMap<string, { readonly commands: ReadonlySet<string>; readonly shape: RegExp }> = new Map([
+  ['clients', { commands: new Set(['show', 'disable', 'enable', 'rotate-secret', 'remove', 'update']), shape: ISSUED_CLIENT_ID }],
+  ['keys', { commands: new Set(['revoke']), shape: KID }],
+]);
 
 /**
- * Ids issued before ids were kept from starting with "-" (about one in 64) would be read as options by the parser. For the
- * commands that take a client id, the first argument with exactly an issued id's shape that begins with "-" — and is not
- * one of the command's option names, nor the value of an option before it — is moved behind "--", where it can only be
- * the id. That is safe: such an argument is no valid option of these commands, and a random id named in the wrong store
- * finds no client (exit 66) rather than another one. Returns argv unchanged when there is nothing to do.
+ * Ids that begin with "-" would be read as options by the parser: client ids issued before ids were kept from starting
+ * with "-", and signing-key ids (thumbprints), about one in 64 of either. For the commands that take such an id, the first
+ * argument with exactly the id's shape that begins with "-" — and is not one of the command's option names, nor the value
+ * of an option before it — is moved behind "--", where it can only be the id. That is safe: such an argument is no valid
+ * option of these commands, and a random id named in the wrong store finds nothing (exit 66) rather than something else.
+ * Returns argv unchanged when there is nothing to do.
  */
-export function protectDashClientIds(program: Command, argv: readonly string[]): string[] {
+export function protectDashIds(program: Command, argv: readonly string[]): string[] {
   const [node = '', script = '', group, name, ...rest] = argv;
-  if (group !== 'clients' || name === undefined || !ID_OPERAND_COMMANDS.has(name)) return [...argv];
-  const command = program.commands.find((c) => c.name() === 'clients')?.commands.find((c) => c.name() === name);
+  const operand = group === undefined ? undefined : ID_OPERANDS.get(group);
+  if (operand === undefined || name === undefined || !operand.commands.has(name)) return [...argv];
+  const command = program.commands.find((c) => c.name() === group)?.commands.find((c) => c.name() === name);
   if (command === undefined) return [...argv];
   const options: readonly Option[] = command.options;
   const flags = new Set(options.flatMap((o) => [o.short, o.long]).filter((f): f is string => f !== undefined));
@@ -121,8 +129,8 @@ export function protectDashClientIds(program: Command, argv: readonly string[]):
       i++;
       continue;
     }
-    if (arg.startsWith('-') && !flags.has(arg) && ISSUED_CLIENT_ID.test(arg)) {
-      return [node, script, group, name, ...rest.slice(0, i), ...rest.slice(i + 1), '--', arg];
+    if (arg.startsWith('-') && !flags.has(arg) && operand.shape.test(arg)) {
+      return [node, script, group ?? '', name, ...rest.slice(0, i), ...rest.slice(i + 1), '--', arg];
     }
   }
   return [...argv];

@@ -22,7 +22,7 @@ import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/event.js';
 import { registerAdminCommands } from './admin.js';
 import type { AdminContext } from './admin-session.js';
-import { protectDashClientIds } from './arguments.js';
+import { protectDashIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
 
@@ -351,7 +351,7 @@ export function buildProgram(): Command {
 async function main(): Promise<void> {
   try {
     const program = buildProgram();
-    await program.parseAsync(protectDashClientIds(program, process.argv));
+    await program.parseAsync(protectDashIds(program, process.argv));
   } catch (error) {
     if (error instanceof CommanderError) {
       exit(error.exitCode === 0 ? EXIT.ok : EXIT.usage);

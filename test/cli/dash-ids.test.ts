@@ -4,7 +4,7 @@ import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
 import { adminActor } from '../../src/audit/admin-log.js';
 import { registerAdminCommands } from '../../src/cli/admin.js';
-import { protectDashClientIds } from '../../src/cli/arguments.js';
+import { protectDashIds } from '../../src/cli/arguments.js';
 
 const program = new Command('gatehouse');
 registerAdminCommands(program, {
@@ -20,8 +20,10 @@ registerAdminCommands(program, {
 });
 
 const DASH_ID = '-nQndXb2kQ3dY5wJmT8pAw';
+/** A signing-key id (RFC 7638 thumbprint) that begins with "-": one kid in 64 does. */
+const DASH_KID = '-Ws1dfhxPCbAyMFLnlc5QNUmqAj0VXOdKcGIjJVsSlg';
 const argv = (...args: string[]): string[] => ['node', 'gatehouse', ...args];
-const protect = (...args: string[]): string[] => protectDashClientIds(program, argv(...args));
+const protect = (...args: string[]): string[] => protectDashIds(program, argv(...args));
 
 describe('client ids beginning with "-" on the command line', () => {
   it('moves the id behind "--" for every command that takes one, keeping the options in order', () => {
@@ -49,7 +51,17 @@ describe('client ids beginning with "-" on the command line', () => {
       ['clients', 'list', DASH_ID],
       ['clients', 'add', DASH_ID, '--scope', 'read'],
       ['keys', 'revoke', DASH_ID],
+      ['keys', 'list', DASH_KID],
     ];
     for (const args of unchanged) expect(protect(...args), args.join(' ')).toEqual(argv(...args));
+  });
+});
+
+describe('signing-key ids beginning with "-" on the command line', () => {
+  it('keys revoke takes one as it is (a regression: revoking such a key was a usage error, exit 64)', () => {
+    expect(protect('keys', 'revoke', DASH_KID)).toEqual(argv('keys', 'revoke', '--', DASH_KID));
+    expect(protect('keys', 'revoke', '--json', DASH_KID, '--alg', 'ES256')).toEqual(argv('keys', 'revoke', '--json', '--alg', 'ES256', '--', DASH_KID));
+    // A value of --alg, an option typo, or not a kid's shape: left alone.
+    expect(protect('keys', 'revoke', '-Ws1dfh')).toEqual(argv('keys', 'revoke', '-Ws1dfh'));
   });
 });
