@@ -3,13 +3,13 @@
 // time goes, for the work of issue #13; not a measurement of speed (the profiler itself slows the process).
 import 'reflect-metadata';
 import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
+import { portLine, removeWork, startProcess, stopAll } from './children.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -23,36 +23,6 @@ interface Profile {
   readonly nodes: readonly Node[];
   readonly samples: readonly number[];
   readonly timeDeltas: readonly number[];
-}
-
-function start(args: readonly string[]): Promise<{ child: ChildProcess; port: number }> {
-  return new Promise((resolvePort, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => reject(new Error(`timed out starting ${args.join(' ')}`)), 20_000);
-    lines.on('line', (line) => {
-      try {
-        const parsed = JSON.parse(line) as { port?: unknown; msg?: unknown };
-        if (typeof parsed.port === 'number' && (parsed.msg === undefined || parsed.msg === 'gatehouse listening')) {
-          clearTimeout(timer);
-          lines.close();
-          child.stdout!.resume();
-          resolvePort({ child, port: parsed.port });
-        }
-      } catch {
-        // not a JSON line
-      }
-    });
-    child.once('exit', (code) => reject(new Error(`${args.join(' ')} exited with ${code}`)));
-  });
-}
-
-function stop(child: ChildProcess): Promise<void> {
-  return new Promise((resolveExit) => {
-    if (child.exitCode !== null || child.signalCode !== null) return resolveExit();
-    child.once('exit', () => resolveExit());
-    child.kill('SIGTERM');
-  });
 }
 
 /** Self time per function and per file, in ms, from a V8 CPU profile. */
@@ -86,7 +56,7 @@ async function main(): Promise<void> {
   const children: ChildProcess[] = [];
   try {
     const { paths } = await initDevCertificates(join(work, 'certs'));
-    const upstream = await start([join(HERE, 'upstream.js')]);
+    const upstream = await startProcess([join(HERE, 'upstream.js')], portLine);
     children.push(upstream.child);
     const config = join(work, 'gatehouse.yaml');
     writeFileSync(
@@ -112,7 +82,7 @@ async function main(): Promise<void> {
       }),
     );
     const profiles = join(work, 'profiles');
-    const gateway = await start(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config]);
+    const gateway = await startProcess(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config], portLine);
     children.push(gateway.child);
     const result = await autocannon({
       url: `https://127.0.0.1:${gateway.port}/bench`,
@@ -122,7 +92,7 @@ async function main(): Promise<void> {
       tlsOptions: { cert: readFileSync(paths.clientCert), key: readFileSync(paths.clientKey), servername: 'localhost', ALPNProtocols: ['http/1.1'] },
     });
     process.stdout.write(`${result.requests.total} requests, ${Math.round(result.requests.average)} req/s under the profiler, ${result.non2xx} non-2xx\n`);
-    await stop(gateway.child);
+    await stopAll([gateway.child]);
     const file = readdirSync(profiles).find((name) => name.endsWith('.cpuprofile'));
     if (file === undefined) throw new Error('no profile was written');
     const text = readFileSync(join(profiles, file), 'utf8');
@@ -131,8 +101,8 @@ async function main(): Promise<void> {
     if (out !== undefined && out !== '') writeFileSync(out, text);
     summarize(JSON.parse(text) as Profile);
   } finally {
-    await Promise.all(children.map(stop));
-    rmSync(work, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+    await stopAll(children);
+    removeWork(work);
   }
 }
 

@@ -4,17 +4,17 @@
 // Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
 import 'reflect-metadata';
 import autocannon from 'autocannon';
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { Agent, request } from 'undici';
 import { generateClientId, generateClientSecret, hashSecret } from '../src/issuer/secrets.js';
 import { SqliteCredentialStore } from '../src/store/sqlite.js';
 import { initDevCertificates } from '../src/tls/ca.js';
 import { benchAuditQuery } from './audit-query.js';
+import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -22,45 +22,6 @@ const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 8);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
 const TOKENS = Number(process.env['BENCH_TOKENS'] ?? 500);
-
-interface Started {
-  readonly child: ChildProcess;
-  readonly port: number;
-}
-
-/** Starts a child process and waits for the first stdout line matching `pick`, which yields the port. */
-function startProcess(args: readonly string[], pick: (line: string) => number | undefined): Promise<Started> {
-  return new Promise((resolvePort, reject) => {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'inherit'] });
-    const lines = createInterface({ input: child.stdout! });
-    const timer = setTimeout(() => reject(new Error(`timed out starting ${args.join(' ')}`)), 20_000);
-    let found = false;
-    lines.on('line', (line) => {
-      if (found) return;
-      const port = pick(line);
-      if (port !== undefined) {
-        found = true;
-        clearTimeout(timer);
-        // From here on the child's output is drained unread: parsing its log lines would load the benchmark's own CPU.
-        lines.close();
-        child.stdout!.resume();
-        resolvePort({ child, port });
-      }
-    });
-    child.once('exit', (code) => {
-      if (!found) reject(new Error(`${args.join(' ')} exited with ${code}`));
-    });
-  });
-}
-
-const portLine = (line: string): number | undefined => {
-  try {
-    const parsed = JSON.parse(line) as { port?: unknown; msg?: unknown };
-    return typeof parsed.port === 'number' && (parsed.msg === undefined || parsed.msg === 'gatehouse listening') ? parsed.port : undefined;
-  } catch {
-    return undefined;
-  }
-};
 
 interface Result {
   readonly rps: number;
@@ -291,29 +252,6 @@ async function main(): Promise<void> {
     removeWork(work);
   }
   await benchAuditQuery(gatewayCpuUs);
-}
-
-/** SIGTERM, then the wait for each exit (a gateway drains and closes its audit log first); SIGKILL past 10 s. */
-async function stopAll(children: readonly ChildProcess[]): Promise<void> {
-  await Promise.all(
-    children.map(async (child) => {
-      if (child.exitCode !== null || child.signalCode !== null) return;
-      const exited = new Promise<void>((resolveExit) => child.once('exit', () => resolveExit()));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await exited;
-      clearTimeout(timer);
-    }),
-  );
-}
-
-/** The bench's scratch directory goes; a leftover (a file still being written somewhere) is reported, never a crash. */
-function removeWork(work: string): void {
-  try {
-    rmSync(work, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
-  } catch (error) {
-    process.stderr.write(`bench: could not remove ${work}: ${error instanceof Error ? error.message : String(error)}\n`);
-  }
 }
 
 await main();
