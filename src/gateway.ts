@@ -64,8 +64,9 @@ export class Gateway {
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
     const { log } = deps;
     if (config.tls.dev_certificates) await ensureDevCertificates(config, log);
-    // Every TLS file is checked before anything is opened or created: a bad one ends the start with its name, no side effect.
-    readTlsMaterial(config.tls);
+    // Every TLS file is read and checked before anything is opened or created: a bad one ends the start with its name, no
+    // side effect. The listener is built from what was read here.
+    const tlsMaterial = readTlsMaterial(config.tls);
 
     // The issuer opens first: it decides whether a missing master key file may be created (a store with signing keys
     // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
@@ -116,7 +117,7 @@ export class Gateway {
         { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
         memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
       );
-      listener = new Listener(config, guard, ingress, log, {
+      listener = new Listener(config, tlsMaterial, guard, ingress, log, {
         onParseError: (code, peer, requestId, answer, protocol) => {
           log.info({ code, peer, request_id: requestId, status: answer?.status ?? null }, 'refused malformed or forbidden HTTP input');
           pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });

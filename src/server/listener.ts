@@ -9,7 +9,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config/schema.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import { rawProblemResponse, refuseTunnel } from './exchange.js';
-import { ALPN, readTlsMaterial, secureContextOptions } from '../tls/context.js';
+import { ALPN, readTlsMaterial, secureContextOptions, type TlsMaterial } from '../tls/context.js';
 import type { ConnectionGuard } from './connection-guard.js';
 import { ACTIVE_REQUESTS, CONNECTION_INFO, CURRENT_EXCHANGE, describeConnection, type Ingress, type TaggedSocket } from './ingress.js';
 import { newRequestId } from './request-id.js';
@@ -47,6 +47,8 @@ export class Listener {
 
   constructor(
     private readonly config: Config,
+    /** The certificate, key and client CA as Gateway.create read and checked them; reloads read the files again. */
+    tlsMaterial: TlsMaterial,
     private readonly guard: ConnectionGuard,
     private readonly ingress: Ingress,
     private readonly log: Logger,
@@ -56,7 +58,7 @@ export class Listener {
     const h2 = limits.http2;
     const clientCa = config.tls.client_ca !== undefined;
     this.server = createSecureServer({
-      ...secureContextOptions(readTlsMaterial(config.tls)),
+      ...secureContextOptions(tlsMaterial),
       ALPNProtocols: ALPN,
       allowHTTP1: true,
       // Client certificates are asked for but optional: only routes with the mtls authenticator require one,
