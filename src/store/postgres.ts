@@ -582,64 +582,62 @@ async function readRevocationsAt(c: pg.PoolClient, at: number): Promise<Revocati
   });
 }
 
-/** Column arrays unnested into rows: the values are parameters, as in every other statement here. */
+/** What the snapshot inserts, table by table: each column with its PostgreSQL type. */
+const CLIENT_COLUMNS = {
+  id: 'text',
+  name: 'text',
+  scopes: 'text',
+  audiences: 'text',
+  enabled: 'smallint',
+  tokens_not_before_s: 'bigint',
+  access_token_ttl_s: 'bigint',
+  created_at: 'bigint',
+  updated_at: 'bigint',
+} as const;
+const SECRET_COLUMNS = { client_id: 'text', slot: 'smallint', hash: 'text', created_at: 'bigint', expires_at: 'bigint' } as const;
+const KEY_COLUMNS = {
+  kid: 'text',
+  alg: 'text',
+  public_jwk: 'text',
+  encrypted_private_key: 'text',
+  created_at: 'bigint',
+  activates_at: 'bigint',
+  retired_at: 'bigint',
+  expires_at: 'bigint',
+  revoked_at: 'bigint',
+} as const;
+const REVOCATION_COLUMNS = { iss: 'text', jti: 'text', expires_at: 'bigint' } as const;
+
 async function insertSnapshot(c: pg.PoolClient, snapshot: StoreSnapshot): Promise<void> {
-  const clients = snapshot.clients.map(clientParams);
-  if (clients.length > 0) {
-    await c.query(
-      `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, created_at, updated_at)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::smallint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])`,
-      [
-        clients.map((p) => p.id),
-        clients.map((p) => p.name),
-        clients.map((p) => p.scopes),
-        clients.map((p) => p.audiences),
-        clients.map((p) => p.enabled),
-        clients.map((p) => p.tokens_not_before_s),
-        clients.map((p) => p.access_token_ttl_s),
-        clients.map((p) => p.created_at),
-        clients.map((p) => p.updated_at),
-      ],
-    );
-  }
-  const secrets = snapshot.clients.flatMap((client) => client.secrets.map((secret, slot) => ({ clientId: client.id, slot, secret })));
-  if (secrets.length > 0) {
-    await c.query(
-      `INSERT INTO client_secrets (client_id, slot, hash, created_at, expires_at)
-       SELECT * FROM unnest($1::text[], $2::smallint[], $3::text[], $4::bigint[], $5::bigint[])`,
-      [
-        secrets.map((s) => s.clientId),
-        secrets.map((s) => s.slot),
-        secrets.map((s) => s.secret.hash),
-        secrets.map((s) => s.secret.createdAt),
-        secrets.map((s) => s.secret.expiresAt),
-      ],
-    );
-  }
-  const keys = snapshot.signingKeys.map(keyParams);
-  if (keys.length > 0) {
-    await c.query(
-      `INSERT INTO signing_keys (kid, alg, public_jwk, encrypted_private_key, created_at, activates_at, retired_at, expires_at, revoked_at)
-       SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])`,
-      [
-        keys.map((p) => p.kid),
-        keys.map((p) => p.alg),
-        keys.map((p) => p.public_jwk),
-        keys.map((p) => p.encrypted_private_key),
-        keys.map((p) => p.created_at),
-        keys.map((p) => p.activates_at),
-        keys.map((p) => p.retired_at),
-        keys.map((p) => p.expires_at),
-        keys.map((p) => p.revoked_at),
-      ],
-    );
-  }
-  const revocations = snapshot.revocations;
-  if (revocations.length > 0) {
-    await c.query('INSERT INTO revocations (iss, jti, expires_at) SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[])', [
-      revocations.map((r) => r.iss),
-      revocations.map((r) => r.jti),
-      revocations.map((r) => r.expiresAt),
-    ]);
-  }
+  await insertUnnested(c, 'clients', CLIENT_COLUMNS, snapshot.clients.map(clientParams));
+  const secrets = snapshot.clients.flatMap((client) =>
+    client.secrets.map((secret, slot) => ({ client_id: client.id, slot, hash: secret.hash, created_at: secret.createdAt, expires_at: secret.expiresAt })),
+  );
+  await insertUnnested(c, 'client_secrets', SECRET_COLUMNS, secrets);
+  await insertUnnested(c, 'signing_keys', KEY_COLUMNS, snapshot.signingKeys.map(keyParams));
+  await insertUnnested(
+    c,
+    'revocations',
+    REVOCATION_COLUMNS,
+    snapshot.revocations.map((r) => ({ iss: r.iss, jti: r.jti, expires_at: r.expiresAt })),
+  );
+}
+
+/**
+ * All `rows` in one statement, whatever their number: one array parameter per column, unnested into rows. Table and
+ * column names are this module's constants; every value is a parameter, as in every other statement here.
+ */
+async function insertUnnested<Columns extends Readonly<Record<string, string>>>(
+  c: pg.PoolClient,
+  table: string,
+  columns: Columns,
+  rows: readonly { readonly [K in keyof Columns]: unknown }[],
+): Promise<void> {
+  if (rows.length === 0) return;
+  const names = Object.keys(columns);
+  const arrays = names.map((name, i) => `$${i + 1}::${columns[name]}[]`).join(', ');
+  await c.query(
+    `INSERT INTO ${table} (${names.join(', ')}) SELECT * FROM unnest(${arrays})`,
+    names.map((name) => rows.map((row) => row[name as keyof Columns])),
+  );
 }
