@@ -6,14 +6,12 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditVerify } from '../support/cli.js';
 import { AuditKeyError, loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
-import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
-import { auditEvent, testAuditLog } from '../support/harness.js';
+import { writeSignedLog } from '../support/harness.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-checkpoints-'));
@@ -24,29 +22,11 @@ const original = join(data, 'audit');
 const exported = join(root, 'exported');
 const keyPem = join(root, 'audit-key.pem');
 
-async function writeLog(
-  dir: string,
-  exportDir: string,
-  signer: ReturnType<typeof loadOrCreateAuditKey>,
-  count: number,
-  segmentMaxBytes = 64 * 1024 * 1024,
-): Promise<void> {
-  const log = testAuditLog(dir, {
-    segmentMaxBytes,
-    checkpoints: { signer, everyRecords: 10, intervalMs: 60_000, exportTo: directoryExport(exportDir, 'test', pino({ level: 'silent' })) },
-  });
-  for (let i = 1; i <= count; i++) {
-    log.append(auditEvent(i));
-    await log.flush();
-  }
-  await log.close();
-}
-
 beforeAll(async () => {
   mkdirSync(data, { recursive: true });
   mkdirSync(exported);
   const kek = loadKeyEncryptionKey({ file: join(data, 'master.key') });
-  await writeLog(original, exported, loadOrCreateAuditKey(join(data, 'audit-key.json'), kek), 45, 6000);
+  await writeSignedLog(original, { signer: loadOrCreateAuditKey(join(data, 'audit-key.json'), kek), exportDir: exported, count: 45, segmentMaxBytes: 6000 });
   writeFileSync(keyPem, readAuditPublicKey(join(data, 'audit-key.json')).pem);
 });
 
@@ -178,7 +158,7 @@ describe('LOG-05 what only checkpoints detect', () => {
     mkdirSync(otherData);
     const otherKey = loadOrCreateAuditKey(join(otherData, 'audit-key.json'), loadKeyEncryptionKey({ file: join(otherData, 'master.key') }));
     mkdirSync(join(otherData, 'exported'));
-    await writeLog(join(otherData, 'audit'), join(otherData, 'exported'), otherKey, 12);
+    await writeSignedLog(join(otherData, 'audit'), { signer: otherKey, exportDir: join(otherData, 'exported'), count: 12 });
     const { status, report } = verify(join(otherData, 'audit'), '--key', keyPem);
     expect(status).toBe(1);
     expect(report.chains[0]?.break).toMatchObject({ kind: 'bad_signature', detail: 'the checkpoint was signed by another key' });

@@ -8,15 +8,13 @@ import { createHash } from 'node:crypto';
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditVerify } from '../support/cli.js';
 import { loadOrCreateAuditKey, readAuditPublicKey } from '../../src/audit/audit-key.js';
-import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { NO_EXPORT_NOTE } from '../../src/audit/verify.js';
 import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
-import { auditEvent, testAuditLog } from '../support/harness.js';
+import { auditEvent, testAuditLog, writeSignedLog } from '../support/harness.js';
 
 const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-unsigned-'));
@@ -32,33 +30,23 @@ let signer: ReturnType<typeof loadOrCreateAuditKey>;
 
 const verify = auditVerify;
 
-async function writeLog(
+/** The chain every case starts from: 45 decisions, one refusal (req-23) among them, the cadence of the config below. */
+const writeLog = (
   dir: string,
   exportDir: string,
   instance: string,
   count: number,
-  options: { now?: () => number; step?: () => void; segmentMaxAgeMs?: number; segmentMaxBytes?: number; everyRecords?: number } = {},
-): Promise<void> {
-  mkdirSync(exportDir, { recursive: true });
-  const log = testAuditLog(dir, {
+  extra: Omit<Parameters<typeof writeSignedLog>[1], 'signer' | 'exportDir' | 'count' | 'instance'> = {},
+): Promise<void> =>
+  writeSignedLog(dir, {
+    signer,
+    exportDir,
+    count,
     instance,
-    segmentMaxBytes: options.segmentMaxBytes ?? 6000,
-    ...(options.now !== undefined ? { now: options.now } : {}),
-    ...(options.segmentMaxAgeMs !== undefined ? { segmentMaxAgeMs: options.segmentMaxAgeMs } : {}),
-    checkpoints: {
-      signer,
-      everyRecords: options.everyRecords ?? 10,
-      intervalMs: 60_000,
-      exportTo: directoryExport(exportDir, instance, pino({ level: 'silent' })),
-    },
+    segmentMaxBytes: 6000,
+    event: (i) => auditEvent(i, { decision: i === 23 ? 'deny' : 'allow' }),
+    ...extra,
   });
-  for (let i = 1; i <= count; i++) {
-    options.step?.();
-    log.append(auditEvent(i, { decision: i === 23 ? 'deny' : 'allow' }));
-    await log.flush();
-  }
-  await log.close();
-}
 
 beforeAll(async () => {
   mkdirSync(data, { recursive: true });

@@ -1,7 +1,7 @@
 // Test harness: real gateways on ephemeral ports with real TLS, a recording upstream, and raw-byte clients.
 // Nothing here mocks a Gatehouse part; it only starts them and speaks the wire protocols.
 import { once } from 'node:events';
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers, type OutgoingHttpHeaders } from 'node:http2';
 import { createServer as createNetServer, type AddressInfo } from 'node:net';
@@ -11,7 +11,9 @@ import { Writable } from 'node:stream';
 import { connect as tlsConnect, type ConnectionOptions, type TLSSocket } from 'node:tls';
 import { pino } from 'pino';
 import { Agent } from 'undici';
+import type { CheckpointSigner } from '../../src/audit/audit-key.js';
 import type { AuditEvent, AuditRecord, AuditSink } from '../../src/audit/event.js';
+import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import { buildConfig } from '../../src/config/load.js';
@@ -319,6 +321,45 @@ export function testAuditLog(dir: string, options: Partial<AuditLogOptions> = {}
     recoveryIntervalMs: 100,
     ...options,
   });
+}
+
+/**
+ * A signed chain as a gateway writes it: `count` decisions (`event(i)`, default auditEvent(i)), one flushed at a time,
+ * a checkpoint every `everyRecords` (default 10) or 60 s, each exported to `exportDir`, then a clean stop. `step` runs
+ * before each record (a test clock moves there).
+ */
+export async function writeSignedLog(
+  dir: string,
+  opts: {
+    readonly signer: CheckpointSigner;
+    readonly exportDir: string;
+    readonly count: number;
+    readonly instance?: string;
+    readonly everyRecords?: number;
+    readonly event?: (i: number) => AuditEvent;
+    readonly step?: () => void;
+  } & Partial<Pick<AuditLogOptions, 'segmentMaxBytes' | 'segmentMaxAgeMs' | 'now'>>,
+): Promise<void> {
+  const instance = opts.instance ?? 'test';
+  mkdirSync(opts.exportDir, { recursive: true });
+  const log = testAuditLog(dir, {
+    instance,
+    ...(opts.segmentMaxBytes !== undefined ? { segmentMaxBytes: opts.segmentMaxBytes } : {}),
+    ...(opts.segmentMaxAgeMs !== undefined ? { segmentMaxAgeMs: opts.segmentMaxAgeMs } : {}),
+    ...(opts.now !== undefined ? { now: opts.now } : {}),
+    checkpoints: {
+      signer: opts.signer,
+      everyRecords: opts.everyRecords ?? 10,
+      intervalMs: 60_000,
+      exportTo: directoryExport(opts.exportDir, instance, pino({ level: 'silent' })),
+    },
+  });
+  for (let i = 1; i <= opts.count; i++) {
+    opts.step?.();
+    log.append(opts.event?.(i) ?? auditEvent(i));
+    await log.flush();
+  }
+  await log.close();
 }
 
 /** A decision event for audit-log tests: request `req-<i>`, allowed, with `extra` on top. */
