@@ -1,6 +1,7 @@
-// `npm run bench:profile [-- mtls|bearer|audit-off] [SECONDS]`: one `gatehouse serve` under load on the mTLS route, run
-// with `node --cpu-prof`, and the functions that took its CPU, by self time (and by source file). Where the gateway's
-// time goes, for the work of issue #13; not a measurement of speed (the profiler itself slows the process).
+// `npm run bench:profile [-- mtls|bearer] [SECONDS]`: one `gatehouse serve` under load on the mTLS route (default) or on
+// the bearer route with 500 distinct tokens, run with `node --cpu-prof`, and the functions that took its CPU, by self time
+// (and by source file). Where the gateway's time goes, for the work of issue #13; not a measurement of speed (the profiler
+// itself slows the process).
 import 'reflect-metadata';
 import autocannon from 'autocannon';
 import type { ChildProcess } from 'node:child_process';
@@ -10,10 +11,13 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
 import { portLine, removeWork, startProcess, stopAll } from './children.js';
+import { fetchTokens, registerClient } from './tokens.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
-const SECONDS = Number(process.argv[2] ?? 10);
+const MODE = process.argv[2] === 'bearer' || process.argv[2] === 'mtls' ? process.argv[2] : 'mtls';
+const SECONDS = Number((process.argv[2] === MODE ? process.argv[3] : process.argv[2]) ?? 10);
+if (!Number.isFinite(SECONDS) || SECONDS <= 0) throw new Error('usage: bench:profile [mtls|bearer] [SECONDS]');
 
 interface Node {
   readonly id: number;
@@ -67,7 +71,16 @@ async function main(): Promise<void> {
         limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
         quotas: { bench: { points: 10_000_000, duration_s: 1 } },
         upstreams: { app: { url: `http://127.0.0.1:${upstream.port}`, connections: 64 } },
+        issuer: { client_auth: { per_ip: { points: 100_000, duration_s: 60 }, max_queued_hashes: 10_000 } },
         routes: [
+          {
+            id: 'bench-jwt',
+            match: { path_prefix: '/jwt', methods: ['GET'] },
+            authn: ['bearer'],
+            authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
+            quota: 'bench',
+            handler: { proxy: { upstream: 'app' } },
+          },
           {
             id: 'bench',
             match: { path_prefix: '/bench', methods: ['GET'] },
@@ -81,17 +94,22 @@ async function main(): Promise<void> {
         log: { level: 'info', access: true },
       }),
     );
+    const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const profiles = join(work, 'profiles');
     const gateway = await startProcess(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config], portLine);
     children.push(gateway.child);
+    const tokens = MODE === 'bearer' ? await fetchTokens(gateway.port, paths.caCert, client, 500) : [];
     const result = await autocannon({
-      url: `https://127.0.0.1:${gateway.port}/bench`,
+      url: `https://127.0.0.1:${gateway.port}${MODE === 'bearer' ? '/jwt' : '/bench'}`,
+      ...(tokens.length > 0 ? { requests: tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
       connections: 50,
       duration: SECONDS,
       headers: { host: 'localhost' },
       tlsOptions: { cert: readFileSync(paths.clientCert), key: readFileSync(paths.clientKey), servername: 'localhost', ALPNProtocols: ['http/1.1'] },
     });
-    process.stdout.write(`${result.requests.total} requests, ${Math.round(result.requests.average)} req/s under the profiler, ${result.non2xx} non-2xx\n`);
+    process.stdout.write(
+      `${MODE} route: ${result.requests.total} requests, ${Math.round(result.requests.average)} req/s under the profiler, ${result.non2xx} non-2xx\n`,
+    );
     await stopAll([gateway.child]);
     const file = readdirSync(profiles).find((name) => name.endsWith('.cpuprofile'));
     if (file === undefined) throw new Error('no profile was written');

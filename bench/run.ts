@@ -9,12 +9,10 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Agent, request } from 'undici';
-import { generateClientId, generateClientSecret, hashSecret } from '../src/issuer/secrets.js';
-import { SqliteCredentialStore } from '../src/store/sqlite.js';
 import { initDevCertificates } from '../src/tls/ca.js';
 import { benchAuditQuery } from './audit-query.js';
 import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
+import { fetchTokens, registerClient } from './tokens.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -70,54 +68,6 @@ async function load(target: Started, path: string, tls: { cert: Buffer; key: Buf
     non2xx: result.non2xx,
     cpuUsPerRequest,
   };
-}
-
-/** Writes one client to the store before the gateway starts, as `gatehouse clients add` would. */
-async function registerClient(file: string): Promise<{ id: string; secret: string }> {
-  const store = SqliteCredentialStore.open(file);
-  const id = generateClientId();
-  const secret = generateClientSecret();
-  const now = Date.now();
-  try {
-    await store.createClient({
-      id,
-      name: 'bench',
-      secrets: [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
-      scopes: ['bench:read'],
-      audiences: [],
-      enabled: true,
-      tokensNotBeforeS: null,
-      accessTokenTtlS: null,
-      createdAt: now,
-      updatedAt: now,
-    });
-  } finally {
-    await store.close();
-  }
-  return { id, secret };
-}
-
-async function fetchTokens(port: number, caFile: string, client: { id: string; secret: string }, count: number): Promise<string[]> {
-  const agent = new Agent({ connect: { ca: readFileSync(caFile), servername: 'localhost' }, connections: 4 });
-  const authorization = `Basic ${Buffer.from(`${client.id}:${client.secret}`).toString('base64')}`;
-  const one = async (): Promise<string> => {
-    const res = await request(`https://127.0.0.1:${port}/oauth2/token`, {
-      method: 'POST',
-      dispatcher: agent,
-      headers: { host: 'localhost', authorization, 'content-type': 'application/x-www-form-urlencoded' },
-      body: 'grant_type=client_credentials',
-    });
-    const body = (await res.body.json()) as { access_token?: unknown };
-    if (res.statusCode !== 200 || typeof body.access_token !== 'string') throw new Error(`token request failed with ${res.statusCode}`);
-    return body.access_token;
-  };
-  try {
-    const tokens: string[] = [];
-    while (tokens.length < count) tokens.push(...(await Promise.all(Array.from({ length: Math.min(8, count - tokens.length) }, one))));
-    return tokens;
-  } finally {
-    await agent.close();
-  }
 }
 
 const median = (values: readonly number[]): number => {
