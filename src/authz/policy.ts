@@ -1,6 +1,6 @@
 // Route authorization: deny by default. A route admits anyone only when its config says so; a subject allow-list narrows it;
 // bearer tokens must be meant for the route (audience) and carry its scopes (all-of or any-of, exact tokens).
-import type { AuthzConfig } from '../config/schema.js';
+import type { AuthzConfig } from '../config/routes.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { AuthenticatedRequest, Authorizer, AuthzDecision } from '../pipeline/stage.js';

@@ -3,7 +3,7 @@
 import { type Command, InvalidArgumentError, type Option } from 'commander';
 import { UNPRINTABLE } from './output.js';
 import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
-import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/keys.js';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
 
 export const MAX_NAME_CHARS = 100;

@@ -3,7 +3,9 @@
 import type { Command } from 'commander';
 import { print, printJson } from './output.js';
 import type { Config } from '../config/schema.js';
-import { revokeSigningKey, rotateSigningKey, signingKeyStates, rotateSigningKeyNow, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/keys.js';
+import { revokeSigningKey, rotateSigningKey, rotateSigningKeyNow } from '../issuer/key-rotation.js';
+import { signingKeyStates } from '../issuer/key-schedule.js';
+import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import type { SigningKey } from '../store/contract.js';
 import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
 import {

@@ -13,7 +13,7 @@ import type { Config } from '../config/schema.js';
 import { Gateway } from '../gateway.js';
 import { DirectoryError } from '../lib/make-directory.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../lib/key-encryption.js';
-import { SigningKeyError } from '../issuer/keys.js';
+import { SigningKeyError } from '../issuer/signing-key.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
 import { TlsFileError } from '../tls/context.js';

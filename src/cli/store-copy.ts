@@ -5,7 +5,7 @@
 import { realpathSync, statSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { POSTGRES_URL } from '../config/schema.js';
+import { POSTGRES_URL } from '../config/store.js';
 import type { Config } from '../config/schema.js';
 import type { AdminChange } from '../audit/event.js';
 import { StoreError, type CredentialStore, type StoreSnapshot } from '../store/contract.js';

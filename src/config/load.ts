@@ -5,7 +5,8 @@ import { dirname, isAbsolute, resolve, sep } from 'node:path';
 import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { deepFreeze } from '../lib/deep-freeze.js';
-import { configSchema, POSTGRES_URL, type Config } from './schema.js';
+import { configSchema, type Config } from './schema.js';
+import { POSTGRES_URL } from './store.js';
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];

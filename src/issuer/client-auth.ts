@@ -10,7 +10,7 @@
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
-import type { IssuerConfig } from '../config/schema.js';
+import type { IssuerConfig } from '../config/issuer.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { memoryLimiter } from '../quota/rate.js';

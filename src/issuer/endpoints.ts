@@ -18,7 +18,7 @@ import type {
 } from '../pipeline/stage.js';
 import { clientOf } from './client-auth.js';
 import { isFormContentType, parseForm, single } from './form.js';
-import type { KeyRing } from './keys.js';
+import type { KeyRing } from './key-ring.js';
 import type { RevocationSet } from './revocations.js';
 import type { TokenSigner } from './tokens.js';
 

@@ -5,7 +5,8 @@
 // refresh at once, and hands over revocations as they are made; the loop stays as the safety net for lost notifications.
 import type { Logger } from 'pino';
 import { BearerAuthenticator } from '../authn/bearer.js';
-import { ISSUER_PATHS, type Config, type IssuerConfig } from '../config/schema.js';
+import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
+import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
 import type { CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
@@ -23,7 +24,8 @@ import {
   tokenRequestPrecheck,
   type IssuerContext,
 } from './endpoints.js';
-import { ensureSigningKey, type KeyRing } from './keys.js';
+import { ensureSigningKey } from './key-rotation.js';
+import type { KeyRing } from './key-ring.js';
 import { RevocationSet } from './revocations.js';
 import { TokenSigner } from './tokens.js';
 

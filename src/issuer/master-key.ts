@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import type { Config } from '../config/schema.js';
 import { loadKeyEncryptionKey, MASTER_KEY_ENV, MasterKeyError, type KeyEncryptionKey } from '../lib/key-encryption.js';
 import type { CredentialStore } from '../store/contract.js';
-import { KeyRing } from './keys.js';
+import { KeyRing } from './key-ring.js';
 
 /** The master key file beside the store's data: data_dir/master.key (0600), unless GATEHOUSE_MASTER_KEY is given. */
 export function masterKeyFile(config: Pick<Config, 'data_dir'>): string {

@@ -2,7 +2,7 @@
 // aud, scope, iat, exp and a 128-bit random jti. Signed with the KeyRing's current key (EdDSA by default, ES256 selectable).
 import { randomBytes } from 'node:crypto';
 import { SignJWT } from 'jose';
-import type { KeyRing } from './keys.js';
+import type { KeyRing } from './key-ring.js';
 
 export interface IssuedToken {
   readonly token: string;

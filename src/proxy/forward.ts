@@ -6,7 +6,7 @@ import { isIP } from 'node:net';
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { Pool, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config/schema.js';
+import type { UpstreamConfig } from '../config/routes.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket, HttpExchange } from '../pipeline/stage.js';

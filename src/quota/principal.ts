@@ -3,7 +3,7 @@
 // draft-ietf-httpapi-ratelimit-headers fields; an admitted request holds its concurrency slot as the decision's lease.
 import type { Logger } from 'pino';
 import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import { burstDurationS, type QuotaConfig } from '../config/schema.js';
+import { burstDurationS, type QuotaConfig } from '../config/quotas.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, QuotaDecision, QuotaLease, QuotaPolicy } from '../pipeline/stage.js';

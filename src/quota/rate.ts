@@ -1,7 +1,7 @@
 // Rate quotas on rate-limiter-flexible: the pre-auth per-IP budget and per-IP new-connection rate (route quotas: principal.ts).
 // Keys are the socket's (or trusted proxy's) client address or the verified principal, never an unverified header or claim.
 import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
-import type { RateConfig } from '../config/schema.js';
+import type { RateConfig } from '../config/fields.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { PreAuthBudget, QuotaDecision } from '../pipeline/stage.js';

@@ -11,18 +11,10 @@ import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, errors as joseE
 import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange, StoreSnapshot } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { KeyDecryptionError, loadKeyEncryptionKey, MasterKeyError, type KeyEncryptionKey } from '../../src/lib/key-encryption.js';
-import {
-  KeyRing,
-  CLOCK_SKEW_ALLOWANCE_MS,
-  RETIREMENT_GRACE_MS,
-  SigningKeyError,
-  ensureSigningKey,
-  generateSigningKey,
-  revokeSigningKey,
-  rotateSigningKey,
-  signingKeyStates,
-  type SigningAlgorithm,
-} from '../../src/issuer/keys.js';
+import { KeyRing } from '../../src/issuer/key-ring.js';
+import { CLOCK_SKEW_ALLOWANCE_MS, RETIREMENT_GRACE_MS, signingKeyStates } from '../../src/issuer/key-schedule.js';
+import { SigningKeyError, generateSigningKey, type SigningAlgorithm } from '../../src/issuer/signing-key.js';
+import { ensureSigningKey, revokeSigningKey, rotateSigningKey } from '../../src/issuer/key-rotation.js';
 
 const execFileAsync = promisify(execFile);
 const ISSUER = 'https://gatehouse.test';

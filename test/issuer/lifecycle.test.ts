@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeProtectedHeader } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { rotateSigningKey } from '../../src/issuer/keys.js';
+import { rotateSigningKey } from '../../src/issuer/key-rotation.js';
 import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import Database from 'better-sqlite3';
 import { removeDir, type TestGateway } from '../support/harness.js';

@@ -21,7 +21,7 @@ import type { AddressInfo } from 'node:net';
 import type { JWTPayload } from 'jose';
 import { Agent, request } from 'undici';
 import type { AuditRecord } from '../../src/audit/event.js';
-import type { SigningKeyHandle } from '../../src/issuer/keys.js';
+import type { SigningKeyHandle } from '../../src/issuer/signing-key.js';
 import { createCertificateAuthority } from '../../src/tls/ca.js';
 import { h2Request, h2Session, problemCode, rawHttp1, type TestGateway } from '../support/harness.js';
 import {
