@@ -15,7 +15,7 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { memoryLimiter } from '../quota/rate.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
-import { StoreError, type Client, type CredentialStore } from '../store/contract.js';
+import { StoreError, type Client, type ClientStore } from '../store/contract.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
 import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
 
@@ -101,7 +101,7 @@ export class ClientAuthenticator {
   private readonly verifier: SecretVerifier;
 
   constructor(
-    private readonly store: CredentialStore,
+    private readonly store: ClientStore,
     private readonly settings: DeepReadonly<IssuerConfig['client_auth']>,
     private readonly log: Logger,
     private readonly seen: ClientSeen,

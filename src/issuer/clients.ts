@@ -2,7 +2,7 @@
 // per operation, called by the CLI (and later the admin API), which only parse and print. Each returns what changed, for
 // the admin record; a clear secret exists only in the return value of `addClient` and `rotateClientSecret`.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type CredentialStore, type SecretHash } from '../store/contract.js';
+import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type ClientStore, type SecretHash } from '../store/contract.js';
 import { generateClientId, generateClientSecret, hashSecret, isActiveSecret } from './secrets.js';
 
 /** The fields an operator may set on a client; `accessTokenTtlS: null` means the issuer's lifetime. */
@@ -22,7 +22,7 @@ export interface ClientChangeResult {
   readonly changes: FieldChanges;
 }
 
-export async function addClient(store: CredentialStore, settings: ClientSettings, now: number): Promise<{ readonly client: Client; readonly secret: string }> {
+export async function addClient(store: ClientStore, settings: ClientSettings, now: number): Promise<{ readonly client: Client; readonly secret: string }> {
   const secret = generateClientSecret();
   const client: Client = {
     id: generateClientId(),
@@ -44,7 +44,7 @@ export async function addClient(store: CredentialStore, settings: ClientSettings
  * Changes the given settings of a client in one transaction. Tokens already issued keep the scopes, audiences and lifetime
  * they were issued with until they expire; `disableClient` then `enableClient` ends them at once.
  */
-export async function updateClient(store: CredentialStore, id: string, settings: Partial<ClientSettings>): Promise<ClientChangeResult> {
+export async function updateClient(store: ClientStore, id: string, settings: Partial<ClientSettings>): Promise<ClientChangeResult> {
   let changes: FieldChanges = {};
   const client = await store.updateClient(id, (current) => {
     const next: Client = {
@@ -64,7 +64,7 @@ export async function updateClient(store: CredentialStore, id: string, settings:
  * Stops the client from authenticating, and ends every token it holds: the tokens' cut-off moves to the second after now,
  * so no token issued before the disable is accepted again, even after an enable. Idempotent.
  */
-export async function disableClient(store: CredentialStore, id: string, now: number): Promise<ClientChangeResult> {
+export async function disableClient(store: ClientStore, id: string, now: number): Promise<ClientChangeResult> {
   let changes: FieldChanges = {};
   const client = await store.updateClient(id, (current) => {
     if (!current.enabled) return current;
@@ -85,7 +85,7 @@ const MAX_ENABLE_WAIT_MS = 1000;
  * for that second to begin: a token issued after the enable is never refused. A cut-off further ahead (set on a machine
  * whose clock runs ahead) is not waited for; the token endpoint answers 503 + Retry-After until it passes.
  */
-export async function enableClient(store: CredentialStore, id: string, clock: () => number = Date.now): Promise<ClientChangeResult> {
+export async function enableClient(store: ClientStore, id: string, clock: () => number = Date.now): Promise<ClientChangeResult> {
   const current = await store.getClient(id);
   if (current === undefined) throw new StoreError('not_found', `client ${id} not found`);
   if (current.enabled) return { client: current, changes: {} };
@@ -118,7 +118,7 @@ export function rotatedSecrets(current: readonly SecretHash[], next: SecretHash,
 
 /** A new secret; the newest old one keeps working for keepOldMs (or stops now). */
 export async function rotateClientSecret(
-  store: CredentialStore,
+  store: ClientStore,
   id: string,
   keepOldMs: number | undefined,
   now: number,
@@ -131,7 +131,7 @@ export async function rotateClientSecret(
 }
 
 /** Deletes the client and its secrets; its tokens stop working at the gateways' next refresh. Throws StoreError('not_found'). */
-export async function removeClient(store: CredentialStore, id: string): Promise<void> {
+export async function removeClient(store: ClientStore, id: string): Promise<void> {
   if (!(await store.removeClient(id))) throw new StoreError('not_found', `client ${id} not found`);
 }
 

@@ -1,7 +1,7 @@
 // The KeyRing: the gateway's in-memory view of the store's signing keys, and the only place it finds one. A kid is a Map
 // key into it, never a path, URL or query (JWT-08); lookups never touch the store.
 import type { JWK } from 'jose';
-import type { CredentialStore } from '../store/contract.js';
+import type { SigningKeyStore } from '../store/contract.js';
 import type { KeyEncryptionKey } from '../lib/key-encryption.js';
 import { canSign, isLive, isPublished, newestFirst, type Schedule } from './key-schedule.js';
 import { openKey, SigningKeyError, type KeyMaterial, type SigningKeyHandle, type VerificationKey } from './signing-key.js';
@@ -27,21 +27,21 @@ export interface KeyRingOptions {
  * new or changed) and live only here, as non-extractable CryptoKeys. Lookups never touch the store.
  */
 export class KeyRing {
-  readonly #store: CredentialStore;
+  readonly #store: SigningKeyStore;
   readonly #kek: KeyEncryptionKey;
   readonly #now: () => number;
   #snapshot: Snapshot = { entries: [], byKid: new Map() };
   // Refreshes run one after another, so a slow older read can never overwrite a newer snapshot.
   #refreshing: Promise<void> = Promise.resolve();
 
-  private constructor(store: CredentialStore, kek: KeyEncryptionKey, now: () => number) {
+  private constructor(store: SigningKeyStore, kek: KeyEncryptionKey, now: () => number) {
     this.#store = store;
     this.#kek = kek;
     this.#now = now;
   }
 
   /** Reads and decrypts every unexpired key. Throws SigningKeyError when a row is invalid or does not decrypt (wrong KEK). */
-  static async load(store: CredentialStore, kek: KeyEncryptionKey, opts: KeyRingOptions = {}): Promise<KeyRing> {
+  static async load(store: SigningKeyStore, kek: KeyEncryptionKey, opts: KeyRingOptions = {}): Promise<KeyRing> {
     const ring = new KeyRing(store, kek, opts.now ?? Date.now);
     await ring.refresh();
     return ring;

@@ -1,6 +1,6 @@
 // Signing-key rotation and revocation against the store: publish-first rotation, `keys rotate --now`, emergency
 // revocation and the first key of a new installation. Each is one atomic store change; the plans are in key-schedule.ts.
-import type { CredentialStore, SigningKey } from '../store/contract.js';
+import type { SigningKey, SigningKeyStore } from '../store/contract.js';
 import type { KeyEncryptionKey } from '../lib/key-encryption.js';
 import { canSign, newestFirst, planImmediateRotation, planRevocation, RETIREMENT_GRACE_MS, successionHead, type SigningKeyRevocation } from './key-schedule.js';
 import { assertTime, generateSigningKey, SigningKeyError, type SigningAlgorithm } from './signing-key.js';
@@ -22,7 +22,7 @@ export interface RotateSigningKeyOptions {
  * When no key is in line to sign (empty store, everything retired), the new key activates at once: no verifier can hold
  * tokens from a predecessor, and waiting would only prolong the time the issuer cannot sign at all.
  */
-export async function rotateSigningKey(store: CredentialStore, kek: KeyEncryptionKey, opts: RotateSigningKeyOptions): Promise<SigningKey> {
+export async function rotateSigningKey(store: SigningKeyStore, kek: KeyEncryptionKey, opts: RotateSigningKeyOptions): Promise<SigningKey> {
   const { alg, now, activationDelayS, maxTokenLifetimeS } = opts;
   assertTime(now, 'now');
   if (!Number.isFinite(activationDelayS) || activationDelayS < 0)
@@ -43,7 +43,7 @@ export async function rotateSigningKey(store: CredentialStore, kek: KeyEncryptio
 
 /** `keys rotate --now` (see planImmediateRotation): one store transaction. Returns the new key and the keys it stopped. */
 export async function rotateSigningKeyNow(
-  store: CredentialStore,
+  store: SigningKeyStore,
   kek: KeyEncryptionKey,
   opts: Omit<RotateSigningKeyOptions, 'activationDelayS'>,
 ): Promise<{ readonly next: SigningKey; readonly stopped: readonly SigningKey[] }> {
@@ -66,7 +66,7 @@ export interface RevokeSigningKeyOptions {
  * (and sealed under `kek`) beforehand because the change runs inside a synchronous transaction, and is discarded unused
  * when another key can sign.
  */
-export async function revokeSigningKey(store: CredentialStore, kek: KeyEncryptionKey, opts: RevokeSigningKeyOptions): Promise<SigningKeyRevocation> {
+export async function revokeSigningKey(store: SigningKeyStore, kek: KeyEncryptionKey, opts: RevokeSigningKeyOptions): Promise<SigningKeyRevocation> {
   assertTime(opts.now, 'now');
   const spare = await generateSigningKey(opts.alg, kek, opts.now, opts.now);
   let outcome: Omit<SigningKeyRevocation, 'revoked'> = { succession: 'unchanged', signer: undefined, previousSigner: undefined };
@@ -83,7 +83,7 @@ export async function revokeSigningKey(store: CredentialStore, kek: KeyEncryptio
  * that new key; changing the algorithm of an existing installation is a rotation.
  */
 export async function ensureSigningKey(
-  store: CredentialStore,
+  store: SigningKeyStore,
   kek: KeyEncryptionKey,
   alg: SigningAlgorithm,
   now: number,

@@ -2,7 +2,7 @@
 // tokens (enabled ones, for tokens issued since their last disable). Both are written through the store first (so other instances and restarts see them) and refreshed from it, so a
 // revocation or a `clients disable` made by another process takes effect within one refresh interval.
 import type { RevocationList } from '../authn/bearer.js';
-import type { Client, CredentialStore, Revocation } from '../store/contract.js';
+import type { Client, ClientStore, Revocation, RevocationStore } from '../store/contract.js';
 
 export class RevocationSet implements RevocationList {
   /** `iss \n jti` → epoch ms after which the revocation is moot (the token expired). */
@@ -27,7 +27,7 @@ export class RevocationSet implements RevocationList {
   private readonly lookups = new Map<string, Promise<void>>();
 
   constructor(
-    private readonly store: CredentialStore,
+    private readonly store: ClientStore & RevocationStore,
     private readonly now: () => number = Date.now,
   ) {}
 

@@ -96,12 +96,8 @@ export class StoreError extends Error {
   }
 }
 
-/**
- * Asynchronous so that a network backend (PostgreSQL) fits the same contract; the SQLite backend resolves at once.
- * Every write is one transaction: a crash leaves the previous state or the new one, never a mix.
- */
-export interface CredentialStore {
-  // Clients
+/** OAuth clients and their secret hashes. */
+export interface ClientStore {
   /** Throws StoreError('conflict') when the id exists. */
   createClient(client: Client): Promise<void>;
   getClient(id: string): Promise<Client | undefined>;
@@ -109,8 +105,10 @@ export interface CredentialStore {
   /** Applies `change` to the current row inside one transaction; throws StoreError('not_found'). */
   updateClient(id: string, change: (current: Client) => Client): Promise<Client>;
   removeClient(id: string): Promise<boolean>;
+}
 
-  // Signing keys
+/** Access-token signing keys (private keys sealed under the key-encryption key). */
+export interface SigningKeyStore {
   addSigningKey(key: SigningKey): Promise<void>;
   listSigningKeys(): Promise<readonly SigningKey[]>;
   /** Adds `next` and, in the same transaction, marks `retire.kid` retired and unpublished after `retire.expiresAt`. */
@@ -123,16 +121,23 @@ export interface CredentialStore {
   changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange>;
   /** Deletes keys whose expiresAt passed. Returns how many. */
   purgeExpiredSigningKeys(now: number): Promise<number>;
+}
 
-  // Revocations (keyed by issuer and token id, never by the token string)
+/** Revoked access tokens, keyed by issuer and token id, never by the token string. */
+export interface RevocationStore {
   /** Idempotent: revoking a revoked token again changes nothing. */
   revoke(revocation: Revocation): Promise<void>;
-  isRevoked(iss: string, jti: string, now: number): Promise<boolean>;
   /** Revocations still in force, for warming an in-memory revocation set at start. */
   listRevocations(now: number): Promise<readonly Revocation[]>;
   /** Deletes revocations whose token expired. Returns how many. */
   purgeExpiredRevocations(now: number): Promise<number>;
+}
 
+/**
+ * Asynchronous so that a network backend (PostgreSQL) fits the same contract; the SQLite backend resolves at once.
+ * Every write is one transaction: a crash leaves the previous state or the new one, never a mix.
+ */
+export interface CredentialStore extends ClientStore, SigningKeyStore, RevocationStore {
   /**
    * Optional: reports changes committed by others — PostgreSQL: every write, from any process, as it commits
    * (LISTEN/NOTIFY); SQLite: a `resync` within a quarter second of another process's commit (`PRAGMA data_version`).

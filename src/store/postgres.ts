@@ -8,7 +8,6 @@ import {
   type Client,
   type CredentialStore,
   type Revocation,
-  type SecretHash,
   type SigningKey,
   type SigningKeyChange,
   type StoreChange,
@@ -19,17 +18,14 @@ import {
 import { changeChannel, encodeChange, PostgresWatch, type WatchTiming } from './postgres-watch.js';
 import {
   checkSecrets,
+  clientFromRows,
   clientParams,
-  clientRow,
+  clientsFromRows,
   keyParams,
-  parseRow,
-  rawKey,
-  revocationRow,
-  secretRow,
-  signingKeyRow,
-  toClient,
-  toSecret,
-  toSigningKey,
+  keyUpdateMissed,
+  retirementMissed,
+  revocationFromRow,
+  signingKeyFromRow,
   type KeyParams,
 } from './rows.js';
 
@@ -327,23 +323,7 @@ export class PostgresCredentialStore implements CredentialStore {
   }
 
   listClients(): Promise<readonly Client[]> {
-    return this.tx(
-      'listClients',
-      async (c) => {
-        const secrets = new Map<string, SecretHash[]>();
-        for (const raw of (await c.query('SELECT * FROM client_secrets ORDER BY client_id, slot')).rows) {
-          const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
-          const list = secrets.get(row.client_id) ?? [];
-          list.push(toSecret(row));
-          secrets.set(row.client_id, list);
-        }
-        return (await c.query('SELECT * FROM clients ORDER BY created_at, id')).rows.map((raw) => {
-          const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
-          return toClient(row, secrets.get(row.id) ?? []);
-        });
-      },
-      'REPEATABLE READ',
-    );
+    return this.tx('listClients', readAllClients, 'REPEATABLE READ');
   }
 
   updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
@@ -414,10 +394,7 @@ export class PostgresCredentialStore implements CredentialStore {
            WHERE kid = $1 AND alg = $2 AND public_jwk = $3 AND encrypted_private_key = $4`,
           [p.kid, p.alg, p.public_jwk, p.encrypted_private_key, p.created_at, p.activates_at, p.retired_at, p.expires_at, p.revoked_at],
         );
-        if ((updated.rowCount ?? 0) === 0) {
-          const exists = (await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [key.kid])).rowCount ?? 0;
-          throw new StoreError(exists === 0 ? 'not_found' : 'invalid', `signing key ${key.kid}: not found with that key material`);
-        }
+        if ((updated.rowCount ?? 0) === 0) throw keyUpdateMissed(key.kid, await keyExists(c, key.kid));
       }
       for (const key of decided.insert) await insertKey(c, keyParams(key));
       if (decided.update.length + decided.insert.length > 0) await this.notify(c, KEYS);
@@ -440,11 +417,7 @@ export class PostgresCredentialStore implements CredentialStore {
         retire.expiresAt,
         retire.kid,
       ]);
-      if ((retired.rowCount ?? 0) === 0) {
-        const exists = (await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [retire.kid])).rowCount ?? 0;
-        if (exists > 0) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
-        throw new StoreError('not_found', `signing key ${retire.kid} not found`);
-      }
+      if ((retired.rowCount ?? 0) === 0) throw retirementMissed(retire.kid, await keyExists(c, retire.kid));
     });
   }
 
@@ -467,16 +440,9 @@ export class PostgresCredentialStore implements CredentialStore {
     );
   }
 
-  async isRevoked(iss: string, jti: string, now: number): Promise<boolean> {
-    return ((await this.run('isRevoked', 'SELECT 1 FROM revocations WHERE iss = $1 AND jti = $2 AND expires_at > $3', [iss, jti, now])).rowCount ?? 0) > 0;
-  }
-
   async listRevocations(now: number): Promise<readonly Revocation[]> {
     const result = await this.run('listRevocations', 'SELECT * FROM revocations WHERE expires_at > $1 ORDER BY expires_at, iss, jti', [now]);
-    return result.rows.map((raw) => {
-      const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
-      return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
-    });
+    return result.rows.map(revocationFromRow);
   }
 
   async purgeExpiredRevocations(now: number): Promise<number> {
@@ -526,11 +492,7 @@ export class PostgresCredentialStore implements CredentialStore {
 async function readClient(c: pg.PoolClient, id: string, forUpdate: boolean): Promise<Client | undefined> {
   const raw = (await c.query(`SELECT * FROM clients WHERE id = $1${forUpdate ? ' FOR UPDATE' : ''}`, [id])).rows[0] as unknown;
   if (raw === undefined) return undefined;
-  const row = parseRow(clientRow, raw, 'clients', `id=${JSON.stringify(id)}`);
-  const secrets = (await c.query('SELECT * FROM client_secrets WHERE client_id = $1 ORDER BY slot', [id])).rows.map((s) =>
-    toSecret(parseRow(secretRow, s, 'client_secrets', rawKey(s, 'client_id', 'slot'))),
-  );
-  return toClient(row, secrets);
+  return clientFromRows(raw, (await c.query('SELECT * FROM client_secrets WHERE client_id = $1 ORDER BY slot', [id])).rows);
 }
 
 async function insertSecrets(c: pg.PoolClient, client: Client): Promise<void> {
@@ -546,9 +508,11 @@ async function insertSecrets(c: pg.PoolClient, client: Client): Promise<void> {
 }
 
 async function readSigningKeys(c: pg.PoolClient): Promise<SigningKey[]> {
-  return (await c.query('SELECT * FROM signing_keys ORDER BY created_at, kid')).rows.map((raw) =>
-    toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))),
-  );
+  return (await c.query('SELECT * FROM signing_keys ORDER BY created_at, kid')).rows.map(signingKeyFromRow);
+}
+
+async function keyExists(c: pg.PoolClient, kid: string): Promise<boolean> {
+  return ((await c.query('SELECT 1 FROM signing_keys WHERE kid = $1', [kid])).rowCount ?? 0) > 0;
 }
 
 async function insertKey(c: pg.PoolClient, p: KeyParams): Promise<void> {
@@ -562,24 +526,12 @@ async function insertKey(c: pg.PoolClient, p: KeyParams): Promise<void> {
 // ---- Copying a whole store: one statement per table, whatever the number of rows ----
 
 async function readAllClients(c: pg.PoolClient): Promise<Client[]> {
-  const secrets = new Map<string, SecretHash[]>();
-  for (const raw of (await c.query('SELECT * FROM client_secrets ORDER BY client_id, slot')).rows) {
-    const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
-    const list = secrets.get(row.client_id) ?? [];
-    list.push(toSecret(row));
-    secrets.set(row.client_id, list);
-  }
-  return (await c.query('SELECT * FROM clients ORDER BY created_at, id')).rows.map((raw) => {
-    const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
-    return toClient(row, secrets.get(row.id) ?? []);
-  });
+  const secrets = (await c.query('SELECT * FROM client_secrets ORDER BY client_id, slot')).rows;
+  return clientsFromRows((await c.query('SELECT * FROM clients ORDER BY created_at, id')).rows, secrets);
 }
 
 async function readRevocationsAt(c: pg.PoolClient, at: number): Promise<Revocation[]> {
-  return (await c.query('SELECT * FROM revocations WHERE expires_at > $1 ORDER BY expires_at, iss, jti', [at])).rows.map((raw) => {
-    const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
-    return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
-  });
+  return (await c.query('SELECT * FROM revocations WHERE expires_at > $1 ORDER BY expires_at, iss, jti', [at])).rows.map(revocationFromRow);
 }
 
 /** What the snapshot inserts, table by table: each column with its PostgreSQL type. */

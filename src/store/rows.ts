@@ -2,9 +2,9 @@
 // a restored backup, a hand edit), so every row read is checked before it becomes a Client, SigningKey or Revocation, and
 // every backend writes the same column values.
 import { z } from 'zod';
-import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type SecretHash, type SigningKey } from './contract.js';
+import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type Revocation, type SecretHash, type SigningKey } from './contract.js';
 
-export const epochMs = z.int();
+const epochMs = z.int();
 const jsonStrings = z
   .string()
   .transform((text, ctx): unknown => {
@@ -17,7 +17,7 @@ const jsonStrings = z
   })
   .pipe(z.array(z.string()));
 
-export const clientRow = z.object({
+const clientRow = z.object({
   id: z.string(),
   name: z.string(),
   scopes: jsonStrings,
@@ -29,7 +29,7 @@ export const clientRow = z.object({
   updated_at: epochMs,
 });
 
-export const secretRow = z.object({
+const secretRow = z.object({
   client_id: z.string(),
   slot: z.union([z.literal(0), z.literal(1)]),
   hash: z.string().min(1),
@@ -37,7 +37,7 @@ export const secretRow = z.object({
   expires_at: epochMs.nullable(),
 });
 
-export const signingKeyRow = z.object({
+const signingKeyRow = z.object({
   kid: z.string(),
   alg: z.enum(['EdDSA', 'ES256']),
   public_jwk: z.string(),
@@ -49,12 +49,12 @@ export const signingKeyRow = z.object({
   revoked_at: epochMs.nullable(),
 });
 
-export const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
+const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
 
-export type SecretRow = z.infer<typeof secretRow>;
+type SecretRow = z.infer<typeof secretRow>;
 
 /** Parses one row or throws StoreError('invalid') naming the table and the row's key (never its contents). */
-export function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: string, key: string): z.infer<S> {
+function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: string, key: string): z.infer<S> {
   const result = schema.safeParse(row);
   if (result.success) return result.data;
   const fields = [...new Set(result.error.issues.map((issue) => issue.path.map(String).join('.') || '(row)'))].join(', ');
@@ -62,12 +62,12 @@ export function parseRow<S extends z.ZodType>(schema: S, row: unknown, table: st
 }
 
 /** The row's own key for error messages, when a corrupt row cannot be trusted to have a readable one. */
-export function rawKey(row: unknown, ...columns: string[]): string {
+function rawKey(row: unknown, ...columns: string[]): string {
   const record = typeof row === 'object' && row !== null ? (row as Record<string, unknown>) : {};
   return columns.map((c) => `${c}=${JSON.stringify(record[c]) ?? '?'}`).join(', ');
 }
 
-export function toSecret(row: SecretRow): SecretHash {
+function toSecret(row: SecretRow): SecretHash {
   return { hash: row.hash, createdAt: row.created_at, expiresAt: row.expires_at };
 }
 
@@ -95,7 +95,7 @@ export type KeyParams = {
   revoked_at: number | null;
 };
 
-export function toSigningKey(row: z.infer<typeof signingKeyRow>): SigningKey {
+function toSigningKey(row: z.infer<typeof signingKeyRow>): SigningKey {
   return {
     kid: row.kid,
     alg: row.alg,
@@ -143,7 +143,7 @@ export function keyParams(key: SigningKey): KeyParams {
   };
 }
 
-export function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]): Client {
+function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]): Client {
   return {
     id: row.id,
     name: row.name,
@@ -156,4 +156,49 @@ export function toClient(row: z.infer<typeof clientRow>, secrets: readonly Secre
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };
+}
+
+/** One client from its row and its secret rows (in slot order). */
+export function clientFromRows(client: unknown, secrets: readonly unknown[]): Client {
+  const row = parseRow(clientRow, client, 'clients', rawKey(client, 'id'));
+  return toClient(
+    row,
+    secrets.map((raw) => toSecret(parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot')))),
+  );
+}
+
+/** Every client from the rows of both tables: each secret (in slot order) under its client. */
+export function clientsFromRows(clients: readonly unknown[], secrets: readonly unknown[]): Client[] {
+  const byClient = new Map<string, SecretHash[]>();
+  for (const raw of secrets) {
+    const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
+    const list = byClient.get(row.client_id) ?? [];
+    list.push(toSecret(row));
+    byClient.set(row.client_id, list);
+  }
+  return clients.map((raw) => {
+    const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
+    return toClient(row, byClient.get(row.id) ?? []);
+  });
+}
+
+export function signingKeyFromRow(raw: unknown): SigningKey {
+  return toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid')));
+}
+
+export function revocationFromRow(raw: unknown): Revocation {
+  const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
+  return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
+}
+
+// What a write that changed no row means: the backends ask whether the kid exists, and say the same thing either way.
+
+/** A schedule update matched no row: no such kid (`not_found`), or the kid names other key material (`invalid`). */
+export function keyUpdateMissed(kid: string, exists: boolean): StoreError {
+  return new StoreError(exists ? 'invalid' : 'not_found', `signing key ${kid}: not found with that key material`);
+}
+
+/** A retirement matched no row: no such kid (`not_found`), or another rotation retired the key first (`conflict`). */
+export function retirementMissed(kid: string, exists: boolean): StoreError {
+  return exists ? new StoreError('conflict', `signing key ${kid} was already retired`) : new StoreError('not_found', `signing key ${kid} not found`);
 }

@@ -8,7 +8,6 @@ import {
   type Client,
   type CredentialStore,
   type Revocation,
-  type SecretHash,
   type SigningKey,
   type SigningKeyChange,
   type StoreSnapshot,
@@ -22,17 +21,14 @@ import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
 import {
   checkSecrets,
+  clientFromRows,
   clientParams,
-  clientRow,
+  clientsFromRows,
   keyParams,
-  parseRow,
-  rawKey,
-  revocationRow,
-  secretRow,
-  signingKeyRow,
-  toClient,
-  toSecret,
-  toSigningKey,
+  keyUpdateMissed,
+  retirementMissed,
+  revocationFromRow,
+  signingKeyFromRow,
   type ClientParams,
   type KeyParams,
   type SecretParams,
@@ -181,7 +177,6 @@ function prepareStatements(db: Database.Database) {
        ON CONFLICT (iss, jti) DO UPDATE SET expires_at = max(expires_at, excluded.expires_at)
        WHERE excluded.expires_at > expires_at`,
     ),
-    isRevoked: db.prepare<[string, string, number]>('SELECT expires_at FROM revocations WHERE iss = ? AND jti = ? AND expires_at > ?'),
     listRevocations: db.prepare<[number]>('SELECT * FROM revocations WHERE expires_at > ? ORDER BY expires_at, iss, jti'),
     purgeRevocations: db.prepare<[number]>('DELETE FROM revocations WHERE expires_at <= ?'),
     // importSnapshot: only into a store holding nothing (a secret without its client cannot exist: foreign key).
@@ -275,17 +270,7 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   private readClients(): Client[] {
-    const secrets = new Map<string, SecretHash[]>();
-    for (const raw of this.q.listSecrets.all()) {
-      const row = parseRow(secretRow, raw, 'client_secrets', rawKey(raw, 'client_id', 'slot'));
-      const list = secrets.get(row.client_id) ?? [];
-      list.push(toSecret(row));
-      secrets.set(row.client_id, list);
-    }
-    return this.q.listClients.all().map((raw) => {
-      const row = parseRow(clientRow, raw, 'clients', rawKey(raw, 'id'));
-      return toClient(row, secrets.get(row.id) ?? []);
-    });
+    return clientsFromRows(this.q.listClients.all(), this.q.listSecrets.all());
   }
 
   updateClient(id: string, change: (current: Client) => Client): Promise<Client> {
@@ -317,9 +302,7 @@ export class SqliteCredentialStore implements CredentialStore {
   private readClient(id: string): Client | undefined {
     const raw = this.q.getClient.get(id);
     if (raw === undefined) return undefined;
-    const row = parseRow(clientRow, raw, 'clients', `id=${JSON.stringify(id)}`);
-    const secrets = this.q.getSecrets.all(id).map((s) => toSecret(parseRow(secretRow, s, 'client_secrets', rawKey(s, 'client_id', 'slot'))));
-    return toClient(row, secrets);
+    return clientFromRows(raw, this.q.getSecrets.all(id));
   }
 
   private insertSecrets(client: Client): void {
@@ -341,7 +324,7 @@ export class SqliteCredentialStore implements CredentialStore {
   }
 
   private readSigningKeys(): SigningKey[] {
-    return this.q.listKeys.all().map((raw) => toSigningKey(parseRow(signingKeyRow, raw, 'signing_keys', rawKey(raw, 'kid'))));
+    return this.q.listKeys.all().map(signingKeyFromRow);
   }
 
   changeSigningKeys(change: (current: readonly SigningKey[]) => SigningKeyChange): Promise<SigningKeyChange> {
@@ -351,12 +334,7 @@ export class SqliteCredentialStore implements CredentialStore {
         .transaction(() => {
           const decided = change(this.readSigningKeys());
           for (const key of decided.update) {
-            if (this.q.updateKeySchedule.run(keyParams(key)).changes === 0) {
-              throw new StoreError(
-                this.q.keyExists.get(key.kid) === undefined ? 'not_found' : 'invalid',
-                `signing key ${key.kid}: not found with that key material`,
-              );
-            }
+            if (this.q.updateKeySchedule.run(keyParams(key)).changes === 0) throw keyUpdateMissed(key.kid, this.q.keyExists.get(key.kid) !== undefined);
           }
           for (const key of decided.insert) this.q.insertKey.run(keyParams(key));
           return decided;
@@ -370,10 +348,8 @@ export class SqliteCredentialStore implements CredentialStore {
       this.db
         .transaction(() => {
           this.q.insertKey.run(keyParams(next));
-          if (retire !== undefined && this.q.retireKey.run(retire.retiredAt, retire.expiresAt, retire.kid).changes === 0) {
-            if (this.q.keyExists.get(retire.kid) !== undefined) throw new StoreError('conflict', `signing key ${retire.kid} was already retired`);
-            throw new StoreError('not_found', `signing key ${retire.kid} not found`);
-          }
+          if (retire !== undefined && this.q.retireKey.run(retire.retiredAt, retire.expiresAt, retire.kid).changes === 0)
+            throw retirementMissed(retire.kid, this.q.keyExists.get(retire.kid) !== undefined);
         })
         .immediate();
     });
@@ -391,19 +367,12 @@ export class SqliteCredentialStore implements CredentialStore {
     });
   }
 
-  isRevoked(iss: string, jti: string, now: number): Promise<boolean> {
-    return this.guard('isRevoked', () => this.q.isRevoked.get(iss, jti, now) !== undefined);
-  }
-
   listRevocations(now: number): Promise<readonly Revocation[]> {
     return this.guard('listRevocations', () => this.readRevocations(now));
   }
 
   private readRevocations(now: number): Revocation[] {
-    return this.q.listRevocations.all(now).map((raw) => {
-      const row = parseRow(revocationRow, raw, 'revocations', rawKey(raw, 'iss', 'jti'));
-      return { iss: row.iss, jti: row.jti, expiresAt: row.expires_at };
-    });
+    return this.q.listRevocations.all(now).map(revocationFromRow);
   }
 
   purgeExpiredRevocations(now: number): Promise<number> {

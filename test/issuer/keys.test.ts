@@ -8,7 +8,7 @@ import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { inspect, promisify } from 'node:util';
 import { SignJWT, calculateJwkThumbprint, decodeProtectedHeader, errors as joseErrors, jwtVerify, type JWK } from 'jose';
-import type { Client, CredentialStore, Revocation, SigningKey, SigningKeyChange, StoreSnapshot } from '../../src/store/contract.js';
+import type { SigningKey, SigningKeyChange, SigningKeyStore } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { KeyDecryptionError, loadKeyEncryptionKey, MasterKeyError, type KeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import { KeyRing } from '../../src/issuer/key-ring.js';
@@ -50,25 +50,10 @@ function flip(ciphertext: string, index: number): string {
   return raw.toString('base64url');
 }
 
-/** A minimal in-memory CredentialStore (signing keys only) that counts reads, for the unit tests. */
-class MemoryKeyStore implements CredentialStore {
+/** An in-memory SigningKeyStore that counts reads, for the unit tests. */
+class MemoryKeyStore implements SigningKeyStore {
   keys = new Map<string, SigningKey>();
   reads = 0;
-  async createClient(_client: Client): Promise<void> {
-    throw new Error('not used');
-  }
-  async getClient(_id: string): Promise<Client | undefined> {
-    throw new Error('not used');
-  }
-  async listClients(): Promise<readonly Client[]> {
-    throw new Error('not used');
-  }
-  async updateClient(_id: string, _change: (current: Client) => Client): Promise<Client> {
-    throw new Error('not used');
-  }
-  async removeClient(_id: string): Promise<boolean> {
-    throw new Error('not used');
-  }
   async addSigningKey(key: SigningKey): Promise<void> {
     this.keys.set(key.kid, key);
   }
@@ -105,25 +90,6 @@ class MemoryKeyStore implements CredentialStore {
       }
     }
     return n;
-  }
-  async revoke(_revocation: Revocation): Promise<void> {
-    throw new Error('not used');
-  }
-  async isRevoked(_iss: string, _jti: string, _now: number): Promise<boolean> {
-    throw new Error('not used');
-  }
-  async listRevocations(_now: number): Promise<readonly Revocation[]> {
-    throw new Error('not used');
-  }
-  async purgeExpiredRevocations(_now: number): Promise<number> {
-    throw new Error('not used');
-  }
-  async close(): Promise<void> {}
-  async exportSnapshot(_at?: number): Promise<StoreSnapshot> {
-    throw new Error('not used');
-  }
-  async importSnapshot(_snapshot: StoreSnapshot): Promise<void> {
-    throw new Error('not used');
   }
 }
 
