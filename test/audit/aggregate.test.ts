@@ -1,5 +1,6 @@
 // LOG-08: a flood of refusals is aggregated with exact counts, so it cannot fill the disk and still leaves every refusal
 // counted in the chain. The log itself, then a real gateway flooded over TLS.
+import { route } from '../support/routes.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -72,10 +73,7 @@ describe('LOG-08 against a real gateway', () => {
     const gw = await startGateway(
       (base) => ({
         ...base,
-        routes: [
-          ...base.routes,
-          { id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
-        ],
+        routes: [...base.routes, route('api', '/api', { authn: ['mtls'] })],
         limits: { pre_auth_per_ip: { points: 100_000, duration_s: 60 } },
         // The default threshold (20 per source and window); a window long enough to hold the whole flood.
         audit: { aggregate_refusals: { window_s: 60 } },

@@ -14,6 +14,7 @@ import { pino, type Logger } from 'pino';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { combine, directoryExport, httpsExport, type CheckpointExport, type HttpsExportOptions } from '../../src/audit/export.js';
 import { createCertificateAuthority, issueClientCertificate, issueServerCertificate, type CertificateAndKey } from '../../src/tls/ca.js';
+import { eventually } from '../support/eventually.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-export-'));
 
@@ -169,15 +170,6 @@ const ERROR = 50;
 const WARN = 40;
 const failures = (entries: LogEntry[]): LogEntry[] => entries.filter((e) => e.level === ERROR && e.msg === 'audit checkpoint export failed');
 
-/** Polls until `condition` holds; the deadline only keeps a broken run from hanging, it is not what is tested. */
-async function until(condition: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 15_000;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`gave up waiting for: ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
-
 function exporter(options: Partial<HttpsExportOptions> & Pick<HttpsExportOptions, 'url' | 'log'>): CheckpointExport {
   const made = httpsExport({ ca: certs.ca.certPem, instance: 'gw-1', retryMinMs: 10, retryMaxMs: 40, timeoutMs: 5000, ...options });
   opened.push(made);
@@ -195,7 +187,7 @@ describe('httpsExport', () => {
     const out = exporter({ url: collector.url, log });
     const sent = lines(1, 5);
     for (const line of sent) out.send(line);
-    await until(() => collector.accepted() === sent.join(''), 'all lines accepted');
+    await eventually(() => collector.accepted() === sent.join(''), 15_000, 'all lines accepted', 5);
     for (const request of collector.received) {
       expect(request.url).toBe('/checkpoints');
       expect(request.headers['content-type']).toBe('application/x-ndjson');
@@ -213,18 +205,18 @@ describe('httpsExport', () => {
     const out = exporter({ url: collector.url, log });
     const sent = lines(1, 2);
     for (const line of sent) out.send(line);
-    await until(() => failures(entries).length > 0, 'a failure logged');
+    await eventually(() => failures(entries).length > 0, 15_000, 'a failure logged', 5);
     expect(failures(entries)[0]).toMatchObject({ url: collector.url.href, queued: 2, dropped: 0 });
     expect(String(failures(entries)[0]?.['err'])).toMatch(/certificate/i);
 
     // Retried: more connections come, each one refused in the handshake, none getting as far as a request.
-    await until(() => collector.handshakeFailures >= 3, 'retries refused in the handshake');
+    await eventually(() => collector.handshakeFailures >= 3, 15_000, 'retries refused in the handshake', 5);
     expect(collector.received).toEqual([]);
 
     collector.useCertificate(certs.server);
-    await until(() => collector.accepted() === sent.join(''), 'queued lines delivered after the certificate was fixed');
+    await eventually(() => collector.accepted() === sent.join(''), 15_000, 'queued lines delivered after the certificate was fixed', 5);
     expect(collector.received.map((r) => r.body)).toEqual([sent.join('')]);
-    await until(() => entries.some((e) => e.msg === 'audit checkpoint export recovered'), 'recovery logged');
+    await eventually(() => entries.some((e) => e.msg === 'audit checkpoint export recovered'), 15_000, 'recovery logged', 5);
     expect(entries.find((e) => e.msg === 'audit checkpoint export recovered')).toMatchObject({ level: WARN, url: collector.url.href, delivered: 2 });
   });
 
@@ -233,7 +225,7 @@ describe('httpsExport', () => {
     const { log, entries } = capturingLogger();
     const out = exporter({ url: collector.url, log });
     out.send(lines(1, 1)[0]!);
-    await until(() => failures(entries).length > 0, 'a failure logged');
+    await eventually(() => failures(entries).length > 0, 15_000, 'a failure logged', 5);
     expect(String(failures(entries)[0]?.['err'])).toMatch(/127\.0\.0\.1.*not in the cert's list/);
     expect(collector.received).toEqual([]);
   });
@@ -247,11 +239,11 @@ describe('httpsExport', () => {
     out.send(sent[0]!);
     out.send(sent[1]!);
     // Sent again after a refusal: a retry of the same lines.
-    await until(() => collector.received.length >= 2, 'a retry after the 500');
+    await eventually(() => collector.received.length >= 2, 15_000, 'a retry after the 500', 5);
     out.send(sent[2]!);
-    await until(() => collector.received.some((r) => r.body.includes(sent[2]!)), 'the later line sent with the retried ones');
+    await eventually(() => collector.received.some((r) => r.body.includes(sent[2]!)), 15_000, 'the later line sent with the retried ones', 5);
     collector.answer = 200;
-    await until(() => collector.accepted() === sent.join(''), 'all lines accepted');
+    await eventually(() => collector.accepted() === sent.join(''), 15_000, 'all lines accepted', 5);
     // Every attempt carried a run of the lines from the oldest one not yet accepted, in order.
     for (const request of collector.received) expect(sent.join('').includes(request.body) && request.body.length > 0).toBe(true);
     expect(collector.received.filter((r) => r.status === 500).every((r) => r.body.startsWith(sent[0]!))).toBe(true);
@@ -273,10 +265,10 @@ describe('httpsExport', () => {
     const out = exporter({ url: collector.url, log, timeoutMs: 600_000 });
     const sent = lines(1, 2);
     out.send(sent[0]!);
-    await until(() => collector.floodsCut === 1, 'the exporter cut the endless answer');
+    await eventually(() => collector.floodsCut === 1, 15_000, 'the exporter cut the endless answer', 5);
     collector.answer = 200;
     out.send(sent[1]!);
-    await until(() => collector.accepted() === sent.join(''), 'the next line delivered after the cut');
+    await eventually(() => collector.accepted() === sent.join(''), 15_000, 'the next line delivered after the cut', 5);
     expect(collector.received.map((r) => r.body)).toEqual(sent);
   });
 
@@ -286,10 +278,10 @@ describe('httpsExport', () => {
     const out = exporter({ url: collector.url, log, maxQueued: 3 });
     const sent = lines(1, 5);
     for (const line of sent) out.send(line);
-    await until(() => failures(entries).length > 0, 'a failure logged');
+    await eventually(() => failures(entries).length > 0, 15_000, 'a failure logged', 5);
     expect(failures(entries)[0]).toMatchObject({ queued: 3, dropped: 2 });
     collector.useCertificate(certs.server);
-    await until(() => collector.accepted() === sent.slice(2).join(''), 'the newest three lines delivered');
+    await eventually(() => collector.accepted() === sent.slice(2).join(''), 15_000, 'the newest three lines delivered', 5);
     await out.close();
     expect(collector.received.map((r) => r.body)).toEqual([sent.slice(2).join('')]);
   });
@@ -299,14 +291,14 @@ describe('httpsExport', () => {
     const anonymous = capturingLogger();
     const without = exporter({ url: collector.url, log: anonymous.log });
     without.send(lines(1, 1)[0]!);
-    await until(() => failures(anonymous.entries).length > 0, 'the exporter without a certificate refused');
+    await eventually(() => failures(anonymous.entries).length > 0, 15_000, 'the exporter without a certificate refused', 5);
     await without.close();
     expect(collector.received).toEqual([]);
 
     const { log } = capturingLogger();
     const out = exporter({ url: collector.url, log, clientCert: certs.client.certPem, clientKey: certs.client.keyPem });
     out.send(lines(2, 2)[0]!);
-    await until(() => collector.accepted() === lines(2, 2)[0], 'delivered over mTLS');
+    await eventually(() => collector.accepted() === lines(2, 2)[0], 15_000, 'delivered over mTLS', 5);
     expect(collector.received.map((r) => r.clientCn)).toEqual(['gatehouse-exporter']);
   });
 
@@ -326,7 +318,7 @@ describe('httpsExport', () => {
     const { log, entries } = capturingLogger();
     const out = httpsExport({ url: collector.url, ca: certs.ca.certPem, instance: 'gw-1', log, timeoutMs: 250, retryMinMs: 10 });
     out.send(lines(1, 1)[0]!);
-    await until(() => collector.received.length > 0, 'the collector read the request');
+    await eventually(() => collector.received.length > 0, 15_000, 'the collector read the request', 5);
     await expect(out.close()).resolves.toBeUndefined();
     expect(String(failures(entries)[0]?.['err'])).toMatch(/no answer within 250 ms/);
     expect(failures(entries).at(-1)).toMatchObject({ at_close: true, queued: 1 });
@@ -340,7 +332,7 @@ describe('httpsExport', () => {
     const out = httpsExport({ url: collector.url, ca: certs.ca.certPem, instance: 'gw-1', log, retryMinMs: 60_000 });
     const line = lines(1, 1)[0]!;
     out.send(line);
-    await until(() => failures(entries).length > 0, 'the 503 logged');
+    await eventually(() => failures(entries).length > 0, 15_000, 'the 503 logged', 5);
     collector.answer = 200;
     await out.close();
     expect(collector.received.map((r) => r.status)).toEqual([503, 200]);

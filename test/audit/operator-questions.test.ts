@@ -1,6 +1,7 @@
 // Issue #22 items 4-8: the operator's questions, answered from a real gateway's chain by the built CLI. Every refusal for
 // a client includes the token endpoint's invalid_client for it; a flood's aggregated refusals are counted; "who called
 // /public" takes a path; an allowed request shows the status actually sent (its completion record), a 502 included.
+import { route } from '../support/routes.js';
 import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -20,15 +21,7 @@ const FLOOD = 40;
 beforeAll(async () => {
   const gw = await startGateway(
     (base) => ({
-      ...withIssuer(base, {}, [
-        {
-          id: 'dead',
-          match: { path_prefix: '/dead', methods: ['GET'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'dead' } },
-        },
-      ]),
+      ...withIssuer(base, {}, [route('dead', '/dead', { to: 'dead' })]),
       // Port 1 on loopback: nothing listens, so the upstream refuses the connection.
       upstreams: { dead: { url: 'http://127.0.0.1:1' } },
       limits: { pre_auth_per_ip: { points: 100_000, duration_s: 60 } },

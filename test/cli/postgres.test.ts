@@ -14,6 +14,7 @@ import { runCli, serveCli, type CliResult, type ServeProcess } from '../support/
 import { removeDir } from '../support/harness.js';
 import { dropTestSchemas, POSTGRES_URL, testSchema } from '../support/services.js';
 import { hostPort, TcpRelay } from '../support/tcp-relay.js';
+import { eventually } from '../support/eventually.js';
 
 if (POSTGRES_URL === undefined) {
   describe.skip('gatehouse on PostgreSQL: SKIPPED (set GATEHOUSE_TEST_POSTGRES_URL=postgres://postgres@127.0.0.1:5432/test)', () => {
@@ -103,14 +104,6 @@ if (POSTGRES_URL === undefined) {
     const response = await request(`https://127.0.0.1:${port}/api/x`, { dispatcher: agent(), headers: { authorization: `Bearer ${accessToken}` } });
     await response.body.dump();
     return response.statusCode;
-  }
-
-  async function eventually(check: () => Promise<boolean>, ms = 5000): Promise<void> {
-    const until = Date.now() + ms;
-    while (!(await check())) {
-      if (Date.now() > until) throw new Error('condition not reached in time');
-      await new Promise((resolve) => setTimeout(resolve, 50));
-    }
   }
 
   describe('gatehouse on PostgreSQL', () => {

@@ -1,5 +1,6 @@
 // OAuth 2 token endpoint, client authentication and its guards, introspection, revocation, metadata and JWKS, against real
 // gateways on ephemeral ports (SECURITY-MATRIX.md OA-01..OA-17, SEC-01..SEC-11). Every case sends real requests.
+import { eventually } from '../support/eventually.js';
 import { readFileSync, existsSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { join } from 'node:path';
@@ -112,15 +113,6 @@ function expectIdenticalInvalidClient(answers: readonly OAuthResponse[]): OAuthR
 
 function randomId(): string {
   return `rnd${Math.random().toString(36).slice(2, 14)}`;
-}
-
-async function eventually(check: () => Promise<boolean>, timeoutMs = 3000): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if (await check()) return true;
-    if (Date.now() > deadline) return false;
-    await new Promise((resolve) => setTimeout(resolve, 25));
-  }
 }
 
 describe('OAuth token endpoint (functional)', () => {
@@ -373,8 +365,7 @@ describe('OAuth token endpoint (functional)', () => {
     const c = await client(gw, { secret, hash: weak });
     expect(c.secret).toBe(secret);
     expect(await getToken(gw, c)).toMatch(/^ey/);
-    const upgraded = await eventually(async () => isCurrentHash((await readClient(gw, c.id))?.secrets[0]?.hash ?? ''));
-    expect(upgraded).toBe(true);
+    await eventually(async () => isCurrentHash((await readClient(gw, c.id))?.secrets[0]?.hash ?? ''), 3000, 'the stored hash upgraded');
     const stored = await readClient(gw, c.id);
     expect(stored?.secrets.length).toBe(1);
     expect(stored?.secrets[0]?.hash).not.toBe(weak);

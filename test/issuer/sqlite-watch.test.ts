@@ -3,7 +3,7 @@
 // client's token, a revoked token and a newly added client's token are honoured at once, without a restart.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestGateway } from '../support/harness.js';
-import { eventually } from '../support/gateway-client.js';
+import { eventually } from '../support/eventually.js';
 import { addClient, callWith, forgeToken, getToken, startIssuerGateway, updateClient, validClaims, withIssuer, withStore } from '../support/issuer.js';
 import { generateClientId } from '../../src/issuer/secrets.js';
 import { SQLITE_WATCH_INTERVAL_MS } from '../../src/store/sqlite.js';

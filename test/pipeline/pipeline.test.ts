@@ -1,3 +1,4 @@
+import { route } from '../support/routes.js';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
@@ -233,10 +234,7 @@ describe('LOG-07 audit log failure: allows fail closed, refusals still enforced'
     const gw = await startGateway(
       (base) => ({
         ...base,
-        routes: [
-          ...(base.routes ?? []),
-          { id: 'mtls', match: { path_prefix: '/mtls', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } },
-        ],
+        routes: [...(base.routes ?? []), route('mtls', '/mtls', { authn: ['mtls'] })],
       }),
       { audit },
     );

@@ -1,5 +1,7 @@
 // The reverse proxy end to end: path/host/query forwarding, request framing towards the upstream, streaming both ways
 // with backpressure, upstream failures (REL-05), client aborts (RL-03), TLS to the upstream (TLS-15), 1xx, and echo.
+import { route, type RouteInput, type RouteOptions } from '../support/routes.js';
+import { eventually } from '../support/eventually.js';
 import { readRecords } from '../../src/audit/read.js';
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
@@ -15,7 +17,6 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closedPort } from '../support/harness.js';
 import { request } from 'undici';
-import type { ConfigInput } from '../../src/config/schema.js';
 import { createCertificateAuthority, issueServerCertificate } from '../../src/tls/ca.js';
 import { buildConfig } from '../../src/config/load.js';
 import {
@@ -63,16 +64,6 @@ function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
     timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
   });
   return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}
-
-/** Polls until `predicate` holds or `ms` passes; returns whether it held. */
-async function eventually(predicate: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) return false;
-    await sleep(20);
-  }
-  return true;
 }
 
 /** Resolves true on 'drain', false on 'close'; removes both listeners either way. */
@@ -324,21 +315,8 @@ async function startTlsUpstream(dir: string): Promise<TlsUpstream> {
   });
 }
 
-type RouteInput = ConfigInput['routes'][number];
-const proxy = (
-  id: string,
-  prefix: string,
-  upstream: string,
-  extra: Partial<Extract<RouteInput['handler'], { proxy: unknown }>['proxy']> = {},
-  more: Partial<RouteInput> = {},
-): RouteInput => ({
-  id,
-  match: { path_prefix: prefix, methods: ['GET', 'POST', 'PUT'] },
-  authn: ['none'],
-  authz: { allow: 'anyone' },
-  handler: { proxy: { upstream, ...extra } },
-  ...more,
-});
+const proxy = (id: string, prefix: string, upstream: string, extra: RouteOptions['proxy'] = {}, more: RouteOptions = {}): RouteInput =>
+  route(id, prefix, { methods: ['GET', 'POST', 'PUT'], to: upstream, proxy: extra, ...more });
 
 describe('reverse proxy', () => {
   let gw: TestGateway;
@@ -366,21 +344,8 @@ describe('reverse proxy', () => {
       },
       routes: [
         ...base.routes,
-        {
-          id: 'whoami',
-          match: { path_prefix: '/whoami', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { service: 'echo' },
-        },
-        {
-          id: 'echo-small',
-          match: { path_prefix: '/echo-small', methods: ['GET', 'POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          body_limit_bytes: 1000,
-          handler: { service: 'echo' },
-        },
+        route('whoami', '/whoami', { authn: ['mtls'] }),
+        route('echo-small', '/echo-small', { methods: ['GET', 'POST'], body_limit_bytes: 1000 }),
         proxy('app', '/app', 'app'),
         proxy('app-small', '/app-small', 'app', {}, { body_limit_bytes: 1000 }),
         proxy('strip', '/strip', 'app', { strip_prefix: true }),
@@ -767,10 +732,10 @@ describe('reverse proxy', () => {
           () => 'aborted',
         ),
       );
-      expect(await eventually(() => behave.held.length === 50, 10_000)).toBe(true);
+      await eventually(() => behave.held.length === 50, 10_000, '50 requests held upstream');
       for (const c of controllers) c.abort();
       expect(new Set(await Promise.all(pending))).toEqual(new Set(['aborted']));
-      expect(await eventually(() => behave.heldClosed === 50, 10_000)).toBe(true);
+      await eventually(() => behave.heldClosed === 50, 10_000, 'the 50 held upstream requests closed');
       const after = await request(`${gw.origin}/app/after-aborts`, { dispatcher: gw.agent() });
       expect(after.statusCode).toBe(200);
       await after.body.text();
@@ -786,9 +751,9 @@ describe('reverse proxy', () => {
           s.on('error', () => undefined);
           return s;
         });
-        expect(await eventually(() => behave.held.length === 50, 10_000)).toBe(true);
+        await eventually(() => behave.held.length === 50, 10_000, '50 requests held upstream');
         for (const s of streams) s.close(h2constants.NGHTTP2_CANCEL);
-        expect(await eventually(() => behave.heldClosed === 50, 10_000)).toBe(true);
+        await eventually(() => behave.heldClosed === 50, 10_000, 'the 50 held upstream requests closed');
         const res = await h2Request(session, { ':method': 'GET', ':path': '/app/after-h2-aborts' });
         expect(res.status).toBe(200);
       } finally {
@@ -809,9 +774,7 @@ describe('reverse proxy', () => {
     it('TLS-15 an https upstream without a pinned CA is a configuration error (system roots are never used)', () => {
       const base = {
         tls: { cert: 'a', key: 'b' },
-        routes: [
-          { id: 'r', match: { path_prefix: '/r', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'up' } } },
-        ],
+        routes: [route('r', '/r', { to: 'up' })],
       };
       expect(() => buildConfig({ ...base, upstreams: { up: { url: tlsUp.url } } }, '/')).toThrow(/upstreams\.up\.ca: an https upstream needs a pinned CA/);
     });

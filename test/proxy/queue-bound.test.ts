@@ -1,5 +1,6 @@
 // RL: a slow upstream must not make the gateway hoard requests. Past connections + max_queued requests in flight, the
 // next one is refused at once with 503 + Retry-After; slots come back as requests finish (or their clients leave).
+import { route } from '../support/routes.js';
 import { once } from 'node:events';
 import { createServer, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -23,16 +24,7 @@ describe('upstream queue bound', () => {
     gw = await startGateway((base) => ({
       ...base,
       upstreams: { slow: { url: `http://127.0.0.1:${port}`, connections: 1, max_queued: 2, headers_timeout_ms: 20_000 } },
-      routes: [
-        ...base.routes,
-        {
-          id: 'slow',
-          match: { path_prefix: '/slow', methods: ['GET'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'slow' } },
-        },
-      ],
+      routes: [...base.routes, route('slow', '/slow', { to: 'slow' })],
     }));
   });
   afterAll(async () => {

@@ -1,3 +1,4 @@
+import { route } from '../support/routes.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { problemCode, rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 
@@ -9,15 +10,7 @@ describe('JWT-26 one credential per request', () => {
     gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [
-        {
-          id: 'app',
-          match: { path_prefix: '/app', methods: ['GET'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'app', forward_authorization: true } },
-        },
-      ],
+      routes: [route('app', '/app', { to: 'app', proxy: { forward_authorization: true } })],
     }));
   });
   afterAll(async () => {

@@ -2,6 +2,7 @@
 // with its own issuer, started on an ephemeral port. Claim-level cases are signed with the gateway's real signing key
 // (forgeToken / signWithGateway), header- and shape-level cases are hand-built compact strings. Each refusal is checked on
 // the wire (status, WWW-Authenticate, problem code) and in the audit log (decision, stage, code) by request id.
+import { route } from '../support/routes.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   createHmac,
@@ -267,15 +268,7 @@ const verifications = (t: Target): number => t.gw.gateway.issuer?.bearer.stats.v
 beforeAll(async () => {
   const [edGw, esGw, startedSpy] = await Promise.all([
     startIssuerGateway((base) =>
-      withIssuer(base, {}, [
-        {
-          id: 'other',
-          match: { path_prefix: '/other', methods: ['GET'] },
-          authn: ['bearer'],
-          authz: { allow: 'authenticated', audience: OTHER_AUDIENCE },
-          handler: { service: 'echo' },
-        },
-      ]),
+      withIssuer(base, {}, [route('other', '/other', { authn: ['bearer'], authz: { allow: 'authenticated', audience: OTHER_AUDIENCE } })]),
     ),
     startIssuerGateway((base) => withIssuer(base, { signing_alg: 'ES256' })),
     startSpy(),

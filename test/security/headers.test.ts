@@ -1,5 +1,6 @@
 // Proxy header hygiene (SECURITY-MATRIX G: HDR-01..HDR-08, OA-18 header part): what the gateway lets cross it in each
 // direction, checked on the real bytes the recording upstream and the client receive.
+import { route, type RouteInput, type RouteOptions } from '../support/routes.js';
 import { once } from 'node:events';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
 import type { AddressInfo } from 'node:net';
@@ -150,13 +151,8 @@ const HOP_BY_HOP_RESPONSE =
   '\r\n' +
   '5\r\nhello\r\n0\r\n\r\n';
 
-const proxyRoute = (id: string, prefix: string, upstream: string, extra: Record<string, unknown> = {}) => ({
-  id,
-  match: { path_prefix: prefix, methods: ['GET', 'POST'] as ('GET' | 'POST')[] },
-  authn: ['none'] as 'none'[],
-  authz: { allow: 'anyone' as const },
-  handler: { proxy: { upstream, ...extra } },
-});
+const proxyRoute = (id: string, prefix: string, upstream: string, proxy: RouteOptions['proxy'] = {}): RouteInput =>
+  route(id, prefix, { methods: ['GET', 'POST'], to: upstream, proxy });
 
 describe('proxy header hygiene', () => {
   let gw: TestGateway;
@@ -176,13 +172,7 @@ describe('proxy header hygiene', () => {
         proxyRoute('api', '/api', 'app'),
         proxyRoute('withauth', '/withauth', 'app', { forward_authorization: true }),
         proxyRoute('rawresp', '/rawresp', 'raw'),
-        {
-          id: 'secure',
-          match: { path_prefix: '/secure', methods: ['GET', 'POST'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { proxy: { upstream: 'app' } },
-        },
+        route('secure', '/secure', { methods: ['GET', 'POST'], authn: ['mtls'], to: 'app' }),
       ],
     }));
     // Same routes behind a gateway that trusts 127.0.0.1 as a load balancer: the positive control for HDR-04.

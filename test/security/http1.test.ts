@@ -1,5 +1,6 @@
 // HTTP/1.1 parsing, smuggling and request-edge limits (SECURITY-MATRIX E, HDR-01, HDR-07, TLS-08), sent as raw bytes over TLS.
 // Every refusal asserts the status, the problem `code`, and that the recording upstream received nothing.
+import { route } from '../support/routes.js';
 import { once } from 'node:events';
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -63,37 +64,10 @@ describe('HTTP/1.1 edge (raw bytes over TLS)', () => {
       limits: { max_headers: 20, max_header_bytes: 4096, max_uri_bytes: 512 },
       upstreams: { app: { url: upstream.url }, counter: { url: counting.url } },
       routes: [
-        {
-          id: 'public',
-          match: { path_prefix: '/public', methods: ['GET', 'POST', 'PUT'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          body_limit_bytes: BODY_LIMIT,
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'secure',
-          match: { path_prefix: '/secure', methods: ['GET', 'POST'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'upload',
-          match: { path_prefix: '/upload', methods: ['POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          body_limit_bytes: BODY_LIMIT,
-          handler: { proxy: { upstream: 'counter' } },
-        },
-        {
-          id: 'echo',
-          match: { path_prefix: '/echo', methods: ['POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          body_limit_bytes: BODY_LIMIT,
-          handler: { service: 'echo' },
-        },
+        route('public', '/public', { methods: ['GET', 'POST', 'PUT'], to: 'app', body_limit_bytes: BODY_LIMIT }),
+        route('secure', '/secure', { methods: ['GET', 'POST'], authn: ['mtls'], to: 'app' }),
+        route('upload', '/upload', { methods: ['POST'], to: 'counter', body_limit_bytes: BODY_LIMIT }),
+        route('echo', '/echo', { methods: ['POST'], body_limit_bytes: BODY_LIMIT }),
       ],
     }));
   });

@@ -1,6 +1,7 @@
 // HTTP/2 security tests (SECURITY-MATRIX F, H2-01..H2-10, plus the HTTP/2 request semantics of issue #2).
 // Well-formed requests go through node:http2; malformed ones are hand-built frames over node:tls (ALPN h2) with a
 // minimal HPACK encoder (literal representations only, no Huffman) so that any bytes can be sent.
+import { route, type RouteInput, type RouteOptions } from '../support/routes.js';
 import { once } from 'node:events';
 import { createServer, type IncomingHttpHeaders, type Server, type ServerResponse } from 'node:http';
 import { connect as h2connect, type ClientHttp2Session, type IncomingHttpHeaders as H2Headers, type OutgoingHttpHeaders, type Settings } from 'node:http2';
@@ -9,6 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { h2Session, problemCode, startGateway, startUpstream, type TestCertificates, type TestGateway, type TestUpstream } from '../support/harness.js';
+import { eventually } from '../support/eventually.js';
 
 // ---------------------------------------------------------------------------------------------------------------
 // Raw HTTP/2 framing
@@ -366,16 +368,6 @@ function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-/** Polls `predicate` every 10 ms for at most `ms`. */
-async function until(predicate: () => boolean, ms: number): Promise<boolean> {
-  const deadline = Date.now() + ms;
-  while (!predicate()) {
-    if (Date.now() > deadline) return false;
-    await sleep(10);
-  }
-  return true;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Outcomes and common assertions
 // ---------------------------------------------------------------------------------------------------------------
@@ -501,8 +493,8 @@ async function stopBounded(gw: TestGateway | undefined, ...upstreams: ReadonlyAr
   await Promise.race([stopping, sleep(1000)]);
 }
 
-function proxyRoute(id: string, prefix: string, upstream: string, methods: ('GET' | 'POST' | 'PUT')[] = ['GET', 'POST', 'PUT']) {
-  return { id, match: { path_prefix: prefix, methods }, authn: ['none' as const], authz: { allow: 'anyone' as const }, handler: { proxy: { upstream } } };
+function proxyRoute(id: string, prefix: string, upstream: string, methods: RouteOptions['methods'] = ['GET', 'POST', 'PUT']): RouteInput {
+  return route(id, prefix, { methods, to: upstream });
 }
 
 /** Floods below send thousands of requests from 127.0.0.1: the per-IP budgets must not be what stops them. */
@@ -624,8 +616,12 @@ describe('HTTP/2 requests: semantics and header validation', () => {
       });
       stream.write(first);
       // The second half is held back until the upstream has seen bytes of the first: a buffering proxy never gets there.
-      const streamed = await until(() => (streamer.seen.find((r) => r.url === '/stream/h2-streaming')?.bytes ?? 0) > 0, 5000);
-      expect(streamed, 'upstream received body bytes while the client was still sending').toBe(true);
+      await eventually(
+        () => (streamer.seen.find((r) => r.url === '/stream/h2-streaming')?.bytes ?? 0) > 0,
+        5000,
+        'upstream received body bytes while the client was still sending',
+        10,
+      );
       expect(streamer.seen.find((r) => r.url === '/stream/h2-streaming')?.complete).toBe(false);
       stream.end(second);
       await Promise.race([once(stream, 'close'), sleep(5000)]);
@@ -988,11 +984,11 @@ describe('HTTP/2 concurrent stream limit (H2-09)', () => {
     try {
       expect(settings?.maxConcurrentStreams).toBe(100);
       const all = Array.from({ length: 105 }, (_, k) => h2Try(session, { ':method': 'GET', ':path': `/api/h2-09/hold/wait-${k}` }, undefined, 10_000));
-      await until(() => held.length >= 100, 5000);
+      await eventually(() => held.length >= 100, 5000, '100 streams held upstream', 10);
       await sleep(300);
       expect(held.length, 'requests in flight upstream').toBe(100);
       release();
-      await until(() => held.length >= 5, 5000);
+      await eventually(() => held.length >= 5, 5000, 'the 5 waiting streams held upstream', 10);
       release();
       const outcomes = await Promise.all(all);
       expect(outcomes.map(describeOutcome)).toEqual(Array.from({ length: 105 }, () => '200'));
@@ -1011,7 +1007,7 @@ describe('HTTP/2 concurrent stream limit (H2-09)', () => {
       const excess = Array.from({ length: 10 }, (_, k) => 201 + 2 * k);
       await raw.waitFor(() => raw.terminated || excess.every((id) => raw.settled(id)), 3000);
       expect(excess.map((id) => describeOutcome(rawOutcome(raw, id)))).toEqual(excess.map(() => `reset ${ERROR.REFUSED_STREAM}`));
-      await until(() => held.length >= 100, 3000);
+      await eventually(() => held.length >= 100, 3000, '100 admitted streams held upstream', 10);
       await sleep(200);
       expect(held.length).toBeLessThanOrEqual(100);
       expect(seenAt('/api/h2-09/hold/early-').length).toBeLessThanOrEqual(100);

@@ -1,6 +1,7 @@
 // Client-certificate authentication (SECURITY-MATRIX D: TLS-09, TLS-11, TLS-12; OA-18 header part): only a certificate the
 // handshake verified counts, the identity comes from exactly one well-formed SAN (never the CN, never a header), and every
 // decision is audited without certificate bytes. Real handshakes with certificates made by the gateway's own CA code.
+import { route } from '../support/routes.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createHash, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
@@ -207,28 +208,10 @@ describe('mTLS routes on a running gateway', () => {
       upstreams: { app: { url: upstream.url } },
       routes: [
         ...(base.routes ?? []),
-        { id: 'api', match: { path_prefix: '/api', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-        {
-          id: 'mtls-echo',
-          match: { path_prefix: '/mtls', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { service: 'echo' },
-        },
-        {
-          id: 'mtls-api',
-          match: { path_prefix: '/secure', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'admin',
-          match: { path_prefix: '/admin', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated', subjects: [ADMIN_SUBJECT] },
-          handler: { proxy: { upstream: 'app' } },
-        },
+        route('api', '/api', { to: 'app' }),
+        route('mtls-echo', '/mtls', { authn: ['mtls'] }),
+        route('mtls-api', '/secure', { authn: ['mtls'], to: 'app' }),
+        route('admin', '/admin', { authn: ['mtls'], authz: { allow: 'authenticated', subjects: [ADMIN_SUBJECT] }, to: 'app' }),
       ],
     }));
     certs = gw.certs;

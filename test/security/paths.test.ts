@@ -1,5 +1,6 @@
 // Authorization and path canonicalization through a real gateway (SECURITY-MATRIX H: AZ-01, AZ-03..AZ-08, AZ-10, AZ-11):
 // the canonical path is decided once at the edge, authorized, and is exactly what the upstream receives.
+import { route } from '../support/routes.js';
 import fc from 'fast-check';
 import type { IncomingHttpHeaders } from 'node:http';
 import type { Agent, Dispatcher } from 'undici';
@@ -27,20 +28,8 @@ describe('path canonicalization and authorization through the gateway', () => {
       ...base,
       upstreams: { app: { url: upstream.url } },
       routes: [
-        {
-          id: 'public',
-          match: { path_prefix: '/public', methods: ['GET', 'POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'admin',
-          match: { path_prefix: '/admin', methods: ['GET', 'POST'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { proxy: { upstream: 'app' } },
-        },
+        route('public', '/public', { methods: ['GET', 'POST'], to: 'app' }),
+        route('admin', '/admin', { methods: ['GET', 'POST'], authn: ['mtls'], to: 'app' }),
       ],
     }));
     anonymous = gw.agent();

@@ -1,6 +1,7 @@
 // Connection and request protection (SECURITY-MATRIX H1-17, H1-18, RL-01, RL-02, HDR-04, LOG-01): timeouts that close slow
 // clients, connection caps, pre-auth and per-principal quotas, the client address a limiter and the audit trust, and one audit
 // record per request carrying the request id the client saw. Short timeouts in config keep every wait bounded and small.
+import { route } from '../support/routes.js';
 import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect, type TLSSocket } from 'node:tls';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -10,6 +11,7 @@ import type { AuditRecord } from '../../src/audit/event.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { problemCode, startGateway, startUpstream, tlsOptions, type TestCertificates, type TestGateway, type TestUpstream } from '../support/harness.js';
 import { codeOf, RawConnection, rawExchange } from './raw-client.js';
+import { eventually } from '../support/eventually.js';
 
 type Limits = NonNullable<ConfigInput['limits']>;
 
@@ -21,28 +23,9 @@ function startProtected(upstream: TestUpstream, limits: Limits, extra: Partial<C
     upstreams: { app: { url: upstream.url } },
     quotas: { metered: { points: 2, duration_s: 60 } },
     routes: [
-      {
-        id: 'public',
-        match: { path_prefix: '/public', methods: ['GET', 'POST'] },
-        authn: ['none'],
-        authz: { allow: 'anyone' },
-        handler: { proxy: { upstream: 'app' } },
-      },
-      {
-        id: 'secure',
-        match: { path_prefix: '/secure', methods: ['GET', 'POST'] },
-        authn: ['mtls'],
-        authz: { allow: 'authenticated' },
-        handler: { proxy: { upstream: 'app' } },
-      },
-      {
-        id: 'metered',
-        match: { path_prefix: '/metered', methods: ['GET'] },
-        authn: ['mtls', 'none'],
-        authz: { allow: 'anyone' },
-        quota: 'metered',
-        handler: { proxy: { upstream: 'app' } },
-      },
+      route('public', '/public', { methods: ['GET', 'POST'], to: 'app' }),
+      route('secure', '/secure', { methods: ['GET', 'POST'], authn: ['mtls'], to: 'app' }),
+      route('metered', '/metered', { authn: ['mtls', 'none'], to: 'app', quota: 'metered' }),
     ],
     ...extra,
   }));
@@ -93,14 +76,17 @@ async function expectUsable(connection: RawConnection): Promise<void> {
 }
 
 /** Retries until a new connection is admitted (the server notices closed sockets asynchronously). */
-async function eventuallyConnects(port: number, certs: TestCertificates): Promise<boolean> {
-  for (let i = 0; i < 20; i++) {
-    const attempt = await tryConnect(port, certs);
-    attempt.socket.destroy();
-    if (attempt.outcome === 'connected') return true;
-    await sleep(100);
-  }
-  return false;
+async function eventuallyConnects(port: number, certs: TestCertificates): Promise<void> {
+  await eventually(
+    async () => {
+      const attempt = await tryConnect(port, certs);
+      attempt.socket.destroy();
+      return attempt.outcome === 'connected';
+    },
+    2000,
+    'a new connection admitted',
+    100,
+  );
 }
 
 function recordsFor(records: readonly AuditRecord[], requestId: string): AuditRecord[] {
@@ -247,7 +233,7 @@ describe('protection', () => {
         for (const connection of open) await expectUsable(connection);
         // A cap on live connections, not a rate: once one closes, a new one is admitted.
         open.pop()?.destroy();
-        expect(await eventuallyConnects(gw.port, gw.certs)).toBe(true);
+        await eventuallyConnects(gw.port, gw.certs);
       } finally {
         for (const connection of open) connection.destroy();
         await gw.stop();
@@ -264,7 +250,7 @@ describe('protection', () => {
         expect(third.outcome).toBe('refused');
         for (const connection of open) await expectUsable(connection);
         open.pop()?.destroy();
-        expect(await eventuallyConnects(gw.port, gw.certs)).toBe(true);
+        await eventuallyConnects(gw.port, gw.certs);
       } finally {
         for (const connection of open) connection.destroy();
         await gw.stop();

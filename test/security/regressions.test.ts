@@ -1,4 +1,5 @@
 // Regression tests for defects found in review: each would fail if its fix were reverted.
+import { route } from '../support/routes.js';
 import { constants as h2c } from 'node:http2';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
@@ -13,16 +14,7 @@ describe('review regressions', () => {
       ...base,
       limits: { request_timeout_ms: 800, pre_auth_per_ip: { points: 1000, duration_s: 60 } },
       upstreams: { app: { url: upstream.url, connections: 1 } },
-      routes: [
-        ...(base.routes ?? []),
-        {
-          id: 'app',
-          match: { path_prefix: '/app', methods: ['GET', 'POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-      ],
+      routes: [...(base.routes ?? []), route('app', '/app', { methods: ['GET', 'POST'], to: 'app' })],
     }));
   });
   afterAll(async () => {

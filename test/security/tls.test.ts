@@ -1,5 +1,6 @@
 // TLS listener hardening (SECURITY-MATRIX D): protocol versions, cipher suites, groups, renegotiation, HSTS on every response,
 // ALPN and cleartext refusal, certificate hot-swap and session resumption — all over real sockets against a running gateway.
+import { route } from '../support/routes.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { closedPort } from '../support/harness.js';
 import { execFile, spawn } from 'node:child_process';
@@ -344,49 +345,12 @@ describe('TLS listener', () => {
       },
       routes: [
         ...(base.routes ?? []),
-        {
-          id: 'api',
-          match: { path_prefix: '/api', methods: ['GET', 'POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'small',
-          match: { path_prefix: '/small', methods: ['POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          body_limit_bytes: 16,
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'secure',
-          match: { path_prefix: '/secure', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-        {
-          id: 'dead',
-          match: { path_prefix: '/dead', methods: ['GET'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'dead' } },
-        },
-        {
-          id: 'silent',
-          match: { path_prefix: '/silent', methods: ['GET'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'silent' } },
-        },
-        {
-          id: 'admin-only',
-          match: { path_prefix: '/admin-only', methods: ['GET'] },
-          authn: ['mtls'],
-          authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/admin'] },
-          handler: { proxy: { upstream: 'app' } },
-        },
+        route('api', '/api', { methods: ['GET', 'POST'], to: 'app' }),
+        route('small', '/small', { methods: ['POST'], to: 'app', body_limit_bytes: 16 }),
+        route('secure', '/secure', { authn: ['mtls'], to: 'app' }),
+        route('dead', '/dead', { to: 'dead' }),
+        route('silent', '/silent', { to: 'silent' }),
+        route('admin-only', '/admin-only', { authn: ['mtls'], authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/admin'] }, to: 'app' }),
       ],
     }));
     certs = gw.certs;
@@ -718,15 +682,7 @@ describe('TLS listener', () => {
           ...base,
           limits: { ...testLimits(base), pre_auth_per_ip: { points: 1, duration_s: 60 } },
           upstreams: { app: { url: quotaUpstream.url } },
-          routes: [
-            {
-              id: 'api',
-              match: { path_prefix: '/api', methods: ['GET'] },
-              authn: ['none'],
-              authz: { allow: 'anyone' },
-              handler: { proxy: { upstream: 'app' } },
-            },
-          ],
+          routes: [route('api', '/api', { to: 'app' })],
         }));
       });
 

@@ -1,3 +1,4 @@
+import { route } from '../support/routes.js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { request } from 'undici';
 import { rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
@@ -10,16 +11,7 @@ describe('gateway basics', () => {
     gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [
-        ...(base.routes ?? []),
-        {
-          id: 'api',
-          match: { path_prefix: '/api', methods: ['GET', 'POST'] },
-          authn: ['none'],
-          authz: { allow: 'anyone' },
-          handler: { proxy: { upstream: 'app' } },
-        },
-      ],
+      routes: [...(base.routes ?? []), route('api', '/api', { methods: ['GET', 'POST'], to: 'app' })],
     }));
   });
   afterAll(async () => {

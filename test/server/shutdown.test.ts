@@ -1,3 +1,4 @@
+import { route } from '../support/routes.js';
 import { connect } from 'node:http2';
 import { describe, expect, it } from 'vitest';
 import { Agent, request } from 'undici';
@@ -16,10 +17,7 @@ describe('REL-01 graceful shutdown', () => {
     const gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [
-        ...(base.routes ?? []),
-        { id: 'slow', match: { path_prefix: '/slow', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-      ],
+      routes: [...(base.routes ?? []), route('slow', '/slow', { to: 'app' })],
       shutdown: { drain_timeout_ms: 5000 },
     }));
     const agent = gw.agent();
@@ -71,9 +69,7 @@ describe('REL-01 graceful shutdown', () => {
     const gw = await startGateway((base) => ({
       ...base,
       upstreams: { app: { url: upstream.url } },
-      routes: [
-        { id: 'hang', match: { path_prefix: '/hang', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { proxy: { upstream: 'app' } } },
-      ],
+      routes: [route('hang', '/hang', { to: 'app' })],
       shutdown: { drain_timeout_ms: 300 },
     }));
     const pending = request(`${gw.origin}/hang`, { dispatcher: gw.agent() });

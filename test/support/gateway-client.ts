@@ -74,13 +74,3 @@ export class GatewayClient {
     });
   }
 }
-
-/** Polls `check` every 20 ms until it holds; throws after `ms`. Answers how long it took. */
-export async function eventually(check: () => Promise<boolean>, ms = 5000, what = 'condition'): Promise<number> {
-  const started = Date.now();
-  while (!(await check())) {
-    if (Date.now() - started > ms) throw new Error(`${what} not reached within ${ms} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-  return Date.now() - started;
-}

@@ -1,5 +1,6 @@
 // Test harness: real gateways on ephemeral ports with real TLS, a recording upstream, and raw-byte clients.
 // Nothing here mocks a Gatehouse part; it only starts them and speaks the wire protocols.
+import { route } from './routes.js';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer, type IncomingHttpHeaders, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
@@ -141,9 +142,7 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
   return {
     server: { host: '127.0.0.1', port: 0 },
     tls: { cert: certs.paths.serverCert, key: certs.paths.serverKey, client_ca: certs.paths.caCert },
-    routes: [
-      { id: 'public', match: { path_prefix: '/public', methods: ['GET', 'POST'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } },
-    ],
+    routes: [route('public', '/public', { methods: ['GET', 'POST'] })],
     log: { level: 'debug', access: true },
     shutdown: { drain_timeout_ms: 2000 },
     // Tests look up each refusal's own record by request id, many from one address in a few seconds; LOG-08 aggregation

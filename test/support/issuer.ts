@@ -1,5 +1,6 @@
 // Test helpers for the issuer: a gateway with the authorization server and bearer routes, clients written to its real
 // store, tokens from its real token endpoint, and forged tokens signed with its real signing key (for claim-level cases).
+import { route, type RouteInput } from './routes.js';
 import { join } from 'node:path';
 import { SignJWT, type JWTPayload, type JWTHeaderParameters } from 'jose';
 import { request, type Agent } from 'undici';
@@ -12,8 +13,6 @@ import type { Client } from '../../src/store/contract.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { startGateway, type TestCertificates, type TestGateway } from './harness.js';
 
-type RouteInput = ConfigInput['routes'][number];
-
 /**
  * The base config plus `issuer: {}` (overridable) and two bearer echo routes: `/api` (scope `echo:read`, all-of) and
  * `/any` (any of `a:1` `a:2`), both for the default audience.
@@ -24,20 +23,8 @@ export function withIssuer(base: ConfigInput, issuer: NonNullable<ConfigInput['i
     issuer,
     routes: [
       ...base.routes,
-      {
-        id: 'api',
-        match: { path_prefix: '/api', methods: ['GET', 'POST'] },
-        authn: ['bearer'],
-        authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } },
-        handler: { service: 'echo' },
-      },
-      {
-        id: 'any',
-        match: { path_prefix: '/any', methods: ['GET'] },
-        authn: ['bearer'],
-        authz: { allow: 'authenticated', scopes: { any_of: ['a:1', 'a:2'] } },
-        handler: { service: 'echo' },
-      },
+      route('api', '/api', { methods: ['GET', 'POST'], authn: ['bearer'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
+      route('any', '/any', { authn: ['bearer'], authz: { allow: 'authenticated', scopes: { any_of: ['a:1', 'a:2'] } } }),
       ...routes,
     ],
   };
