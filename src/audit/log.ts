@@ -15,7 +15,8 @@ import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
 import { ChainLock } from './chain-lock.js';
-import { firstRecord, lastCompleteRecord, sealSegment, statOrUndefined } from './segments.js';
+import { lastCompleteRecord, sealSegment, statOrUndefined } from './segments.js';
+import { planPruning, type RetentionPolicy } from './retention.js';
 import { encodeCompletion, encodeDecision } from './encode.js';
 import { RefusalAggregator, type AggregationSettings } from './aggregate.js';
 import type { CheckpointExport } from './export.js';
@@ -38,14 +39,6 @@ const ALERT_INTERVAL_MS = 10_000;
 function asAuditLogError(error: unknown, context: string): AuditLogError {
   if (error instanceof AuditLogError) return error;
   return new AuditLogError(`${context}: ${error instanceof Error ? error.message : String(error)}`);
-}
-
-/** audit.retention of the configuration, as the log takes it. */
-export function retentionOf(settings: {
-  readonly max_age_days?: number | undefined;
-  readonly max_total_bytes?: number | undefined;
-}): NonNullable<AuditLogOptions['retention']> {
-  return { maxAgeMs: settings.max_age_days === undefined ? undefined : settings.max_age_days * 86_400_000, maxBytes: settings.max_total_bytes };
 }
 
 export type FsyncPolicy = 'always' | 'interval' | 'off';
@@ -76,7 +69,7 @@ export interface AuditLogOptions {
    * is larger than `maxBytes`, are removed — after a `segments_pruned` record (signed with the audit key) says which, and
    * where the retained chain begins, so policy pruning verifies and a hand deletion does not. Checked every `checkMs`.
    */
-  readonly retention?: { readonly maxAgeMs?: number | undefined; readonly maxBytes?: number | undefined; readonly checkMs?: number };
+  readonly retention?: RetentionPolicy;
   /** LOG-08: repeated refusals of one source are counted into one record per window past the first few. */
   readonly aggregateRefusals?: AggregationSettings;
   /** Signed checkpoints: every `everyRecords` records or `intervalMs` (whichever first), and at close. */
@@ -435,30 +428,11 @@ export class AuditLog implements AuditSink {
     const policy = this.options.retention;
     if (policy === undefined || this.pruning || this.unavailableReason() !== undefined) return Promise.resolve();
     const names = chainsIn(readdirSync(this.dir)).get(this.options.instance) ?? [];
-    const sizes = names.map((name) => statOrUndefined(join(this.dir, name))?.size ?? 0);
-    let total = sizes.reduce((sum, size) => sum + size, 0);
-    const cutoff = this.now() - (policy.maxAgeMs ?? Number.POSITIVE_INFINITY);
-    let through: { seq: number; hash: string } | undefined;
-    let count = 0;
-    let reason = '';
-    for (let i = 0; i + 1 < names.length; i++) {
-      const name = names[i] as string;
-      if (name === this.segment.name || name === this.file?.name) break;
-      const next = firstRecord(join(this.dir, names[i + 1] as string));
-      if (next === undefined) {
-        this.options.log.warn({ segment: names[i + 1] }, 'audit retention stops: this segment does not begin with a verifiable record');
-        break;
-      }
-      const old = Date.parse(next.ts) < cutoff;
-      const large = policy.maxBytes !== undefined && total > policy.maxBytes;
-      if (!old && !large) break;
-      reason = old ? 'age' : 'size';
-      total -= sizes[i] as number;
-      through = { seq: next.seq - 1, hash: next.prev };
-      count = i + 1;
-    }
-    if (through === undefined) return Promise.resolve();
-    const pruned = names.slice(0, count);
+    const open = [this.segment.name, ...(this.file === undefined ? [] : [this.file.name])];
+    const plan = planPruning(this.dir, names, open, policy, this.now(), this.options.log);
+    if (plan === undefined) return Promise.resolve();
+    const { through, reason } = plan;
+    const pruned = plan.segments;
     const segments = pruned.join(' ');
     const ts = this.timestamp();
     const signer = this.options.checkpoints?.signer;
@@ -473,7 +447,7 @@ export class AuditLog implements AuditSink {
         segments,
         through_seq: through.seq,
         through_hash: through.hash,
-        pruned_bytes: sizes.slice(0, count).reduce((sum, size) => sum + size, 0),
+        pruned_bytes: plan.bytes,
         reason,
         key_id: signer?.keyId ?? null,
         signature,

@@ -4,7 +4,7 @@ import type { Command } from 'commander';
 import { pino } from 'pino';
 import { ADMIN_CHAIN } from '../audit/chain.js';
 import { checkpointExportFor } from '../audit/export.js';
-import { retentionOf } from '../audit/log.js';
+import { retentionOf } from '../audit/retention.js';
 import { recordAdminChanges } from '../audit/admin-log.js';
 import type { AdminActor, AdminChange } from '../audit/event.js';
 import { auditKeyFile, loadOrCreateAuditKey } from '../audit/audit-key.js';
