@@ -1,3 +1,5 @@
+// Where every HTTP request enters (HTTP/1.1 and HTTP/2 alike): the request id, the edge checks, the probes, the router,
+// then the pipeline; per-connection facts (peer, client address, certificate) are computed once and kept on the socket.
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
