@@ -27,6 +27,12 @@ export interface VerificationKey {
 export interface VerificationKeys {
   /** Public key + pinned alg for a published kid; a Map lookup, never I/O. */
   verificationKey(kid: string): VerificationKey | undefined;
+  /**
+   * A kid this instance does not hold may be a key another instance began signing with a moment ago: resolves once the
+   * keys were read again (shared and rate-limited by the implementation), after which verificationKey() is asked once
+   * more. Absent = an unknown kid is refused at once.
+   */
+  resolveKid?(kid: string): Promise<void>;
 }
 
 /** In-memory and synchronous: a revocation takes effect on the very next request, cached token or not. */
@@ -399,12 +405,19 @@ export class BearerAuthenticator implements Authenticator {
 
     const kid = own(header, 'kid');
     if (typeof kid !== 'string' || kid.length === 0 || kid.length > MAX_KID_LENGTH) return invalidToken('kid missing or malformed');
-    const published = this.keys.verificationKey(kid);
-    if (published === undefined) return invalidToken('unknown kid');
-
     const alg = own(header, 'alg');
-    if (alg !== published.alg) return invalidToken('alg does not match the key');
+    const published = this.keys.verificationKey(kid);
+    if (published !== undefined) return this.verifyWith(token, kid, alg, published);
+    if (this.keys.resolveKid === undefined) return invalidToken('unknown kid');
+    // The signature is checked only against the key the store holds under that kid, never anything the token carries.
+    return this.keys.resolveKid(kid).then(() => {
+      const found = this.keys.verificationKey(kid);
+      return found === undefined ? invalidToken('unknown kid') : this.verifyWith(token, kid, alg, found);
+    });
+  }
 
+  private verifyWith(token: string, kid: string, alg: unknown, published: VerificationKey): Verification | Promise<Verification> {
+    if (alg !== published.alg) return invalidToken('alg does not match the key');
     return this.verifySignature(token, kid, published);
   }
 

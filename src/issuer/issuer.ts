@@ -4,7 +4,7 @@
 // processes) take effect without a restart. A store that reports its changes (PostgreSQL LISTEN/NOTIFY) triggers the
 // refresh at once, and hands over revocations as they are made; the loop stays as the safety net for lost notifications.
 import type { Logger } from 'pino';
-import { BearerAuthenticator } from '../authn/bearer.js';
+import { BearerAuthenticator, type VerificationKeys } from '../authn/bearer.js';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
@@ -26,6 +26,7 @@ import {
 } from './endpoints.js';
 import { ensureSigningKey } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
+import { KID_SHAPE } from './signing-key.js';
 import { RevocationSet } from './revocations.js';
 import { TokenSigner } from './tokens.js';
 
@@ -60,6 +61,8 @@ export interface IssuerEndpoint {
 const PURGE_INTERVAL_MS = 60_000;
 /** While refreshes keep failing, the error is logged again this often (an operator may have missed the first line). */
 const FAILURE_LOG_INTERVAL_MS = 60_000;
+/** Tokens with kids this instance does not hold make it re-read the store at most this often (see resolveKid). */
+export const KID_LOOKUP_INTERVAL_MS = 1000;
 
 export class Issuer {
   readonly bearer: BearerAuthenticator;
@@ -76,6 +79,10 @@ export class Issuer {
   private refreshing: Promise<void> | undefined;
   private queuedRefresh: Promise<void> | undefined;
   private watch: StoreWatch | undefined;
+  /** The re-read for unknown kids in progress, and when the last one began (performance.now(): immune to clock steps). */
+  private kidLookup: Promise<void> | undefined;
+  private lastKidLookup = Number.NEGATIVE_INFINITY;
+  private closed = false;
 
   private constructor(
     private readonly settings: DeepReadonly<IssuerConfig>,
@@ -89,7 +96,8 @@ export class Issuer {
     this.names = Issuer.names(settings, port);
     this.signingKid = this.currentSigningKid();
     const issuer = (): string => this.identifier;
-    this.bearer = new BearerAuthenticator(ring, revocations, {
+    const keys: VerificationKeys = { verificationKey: (kid) => ring.verificationKey(kid), resolveKid: (kid) => this.resolveKid(kid) };
+    this.bearer = new BearerAuthenticator(keys, revocations, {
       // Read on every use: with port 0 the identifier is known only once the listener is bound.
       get issuer() {
         return issuer();
@@ -207,6 +215,29 @@ export class Issuer {
     this.timer.unref();
   }
 
+  /**
+   * A token names a kid this instance does not hold. Another instance may have begun signing with a key this one has not
+   * read yet (`keys rotate --now`, the new key of an emergency revocation) a moment before the change notice arrives here;
+   * one re-read settles it. Only kids shaped like this issuer's (RFC 7638 thumbprints) are looked up, callers at the same
+   * time share one re-read, and re-reads for unknown kids begin at most once per KID_LOOKUP_INTERVAL_MS (a caller waits
+   * for the next one), so forged kids cannot make the store do more than that.
+   */
+  private resolveKid(kid: string): Promise<void> {
+    if (!KID_SHAPE.test(kid) || this.closed) return Promise.resolve();
+    this.kidLookup ??= this.lookUpKeys().finally(() => {
+      this.kidLookup = undefined;
+    });
+    return this.kidLookup;
+  }
+
+  private async lookUpKeys(): Promise<void> {
+    const wait = this.lastKidLookup + KID_LOOKUP_INTERVAL_MS - performance.now();
+    if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    if (this.closed) return;
+    this.lastKidLookup = performance.now();
+    await this.refresh();
+  }
+
   /** A change notified by the store: a revocation is taken as it is, anything else is re-read. */
   private storeChanged(change: StoreChange): void {
     if (change.kind === 'revoked') this.revocations.learn(change.revocation);
@@ -280,6 +311,7 @@ export class Issuer {
   }
 
   async close(): Promise<void> {
+    this.closed = true;
     if (this.timer !== undefined) clearInterval(this.timer);
     await this.watch?.close();
     await this.refreshing;

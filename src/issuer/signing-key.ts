@@ -65,6 +65,8 @@ const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as con
 const PUBLIC_JWK_MEMBERS = new Set(['kty', 'crv', 'x', 'y', 'kid', 'alg', 'use']);
 // Both curves have 32-byte coordinates: exactly 43 unpadded base64url characters.
 const COORDINATE = /^[A-Za-z0-9_-]{43}$/;
+/** Every kid this issuer makes (and opens): an RFC 7638 SHA-256 thumbprint, 43 unpadded base64url characters. */
+export const KID_SHAPE = /^[A-Za-z0-9_-]{43}$/;
 
 export function isSigningAlgorithm(value: unknown): value is SigningAlgorithm {
   return value === 'EdDSA' || value === 'ES256';

@@ -332,6 +332,56 @@ describe('JWT-08 kid injection', () => {
   });
 });
 
+describe('issue #23 item 4: a kid this instance does not hold yet', () => {
+  /** Keys that learn `late` (a key another instance began signing with) only when asked to look again. */
+  class LateKeys extends SpyKeys {
+    resolved: string[] = [];
+    constructor(private readonly late: Signer | undefined) {
+      super();
+    }
+    async resolveKid(kid: string): Promise<void> {
+      this.resolved.push(kid);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      if (this.late !== undefined) this.map.set(this.late.kid, this.late.published);
+    }
+  }
+
+  it('is looked up once and then verified against the key the store holds: five requests with the token, one lookup', async () => {
+    const late = await makeSigner('late-key', 'EdDSA', false);
+    const lateKeys = new LateKeys(late);
+    const authenticator = new BearerAuthenticator(lateKeys, revocations, options());
+    const jwt = await token(late);
+    const results = await Promise.all(Array.from({ length: 5 }, () => authnToken(jwt, authenticator)));
+    for (const result of results) expect(expectPrincipal(result).subject).toBe('client-1');
+    expect(lateKeys.resolved).toEqual(['late-key']);
+    // Known now: no further lookup.
+    expectPrincipal(await authnToken(await token(late), authenticator));
+    expect(lateKeys.resolved).toEqual(['late-key']);
+  });
+
+  it('stays refused when the lookup does not find it, and a wrong alg is refused after it as before', async () => {
+    const lateKeys = new LateKeys(undefined);
+    const authenticator = new BearerAuthenticator(lateKeys, revocations, options());
+    const result = await authnToken(await token(attacker), authenticator);
+    expectRefused(result);
+    if (result.outcome === 'rejected') expect(result.error.reason).toBe('unknown kid');
+    expect(lateKeys.resolved).toEqual(['attacker']);
+
+    const late = await makeSigner('late-es', 'ES256', false);
+    const confused = craft({ alg: 'EdDSA', typ: 'at+jwt', kid: late.kid }, claims());
+    const refused = await authnToken(confused, new BearerAuthenticator(new LateKeys(late), revocations, options()));
+    expectRefused(refused);
+    if (refused.outcome === 'rejected') expect(refused.error.reason).toBe('alg does not match the key');
+  });
+
+  it('without a resolver an unknown kid is refused at once, with no verification', async () => {
+    const result = await authnToken(await token(attacker));
+    expectRefused(result);
+    if (result.outcome === 'rejected') expect(result.error.reason).toBe('unknown kid');
+    expect(bearer.stats.verifications).toBe(0);
+  });
+});
+
 describe('JWT-10 psychic signature', () => {
   it('ES256 r = s = 0 (CVE-2022-21449) → invalid_token', async () => {
     const good = await token(es);

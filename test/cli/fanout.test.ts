@@ -17,6 +17,9 @@ import { removeDir } from '../support/harness.js';
 import { dropTestSchemas, POSTGRES_URL, testSchema } from '../support/services.js';
 import { hostPort, TcpRelay } from '../support/tcp-relay.js';
 
+/** The kid in a token's protected header. */
+const kidOf = (token: string): string => (JSON.parse(Buffer.from(token.split('.')[0] ?? '', 'base64url').toString()) as { kid: string }).kid;
+
 /** What the issue promises: refused by every instance within 1 s. */
 const FAN_OUT_MS = 1000;
 
@@ -61,7 +64,7 @@ if (POSTGRES_URL === undefined) {
       `server: { host: 127.0.0.1, port: 0 }\n` +
         `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
         // A minute between periodic refreshes: anything seen sooner came through the change notifications.
-        `issuer: { issuer: 'https://gw.fanout.test', refresh_interval_ms: 60000, key_activation_delay_s: 0 }\n` +
+        `issuer: { issuer: 'https://gw.fanout.test', refresh_interval_ms: 60000, key_activation_delay_s: 0, client_auth: { per_ip: { points: 1000, duration_s: 60 } } }\n` +
         `store: { postgres_schema: ${schema}, postgres_timeout_ms: 1000 }\n` +
         `routes:\n  - { id: api, match: { path_prefix: /api, methods: [GET] }, authn: [bearer], authz: { allow: authenticated }, handler: { service: echo } }\n`,
     );
@@ -129,6 +132,45 @@ if (POSTGRES_URL === undefined) {
         FAN_OUT_MS,
         'both publishing',
       );
+    });
+
+    it('keys rotate --now: within a second both instances sign with the new key, and each accepts the tokens of the other', async () => {
+      ok('keys', 'rotate', '--now');
+      const keys = JSON.parse(ok('keys', 'list', '--json')) as { kid: string; state: string }[];
+      const signing = keys.filter((key) => key.state === 'signing').map((key) => key.kid);
+      expect(signing).toHaveLength(1);
+      await eventually(
+        async () => kidOf(await http.accessToken(a.port, client)) === signing[0] && kidOf(await http.accessToken(b.port, client)) === signing[0],
+        FAN_OUT_MS,
+        'both signing with the new key',
+      );
+      expect(await http.call(b.port, await http.accessToken(a.port, client))).toBe(200);
+      expect(await http.call(a.port, await http.accessToken(b.port, client))).toBe(200);
+    });
+
+    it('keys revoke: within a second both instances refuse every token the key signed, and sign on with another key', async () => {
+      const signed = [await http.accessToken(a.port, client), await http.accessToken(b.port, client)];
+      const kid = kidOf(signed[0]!);
+      expect(kidOf(signed[1]!)).toBe(kid);
+      for (const token of signed) for (const port of [a.port, b.port]) expect(await http.call(port, token)).toBe(200);
+      // The command warns on stderr that the new key signs without the publication delay; it must succeed.
+      const revoked = runCli(['keys', 'revoke', kid, '--config', configFile, '--data', join(work, 'cli-data')], env());
+      expect(revoked.status, revoked.stderr).toBe(0);
+      await eventually(
+        async () => {
+          const answers = await Promise.all(signed.flatMap((token) => [http.call(a.port, token), http.call(b.port, token)]));
+          return answers.every((status) => status === 401);
+        },
+        FAN_OUT_MS,
+        'both refusing the tokens of the revoked key',
+      );
+      const fresh = [await http.accessToken(a.port, client), await http.accessToken(b.port, client)];
+      for (const token of fresh) {
+        expect(kidOf(token)).not.toBe(kid);
+        for (const port of [a.port, b.port]) expect(await http.call(port, token)).toBe(200);
+      }
+      expect(await http.jwksKids(a.port)).not.toContain(kid);
+      expect(await http.jwksKids(b.port)).not.toContain(kid);
     });
 
     it('an instance whose listening line was cut re-reads the store when it is back', async () => {

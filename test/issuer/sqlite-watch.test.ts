@@ -1,12 +1,40 @@
 // Issue #23 item 1 (SQLite): a gateway on the embedded store notices what another process commits (the CLI, another
 // gateway on the host) within a second, by PRAGMA data_version, with the periodic refresh set to a minute: a disabled
 // client's token, a revoked token and a newly added client's token are honoured at once, without a restart.
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { TestGateway } from '../support/harness.js';
 import { eventually } from '../support/eventually.js';
 import { addClient, callWith, forgeToken, getToken, startIssuerGateway, updateClient, validClaims, withIssuer, withStore } from '../support/issuer.js';
 import { generateClientId } from '../../src/issuer/secrets.js';
-import { SQLITE_WATCH_INTERVAL_MS } from '../../src/store/sqlite.js';
+import { SignJWT } from 'jose';
+import { KeyRing } from '../../src/issuer/key-ring.js';
+import { planImmediateRotation } from '../../src/issuer/key-schedule.js';
+import { generateSigningKey } from '../../src/issuer/signing-key.js';
+import type { SigningKey, SigningKeyChange, SigningKeyStore } from '../../src/store/contract.js';
+import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
+import { SQLITE_WATCH_INTERVAL_MS, SqliteCredentialStore } from '../../src/store/sqlite.js';
+
+/** A store holding one signing key: how the test signs with a key before the gateway's store has it. */
+class OneKey implements SigningKeyStore {
+  constructor(private readonly key: SigningKey) {}
+  async listSigningKeys(): Promise<readonly SigningKey[]> {
+    return [this.key];
+  }
+  addSigningKey(): Promise<void> {
+    throw new Error('read only');
+  }
+  rotateSigningKey(): Promise<void> {
+    throw new Error('read only');
+  }
+  changeSigningKeys(): Promise<SigningKeyChange> {
+    throw new Error('read only');
+  }
+  purgeExpiredSigningKeys(): Promise<number> {
+    throw new Error('read only');
+  }
+}
 
 describe('a gateway on SQLite watches the store', () => {
   let gw: TestGateway;
@@ -44,5 +72,38 @@ describe('a gateway on SQLite watches the store', () => {
     // A client the store does not have stays refused.
     const stranger = await forgeToken(gw, validClaims(gw, generateClientId()));
     expect((await callWith(gw, '/api/x', `Bearer ${stranger}`)).status).toBe(401);
+  });
+
+  it('issue #23 item 4: a token signed with a key made a moment ago elsewhere (keys rotate --now) is verified after one key read', async () => {
+    const client = await addClient(gw);
+    const kek = loadKeyEncryptionKey({ file: join(gw.dataDir, 'master.key') });
+    // The key another instance made and signs with: the token exists before the key reaches this gateway's store.
+    const next = await generateSigningKey('EdDSA', kek, Date.now(), Date.now());
+    const signer = (await KeyRing.load(new OneKey(next), kek)).signingKey();
+    const token = await new SignJWT(validClaims(gw, client.id)).setProtectedHeader({ alg: signer.alg, kid: signer.kid, typ: 'at+jwt' }).sign(signer.privateKey);
+    await withStore(gw, (store) => store.changeSigningKeys((keys) => planImmediateRotation(keys, Date.now(), next, 600)));
+    // At once: before the quarter-second watch can have told the gateway.
+    expect((await callWith(gw, '/api/x', `Bearer ${token}`)).status).toBe(200);
+  });
+
+  it('forged kids cannot make the store work: thirty at once, each shaped like a real kid, cost at most two key reads', async () => {
+    const client = await addClient(gw);
+    const forged = await Promise.all(
+      Array.from({ length: 30 }, () => forgeToken(gw, validClaims(gw, client.id), { kid: randomBytes(32).toString('base64url') })),
+    );
+    const notOurs = await forgeToken(gw, validClaims(gw, client.id), { kid: 'not-a-thumbprint' });
+    // Counted from here: the gateway's reads only (forging above read the store too).
+    const reads = vi.spyOn(SqliteCredentialStore.prototype, 'listSigningKeys');
+    try {
+      const statuses = await Promise.all(forged.map((token) => callWith(gw, '/api/x', `Bearer ${token}`).then((res) => res.status)));
+      expect(statuses).toEqual(forged.map(() => 401));
+      expect(reads.mock.calls.length).toBeLessThanOrEqual(2);
+      // A kid that cannot be one of this issuer's (not a thumbprint) is not even looked up.
+      reads.mockClear();
+      expect((await callWith(gw, '/api/x', `Bearer ${notOurs}`)).status).toBe(401);
+      expect(reads).not.toHaveBeenCalled();
+    } finally {
+      reads.mockRestore();
+    }
   });
 });
