@@ -286,7 +286,9 @@ export class PostgresCredentialStore implements CredentialStore {
   /** Listens on this schema's channel (one dedicated connection); every write below notifies it when it commits. */
   async watch(events: StoreWatchEvents): Promise<StoreWatch> {
     if (this.closed) throw new StoreError('unavailable', 'watch: store is closed');
-    const watch = await PostgresWatch.start(this.connection, this.channel, events, this.watchTiming);
+    // Named in pg_stat_activity, so an operator (or a test) can tell the listening line from the pool's connections.
+    const connection = { ...this.connection, application_name: `gatehouse watch ${this.channel}` };
+    const watch = await PostgresWatch.start(connection, this.channel, events, this.watchTiming);
     this.watches.add(watch);
     return {
       close: async () => {

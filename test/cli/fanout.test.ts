@@ -1,14 +1,17 @@
-// Revocation and client-state fan-out between `gatehouse serve` processes sharing PostgreSQL (LISTEN/NOTIFY). The
-// periodic refresh is set to a minute, so only the notification can explain what these tests see: a token revoked on one
-// instance is refused by the other within a second; a `clients disable` or `keys rotate` made with the CLI reaches every
-// instance within a second; an instance started cold refuses revoked tokens from its first request; and an instance
-// whose listening line was cut re-reads the store when it is back, picking up what was changed meanwhile.
+// Revocation, client-state and signing-key fan-out between `gatehouse serve` processes sharing PostgreSQL (LISTEN/NOTIFY).
+// The periodic refresh is set to a minute, so only the notification can explain what these tests see: a token revoked on
+// one instance is refused by the other within a second; `clients disable`, `keys rotate`, `keys rotate --now` and
+// `keys revoke` made with the CLI reach every instance within a second; an instance started cold refuses revoked tokens
+// from its first request; and an instance whose listening line was cut (by a relay, or by the server with
+// pg_terminate_backend) re-reads the store when it is back, picking up what was changed meanwhile.
 // Real server only (GATEHOUSE_TEST_POSTGRES_URL); skipped with a visible message without it.
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { changeChannel } from '../../src/store/postgres-watch.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
 import { runCli, serveCli, type ServeProcess } from '../support/cli.js';
 import { GatewayClient, type ClientCredentials } from '../support/gateway-client.js';
@@ -43,6 +46,17 @@ if (POSTGRES_URL === undefined) {
   const env = (databaseUrl = url): NodeJS.ProcessEnv => {
     const { GATEHOUSE_MASTER_KEY: _m, GATEHOUSE_DATABASE_URL: _d, ...inherited } = process.env;
     return { ...inherited, GATEHOUSE_DATABASE_URL: databaseUrl, GATEHOUSE_MASTER_KEY: masterKey };
+  };
+  /** Ends the server processes of the connections named `applicationName`, as an administrator would; answers how many. */
+  const terminate = async (applicationName: string): Promise<number> => {
+    const admin = new pg.Client({ connectionString: url });
+    await admin.connect();
+    try {
+      const killed = await admin.query('SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1', [applicationName]);
+      return killed.rowCount ?? 0;
+    } finally {
+      await admin.end();
+    }
   };
   const ok = (...args: string[]): string => {
     const result = runCli([...args, '--config', configFile, '--data', join(work, 'cli-data')], env());
@@ -171,6 +185,18 @@ if (POSTGRES_URL === undefined) {
       }
       expect(await http.jwksKids(a.port)).not.toContain(kid);
       expect(await http.jwksKids(b.port)).not.toContain(kid);
+    });
+
+    it('the listening connection killed by the server (pg_terminate_backend): a change made meanwhile is applied after the reconnect', async () => {
+      const accessToken = await http.accessToken(a.port, client);
+      expect(await http.call(b.port, accessToken)).toBe(200);
+      const before = b.lines.filter((line) => line.includes('store change listener reconnected')).length;
+      // Every instance's listening line on this schema: A's and B's.
+      expect(await terminate(`gatehouse watch ${changeChannel(schema)}`)).toBe(2);
+      // Revoked while the lines are down (the first reconnect waits a quarter second): B hears no notice of it.
+      expect(await http.revoke(a.port, client, accessToken)).toBe(200);
+      await eventually(async () => (await http.call(b.port, accessToken)) === 401, 5000, 'B refusing after its reconnect');
+      await eventually(() => b.lines.filter((line) => line.includes('store change listener reconnected')).length > before, 2000, 'the reconnect logged');
     });
 
     it('an instance whose listening line was cut re-reads the store when it is back', async () => {
