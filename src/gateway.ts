@@ -1,6 +1,6 @@
 // The composition root: builds every part of one gateway from a frozen Config and explicit dependencies.
 // No module-level state, so tests (and one process) can run several gateways side by side.
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
@@ -12,15 +12,17 @@ import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
 import { checkpointExportFor } from './audit/export.js';
 import { AuditLog } from './audit/log.js';
 import { retentionOf } from './audit/retention.js';
+import type { DeepReadonly } from './lib/deep-freeze.js';
 import { makeDirectory } from './lib/make-directory.js';
+import { describeRedisUrl, RedisConnection } from './lib/redis.js';
+import type { RedisConfig } from './config/redis.js';
 import { openKeyEncryptionKey } from './issuer/master-key.js';
 import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { AuthenticatedRequest } from './pipeline/stage.js';
 import { Upstream } from './proxy/forward.js';
-import { MemoryLimiterBackend } from './quota/backend.js';
-import { MemoryCalendarCounter } from './quota/calendar.js';
+import { MemoryLimiterBackend, RedisLimiterBackend, type LimiterBackend } from './quota/backend.js';
 import { PrincipalQuota } from './quota/principal.js';
 import { memoryLimiter, PreAuthQuota } from './quota/rate.js';
 import { readTlsMaterial } from './tls/context.js';
@@ -60,6 +62,8 @@ export class Gateway {
     private readonly lifecycle: Lifecycle,
     /** The route quotas by name (their in-flight and key counts are observable). */
     readonly quotas: ReadonlyMap<string, PrincipalQuota>,
+    /** The shared limiter store, when `redis` is configured. */
+    private readonly redis: RedisConnection | undefined,
   ) {}
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -80,16 +84,17 @@ export class Gateway {
       throw error;
     }
     const lifecycle: Lifecycle = { stopping: false };
+    let redis: RedisConnection | undefined;
     try {
+      redis = config.redis === undefined ? undefined : await connectRedis(config.redis, audit, log);
+      const limiters: LimiterBackend =
+        redis === undefined || config.redis === undefined
+          ? new MemoryLimiterBackend()
+          : new RedisLimiterBackend(redis, { keyPrefix: config.redis.key_prefix, instances: config.redis.instances, timeoutMs: config.redis.timeout_ms });
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
-      // Route quotas: fixed windows from the limiter backend, calendar windows in memory (a shared backend replaces both).
-      const quotaDeps = {
-        windows: new MemoryLimiterBackend(),
-        calendar: (spec: { keyPrefix: string; points: number }) => new MemoryCalendarCounter(spec),
-        log,
-        now: deps.now ?? Date.now,
-      };
+      // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
+      const quotaDeps = { backend: limiters, log, now: deps.now ?? Date.now };
       const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));
       const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
         const { peerAddress, clientAddress } = request.connection;
@@ -99,7 +104,7 @@ export class Gateway {
       };
       const routes = compileRoutes({ config, upstreams, quotas, issuer, forwardedFor, log });
 
-      const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip), audit, log });
+      const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip, limiters), audit, log });
       let listener: Listener | undefined;
       const ingress = new Ingress({
         router: new Router(routes),
@@ -124,9 +129,10 @@ export class Gateway {
           pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
         },
       });
-      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas);
+      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas, redis);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
+      await redis?.close();
       await issuer?.close();
       if (deps.audit === undefined) await audit.close();
       throw error;
@@ -167,6 +173,7 @@ export class Gateway {
   /** After a failed start (nothing was served): closes the upstream pools, the issuer and the audit sink (its chain lock). */
   async abandon(): Promise<void> {
     await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.redis?.close();
     await this.issuer?.close();
     await this.audit.close();
   }
@@ -185,10 +192,53 @@ export class Gateway {
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.redis?.close();
     await this.issuer?.close();
     this.audit.event('gateway_stop', { pid: process.pid });
     await this.audit.close();
   }
+}
+
+/**
+ * The shared limiter store: connected (for at most a second or the command timeout, whichever is longer) before the first
+ * request, so instances started together count together from their first request. A gateway starts without it all the
+ * same — its limiters then follow their outage policies — and every outage and recovery is an audit event and a log line.
+ */
+async function connectRedis(settings: DeepReadonly<RedisConfig>, audit: AuditSink, log: Logger): Promise<RedisConnection> {
+  let ca: string | undefined;
+  if (settings.ca !== undefined) {
+    try {
+      ca = readFileSync(settings.ca, 'utf8');
+    } catch (error) {
+      throw new ConfigError('config', [`redis.ca: cannot read ${settings.ca} (${(error as NodeJS.ErrnoException).code ?? 'unknown error'})`]);
+    }
+  }
+  const where = describeRedisUrl(settings.url);
+  // The first connection is no recovery; one made after the wait below gave up is.
+  let starting = true;
+  const redis = new RedisConnection({ url: settings.url, ca, timeoutMs: settings.timeout_ms }, (state) => {
+    if (state.up && starting) return;
+    if (state.up) {
+      audit.event('limiter_store_recovered', { redis: where, unavailable_ms: state.downMs });
+      log.info({ redis: where, down_ms: state.downMs }, 'shared limiter store (Redis) reachable again: limits are counted across instances');
+    } else {
+      audit.event('limiter_store_unavailable', { redis: where, error: state.error });
+      log.error(
+        { redis: where, err: state.error },
+        "shared limiter store (Redis) unreachable: quota_outage degrade counts this instance's share in memory, deny answers 503",
+      );
+    }
+  });
+  const ready = await redis.waitReady(Math.max(1000, settings.timeout_ms));
+  starting = false;
+  if (!ready) {
+    audit.event('limiter_store_unavailable', { redis: where, error: 'not reachable at start' });
+    log.error(
+      { redis: where },
+      "shared limiter store (Redis) unreachable at start: quota_outage degrade counts this instance's share in memory, deny answers 503",
+    );
+  }
+  return redis;
 }
 
 /** Creates the development CA and certificates when `tls.dev_certificates` is on and the files are missing. */

@@ -118,7 +118,7 @@ function quotaOf(configured: DeepReadonly<RouteConfig>, quotas: ReadonlyMap<stri
   if (configured.quota === undefined) return undefined;
   const quota = quotas.get(configured.quota);
   if (quota === undefined) throw new ConfigError('config', [`unknown quota ${configured.quota}`]);
-  return quota.forRoute(configured.quota_cost ?? 1);
+  return quota.forRoute(configured.quota_cost ?? 1, configured.quota_outage ?? 'degrade');
 }
 
 function routeAudience(configured: DeepReadonly<RouteConfig>, issuer: Issuer): () => string {

@@ -68,7 +68,15 @@ export interface CompletionEvent {
 }
 
 /** Events around the decisions (LOG-11): the gateway's life, its signing key, its store. */
-export type OperationalEvent = 'gateway_start' | 'gateway_stop' | 'certificates_reloaded' | 'signing_key_changed' | 'store_unavailable' | 'store_recovered';
+export type OperationalEvent =
+  | 'gateway_start'
+  | 'gateway_stop'
+  | 'certificates_reloaded'
+  | 'signing_key_changed'
+  | 'store_unavailable'
+  | 'store_recovered'
+  | 'limiter_store_unavailable'
+  | 'limiter_store_recovered';
 
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */

@@ -153,6 +153,11 @@ function databaseUrl(): string | undefined {
   return process.env['GATEHOUSE_DATABASE_URL'] || undefined;
 }
 
+/** GATEHOUSE_REDIS_URL: the shared limiter store, overriding the config file's redis.url (an empty value is unset). */
+function redisUrl(): string | undefined {
+  return process.env['GATEHOUSE_REDIS_URL'] || undefined;
+}
+
 /** A server that cannot be reached is 69 (EX_UNAVAILABLE); any other store failure, a local file's too, is 1. */
 function storeExit(backend: 'sqlite' | 'postgres', error: StoreError): number {
   return backend === 'postgres' && error.code === 'unavailable' ? EXIT.unavailable : EXIT.failure;
@@ -161,9 +166,11 @@ function storeExit(backend: 'sqlite' | 'postgres', error: StoreError): number {
 async function serve(options: { config: string; port?: number; host?: string; data?: string }): Promise<void> {
   let config: Config;
   const url = databaseUrl();
+  const redis = redisUrl();
   try {
     config = loadConfigFile(options.config, {
       ...(url !== undefined ? { databaseUrl: url } : {}),
+      ...(redis !== undefined ? { redisUrl: redis } : {}),
       ...(options.port !== undefined ? { port: options.port } : {}),
       ...(options.host !== undefined ? { host: options.host } : {}),
       ...(options.data !== undefined ? { dataDir: options.data } : {}),

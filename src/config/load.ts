@@ -6,6 +6,7 @@ import { parseDocument } from 'yaml';
 import type { z } from 'zod';
 import { deepFreeze } from '../lib/deep-freeze.js';
 import { configSchema, type Config } from './schema.js';
+import { REDIS_URL, redisSchema } from './redis.js';
 import { POSTGRES_URL } from './store.js';
 
 export class ConfigError extends Error {
@@ -24,6 +25,8 @@ export interface ConfigOverrides {
   readonly dataDir?: string;
   /** GATEHOUSE_DATABASE_URL: the PostgreSQL store, in place of the file's store settings. */
   readonly databaseUrl?: string;
+  /** GATEHOUSE_REDIS_URL: the shared limiter store, in place of the file's redis.url (with the section's defaults). */
+  readonly redisUrl?: string;
 }
 
 function describeIssues(issues: readonly z.core.$ZodIssue[]): string[] {
@@ -76,6 +79,11 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
     config.store.backend = 'postgres';
   }
   if (config.store.postgres_ca !== undefined) config.store.postgres_ca = at(config.store.postgres_ca);
+  if (overrides.redisUrl !== undefined) {
+    if (!REDIS_URL.test(overrides.redisUrl)) throw new ConfigError(source, ['GATEHOUSE_REDIS_URL: must be a redis:// or rediss:// URL']);
+    config.redis = config.redis === undefined ? redisSchema.parse({ url: overrides.redisUrl }) : { ...config.redis, url: overrides.redisUrl };
+  }
+  if (config.redis?.ca !== undefined) config.redis.ca = at(config.redis.ca);
   config.store.path = isAbsolute(config.store.path) ? config.store.path : resolve(config.data_dir, config.store.path);
   return deepFreeze(config);
 }

@@ -75,6 +75,11 @@ export const routeSchema = z
     quota: z.string().min(1).optional(),
     /** Points a request of this route spends on every window of its quota (default 1). */
     quota_cost: positiveInt(1_000_000).optional(),
+    /**
+     * While the shared limiter store (Redis) cannot be reached: `degrade` counts this instance's share of the quota in
+     * memory (the default; no request fails because of the outage), `deny` refuses with 503 and Retry-After.
+     */
+    quota_outage: z.enum(['degrade', 'deny']).optional(),
     body_limit_bytes: z
       .int()
       .min(0)

@@ -8,6 +8,7 @@ import { durationMs } from './fields.js';
 import { limitsSchema, serverSchema, tlsSchema } from './edge.js';
 import { ISSUER_PATHS, issuerSchema } from './issuer.js';
 import { quotaSchema } from './quotas.js';
+import { redisSchema } from './redis.js';
 import { routeSchema, upstreamSchema } from './routes.js';
 import { storeSchema } from './store.js';
 
@@ -32,6 +33,8 @@ const sectionsSchema = z.strictObject({
   issuer: issuerSchema.optional(),
   /** Where clients, signing keys and revocations live (used by the issuer and the `clients`/`keys` commands). */
   store: storeSchema.prefault({}),
+  /** Where the limiters count when instances share their limits. Absent = each instance in its own memory. */
+  redis: redisSchema.optional(),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug']).default('info'),
@@ -66,6 +69,9 @@ function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.Refi
     ids.add(route.id);
     if (route.quota !== undefined && !(route.quota in config.quotas)) {
       ctx.addIssue({ code: 'custom', path: ['routes', index, 'quota'], message: `unknown quota "${route.quota}"` });
+    }
+    if (route.quota_outage !== undefined && route.quota === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['routes', index, 'quota_outage'], message: 'quota_outage needs quota' });
     }
     if (route.quota_cost !== undefined) {
       const quota = route.quota === undefined ? undefined : config.quotas[route.quota];

@@ -61,7 +61,9 @@ export class RedisConnection {
       if (this.up) this.transition(false);
     });
     this.client.on('close', () => {
-      if (this.up) this.transition(false);
+      if (!this.up) return;
+      this.lastError = 'connection closed';
+      this.transition(false);
     });
   }
 

@@ -1,16 +1,16 @@
 // Where limiter counters live: this process's memory (one instance), or Redis (every instance shares them). The one place
-// a rate limiter is built, so the pre-auth budget, the token endpoint's brute-force limits and the route quotas all move
-// to Redis together.
+// a rate limiter is built, so the pre-auth budget and the route quotas move to Redis together.
 //
-// On Redis a limiter is never unlimited (RL-05..07). Each one is wrapped in a timeout (RLWrapperTimeouts: a slow Redis
-// costs at most redis.timeout_ms per request), and when Redis cannot answer, the limiter's outage policy decides:
-//   degrade — an in-memory insurance limiter takes over, sized to this instance's share (points / redis.instances,
-//             rounded up), so N instances together still admit about the limit;
-//   deny    — the caller is refused (503, temporarily unavailable) until Redis is back.
-// A key over its limit is also remembered in memory for the rest of its block or window (RL-04), so a hammered key
-// does not hammer Redis.
-import { RateLimiterMemory, RateLimiterRedis, RLWrapperTimeouts, type RateLimiterAbstract } from 'rate-limiter-flexible';
+// On Redis a limiter is never unlimited (RL-05..07). Every command is bounded (RLWrapperTimeouts: a slow Redis costs at
+// most redis.timeout_ms per request), and when Redis cannot answer, the caller's outage policy decides:
+//   degrade — an in-memory limiter takes over, sized to this instance's share (points / redis.instances, rounded up), so
+//             N instances together still admit about the limit; no request fails because of the outage;
+//   deny    — consume() rejects with LimiterUnavailable, which the caller answers 503 (temporarily unavailable).
+// A key over its rate is also remembered in memory for the rest of its block or window (RL-04), so a hammered key does
+// not hammer Redis.
+import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../lib/redis.js';
+import { MemoryCalendarCounter, type CalendarCounter, type CalendarPeriod, type CalendarSpec } from './calendar.js';
 
 export interface RateSpec {
   readonly keyPrefix: string;
@@ -21,17 +21,44 @@ export interface RateSpec {
 
 export type OutagePolicy = 'degrade' | 'deny';
 
+/** A fixed window: resolves with the key's state, rejects with a RateLimiterRes when over the limit. */
+export interface Window {
+  consume(key: string, points?: number): Promise<RateLimiterRes>;
+}
+
+/** The shared store could not answer, and the policy is `deny`. */
+export class LimiterUnavailable extends Error {
+  constructor() {
+    super('the shared limiter store (Redis) cannot be reached');
+    this.name = 'LimiterUnavailable';
+  }
+}
+
 export interface LimiterBackend {
+  /** True when instances share the counters: then an outage policy matters. */
   readonly shared: boolean;
-  rate(spec: RateSpec, onOutage?: OutagePolicy): RateLimiterAbstract;
+  rate(spec: RateSpec, onOutage?: OutagePolicy): Window;
+  calendar(spec: CalendarSpec, onOutage?: OutagePolicy): CalendarCounter;
 }
 
 export class MemoryLimiterBackend implements LimiterBackend {
   readonly shared = false;
 
-  rate(spec: RateSpec): RateLimiterAbstract {
+  rate(spec: RateSpec): Window {
     return memoryRate(spec, spec.points);
   }
+
+  calendar(spec: CalendarSpec): CalendarCounter {
+    return new MemoryCalendarCounter(spec);
+  }
+}
+
+export interface RedisLimiterOptions {
+  /** redis.key_prefix: every key is `<prefix>:<limiter>:<key>`. */
+  readonly keyPrefix: string;
+  /** redis.instances: the share an instance enforces alone during an outage is points / instances. */
+  readonly instances: number;
+  readonly timeoutMs: number;
 }
 
 export class RedisLimiterBackend implements LimiterBackend {
@@ -39,11 +66,10 @@ export class RedisLimiterBackend implements LimiterBackend {
 
   constructor(
     private readonly redis: RedisConnection,
-    private readonly opts: { readonly keyPrefix: string; readonly instances: number; readonly timeoutMs: number },
+    private readonly opts: RedisLimiterOptions,
   ) {}
 
-  rate(spec: RateSpec, onOutage: OutagePolicy = 'degrade'): RateLimiterAbstract {
-    const insurance = onOutage === 'degrade' ? memoryRate(spec, Math.max(1, Math.ceil(spec.points / this.opts.instances))) : undefined;
+  rate(spec: RateSpec, onOutage: OutagePolicy = 'degrade'): Window {
     const blockS = spec.blockS ?? 0;
     const limiter = new RateLimiterRedis({
       storeClient: this.redis.client,
@@ -55,10 +81,75 @@ export class RedisLimiterBackend implements LimiterBackend {
       // the block is also written to Redis first (rate-limiter-flexible skips that write when no in-memory duration is set).
       inMemoryBlockOnConsumed: spec.points + 1,
       ...(blockS > 0 ? { inMemoryBlockDuration: blockS } : {}),
-      ...(insurance !== undefined ? { insuranceLimiter: insurance } : {}),
+      // A command while disconnected is refused at once (no offline queue): the outage policy answers, not a wait.
       rejectIfRedisNotReady: true,
     });
-    return new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs, ...(insurance !== undefined ? { insuranceLimiter: insurance } : {}) });
+    const fallback = onOutage === 'degrade' ? memoryRate(spec, this.share(spec.points)) : undefined;
+    return new SharedWindow(new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs }), fallback);
+  }
+
+  calendar(spec: CalendarSpec, onOutage: OutagePolicy = 'degrade'): CalendarCounter {
+    const fallback = onOutage === 'degrade' ? new MemoryCalendarCounter({ ...spec, points: this.share(spec.points) }) : undefined;
+    return new RedisCalendarCounter(this.redis, { ...spec, keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}` }, this.opts.timeoutMs, fallback);
+  }
+
+  private share(points: number): number {
+    return Math.max(1, Math.ceil(points / this.opts.instances));
+  }
+}
+
+/** A window on Redis with its outage policy: any answer but a verdict goes to the fallback, or is LimiterUnavailable. */
+class SharedWindow implements Window {
+  constructor(
+    private readonly shared: RateLimiterAbstract,
+    private readonly fallback: Window | undefined,
+  ) {}
+
+  async consume(key: string, points = 1): Promise<RateLimiterRes> {
+    try {
+      return await this.shared.consume(key, points);
+    } catch (outcome) {
+      if (outcome instanceof RateLimiterRes) throw outcome;
+      if (this.fallback === undefined) throw new LimiterUnavailable();
+      return this.fallback.consume(key, points);
+    }
+  }
+}
+
+/**
+ * Points per key within one UTC day or month, on Redis: the keys of each period are named by it (`…:2026-12-07:<key>`),
+ * so a new period starts from zero on every instance at once, and they expire a day after the period could have ended.
+ */
+class RedisCalendarCounter implements CalendarCounter {
+  private window: Window | undefined;
+  private startsAt = Number.NEGATIVE_INFINITY;
+
+  constructor(
+    private readonly redis: RedisConnection,
+    private readonly spec: CalendarSpec,
+    private readonly timeoutMs: number,
+    private readonly fallback: CalendarCounter | undefined,
+  ) {}
+
+  async consume(key: string, points: number, period: CalendarPeriod): Promise<RateLimiterRes> {
+    // Only forward: a clock stepped back across midnight must not hand out a fresh period.
+    if (this.window === undefined || period.startsAt > this.startsAt) {
+      const limiter = new RateLimiterRedis({
+        storeClient: this.redis.client,
+        keyPrefix: `${this.spec.keyPrefix}:${period.id}`,
+        points: this.spec.points,
+        duration: period.lengthS + 86_400,
+        rejectIfRedisNotReady: true,
+      });
+      this.window = new SharedWindow(new RLWrapperTimeouts({ limiter, timeoutMs: this.timeoutMs }), undefined);
+      this.startsAt = period.startsAt;
+    }
+    try {
+      return await this.window.consume(key, points);
+    } catch (outcome) {
+      if (!(outcome instanceof LimiterUnavailable) || this.fallback === undefined) throw outcome;
+      return this.fallback.consume(key, points, period);
+    }
   }
 }
 

@@ -2,22 +2,18 @@
 // optional burst, calendar days and months, and a concurrency cap, in any combination. The answer carries the
 // draft-ietf-httpapi-ratelimit-headers fields; an admitted request holds its concurrency slot as the decision's lease.
 import type { Logger } from 'pino';
-import { RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import { burstDurationS, type QuotaConfig } from '../config/quotas.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, QuotaDecision, QuotaLease, QuotaPolicy } from '../pipeline/stage.js';
-import { calendarPeriod, secondsUntilEnd, type CalendarCounter, type CalendarPeriod, type CalendarSpec, type CalendarUnit } from './calendar.js';
+import { LimiterUnavailable, type LimiterBackend, type OutagePolicy, type Window } from './backend.js';
+import { calendarPeriod, secondsUntilEnd, type CalendarCounter, type CalendarPeriod, type CalendarUnit } from './calendar.js';
 import { KeyTable } from './keys.js';
 
-/** Builds the fixed windows (rate, burst): backend.ts's limiter backends, in memory or on Redis, are one. */
-export interface WindowSource {
-  rate(spec: { readonly keyPrefix: string; readonly points: number; readonly durationS: number; readonly blockS?: number }): RateLimiterAbstract;
-}
-
 export interface QuotaDeps {
-  readonly windows: WindowSource;
-  readonly calendar: (spec: CalendarSpec) => CalendarCounter;
+  /** Where the windows count: this process's memory, or Redis shared by every instance (backend.ts). */
+  readonly backend: LimiterBackend;
   readonly log: Logger;
   /**
    * Wall clock, epoch milliseconds: calendar periods, key lifetimes, the overflow log (tests inject one). The fixed
@@ -26,11 +22,21 @@ export interface QuotaDeps {
   readonly now: () => number;
 }
 
+/** The counting windows of a quota under one outage policy (on a shared backend the policies share their counters). */
+interface Windows {
+  readonly rate: Window | undefined;
+  readonly burst: Window | undefined;
+  readonly daily: CalendarWindow | undefined;
+  readonly monthly: CalendarWindow | undefined;
+}
+
 /** Every principal key has a `:` (`mtls:…`, `bearer:…`, `ip:…`), so this one is never a principal's. */
 const OVERFLOW_KEY = 'overflow';
 const OVERFLOW_LOG_INTERVAL_MS = 60_000;
 /** What a refused concurrency slot says to retry after: slots free up as requests end, there is no window to wait out. */
 const CONCURRENCY_RETRY_S = 1;
+/** What a `deny` route says to retry after while the shared limiter store cannot be reached. */
+const OUTAGE_RETRY_S = 5;
 
 /** The key a principal's quota is counted under: the verified identity, never an address once authenticated (RL-02). */
 export function quotaKey(request: AuthenticatedRequest): string {
@@ -40,10 +46,9 @@ export function quotaKey(request: AuthenticatedRequest): string {
 
 export class PrincipalQuota {
   readonly name: string;
-  private readonly rate: RateLimiterAbstract | undefined;
-  private readonly burst: RateLimiterAbstract | undefined;
-  private readonly daily: CalendarWindow | undefined;
-  private readonly monthly: CalendarWindow | undefined;
+  /** The windows under `degrade` (and on an unshared backend, under either policy), and under `deny` once a route asks. */
+  private readonly degrading: Windows;
+  private denying: Windows | undefined;
   private readonly slots: ConcurrencySlots | undefined;
   /** Absent for a concurrency-only quota: its state is the slots of requests in flight, bounded by them. */
   private readonly keys: KeyTable | undefined;
@@ -51,6 +56,8 @@ export class PrincipalQuota {
   private readonly lifetimeMs: number;
   private readonly rateItem: string;
   private readonly concurrencyItem: string;
+  private readonly dailyItem: string;
+  private readonly monthlyItem: string;
   private policyField = '';
   private policyMonth = Number.NaN;
   private overflowed = 0;
@@ -62,32 +69,49 @@ export class PrincipalQuota {
     private readonly deps: QuotaDeps,
   ) {
     this.name = name;
-    const { points, duration_s: durationS, burst, per_day: perDay, per_month: perMonth, concurrent } = config;
-    const prefix = `quota:${name}`;
-    const blockS = config.block_s ?? 0;
-    this.rate = points !== undefined && durationS !== undefined ? deps.windows.rate({ keyPrefix: `${prefix}:rate`, points, durationS, blockS }) : undefined;
-    this.burst =
-      burst !== undefined && this.rate !== undefined
-        ? deps.windows.rate({ keyPrefix: `${prefix}:burst`, points: burst, durationS: burstDurationS(config), blockS: 0 })
-        : undefined;
-    const now = deps.now();
-    this.daily =
-      perDay !== undefined ? new CalendarWindow('day', `"${name}.day"`, perDay, deps.calendar({ keyPrefix: `${prefix}:day`, points: perDay }), now) : undefined;
-    this.monthly =
-      perMonth !== undefined
-        ? new CalendarWindow('month', `"${name}.month"`, perMonth, deps.calendar({ keyPrefix: `${prefix}:month`, points: perMonth }), now)
-        : undefined;
-    this.slots = concurrent !== undefined ? new ConcurrencySlots(concurrent) : undefined;
-    const windowed = this.rate !== undefined || this.daily !== undefined || this.monthly !== undefined;
-    this.keys = windowed ? new KeyTable(config.max_keys) : undefined;
-    this.lifetimeMs = this.rate === undefined ? 0 : Math.max(durationS ?? 0, blockS, this.burst !== undefined ? burstDurationS(config) : 0) * 1000;
+    const { duration_s: durationS, concurrent } = config;
     this.rateItem = `"${name}"`;
     this.concurrencyItem = `"${name}.concurrency"`;
+    this.dailyItem = `"${name}.day"`;
+    this.monthlyItem = `"${name}.month"`;
+    this.degrading = this.windows('degrade');
+    this.slots = concurrent !== undefined ? new ConcurrencySlots(concurrent) : undefined;
+    const { rate, burst, daily, monthly } = this.degrading;
+    this.keys = rate !== undefined || daily !== undefined || monthly !== undefined ? new KeyTable(config.max_keys) : undefined;
+    this.lifetimeMs = rate === undefined ? 0 : Math.max(durationS ?? 0, config.block_s ?? 0, burst !== undefined ? burstDurationS(config) : 0) * 1000;
   }
 
-  /** The policy as this route spends it: `cost` points per request on every window. */
-  forRoute(cost: number): QuotaPolicy {
-    return new RouteQuota(this, cost);
+  private windows(outage: OutagePolicy): Windows {
+    const { config, deps, name } = this;
+    const { points, duration_s: durationS, burst, per_day: perDay, per_month: perMonth } = config;
+    const prefix = `quota:${name}`;
+    const rate =
+      points !== undefined && durationS !== undefined
+        ? deps.backend.rate({ keyPrefix: `${prefix}:rate`, points, durationS, blockS: config.block_s ?? 0 }, outage)
+        : undefined;
+    const now = deps.now();
+    return {
+      rate,
+      burst:
+        burst !== undefined && rate !== undefined
+          ? deps.backend.rate({ keyPrefix: `${prefix}:burst`, points: burst, durationS: burstDurationS(config), blockS: 0 }, outage)
+          : undefined,
+      daily:
+        perDay !== undefined
+          ? new CalendarWindow('day', this.dailyItem, perDay, deps.backend.calendar({ keyPrefix: `${prefix}:day`, points: perDay }, outage), now)
+          : undefined,
+      monthly:
+        perMonth !== undefined
+          ? new CalendarWindow('month', this.monthlyItem, perMonth, deps.backend.calendar({ keyPrefix: `${prefix}:month`, points: perMonth }, outage), now)
+          : undefined,
+    };
+  }
+
+  /** The policy as this route spends it: `cost` points per request on every window, `outage` while Redis is away. */
+  forRoute(cost: number, outage: OutagePolicy = 'degrade'): QuotaPolicy {
+    if (outage === 'degrade' || !this.deps.backend.shared) return new RouteQuota(this, cost, this.degrading);
+    this.denying ??= this.windows('deny');
+    return new RouteQuota(this, cost, this.denying);
   }
 
   /** Requests holding a concurrency slot now, all keys together (RL-03: back to 0 once they all ended). */
@@ -100,10 +124,26 @@ export class PrincipalQuota {
     return this.keys?.size ?? 0;
   }
 
-  async consume(request: AuthenticatedRequest, cost: number): Promise<QuotaDecision> {
+  async consume(request: AuthenticatedRequest, cost: number, windows: Windows): Promise<QuotaDecision> {
+    try {
+      return await this.spend(request, cost, windows);
+    } catch (fault) {
+      if (!(fault instanceof LimiterUnavailable)) throw fault;
+      return {
+        allowed: false,
+        error: new GatewayError('service_unavailable', {
+          reason: `quota ${this.name}: the shared limiter store cannot be reached (quota_outage: deny)`,
+          headers: { 'retry-after': String(OUTAGE_RETRY_S) },
+        }),
+      };
+    }
+  }
+
+  private async spend(request: AuthenticatedRequest, cost: number, windows: Windows): Promise<QuotaDecision> {
     const now = this.deps.now();
-    const day = this.daily?.current(now);
-    const month = this.monthly?.current(now);
+    const { rate, burst, daily, monthly } = windows;
+    const day = daily?.current(now);
+    const month = monthly?.current(now);
     const key = this.admit(quotaKey(request), now, month ?? day);
     const policy = this.policy(month);
     const { slots } = this;
@@ -114,17 +154,17 @@ export class PrincipalQuota {
       let item = this.concurrencyItem;
       let remaining = slots !== undefined ? slots.remaining(key) : 0;
       let resetS = -1;
-      if (this.rate !== undefined) {
+      if (rate !== undefined) {
         try {
-          const res = await this.rate.consume(key, cost);
+          const res = await rate.consume(key, cost);
           // A request within the rate leaves the burst untouched: `r` is the rate's remainder (a lower bound).
           remaining = res.remainingPoints;
           resetS = Math.max(0, Math.ceil(res.msBeforeNext / 1000));
         } catch (refused) {
           if (!(refused instanceof RateLimiterRes)) throw refused;
-          if (this.burst === undefined) return this.refuse('rate', key, this.rateItem, refused.msBeforeNext, policy, true);
+          if (burst === undefined) return this.refuse('rate', key, this.rateItem, refused.msBeforeNext, policy, true);
           try {
-            const spare = await this.burst.consume(key, cost);
+            const spare = await burst.consume(key, cost);
             // Served from the burst: what is left of it is all there is until the rate's window refills.
             remaining = spare.remainingPoints;
             resetS = Math.max(0, Math.ceil(refused.msBeforeNext / 1000));
@@ -137,7 +177,7 @@ export class PrincipalQuota {
         item = this.rateItem;
       }
       for (let i = 0; i < 2; i++) {
-        const calendar = i === 0 ? this.daily : this.monthly;
+        const calendar = i === 0 ? daily : monthly;
         const window = i === 0 ? day : month;
         if (calendar === undefined || window === undefined) continue;
         const untilEnd = secondsUntilEnd(window, now);
@@ -208,8 +248,8 @@ export class PrincipalQuota {
       const burst = config.burst !== undefined ? `;gatehouse-burst=${config.burst};gatehouse-burst-w=${burstDurationS(config)}` : '';
       items.push(`${this.rateItem};q=${config.points};w=${config.duration_s}${burst}`);
     }
-    if (this.daily !== undefined) items.push(`${this.daily.item};q=${this.daily.points};w=86400`);
-    if (this.monthly !== undefined && month !== undefined) items.push(`${this.monthly.item};q=${this.monthly.points};w=${month.lengthS}`);
+    if (config.per_day !== undefined) items.push(`${this.dailyItem};q=${config.per_day};w=86400`);
+    if (config.per_month !== undefined && month !== undefined) items.push(`${this.monthlyItem};q=${config.per_month};w=${month.lengthS}`);
     // draft-ietf-httpapi-ratelimit-headers §3.1.2 registers the quota unit "concurrent-requests"; it has no window.
     if (config.concurrent !== undefined) items.push(`"${name}.concurrency";q=${config.concurrent};qu="concurrent-requests"`);
     this.policyField = items.join(', ');
@@ -224,11 +264,12 @@ class RouteQuota implements QuotaPolicy {
   constructor(
     private readonly quota: PrincipalQuota,
     private readonly cost: number,
+    private readonly windows: Windows,
   ) {
     this.name = quota.name;
   }
   consume(request: AuthenticatedRequest): Promise<QuotaDecision> {
-    return this.quota.consume(request, this.cost);
+    return this.quota.consume(request, this.cost, this.windows);
   }
 }
 

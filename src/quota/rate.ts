@@ -1,6 +1,7 @@
 // Rate quotas on rate-limiter-flexible: the pre-auth per-IP budget and per-IP new-connection rate (route quotas: principal.ts).
 // Keys are the socket's (or trusted proxy's) client address or the verified principal, never an unverified header or claim.
-import { RateLimiterMemory, RateLimiterRes, type RateLimiterAbstract } from 'rate-limiter-flexible';
+import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import type { LimiterBackend, Window } from './backend.js';
 import type { RateConfig } from '../config/fields.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
@@ -13,7 +14,7 @@ export function memoryLimiter(rate: DeepReadonly<RateConfig>, keyPrefix: string)
 }
 
 /** Consumes one point; a limited key becomes a 429 with Retry-After = ceil(msBeforeNext / 1000) (RL-01). */
-export async function consumePoint(limiter: RateLimiterAbstract, key: string, quotaName: string): Promise<QuotaDecision> {
+export async function consumePoint(limiter: Window, key: string, quotaName: string): Promise<QuotaDecision> {
   try {
     await limiter.consume(key);
     return ALLOWED;
@@ -29,11 +30,14 @@ export async function consumePoint(limiter: RateLimiterAbstract, key: string, qu
   }
 }
 
-/** The budget every request spends before any credential is examined, keyed by client address. */
+/**
+ * The budget every request spends before any credential is examined, keyed by client address; shared by every instance on
+ * a shared backend, and never off: while Redis is away each instance counts its share in memory.
+ */
 export class PreAuthQuota implements PreAuthBudget {
-  private readonly limiter: RateLimiterMemory;
-  constructor(rate: DeepReadonly<RateConfig>) {
-    this.limiter = memoryLimiter(rate, 'preauth');
+  private readonly limiter: Window;
+  constructor(rate: DeepReadonly<RateConfig>, backend: LimiterBackend) {
+    this.limiter = backend.rate({ keyPrefix: 'preauth', points: rate.points, durationS: rate.duration_s, blockS: rate.block_s }, 'degrade');
   }
   consume(limitKey: string): Promise<QuotaDecision> {
     return consumePoint(this.limiter, limitKey, 'pre-auth-per-ip');

@@ -127,6 +127,30 @@ describe('config loading', () => {
     expect(() => buildConfig({ ...minimal(), server: { trusted_proxies: ['10.0.0.0/8', '::1', '192.168.1.1'] } }, dir)).not.toThrow();
   });
 
+  it('redis: absent by default (limits count in memory); GATEHOUSE_REDIS_URL supplies it with the defaults, or replaces its url', () => {
+    expect(buildConfig(minimal(), dir).redis).toBeUndefined();
+    const fromEnv = buildConfig(minimal(), dir, { redisUrl: 'redis://127.0.0.1:6379/2' });
+    expect(fromEnv.redis).toEqual({ url: 'redis://127.0.0.1:6379/2', timeout_ms: 250, key_prefix: 'gatehouse', instances: 1 });
+    const file = buildConfig({ ...minimal(), redis: { url: 'rediss://cache.internal', ca: 'redis-ca.pem', instances: 3 } }, dir, {
+      redisUrl: 'rediss://other',
+    });
+    expect(file.redis?.url).toBe('rediss://other');
+    expect(file.redis?.instances).toBe(3);
+    expect(file.redis?.ca).toBe(join(dir, 'redis-ca.pem'));
+    expect(() => buildConfig(minimal(), dir, { redisUrl: 'http://127.0.0.1:6379' })).toThrow(/GATEHOUSE_REDIS_URL: must be a redis/);
+    expect(
+      problemsOf({ ...minimal(), redis: { url: 'localhost:6379', timeout_ms: 0, instances: 0, key_prefix: 'has space' } }).map((p) => p.split(':')[0]),
+    ).toEqual(['redis.url', 'redis.timeout_ms', 'redis.key_prefix', 'redis.instances']);
+  });
+
+  it('quota_outage is degrade or deny, and only on a route with a quota', () => {
+    const route = minimal().routes[0]!;
+    const withQuota = { ...minimal(), quotas: { q: { points: 5, duration_s: 1 } } };
+    expect(buildConfig({ ...withQuota, routes: [{ ...route, quota: 'q', quota_outage: 'deny' }] }, dir).routes[0]?.quota_outage).toBe('deny');
+    expect(problemsOf({ ...withQuota, routes: [{ ...route, quota_outage: 'deny' }] })).toEqual(['routes.0.quota_outage: quota_outage needs quota']);
+    expect(problemsOf({ ...withQuota, routes: [{ ...route, quota: 'q', quota_outage: 'open' }] })[0]).toMatch(/^routes\.0\.quota_outage:/);
+  });
+
   it('applies command-line overrides before validation', () => {
     const config = buildConfig(minimal(), dir, { port: 0, host: '::1', dataDir: join(dir, 'elsewhere') });
     expect(config.server.port).toBe(0);

@@ -1,3 +1,4 @@
+import { MemoryLimiterBackend } from '../../src/quota/backend.js';
 import { route } from '../support/routes.js';
 import { mkdtempSync, rmSync, mkdirSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -36,7 +37,7 @@ async function pipelineServer(stages: { authenticator: Authenticator | Authentic
     }),
   );
   const pipeline = new Pipeline({
-    preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }),
+    preAuthQuota: new PreAuthQuota({ points: 1000, duration_s: 60, block_s: 0 }, new MemoryLimiterBackend()),
     audit,
     log,
     ...(stages.observers !== undefined ? { observers: stages.observers } : {}),

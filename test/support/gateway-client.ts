@@ -51,6 +51,13 @@ export class GatewayClient {
     return body.keys.map((key) => key.kid);
   }
 
+  /** GET path without credentials: the status and the response headers. */
+  async get(port: number, path: string): Promise<{ readonly status: number; readonly headers: Readonly<Record<string, string | string[] | undefined>> }> {
+    const response = await request(`https://127.0.0.1:${port}${path}`, { dispatcher: this.agent });
+    await response.body.dump();
+    return { status: response.statusCode, headers: response.headers };
+  }
+
   /** GET path with the bearer token; answers the status. */
   async call(port: number, accessToken: string, path = '/api/x'): Promise<number> {
     const response = await request(`https://127.0.0.1:${port}${path}`, { dispatcher: this.agent, headers: { authorization: `Bearer ${accessToken}` } });

@@ -1,0 +1,171 @@
+// Issue #24 (part): route quotas and the pre-auth budget on Redis. Real `gatehouse serve` processes and a real Redis: two
+// instances sharing a quota never admit more than it together; Redis killed (a private redis-server this file starts and
+// kills) → `degrade` routes go on with this instance's share, never a 5xx, `deny` routes answer 503 with Retry-After,
+// both recover when it is back, and outage and recovery are on record; a Redis that never answers costs a bounded wait.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../../src/audit/read.js';
+import { initDevCertificates } from '../../src/tls/ca.js';
+import { serveCli, type ServeProcess } from '../support/cli.js';
+import { eventually } from '../support/eventually.js';
+import { GatewayClient } from '../support/gateway-client.js';
+import { removeDir } from '../support/harness.js';
+import { hostPort, TcpRelay } from '../support/tcp-relay.js';
+
+const REDIS_URL = process.env['GATEHOUSE_TEST_REDIS_URL'] || undefined;
+if (process.env['GATEHOUSE_REQUIRE_SERVICES'] === '1' && REDIS_URL === undefined)
+  throw new Error('GATEHOUSE_REQUIRE_SERVICES=1 but GATEHOUSE_TEST_REDIS_URL is not set');
+
+/** A port free a moment ago (redis-server cannot bind port 0 and say which it got). */
+async function freePort(): Promise<number> {
+  const server = createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as { port: number };
+  await new Promise<void>((resolve) => server.close(() => resolve()));
+  return port;
+}
+
+/** A redis-server of this file's own, on 127.0.0.1, without persistence: it can be killed without touching the shared one. */
+async function privateRedis(port: number): Promise<ChildProcess> {
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  await eventually(
+    () =>
+      new Promise<boolean>((resolve) => {
+        const probe = createServer();
+        probe.once('error', () => resolve(true));
+        probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
+      }),
+    10_000,
+    `redis-server listening on ${port}`,
+  );
+  return child;
+}
+
+async function kill(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGKILL');
+  await exited;
+}
+
+if (REDIS_URL === undefined) {
+  describe.skip('shared quotas on Redis: SKIPPED (set GATEHOUSE_TEST_REDIS_URL=redis://127.0.0.1:6379)', () => {
+    it('needs a Redis server', () => undefined);
+  });
+} else {
+  const work = mkdtempSync(join(tmpdir(), 'gatehouse-shared-quota-'));
+  const certs = join(work, 'certs');
+  const servers: ServeProcess[] = [];
+  const redises: ChildProcess[] = [];
+  let http: GatewayClient;
+
+  /** A config with one public route per outage policy, both spending quota `q`, on Redis at `url`. */
+  function config(name: string, url: string, quota: string, redis = ''): string {
+    const file = join(work, `${name}.yaml`);
+    writeFileSync(
+      file,
+      `server: { host: 127.0.0.1, port: 0 }\n` +
+        `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+        `redis: { url: '${url}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}', timeout_ms: 200${redis} }\n` +
+        `quotas: { q: ${quota} }\n` +
+        `audit: { instance: ${name} }\n` +
+        `routes:\n` +
+        `  - { id: degrade, match: { path_prefix: /degrade, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: q, handler: { service: echo } }\n` +
+        `  - { id: deny, match: { path_prefix: /deny, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: q, quota_outage: deny, handler: { service: echo } }\n`,
+    );
+    return file;
+  }
+  async function serve(file: string, data: string): Promise<ServeProcess> {
+    const { GATEHOUSE_REDIS_URL: _r, ...env } = process.env;
+    const server = await serveCli(['--config', file, '--data', join(work, data)], env);
+    servers.push(server);
+    return server;
+  }
+  const statuses = async (port: number, path: string, n: number): Promise<number[]> => {
+    const out: number[] = [];
+    for (let i = 0; i < n; i++) out.push((await http.get(port, path)).status);
+    return out;
+  };
+  const count = (list: readonly number[], status: number): number => list.filter((s) => s === status).length;
+  const events = (data: string, type: string): number => readRecords(join(work, data, 'audit')).filter((record) => record.type === type).length;
+
+  beforeAll(async () => {
+    await initDevCertificates(certs);
+    http = new GatewayClient(readFileSync(join(certs, 'ca.pem')));
+  });
+
+  afterAll(async () => {
+    await Promise.all(servers.map((server) => server.stop()));
+    for (const redis of redises) await kill(redis);
+    await http.close();
+    removeDir(work);
+  });
+
+  describe('shared quotas on Redis', () => {
+    it('two instances sharing a quota never admit more than it together; both send the RateLimit fields on 200 and 429', async () => {
+      // One file for both: the same key prefix, so the same counters.
+      const file = config('pair', REDIS_URL, '{ points: 10, duration_s: 60 }');
+      const [a, b] = await Promise.all([serve(file, 'pair-a'), serve(file, 'pair-b')]);
+      const answers: number[] = [];
+      for (let i = 0; i < 15; i++) answers.push(...(await Promise.all([http.get(a.port, '/degrade/x'), http.get(b.port, '/degrade/x')])).map((r) => r.status));
+      expect(count(answers, 200)).toBe(10);
+      expect(count(answers, 429)).toBe(20);
+      const admitted = await http.get(a.port, '/deny/x');
+      expect(admitted.status).toBe(429);
+      expect(admitted.headers['ratelimit-policy']).toBe('"q";q=10;w=60');
+      expect(admitted.headers['ratelimit']).toMatch(/^"q";r=0;t=\d+$/);
+      expect(Number(admitted.headers['retry-after'])).toBeGreaterThan(0);
+      await Promise.all([a.stop(), b.stop()]);
+    });
+
+    it("Redis killed: degrade routes count this instance's share (no 5xx), deny routes answer 503; both recover; all on record", async () => {
+      const port = await freePort();
+      let redis = await privateRedis(port);
+      redises.push(redis);
+      // Two instances share the limit: alone, each enforces half of it while Redis is away.
+      const gw = await serve(config('outage', `redis://127.0.0.1:${port}`, '{ points: 6, duration_s: 60 }', ', instances: 2'), 'outage');
+      expect(await statuses(gw.port, '/deny/x', 2)).toEqual([200, 200]);
+
+      await kill(redis);
+      const degraded = await statuses(gw.port, '/degrade/x', 6);
+      expect(degraded.filter((s) => s >= 500)).toEqual([]);
+      // Never unlimited: the share is 3 (6 / 2 instances).
+      expect(count(degraded, 200)).toBe(3);
+      expect(count(degraded, 429)).toBe(3);
+      const denied = await http.get(gw.port, '/deny/x');
+      expect(denied.status).toBe(503);
+      expect(Number(denied.headers['retry-after'])).toBeGreaterThan(0);
+
+      redis = await privateRedis(port);
+      redises.push(redis);
+      // Back within the reconnect backoff (at most 5 s); a fresh Redis has no counts, so deny admits again.
+      await eventually(async () => (await http.get(gw.port, '/deny/x')).status === 200, 15_000, 'deny admitting after Redis is back');
+      await eventually(() => events('outage', 'limiter_store_recovered') === 1, 5000, 'the recovery on record');
+      expect(events('outage', 'limiter_store_unavailable')).toBe(1);
+      // The operational log is buffered (flushed every 250 ms): the line may reach the pipe after the recovery.
+      await eventually(() => gw.lines.some((line) => line.includes('shared limiter store (Redis) unreachable')), 2000, 'the outage logged');
+      await gw.stop();
+    });
+
+    it('a Redis that never answers: each request waits at most about the command timeout; degrade admits, deny refuses', async () => {
+      const relay = await TcpRelay.start(hostPort(REDIS_URL, 6379));
+      try {
+        relay.set('blackhole');
+        const gw = await serve(config('silent', `redis://127.0.0.1:${relay.port}`, '{ points: 100, duration_s: 60 }'), 'silent');
+        const started = Date.now();
+        expect((await http.get(gw.port, '/degrade/x')).status).toBe(200);
+        expect((await http.get(gw.port, '/deny/x')).status).toBe(503);
+        // Bounded (timeout_ms 200 per command), not the minutes an unanswered TCP connection can last.
+        expect(Date.now() - started).toBeLessThan(5000);
+        await gw.stop();
+      } finally {
+        await relay.close();
+      }
+    });
+  });
+}
