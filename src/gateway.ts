@@ -4,7 +4,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { basename, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
-import type { AuditSink } from './audit/event.js';
+import type { AuditSink, OperationalEvent } from './audit/event.js';
 import { hash } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
@@ -73,24 +73,28 @@ export class Gateway {
     // side effect. The listener is built from what was read here.
     const tlsMaterial = readTlsMaterial(config.tls);
 
-    // The issuer opens first: it decides whether a missing master key file may be created (a store with signing keys
+    // The shared limiter store first (client authentication counts in it too); what it reports waits for the audit log.
+    const limiterStore = new LimiterStoreReport(log);
+    const redis = config.redis === undefined ? undefined : await connectRedis(config.redis, limiterStore);
+    const limiters: LimiterBackend =
+      redis === undefined || config.redis === undefined
+        ? new MemoryLimiterBackend()
+        : new RedisLimiterBackend(redis, { keyPrefix: config.redis.key_prefix, instances: config.redis.instances, timeoutMs: config.redis.timeout_ms });
+    // The issuer opens next: it decides whether a missing master key file may be created (a store with signing keys
     // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
-    const issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey });
+    let issuer: Issuer | undefined;
     let audit: AuditSink;
     try {
+      issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey, limiters });
       audit = deps.audit ?? openAuditLog(config, log, deps.masterKey);
     } catch (error) {
       await issuer?.close();
+      await redis?.close();
       throw error;
     }
+    limiterStore.attach(audit);
     const lifecycle: Lifecycle = { stopping: false };
-    let redis: RedisConnection | undefined;
     try {
-      redis = config.redis === undefined ? undefined : await connectRedis(config.redis, audit, log);
-      const limiters: LimiterBackend =
-        redis === undefined || config.redis === undefined
-          ? new MemoryLimiterBackend()
-          : new RedisLimiterBackend(redis, { keyPrefix: config.redis.key_prefix, instances: config.redis.instances, timeoutMs: config.redis.timeout_ms });
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
       // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
@@ -200,11 +204,45 @@ export class Gateway {
 }
 
 /**
+ * What the shared limiter store reports (outage, recovery) goes to the audit chain and the log. It may happen before the
+ * audit log is open (Redis is connected first): a few such events wait for it.
+ */
+class LimiterStoreReport {
+  private sink: AuditSink | undefined;
+  private readonly waiting: Array<readonly [OperationalEvent, Record<string, string | number>]> = [];
+
+  constructor(private readonly log: Logger) {}
+
+  attach(sink: AuditSink): void {
+    this.sink = sink;
+    for (const [type, fields] of this.waiting.splice(0)) sink.event(type, fields);
+  }
+
+  down(where: string, error: string): void {
+    this.record('limiter_store_unavailable', { redis: where, error });
+    this.log.error(
+      { redis: where, err: error },
+      "shared limiter store (Redis) unreachable: quota_outage degrade counts this instance's share in memory, deny answers 503",
+    );
+  }
+
+  up(where: string, downMs: number): void {
+    this.record('limiter_store_recovered', { redis: where, unavailable_ms: downMs });
+    this.log.info({ redis: where, down_ms: downMs }, 'shared limiter store (Redis) reachable again: limits are counted across instances');
+  }
+
+  private record(type: OperationalEvent, fields: Record<string, string | number>): void {
+    if (this.sink !== undefined) this.sink.event(type, fields);
+    else if (this.waiting.length < 16) this.waiting.push([type, fields]);
+  }
+}
+
+/**
  * The shared limiter store: connected (for at most a second or the command timeout, whichever is longer) before the first
  * request, so instances started together count together from their first request. A gateway starts without it all the
- * same — its limiters then follow their outage policies — and every outage and recovery is an audit event and a log line.
+ * same — its limiters then follow their outage policies.
  */
-async function connectRedis(settings: DeepReadonly<RedisConfig>, audit: AuditSink, log: Logger): Promise<RedisConnection> {
+async function connectRedis(settings: DeepReadonly<RedisConfig>, report: LimiterStoreReport): Promise<RedisConnection> {
   let ca: string | undefined;
   if (settings.ca !== undefined) {
     try {
@@ -217,27 +255,12 @@ async function connectRedis(settings: DeepReadonly<RedisConfig>, audit: AuditSin
   // The first connection is no recovery; one made after the wait below gave up is.
   let starting = true;
   const redis = new RedisConnection({ url: settings.url, ca, timeoutMs: settings.timeout_ms }, (state) => {
-    if (state.up && starting) return;
-    if (state.up) {
-      audit.event('limiter_store_recovered', { redis: where, unavailable_ms: state.downMs });
-      log.info({ redis: where, down_ms: state.downMs }, 'shared limiter store (Redis) reachable again: limits are counted across instances');
-    } else {
-      audit.event('limiter_store_unavailable', { redis: where, error: state.error });
-      log.error(
-        { redis: where, err: state.error },
-        "shared limiter store (Redis) unreachable: quota_outage degrade counts this instance's share in memory, deny answers 503",
-      );
-    }
+    if (state.up && !starting) report.up(where, state.downMs);
+    else if (!state.up) report.down(where, state.error);
   });
   const ready = await redis.waitReady(Math.max(1000, settings.timeout_ms));
   starting = false;
-  if (!ready) {
-    audit.event('limiter_store_unavailable', { redis: where, error: 'not reachable at start' });
-    log.error(
-      { redis: where },
-      "shared limiter store (Redis) unreachable at start: quota_outage degrade counts this instance's share in memory, deny answers 503",
-    );
-  }
+  if (!ready) report.down(where, 'not reachable at start');
   return redis;
 }
 

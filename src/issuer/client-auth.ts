@@ -9,11 +9,11 @@
 // Unknown client, wrong secret, disabled client and a blocked pair's wrong guesses all end in the same 401 (OA-05).
 import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
-import { RateLimiterMemory, RateLimiterRes } from 'rate-limiter-flexible';
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { IssuerConfig } from '../config/issuer.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import { memoryLimiter } from '../quota/rate.js';
+import { MemoryLimiterBackend, type Counter, type LimiterBackend } from '../quota/backend.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import { StoreError, type Client, type ClientStore } from '../store/contract.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
@@ -91,10 +91,10 @@ const FAMILIAR_TTL_MS = 30 * DAY_S * 1000;
 const BASIC_CHALLENGE = Object.freeze({ 'www-authenticate': 'Basic realm="gatehouse", charset="UTF-8"' });
 
 export class ClientAuthenticator {
-  private readonly perIp: RateLimiterMemory;
-  private readonly consecutiveFails: RateLimiterMemory;
-  private readonly dailyFailsByIp: RateLimiterMemory;
-  private readonly hourlyFailsByClient: RateLimiterMemory;
+  private readonly perIp: Counter;
+  private readonly consecutiveFails: Counter;
+  private readonly dailyFailsByIp: Counter;
+  private readonly hourlyFailsByClient: Counter;
   private readonly familiar = new LRUCache<string, true>({ max: FAMILIAR_PAIRS, ttl: FAMILIAR_TTL_MS });
   /** Attempts between the limit check and their outcome, per (client id, IP) pair; entries vanish at zero (bounded by the hash queue). */
   private readonly pending = new Map<string, number>();
@@ -106,26 +106,24 @@ export class ClientAuthenticator {
     private readonly log: Logger,
     private readonly seen: ClientSeen,
     private readonly now: () => number = Date.now,
+    /** Where the counters live: this process's memory, or Redis shared by every instance (never off while it is away). */
+    limiters: LimiterBackend = new MemoryLimiterBackend(),
   ) {
-    this.perIp = memoryLimiter(settings.per_ip, 'client-auth-ip');
+    const { per_ip: perIp } = settings;
+    this.perIp = limiters.counter({ keyPrefix: 'client-auth-ip', points: perIp.points, durationS: perIp.duration_s, blockS: perIp.block_s });
     // A day's window: a pair that stops failing is forgotten after a day even without a success (bounded state).
-    this.consecutiveFails = new RateLimiterMemory({
+    this.consecutiveFails = limiters.counter({
       keyPrefix: 'client-auth-fails',
       points: settings.max_consecutive_failures,
-      duration: DAY_S,
-      blockDuration: settings.failure_block_s,
+      durationS: DAY_S,
+      blockS: settings.failure_block_s,
     });
-    this.dailyFailsByIp = new RateLimiterMemory({
-      keyPrefix: 'client-auth-daily',
-      points: settings.max_daily_failures_per_ip,
-      duration: DAY_S,
-      blockDuration: DAY_S,
-    });
-    this.hourlyFailsByClient = new RateLimiterMemory({
+    this.dailyFailsByIp = limiters.counter({ keyPrefix: 'client-auth-daily', points: settings.max_daily_failures_per_ip, durationS: DAY_S, blockS: DAY_S });
+    this.hourlyFailsByClient = limiters.counter({
       keyPrefix: 'client-auth-client',
       points: settings.max_hourly_failures_per_client,
-      duration: HOUR_S,
-      blockDuration: HOUR_S,
+      durationS: HOUR_S,
+      blockS: HOUR_S,
     });
     this.verifier = new SecretVerifier({ maxConcurrent: settings.max_concurrent_hashes, maxQueued: settings.max_queued_hashes });
   }
@@ -326,7 +324,7 @@ function invalidClient(reason: string): GatewayError {
  * One failure on `key`; the failure that uses up the last point blocks the key for `blockS`, so the next attempt is refused
  * before argon2. True when this failure started a block.
  */
-async function countFailure(limiter: RateLimiterMemory, key: string, points: number, blockS: number): Promise<boolean> {
+async function countFailure(limiter: Counter, key: string, points: number, blockS: number): Promise<boolean> {
   let consumed: number;
   try {
     consumed = (await limiter.consume(key)).consumedPoints;

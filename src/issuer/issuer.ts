@@ -9,7 +9,8 @@ import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
-import type { CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
+import type { Client, CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
+import { MemoryLimiterBackend, type LimiterBackend } from '../quota/backend.js';
 import { openCredentialStore } from '../store/open.js';
 import { openVerifiedKeyEncryptionKey } from './master-key.js';
 import { ClientAuthenticator, OAuthClientAuthenticator } from './client-auth.js';
@@ -35,6 +36,8 @@ export interface IssuerDeps {
   /** GATEHOUSE_MASTER_KEY as read by the CLI; otherwise data_dir/master.key is used (created once, 0600). */
   readonly masterKey?: string | undefined;
   readonly now?: () => number;
+  /** Where client authentication's brute-force limits count (default: this process's memory). */
+  readonly limiters?: LimiterBackend;
 }
 
 /**
@@ -92,6 +95,7 @@ export class Issuer {
     private readonly log: Logger,
     private readonly now: () => number,
     port: number,
+    limiters: LimiterBackend,
   ) {
     this.names = Issuer.names(settings, port);
     this.signingKid = this.currentSigningKid();
@@ -109,7 +113,8 @@ export class Issuer {
       cacheEntries: settings.verified_token_cache,
       now,
     });
-    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, (client, readAt) => revocations.clientSeen(client, readAt), now);
+    const seen = (client: Client, readAt: number): void => revocations.clientSeen(client, readAt);
+    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, seen, now, limiters);
     const ctx: IssuerContext = {
       issuer,
       defaultAudience: () => this.defaultAudience,
@@ -168,7 +173,7 @@ export class Issuer {
       }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
-      issuer = new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port);
+      issuer = new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port, deps.limiters ?? new MemoryLimiterBackend());
       issuer.watch = watch;
       if (missed) await issuer.refresh();
       return issuer;

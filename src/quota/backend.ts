@@ -34,11 +34,20 @@ export class LimiterUnavailable extends Error {
   }
 }
 
+/** A window that can also be read, blocked and cleared: the token endpoint's failure counters (rate-limiter-flexible's API). */
+export interface Counter extends Window {
+  get(key: string): Promise<RateLimiterRes | null>;
+  block(key: string, seconds: number): Promise<RateLimiterRes>;
+  delete(key: string): Promise<boolean>;
+}
+
 export interface LimiterBackend {
   /** True when instances share the counters: then an outage policy matters. */
   readonly shared: boolean;
   rate(spec: RateSpec, onOutage?: OutagePolicy): Window;
   calendar(spec: CalendarSpec, onOutage?: OutagePolicy): CalendarCounter;
+  /** A counter that always degrades: the brute-force limits of client authentication must never stop while Redis is away. */
+  counter(spec: RateSpec): Counter;
 }
 
 export class MemoryLimiterBackend implements LimiterBackend {
@@ -50,6 +59,10 @@ export class MemoryLimiterBackend implements LimiterBackend {
 
   calendar(spec: CalendarSpec): CalendarCounter {
     return new MemoryCalendarCounter(spec);
+  }
+
+  counter(spec: RateSpec): Counter {
+    return memoryRate(spec, spec.points);
   }
 }
 
@@ -93,6 +106,18 @@ export class RedisLimiterBackend implements LimiterBackend {
     return new RedisCalendarCounter(this.redis, { ...spec, keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}` }, this.opts.timeoutMs, fallback);
   }
 
+  counter(spec: RateSpec): Counter {
+    const limiter = new RateLimiterRedis({
+      storeClient: this.redis.client,
+      keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}`,
+      points: spec.points,
+      duration: spec.durationS,
+      blockDuration: spec.blockS ?? 0,
+      rejectIfRedisNotReady: true,
+    });
+    return new SharedCounter(new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs }), memoryRate(spec, this.share(spec.points)));
+  }
+
   private share(points: number): number {
     return Math.max(1, Math.ceil(points / this.opts.instances));
   }
@@ -113,6 +138,36 @@ class SharedWindow implements Window {
       if (this.fallback === undefined) throw new LimiterUnavailable();
       return this.fallback.consume(key, points);
     }
+  }
+}
+
+/** A counter on Redis: any answer but a verdict is asked of the in-memory fallback instead (the `degrade` policy). */
+class SharedCounter implements Counter {
+  constructor(
+    private readonly shared: RateLimiterAbstract,
+    private readonly fallback: Counter,
+  ) {}
+
+  async consume(key: string, points = 1): Promise<RateLimiterRes> {
+    try {
+      return await this.shared.consume(key, points);
+    } catch (outcome) {
+      if (outcome instanceof RateLimiterRes) throw outcome;
+      return this.fallback.consume(key, points);
+    }
+  }
+
+  get(key: string): Promise<RateLimiterRes | null> {
+    return this.shared.get(key).catch(() => this.fallback.get(key));
+  }
+
+  block(key: string, seconds: number): Promise<RateLimiterRes> {
+    return this.shared.block(key, seconds).catch(() => this.fallback.block(key, seconds));
+  }
+
+  delete(key: string): Promise<boolean> {
+    // Cleared in both: a success must not leave a failure count behind in the fallback either.
+    return Promise.all([this.shared.delete(key).catch(() => false), this.fallback.delete(key)]).then(([shared, local]) => shared || local);
   }
 }
 

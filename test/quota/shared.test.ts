@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
+import { generateClientId } from '../../src/issuer/secrets.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
 import { serveCli, type ServeProcess } from '../support/cli.js';
 import { eventually } from '../support/eventually.js';
@@ -120,6 +121,37 @@ if (REDIS_URL === undefined) {
       expect(admitted.headers['ratelimit-policy']).toBe('"q";q=10;w=60');
       expect(admitted.headers['ratelimit']).toMatch(/^"q";r=0;t=\d+$/);
       expect(Number(admitted.headers['retry-after'])).toBeGreaterThan(0);
+      await Promise.all([a.stop(), b.stop()]);
+    });
+
+    it("two instances share the token endpoint's brute-force limits: failures on either count toward one block", async () => {
+      const file = join(work, 'issuer.yaml');
+      writeFileSync(
+        file,
+        `server: { host: 127.0.0.1, port: 0 }\n` +
+          `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+          `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
+          `issuer: { issuer: 'https://gw.shared.test', client_auth: { per_ip: { points: 6, duration_s: 60 }, max_consecutive_failures: 3 } }\n` +
+          `store: { path: ${join(work, 'shared.db')} }\n` +
+          `routes:\n  - { id: public, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`,
+      );
+      const { GATEHOUSE_REDIS_URL: _r, ...inherited } = process.env;
+      const env = { ...inherited, GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url') };
+      // One after the other: the first creates the shared SQLite store.
+      const a = await serveCli(['--config', file, '--data', join(work, 'issuer-a')], env);
+      servers.push(a);
+      const b = await serveCli(['--config', file, '--data', join(work, 'issuer-b')], env);
+      servers.push(b);
+      const guessed = { id: generateClientId(), secret: 'wrong' };
+      const attempts: number[] = [];
+      for (const port of [a.port, b.port, a.port, b.port]) attempts.push((await http.token(port, guessed)).status);
+      // Three failures (two on A, one on B) block the pair on both: alone, each instance would still have allowed a try.
+      expect(attempts).toEqual([401, 401, 401, 429]);
+      // The per-IP budget (6 attempts) is shared too: four spent above, two more, then refused on either.
+      const other = { id: generateClientId(), secret: 'wrong' };
+      const more: number[] = [];
+      for (const port of [a.port, b.port, a.port]) more.push((await http.token(port, other)).status);
+      expect(more).toEqual([401, 401, 429]);
       await Promise.all([a.stop(), b.stop()]);
     });
 
