@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { generateClientId } from '../../src/issuer/secrets.js';
@@ -181,6 +182,35 @@ if (REDIS_URL === undefined) {
       expect(events('outage', 'limiter_store_unavailable')).toBe(1);
       // The operational log is buffered (flushed every 250 ms): the line may reach the pipe after the recovery.
       await eventually(() => gw.lines.some((line) => line.includes('shared limiter store (Redis) unreachable')), 2000, 'the outage logged');
+      await gw.stop();
+    });
+
+    it('RL-04 a key over its rate is refused from memory, not from Redis; RL-08 every key the gateway writes expires', async () => {
+      const port = await freePort();
+      redises.push(await privateRedis(port));
+      const gw = await serve(config('hammer', `redis://127.0.0.1:${port}`, '{ points: 3, duration_s: 60 }'), 'hammer');
+      const observer = new Redis(port, '127.0.0.1', { lazyConnect: true });
+      await observer.connect();
+      const monitor = await observer.monitor();
+      let quotaCommands = 0;
+      monitor.on('monitor', (_time: string, args: readonly unknown[]) => {
+        if (args.some((arg) => String(arg).includes(':quota:q:rate:'))) quotaCommands++;
+      });
+      try {
+        expect(await statuses(gw.port, '/degrade/x', 4)).toEqual([200, 200, 200, 429]);
+        await eventually(() => quotaCommands >= 4, 2000, 'the first four counted in Redis');
+        const counted = quotaCommands;
+        const hammered = await statuses(gw.port, '/degrade/x', 100);
+        expect(count(hammered, 429)).toBe(100);
+        // The refused key is answered from memory for the rest of its window: Redis hears nothing more about it.
+        expect(quotaCommands).toBe(counted);
+      } finally {
+        monitor.disconnect();
+      }
+      const keys = await observer.keys('*');
+      expect(keys.length).toBeGreaterThan(0);
+      for (const key of keys) expect(await observer.pttl(key), key).toBeGreaterThan(0);
+      observer.disconnect();
       await gw.stop();
     });
 
