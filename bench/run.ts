@@ -1,9 +1,11 @@
 // `npm run bench`: loads an upstream through a bare undici TLS proxy (the ceiling) and through the gateway, in one run,
 // with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio; then the gateway without
-// its audit log (the chain's cost), and `audit query` over a million-record log.
+// its audit log (the chain's cost), the gateway with its quotas on Redis (what sharing the limits costs), and `audit query`
+// over a million-record log.
 // Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
 import 'reflect-metadata';
 import autocannon from 'autocannon';
+import { Redis } from 'ioredis';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -70,6 +72,19 @@ async function load(target: Started, path: string, tls: { cert: Buffer; key: Buf
   };
 }
 
+/** Whether a Redis server answers PING at `url` within a second. */
+async function redisAnswers(url: string): Promise<boolean> {
+  const client = new Redis(url, { lazyConnect: true, connectTimeout: 1000, maxRetriesPerRequest: 0, enableOfflineQueue: false, retryStrategy: () => null });
+  try {
+    await client.connect();
+    return (await client.ping()) === 'PONG';
+  } catch {
+    return false;
+  } finally {
+    client.disconnect();
+  }
+}
+
 const median = (values: readonly number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
@@ -134,6 +149,16 @@ async function main(): Promise<void> {
     children.push(unaudited.child);
     const audited = await startProcess([join(HERE, 'gateway-audit-variants.js'), variantConfig, '--audit'], portLine);
     children.push(audited.child);
+    // The same gateway with its quota and pre-auth budget counted in Redis (skipped when no Redis answers).
+    const redisUrl = process.env['GATEHOUSE_REDIS_URL'] ?? 'redis://127.0.0.1:6379';
+    let onRedis: Started | undefined;
+    if (await redisAnswers(redisUrl)) {
+      const redisConfig = join(work, 'redis.yaml');
+      const shared = { url: redisUrl, key_prefix: `gatehouse-bench-${process.pid}-${Date.now()}` };
+      writeFileSync(redisConfig, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), redis: shared, audit: { instance: 'bench-redis' } }));
+      onRedis = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', redisConfig], portLine);
+      children.push(onRedis.child);
+    } else process.stdout.write(`no Redis answers at ${redisUrl}: the Redis-backed quota variant is skipped\n`);
     // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.
     const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
@@ -144,17 +169,19 @@ async function main(): Promise<void> {
     await load(gateway, '/jwt', clientTls, 2, tokens);
     await load(unaudited, '/bench', clientTls, 2);
     await load(audited, '/bench', clientTls, 2);
+    if (onRedis !== undefined) await load(onRedis, '/bench', clientTls, 2);
 
     // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
     // generator's own per-request work and the larger request headers weigh on both sides alike.
-    const rounds: { bare: Result[]; gateway: Result[]; bareTokens: Result[]; bearer: Result[]; unaudited: Result[]; audited: Result[] } = {
-      bare: [],
-      gateway: [],
-      bareTokens: [],
-      bearer: [],
-      unaudited: [],
-      audited: [],
-    };
+    const rounds: {
+      bare: Result[];
+      gateway: Result[];
+      bareTokens: Result[];
+      bearer: Result[];
+      unaudited: Result[];
+      audited: Result[];
+      redis: Result[];
+    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
       rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
@@ -162,6 +189,7 @@ async function main(): Promise<void> {
       rounds.bearer.push(await load(gateway, '/jwt', clientTls, DURATION_S, tokens));
       rounds.unaudited.push(await load(unaudited, '/bench', clientTls, DURATION_S));
       rounds.audited.push(await load(audited, '/bench', clientTls, DURATION_S));
+      if (onRedis !== undefined) rounds.redis.push(await load(onRedis, '/bench', clientTls, DURATION_S));
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
           `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)}, ` +
@@ -184,6 +212,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${row(`gateway (bearer, ${tokens.length} tokens)`, rounds.bearer)}\n`);
     process.stdout.write(`${row('variant (mTLS), audit discarded', rounds.unaudited)}\n`);
     process.stdout.write(`${row('variant (mTLS), audit chained', rounds.audited)}\n`);
+    if (rounds.redis.length > 0) process.stdout.write(`${row('gateway (mTLS), quotas on Redis', rounds.redis)}\n`);
     const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
     process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
@@ -197,6 +226,13 @@ async function main(): Promise<void> {
       `audit chain cost, mTLS route: throughput with/without ${(rps(rounds.audited) / rps(rounds.unaudited)).toFixed(2)}, ` +
         `CPU per request without/with ${(cpu(rounds.unaudited) / cpu(rounds.audited)).toFixed(2)}\n`,
     );
+    if (rounds.redis.length > 0) {
+      // What sharing the limits costs: the same gateway with its route quota and pre-auth budget counted in Redis.
+      process.stdout.write(
+        `quotas on Redis / in memory, mTLS route: throughput ${(rps(rounds.redis) / rps(rounds.gateway)).toFixed(2)}, ` +
+          `CPU per request ${(cpu(rounds.gateway) / cpu(rounds.redis)).toFixed(2)}\n`,
+      );
+    }
   } finally {
     await stopAll(children);
     removeWork(work);

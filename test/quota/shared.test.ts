@@ -33,8 +33,8 @@ async function freePort(): Promise<number> {
 }
 
 /** A redis-server of this file's own, on 127.0.0.1, without persistence: it can be killed without touching the shared one. */
-async function privateRedis(port: number): Promise<ChildProcess> {
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+async function privateRedis(port: number, listen: readonly string[] = ['--port', String(port)]): Promise<ChildProcess> {
+  const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   await eventually(
     () =>
       new Promise<boolean>((resolve) => {
@@ -212,6 +212,33 @@ if (REDIS_URL === undefined) {
       for (const key of keys) expect(await observer.pttl(key), key).toBeGreaterThan(0);
       observer.disconnect();
       await gw.stop();
+    });
+
+    it('rediss:// with redis.ca: the limits count in a TLS Redis whose certificate chains to that CA; another CA is refused', async () => {
+      const port = await freePort();
+      const tls = [
+        ...['--port', '0', '--tls-port', String(port)],
+        ...['--tls-cert-file', join(certs, 'server.pem'), '--tls-key-file', join(certs, 'server-key.pem')],
+        ...['--tls-ca-cert-file', join(certs, 'ca.pem'), '--tls-auth-clients', 'no'],
+      ];
+      redises.push(await privateRedis(port, tls));
+      const url = `rediss://127.0.0.1:${port}`;
+      const gw = await serve(config('tls', url, '{ points: 2, duration_s: 60 }', `, ca: ${join(certs, 'ca.pem')}`), 'tls');
+      expect(await statuses(gw.port, '/degrade/x', 3)).toEqual([200, 200, 429]);
+      const observer = new Redis(url, { tls: { ca: readFileSync(join(certs, 'ca.pem')) }, lazyConnect: true });
+      await observer.connect();
+      expect((await observer.keys('*')).some((key) => key.includes(':quota:q:rate:'))).toBe(true);
+      observer.disconnect();
+      expect(events('tls', 'limiter_store_unavailable')).toBe(0);
+      await gw.stop();
+
+      // A server certificate from another CA: never trusted, so the limits stay in memory and the outage is on record.
+      const otherCa = join(work, 'other-certs');
+      await initDevCertificates(otherCa);
+      const wary = await serve(config('wary', url, '{ points: 2, duration_s: 60 }', `, ca: ${join(otherCa, 'ca.pem')}`), 'wary');
+      expect(await statuses(wary.port, '/degrade/x', 3)).toEqual([200, 200, 429]);
+      await eventually(() => events('wary', 'limiter_store_unavailable') === 1, 5000, 'the untrusted Redis on record');
+      await wary.stop();
     });
 
     it('a Redis that never answers: each request waits at most about the command timeout; degrade admits, deny refuses', async () => {
