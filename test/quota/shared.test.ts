@@ -113,15 +113,20 @@ if (REDIS_URL === undefined) {
       // One file for both: the same key prefix, so the same counters.
       const file = config('pair', REDIS_URL, '{ points: 10, duration_s: 60 }');
       const [a, b] = await Promise.all([serve(file, 'pair-a'), serve(file, 'pair-b')]);
-      const answers: number[] = [];
+      const first = await http.get(b.port, '/degrade/x');
+      // The count left is the shared one: B's first answer already says 9 of 10 are left, whoever spends them.
+      expect(first.status).toBe(200);
+      expect(first.headers['ratelimit-policy']).toBe('"q";q=10;w=60');
+      expect(first.headers['ratelimit']).toMatch(/^"q";r=9;t=\d+$/);
+      const answers: number[] = [first.status];
       for (let i = 0; i < 15; i++) answers.push(...(await Promise.all([http.get(a.port, '/degrade/x'), http.get(b.port, '/degrade/x')])).map((r) => r.status));
       expect(count(answers, 200)).toBe(10);
-      expect(count(answers, 429)).toBe(20);
-      const admitted = await http.get(a.port, '/deny/x');
-      expect(admitted.status).toBe(429);
-      expect(admitted.headers['ratelimit-policy']).toBe('"q";q=10;w=60');
-      expect(admitted.headers['ratelimit']).toMatch(/^"q";r=0;t=\d+$/);
-      expect(Number(admitted.headers['retry-after'])).toBeGreaterThan(0);
+      expect(count(answers, 429)).toBe(21);
+      const refused = await http.get(a.port, '/deny/x');
+      expect(refused.status).toBe(429);
+      expect(refused.headers['ratelimit-policy']).toBe('"q";q=10;w=60');
+      expect(refused.headers['ratelimit']).toMatch(/^"q";r=0;t=\d+$/);
+      expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
       await Promise.all([a.stop(), b.stop()]);
     });
 
@@ -239,6 +244,33 @@ if (REDIS_URL === undefined) {
       expect(await statuses(wary.port, '/degrade/x', 3)).toEqual([200, 200, 429]);
       await eventually(() => events('wary', 'limiter_store_unavailable') === 1, 5000, 'the untrusted Redis on record');
       await wary.stop();
+    });
+
+    it('RL-07 Redis killed under the token endpoint: failures are still counted (in memory) and still block, never unlimited', async () => {
+      const port = await freePort();
+      const redis = await privateRedis(port);
+      redises.push(redis);
+      const file = join(work, 'rl07.yaml');
+      writeFileSync(
+        file,
+        `server: { host: 127.0.0.1, port: 0 }\n` +
+          `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+          `redis: { url: 'redis://127.0.0.1:${port}', timeout_ms: 200 }\n` +
+          `issuer: { issuer: 'https://gw.rl07.test', client_auth: { max_consecutive_failures: 3 } }\n` +
+          `routes:\n  - { id: public, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`,
+      );
+      const { GATEHOUSE_REDIS_URL: _r, ...inherited } = process.env;
+      const gw = await serveCli(['--config', file, '--data', join(work, 'rl07')], {
+        ...inherited,
+        GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url'),
+      });
+      servers.push(gw);
+      await kill(redis);
+      const guessed = { id: generateClientId(), secret: 'wrong' };
+      const attempts: number[] = [];
+      for (let i = 0; i < 5; i++) attempts.push((await http.token(gw.port, guessed)).status);
+      expect(attempts).toEqual([401, 401, 401, 429, 429]);
+      await gw.stop();
     });
 
     it('a Redis that never answers: each request waits at most about the command timeout; degrade admits, deny refuses', async () => {
