@@ -11,6 +11,7 @@
 import { RateLimiterMemory, RateLimiterRedis, RateLimiterRes, RLWrapperTimeouts, type RateLimiterAbstract } from 'rate-limiter-flexible';
 import type { RedisConnection } from '../lib/redis.js';
 import { MemoryCalendarCounter, type CalendarCounter, type CalendarPeriod, type CalendarSpec } from './calendar.js';
+import { MemorySlots, RedisSlots, type Slots } from './slots.js';
 
 export interface RateSpec {
   readonly keyPrefix: string;
@@ -48,6 +49,8 @@ export interface LimiterBackend {
   calendar(spec: CalendarSpec, onOutage?: OutagePolicy): CalendarCounter;
   /** A counter that always degrades: the brute-force limits of client authentication must never stop while Redis is away. */
   counter(spec: RateSpec): Counter;
+  /** Concurrency slots: at most `max` requests of one key in flight at once. */
+  slots(spec: { readonly keyPrefix: string; readonly max: number }, onOutage?: OutagePolicy): Slots;
 }
 
 export class MemoryLimiterBackend implements LimiterBackend {
@@ -63,6 +66,10 @@ export class MemoryLimiterBackend implements LimiterBackend {
 
   counter(spec: RateSpec): Counter {
     return memoryRate(spec, spec.points);
+  }
+
+  slots(spec: { readonly max: number }): Slots {
+    return new MemorySlots(spec.max);
   }
 }
 
@@ -116,6 +123,11 @@ export class RedisLimiterBackend implements LimiterBackend {
       rejectIfRedisNotReady: true,
     });
     return new SharedCounter(new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs }), memoryRate(spec, this.share(spec.points)));
+  }
+
+  slots(spec: { readonly keyPrefix: string; readonly max: number }, onOutage: OutagePolicy = 'degrade'): Slots {
+    const fallback = onOutage === 'degrade' ? new MemorySlots(this.share(spec.max)) : undefined;
+    return new RedisSlots(this.redis, `${this.opts.keyPrefix}:${spec.keyPrefix}`, spec.max, fallback, () => new LimiterUnavailable());
   }
 
   private share(points: number): number {

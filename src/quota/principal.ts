@@ -8,6 +8,7 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, QuotaDecision, QuotaLease, QuotaPolicy } from '../pipeline/stage.js';
 import { LimiterUnavailable, type LimiterBackend, type OutagePolicy, type Window } from './backend.js';
+import type { SlotLease, Slots } from './slots.js';
 import { calendarPeriod, secondsUntilEnd, type CalendarCounter, type CalendarPeriod, type CalendarUnit } from './calendar.js';
 import { KeyTable } from './keys.js';
 
@@ -24,6 +25,7 @@ export interface QuotaDeps {
 
 /** The counting windows of a quota under one outage policy (on a shared backend the policies share their counters). */
 interface Windows {
+  readonly slots: Slots | undefined;
   readonly rate: Window | undefined;
   readonly burst: Window | undefined;
   readonly daily: CalendarWindow | undefined;
@@ -49,7 +51,6 @@ export class PrincipalQuota {
   /** The windows under `degrade` (and on an unshared backend, under either policy), and under `deny` once a route asks. */
   private readonly degrading: Windows;
   private denying: Windows | undefined;
-  private readonly slots: ConcurrencySlots | undefined;
   /** Absent for a concurrency-only quota: its state is the slots of requests in flight, bounded by them. */
   private readonly keys: KeyTable | undefined;
   /** How long a key's fixed-window state can outlive its last use: the longest of window, block and burst window. */
@@ -69,13 +70,12 @@ export class PrincipalQuota {
     private readonly deps: QuotaDeps,
   ) {
     this.name = name;
-    const { duration_s: durationS, concurrent } = config;
+    const { duration_s: durationS } = config;
     this.rateItem = `"${name}"`;
     this.concurrencyItem = `"${name}.concurrency"`;
     this.dailyItem = `"${name}.day"`;
     this.monthlyItem = `"${name}.month"`;
     this.degrading = this.windows('degrade');
-    this.slots = concurrent !== undefined ? new ConcurrencySlots(concurrent) : undefined;
     const { rate, burst, daily, monthly } = this.degrading;
     this.keys = rate !== undefined || daily !== undefined || monthly !== undefined ? new KeyTable(config.max_keys) : undefined;
     this.lifetimeMs = rate === undefined ? 0 : Math.max(durationS ?? 0, config.block_s ?? 0, burst !== undefined ? burstDurationS(config) : 0) * 1000;
@@ -83,7 +83,7 @@ export class PrincipalQuota {
 
   private windows(outage: OutagePolicy): Windows {
     const { config, deps, name } = this;
-    const { points, duration_s: durationS, burst, per_day: perDay, per_month: perMonth } = config;
+    const { points, duration_s: durationS, burst, per_day: perDay, per_month: perMonth, concurrent } = config;
     const prefix = `quota:${name}`;
     const rate =
       points !== undefined && durationS !== undefined
@@ -91,6 +91,7 @@ export class PrincipalQuota {
         : undefined;
     const now = deps.now();
     return {
+      slots: concurrent !== undefined ? deps.backend.slots({ keyPrefix: `${prefix}:slots`, max: concurrent }, outage) : undefined,
       rate,
       burst:
         burst !== undefined && rate !== undefined
@@ -116,7 +117,7 @@ export class PrincipalQuota {
 
   /** Requests holding a concurrency slot now, all keys together (RL-03: back to 0 once they all ended). */
   inFlight(): number {
-    return this.slots?.total ?? 0;
+    return (this.degrading.slots?.held ?? 0) + (this.denying?.slots?.held ?? 0);
   }
 
   /** Keys with windowed state (RL-08: never above max_keys; the overflow bucket is one more). */
@@ -146,13 +147,13 @@ export class PrincipalQuota {
     const month = monthly?.current(now);
     const key = this.admit(quotaKey(request), now, month ?? day);
     const policy = this.policy(month);
-    const { slots } = this;
     // The slot first: a refusal for concurrency costs no points, and a slot is never held by a refused request.
-    if (slots !== undefined && !slots.acquire(key)) return this.refuse('concurrency', key, this.concurrencyItem, undefined, policy, false);
+    const lease = windows.slots === undefined ? undefined : await windows.slots.acquire(key);
+    if (windows.slots !== undefined && lease === undefined) return this.refuse('concurrency', key, this.concurrencyItem, undefined, policy, undefined);
     try {
       // The service limit reported is the one closest to exhaustion: fewest points left; on a tie, the longest wait.
       let item = this.concurrencyItem;
-      let remaining = slots !== undefined ? slots.remaining(key) : 0;
+      let remaining = lease?.remaining ?? 0;
       let resetS = -1;
       if (rate !== undefined) {
         try {
@@ -162,7 +163,7 @@ export class PrincipalQuota {
           resetS = Math.max(0, Math.ceil(res.msBeforeNext / 1000));
         } catch (refused) {
           if (!(refused instanceof RateLimiterRes)) throw refused;
-          if (burst === undefined) return this.refuse('rate', key, this.rateItem, refused.msBeforeNext, policy, true);
+          if (burst === undefined) return this.refuse('rate', key, this.rateItem, refused.msBeforeNext, policy, lease);
           try {
             const spare = await burst.consume(key, cost);
             // Served from the burst: what is left of it is all there is until the rate's window refills.
@@ -171,7 +172,7 @@ export class PrincipalQuota {
           } catch (exhausted) {
             if (!(exhausted instanceof RateLimiterRes)) throw exhausted;
             // Either refill admits again: the rate's next window or the burst's.
-            return this.refuse('rate and burst', key, this.rateItem, Math.min(refused.msBeforeNext, exhausted.msBeforeNext), policy, true);
+            return this.refuse('rate and burst', key, this.rateItem, Math.min(refused.msBeforeNext, exhausted.msBeforeNext), policy, lease);
           }
         }
         item = this.rateItem;
@@ -191,13 +192,13 @@ export class PrincipalQuota {
           }
         } catch (refused) {
           if (!(refused instanceof RateLimiterRes)) throw refused;
-          return this.refuse(window.unit, key, calendar.item, untilEnd * 1000, policy, true);
+          return this.refuse(window.unit, key, calendar.item, untilEnd * 1000, policy, lease);
         }
       }
       const field = resetS === -1 ? `${item};r=${remaining}` : `${item};r=${remaining};t=${resetS}`;
-      return new Admission(policy, field, slots, key);
+      return new Admission(policy, field, lease);
     } catch (fault) {
-      slots?.release(key);
+      lease?.release();
       throw fault;
     }
   }
@@ -222,8 +223,8 @@ export class PrincipalQuota {
    * A 429 whose body is the catalogue's (identical for every principal, known or not, RL-08); the headers say which
    * policy refused and when to retry. `retryMs` undefined: a concurrency refusal, which has no window.
    */
-  private refuse(what: string, key: string, item: string, retryMs: number | undefined, policy: string, holdsSlot: boolean): QuotaDecision {
-    if (holdsSlot) this.slots?.release(key);
+  private refuse(what: string, key: string, item: string, retryMs: number | undefined, policy: string, lease: SlotLease | undefined): QuotaDecision {
+    lease?.release();
     const retryAfter = retryMs === undefined ? CONCURRENCY_RETRY_S : Math.max(1, Math.ceil(retryMs / 1000));
     return {
       allowed: false,
@@ -292,49 +293,19 @@ class CalendarWindow {
   }
 }
 
-/** In-flight requests per key. An entry exists only while its key holds a slot, so it can neither leak nor go negative. */
-class ConcurrencySlots {
-  private readonly held = new Map<string, number>();
-  total = 0;
-  constructor(private readonly max: number) {}
-  acquire(key: string): boolean {
-    const n = this.held.get(key) ?? 0;
-    if (n >= this.max) return false;
-    this.held.set(key, n + 1);
-    this.total++;
-    return true;
-  }
-  remaining(key: string): number {
-    return this.max - (this.held.get(key) ?? 0);
-  }
-  release(key: string): void {
-    const n = this.held.get(key);
-    if (n === undefined) return;
-    if (n <= 1) this.held.delete(key);
-    else this.held.set(key, n - 1);
-    this.total--;
-  }
-}
-
 /** An allowed decision, and its own lease when the quota caps concurrency: one object per admitted request. */
 class Admission implements QuotaLease {
   readonly allowed = true;
   readonly lease: QuotaLease | undefined;
-  private key: string | undefined;
   constructor(
     readonly rateLimitPolicy: string,
     readonly rateLimit: string,
-    private readonly slots: ConcurrencySlots | undefined,
-    key: string,
+    private readonly slot: SlotLease | undefined,
   ) {
-    this.lease = slots === undefined ? undefined : this;
-    this.key = key;
+    this.lease = slot === undefined ? undefined : this;
   }
   /** Frees the slot the first time; every later call does nothing. */
   release(): void {
-    const { key, slots } = this;
-    if (key === undefined || slots === undefined) return;
-    this.key = undefined;
-    slots.release(key);
+    this.slot?.release();
   }
 }

@@ -16,7 +16,7 @@ import { initDevCertificates } from '../../src/tls/ca.js';
 import { serveCli, type ServeProcess } from '../support/cli.js';
 import { eventually } from '../support/eventually.js';
 import { GatewayClient } from '../support/gateway-client.js';
-import { removeDir } from '../support/harness.js';
+import { removeDir, startUpstream } from '../support/harness.js';
 import { hostPort, TcpRelay } from '../support/tcp-relay.js';
 
 const REDIS_URL = process.env['GATEHOUSE_TEST_REDIS_URL'] || undefined;
@@ -128,6 +128,40 @@ if (REDIS_URL === undefined) {
       expect(refused.headers['ratelimit']).toMatch(/^"q";r=0;t=\d+$/);
       expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
       await Promise.all([a.stop(), b.stop()]);
+    });
+
+    it('concurrency slots are shared too: two held on one instance, the other refuses a third; freed on both when they end', async () => {
+      const upstream = await startUpstream();
+      upstream.respond = (req, res) => {
+        if (req.url?.includes('/slow')) setTimeout(() => res.end('late'), 600);
+        else res.end('ok');
+      };
+      try {
+        const file = join(work, 'slots.yaml');
+        writeFileSync(
+          file,
+          `server: { host: 127.0.0.1, port: 0 }\n` +
+            `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+            `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
+            `upstreams: { app: { url: '${upstream.url}' } }\n` +
+            `quotas: { pair: { concurrent: 2 } }\n` +
+            `routes:\n  - { id: held, match: { path_prefix: /held, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: pair, handler: { proxy: { upstream: app } } }\n`,
+        );
+        const [a, b] = await Promise.all([serve(file, 'slots-a'), serve(file, 'slots-b')]);
+        const held = [http.get(a.port, '/held/slow/1'), http.get(a.port, '/held/slow/2')];
+        await eventually(() => upstream.requests.length === 2, 3000, 'two requests held upstream');
+        const third = await http.get(b.port, '/held/ok');
+        expect(third.status).toBe(429);
+        expect(third.headers['ratelimit']).toBe('"pair.concurrency";r=0');
+        expect((await Promise.all(held)).map((r) => r.status)).toEqual([200, 200]);
+        await eventually(async () => (await http.get(b.port, '/held/ok')).status === 200, 3000, 'B admitting once the slots are free');
+        const next = await http.get(a.port, '/held/ok');
+        expect(next.status).toBe(200);
+        expect(next.headers['ratelimit']).toBe('"pair.concurrency";r=1');
+        await Promise.all([a.stop(), b.stop()]);
+      } finally {
+        await upstream.close();
+      }
     });
 
     it("two instances share the token endpoint's brute-force limits: failures on either count toward one block", async () => {
