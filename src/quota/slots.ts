@@ -47,17 +47,27 @@ export class MemorySlots implements Slots {
 
 /** How long a Redis lease lives without renewal: the most a slot of a vanished instance stays taken. */
 export const LEASE_MS = 30_000;
-const RENEW_EVERY_MS = LEASE_MS / 3;
 
+// Times are Redis's own (TIME), so instances whose clocks disagree still agree on when a lease lapses.
 // Drops lapsed leases, then takes a slot if one is free: the remaining count, or -1 when the key is full.
 const ACQUIRE = `
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
 local held = redis.call('ZCARD', KEYS[1])
-local max = tonumber(ARGV[4])
+local max = tonumber(ARGV[2])
 if held >= max then return -1 end
-redis.call('ZADD', KEYS[1], ARGV[2], ARGV[3])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return max - held - 1`;
+
+// Pushes a lease's expiry, if it is still there.
+const RENEW = `
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], 'XX', now + tonumber(ARGV[2]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 0`;
 
 /** Leases in Redis; `fallback` answers while Redis cannot (`degrade`), else acquire() rejects with `unavailable()`. */
 export class RedisSlots implements Slots {
@@ -72,6 +82,8 @@ export class RedisSlots implements Slots {
     private readonly max: number,
     private readonly fallback: Slots | undefined,
     private readonly unavailable: () => Error,
+    /** Renewed every third of it. */
+    private readonly leaseMs = LEASE_MS,
   ) {}
 
   get held(): number {
@@ -81,17 +93,16 @@ export class RedisSlots implements Slots {
   async acquire(key: string): Promise<SlotLease | undefined> {
     const slotKey = `${this.keyPrefix}:${key}`;
     const id = `${this.instance}-${++this.serial}`;
-    const now = Date.now();
     let remaining: unknown;
     try {
-      remaining = await this.redis.client.eval(ACQUIRE, 1, slotKey, now, now + LEASE_MS, id, this.max, LEASE_MS);
+      remaining = await this.redis.client.eval(ACQUIRE, 1, slotKey, id, this.max, this.leaseMs);
     } catch {
       if (this.fallback === undefined) throw this.unavailable();
       return this.fallback.acquire(key);
     }
     if (typeof remaining !== 'number' || remaining < 0) return undefined;
     this.leases.set(id, slotKey);
-    this.renewal ??= setInterval(() => this.renew(), RENEW_EVERY_MS).unref();
+    this.renewal ??= setInterval(() => this.renew(), this.leaseMs / 3).unref();
     let released = false;
     return {
       remaining,
@@ -109,14 +120,10 @@ export class RedisSlots implements Slots {
     };
   }
 
-  /** Pushes the expiry of every lease this instance holds (only those still present: XX). */
+  /** Pushes the expiry of every lease this instance holds (only those still present), in one round trip. */
   private renew(): void {
-    const until = Date.now() + LEASE_MS;
     const batch = this.redis.client.pipeline();
-    for (const [id, slotKey] of this.leases) {
-      batch.zadd(slotKey, 'XX', until, id);
-      batch.pexpire(slotKey, LEASE_MS);
-    }
+    for (const [id, slotKey] of this.leases) batch.eval(RENEW, 1, slotKey, id, this.leaseMs);
     batch.exec().catch(() => undefined);
   }
 }
