@@ -6,7 +6,9 @@
 // are made read-only (0400). A segment moved or deleted behind the gateway's back is noticed at the next batch: the batch
 // goes to a fresh segment, followed by a record saying what was lost. When the directory cannot be written, appends
 // throw (fail-closed: admitted requests get 503, refusals are still enforced) or are dropped and counted (fail-open),
-// and the log tries to open a fresh segment every few seconds until it can.
+// and the log tries to open a fresh segment every few seconds until it can. Its parts live beside it: chain-lock.ts (one
+// writer per chain), segments.ts (reading segments back after a restart), checkpoint-cadence.ts (when to sign),
+// retention.ts (what may be pruned), encode.ts (the records of a request, serialized by hand).
 import { randomUUID } from 'node:crypto';
 import { closeSync, close as closeFd, fdatasync, fdatasyncSync, fstatSync, openSync, readdirSync, unlinkSync, write } from 'node:fs';
 import { join } from 'node:path';
@@ -15,6 +17,7 @@ import { makeDirectory } from '../lib/make-directory.js';
 import { checkpointPayload, prunePayload, type CheckpointSigner } from './audit-key.js';
 import { chainsIn, GENESIS, open as openLine, seal, segmentName } from './chain.js';
 import { ChainLock } from './chain-lock.js';
+import { CheckpointCadence } from './checkpoint-cadence.js';
 import { lastCompleteRecord, sealSegment, statOrUndefined } from './segments.js';
 import { planPruning, type RetentionPolicy } from './retention.js';
 import { encodeCompletion, encodeDecision } from './encode.js';
@@ -141,9 +144,8 @@ export class AuditLog implements AuditSink {
   private readonly timers: NodeJS.Timeout[] = [];
   private lastMs = Number.NaN;
   private lastIso = '';
-  private sinceCheckpoint = 0;
-  /** When the oldest record no checkpoint covers yet was made (meaningful while sinceCheckpoint > 0). */
-  private uncoveredSince = 0;
+  /** Present when checkpoints are signed: counts what they must cover. */
+  private readonly cadence: CheckpointCadence | undefined;
   private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
   private configVersion: string | null;
@@ -155,6 +157,7 @@ export class AuditLog implements AuditSink {
     this.configVersion = options.configVersion ?? null;
     this.aggregator = options.aggregateRefusals === undefined ? undefined : new RefusalAggregator(options.aggregateRefusals);
     this.now = options.now ?? Date.now;
+    this.cadence = options.checkpoints === undefined ? undefined : new CheckpointCadence(options.checkpoints.everyRecords, options.checkpoints.intervalMs);
     makeDirectory(options.dir, 0o700);
     try {
       this.chainLock = new ChainLock(options.dir, options.instance, this.bootId);
@@ -203,7 +206,7 @@ export class AuditLog implements AuditSink {
     }
     if (options.checkpoints !== undefined) {
       const timer = setInterval(() => {
-        if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
+        if (this.cadence?.uncovered === true && this.unavailableReason() === undefined) this.checkpoint();
       }, options.checkpoints.intervalMs);
       timer.unref();
       this.timers.push(timer);
@@ -334,7 +337,7 @@ export class AuditLog implements AuditSink {
     this.writeAggregates();
     // A clean stop leaves its tail covered by a checkpoint. Then closed: nothing appended from here on can start a write
     // behind the final one.
-    if (this.sinceCheckpoint > 0 && this.unavailableReason() === undefined) this.checkpoint();
+    if (this.cadence?.uncovered === true && this.unavailableReason() === undefined) this.checkpoint();
     this.closed = true;
     while (this.pending !== undefined || this.writing !== undefined || this.overflow.length > 0) await this.flush().catch(() => undefined);
     await this.exporting;
@@ -411,11 +414,8 @@ export class AuditLog implements AuditSink {
   private enqueue(record: { readonly seq: number; readonly type: string }, json = JSON.stringify(record)): { readonly line: string; readonly hash: string } {
     const sealed = seal(json);
     this.queue(sealed.line, record.seq, sealed.hash);
-    if (record.type !== 'checkpoint') {
-      if (this.sinceCheckpoint++ === 0) this.uncoveredSince = this.now();
-      // Exactly every N records, whatever kind: verify holds a chain to this cadence (`unsigned` past it).
-      this.checkpointIfDue();
-    }
+    // Exactly every N records, whatever kind: verify holds a chain to this cadence (`unsigned` past it).
+    if (record.type !== 'checkpoint' && this.cadence?.counted(this.now) === true) this.checkpoint();
     return sealed;
   }
 
@@ -474,14 +474,7 @@ export class AuditLog implements AuditSink {
    * clock), so no record waits for a signature longer than the interval: the bound verify --key holds a chain to.
    */
   private checkpointIfStale(now: number): void {
-    const settings = this.options.checkpoints;
-    if (settings !== undefined && this.sinceCheckpoint > 0 && now - this.uncoveredSince >= settings.intervalMs && this.unavailableReason() === undefined)
-      this.checkpoint();
-  }
-
-  private checkpointIfDue(): void {
-    const settings = this.options.checkpoints;
-    if (settings !== undefined && this.sinceCheckpoint >= settings.everyRecords) this.checkpoint();
+    if (this.cadence?.stale(now) === true && this.unavailableReason() === undefined) this.checkpoint();
   }
 
   /**
@@ -497,7 +490,7 @@ export class AuditLog implements AuditSink {
     const head = this.head;
     const signature = settings.signer.sign(checkpointPayload({ instance: this.options.instance, coversSeq, head, ts, bootId: this.bootId }));
     const line = this.appendChainRecord('checkpoint', { covers_seq: coversSeq, head, key_id: settings.signer.keyId, signature }, ts);
-    this.sinceCheckpoint = 0;
+    this.cadence?.signed();
     const target = settings.exportTo;
     if (target === undefined) return;
     const written = this.flush();
