@@ -67,11 +67,6 @@ export class RedisConnection {
     });
   }
 
-  /** Whether commands can be sent now (ready); a limiter uses its insurance otherwise. */
-  get isUp(): boolean {
-    return this.up;
-  }
-
   /** Resolves once ready, or after `ms` either way (a gateway starts on insurance limits when Redis is away). */
   async waitReady(ms: number): Promise<boolean> {
     if (this.up) return true;

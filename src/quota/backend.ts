@@ -91,9 +91,8 @@ export class RedisLimiterBackend implements LimiterBackend {
 
   rate(spec: RateSpec, onOutage: OutagePolicy = 'degrade'): Window {
     const blockS = spec.blockS ?? 0;
-    const limiter = new RateLimiterRedis({
-      storeClient: this.redis.client,
-      keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}`,
+    const limiter = this.bounded({
+      keyPrefix: spec.keyPrefix,
       points: spec.points,
       duration: spec.durationS,
       blockDuration: blockS,
@@ -101,28 +100,21 @@ export class RedisLimiterBackend implements LimiterBackend {
       // the block is also written to Redis first (rate-limiter-flexible skips that write when no in-memory duration is set).
       inMemoryBlockOnConsumed: spec.points + 1,
       ...(blockS > 0 ? { inMemoryBlockDuration: blockS } : {}),
-      // A command while disconnected is refused at once (no offline queue): the outage policy answers, not a wait.
-      rejectIfRedisNotReady: true,
     });
-    const fallback = onOutage === 'degrade' ? memoryRate(spec, this.share(spec.points)) : undefined;
-    return new SharedWindow(new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs }), fallback);
+    return new SharedWindow(limiter, onOutage === 'degrade' ? memoryRate(spec, this.share(spec.points)) : undefined);
   }
 
   calendar(spec: CalendarSpec, onOutage: OutagePolicy = 'degrade'): CalendarCounter {
     const fallback = onOutage === 'degrade' ? new MemoryCalendarCounter({ ...spec, points: this.share(spec.points) }) : undefined;
-    return new RedisCalendarCounter(this.redis, { ...spec, keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}` }, this.opts.timeoutMs, fallback);
+    // One limiter per period, its keys named by it; they expire a day after the period could have ended.
+    const forPeriod = (period: CalendarPeriod): Window =>
+      new SharedWindow(this.bounded({ keyPrefix: `${spec.keyPrefix}:${period.id}`, points: spec.points, duration: period.lengthS + 86_400 }), undefined);
+    return new RedisCalendarCounter(forPeriod, fallback);
   }
 
   counter(spec: RateSpec): Counter {
-    const limiter = new RateLimiterRedis({
-      storeClient: this.redis.client,
-      keyPrefix: `${this.opts.keyPrefix}:${spec.keyPrefix}`,
-      points: spec.points,
-      duration: spec.durationS,
-      blockDuration: spec.blockS ?? 0,
-      rejectIfRedisNotReady: true,
-    });
-    return new SharedCounter(new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs }), memoryRate(spec, this.share(spec.points)));
+    const limiter = this.bounded({ keyPrefix: spec.keyPrefix, points: spec.points, duration: spec.durationS, blockDuration: spec.blockS ?? 0 });
+    return new SharedCounter(limiter, memoryRate(spec, this.share(spec.points)));
   }
 
   slots(spec: { readonly keyPrefix: string; readonly max: number }, onOutage: OutagePolicy = 'degrade'): Slots {
@@ -133,13 +125,37 @@ export class RedisLimiterBackend implements LimiterBackend {
   private share(points: number): number {
     return Math.max(1, Math.ceil(points / this.opts.instances));
   }
+
+  /**
+   * A limiter on Redis under this backend's key prefix, every command bounded by the timeout. A command while
+   * disconnected is refused at once (no offline queue), so the outage policy answers rather than a wait.
+   */
+  private bounded(options: RedisLimiterSpec): RateLimiterAbstract {
+    const limiter = new RateLimiterRedis({
+      ...options,
+      storeClient: this.redis.client,
+      keyPrefix: `${this.opts.keyPrefix}:${options.keyPrefix}`,
+      rejectIfRedisNotReady: true,
+    });
+    return new RLWrapperTimeouts({ limiter, timeoutMs: this.opts.timeoutMs });
+  }
+}
+
+/** What differs between the Redis limiters a backend builds (rate-limiter-flexible's option names). */
+interface RedisLimiterSpec {
+  readonly keyPrefix: string;
+  readonly points: number;
+  readonly duration: number;
+  readonly blockDuration?: number;
+  readonly inMemoryBlockOnConsumed?: number;
+  readonly inMemoryBlockDuration?: number;
 }
 
 /** A window on Redis with its outage policy: any answer but a verdict goes to the fallback, or is LimiterUnavailable. */
 class SharedWindow implements Window {
   constructor(
-    private readonly shared: RateLimiterAbstract,
-    private readonly fallback: Window | undefined,
+    protected readonly shared: RateLimiterAbstract,
+    protected readonly fallback: Window | undefined,
   ) {}
 
   async consume(key: string, points = 1): Promise<RateLimiterRes> {
@@ -153,20 +169,13 @@ class SharedWindow implements Window {
   }
 }
 
-/** A counter on Redis: any answer but a verdict is asked of the in-memory fallback instead (the `degrade` policy). */
-class SharedCounter implements Counter {
+/** A counter on Redis: any answer but a verdict is asked of the in-memory fallback instead (it always degrades). */
+class SharedCounter extends SharedWindow implements Counter {
   constructor(
-    private readonly shared: RateLimiterAbstract,
-    private readonly fallback: Counter,
-  ) {}
-
-  async consume(key: string, points = 1): Promise<RateLimiterRes> {
-    try {
-      return await this.shared.consume(key, points);
-    } catch (outcome) {
-      if (outcome instanceof RateLimiterRes) throw outcome;
-      return this.fallback.consume(key, points);
-    }
+    shared: RateLimiterAbstract,
+    protected override readonly fallback: Counter,
+  ) {
+    super(shared, fallback);
   }
 
   get(key: string): Promise<RateLimiterRes | null> {
@@ -185,30 +194,21 @@ class SharedCounter implements Counter {
 
 /**
  * Points per key within one UTC day or month, on Redis: the keys of each period are named by it (`…:2026-12-07:<key>`),
- * so a new period starts from zero on every instance at once, and they expire a day after the period could have ended.
+ * so a new period starts from zero on every instance at once.
  */
 class RedisCalendarCounter implements CalendarCounter {
   private window: Window | undefined;
   private startsAt = Number.NEGATIVE_INFINITY;
 
   constructor(
-    private readonly redis: RedisConnection,
-    private readonly spec: CalendarSpec,
-    private readonly timeoutMs: number,
+    private readonly forPeriod: (period: CalendarPeriod) => Window,
     private readonly fallback: CalendarCounter | undefined,
   ) {}
 
   async consume(key: string, points: number, period: CalendarPeriod): Promise<RateLimiterRes> {
     // Only forward: a clock stepped back across midnight must not hand out a fresh period.
     if (this.window === undefined || period.startsAt > this.startsAt) {
-      const limiter = new RateLimiterRedis({
-        storeClient: this.redis.client,
-        keyPrefix: `${this.spec.keyPrefix}:${period.id}`,
-        points: this.spec.points,
-        duration: period.lengthS + 86_400,
-        rejectIfRedisNotReady: true,
-      });
-      this.window = new SharedWindow(new RLWrapperTimeouts({ limiter, timeoutMs: this.timeoutMs }), undefined);
+      this.window = this.forPeriod(period);
       this.startsAt = period.startsAt;
     }
     try {

@@ -14,7 +14,7 @@ export function memoryLimiter(rate: DeepReadonly<RateConfig>, keyPrefix: string)
 }
 
 /** Consumes one point; a limited key becomes a 429 with Retry-After = ceil(msBeforeNext / 1000) (RL-01). */
-export async function consumePoint(limiter: Window, key: string, quotaName: string): Promise<QuotaDecision> {
+async function consumePoint(limiter: Window, key: string, quotaName: string): Promise<QuotaDecision> {
   try {
     await limiter.consume(key);
     return ALLOWED;
