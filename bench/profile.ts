@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
+import { benchGatewayConfig } from './gateway-config.js';
 import { portLine, removeWork, startProcess, stopAll } from './children.js';
 import { fetchTokens, registerClient } from './tokens.js';
 
@@ -63,37 +64,7 @@ async function main(): Promise<void> {
     const upstream = await startProcess([join(HERE, 'upstream.js')], portLine);
     children.push(upstream.child);
     const config = join(work, 'gatehouse.yaml');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        server: { host: '127.0.0.1', port: 0 },
-        tls: { cert: paths.serverCert, key: paths.serverKey, client_ca: paths.caCert },
-        limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
-        quotas: { bench: { points: 10_000_000, duration_s: 1 } },
-        upstreams: { app: { url: `http://127.0.0.1:${upstream.port}`, connections: 64 } },
-        issuer: { client_auth: { per_ip: { points: 100_000, duration_s: 60 }, max_queued_hashes: 10_000 } },
-        routes: [
-          {
-            id: 'bench-jwt',
-            match: { path_prefix: '/jwt', methods: ['GET'] },
-            authn: ['bearer'],
-            authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
-            quota: 'bench',
-            handler: { proxy: { upstream: 'app' } },
-          },
-          {
-            id: 'bench',
-            match: { path_prefix: '/bench', methods: ['GET'] },
-            authn: ['mtls'],
-            authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/dev-client'] },
-            quota: 'bench',
-            handler: { proxy: { upstream: 'app' } },
-          },
-        ],
-        data_dir: join(work, 'data'),
-        log: { level: 'info', access: true },
-      }),
-    );
+    writeFileSync(config, JSON.stringify(benchGatewayConfig(paths, upstream.port, join(work, 'data'))));
     const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const profiles = join(work, 'profiles');
     const gateway = await startProcess(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config], portLine);

@@ -13,6 +13,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
 import { benchAuditQuery } from './audit-query.js';
+import { benchGatewayConfig } from './gateway-config.js';
 import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
 import { fetchTokens, registerClient } from './tokens.js';
 
@@ -103,41 +104,8 @@ async function main(): Promise<void> {
     const bare = await startProcess([join(HERE, 'bare-proxy.js'), String(upstream.port), paths.serverCert, paths.serverKey], portLine);
     children.push(bare.child);
 
-    // A realistic protected route: mTLS client certificate, deny-by-default authz, a per-principal quota, the proxy,
-    // an audit record per request and an access log line per request.
     const configFile = join(work, 'gatehouse.yaml');
-    writeFileSync(
-      configFile,
-      JSON.stringify({
-        server: { host: '127.0.0.1', port: 0 },
-        tls: { cert: paths.serverCert, key: paths.serverKey, client_ca: paths.caCert },
-        limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
-        quotas: { bench: { points: 10_000_000, duration_s: 1 } },
-        upstreams: { app: { url: `http://127.0.0.1:${upstream.port}`, connections: 64 } },
-        // The issuer signs the bearer route's tokens; its client-auth limits are raised so the setup can fetch many tokens.
-        issuer: { client_auth: { per_ip: { points: 100_000, duration_s: 60 }, max_queued_hashes: 10_000 } },
-        routes: [
-          {
-            id: 'bench-jwt',
-            match: { path_prefix: '/jwt', methods: ['GET'] },
-            authn: ['bearer'],
-            authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
-            quota: 'bench',
-            handler: { proxy: { upstream: 'app' } },
-          },
-          {
-            id: 'bench',
-            match: { path_prefix: '/bench', methods: ['GET'] },
-            authn: ['mtls'],
-            authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/dev-client'] },
-            quota: 'bench',
-            handler: { proxy: { upstream: 'app' } },
-          },
-        ],
-        data_dir: join(work, 'data'),
-        log: { level: 'info', access: true },
-      }),
-    );
+    writeFileSync(configFile, JSON.stringify(benchGatewayConfig(paths, upstream.port, join(work, 'data'))));
     const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const gateway = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', configFile], portLine);
     children.push(gateway.child);

@@ -1,0 +1,36 @@
+// The gateway the bench and the profiler load: a realistic protected route (mTLS client certificate, deny-by-default
+// authz with a subject allow-list, a per-principal quota, the proxy, an audit record and an access-log line per request)
+// and a bearer route (JWT verification, scope check, the same quota). Limits are raised so only the work is measured.
+import type { DevCertificatePaths } from '../src/tls/ca.js';
+
+export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: number, dataDir: string): Record<string, unknown> {
+  return {
+    server: { host: '127.0.0.1', port: 0 },
+    tls: { cert: paths.serverCert, key: paths.serverKey, client_ca: paths.caCert },
+    limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
+    quotas: { bench: { points: 10_000_000, duration_s: 1 } },
+    upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 64 } },
+    // The issuer signs the bearer route's tokens; its client-auth limits are raised so the setup can fetch many tokens.
+    issuer: { client_auth: { per_ip: { points: 100_000, duration_s: 60 }, max_queued_hashes: 10_000 } },
+    routes: [
+      {
+        id: 'bench-jwt',
+        match: { path_prefix: '/jwt', methods: ['GET'] },
+        authn: ['bearer'],
+        authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
+        quota: 'bench',
+        handler: { proxy: { upstream: 'app' } },
+      },
+      {
+        id: 'bench',
+        match: { path_prefix: '/bench', methods: ['GET'] },
+        authn: ['mtls'],
+        authz: { allow: 'authenticated', subjects: ['spiffe://gatehouse.local/dev-client'] },
+        quota: 'bench',
+        handler: { proxy: { upstream: 'app' } },
+      },
+    ],
+    data_dir: dataDir,
+    log: { level: 'info', access: true },
+  };
+}
