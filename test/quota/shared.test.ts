@@ -66,25 +66,30 @@ if (REDIS_URL === undefined) {
   const redises: ChildProcess[] = [];
   let http: GatewayClient;
 
+  /** A config file in the work directory: this file's listener and certificate, then `rest` (YAML lines). */
+  function configFile(name: string, rest: string): string {
+    const file = join(work, `${name}.yaml`);
+    writeFileSync(file, `server: { host: 127.0.0.1, port: 0 }\ntls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n${rest}`);
+    return file;
+  }
+  const PUBLIC_ROUTE = `routes:\n  - { id: public, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`;
+
   /** A config with one public route per outage policy, both spending quota `q`, on Redis at `url`. */
   function config(name: string, url: string, quota: string, redis = ''): string {
-    const file = join(work, `${name}.yaml`);
-    writeFileSync(
-      file,
-      `server: { host: 127.0.0.1, port: 0 }\n` +
-        `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
-        `redis: { url: '${url}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}', timeout_ms: 200${redis} }\n` +
+    return configFile(
+      name,
+      `redis: { url: '${url}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}', timeout_ms: 200${redis} }\n` +
         `quotas: { q: ${quota} }\n` +
         `audit: { instance: ${name} }\n` +
         `routes:\n` +
         `  - { id: degrade, match: { path_prefix: /degrade, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: q, handler: { service: echo } }\n` +
         `  - { id: deny, match: { path_prefix: /deny, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: q, quota_outage: deny, handler: { service: echo } }\n`,
     );
-    return file;
   }
-  async function serve(file: string, data: string): Promise<ServeProcess> {
+  /** `gatehouse serve` with `file` and its own data directory; Redis only as the file says (never GATEHOUSE_REDIS_URL). */
+  async function serve(file: string, data: string, extraEnv: NodeJS.ProcessEnv = {}): Promise<ServeProcess> {
     const { GATEHOUSE_REDIS_URL: _r, ...env } = process.env;
-    const server = await serveCli(['--config', file, '--data', join(work, data)], env);
+    const server = await serveCli(['--config', file, '--data', join(work, data)], { ...env, ...extraEnv });
     servers.push(server);
     return server;
   }
@@ -137,12 +142,9 @@ if (REDIS_URL === undefined) {
         else res.end('ok');
       };
       try {
-        const file = join(work, 'slots.yaml');
-        writeFileSync(
-          file,
-          `server: { host: 127.0.0.1, port: 0 }\n` +
-            `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
-            `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
+        const file = configFile(
+          'slots',
+          `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
             `upstreams: { app: { url: '${upstream.url}' } }\n` +
             `quotas: { pair: { concurrent: 2 } }\n` +
             `routes:\n  - { id: held, match: { path_prefix: /held, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: pair, handler: { proxy: { upstream: app } } }\n`,
@@ -165,23 +167,17 @@ if (REDIS_URL === undefined) {
     });
 
     it("two instances share the token endpoint's brute-force limits: failures on either count toward one block", async () => {
-      const file = join(work, 'issuer.yaml');
-      writeFileSync(
-        file,
-        `server: { host: 127.0.0.1, port: 0 }\n` +
-          `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
-          `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
+      const file = configFile(
+        'issuer',
+        `redis: { url: '${REDIS_URL}', key_prefix: 'gh-test-${randomBytes(6).toString('hex')}' }\n` +
           `issuer: { issuer: 'https://gw.shared.test', client_auth: { per_ip: { points: 6, duration_s: 60 }, max_consecutive_failures: 3 } }\n` +
           `store: { path: ${join(work, 'shared.db')} }\n` +
-          `routes:\n  - { id: public, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`,
+          PUBLIC_ROUTE,
       );
-      const { GATEHOUSE_REDIS_URL: _r, ...inherited } = process.env;
-      const env = { ...inherited, GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url') };
+      const masterKey = { GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url') };
       // One after the other: the first creates the shared SQLite store.
-      const a = await serveCli(['--config', file, '--data', join(work, 'issuer-a')], env);
-      servers.push(a);
-      const b = await serveCli(['--config', file, '--data', join(work, 'issuer-b')], env);
-      servers.push(b);
+      const a = await serve(file, 'issuer-a', masterKey);
+      const b = await serve(file, 'issuer-b', masterKey);
       const guessed = { id: generateClientId(), secret: 'wrong' };
       const attempts: number[] = [];
       for (const port of [a.port, b.port, a.port, b.port]) attempts.push((await http.token(port, guessed)).status);
@@ -284,21 +280,13 @@ if (REDIS_URL === undefined) {
       const port = await freePort();
       const redis = await privateRedis(port);
       redises.push(redis);
-      const file = join(work, 'rl07.yaml');
-      writeFileSync(
-        file,
-        `server: { host: 127.0.0.1, port: 0 }\n` +
-          `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
-          `redis: { url: 'redis://127.0.0.1:${port}', timeout_ms: 200 }\n` +
+      const file = configFile(
+        'rl07',
+        `redis: { url: 'redis://127.0.0.1:${port}', timeout_ms: 200 }\n` +
           `issuer: { issuer: 'https://gw.rl07.test', client_auth: { max_consecutive_failures: 3 } }\n` +
-          `routes:\n  - { id: public, match: { path_prefix: /public, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n`,
+          PUBLIC_ROUTE,
       );
-      const { GATEHOUSE_REDIS_URL: _r, ...inherited } = process.env;
-      const gw = await serveCli(['--config', file, '--data', join(work, 'rl07')], {
-        ...inherited,
-        GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url'),
-      });
-      servers.push(gw);
+      const gw = await serve(file, 'rl07', { GATEHOUSE_MASTER_KEY: randomBytes(32).toString('base64url') });
       await kill(redis);
       const guessed = { id: generateClientId(), secret: 'wrong' };
       const attempts: number[] = [];
