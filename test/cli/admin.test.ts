@@ -1,5 +1,6 @@
 // `gatehouse clients …` and `gatehouse keys …` against a real store: the built CLI is spawned; the store file is opened
 // directly only after the CLI process has exited.
+import { client as clientRow } from '../support/store-fixtures.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
@@ -291,18 +292,7 @@ describe('client ids that begin with "-"', () => {
     const store = SqliteCredentialStore.open(dbFile, { create: false });
     try {
       const now = Date.now();
-      await store.createClient({
-        id: dashId,
-        name: 'legacy',
-        secrets: [],
-        scopes: ['read'],
-        audiences: [],
-        enabled: true,
-        tokensNotBeforeS: null,
-        accessTokenTtlS: null,
-        createdAt: now,
-        updatedAt: now,
-      });
+      await store.createClient(clientRow(dashId, { name: 'legacy', secrets: [], scopes: ['read'], audiences: [], createdAt: now, updatedAt: now }));
     } finally {
       await store.close();
     }
