@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { generateClientId } from '../../src/issuer/secrets.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
-import { serveCli, type ServeProcess } from '../support/cli.js';
+import { runCli, serveCli, type ServeProcess } from '../support/cli.js';
 import { eventually } from '../support/eventually.js';
 import { GatewayClient } from '../support/gateway-client.js';
 import { removeDir, startUpstream } from '../support/harness.js';
@@ -293,6 +293,18 @@ if (REDIS_URL === undefined) {
       for (let i = 0; i < 5; i++) attempts.push((await http.token(gw.port, guessed)).status);
       expect(attempts).toEqual([401, 401, 401, 429, 429]);
       await gw.stop();
+    });
+
+    it('a redis.ca that cannot be read, or a GATEHOUSE_REDIS_URL that is no redis URL, ends the start with exit 78 and one line', () => {
+      const missing = join(work, 'no-such-ca.pem');
+      const file = config('badca', 'rediss://127.0.0.1:6390', '{ points: 2, duration_s: 60 }', `, ca: ${missing}`);
+      const { GATEHOUSE_REDIS_URL: _r, ...env } = process.env;
+      const unreadable = runCli(['serve', '--config', file, '--data', join(work, 'badca')], env);
+      expect(unreadable.status).toBe(78);
+      expect(unreadable.stderr).toContain(`redis.ca: cannot read ${missing} (ENOENT)`);
+      const wrongUrl = runCli(['serve', '--config', file, '--data', join(work, 'badca')], { ...env, GATEHOUSE_REDIS_URL: 'http://127.0.0.1:6379' });
+      expect(wrongUrl.status).toBe(78);
+      expect(wrongUrl.stderr).toContain('GATEHOUSE_REDIS_URL: must be a redis:// or rediss:// URL');
     });
 
     it('a Redis that never answers: each request waits at most about the command timeout; degrade admits, deny refuses', async () => {
