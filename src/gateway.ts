@@ -23,6 +23,7 @@ import { Pipeline } from './pipeline/pipeline.js';
 import type { AuthenticatedRequest } from './pipeline/stage.js';
 import { Upstream } from './proxy/forward.js';
 import { MemoryLimiterBackend, RedisLimiterBackend, type LimiterBackend } from './quota/backend.js';
+import { ClusterLimiterBackend, type LimiterChannel } from './quota/cluster.js';
 import { PrincipalQuota } from './quota/principal.js';
 import { memoryLimiter, PreAuthQuota } from './quota/rate.js';
 import { readTlsMaterial } from './tls/context.js';
@@ -43,6 +44,25 @@ export interface GatewayDeps {
   readonly masterKey?: string | undefined;
   /** Wall clock in epoch milliseconds for the route quotas' calendar windows and key lifetimes (tests inject one). */
   readonly now?: () => number;
+  /** This process is one worker of `serve --workers N`: its own audit chain; limits counted with the other workers. */
+  readonly worker?: WorkerRole;
+}
+
+export interface WorkerRole {
+  /** 1..count; a replacement keeps the number (and so the chain) of the worker it replaces. */
+  readonly number: number;
+  readonly count: number;
+  /** To the primary, which counts the limits of every worker when no Redis is configured. */
+  readonly channel: LimiterChannel;
+}
+
+/** How long a worker waits for the primary to count a request before the limiter's outage policy decides. */
+const PRIMARY_TIMEOUT_MS = 1000;
+
+/** A worker's audit chain: the instance name and its number (`edge-1-w2`), so `audit verify` sees one chain per worker. */
+export function workerInstance(instance: string, worker: number): string {
+  const suffix = `-w${worker}`;
+  return `${instance.slice(0, 64 - suffix.length)}${suffix}`;
 }
 
 /** Shared between the gateway and its ingress: set once stop() begins. */
@@ -64,6 +84,8 @@ export class Gateway {
     readonly quotas: ReadonlyMap<string, PrincipalQuota>,
     /** The shared limiter store, when `redis` is configured. */
     private readonly redis: RedisConnection | undefined,
+    /** The worker number under `serve --workers N`. */
+    private readonly worker: number | undefined,
   ) {}
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
@@ -76,17 +98,23 @@ export class Gateway {
     // The shared limiter store first (client authentication counts in it too); what it reports waits for the audit log.
     const limiterStore = new LimiterStoreReport(log);
     const redis = config.redis === undefined ? undefined : await connectRedis(config.redis, limiterStore);
-    const limiters: LimiterBackend =
-      redis === undefined || config.redis === undefined
-        ? new MemoryLimiterBackend()
-        : new RedisLimiterBackend(redis, { keyPrefix: config.redis.key_prefix, instances: config.redis.instances, timeoutMs: config.redis.timeout_ms });
+    // Several workers count together: in Redis when it is configured (each worker one share of an instance's), else in
+    // the primary's memory.
+    const { worker } = deps;
+    const workers = worker?.count ?? 1;
+    let limiters: LimiterBackend;
+    if (redis !== undefined && config.redis !== undefined) {
+      const { key_prefix: keyPrefix, instances, timeout_ms: timeoutMs } = config.redis;
+      limiters = new RedisLimiterBackend(redis, { keyPrefix, shares: instances * workers, timeoutMs });
+    } else if (worker !== undefined) limiters = new ClusterLimiterBackend(worker.channel, { workers, timeoutMs: PRIMARY_TIMEOUT_MS });
+    else limiters = new MemoryLimiterBackend();
     // The issuer opens next: it decides whether a missing master key file may be created (a store with signing keys
     // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
     let issuer: Issuer | undefined;
     let audit: AuditSink;
     try {
       issuer = config.issuer === undefined ? undefined : await Issuer.open(config, config.issuer, { log, masterKey: deps.masterKey, limiters });
-      audit = deps.audit ?? openAuditLog(config, log, deps.masterKey);
+      audit = deps.audit ?? openAuditLog(config, log, deps.masterKey, worker?.number);
     } catch (error) {
       await issuer?.close();
       await redis?.close();
@@ -133,7 +161,7 @@ export class Gateway {
           pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
         },
       });
-      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas, redis);
+      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas, redis, worker?.number);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
       await redis?.close();
@@ -159,8 +187,10 @@ export class Gateway {
       pid: process.pid,
       config_sha256: configHash(this.config),
       signing_kid: this.issuer?.currentSigningKid() ?? null,
+      ...(this.worker !== undefined ? { worker: this.worker } : {}),
     });
-    this.log.info({ host: address.address, port: address.port }, 'gatehouse listening');
+    // A worker's line is not the gateway's: the primary says `gatehouse listening` once every worker is.
+    this.log.info({ host: address.address, port: address.port }, this.worker === undefined ? 'gatehouse listening' : 'worker listening');
     return address;
   }
 
@@ -289,11 +319,12 @@ function configHash(config: Config): string {
   return hash('sha256', JSON.stringify(config), 'hex');
 }
 
-function openAuditLog(config: Config, log: Logger, masterKey: string | undefined): AuditLog {
+function openAuditLog(config: Config, log: Logger, masterKey: string | undefined, worker: number | undefined): AuditLog {
   const settings = config.audit;
   makeDirectory(config.data_dir, 0o700);
   const signer = loadOrCreateAuditKey(auditKeyFile(config), openKeyEncryptionKey(config, masterKey));
-  const instance = settings.instance ?? defaultInstanceId(hostname());
+  const named = settings.instance ?? defaultInstanceId(hostname());
+  const instance = worker === undefined ? named : workerInstance(named, worker);
   const exportTo = checkpointExportFor(settings, instance, log);
   return new AuditLog({
     dir: settings.dir,

@@ -2,14 +2,16 @@
 // The `gatehouse` command: serve, certs, clients, keys, store, audit. The only module that reads the environment, argv and signals.
 import 'reflect-metadata';
 import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import cluster from 'node:cluster';
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
-import { userInfo } from 'node:os';
+import { availableParallelism, userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { MAX_WORKERS } from '../config/edge.js';
 import { Gateway } from '../gateway.js';
 import { DirectoryError } from '../lib/make-directory.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../lib/key-encryption.js';
@@ -25,6 +27,7 @@ import type { AdminContext } from './admin-session.js';
 import { protectDashIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
+import { channelToPrimary, supervise } from './supervisor.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
@@ -91,6 +94,14 @@ function operatingSystemUser(): { readonly name: string; readonly uid: number } 
   } catch {
     return { name: `uid ${uid}`, uid };
   }
+}
+
+function parseWorkers(value: string): number | 'auto' {
+  if (value === 'auto') return 'auto';
+  if (!/^\d{1,2}$/.test(value) || Number(value) < 1 || Number(value) > MAX_WORKERS) {
+    throw new InvalidArgumentError(`must be an integer from 1 to ${MAX_WORKERS}, or auto (one per core)`);
+  }
+  return Number(value);
 }
 
 function parsePort(value: string): number {
@@ -163,7 +174,20 @@ function storeExit(backend: 'sqlite' | 'postgres', error: StoreError): number {
   return backend === 'postgres' && error.code === 'unavailable' ? EXIT.unavailable : EXIT.failure;
 }
 
-async function serve(options: { config: string; port?: number; host?: string; data?: string }): Promise<void> {
+/** This process is a worker the primary of `serve --workers N` started (node:cluster), with its number. */
+function workerRole(): { readonly number: number; readonly count: number } | undefined {
+  if (!cluster.isWorker) return undefined;
+  const number = Number(process.env['GATEHOUSE_WORKER']);
+  const count = Number(process.env['GATEHOUSE_WORKERS']);
+  return Number.isInteger(number) && Number.isInteger(count) && number >= 1 && number <= count ? { number, count } : undefined;
+}
+
+/** `auto`: one worker per core this process may use (at most MAX_WORKERS). */
+function workerCount(workers: number | 'auto'): number {
+  return workers === 'auto' ? Math.min(availableParallelism(), MAX_WORKERS) : workers;
+}
+
+async function serve(options: { config: string; port?: number; host?: string; data?: string; workers?: number | 'auto' }): Promise<void> {
   let config: Config;
   const url = databaseUrl();
   const redis = redisUrl();
@@ -179,9 +203,13 @@ async function serve(options: { config: string; port?: number; host?: string; da
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
     throw error;
   }
-  // Log lines are buffered up to 8 KiB and flushed at least every 250 ms: one write per batch instead of one per line.
-  const destination = pino.destination({ sync: false, minLength: 8192 });
-  const log: Logger = pino({ level: config.log.level, base: { service: 'gatehouse' } }, destination);
+  const role = workerRole();
+  const workers = role === undefined ? workerCount(options.workers ?? config.server.workers) : role.count;
+  // Log lines are buffered up to 4000 bytes and flushed at least every 250 ms: one write per batch instead of one per line.
+  // A write never exceeds 4096 bytes (PIPE_BUF) and holds whole lines, so workers sharing one pipe never interleave a line.
+  const destination = pino.destination({ sync: false, minLength: 4000, maxWrite: 4096 });
+  const base = role === undefined ? { service: 'gatehouse', ...(workers > 1 ? { role: 'primary' } : {}) } : { service: 'gatehouse', worker: role.number };
+  const log: Logger = pino({ level: config.log.level, base }, destination);
   setInterval(() => destination.flush(), 250).unref();
   const flushLogs = (): void => {
     try {
@@ -198,6 +226,21 @@ async function serve(options: { config: string; port?: number; host?: string; da
   };
   process.on('uncaughtException', crash('uncaught exception'));
   process.on('unhandledRejection', crash('unhandled rejection'));
+
+  if (role === undefined && workers > 1) {
+    // The primary: it supervises and counts the workers' limits; the workers serve (each runs this command again).
+    supervise({
+      workers,
+      log,
+      drainLimitMs: config.shutdown.readiness_grace_ms + config.shutdown.drain_timeout_ms + 15_000,
+      failureCode: EXIT.software,
+      exit: (code) => {
+        flushLogs();
+        process.exit(code);
+      },
+    });
+    return;
+  }
 
   // The known start-up failures, each with its exit code; anything else is a bug and keeps its stack (exit 70).
   function startFailed(error: unknown): never {
@@ -248,9 +291,15 @@ async function serve(options: { config: string; port?: number; host?: string; da
   // still drains and closes the audit log, instead of killing the process with the default action.
   process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
   process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
+  // A worker whose primary is gone gets no new connections and nobody counts its limits: it drains and stops.
+  if (role !== undefined) process.once('disconnect', () => stop(EXIT.ok, { reason: 'the primary is gone' }));
 
   try {
-    gateway = await Gateway.create(config, { log, masterKey: process.env[MASTER_KEY_ENV] });
+    gateway = await Gateway.create(config, {
+      log,
+      masterKey: process.env[MASTER_KEY_ENV],
+      ...(role !== undefined ? { worker: { ...role, channel: channelToPrimary() } } : {}),
+    });
   } catch (error) {
     startFailed(error);
   }
@@ -325,6 +374,7 @@ export function buildProgram(): Command {
     .option('-p, --port <n>', 'listen port (overrides server.port; 0 = any free port)', parsePort)
     .option('-H, --host <address>', 'listen address (overrides server.host)')
     .option('-d, --data <dir>', 'data directory (overrides data_dir)')
+    .option('-w, --workers <n>', `worker processes serving the port, 1 to ${MAX_WORKERS} or auto (overrides server.workers)`, parseWorkers)
     .addHelpText('after', SERVE_HELP)
     .action(serve);
 

@@ -3,6 +3,9 @@
 import { z } from 'zod';
 import { cidr, durationMs, hostName, positiveInt, rateSchema } from './fields.js';
 
+/** At most this many workers (`server.workers`, `serve --workers`). */
+export const MAX_WORKERS = 64;
+
 export const serverSchema = z.strictObject({
   host: z.string().min(1).default('127.0.0.1'),
   port: z.int().min(0).max(65_535).default(8443),
@@ -10,6 +13,11 @@ export const serverSchema = z.strictObject({
   hosts: z.array(hostName).default([]),
   /** Peers whose X-Forwarded-For is believed (a load balancer in front). Empty = trust nobody. */
   trusted_proxies: z.array(cidr).default([]),
+  /**
+   * Processes serving the port (node:cluster): 1 = this process alone; N > 1 = a supervising primary and N workers; `auto` =
+   * one worker per available core. Each worker writes its own audit chain; limits stay shared (redis, else the primary).
+   */
+  workers: z.union([z.literal('auto'), z.int().min(1).max(MAX_WORKERS)]).default(1),
 });
 
 export const tlsSchema = z.strictObject({

@@ -1,0 +1,153 @@
+// `serve --workers N`: the primary. It serves no request. It starts N workers on one port (node:cluster hands each
+// accepted connection to one of them), counts their limits when no Redis is configured, replaces a worker that dies, stops
+// a gateway whose workers keep dying, and passes SIGHUP and SIGTERM on to every worker.
+//
+// Worker 1 starts alone and the others once it listens: whatever a first start creates (the master key, the audit key,
+// the store's schema, development certificates) is created once, never raced. A worker that fails before the gateway is
+// up fails the start, with its exit code and its own message on stderr.
+import cluster, { type Worker } from 'node:cluster';
+import type { Logger } from 'pino';
+import { ClusterLimiterHost, type LimiterChannel } from '../quota/cluster.js';
+
+/** Worker exits within CRASH_WINDOW_MS that stop the gateway instead of another replacement. */
+export const CRASH_LIMIT = 5;
+export const CRASH_WINDOW_MS = 30_000;
+
+export interface SupervisorOptions {
+  readonly workers: number;
+  readonly log: Logger;
+  /** How long workers may take to drain after SIGTERM before they are killed. */
+  readonly drainLimitMs: number;
+  /** Ends the primary (logs flushed) with this code. */
+  readonly exit: (code: number) => void;
+  /** The exit code when the primary gives up on workers that keep dying, or when one died by a signal at start-up. */
+  readonly failureCode: number;
+}
+
+/** The IPC channel to one worker, as the limiter host sees it. A message to a worker that is gone is dropped. */
+function channelTo(worker: Worker): LimiterChannel {
+  return {
+    send: (message) => {
+      if (!worker.isConnected()) return false;
+      worker.send(message, () => undefined);
+      return true;
+    },
+    onMessage: (listener) => worker.on('message', listener),
+    onClose: (listener) => worker.once('disconnect', listener),
+  };
+}
+
+/** The worker's side of the channel: `process`, connected to the primary. */
+export function channelToPrimary(): LimiterChannel {
+  return {
+    send: (message) => {
+      if (!process.connected || process.send === undefined) return false;
+      process.send(message, undefined, undefined, () => undefined);
+      return true;
+    },
+    onMessage: (listener) => process.on('message', listener),
+    onClose: (listener) => process.once('disconnect', listener),
+  };
+}
+
+export function supervise(options: SupervisorOptions): void {
+  const { workers: count, log } = options;
+  const limits = new ClusterLimiterHost();
+  const running = new Map<number, Worker>();
+  const listened = new Set<number>();
+  /** Workers whose gateway is up: only they have their signal handlers (a SIGHUP before that would kill a worker). */
+  const serving = new Set<Worker>();
+  const recentExits: number[] = [];
+  let up = false;
+  let stopping = false;
+  let exitCode = 0;
+  let killTimer: NodeJS.Timeout | undefined;
+
+  const start = (number: number): Worker => {
+    const worker = cluster.fork({ GATEHOUSE_WORKER: String(number), GATEHOUSE_WORKERS: String(count) });
+    const forget = limits.serve(channelTo(worker));
+    running.set(number, worker);
+    log.info({ worker: number, pid: worker.process.pid }, 'worker started');
+    worker.on('listening', (address) => {
+      serving.add(worker);
+      if (listened.has(number)) return;
+      listened.add(number);
+      // The others start once the first has created whatever a first start creates.
+      if (number === 1 && !up) for (let n = 2; n <= count; n++) start(n);
+      if (!up && listened.size === count) {
+        up = true;
+        log.info({ host: address.address, port: address.port, workers: count }, 'gatehouse listening');
+      }
+    });
+    worker.once('exit', (code, signal) => {
+      forget();
+      serving.delete(worker);
+      if (running.get(number) === worker) running.delete(number);
+      exited(number, worker, code, signal);
+    });
+    return worker;
+  };
+
+  const exited = (number: number, worker: Worker, code: number | null, signal: string | null): void => {
+    const fields = { worker: number, pid: worker.process.pid, code, signal };
+    if (stopping) {
+      log.info(fields, 'worker stopped');
+      // A worker stopped by the SIGTERM before it could handle one (still starting) did nothing wrong.
+      if (code !== 0 && signal !== 'SIGTERM') exitCode ||= options.failureCode;
+      if (running.size === 0) finish();
+      return;
+    }
+    const failure = code !== null && code !== 0 ? code : options.failureCode;
+    if (!up) {
+      // The gateway never came up: the worker has said why on stderr, and its exit code says what kind of failure it was.
+      log.error(fields, 'worker failed to start; stopping');
+      stop(failure, { reason: 'a worker failed to start' });
+      return;
+    }
+    const now = Date.now();
+    recentExits.push(now);
+    while ((recentExits[0] ?? now) <= now - CRASH_WINDOW_MS) recentExits.shift();
+    if (recentExits.length >= CRASH_LIMIT) {
+      log.fatal(fields, `workers exited ${recentExits.length} times in ${CRASH_WINDOW_MS / 1000} s; stopping instead of restarting them again`);
+      process.stderr.write(
+        `gatehouse: workers exited ${recentExits.length} times in ${CRASH_WINDOW_MS / 1000} s (the last one, worker ${number}, with ` +
+          `${code !== null ? `exit code ${code}` : `signal ${signal}`}); stopping\n`,
+      );
+      stop(failure, { reason: 'workers keep dying' });
+      return;
+    }
+    log.warn(fields, 'worker exited; replacing it');
+    const replacement = start(number);
+    log.info({ worker: number, pid: replacement.process.pid, replaces: worker.process.pid }, 'worker replaced');
+  };
+
+  const stop = (code: number, fields: Record<string, string>): void => {
+    if (stopping) return;
+    stopping = true;
+    exitCode = code;
+    log.info({ ...fields, workers: running.size }, 'draining every worker');
+    if (running.size === 0) {
+      finish();
+      return;
+    }
+    for (const worker of running.values()) worker.process.kill('SIGTERM');
+    killTimer = setTimeout(() => {
+      log.error({ workers: running.size }, 'workers still running after the drain limit; killing them');
+      for (const worker of running.values()) worker.process.kill('SIGKILL');
+    }, options.drainLimitMs);
+  };
+
+  const finish = (): void => {
+    clearTimeout(killTimer);
+    log.info({ code: exitCode }, 'stopped');
+    options.exit(exitCode);
+  };
+
+  process.on('SIGTERM', () => stop(0, { signal: 'SIGTERM' }));
+  process.on('SIGINT', () => stop(0, { signal: 'SIGINT' }));
+  process.on('SIGHUP', () => {
+    log.info({ workers: serving.size }, 'passing SIGHUP (certificate reload) to every worker');
+    for (const worker of serving) worker.process.kill('SIGHUP');
+  });
+  start(1);
+}

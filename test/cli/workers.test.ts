@@ -1,0 +1,216 @@
+// Issue #25: `gatehouse serve --workers N`, with real processes. Two workers serve one port and each writes its own chain;
+// a per-principal quota and concurrency slots hold across workers without Redis (the primary counts); a worker killed with
+// SIGKILL is replaced and no later request fails; SIGHUP and SIGTERM reach every worker, SIGTERM drains in-flight requests
+// and every chain verifies afterwards; workers that keep dying stop the gateway; bad values are refused.
+import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../../src/audit/read.js';
+import { initDevCertificates } from '../../src/tls/ca.js';
+import { auditVerify, runCli, serveCli, type ServeProcess } from '../support/cli.js';
+import { eventually } from '../support/eventually.js';
+import { removeDir, startUpstream, type TestUpstream } from '../support/harness.js';
+
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-workers-'));
+const certs = join(work, 'certs');
+const servers: ServeProcess[] = [];
+let ca: Buffer;
+let upstream: TestUpstream;
+
+/** A config file: this file's listener and certificate (`cert` and `key` may point elsewhere), then `rest` (YAML). */
+function configFile(name: string, rest: string, tls = `cert: ${certs}/server.pem, key: ${certs}/server-key.pem`): string {
+  const file = join(work, `${name}.yaml`);
+  writeFileSync(
+    file,
+    `server: { host: 127.0.0.1, port: 0 }\ntls: { ${tls} }\naudit: { instance: ${name} }\n` +
+      `quotas: { q: { points: 10, duration_s: 60 }, pair: { concurrent: 2 } }\n` +
+      `upstreams: { app: { url: 'http://127.0.0.1:${upstream.port}' } }\n` +
+      'routes:\n' +
+      '  - { id: open, match: { path_prefix: /open, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n' +
+      '  - { id: quota, match: { path_prefix: /quota, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: q, handler: { service: echo } }\n' +
+      '  - { id: slow, match: { path_prefix: /slow, methods: [GET] }, authn: [none], authz: { allow: anyone }, quota: pair, handler: { proxy: { upstream: app } } }\n' +
+      rest,
+  );
+  return file;
+}
+
+async function serve(name: string, args: readonly string[] = ['--workers', '2'], rest = ''): Promise<ServeProcess & { readonly data: string }> {
+  const data = join(work, `${name}-data`);
+  const server = await serveCli(['--config', configFile(name, rest), '--data', data, ...args]);
+  servers.push(server);
+  return Object.assign(server, { data });
+}
+
+/** GET on a connection of its own: the primary hands each new connection to the next worker. */
+function get(port: number, path: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, ca, servername: 'localhost', agent: false }, (res) => {
+      res.resume();
+      res.on('end', () => resolve(res.statusCode ?? 0));
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+const lines = (server: ServeProcess, msg: string): Array<Record<string, unknown>> =>
+  server.lines.map((line) => JSON.parse(line) as Record<string, unknown>).filter((line) => line['msg'] === msg);
+
+const exitOf = (server: ServeProcess): Promise<number | null> =>
+  server.child.exitCode !== null || server.child.signalCode !== null
+    ? Promise.resolve(server.child.exitCode)
+    : new Promise((resolve) => server.child.once('exit', (code) => resolve(code)));
+
+/** Decision records (allow or deny) in one worker's chain. */
+const decisions = (data: string, chain: string): number =>
+  readRecords(join(data, 'audit')).filter((record) => record.instance === chain && (record.decision === 'allow' || record.decision === 'deny')).length;
+
+beforeAll(async () => {
+  await initDevCertificates(certs);
+  ca = readFileSync(join(certs, 'ca.pem'));
+  upstream = await startUpstream();
+});
+
+afterAll(async () => {
+  await Promise.all(servers.map((server) => server.stop()));
+  await upstream.close();
+  removeDir(work);
+});
+
+describe('gatehouse serve --workers', () => {
+  it('two workers serve one port, each writes its own chain, and SIGHUP reaches both', async () => {
+    const server = await serve('pair');
+    expect(lines(server, 'gatehouse listening')).toEqual([expect.objectContaining({ workers: 2, port: server.port })]);
+    await eventually(() => lines(server, 'worker listening').length === 2, 5000, 'both workers say they listen');
+    expect(lines(server, 'worker listening').map((line) => line['worker'])).toEqual(expect.arrayContaining([1, 2]));
+    const statuses = await Promise.all(Array.from({ length: 12 }, () => get(server.port, '/open/x')));
+    expect(statuses).toEqual(Array(12).fill(200));
+    server.child.kill('SIGHUP');
+    await eventually(() => lines(server, 'TLS certificates reloaded').length === 2, 5000, 'both workers reloaded');
+    await server.stop();
+    expect(server.child.exitCode).toBe(0);
+    // Each worker's chain holds the requests it served; together they hold all of them.
+    const [w1, w2] = [decisions(server.data, 'pair-w1'), decisions(server.data, 'pair-w2')];
+    expect(w1).toBeGreaterThan(0);
+    expect(w2).toBeGreaterThan(0);
+    expect(w1 + w2).toBe(12);
+    const verify = auditVerify(join(server.data, 'audit'));
+    expect(verify.status).toBe(0);
+    expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['pair-w1', 'pair-w2']);
+  });
+
+  it('a quota is not exceeded across workers without Redis: the primary counts for both', async () => {
+    const server = await serve('quota');
+    const statuses = await Promise.all(Array.from({ length: 30 }, () => get(server.port, '/quota/x')));
+    expect(statuses.filter((s) => s === 200)).toHaveLength(10);
+    expect(statuses.filter((s) => s === 429)).toHaveLength(20);
+    await server.stop();
+    // Both workers admitted some: the limit held across them, not merely inside one.
+    const admitted = (chain: string): number =>
+      readRecords(join(server.data, 'audit')).filter((record) => record.instance === chain && record.decision === 'allow').length;
+    expect(admitted('quota-w1') + admitted('quota-w2')).toBe(10);
+    expect(admitted('quota-w1')).toBeGreaterThan(0);
+    expect(admitted('quota-w2')).toBeGreaterThan(0);
+  });
+
+  it('concurrency slots hold across workers, and SIGTERM drains the requests in flight on every worker', async () => {
+    const held: Array<() => void> = [];
+    upstream.respond = (_req, res) => held.push(() => res.end('done'));
+    const server = await serve('slots');
+    // Two requests on two connections: one per worker. Each holds one of the quota's two slots.
+    const first = [get(server.port, '/slow/a'), get(server.port, '/slow/b')];
+    await eventually(() => held.length === 2, 5000, 'both requests at the upstream');
+    // A third, on either worker, finds both slots taken.
+    expect(await get(server.port, '/slow/c')).toBe(429);
+    expect(await get(server.port, '/slow/d')).toBe(429);
+    server.child.kill('SIGTERM');
+    await eventually(() => lines(server, 'draining').length === 2, 5000, 'both workers draining');
+    for (const release of held) release();
+    expect(await Promise.all(first)).toEqual([200, 200]);
+    expect(await exitOf(server)).toBe(0);
+    upstream.respond = (_req, res) => res.end('ok');
+    const verify = auditVerify(join(server.data, 'audit'));
+    expect(verify.status).toBe(0);
+    expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['slots-w1', 'slots-w2']);
+    const stops = readRecords(join(server.data, 'audit')).filter((record) => record.type === 'gateway_stop');
+    expect(stops.map((record) => record.instance).sort()).toEqual(['slots-w1', 'slots-w2']);
+  });
+
+  it('a worker killed with SIGKILL is replaced, no later request fails, and its slots are freed', async () => {
+    const held: Array<() => void> = [];
+    upstream.respond = (_req, res) => held.push(() => res.end('done'));
+    const server = await serve('kill');
+    const victim = lines(server, 'worker started').find((line) => line['worker'] === 1)?.['pid'];
+    expect(typeof victim).toBe('number');
+    // Both slots taken, one on each worker; the one on the worker about to die must not stay taken.
+    const slow = [get(server.port, '/slow/a').catch(() => 0), get(server.port, '/slow/b').catch(() => 0)];
+    await eventually(() => held.length === 2, 5000, 'both requests at the upstream');
+    process.kill(victim as number, 'SIGKILL');
+    await eventually(() => lines(server, 'worker replaced').length === 1, 5000, 'the worker replaced');
+    expect((await Promise.all(Array.from({ length: 10 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
+    await eventually(() => lines(server, 'worker listening').length === 3, 10_000, 'the replacement listening');
+    expect((await Promise.all(Array.from({ length: 10 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
+    // The dead worker's slot is free again: one more request is admitted while the survivor still holds its own.
+    upstream.respond = (_req, res) => res.end('ok');
+    const statuses = await Promise.all([get(server.port, '/slow/c'), get(server.port, '/slow/d')]);
+    expect(statuses.filter((s) => s === 200)).toHaveLength(1);
+    for (const release of held) release();
+    await Promise.all(slow);
+    await server.stop();
+    expect(server.child.exitCode).toBe(0);
+    // The replacement continued the dead worker's chain; every chain verifies.
+    const verify = auditVerify(join(server.data, 'audit'));
+    expect(verify.status).toBe(0);
+    expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['kill-w1', 'kill-w2']);
+  });
+
+  it('workers that keep dying stop the gateway with a clear message, not a restart loop', async () => {
+    // Its own certificate, replaced by garbage once the gateway is up: every later worker start fails.
+    const cert = join(work, 'loop-server.pem');
+    copyFileSync(join(certs, 'server.pem'), cert);
+    const data = join(work, 'loop-data');
+    writeFileSync(join(work, 'loop.yaml'), readFileSync(configFile('loop', '')).toString().replace(`${certs}/server.pem`, cert));
+    const server = await serveCli(['--config', join(work, 'loop.yaml'), '--data', data, '--workers', '2']);
+    servers.push(server);
+    const stderr: string[] = [];
+    server.child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
+    writeFileSync(cert, 'not a certificate\n');
+    const worker = lines(server, 'worker started').find((line) => line['worker'] === 2)?.['pid'];
+    process.kill(worker as number, 'SIGKILL');
+    expect(await exitOf(server)).toBe(78);
+    expect(stderr.join('')).toMatch(/workers exited 5 times in 30 s \(the last one, worker 2, with exit code 78\); stopping/);
+    expect(lines(server, 'worker exited; replacing it')).toHaveLength(4);
+  }, 60_000);
+
+  it('a worker that cannot start fails the start: its message and exit code, no restart', () => {
+    configFile('broken', '', `cert: ${work}/missing.pem, key: ${certs}/server-key.pem`);
+    const result = runCli(['serve', '--config', join(work, 'broken.yaml'), '--data', join(work, 'broken-data'), '--workers', '2']);
+    expect(result.status).toBe(78);
+    expect(result.stderr).toContain('missing.pem');
+    expect(result.stdout).not.toContain('worker replaced');
+  });
+
+  it('refuses bad worker counts with exit 64 (flag) or 78 (config)', () => {
+    const file = configFile('bad', '');
+    for (const value of ['0', '-1', 'abc', '65', '1.5']) {
+      const result = runCli(['serve', '--config', file, '--workers', value]);
+      expect(result.status, value).toBe(64);
+      expect(result.stderr, value).toMatch(/--workers <n>.*must be an integer from 1 to 64, or auto/);
+    }
+    for (const value of ['0', '65', 'many']) {
+      writeFileSync(join(work, 'bad-config.yaml'), readFileSync(file, 'utf8').replace('port: 0 }', `port: 0, workers: ${value} }`));
+      const result = runCli(['serve', '--config', join(work, 'bad-config.yaml')]);
+      expect(result.status, value).toBe(78);
+      expect(result.stderr, value).toContain('server.workers');
+    }
+  });
+
+  it('--workers auto starts one worker per core', async () => {
+    const server = await serve('auto', ['--workers', 'auto']);
+    const { availableParallelism } = await import('node:os');
+    expect(lines(server, 'gatehouse listening')[0]?.['workers'] ?? 1).toBe(Math.min(64, availableParallelism()));
+    await server.stop();
+  });
+});
