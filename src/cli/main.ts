@@ -53,12 +53,15 @@ Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, outpu
 Each command's --help lists the codes it can return.`;
 
 const SERVE_HELP = `
-Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain open requests, then stop.
+Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain open requests, then stop. With --workers N
+the primary passes both to every worker and exits once every worker has drained.
 
 Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
-directory, log output could not be written); 64 usage (bad argument or option); 69 the PostgreSQL credential store
-cannot be reached; 70 internal error (a fault no handler
-caught); 78 configuration (invalid config file, a TLS file missing, unreadable or malformed, invalid ${MASTER_KEY_ENV} or master key file).`;
+directory, log output could not be written, a worker that failed its drain); 64 usage (bad argument or option); 69 the
+PostgreSQL credential store cannot be reached; 70 internal error (a fault no handler caught); 78 configuration (invalid
+config file, a TLS file missing, unreadable or malformed, invalid ${MASTER_KEY_ENV} or master key file). With --workers N,
+a worker that fails before the gateway is up, or workers that exit 5 times in 30 s, end the primary with that worker's
+exit code (70 if it was killed by a signal).`;
 
 const CERTS_INIT_HELP = `
 Exit codes: 0 created, or already present; 1 failure (an incomplete set without --force, cannot create the directory or
@@ -233,7 +236,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
       workers,
       log,
       drainLimitMs: config.shutdown.readiness_grace_ms + config.shutdown.drain_timeout_ms + 15_000,
-      failureCode: EXIT.software,
+      codes: { failure: EXIT.failure, killed: EXIT.software },
       exit: (code) => {
         flushLogs();
         process.exit(code);
@@ -291,8 +294,6 @@ async function serve(options: { config: string; port?: number; host?: string; da
   // still drains and closes the audit log, instead of killing the process with the default action.
   process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
   process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
-  // A worker whose primary is gone gets no new connections and nobody counts its limits: it drains and stops.
-  if (role !== undefined) process.once('disconnect', () => stop(EXIT.ok, { reason: 'the primary is gone' }));
 
   try {
     gateway = await Gateway.create(config, {

@@ -20,8 +20,8 @@ export interface SupervisorOptions {
   readonly drainLimitMs: number;
   /** Ends the primary (logs flushed) with this code. */
   readonly exit: (code: number) => void;
-  /** The exit code when the primary gives up on workers that keep dying, or when one died by a signal at start-up. */
-  readonly failureCode: number;
+  /** Exit codes: `failure` when a worker failed its drain; `killed` for workers that keep dying, or one that failed to start, by a signal. */
+  readonly codes: { readonly failure: number; readonly killed: number };
 }
 
 /** The IPC channel to one worker, as the limiter host sees it. A message to a worker that is gone is dropped. */
@@ -93,11 +93,11 @@ export function supervise(options: SupervisorOptions): void {
     if (stopping) {
       log.info(fields, 'worker stopped');
       // A worker stopped by the SIGTERM before it could handle one (still starting) did nothing wrong.
-      if (code !== 0 && signal !== 'SIGTERM') exitCode ||= options.failureCode;
+      if (code !== 0 && signal !== 'SIGTERM') exitCode ||= options.codes.failure;
       if (running.size === 0) finish();
       return;
     }
-    const failure = code !== null && code !== 0 ? code : options.failureCode;
+    const failure = code !== null && code !== 0 ? code : options.codes.killed;
     if (!up) {
       // The gateway never came up: the worker has said why on stderr, and its exit code says what kind of failure it was.
       log.error(fields, 'worker failed to start; stopping');

@@ -1,6 +1,6 @@
 // Issue #25: `gatehouse serve --workers N`, with real processes. Two workers serve one port and each writes its own chain;
 // a per-principal quota and concurrency slots hold across workers without Redis (the primary counts); a worker killed with
-// SIGKILL is replaced and no later request fails; SIGHUP and SIGTERM reach every worker, SIGTERM drains in-flight requests
+// SIGKILL is replaced and no later request fails, and workers do not outlive a killed primary; SIGHUP and SIGTERM reach every worker, SIGTERM drains in-flight requests
 // and every chain verifies afterwards; workers that keep dying stop the gateway; bad values are refused.
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
@@ -62,6 +62,16 @@ const exitOf = (server: ServeProcess): Promise<number | null> =>
   server.child.exitCode !== null || server.child.signalCode !== null
     ? Promise.resolve(server.child.exitCode)
     : new Promise((resolve) => server.child.once('exit', (code) => resolve(code)));
+
+/** Whether a process runs (a zombie no longer does: an orphan's parent may not reap it at once). */
+function alive(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}
 
 /** Decision records (allow or deny) in one worker's chain. */
 const decisions = (data: string, chain: string): number =>
@@ -164,6 +174,30 @@ describe('gatehouse serve --workers', () => {
     const verify = auditVerify(join(server.data, 'audit'));
     expect(verify.status).toBe(0);
     expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['kill-w1', 'kill-w2']);
+  });
+
+  it('/readyz answers for the worker that got the connection: one worker draining, the other ready', async () => {
+    const server = await serve('ready', ['--workers', '2'], 'shutdown: { readiness_grace_ms: 3000 }\n');
+    const first = lines(server, 'worker started').find((line) => line['worker'] === 1)?.['pid'] as number;
+    // Worker 1 alone is told to stop: it is not ready for the grace period, while it still serves.
+    process.kill(first, 'SIGTERM');
+    await eventually(() => lines(server, 'not ready; serving until the readiness grace ends').length === 1, 5000, 'worker 1 in its grace');
+    const ready: number[] = [];
+    for (let i = 0; i < 8; i++) ready.push(await get(server.port, '/readyz'));
+    expect(ready.filter((s) => s === 503).length).toBeGreaterThan(0);
+    expect(ready.filter((s) => s === 200).length).toBeGreaterThan(0);
+    expect((await Promise.all(Array.from({ length: 6 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
+    // It stops on its own, and the primary replaces it.
+    await eventually(() => lines(server, 'worker replaced').length === 1, 10_000, 'worker 1 replaced');
+    await server.stop();
+  });
+
+  it('workers whose primary is killed exit with it', async () => {
+    const server = await serve('orphans');
+    const pids = lines(server, 'worker started').map((line) => line['pid'] as number);
+    expect(pids).toHaveLength(2);
+    server.child.kill('SIGKILL');
+    await eventually(() => pids.every((pid) => !alive(pid)), 10_000, 'both workers gone');
   });
 
   it('workers that keep dying stop the gateway with a clear message, not a restart loop', async () => {
