@@ -1,6 +1,7 @@
 // `npm run bench`: loads an upstream through a bare undici TLS proxy (the ceiling) and through the gateway, in one run,
 // with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio; then the gateway without
-// its audit log (the chain's cost), the gateway with its quotas on Redis (what sharing the limits costs), and `audit query`
+// its audit log (the chain's cost), the gateway with its quotas on Redis (what sharing the limits costs), the gateway as
+// `serve --workers 2` (what all cores give), and `audit query`
 // over a million-record log.
 // Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
 import 'reflect-metadata';
@@ -8,7 +9,7 @@ import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
 import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
@@ -23,6 +24,7 @@ const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 8);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
 const TOKENS = Number(process.env['BENCH_TOKENS'] ?? 500);
+const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 2);
 
 interface Result {
   readonly rps: number;
@@ -46,10 +48,21 @@ function cpuMicros(pid: number | undefined): number {
   }
 }
 
-/** Loads `path`; with `tokens`, each connection cycles through them, one bearer token per request. */
-async function load(target: Started, path: string, tls: { cert: Buffer; key: Buffer }, seconds: number, tokens: readonly string[] = []): Promise<Result> {
+/**
+ * Loads `path`; with `tokens`, each connection cycles through them, one bearer token per request. The CPU is the target
+ * process's own: for `serve --workers N` (`cpu: false`) it would be the primary's alone, so none is reported.
+ */
+async function load(
+  target: Started,
+  path: string,
+  tls: { cert: Buffer; key: Buffer },
+  seconds: number,
+  tokens: readonly string[] = [],
+  cpu = true,
+): Promise<Result> {
   const { port } = target;
-  const cpuBefore = cpuMicros(target.child.pid);
+  const pid = cpu ? target.child.pid : undefined;
+  const cpuBefore = cpuMicros(pid);
   const result = await autocannon({
     url: `https://127.0.0.1:${port}${path}`,
     connections: CONNECTIONS,
@@ -62,7 +75,7 @@ async function load(target: Started, path: string, tls: { cert: Buffer; key: Buf
   // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
   if (result.requests.total === 0)
     throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
-  const cpuUsPerRequest = (cpuMicros(target.child.pid) - cpuBefore) / result.requests.total;
+  const cpuUsPerRequest = (cpuMicros(pid) - cpuBefore) / result.requests.total;
   return {
     rps: result.requests.average,
     p50: result.latency.p50,
@@ -127,6 +140,11 @@ async function main(): Promise<void> {
       onRedis = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', redisConfig], portLine);
       children.push(onRedis.child);
     } else process.stdout.write(`no Redis answers at ${redisUrl}: the Redis-backed quota variant is skipped\n`);
+    // All cores: the same gateway as a primary and two workers (limits counted by the primary, each worker its own chain).
+    const workersConfig = join(work, 'workers.yaml');
+    writeFileSync(workersConfig, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), audit: { instance: 'bench-workers' } }));
+    const workers = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', workersConfig, '--workers', String(WORKERS)], portLine);
+    children.push(workers.child);
     // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.
     const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
@@ -138,6 +156,7 @@ async function main(): Promise<void> {
     await load(unaudited, '/bench', clientTls, 2);
     await load(audited, '/bench', clientTls, 2);
     if (onRedis !== undefined) await load(onRedis, '/bench', clientTls, 2);
+    await load(workers, '/bench', clientTls, 2, [], false);
 
     // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
     // generator's own per-request work and the larger request headers weigh on both sides alike.
@@ -149,7 +168,8 @@ async function main(): Promise<void> {
       unaudited: Result[];
       audited: Result[];
       redis: Result[];
-    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [] };
+      workers: Result[];
+    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [], workers: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
       rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
@@ -158,6 +178,7 @@ async function main(): Promise<void> {
       rounds.unaudited.push(await load(unaudited, '/bench', clientTls, DURATION_S));
       rounds.audited.push(await load(audited, '/bench', clientTls, DURATION_S));
       if (onRedis !== undefined) rounds.redis.push(await load(onRedis, '/bench', clientTls, DURATION_S));
+      rounds.workers.push(await load(workers, '/bench', clientTls, DURATION_S, [], false));
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
           `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)}, ` +
@@ -181,6 +202,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${row('variant (mTLS), audit discarded', rounds.unaudited)}\n`);
     process.stdout.write(`${row('variant (mTLS), audit chained', rounds.audited)}\n`);
     if (rounds.redis.length > 0) process.stdout.write(`${row('gateway (mTLS), quotas on Redis', rounds.redis)}\n`);
+    process.stdout.write(`${row(`gateway (mTLS), ${WORKERS} workers`, rounds.workers)}\n`);
     const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
     process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
@@ -201,6 +223,11 @@ async function main(): Promise<void> {
           `CPU per request ${(cpu(rounds.gateway) / cpu(rounds.redis)).toFixed(2)}\n`,
       );
     }
+    // All cores: with the load generator on the same machine, the workers share its cores with it and with the upstream.
+    process.stdout.write(
+      `${WORKERS} workers / 1 process, mTLS route (limits counted by the primary): throughput ${(rps(rounds.workers) / rps(rounds.gateway)).toFixed(2)} ` +
+        `(${availableParallelism()} cores, the load generator and the upstream on the same machine)\n`,
+    );
   } finally {
     await stopAll(children);
     removeWork(work);

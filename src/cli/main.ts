@@ -9,7 +9,7 @@ import { availableParallelism, userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { ConfigError, loadConfigFile } from '../config/load.js';
+import { ConfigError, configFromText, readConfigText } from '../config/load.js';
 import type { Config } from '../config/schema.js';
 import { MAX_WORKERS } from '../config/edge.js';
 import { Gateway } from '../gateway.js';
@@ -27,7 +27,7 @@ import type { AdminContext } from './admin-session.js';
 import { protectDashIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
-import { channelToPrimary, supervise } from './supervisor.js';
+import { channelToPrimary, configFromPrimary, supervise } from './supervisor.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
@@ -192,10 +192,14 @@ function workerCount(workers: number | 'auto'): number {
 
 async function serve(options: { config: string; port?: number; host?: string; data?: string; workers?: number | 'auto' }): Promise<void> {
   let config: Config;
+  let configText: string;
   const url = databaseUrl();
   const redis = redisUrl();
+  const role = workerRole();
   try {
-    config = loadConfigFile(options.config, {
+    // A worker runs the text its primary read: a file edited since cannot make workers of one gateway differ.
+    configText = role === undefined ? readConfigText(options.config) : await configFromPrimary().catch((error: Error) => fail(error.message, EXIT.software));
+    config = configFromText(configText, options.config, {
       ...(url !== undefined ? { databaseUrl: url } : {}),
       ...(redis !== undefined ? { redisUrl: redis } : {}),
       ...(options.port !== undefined ? { port: options.port } : {}),
@@ -206,7 +210,6 @@ async function serve(options: { config: string; port?: number; host?: string; da
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
     throw error;
   }
-  const role = workerRole();
   const workers = role === undefined ? workerCount(options.workers ?? config.server.workers) : role.count;
   // Log lines are buffered up to 4000 bytes and flushed at least every 250 ms: one write per batch instead of one per line.
   // A write never exceeds 4096 bytes (PIPE_BUF) and holds whole lines, so workers sharing one pipe never interleave a line.
@@ -234,6 +237,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
     // The primary: it supervises and counts the workers' limits; the workers serve (each runs this command again).
     supervise({
       workers,
+      configText,
       log,
       drainLimitMs: config.shutdown.readiness_grace_ms + config.shutdown.drain_timeout_ms + 15_000,
       codes: { failure: EXIT.failure, killed: EXIT.software },

@@ -15,6 +15,8 @@ export const CRASH_WINDOW_MS = 30_000;
 
 export interface SupervisorOptions {
   readonly workers: number;
+  /** The config file's text as the primary read it: every worker, a replacement too, runs this one. */
+  readonly configText: string;
   readonly log: Logger;
   /** How long workers may take to drain after SIGTERM before they are killed. */
   readonly drainLimitMs: number;
@@ -35,6 +37,34 @@ function channelTo(worker: Worker): LimiterChannel {
     onMessage: (listener) => worker.on('message', listener),
     onClose: (listener) => worker.once('disconnect', listener),
   };
+}
+
+interface ConfigMessage {
+  readonly gatehouse: 'config';
+  readonly text: string;
+}
+
+function isConfigRequest(message: unknown): boolean {
+  return typeof message === 'object' && message !== null && 'gatehouse' in message && message.gatehouse === 'config?';
+}
+
+/** In a worker: the config file's text the primary read (rejects if none comes within `timeoutMs`). */
+export function configFromPrimary(timeoutMs = 10_000): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      process.off('message', answer);
+      reject(new Error(`no configuration from the primary within ${timeoutMs} ms`));
+    }, timeoutMs);
+    const answer = (message: unknown): void => {
+      if (typeof message !== 'object' || message === null || !('gatehouse' in message) || message.gatehouse !== 'config') return;
+      if (!('text' in message) || typeof message.text !== 'string') return;
+      clearTimeout(timer);
+      process.off('message', answer);
+      resolve(message.text);
+    };
+    process.on('message', answer);
+    process.send?.({ gatehouse: 'config?' });
+  });
 }
 
 /** The worker's side of the channel: `process`, connected to the primary. */
@@ -66,6 +96,10 @@ export function supervise(options: SupervisorOptions): void {
   const start = (number: number): Worker => {
     const worker = cluster.fork({ GATEHOUSE_WORKER: String(number), GATEHOUSE_WORKERS: String(count) });
     const forget = limits.serve(channelTo(worker));
+    // A worker asks for the configuration once it listens for the answer (a message sent earlier could find no listener).
+    worker.on('message', (message: unknown) => {
+      if (isConfigRequest(message)) worker.send({ gatehouse: 'config', text: options.configText } satisfies ConfigMessage, () => undefined);
+    });
     running.set(number, worker);
     log.info({ worker: number, pid: worker.process.pid }, 'worker started');
     worker.on('listening', (address) => {

@@ -104,13 +104,25 @@ function applyOverrides(document: unknown, overrides: ConfigOverrides): unknown 
 }
 
 export function loadConfigFile(file: string, overrides: ConfigOverrides = {}): Config {
-  let text: string;
+  return configFromText(readConfigText(file), file, overrides);
+}
+
+/** The config file's text, as `configFromText` takes it. */
+export function readConfigText(file: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code ?? 'unknown error';
     throw new ConfigError(file, [`cannot read file (${code})`]);
   }
+}
+
+/**
+ * A config from the text of `file` (read earlier, perhaps by another process: the workers of `serve --workers N` run the
+ * text the primary read, whatever the file says by the time one is replaced). Relative paths are anchored at the file's
+ * directory.
+ */
+export function configFromText(text: string, file: string, overrides: ConfigOverrides = {}): Config {
   // Aliases are bounded so a hostile or broken file cannot expand into a billion laughs.
   const document = parseDocument(text, { uniqueKeys: true, prettyErrors: true });
   if (document.errors.length > 0) {

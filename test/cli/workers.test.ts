@@ -200,6 +200,22 @@ describe('gatehouse serve --workers', () => {
     await eventually(() => pids.every((pid) => !alive(pid)), 10_000, 'both workers gone');
   });
 
+  it('a replacement runs the configuration the gateway started with, not the file as edited since', async () => {
+    const server = await serve('edited');
+    writeFileSync(join(work, 'edited.yaml'), 'server: { port: "not a port" }\n');
+    const worker = lines(server, 'worker started').find((line) => line['worker'] === 2)?.['pid'];
+    process.kill(worker as number, 'SIGKILL');
+    await eventually(() => lines(server, 'worker listening').length === 3, 10_000, 'the replacement listening');
+    expect((await Promise.all(Array.from({ length: 6 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
+    // Every start of the gateway's chains names the same configuration.
+    const hashes = readRecords(join(server.data, 'audit'))
+      .filter((record) => record.type === 'gateway_start')
+      .map((record) => (record as Record<string, unknown>)['config_sha256']);
+    expect(hashes).toHaveLength(3);
+    expect(new Set(hashes).size).toBe(1);
+    await server.stop();
+  });
+
   it('workers that keep dying stop the gateway with a clear message, not a restart loop', async () => {
     // Its own certificate, replaced by garbage once the gateway is up: every later worker start fails.
     const cert = join(work, 'loop-server.pem');
