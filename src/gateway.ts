@@ -54,6 +54,8 @@ export interface WorkerRole {
   readonly count: number;
   /** To the primary, which counts the limits of every worker when no Redis is configured. */
   readonly channel: LimiterChannel;
+  /** The session-ticket keys every worker uses (the primary rotates them: setTicketKeys). */
+  readonly ticketKeys: Buffer;
 }
 
 /** How long a worker waits for the primary to count a request before the limiter's outage policy decides. */
@@ -155,12 +157,20 @@ export class Gateway {
         { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
         memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
       );
-      listener = new Listener(config, tlsMaterial, guard, ingress, log, {
-        onParseError: (code, peer, requestId, answer, protocol) => {
-          log.info({ code, peer, request_id: requestId, status: answer?.status ?? null }, 'refused malformed or forbidden HTTP input');
-          pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
+      listener = new Listener(
+        config,
+        tlsMaterial,
+        guard,
+        ingress,
+        log,
+        {
+          onParseError: (code, peer, requestId, answer, protocol) => {
+            log.info({ code, peer, request_id: requestId, status: answer?.status ?? null }, 'refused malformed or forbidden HTTP input');
+            pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
+          },
         },
-      });
+        worker?.ticketKeys,
+      );
       return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas, redis, worker?.number);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
@@ -198,6 +208,11 @@ export class Gateway {
     this.listener.reloadCertificates();
     this.audit.event('certificates_reloaded', { cert: this.config.tls.cert });
     this.log.info('TLS certificates reloaded');
+  }
+
+  /** New session-ticket keys from the primary of the workers (it rotates them for all). */
+  setTicketKeys(keys: Buffer): void {
+    this.listener.setTicketKeys(keys);
   }
 
   get draining(): boolean {

@@ -27,7 +27,7 @@ import type { AdminContext } from './admin-session.js';
 import { protectDashIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
-import { channelToPrimary, configFromPrimary, supervise } from './supervisor.js';
+import { channelToPrimary, onTicketKeys, startFromPrimary, supervise, type WorkerStart } from './supervisor.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
@@ -193,12 +193,14 @@ function workerCount(workers: number | 'auto'): number {
 async function serve(options: { config: string; port?: number; host?: string; data?: string; workers?: number | 'auto' }): Promise<void> {
   let config: Config;
   let configText: string;
+  let fromPrimary: WorkerStart | undefined;
   const url = databaseUrl();
   const redis = redisUrl();
   const role = workerRole();
   try {
     // A worker runs the text its primary read: a file edited since cannot make workers of one gateway differ.
-    configText = role === undefined ? readConfigText(options.config) : await configFromPrimary().catch((error: Error) => fail(error.message, EXIT.software));
+    fromPrimary = role === undefined ? undefined : await startFromPrimary().catch((error: Error) => fail(error.message, EXIT.software));
+    configText = fromPrimary?.configText ?? readConfigText(options.config);
     config = configFromText(configText, options.config, {
       ...(url !== undefined ? { databaseUrl: url } : {}),
       ...(redis !== undefined ? { redisUrl: redis } : {}),
@@ -238,6 +240,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
     supervise({
       workers,
       configText,
+      ticketKeyRotationMs: config.tls.ticket_key_rotation_s * 1000,
       log,
       drainLimitMs: config.shutdown.readiness_grace_ms + config.shutdown.drain_timeout_ms + 15_000,
       codes: { failure: EXIT.failure, killed: EXIT.software },
@@ -299,12 +302,21 @@ async function serve(options: { config: string; port?: number; host?: string; da
   process.on('SIGTERM', () => stop(EXIT.ok, { signal: 'SIGTERM' }));
   process.on('SIGINT', () => stop(EXIT.ok, { signal: 'SIGINT' }));
 
+  // The workers' shared session-ticket keys: the latest the primary sent, also while this worker was starting.
+  let ticketKeys = fromPrimary?.ticketKeys;
+  if (role !== undefined) {
+    onTicketKeys((keys) => {
+      ticketKeys = keys;
+      gateway?.setTicketKeys(keys);
+    });
+  }
   try {
     gateway = await Gateway.create(config, {
       log,
       masterKey: process.env[MASTER_KEY_ENV],
-      ...(role !== undefined ? { worker: { ...role, channel: channelToPrimary() } } : {}),
+      ...(role !== undefined && ticketKeys !== undefined ? { worker: { ...role, channel: channelToPrimary(), ticketKeys } } : {}),
     });
+    if (ticketKeys !== undefined) gateway.setTicketKeys(ticketKeys);
   } catch (error) {
     startFailed(error);
   }

@@ -6,6 +6,7 @@
 // the store's schema, development certificates) is created once, never raced. A worker that fails before the gateway is
 // up fails the start, with its exit code and its own message on stderr.
 import cluster, { type Worker } from 'node:cluster';
+import { randomBytes } from 'node:crypto';
 import type { Logger } from 'pino';
 import { ClusterLimiterHost, type LimiterChannel } from '../quota/cluster.js';
 
@@ -17,6 +18,8 @@ export interface SupervisorOptions {
   readonly workers: number;
   /** The config file's text as the primary read it: every worker, a replacement too, runs this one. */
   readonly configText: string;
+  /** How often the session-ticket keys every worker shares are replaced (tls.ticket_key_rotation_s). */
+  readonly ticketKeyRotationMs: number;
   readonly log: Logger;
   /** How long workers may take to drain after SIGTERM before they are killed. */
   readonly drainLimitMs: number;
@@ -42,28 +45,52 @@ function channelTo(worker: Worker): LimiterChannel {
 interface ConfigMessage {
   readonly gatehouse: 'config';
   readonly text: string;
+  /** The session-ticket keys, base64: a session made on one worker resumes on any. */
+  readonly ticketKeys: string;
 }
+
+interface TicketKeysMessage {
+  readonly gatehouse: 'tls.ticket-keys';
+  readonly keys: string;
+}
+
+/** What a worker gets from its primary before it starts. */
+export interface WorkerStart {
+  readonly configText: string;
+  readonly ticketKeys: Buffer;
+}
+
+const field = (message: unknown, name: string): unknown =>
+  typeof message === 'object' && message !== null && name in message ? (message as Record<string, unknown>)[name] : undefined;
 
 function isConfigRequest(message: unknown): boolean {
   return typeof message === 'object' && message !== null && 'gatehouse' in message && message.gatehouse === 'config?';
 }
 
-/** In a worker: the config file's text the primary read (rejects if none comes within `timeoutMs`). */
-export function configFromPrimary(timeoutMs = 10_000): Promise<string> {
+/** In a worker: the config file's text the primary read, and the ticket keys (rejects if none come within `timeoutMs`). */
+export function startFromPrimary(timeoutMs = 10_000): Promise<WorkerStart> {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(() => {
       process.off('message', answer);
       reject(new Error(`no configuration from the primary within ${timeoutMs} ms`));
     }, timeoutMs);
     const answer = (message: unknown): void => {
-      if (typeof message !== 'object' || message === null || !('gatehouse' in message) || message.gatehouse !== 'config') return;
-      if (!('text' in message) || typeof message.text !== 'string') return;
+      const [gatehouse, text, keys] = [field(message, 'gatehouse'), field(message, 'text'), field(message, 'ticketKeys')];
+      if (gatehouse !== 'config' || typeof text !== 'string' || typeof keys !== 'string') return;
       clearTimeout(timer);
       process.off('message', answer);
-      resolve(message.text);
+      resolve({ configText: text, ticketKeys: Buffer.from(keys, 'base64') });
     };
     process.on('message', answer);
     process.send?.({ gatehouse: 'config?' });
+  });
+}
+
+/** In a worker: each replacement of the shared session-ticket keys. */
+export function onTicketKeys(listener: (keys: Buffer) => void): void {
+  process.on('message', (message: unknown) => {
+    const keys = field(message, 'keys');
+    if (field(message, 'gatehouse') === 'tls.ticket-keys' && typeof keys === 'string') listener(Buffer.from(keys, 'base64'));
   });
 }
 
@@ -92,13 +119,23 @@ export function supervise(options: SupervisorOptions): void {
   let stopping = false;
   let exitCode = 0;
   let killTimer: NodeJS.Timeout | undefined;
+  // One set of session-ticket keys for every worker, replaced for all at once.
+  let ticketKeys = randomBytes(48);
+  const rotation = setInterval(() => {
+    ticketKeys = randomBytes(48);
+    const message: TicketKeysMessage = { gatehouse: 'tls.ticket-keys', keys: ticketKeys.toString('base64') };
+    for (const worker of running.values()) if (worker.isConnected()) worker.send(message, () => undefined);
+  }, options.ticketKeyRotationMs);
 
   const start = (number: number): Worker => {
     const worker = cluster.fork({ GATEHOUSE_WORKER: String(number), GATEHOUSE_WORKERS: String(count) });
     const forget = limits.serve(channelTo(worker));
     // A worker asks for the configuration once it listens for the answer (a message sent earlier could find no listener).
     worker.on('message', (message: unknown) => {
-      if (isConfigRequest(message)) worker.send({ gatehouse: 'config', text: options.configText } satisfies ConfigMessage, () => undefined);
+      if (isConfigRequest(message)) {
+        const answer: ConfigMessage = { gatehouse: 'config', text: options.configText, ticketKeys: ticketKeys.toString('base64') };
+        worker.send(answer, () => undefined);
+      }
     });
     running.set(number, worker);
     log.info({ worker: number, pid: worker.process.pid }, 'worker started');
@@ -173,6 +210,7 @@ export function supervise(options: SupervisorOptions): void {
 
   const finish = (): void => {
     clearTimeout(killTimer);
+    clearInterval(rotation);
     log.info({ code: exitCode }, 'stopped');
     options.exit(exitCode);
   };

@@ -42,8 +42,8 @@ export class Listener {
   private readonly tlsSockets = new Set<TaggedSocket>();
   private ticketTimer: NodeJS.Timeout | undefined;
   private draining = false;
-  /** The session-ticket keys in use; replaced every tls.ticket_key_rotation_s. */
-  private ticketKeys = randomBytes(48);
+  /** The session-ticket keys in use; replaced every tls.ticket_key_rotation_s (here, or by whoever shares them). */
+  private ticketKeys: Buffer;
 
   constructor(
     private readonly config: Config,
@@ -53,7 +53,14 @@ export class Listener {
     private readonly ingress: Ingress,
     private readonly log: Logger,
     private readonly events: ListenerEvents,
+    /**
+     * Session-ticket keys shared with other processes on this port (the workers of `serve --workers N`, from their primary,
+     * which rotates them: setTicketKeys), so a session resumes whichever worker gets the next connection. Without them this
+     * listener makes and rotates its own.
+     */
+    private readonly sharedTicketKeys?: Buffer,
   ) {
+    this.ticketKeys = sharedTicketKeys ?? randomBytes(48);
     const limits = config.limits;
     const h2 = limits.http2;
     const clientCa = config.tls.client_ca !== undefined;
@@ -148,14 +155,23 @@ export class Listener {
       this.server.once('error', reject);
       this.server.listen({ host: this.config.server.host, port: this.config.server.port }, () => {
         this.server.off('error', reject);
-        this.ticketTimer = setInterval(() => {
-          this.ticketKeys = randomBytes(48);
+        if (this.sharedTicketKeys === undefined) {
+          this.ticketTimer = setInterval(() => this.setTicketKeys(randomBytes(48)), this.config.tls.ticket_key_rotation_s * 1000);
+          this.ticketTimer.unref();
+        } else {
+          // node:cluster's listen hands every worker the ticket keys the port's first worker had: a replacement would
+          // go back to those. The primary's current ones are put back.
           this.server.setTicketKeys(this.ticketKeys);
-        }, this.config.tls.ticket_key_rotation_s * 1000);
-        this.ticketTimer.unref();
+        }
         resolve(this.server.address() as AddressInfo);
       });
     });
+  }
+
+  /** Replaces the session-ticket keys: tickets issued under the old ones no longer resume a session. */
+  setTicketKeys(keys: Buffer): void {
+    this.ticketKeys = keys;
+    this.server.setTicketKeys(keys);
   }
 
   /** Re-reads certificate files and swaps them in for new handshakes; live connections keep theirs (TLS-14). */

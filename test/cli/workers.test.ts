@@ -4,6 +4,7 @@
 // and every chain verifies afterwards; workers that keep dying stop the gateway; bad values are refused.
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { request } from 'node:https';
+import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -36,9 +37,12 @@ function configFile(name: string, rest: string, tls = `cert: ${certs}/server.pem
   return file;
 }
 
+/** The environment without the store and limiter URLs a developer may have set: the config file alone decides. */
+const { GATEHOUSE_REDIS_URL: _redis, GATEHOUSE_DATABASE_URL: _database, ...env } = process.env;
+
 async function serve(name: string, args: readonly string[] = ['--workers', '2'], rest = ''): Promise<ServeProcess & { readonly data: string }> {
   const data = join(work, `${name}-data`);
-  const server = await serveCli(['--config', configFile(name, rest), '--data', data, ...args]);
+  const server = await serveCli(['--config', configFile(name, rest), '--data', data, ...args], env);
   servers.push(server);
   return Object.assign(server, { data });
 }
@@ -52,6 +56,32 @@ function get(port: number, path: string): Promise<number> {
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+/** One TLS connection and one request on it, offering `session`: whether it resumed, and the ticket it got. */
+function handshake(port: number, session: Buffer | undefined): Promise<{ readonly reused: boolean; readonly ticket: Buffer | undefined }> {
+  return new Promise((resolve, reject) => {
+    let ticket: Buffer | undefined;
+    const socket = connect({
+      host: '127.0.0.1',
+      port,
+      ca,
+      servername: 'localhost',
+      ALPNProtocols: ['http/1.1'],
+      ...(session !== undefined ? { session } : {}),
+    });
+    socket.on('session', (data: Buffer) => {
+      ticket = data;
+    });
+    let reused = false;
+    socket.once('secureConnect', () => {
+      reused = socket.isSessionReused();
+      socket.end('GET /open/x HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n');
+    });
+    socket.on('data', () => undefined);
+    socket.once('close', () => resolve({ reused, ticket }));
+    socket.once('error', reject);
   });
 }
 
@@ -111,6 +141,26 @@ describe('gatehouse serve --workers', () => {
     expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['pair-w1', 'pair-w2']);
   });
 
+  it('a TLS session made on one worker resumes on the other: the workers share the ticket keys', async () => {
+    const server = await serve('tickets');
+    let { ticket } = await handshake(server.port, undefined);
+    const reused: boolean[] = [];
+    // The primary hands each new connection to the next worker: these alternate between the two.
+    for (let i = 0; i < 6; i++) {
+      const next = await handshake(server.port, ticket);
+      reused.push(next.reused);
+      ticket = next.ticket ?? ticket;
+    }
+    expect(reused).toEqual(Array(6).fill(true));
+    // A replacement worker uses the keys the others use.
+    process.kill(lines(server, 'worker started').find((line) => line['worker'] === 2)?.['pid'] as number, 'SIGKILL');
+    await eventually(() => lines(server, 'worker listening').length === 3, 10_000, 'the replacement listening');
+    const again: boolean[] = [];
+    for (let i = 0; i < 4; i++) again.push((await handshake(server.port, ticket)).reused);
+    expect(again).toEqual(Array(4).fill(true));
+    await server.stop();
+  });
+
   it('a quota is not exceeded across workers without Redis: the primary counts for both', async () => {
     const server = await serve('quota');
     const statuses = await Promise.all(Array.from({ length: 30 }, () => get(server.port, '/quota/x')));
@@ -124,6 +174,22 @@ describe('gatehouse serve --workers', () => {
     expect(admitted('quota-w1')).toBeGreaterThan(0);
     expect(admitted('quota-w2')).toBeGreaterThan(0);
   });
+
+  it.skipIf(process.env['GATEHOUSE_TEST_REDIS_URL'] === undefined || process.env['GATEHOUSE_TEST_REDIS_URL'] === '')(
+    'with redis configured, workers count in Redis: the quota still holds across them',
+    async () => {
+      const prefix = `gh-test-workers-${process.pid}-${Date.now()}`;
+      const server = await serve('redis', ['--workers', '2'], `redis: { url: '${process.env['GATEHOUSE_TEST_REDIS_URL']}', key_prefix: ${prefix} }\n`);
+      const statuses = await Promise.all(Array.from({ length: 24 }, () => get(server.port, '/quota/x')));
+      expect(statuses.filter((s) => s === 200)).toHaveLength(10);
+      expect(statuses.filter((s) => s === 429)).toHaveLength(14);
+      await server.stop();
+      const admitted = (chain: string): number =>
+        readRecords(join(server.data, 'audit')).filter((record) => record.instance === chain && record.decision === 'allow').length;
+      expect(admitted('redis-w1')).toBeGreaterThan(0);
+      expect(admitted('redis-w2')).toBeGreaterThan(0);
+    },
+  );
 
   it('concurrency slots hold across workers, and SIGTERM drains the requests in flight on every worker', async () => {
     const held: Array<() => void> = [];
@@ -222,7 +288,7 @@ describe('gatehouse serve --workers', () => {
     copyFileSync(join(certs, 'server.pem'), cert);
     const data = join(work, 'loop-data');
     writeFileSync(join(work, 'loop.yaml'), readFileSync(configFile('loop', '')).toString().replace(`${certs}/server.pem`, cert));
-    const server = await serveCli(['--config', join(work, 'loop.yaml'), '--data', data, '--workers', '2']);
+    const server = await serveCli(['--config', join(work, 'loop.yaml'), '--data', data, '--workers', '2'], env);
     servers.push(server);
     const stderr: string[] = [];
     server.child.stderr?.on('data', (chunk: Buffer) => stderr.push(chunk.toString()));
