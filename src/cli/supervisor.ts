@@ -126,6 +126,7 @@ export function supervise(options: SupervisorOptions): void {
     const message: TicketKeysMessage = { gatehouse: 'tls.ticket-keys', keys: ticketKeys.toString('base64') };
     for (const worker of running.values()) if (worker.isConnected()) worker.send(message, () => undefined);
   }, options.ticketKeyRotationMs);
+  rotation.unref();
 
   const start = (number: number): Worker => {
     const worker = cluster.fork({ GATEHOUSE_WORKER: String(number), GATEHOUSE_WORKERS: String(count) });
@@ -143,8 +144,8 @@ export function supervise(options: SupervisorOptions): void {
       serving.add(worker);
       if (listened.has(number)) return;
       listened.add(number);
-      // The others start once the first has created whatever a first start creates.
-      if (number === 1 && !up) for (let n = 2; n <= count; n++) start(n);
+      // The others start once the first has created whatever a first start creates (unless the gateway is stopping).
+      if (number === 1 && !up && !stopping) for (let n = 2; n <= count; n++) start(n);
       if (!up && listened.size === count) {
         up = true;
         log.info({ host: address.address, port: address.port, workers: count }, 'gatehouse listening');
