@@ -59,6 +59,10 @@ export interface CompletionEvent {
   readonly upstream_status: number | null;
   /** Why the upstream failed (LOG-11: a refused connection, a TLS verify error, a timeout), as the connection said. */
   readonly upstream_error: string | null;
+  /** The target (host:port) the request was last sent to; null when it was sent to none. */
+  readonly upstream_target: string | null;
+  /** Earlier attempts on other targets that failed before any byte reached them (`host:port CODE`); null when none. */
+  readonly upstream_retried: readonly string[] | null;
   /** The code of a refusal the gateway sent after the allow (502, 503, 504, 413), if any. */
   readonly code: string | null;
   /** Request body bytes read (null when not counted: a built-in service), response body bytes sent. */

@@ -312,6 +312,8 @@ export class AuditLog implements AuditSink {
       upstream: event.upstream,
       upstream_status: event.upstream_status,
       upstream_error: event.upstream_error,
+      upstream_target: event.upstream_target,
+      upstream_retried: event.upstream_retried,
       code: event.code,
       bytes_in: event.bytes_in,
       bytes_out: event.bytes_out,

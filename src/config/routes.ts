@@ -1,26 +1,106 @@
-// The `upstreams` and `routes` sections: one upstream origin with its pool bounds, and one route (match, authenticators,
+// The `upstreams` and `routes` sections: an upstream (its targets, balancing, passive health and pool bounds), and one route (match, authenticators,
 // authorization, quota, handler) with the checks that need only the route itself.
 import { z } from 'zod';
 import { SCOPE_TOKEN } from '../lib/oauth-syntax.js';
 import { durationMs, hostName, HTTP_METHODS, positiveInt, resourceUri } from './fields.js';
 
-export const upstreamSchema = z.strictObject({
-  url: z.url({ protocol: /^https?$/ }).refine((u) => {
-    const parsed = new URL(u);
-    return parsed.pathname === '/' && parsed.search === '' && parsed.hash === '' && parsed.username === '' && parsed.password === '';
-  }, 'must be an origin only (scheme, host, port) without path, query or credentials'),
+/** The characters a base path segment may hold: RFC 3986 pchar without percent-encoding (so no encoded `/`, `\\` or NUL). */
+const BASE_PATH = /^(\/[A-Za-z0-9._~!$&'()*+,;=:@-]+)*\/?$/;
+
+/**
+ * A target: scheme, host, port and an optional base path whose text is already canonical (nothing in it is normalized away:
+ * no dot segments, no `//`, no percent-encoding), without query, fragment or credentials.
+ */
+const targetUrl = z.url({ protocol: /^https?$/ }).refine((u) => {
+  const parsed = new URL(u);
+  if (parsed.search !== '' || parsed.hash !== '' || parsed.username !== '' || parsed.password !== '') return false;
+  // The path as written must be the path as parsed: nothing normalized away (`.`, `..`, `\\`, a stray `?` or `#`).
+  const afterScheme = u.slice(u.indexOf('//') + 2);
+  const slash = afterScheme.indexOf('/');
+  if ((slash === -1 ? '/' : afterScheme.slice(slash)) !== parsed.pathname) return false;
+  return BASE_PATH.test(parsed.pathname) && !parsed.pathname.split('/').some((segment) => segment === '.' || segment === '..');
+}, 'must be scheme, host, port and an optional base path in canonical form (no dot segments, "//" or %-escapes), without query, fragment or credentials');
+
+/** The path every request to the upstream is sent under: '' or `/api/v2` (no trailing slash). */
+function basePath(url: string): string {
+  return new URL(url).pathname.replace(/\/$/, '');
+}
+
+const upstreamInput = z.strictObject({
+  /** One target (an origin, optionally with a base path). Exactly one of `url` and `targets`. */
+  url: targetUrl.optional(),
+  /** Several instances of one service, each with a relative weight; every one has the same scheme and base path. */
+  targets: z
+    .array(z.strictObject({ url: targetUrl, weight: z.int().min(1).max(1000).default(1) }))
+    .min(1)
+    .max(64)
+    .optional(),
+  /**
+   * Which target gets a request: `round_robin` (weighted, smooth), `least_outstanding` (fewest requests in flight per
+   * weight) or `principal_hash` (the same authenticated principal to the same target while the set of healthy targets
+   * stays the same; anonymous requests go round robin). A client-supplied header never chooses.
+   */
+  balance: z.enum(['round_robin', 'least_outstanding', 'principal_hash']).default('round_robin'),
+  /** Passive health: a target failing this many requests in a row (no connection, timeout, 5xx) is taken out for a while. */
+  passive_health: z
+    .strictObject({
+      consecutive_failures: positiveInt(1000).default(5),
+      /** The first ejection; each following one without a success in between lasts twice as long, up to max_ejection_ms. */
+      ejection_ms: durationMs(600_000).default(10_000),
+      max_ejection_ms: durationMs(3_600_000).default(300_000),
+    })
+    .prefault({}),
   /** CA bundle pinned for an https upstream; the system store is not used. */
   ca: z.string().min(1).optional(),
+  /** Connections per target. */
   connections: positiveInt(10_000).default(64),
   /**
-   * Requests that may wait for a free upstream connection; beyond connections + this, requests are refused at once with
-   * 503 + Retry-After instead of piling up in memory behind a slow upstream.
+   * Requests of the whole upstream that may wait for a free connection; beyond (targets × connections) + this, requests
+   * are refused at once with 503 + Retry-After instead of piling up in memory behind slow targets.
    */
   max_queued: z.int().min(0).max(1_000_000).default(1024),
   connect_timeout_ms: durationMs(60_000).default(5_000),
   headers_timeout_ms: durationMs(600_000).default(30_000),
   body_timeout_ms: durationMs(3_600_000).default(30_000),
 });
+
+export const upstreamSchema = upstreamInput
+  .superRefine((upstream, ctx) => {
+    const urls = upstream.targets?.map((target) => target.url) ?? (upstream.url !== undefined ? [upstream.url] : []);
+    if ((upstream.url === undefined) === (upstream.targets === undefined)) {
+      ctx.addIssue({ code: 'custom', path: [], message: 'give exactly one of `url` and `targets`' });
+      return;
+    }
+    // A target that is not a valid URL is reported on its own; the checks across targets need every one valid.
+    if (urls.length === 0 || !urls.every((url) => typeof url === 'string' && URL.canParse(url))) return;
+    const first = urls[0] as string;
+    urls.forEach((url, index) => {
+      const path = upstream.targets !== undefined ? ['targets', index, 'url'] : ['url'];
+      if (new URL(url).protocol !== new URL(first).protocol || basePath(url) !== basePath(first)) {
+        ctx.addIssue({ code: 'custom', path, message: 'every target of an upstream has the same scheme and base path' });
+      }
+      if (urls.findIndex((other) => new URL(other).origin === new URL(url).origin) !== index) {
+        ctx.addIssue({ code: 'custom', path, message: 'the same origin twice' });
+      }
+    });
+    // Upstream certificates are verified against a pinned CA only; without one no https upstream could ever connect.
+    if (new URL(first).protocol === 'https:' && upstream.ca === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['ca'], message: 'an https upstream needs a pinned CA bundle' });
+    }
+    if (upstream.passive_health.max_ejection_ms < upstream.passive_health.ejection_ms) {
+      ctx.addIssue({ code: 'custom', path: ['passive_health', 'max_ejection_ms'], message: 'must be at least ejection_ms' });
+    }
+  })
+  .transform(({ url, targets, ...rest }) => {
+    const list = targets ?? [{ url: url as string, weight: 1 }];
+    return {
+      ...rest,
+      /** Each target's origin and weight. */
+      targets: list.map((target) => ({ origin: new URL(target.url).origin, weight: target.weight })),
+      /** '' or `/api/v2`: joined before every request's canonical path. */
+      base_path: basePath((list[0] as { url: string }).url),
+    };
+  });
 export type UpstreamConfig = z.infer<typeof upstreamSchema>;
 
 const routeId = z.string().regex(/^[a-z0-9][a-z0-9_.-]{0,63}$/, 'must be 1-64 of a-z 0-9 _ . - starting alphanumeric');

@@ -134,12 +134,6 @@ function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.Refi
       }
     }
   });
-  for (const [name, upstream] of Object.entries(config.upstreams)) {
-    // Upstream certificates are verified against a pinned CA only; without one no https upstream could ever connect.
-    if (upstream.url.startsWith('https:') && upstream.ca === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['upstreams', name, 'ca'], message: 'an https upstream needs a pinned CA bundle' });
-    }
-  }
   // A worker's chain is the instance name plus `-w<n>`: the whole name must still fit the 64 characters of one.
   if (config.server.workers !== 1 && config.audit.instance !== undefined && config.audit.instance.length > 60) {
     ctx.addIssue({ code: 'custom', path: ['audit', 'instance'], message: 'at most 60 characters with server.workers (each worker adds "-w<n>")' });

@@ -45,6 +45,7 @@ export const ERROR_CATALOGUE = {
   upstream_unavailable: { status: 502, title: 'The upstream service could not be reached.' },
   upstream_invalid_response: { status: 502, title: 'The upstream service sent an invalid response.' },
   upstream_timeout: { status: 504, title: 'The upstream service did not answer in time.' },
+  no_healthy_upstream: { status: 503, title: 'No instance of the upstream service is available.' },
   shutting_down: { status: 503, title: 'The gateway is shutting down.' },
   service_unavailable: { status: 503, title: 'The service is temporarily unavailable.' },
   internal_error: { status: 500, title: 'The gateway failed to process the request.' },
@@ -91,6 +92,7 @@ export function oauthErrorCode(code: ErrorCode): string {
     case 'rate_limited':
       return 'slow_down';
     case 'service_unavailable':
+    case 'no_healthy_upstream':
     case 'shutting_down':
       return 'temporarily_unavailable';
     default:

@@ -260,6 +260,8 @@ export class Pipeline {
       upstream: forwarded?.upstream ?? null,
       upstream_status: forwarded?.upstreamStatus ?? null,
       upstream_error: forwarded?.error ?? null,
+      upstream_target: forwarded?.target ?? null,
+      upstream_retried: forwarded === undefined || forwarded.retried.length === 0 ? null : forwarded.retried,
       code: forwarded?.code ?? null,
       bytes_in: bytesIn,
       bytes_out: bytesOut,

@@ -236,6 +236,10 @@ export interface ForwardOutcome {
   /** Request body bytes passed upstream, and response body bytes passed to the client. */
   readonly bytesIn: number;
   readonly bytesOut: number;
+  /** The target (host:port) the request was last sent to, if any. */
+  readonly target: string | null;
+  /** Earlier attempts that failed before any byte reached their target (`host:port CODE`), retried on another. */
+  readonly retried: readonly string[];
 }
 
 /** Upstream capacity held for one request, from before its allow is recorded until the forward is done with it. */

@@ -12,52 +12,72 @@ import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket, HttpExchange } from '../pipeline/stage.js';
 import { abortResponse, clientGone, securityHeaders, sendProblem } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
+import { Balancer, Target, type PassiveHealth } from './targets.js';
 
 type UpstreamHeaders = Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2];
 
 export class Upstream {
   readonly name: string;
-  readonly authority: string;
-  readonly pool: Pool;
-  /** Requests dispatched and not yet finished (running on a connection or waiting for one). */
+  readonly balancer: Balancer<Pool>;
+  /** '' or `/api/v2`: every request's canonical path is sent under it. */
+  readonly basePath: string;
+  readonly health: PassiveHealth;
+  /** Requests admitted and not yet finished (running on a connection or waiting for one), all targets together. */
   inFlight = 0;
-  /** The most that may be in flight: every connection busy plus the configured queue. */
+  /** The most that may be in flight: every connection of every target busy plus the configured queue. */
   readonly capacity: number;
 
-  constructor(name: string, config: DeepReadonly<UpstreamConfig>) {
-    const url = new URL(config.url);
-    const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  constructor(
+    name: string,
+    config: DeepReadonly<UpstreamConfig>,
+    /** Epoch ms, for ejections (tests step it). */
+    readonly now: () => number = Date.now,
+  ) {
     this.name = name;
-    this.authority = url.host;
-    this.capacity = config.connections + config.max_queued;
-    this.pool = new Pool(url.origin, {
-      connections: config.connections,
-      connectTimeout: config.connect_timeout_ms,
-      headersTimeout: config.headers_timeout_ms,
-      bodyTimeout: config.body_timeout_ms,
-      keepAliveTimeout: 4_000,
-      // Responses are streamed, never buffered whole; a header block from the upstream is bounded like the client's.
-      maxHeaderSize: 16_384,
-      pipelining: 1,
-      ...(url.protocol === 'https:'
-        ? {
-            connect: {
-              // The upstream is verified against its pinned CA only (TLS-15); there is no switch to turn this off.
-              // Without a pinned CA nothing is trusted: an empty list keeps Node from loading the system root store.
-              rejectUnauthorized: true,
-              ca: config.ca !== undefined ? readFileSync(config.ca) : [],
-              // SNI carries host names only (RFC 6066 §3); for an IP literal the certificate is checked against its IP SAN.
-              ...(isIP(bareHost) === 0 ? { servername: bareHost } : {}),
-              minVersion: 'TLSv1.2' as const,
-            },
-          }
-        : {}),
-    });
+    this.basePath = config.base_path;
+    this.capacity = config.targets.length * config.connections + config.max_queued;
+    this.health = {
+      consecutiveFailures: config.passive_health.consecutive_failures,
+      ejectionMs: config.passive_health.ejection_ms,
+      maxEjectionMs: config.passive_health.max_ejection_ms,
+    };
+    const ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
+    const targets = config.targets.map(({ origin, weight }) => new Target(origin, new URL(origin).host, weight, targetPool(origin, config, ca)));
+    this.balancer = new Balancer(targets, config.balance, now);
   }
 
   destroy(): Promise<void> {
-    return this.pool.destroy();
+    return Promise.all(this.balancer.targets.map((target) => target.pool.destroy())).then(() => undefined);
   }
+}
+
+/** One target's connections, with the upstream's bounds. */
+function targetPool(origin: string, config: DeepReadonly<UpstreamConfig>, ca: Buffer | undefined): Pool {
+  const url = new URL(origin);
+  const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  return new Pool(origin, {
+    connections: config.connections,
+    connectTimeout: config.connect_timeout_ms,
+    headersTimeout: config.headers_timeout_ms,
+    bodyTimeout: config.body_timeout_ms,
+    keepAliveTimeout: 4_000,
+    // Responses are streamed, never buffered whole; a header block from the upstream is bounded like the client's.
+    maxHeaderSize: 16_384,
+    pipelining: 1,
+    ...(url.protocol === 'https:'
+      ? {
+          connect: {
+            // The upstream is verified against its pinned CA only (TLS-15); there is no switch to turn this off.
+            // Without a pinned CA nothing is trusted: an empty list keeps Node from loading the system root store.
+            rejectUnauthorized: true,
+            ca: ca ?? [],
+            // SNI carries host names only (RFC 6066 §3); for an IP literal the certificate is checked against its IP SAN.
+            ...(isIP(bareHost) === 0 ? { servername: bareHost } : {}),
+            minVersion: 'TLSv1.2' as const,
+          },
+        }
+      : {}),
+  });
 }
 
 export interface ProxyRouteOptions {
@@ -116,6 +136,17 @@ export class ProxyHandler implements Forwarder {
   admit(): ForwardAdmission {
     const upstream = this.upstream;
     if (upstream.inFlight >= upstream.capacity) return QUEUE_FULL;
+    // Every target ejected: refused at once, on record, instead of a wait for a connect timeout per request.
+    if (!upstream.balancer.anyAvailable()) {
+      const retryAfter = Math.max(1, Math.ceil(upstream.balancer.untilFirstReturn() / 1000));
+      return {
+        admitted: false,
+        error: new GatewayError('no_healthy_upstream', {
+          reason: `every target of ${upstream.name} is ejected`,
+          headers: { 'retry-after': String(retryAfter) },
+        }),
+      };
+    }
     upstream.inFlight++;
     let held = true;
     return {
@@ -153,13 +184,16 @@ export class ProxyHandler implements Forwarder {
       if (!path.startsWith('/')) path = `/${path}`;
     }
     if (request.query !== '') path += `?${request.query}`;
+    // The request's path is canonical (no dot segment, no encoded slash): under the base path it stays under it.
+    path = `${this.upstream.basePath}${path}`;
 
     const { principal } = request;
     const headers = upstreamRequestHeaders(
       req.headers,
       { identityPrefix: this.options.identityPrefix, forwardAuthorization: this.options.forwardAuthorization },
       {
-        host: this.options.preserveHost ? request.authority : this.upstream.authority,
+        // Set per target below, unless the client's Host is kept.
+        host: request.authority,
         forwardedFor: this.forwardedFor(request, req.headers['x-forwarded-for']),
         forwardedHost: request.authority,
         requestId: request.id,
@@ -194,21 +228,36 @@ export class ProxyHandler implements Forwarder {
     // for a queued request aborted before it started and for a destroyed pool), never merely because the client left —
     // a request still waiting in the pool's queue must keep counting, or departed clients could grow that queue unbounded.
     const release = (): void => ticket.release();
+    const upstream = this.upstream;
+    const preserveHost = this.options.preserveHost;
+    const subject = principal.method === 'anonymous' ? undefined : principal.subject;
+    // A request with a body is never replayed: not on another connection, not on another target (REL-05).
+    const replayable = !request.hasBody;
+    const tried = new Set<Target<Pool>>();
     return new Promise<ForwardOutcome>((resolve) => {
-      const handler = new ForwardingHandler(exchange, this.log, this.upstream.name, body ?? undefined, resolve, release, request.route.quota !== undefined);
-      this.upstream.pool.dispatch(
-        {
-          path,
-          method: request.method as Dispatcher.HttpMethod,
-          headers,
-          body,
-          // A request with a body is never replayed on another connection: not every upstream is idempotent (REL-05).
-          idempotent: !request.hasBody && (request.method === 'GET' || request.method === 'HEAD'),
-          blocking: false,
-          upgrade: null,
-        },
-        handler,
-      );
+      const handler = new ForwardingHandler(exchange, this.log, upstream, body ?? undefined, resolve, release, request.route.quota !== undefined);
+      /** Sends the request to the next target: false when none is left (every other one tried or ejected). */
+      const send = (): boolean => {
+        const target = upstream.balancer.pick(subject, tried);
+        if (target === undefined) return false;
+        tried.add(target);
+        if (!preserveHost) headers['host'] = target.authority;
+        handler.attempt(target, replayable ? send : undefined);
+        target.pool.dispatch(
+          {
+            path,
+            method: request.method as Dispatcher.HttpMethod,
+            headers,
+            body,
+            idempotent: replayable && (request.method === 'GET' || request.method === 'HEAD'),
+            blocking: false,
+            upgrade: null,
+          },
+          handler,
+        );
+        return true;
+      };
+      if (!send()) handler.noTarget();
     });
   }
 }
@@ -217,7 +266,19 @@ const QUEUE_FULL: ForwardAdmission = Object.freeze({
   admitted: false,
   error: new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }),
 });
-const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({ upstream: 'not sent', upstreamStatus: null, code: null, error: null, bytesIn: 0, bytesOut: 0 });
+const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({
+  upstream: 'not sent',
+  upstreamStatus: null,
+  code: null,
+  error: null,
+  bytesIn: 0,
+  bytesOut: 0,
+  target: null,
+  retried: [],
+});
+
+/** Errors raised before any byte of the request reached the target: the request may go to another one. */
+const NOT_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
 
 class ForwardingHandler implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
@@ -229,11 +290,18 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   private code: string | null = null;
   private error: string | null = null;
   private bytesOut = 0;
+  /** The target of the current attempt, and whether its response began. */
+  private target: Target<Pool> | undefined;
+  private responding = false;
+  /** Sends the request to another target; undefined when it may not be replayed. */
+  private retry: (() => boolean) | undefined;
+  /** Attempts that failed before any byte reached their target: `host:port CODE`. */
+  private readonly retried: string[] = [];
 
   constructor(
     private readonly exchange: HttpExchange,
     private readonly log: Logger,
-    private readonly upstreamName: string,
+    private readonly upstream: Upstream,
     private readonly bodyLimit: BodyLimit | undefined,
     private readonly done: (outcome: ForwardOutcome) => void,
     /** Called once undici reports the request's end (onResponseEnd / onResponseError). */
@@ -258,6 +326,26 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     });
   }
 
+  /** The request goes to `target` now; `retry` sends it to another one if this one cannot be reached. */
+  attempt(target: Target<Pool>, retry: (() => boolean) | undefined): void {
+    this.target = target;
+    this.retry = retry;
+    this.controller = undefined;
+    this.responding = false;
+    target.inFlight++;
+  }
+
+  /** Every target was ejected between the admission and now: nothing was sent. */
+  noTarget(): void {
+    this.release();
+    this.finished = true;
+    this.outcome = 'not sent';
+    this.code = 'no_healthy_upstream';
+    const retryAfter = Math.max(1, Math.ceil(this.upstream.balancer.untilFirstReturn() / 1000));
+    sendProblem(this.exchange, new GatewayError('no_healthy_upstream', { reason: 'every target ejected', headers: { 'retry-after': String(retryAfter) } }));
+    this.finish();
+  }
+
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
     // undici calls this only when a connection is free: a request queued behind busy connections whose client left
@@ -268,6 +356,10 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   onResponseStart(controller: Dispatcher.DispatchController, statusCode: number, headers: UpstreamHeaders): void {
     const { res } = this.exchange;
     if (statusCode < 200) return;
+    this.responding = true;
+    // Passive health: a 5xx counts against the target like a failed connection; anything else clears its record.
+    if (statusCode >= 500) this.targetFailed(String(statusCode));
+    else this.target?.succeeded();
     this.upstreamStatus = statusCode;
     const out = clientResponseHeaders(headers, this.ownRateLimit);
     Object.assign(out, securityHeaders(this.exchange));
@@ -276,7 +368,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     } catch (error) {
       // A header Node refuses to send, e.g. a repeated Content-Type on HTTP/2 (single-value field): the response is unusable.
       // writeHead may have stored some upstream headers before throwing; none of them may ride along on the 502.
-      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, err: (error as Error).message }, 'upstream response headers rejected');
+      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstream.name, err: (error as Error).message }, 'upstream response headers rejected');
       for (const name of res.getHeaderNames()) res.removeHeader(name);
       this.unsendableResponse = true;
       controller.abort(error as Error);
@@ -296,6 +388,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseEnd(): void {
+    this.attemptEnded();
     this.release();
     this.finished = true;
     this.outcome = 'responded';
@@ -304,6 +397,24 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, error: Error): void {
+    this.attemptEnded();
+    const code = errorCode(error);
+    if (!this.responding && !this.clientClosed && !clientGone(this.exchange) && this.bodyLimit?.exceeded !== true) {
+      // No connection, or no answer in time: the target's failure (a client that left, or a body over its limit, is not).
+      if (NOT_CONNECTED.has(code) || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') this.targetFailed(code);
+      // Nothing of the request reached this target: another one may take it, once each.
+      if (NOT_CONNECTED.has(code) && this.retry !== undefined) {
+        const failed = this.target?.authority ?? '?';
+        this.retried.push(`${failed} ${code}`);
+        if (this.retry()) {
+          this.log.info(
+            { request_id: this.exchange.requestId, upstream: this.upstream.name, target: failed, code },
+            'upstream target unreachable; sent to another',
+          );
+          return;
+        }
+      }
+    }
     this.release();
     this.finished = true;
     const { res } = this.exchange;
@@ -312,10 +423,10 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       return;
     }
     this.outcome = 'failed';
-    this.error = errorCode(error);
+    this.error = code;
     if (res.headersSent) {
       // Mid-stream failure: the client must see a truncated (aborted) response, never a silently short one.
-      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream failed mid-response');
+      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstream.name, code }, 'upstream failed mid-response');
       abortResponse(this.exchange);
       this.finish();
       return;
@@ -323,10 +434,24 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     const refusal = this.classify(error);
     this.code = refusal.code;
     if (refusal.status >= 500) {
-      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstreamName, code: errorCode(error) }, 'upstream request failed');
+      this.log.warn({ request_id: this.exchange.requestId, upstream: this.upstream.name, code }, 'upstream request failed');
     }
     sendProblem(this.exchange, refusal, { close: true });
     this.finish();
+  }
+
+  private attemptEnded(): void {
+    if (this.target !== undefined) this.target.inFlight--;
+  }
+
+  /** Passive health: counts a failure of the current target, and says so when it takes the target out. */
+  private targetFailed(why: string): void {
+    const target = this.target;
+    if (target === undefined || !target.failed(this.upstream.now(), this.upstream.health)) return;
+    this.log.warn(
+      { upstream: this.upstream.name, target: target.authority, why, ejected_ms: target.ejectedUntil - this.upstream.now() },
+      'upstream target ejected: it failed too many requests in a row',
+    );
   }
 
   private classify(error: Error): GatewayError {
@@ -357,6 +482,8 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       error: this.error,
       bytesIn: this.bodyLimit?.seen ?? 0,
       bytesOut: this.bytesOut,
+      target: this.target?.authority ?? null,
+      retried: this.retried,
     });
   }
 }

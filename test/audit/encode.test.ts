@@ -56,6 +56,8 @@ const completion: fc.Arbitrary<CompletionRecord> = fc.record({
   upstream: maybe(anyText),
   upstream_status: maybe(anyNumber),
   upstream_error: maybe(anyText),
+  upstream_target: maybe(anyText),
+  upstream_retried: maybe(fc.array(anyText, { maxLength: 3 })),
   code: maybe(anyText),
   bytes_in: maybe(anyNumber),
   bytes_out: anyNumber,

@@ -104,11 +104,57 @@ describe('config loading', () => {
     );
   });
 
-  it('refuses upstream URLs with paths, credentials or non-http schemes', () => {
-    for (const url of ['http://127.0.0.1:9000/base', 'http://user:pw@127.0.0.1:9000', 'ftp://127.0.0.1', 'http://127.0.0.1:9000/?q=1']) {
+  it('refuses upstream URLs with credentials, query, fragment, non-http schemes or a base path that is not canonical', () => {
+    const refused = [
+      'http://user:pw@127.0.0.1:9000',
+      'ftp://127.0.0.1',
+      'http://127.0.0.1:9000/?q=1',
+      'http://127.0.0.1:9000/api#x',
+      'http://127.0.0.1:9000/api/../admin',
+      'http://127.0.0.1:9000/api/./v2',
+      'http://127.0.0.1:9000//api',
+      'http://127.0.0.1:9000/api//v2',
+      'http://127.0.0.1:9000/api%2f..%2fadmin',
+      'http://127.0.0.1:9000/api%2e%2e',
+      'http://127.0.0.1:9000\\api',
+      'http://127.0.0.1:9000/a b',
+    ];
+    for (const url of refused) {
       const problems = problemsOf({ ...minimal(), upstreams: { app: { url } } });
-      expect(problems.some((p) => p.startsWith('upstreams.app.url'))).toBe(true);
+      expect(
+        problems.some((p) => p.startsWith('upstreams.app.url')),
+        url,
+      ).toBe(true);
     }
+  });
+
+  it('takes one target with a base path, or several with weights; each upstream is one service', () => {
+    const one = buildConfig({ ...minimal(), upstreams: { app: { url: 'https://svc.internal/api/v2/', ca: 'ca.pem' } } }, '/etc/gatehouse');
+    expect(one.upstreams['app']).toMatchObject({ targets: [{ origin: 'https://svc.internal', weight: 1 }], base_path: '/api/v2', balance: 'round_robin' });
+    const several = buildConfig(
+      { ...minimal(), upstreams: { app: { targets: [{ url: 'http://10.0.0.1:80/v1', weight: 3 }, { url: 'http://10.0.0.2:8080/v1' }] } } },
+      '/etc/gatehouse',
+    );
+    expect(several.upstreams['app']?.targets).toEqual([
+      { origin: 'http://10.0.0.1', weight: 3 },
+      { origin: 'http://10.0.0.2:8080', weight: 1 },
+    ]);
+    expect(several.upstreams['app']?.base_path).toBe('/v1');
+    const problems = (app: unknown): readonly string[] => problemsOf({ ...minimal(), upstreams: { app } });
+    expect(problems({ url: 'http://10.0.0.1', targets: [{ url: 'http://10.0.0.2' }] })).toEqual([
+      expect.stringContaining('exactly one of `url` and `targets`'),
+    ]);
+    expect(problems({})).toEqual([expect.stringContaining('exactly one of `url` and `targets`')]);
+    expect(problems({ targets: [{ url: 'http://10.0.0.1/a' }, { url: 'http://10.0.0.2/b' }] })).toEqual([
+      expect.stringMatching(/^upstreams\.app\.targets\.1\.url: every target of an upstream has the same scheme and base path/),
+    ]);
+    expect(problems({ targets: [{ url: 'http://10.0.0.1' }, { url: 'http://10.0.0.1/' }] })).toEqual([
+      expect.stringMatching(/targets\.1\.url: the same origin twice/),
+    ]);
+    expect(problems({ targets: [] })).toEqual([expect.stringMatching(/^upstreams\.app\.targets/)]);
+    expect(problems({ url: 'http://10.0.0.1', targets: undefined, passive_health: { ejection_ms: 5000, max_ejection_ms: 1000 } })).toEqual([
+      expect.stringMatching(/passive_health\.max_ejection_ms: must be at least ejection_ms/),
+    ]);
   });
 
   it('refuses dot segments and non-canonical route prefixes', () => {

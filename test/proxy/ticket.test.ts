@@ -3,18 +3,22 @@
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AuthenticatedRequest, HttpExchange } from '../../src/pipeline/stage.js';
+import { upstreamSchema } from '../../src/config/routes.js';
 import { ProxyHandler, Upstream } from '../../src/proxy/forward.js';
 
 describe('upstream capacity tickets', () => {
   // Nothing listens on port 1; no request is ever sent in these tests.
-  const upstream = new Upstream('app', {
-    url: 'http://127.0.0.1:1',
-    connections: 1,
-    max_queued: 0,
-    connect_timeout_ms: 1000,
-    headers_timeout_ms: 1000,
-    body_timeout_ms: 1000,
-  });
+  const upstream = new Upstream(
+    'app',
+    upstreamSchema.parse({
+      url: 'http://127.0.0.1:1',
+      connections: 1,
+      max_queued: 0,
+      connect_timeout_ms: 1000,
+      headers_timeout_ms: 1000,
+      body_timeout_ms: 1000,
+    }),
+  );
   afterAll(() => upstream.destroy());
   const options = { stripPrefix: false, forwardAuthorization: false, preserveHost: false, identityPrefix: 'x-authenticated-' };
 

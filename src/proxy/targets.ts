@@ -1,0 +1,150 @@
+// The targets of one upstream and which one gets a request: weighted round robin (smooth, as nginx does it), fewest
+// requests in flight per weight, or rendezvous hashing on the authenticated principal. Passive health takes a target that
+// keeps failing out for a while (a back-off that doubles, then one try decides), so requests go to the ones that answer.
+
+export type Balance = 'round_robin' | 'least_outstanding' | 'principal_hash';
+
+export interface PassiveHealth {
+  /** Failures in a row (no connection, timeout, 5xx) that take a target out. */
+  readonly consecutiveFailures: number;
+  /** The first ejection; each following one without a success in between lasts twice as long, up to maxEjectionMs. */
+  readonly ejectionMs: number;
+  readonly maxEjectionMs: number;
+}
+
+export class Target<Pool = unknown> {
+  /** Requests sent to it and not yet finished. */
+  inFlight = 0;
+  /** Smooth weighted round robin's running weight. */
+  current = 0;
+  private failures = 0;
+  /** Ejections since the last success: the next one lasts 2^n times the first, and one failure after one re-ejects. */
+  private ejections = 0;
+  /** Epoch ms until which no request is sent to it. */
+  ejectedUntil = 0;
+
+  constructor(
+    /** `http://10.0.0.1:8080` */
+    readonly origin: string,
+    /** host:port, for the Host header and the records. */
+    readonly authority: string,
+    readonly weight: number,
+    readonly pool: Pool,
+  ) {}
+
+  isAvailable(now: number): boolean {
+    return now >= this.ejectedUntil;
+  }
+
+  succeeded(): void {
+    this.failures = 0;
+    this.ejections = 0;
+  }
+
+  /** Counts a failure; true when it took the target out. A target back from an ejection is out again at its first failure. */
+  failed(now: number, health: PassiveHealth): boolean {
+    this.failures++;
+    if (this.failures < (this.ejections > 0 ? 1 : health.consecutiveFailures)) return false;
+    this.failures = 0;
+    const ms = Math.min(health.maxEjectionMs, health.ejectionMs * 2 ** Math.min(this.ejections, 30));
+    this.ejections++;
+    this.ejectedUntil = now + ms;
+    return true;
+  }
+}
+
+/** FNV-1a over the text, then murmur3's finalizer, so close inputs land far apart: 32 bits. */
+function hash32(text: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193);
+  }
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  h ^= h >>> 16;
+  return h >>> 0;
+}
+
+export class Balancer<Pool = unknown> {
+  private rotation = 0;
+
+  constructor(
+    readonly targets: readonly Target<Pool>[],
+    private readonly balance: Balance,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * The target for the next request (`principal`: the authenticated subject, for `principal_hash`), never one in
+   * `tried`; undefined when every other target is ejected.
+   */
+  pick(principal: string | undefined, tried?: ReadonlySet<Target<Pool>>): Target<Pool> | undefined {
+    const now = this.now();
+    const candidates = this.targets.filter((target) => target.isAvailable(now) && tried?.has(target) !== true);
+    if (candidates.length <= 1) return candidates[0];
+    if (this.balance === 'principal_hash' && principal !== undefined) return this.rendezvous(principal, candidates);
+    if (this.balance === 'least_outstanding') return this.leastOutstanding(candidates);
+    return this.smoothRoundRobin(candidates);
+  }
+
+  anyAvailable(): boolean {
+    const now = this.now();
+    return this.targets.some((target) => target.isAvailable(now));
+  }
+
+  /** Milliseconds until the first ejected target returns: a Retry-After when none is available. */
+  untilFirstReturn(): number {
+    const now = this.now();
+    return Math.max(0, Math.min(...this.targets.map((target) => target.ejectedUntil - now)));
+  }
+
+  /** Each pick adds every candidate's weight to its running weight and takes the largest, which then gives back the total. */
+  private smoothRoundRobin(candidates: readonly Target<Pool>[]): Target<Pool> {
+    let total = 0;
+    let best = candidates[0] as Target<Pool>;
+    for (const target of candidates) {
+      target.current += target.weight;
+      total += target.weight;
+      if (target.current > best.current) best = target;
+    }
+    best.current -= total;
+    return best;
+  }
+
+  /** The fewest requests in flight per unit of weight; ties go round in turn. */
+  private leastOutstanding(candidates: readonly Target<Pool>[]): Target<Pool> {
+    const start = this.rotation++ % candidates.length;
+    let best: Target<Pool> | undefined;
+    let bestLoad = Number.POSITIVE_INFINITY;
+    for (let i = 0; i < candidates.length; i++) {
+      const target = candidates[(start + i) % candidates.length] as Target<Pool>;
+      const load = target.inFlight / target.weight;
+      if (load < bestLoad) {
+        best = target;
+        bestLoad = load;
+      }
+    }
+    return best as Target<Pool>;
+  }
+
+  /**
+   * Weighted rendezvous hashing: every (principal, target) pair gets a score and the highest wins, so a principal keeps its
+   * target while that target is available, and only the principals of a target that leaves move.
+   */
+  private rendezvous(principal: string, candidates: readonly Target<Pool>[]): Target<Pool> {
+    let best = candidates[0] as Target<Pool>;
+    let bestScore = Number.NEGATIVE_INFINITY;
+    for (const target of candidates) {
+      const unit = (hash32(`${principal}\n${target.origin}`) + 0.5) / 2 ** 32;
+      const score = target.weight / -Math.log(unit);
+      if (score > bestScore) {
+        best = target;
+        bestScore = score;
+      }
+    }
+    return best;
+  }
+}

@@ -1,0 +1,248 @@
+// Issue #10 (part): an upstream of several targets. The balancer alone: weighted round robin, least outstanding,
+// rendezvous hashing on the principal, passive ejection with a doubling back-off. Then through a real gateway and real
+// upstream servers on 127.0.0.1: the load spread by weight; a target that stops accepting is retried around (no 5xx
+// for a GET), ejected, and reinstated once its ejection ends; every target down → 503 at once with Retry-After, on
+// record with its own code; a POST is never sent twice; the base path joined safely; no upstream address leaks.
+import { join } from 'node:path';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../../src/audit/read.js';
+import { Balancer, Target, type PassiveHealth } from '../../src/proxy/targets.js';
+import { closedPort, rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
+import { route } from '../support/routes.js';
+
+const HEALTH: PassiveHealth = { consecutiveFailures: 3, ejectionMs: 1000, maxEjectionMs: 4000 };
+
+function targets(...weights: number[]): Target<string>[] {
+  return weights.map((weight, i) => new Target(`http://10.0.0.${i + 1}`, `10.0.0.${i + 1}`, weight, `pool ${i + 1}`));
+}
+
+function counts(picks: readonly (Target<string> | undefined)[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const pick of picks) if (pick !== undefined) out[pick.authority] = (out[pick.authority] ?? 0) + 1;
+  return out;
+}
+
+describe('balancing over the targets of one upstream', () => {
+  it('weighted round robin gives each target its share, interleaved rather than in runs', () => {
+    const balancer = new Balancer(targets(1, 2, 3), 'round_robin');
+    const picks = Array.from({ length: 600 }, () => balancer.pick(undefined));
+    expect(counts(picks)).toEqual({ '10.0.0.1': 100, '10.0.0.2': 200, '10.0.0.3': 300 });
+    // Smooth: the heaviest target never gets more than its weight in a row.
+    const sequence = picks.slice(0, 12).map((pick) => pick?.authority);
+    expect(sequence.join(' ')).not.toContain(Array(4).fill('10.0.0.3').join(' '));
+  });
+
+  it('least outstanding picks the fewest requests in flight per weight', () => {
+    const list = targets(1, 1, 2);
+    const balancer = new Balancer(list, 'least_outstanding');
+    const [a, b, c] = list as [Target<string>, Target<string>, Target<string>];
+    a.inFlight = 3;
+    b.inFlight = 1;
+    c.inFlight = 3; // 1.5 per unit of weight
+    expect(balancer.pick(undefined)).toBe(b);
+    b.inFlight = 2;
+    c.inFlight = 2; // 1 per unit
+    expect(balancer.pick(undefined)).toBe(c);
+  });
+
+  it('principal hashing keeps a principal on its target; only the principals of a target that leaves move', () => {
+    let now = 0;
+    const list = targets(1, 1, 1, 1);
+    const balancer = new Balancer(list, 'principal_hash', () => now);
+    const principals = Array.from({ length: 400 }, (_, i) => `client-${i}`);
+    const before = new Map(principals.map((p) => [p, balancer.pick(p)]));
+    // Stable, and spread over all four.
+    expect(principals.every((p) => balancer.pick(p) === before.get(p))).toBe(true);
+    expect(Object.values(counts([...before.values()])).every((n) => n > 60)).toBe(true);
+    // Target 2 is ejected: its principals move, nobody else's does.
+    const gone = list[1] as Target<string>;
+    gone.failed(now, { ...HEALTH, consecutiveFailures: 1 });
+    for (const p of principals) {
+      const after = balancer.pick(p);
+      if (before.get(p) === gone) expect(after).not.toBe(gone);
+      else expect(after).toBe(before.get(p));
+    }
+    now += 10_000;
+    // Anonymous requests go round robin.
+    expect(new Set(Array.from({ length: 8 }, () => balancer.pick(undefined))).size).toBe(4);
+  });
+
+  it('ejects after consecutive failures, for a back-off that doubles; one failure after an ejection ejects again; a success clears it', () => {
+    let now = 0;
+    const [t] = targets(1) as [Target<string>];
+    const balancer = new Balancer([t], 'round_robin', () => now);
+    expect(t.failed(now, HEALTH)).toBe(false);
+    t.succeeded();
+    expect([t.failed(now, HEALTH), t.failed(now, HEALTH), t.failed(now, HEALTH)]).toEqual([false, false, true]);
+    expect(balancer.pick(undefined)).toBeUndefined();
+    expect(balancer.untilFirstReturn()).toBe(1000);
+    now = 1000;
+    expect(balancer.pick(undefined)).toBe(t);
+    // Back from its ejection, its first failure ejects it again, twice as long.
+    expect(t.failed(now, HEALTH)).toBe(true);
+    expect(t.ejectedUntil).toBe(3000);
+    now = 3000;
+    expect(t.failed(now, HEALTH)).toBe(true);
+    expect(t.ejectedUntil).toBe(7000);
+    now = 7000;
+    expect(t.failed(now, HEALTH)).toBe(true);
+    expect(t.ejectedUntil).toBe(7000 + 4000); // capped at maxEjectionMs
+    now = 11_000;
+    t.succeeded();
+    expect([t.failed(now, HEALTH), t.failed(now, HEALTH)]).toEqual([false, false]);
+  });
+});
+
+describe('an upstream of several targets, through the gateway', () => {
+  const upstreams: TestUpstream[] = [];
+  let gw: TestGateway;
+  let dead: number;
+  let deadToo: number;
+
+  /** Which upstream saw each request, by its port. */
+  const seen = (): number[] => upstreams.map((u) => u.requests.length);
+
+  beforeAll(async () => {
+    for (let i = 0; i < 4; i++) upstreams.push(await startUpstream());
+    dead = await closedPort();
+    deadToo = await closedPort();
+    const [a, b, c, d] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream];
+    gw = await startGateway((base) => ({
+      ...base,
+      upstreams: {
+        weighted: { targets: [{ url: a.url }, { url: b.url }, { url: c.url, weight: 2 }] },
+        flaky: {
+          targets: [{ url: d.url }, { url: `http://127.0.0.1:${dead}` }],
+          passive_health: { consecutive_failures: 2, ejection_ms: 400, max_ejection_ms: 800 },
+        },
+        down: {
+          targets: [{ url: `http://127.0.0.1:${dead}` }, { url: `http://127.0.0.1:${deadToo}` }],
+          passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
+        },
+        based: { url: `${d.url}/api/v2`, connections: 2 },
+      },
+      routes: [
+        ...base.routes,
+        route('weighted', '/weighted', { to: 'weighted' }),
+        route('flaky', '/flaky', { to: 'flaky', methods: ['GET', 'POST'] }),
+        route('down', '/down', { to: 'down' }),
+        route('based', '/based', { to: 'based', proxy: { strip_prefix: true } }),
+      ],
+    }));
+  });
+
+  afterAll(async () => {
+    await gw.stop();
+    await Promise.all(upstreams.map((u) => u.close()));
+  });
+
+  const get = async (path: string, init: { method?: 'GET' | 'POST'; body?: string } = {}) => {
+    const response = await request(`${gw.origin}${path}`, {
+      dispatcher: gw.agent(),
+      method: init.method ?? 'GET',
+      ...(init.body !== undefined ? { body: init.body } : {}),
+    });
+    const body = await response.body.text();
+    return { status: response.statusCode, body, headers: response.headers };
+  };
+  const completions = () => readRecords(join(gw.dataDir, 'audit')).filter((record) => record.type === 'completion') as Array<Record<string, unknown>>;
+
+  it('spreads the load by weight', async () => {
+    const before = seen();
+    for (let i = 0; i < 40; i++) expect((await get('/weighted/x')).status).toBe(200);
+    const after = seen().map((n, i) => n - (before[i] ?? 0));
+    expect(after.slice(0, 3)).toEqual([10, 10, 20]);
+  });
+
+  it('a GET to a target that refuses connections goes to another; the target is ejected, then tried again when its time is up', async () => {
+    const d = upstreams[3] as TestUpstream;
+    const before = d.requests.length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await get('/flaky/x')).status);
+    expect(statuses).toEqual(Array(6).fill(200));
+    expect(d.requests.length - before).toBe(6);
+    // The attempts on the dead target are on the requests' records; after two failures it is out, so later ones go straight.
+    await gw.gateway.audit.flush();
+    const retried = completions()
+      .filter((record) => record['route'] === 'flaky')
+      .map((record) => record['upstream_retried']);
+    expect(retried.filter((r) => r !== null)).toEqual([[`127.0.0.1:${dead} ECONNREFUSED`], [`127.0.0.1:${dead} ECONNREFUSED`]]);
+    expect(gw.logs.some((line) => line.includes('upstream target ejected'))).toBe(true);
+    // Once its ejection ends it gets a request again (and, still dead, is ejected again at once, for twice as long).
+    await new Promise((resolve) => setTimeout(resolve, 450));
+    expect([(await get('/flaky/x')).status, (await get('/flaky/x')).status, (await get('/flaky/x')).status]).toEqual([200, 200, 200]);
+    await gw.gateway.audit.flush();
+    const lastThree = completions()
+      .filter((record) => record['route'] === 'flaky')
+      .slice(-3)
+      .map((record) => record['upstream_retried']);
+    expect(lastThree.filter((r) => r !== null)).toEqual([[`127.0.0.1:${dead} ECONNREFUSED`]]);
+  });
+
+  it('a POST is never sent to a second target: a refused connection is a 502', async () => {
+    // Wait until the dead target is back in rotation, and pick the moment it is next in turn.
+    await new Promise((resolve) => setTimeout(resolve, 900));
+    const d = upstreams[3] as TestUpstream;
+    const posts: number[] = [];
+    for (let i = 0; i < 2; i++) posts.push((await get('/flaky/p', { method: 'POST', body: 'once' })).status);
+    // One of the two went to the dead target and failed there: it is not replayed on the live one.
+    expect(posts.sort()).toEqual([200, 502]);
+    expect(d.requests.filter((r) => r.url === '/flaky/p')).toHaveLength(1);
+  });
+
+  it('every target down: 502 while they fail, then 503 at once with Retry-After, on record as no_healthy_upstream; no address leaks', async () => {
+    const first = await get('/down/x');
+    expect(first.status).toBe(502);
+    const refused = await get('/down/x');
+    expect(refused.status).toBe(503);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(30);
+    expect(JSON.parse(refused.body)).toMatchObject({ code: 'no_healthy_upstream' });
+    for (const body of [first.body, refused.body]) {
+      expect(body).not.toContain(String(dead));
+      expect(body).not.toContain(String(deadToo));
+      expect(body).not.toContain('127.0.0.1');
+    }
+    const requestId = JSON.parse(refused.body).request_id as string;
+    const record = (await gw.auditRecords()).find((r) => r.request_id === requestId);
+    expect(record).toMatchObject({ decision: 'deny', code: 'no_healthy_upstream', status: 503 });
+  });
+
+  it('joins the base path with the canonical path: dot segments resolved first, encoded slashes refused, nothing escapes it', async () => {
+    const d = upstreams[3] as TestUpstream;
+    expect((await get('/based/items/7')).status).toBe(200);
+    expect(d.requests.at(-1)?.url).toBe('/api/v2/items/7');
+    expect((await get('/based')).status).toBe(200);
+    expect(d.requests.at(-1)?.url).toBe('/api/v2/');
+    const count = d.requests.length;
+    // Sent as raw bytes, so no client normalizes them first.
+    const dotted = await rawHttp1(gw.port, gw.certs, 'GET /based/../../admin HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n');
+    const encoded = await rawHttp1(gw.port, gw.certs, 'GET /based/..%2f..%2fadmin HTTP/1.1\r\nhost: localhost\r\nconnection: close\r\n\r\n');
+    expect(encoded.status).toBe(400);
+    // `/based/../../admin` is `/admin` once canonical: no route of this gateway, and never the upstream's /api/admin.
+    expect(dotted.status).toBe(404);
+    expect(d.requests.slice(count).map((r) => r.url)).toEqual([]);
+  });
+
+  it('keeps the pinned-CA rule for https targets', async () => {
+    const { buildConfig, ConfigError } = await import('../../src/config/load.js');
+    const attempt = () =>
+      buildConfig(
+        {
+          tls: { cert: 'c.pem', key: 'k.pem' },
+          upstreams: { app: { targets: [{ url: 'https://10.0.0.1' }, { url: 'https://10.0.0.2' }] } },
+        },
+        '/etc',
+      );
+    expect(attempt).toThrow(ConfigError);
+    expect(() => attempt()).toThrow(/upstreams\.app\.ca: an https upstream needs a pinned CA bundle/);
+  });
+
+  it('sends nothing to an ejected target: every request is refused before any connection attempt', async () => {
+    const statuses = await Promise.all(Array.from({ length: 5 }, () => get('/down/y').then((r) => r.status)));
+    expect(statuses).toEqual(Array(5).fill(503));
+    await gw.gateway.audit.flush();
+    // Refused before the allow: no completion record, so no attempt, for any of them.
+    expect(completions().filter((record) => record['route'] === 'down')).toHaveLength(1);
+  });
+});
