@@ -21,7 +21,7 @@ import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { AuthenticatedRequest } from './pipeline/stage.js';
-import { Upstream } from './proxy/forward.js';
+import { Upstream } from './proxy/upstream.js';
 import { MemoryLimiterBackend, RedisLimiterBackend, type LimiterBackend } from './quota/backend.js';
 import { ClusterLimiterBackend, type LimiterChannel } from './quota/cluster.js';
 import { PrincipalQuota } from './quota/principal.js';
@@ -126,7 +126,7 @@ export class Gateway {
     const lifecycle: Lifecycle = { stopping: false };
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);
-      const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream)]));
+      const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream, log)]));
       // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
       const quotaDeps = { backend: limiters, log, now: deps.now ?? Date.now };
       const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));

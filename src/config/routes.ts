@@ -50,6 +50,28 @@ const upstreamInput = z.strictObject({
       max_ejection_ms: durationMs(3_600_000).default(300_000),
     })
     .prefault({}),
+  /**
+   * Active health: every interval each target is asked for `path`; `unhealthy_after` failed checks in a row take it out,
+   * `healthy_after` good ones put it back (also out of a passive ejection). `false` turns it off.
+   */
+  health: z
+    .union([
+      z.literal(false),
+      z.strictObject({
+        path: z
+          .string()
+          .regex(BASE_PATH, 'must be a canonical absolute path')
+          .refine((p) => p.startsWith('/') && !p.split('/').some((s) => s === '.' || s === '..'), 'must be a canonical absolute path')
+          .default('/'),
+        interval_ms: z.int().min(100).max(3_600_000).default(10_000),
+        timeout_ms: durationMs(60_000).default(2_000),
+        healthy_after: positiveInt(100).default(2),
+        unhealthy_after: positiveInt(100).default(3),
+        /** Statuses that count as healthy; absent = any answer below 500 (the target is up and serving). */
+        expect_status: z.array(z.int().min(100).max(599)).min(1).max(100).optional(),
+      }),
+    ])
+    .prefault({}),
   /** CA bundle pinned for an https upstream; the system store is not used. */
   ca: z.string().min(1).optional(),
   /** Connections per target. */
@@ -86,6 +108,9 @@ export const upstreamSchema = upstreamInput
     // Upstream certificates are verified against a pinned CA only; without one no https upstream could ever connect.
     if (new URL(first).protocol === 'https:' && upstream.ca === undefined) {
       ctx.addIssue({ code: 'custom', path: ['ca'], message: 'an https upstream needs a pinned CA bundle' });
+    }
+    if (upstream.health !== false && upstream.health.timeout_ms >= upstream.health.interval_ms) {
+      ctx.addIssue({ code: 'custom', path: ['health', 'timeout_ms'], message: 'must be shorter than interval_ms' });
     }
     if (upstream.passive_health.max_ejection_ms < upstream.passive_health.ejection_ms) {
       ctx.addIssue({ code: 'custom', path: ['passive_health', 'max_ejection_ms'], message: 'must be at least ejection_ms' });

@@ -1,84 +1,17 @@
 // The reverse-proxy handler: forwards an admitted request to its upstream with undici's dispatch() (its fastest API),
 // streaming both ways with backpressure, framing the upstream request itself, and mapping upstream failures to 502/504.
-import { readFileSync } from 'node:fs';
 import { constants as http2Constants } from 'node:http2';
-import { isIP } from 'node:net';
 import { Transform, type TransformCallback, type Writable } from 'node:stream';
 import type { Logger } from 'pino';
-import { Pool, type Dispatcher } from 'undici';
-import type { UpstreamConfig } from '../config/routes.js';
+import type { Dispatcher, Pool } from 'undici';
 import { GatewayError } from '../errors/catalogue.js';
-import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { AuthenticatedRequest, ForwardAdmission, ForwardOutcome, Forwarder, ForwardTicket, HttpExchange } from '../pipeline/stage.js';
 import { abortResponse, clientGone, securityHeaders, sendProblem } from '../server/exchange.js';
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
-import { Balancer, Target, type PassiveHealth } from './targets.js';
+import type { Target } from './targets.js';
+import type { Upstream } from './upstream.js';
 
 type UpstreamHeaders = Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2];
-
-export class Upstream {
-  readonly name: string;
-  readonly balancer: Balancer<Pool>;
-  /** '' or `/api/v2`: every request's canonical path is sent under it. */
-  readonly basePath: string;
-  readonly health: PassiveHealth;
-  /** Requests admitted and not yet finished (running on a connection or waiting for one), all targets together. */
-  inFlight = 0;
-  /** The most that may be in flight: every connection of every target busy plus the configured queue. */
-  readonly capacity: number;
-
-  constructor(
-    name: string,
-    config: DeepReadonly<UpstreamConfig>,
-    /** Epoch ms, for ejections (tests step it). */
-    readonly now: () => number = Date.now,
-  ) {
-    this.name = name;
-    this.basePath = config.base_path;
-    this.capacity = config.targets.length * config.connections + config.max_queued;
-    this.health = {
-      consecutiveFailures: config.passive_health.consecutive_failures,
-      ejectionMs: config.passive_health.ejection_ms,
-      maxEjectionMs: config.passive_health.max_ejection_ms,
-    };
-    const ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
-    const targets = config.targets.map(({ origin, weight }) => new Target(origin, new URL(origin).host, weight, targetPool(origin, config, ca)));
-    this.balancer = new Balancer(targets, config.balance, now);
-  }
-
-  destroy(): Promise<void> {
-    return Promise.all(this.balancer.targets.map((target) => target.pool.destroy())).then(() => undefined);
-  }
-}
-
-/** One target's connections, with the upstream's bounds. */
-function targetPool(origin: string, config: DeepReadonly<UpstreamConfig>, ca: Buffer | undefined): Pool {
-  const url = new URL(origin);
-  const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
-  return new Pool(origin, {
-    connections: config.connections,
-    connectTimeout: config.connect_timeout_ms,
-    headersTimeout: config.headers_timeout_ms,
-    bodyTimeout: config.body_timeout_ms,
-    keepAliveTimeout: 4_000,
-    // Responses are streamed, never buffered whole; a header block from the upstream is bounded like the client's.
-    maxHeaderSize: 16_384,
-    pipelining: 1,
-    ...(url.protocol === 'https:'
-      ? {
-          connect: {
-            // The upstream is verified against its pinned CA only (TLS-15); there is no switch to turn this off.
-            // Without a pinned CA nothing is trusted: an empty list keeps Node from loading the system root store.
-            rejectUnauthorized: true,
-            ca: ca ?? [],
-            // SNI carries host names only (RFC 6066 §3); for an IP literal the certificate is checked against its IP SAN.
-            ...(isIP(bareHost) === 0 ? { servername: bareHost } : {}),
-            minVersion: 'TLSv1.2' as const,
-          },
-        }
-      : {}),
-  });
-}
 
 export interface ProxyRouteOptions {
   readonly stripPrefix: boolean;

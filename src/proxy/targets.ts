@@ -1,6 +1,8 @@
 // The targets of one upstream and which one gets a request: weighted round robin (smooth, as nginx does it), fewest
 // requests in flight per weight, or rendezvous hashing on the authenticated principal. Passive health takes a target that
-// keeps failing out for a while (a back-off that doubles, then one try decides), so requests go to the ones that answer.
+// keeps failing out for a while (a back-off that doubles, then one try decides); active health (health.ts) takes out one
+// that fails its checks and puts it back, also out of a passive ejection, once it passes them: requests go to the ones
+// that answer.
 
 export type Balance = 'round_robin' | 'least_outstanding' | 'principal_hash';
 
@@ -12,7 +14,15 @@ export interface PassiveHealth {
   readonly maxEjectionMs: number;
 }
 
+export interface ActiveHealth {
+  readonly healthyAfter: number;
+  readonly unhealthyAfter: number;
+}
+
 export class Target<Pool = unknown> {
+  /** The last active checks said it serves (true until they say otherwise). */
+  healthy = true;
+  private checksInARow = 0;
   /** Requests sent to it and not yet finished. */
   inFlight = 0;
   /** Smooth weighted round robin's running weight. */
@@ -33,7 +43,30 @@ export class Target<Pool = unknown> {
   ) {}
 
   isAvailable(now: number): boolean {
-    return now >= this.ejectedUntil;
+    return this.healthy && now >= this.ejectedUntil;
+  }
+
+  /**
+   * One active check's result; answers the change it made, if any. Enough good checks in a row put a target that is out
+   * back, also out of a passive ejection (its next failure still ejects it again at once); enough bad ones in a row take a
+   * target that is in out. Only results that would change something make a run.
+   */
+  checked(ok: boolean, rules: ActiveHealth, now: number): 'healthy' | 'unhealthy' | undefined {
+    const out = !this.healthy || now < this.ejectedUntil;
+    if (ok !== out) {
+      this.checksInARow = 0;
+      return undefined;
+    }
+    if (++this.checksInARow < (ok ? rules.healthyAfter : rules.unhealthyAfter)) return undefined;
+    this.checksInARow = 0;
+    if (!ok) {
+      this.healthy = false;
+      return 'unhealthy';
+    }
+    this.healthy = true;
+    this.ejectedUntil = 0;
+    this.failures = 0;
+    return 'healthy';
   }
 
   succeeded(): void {
@@ -75,6 +108,8 @@ export class Balancer<Pool = unknown> {
     readonly targets: readonly Target<Pool>[],
     private readonly balance: Balance,
     private readonly now: () => number = Date.now,
+    /** How often active checks run: when a target they took out may come back, at the soonest. */
+    private readonly checkIntervalMs = 0,
   ) {}
 
   /**
@@ -98,7 +133,7 @@ export class Balancer<Pool = unknown> {
   /** Milliseconds until the first ejected target returns: a Retry-After when none is available. */
   untilFirstReturn(): number {
     const now = this.now();
-    return Math.max(0, Math.min(...this.targets.map((target) => target.ejectedUntil - now)));
+    return Math.max(0, Math.min(...this.targets.map((target) => (target.healthy ? target.ejectedUntil - now : this.checkIntervalMs))));
   }
 
   /** Each pick adds every candidate's weight to its running weight and takes the largest, which then gives back the total. */

@@ -4,10 +4,12 @@
 // for a GET), ejected, and reinstated once its ejection ends; every target down → 503 at once with Retry-After, on
 // record with its own code; a POST is never sent twice; the base path joined safely; no upstream address leaks.
 import { join } from 'node:path';
+import { createServer } from 'node:http';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { Balancer, Target, type PassiveHealth } from '../../src/proxy/targets.js';
+import { eventually } from '../support/eventually.js';
 import { closedPort, rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 import { route } from '../support/routes.js';
 
@@ -94,11 +96,41 @@ describe('balancing over the targets of one upstream', () => {
   });
 });
 
+describe('active health of one target', () => {
+  const RULES = { healthyAfter: 2, unhealthyAfter: 3 };
+
+  it('failed checks in a row take it out, passing ones put it back; a mixed run changes nothing', () => {
+    const [t] = targets(1) as [Target<string>];
+    expect([t.checked(false, RULES, 0), t.checked(false, RULES, 0), t.checked(true, RULES, 0), t.checked(false, RULES, 0)]).toEqual([
+      undefined,
+      undefined,
+      undefined,
+      undefined,
+    ]);
+    expect(t.isAvailable(0)).toBe(true);
+    expect([t.checked(false, RULES, 0), t.checked(false, RULES, 0)]).toEqual([undefined, 'unhealthy']);
+    expect(t.isAvailable(0)).toBe(false);
+    expect([t.checked(true, RULES, 0), t.checked(true, RULES, 0)]).toEqual([undefined, 'healthy']);
+    expect(t.isAvailable(0)).toBe(true);
+  });
+
+  it('passing checks end a passive ejection early; its next failure still ejects it at once', () => {
+    const [t] = targets(1) as [Target<string>];
+    const health = { ...HEALTH, consecutiveFailures: 1, ejectionMs: 60_000, maxEjectionMs: 60_000 };
+    t.failed(0, health);
+    expect(t.isAvailable(1000)).toBe(false);
+    expect([t.checked(true, RULES, 1000), t.checked(true, RULES, 1000)]).toEqual([undefined, 'healthy']);
+    expect(t.isAvailable(1000)).toBe(true);
+    expect(t.failed(1000, { ...health, consecutiveFailures: 5 })).toBe(true);
+  });
+});
+
 describe('an upstream of several targets, through the gateway', () => {
   const upstreams: TestUpstream[] = [];
   let gw: TestGateway;
   let dead: number;
   let deadToo: number;
+  let revived: number;
 
   /** Which upstream saw each request, by its port. */
   const seen = (): number[] => upstreams.map((u) => u.requests.length);
@@ -107,6 +139,7 @@ describe('an upstream of several targets, through the gateway', () => {
     for (let i = 0; i < 4; i++) upstreams.push(await startUpstream());
     dead = await closedPort();
     deadToo = await closedPort();
+    revived = await closedPort();
     const [a, b, c, d] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream];
     gw = await startGateway((base) => ({
       ...base,
@@ -121,6 +154,15 @@ describe('an upstream of several targets, through the gateway', () => {
           passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
         },
         based: { url: `${d.url}/api/v2`, connections: 2 },
+        checked: {
+          targets: [{ url: a.url }, { url: b.url }],
+          health: { path: '/healthz', interval_ms: 100, timeout_ms: 80, healthy_after: 2, unhealthy_after: 2 },
+        },
+        revived: {
+          targets: [{ url: c.url }, { url: `http://127.0.0.1:${revived}` }],
+          passive_health: { consecutive_failures: 1, ejection_ms: 600_000, max_ejection_ms: 600_000 },
+          health: { path: '/healthz', interval_ms: 100, timeout_ms: 80, healthy_after: 2, unhealthy_after: 2 },
+        },
       },
       routes: [
         ...base.routes,
@@ -128,6 +170,8 @@ describe('an upstream of several targets, through the gateway', () => {
         route('flaky', '/flaky', { to: 'flaky', methods: ['GET', 'POST'] }),
         route('down', '/down', { to: 'down' }),
         route('based', '/based', { to: 'based', proxy: { strip_prefix: true } }),
+        route('checked', '/checked', { to: 'checked' }),
+        route('revived', '/revived', { to: 'revived' }),
       ],
     }));
   });
@@ -222,6 +266,46 @@ describe('an upstream of several targets, through the gateway', () => {
     // `/based/../../admin` is `/admin` once canonical: no route of this gateway, and never the upstream's /api/admin.
     expect(dotted.status).toBe(404);
     expect(d.requests.slice(count).map((r) => r.url)).toEqual([]);
+  });
+
+  it('active checks take a target that fails them out before any request fails, and put it back once it passes them', async () => {
+    const [a, b] = upstreams as [TestUpstream, TestUpstream];
+    await eventually(() => b.healthChecks.length >= 2, 5000, 'health checks reaching the target');
+    expect(b.healthChecks.at(-1)).toMatchObject({ method: 'GET', url: '/healthz' });
+    b.healthStatus = 503;
+    const about = (what: string) => gw.logs.some((line) => line.includes(what) && line.includes(`127.0.0.1:${b.port}`));
+    await eventually(() => about('fails its health checks'), 5000, 'target taken out');
+    const [beforeA, beforeB] = [a.requests.length, b.requests.length];
+    for (let i = 0; i < 6; i++) expect((await get('/checked/x')).status).toBe(200);
+    expect([a.requests.length - beforeA, b.requests.length - beforeB]).toEqual([6, 0]);
+    b.healthStatus = 200;
+    await eventually(() => about('passes its health checks'), 5000, 'target back');
+    const [againA, againB] = [a.requests.length, b.requests.length];
+    for (let i = 0; i < 6; i++) expect((await get('/checked/x')).status).toBe(200);
+    expect([a.requests.length - againA, b.requests.length - againB]).toEqual([3, 3]);
+  });
+
+  it('a target that was down is reinstated by the active check long before its passive ejection would end', async () => {
+    const c = upstreams[2] as TestUpstream;
+    // The dead target is ejected for ten minutes at its first failure (or taken out by its checks).
+    for (let i = 0; i < 3; i++) expect((await get('/revived/x')).status).toBe(200);
+    // It comes back on the same port.
+    const server = createServer((_req, res) => res.end('revived'));
+    await new Promise<void>((resolve) => server.listen(revived, '127.0.0.1', resolve));
+    try {
+      await eventually(
+        async () => {
+          const before = c.requests.length;
+          await get('/revived/x');
+          return c.requests.length === before;
+        },
+        5000,
+        'a request served by the revived target',
+      );
+    } finally {
+      server.closeAllConnections();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   it('keeps the pinned-CA rule for https targets', async () => {

@@ -4,7 +4,8 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import type { AuthenticatedRequest, HttpExchange } from '../../src/pipeline/stage.js';
 import { upstreamSchema } from '../../src/config/routes.js';
-import { ProxyHandler, Upstream } from '../../src/proxy/forward.js';
+import { ProxyHandler } from '../../src/proxy/forward.js';
+import { Upstream } from '../../src/proxy/upstream.js';
 
 describe('upstream capacity tickets', () => {
   // Nothing listens on port 1; no request is ever sent in these tests.
@@ -12,12 +13,14 @@ describe('upstream capacity tickets', () => {
     'app',
     upstreamSchema.parse({
       url: 'http://127.0.0.1:1',
+      health: false,
       connections: 1,
       max_queued: 0,
       connect_timeout_ms: 1000,
       headers_timeout_ms: 1000,
       body_timeout_ms: 1000,
     }),
+    pino({ level: 'silent' }),
   );
   afterAll(() => upstream.destroy());
   const options = { stripPrefix: false, forwardAuthorization: false, preserveHost: false, identityPrefix: 'x-authenticated-' };

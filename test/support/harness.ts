@@ -20,6 +20,7 @@ import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import { buildConfig } from '../../src/config/load.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import { Gateway } from '../../src/gateway.js';
+import { HEALTH_CHECK_AGENT } from '../../src/proxy/upstream.js';
 import { createCertificateAuthority, initDevCertificates, issueClientCertificate, type CertificateAndKey, type DevCertificatePaths } from '../../src/tls/ca.js';
 
 export interface TestCertificates {
@@ -76,16 +77,23 @@ export interface RecordedRequest {
 export interface TestUpstream {
   readonly url: string;
   readonly port: number;
+  /** Requests the gateway forwarded (its health checks are not among them). */
   readonly requests: RecordedRequest[];
+  /** The gateway's active health checks (User-Agent gatehouse-health-check). */
+  readonly healthChecks: RecordedRequest[];
   /** Replace how the upstream answers (default: 200 JSON describing the request). */
   respond: (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
+  /** The status health checks get (default 200). */
+  healthStatus: number;
   close(): Promise<void>;
 }
 
 /** A plain HTTP upstream on 127.0.0.1:0 that records every request it receives, byte for byte. */
 export async function startUpstream(): Promise<TestUpstream> {
   const requests: RecordedRequest[] = [];
-  const upstream: { respond: TestUpstream['respond'] } = {
+  const healthChecks: RecordedRequest[] = [];
+  const upstream: { respond: TestUpstream['respond']; healthStatus: number } = {
+    healthStatus: 200,
     respond: (req, res, body) => {
       const payload = JSON.stringify({ method: req.method, url: req.url, headers: req.headers, bodyBytes: body.length });
       res.writeHead(200, { 'content-type': 'application/json', server: 'upstream/1.0', 'x-powered-by': 'test' });
@@ -97,7 +105,13 @@ export async function startUpstream(): Promise<TestUpstream> {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const body = Buffer.concat(chunks);
-      requests.push({ method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body });
+      const recorded = { method: req.method ?? '', url: req.url ?? '', headers: req.headers, rawHeaders: req.rawHeaders, body };
+      if (req.headers['user-agent'] === HEALTH_CHECK_AGENT) {
+        healthChecks.push(recorded);
+        res.writeHead(upstream.healthStatus).end();
+        return;
+      }
+      requests.push(recorded);
       upstream.respond(req, res, body);
     });
   });
@@ -109,6 +123,13 @@ export async function startUpstream(): Promise<TestUpstream> {
     url: `http://127.0.0.1:${port}`,
     port,
     requests,
+    healthChecks,
+    get healthStatus() {
+      return upstream.healthStatus;
+    },
+    set healthStatus(status) {
+      upstream.healthStatus = status;
+    },
     get respond() {
       return upstream.respond;
     },
@@ -151,6 +172,16 @@ export function baseConfig(certs: TestCertificates): ConfigInput {
   };
 }
 
+/**
+ * Active health checks are on by default; here they are off unless a test sets `health`: most tests count the requests or
+ * connections their upstreams see, and a check every ten seconds would add to them (test/proxy/targets.test.ts tests them).
+ */
+function withoutHealthChecks(input: ConfigInput): ConfigInput {
+  if (input.upstreams === undefined) return input;
+  const upstreams = Object.fromEntries(Object.entries(input.upstreams).map(([name, upstream]) => [name, { health: false as const, ...upstream }]));
+  return { ...input, upstreams };
+}
+
 export async function startGateway(
   configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput = (b) => b,
   deps: {
@@ -162,7 +193,7 @@ export async function startGateway(
 ): Promise<TestGateway> {
   const certs = await testCertificates();
   const dataDir = deps.dataDir ?? mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
-  const input = configure(baseConfig(certs), certs);
+  const input = withoutHealthChecks(configure(baseConfig(certs), certs));
   const config = buildConfig({ ...input, data_dir: dataDir }, dataDir);
   const logs: string[] = [];
   const sink = new Writable({
