@@ -45,6 +45,13 @@ const upstreamInput = z.strictObject({
   passive_health: z
     .strictObject({
       consecutive_failures: positiveInt(1000).default(5),
+      /**
+       * The circuit breaker: a target that failed this share of its requests within window_ms (at least min_requests of
+       * them) is taken out like one that failed consecutive_failures in a row. 1 = only all of them.
+       */
+      failure_rate: z.number().gt(0).max(1).default(0.5),
+      window_ms: z.int().min(1000).max(600_000).default(10_000),
+      min_requests: positiveInt(1_000_000).default(20),
       /** The first ejection; each following one without a success in between lasts twice as long, up to max_ejection_ms. */
       ejection_ms: durationMs(600_000).default(10_000),
       max_ejection_ms: durationMs(3_600_000).default(300_000),

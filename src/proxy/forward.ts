@@ -292,7 +292,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     this.responding = true;
     // Passive health: a 5xx counts against the target like a failed connection; anything else clears its record.
     if (statusCode >= 500) this.targetFailed(String(statusCode));
-    else this.target?.succeeded();
+    else this.target?.succeeded(this.upstream.now(), this.upstream.health);
     this.upstreamStatus = statusCode;
     const out = clientResponseHeaders(headers, this.ownRateLimit);
     Object.assign(out, securityHeaders(this.exchange));

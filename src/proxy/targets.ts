@@ -9,6 +9,10 @@ export type Balance = 'round_robin' | 'least_outstanding' | 'principal_hash';
 export interface PassiveHealth {
   /** Failures in a row (no connection, timeout, 5xx) that take a target out. */
   readonly consecutiveFailures: number;
+  /** The circuit breaker: this share of failures among at least minRequests within windowMs takes a target out too. */
+  readonly failureRate: number;
+  readonly windowMs: number;
+  readonly minRequests: number;
   /** The first ejection; each following one without a success in between lasts twice as long, up to maxEjectionMs. */
   readonly ejectionMs: number;
   readonly maxEjectionMs: number;
@@ -32,6 +36,10 @@ export class Target<Pool = unknown> {
   private ejections = 0;
   /** Epoch ms until which no request is sent to it. */
   ejectedUntil = 0;
+  /** The circuit breaker's window: requests and failures per tenth of it, the oldest tenth overwritten as time goes on. */
+  private readonly requests = new Array<number>(10).fill(0);
+  private readonly errors = new Array<number>(10).fill(0);
+  private bucketAt = 0;
 
   constructor(
     /** `http://10.0.0.1:8080` */
@@ -42,8 +50,12 @@ export class Target<Pool = unknown> {
     readonly pool: Pool,
   ) {}
 
+  /**
+   * Whether a request may go to it now. Back from an ejection (half-open), it takes one request at a time until one
+   * succeeds: a target that still hangs holds one request, not its whole share of the traffic.
+   */
   isAvailable(now: number): boolean {
-    return this.healthy && now >= this.ejectedUntil;
+    return this.healthy && now >= this.ejectedUntil && (this.ejections === 0 || this.inFlight === 0);
   }
 
   /**
@@ -69,20 +81,49 @@ export class Target<Pool = unknown> {
     return 'healthy';
   }
 
-  succeeded(): void {
+  succeeded(now = 0, health?: PassiveHealth): void {
     this.failures = 0;
     this.ejections = 0;
+    if (health !== undefined) this.count(now, health, false);
   }
 
-  /** Counts a failure; true when it took the target out. A target back from an ejection is out again at its first failure. */
+  /**
+   * Counts a failure; true when it took the target out: the consecutive failures reached, the failure rate of the window
+   * reached (the circuit opens), or the first failure of a target back from an ejection (the half-open probe failed).
+   */
   failed(now: number, health: PassiveHealth): boolean {
     this.failures++;
-    if (this.failures < (this.ejections > 0 ? 1 : health.consecutiveFailures)) return false;
+    const rate = this.count(now, health, true);
+    if (this.failures < (this.ejections > 0 ? 1 : health.consecutiveFailures) && rate < health.failureRate) return false;
     this.failures = 0;
+    this.requests.fill(0);
+    this.errors.fill(0);
     const ms = Math.min(health.maxEjectionMs, health.ejectionMs * 2 ** Math.min(this.ejections, 30));
     this.ejections++;
     this.ejectedUntil = now + ms;
     return true;
+  }
+
+  /** Adds one outcome to the window; answers the share of failures in it, 0 while it holds fewer than minRequests. */
+  private count(now: number, health: PassiveHealth, failed: boolean): number {
+    const width = health.windowMs / 10;
+    const bucket = Math.floor(now / width);
+    // Tenths that passed since the last outcome are emptied (all of them after a long quiet).
+    for (let b = Math.max(this.bucketAt + 1, bucket - 9); b <= bucket; b++) {
+      this.requests[b % 10] = 0;
+      this.errors[b % 10] = 0;
+    }
+    if (bucket > this.bucketAt) this.bucketAt = bucket;
+    const slot = this.bucketAt % 10;
+    this.requests[slot] = (this.requests[slot] ?? 0) + 1;
+    if (failed) this.errors[slot] = (this.errors[slot] ?? 0) + 1;
+    let total = 0;
+    let errors = 0;
+    for (let i = 0; i < 10; i++) {
+      total += this.requests[i] ?? 0;
+      errors += this.errors[i] ?? 0;
+    }
+    return total < health.minRequests ? 0 : errors / total;
   }
 }
 

@@ -97,6 +97,9 @@ export class Upstream {
     this.capacity = config.targets.length * config.connections + config.max_queued;
     this.health = {
       consecutiveFailures: config.passive_health.consecutive_failures,
+      failureRate: config.passive_health.failure_rate,
+      windowMs: config.passive_health.window_ms,
+      minRequests: config.passive_health.min_requests,
       ejectionMs: config.passive_health.ejection_ms,
       maxEjectionMs: config.passive_health.max_ejection_ms,
     };

@@ -133,7 +133,14 @@ describe('config loading', () => {
     expect(one.upstreams['app']).toMatchObject({ targets: [{ origin: 'https://svc.internal', weight: 1 }], base_path: '/api/v2', balance: 'round_robin' });
     // Both kinds of health are on unless turned off.
     expect(one.upstreams['app']?.health).toEqual({ path: '/', interval_ms: 10_000, timeout_ms: 2000, healthy_after: 2, unhealthy_after: 3 });
-    expect(one.upstreams['app']?.passive_health).toEqual({ consecutive_failures: 5, ejection_ms: 10_000, max_ejection_ms: 300_000 });
+    expect(one.upstreams['app']?.passive_health).toEqual({
+      consecutive_failures: 5,
+      failure_rate: 0.5,
+      window_ms: 10_000,
+      min_requests: 20,
+      ejection_ms: 10_000,
+      max_ejection_ms: 300_000,
+    });
     const several = buildConfig(
       { ...minimal(), upstreams: { app: { targets: [{ url: 'http://10.0.0.1:80/v1', weight: 3 }, { url: 'http://10.0.0.2:8080/v1' }] } } },
       '/etc/gatehouse',

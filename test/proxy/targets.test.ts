@@ -5,6 +5,7 @@
 // record with its own code; a POST is never sent twice; the base path joined safely; no upstream address leaks.
 import { join } from 'node:path';
 import { createServer } from 'node:http';
+import { createServer as createNetServer, type AddressInfo, type Socket } from 'node:net';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
@@ -13,10 +14,36 @@ import { eventually } from '../support/eventually.js';
 import { closedPort, rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 import { route } from '../support/routes.js';
 
-const HEALTH: PassiveHealth = { consecutiveFailures: 3, ejectionMs: 1000, maxEjectionMs: 4000 };
+const HEALTH: PassiveHealth = { consecutiveFailures: 3, failureRate: 1, windowMs: 10_000, minRequests: 1000, ejectionMs: 1000, maxEjectionMs: 4000 };
 
 function targets(...weights: number[]): Target<string>[] {
   return weights.map((weight, i) => new Target(`http://10.0.0.${i + 1}`, `10.0.0.${i + 1}`, weight, `pool ${i + 1}`));
+}
+
+/** A server that accepts connections, reads requests, and never answers. */
+interface HangingServer {
+  port: number;
+  requests: number;
+  close(): Promise<void>;
+}
+
+async function hangingServer(): Promise<HangingServer> {
+  const sockets = new Set<Socket>();
+  const state: HangingServer = { port: 0, requests: 0, close: () => Promise.resolve() };
+  const server = createNetServer((socket) => {
+    sockets.add(socket);
+    socket.on('data', (chunk: Buffer) => {
+      state.requests += chunk.toString('latin1').split('\r\n\r\n').length - 1;
+    });
+    socket.on('error', () => undefined);
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.port = (server.address() as AddressInfo).port;
+  state.close = async () => {
+    for (const socket of sockets) socket.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return state;
 }
 
 function counts(picks: readonly (Target<string> | undefined)[]): Record<string, number> {
@@ -96,6 +123,49 @@ describe('balancing over the targets of one upstream', () => {
   });
 });
 
+describe('the circuit breaker of one target', () => {
+  const RATE: PassiveHealth = { ...HEALTH, consecutiveFailures: 100, failureRate: 0.5, minRequests: 10, windowMs: 10_000 };
+
+  it('opens when the failure rate of its window reaches the threshold over enough requests, not before', () => {
+    const [t] = targets(1) as [Target<string>];
+    // 9 requests, 5 failed: over half, but fewer than min_requests.
+    for (let i = 0; i < 4; i++) t.succeeded(i, RATE);
+    for (let i = 0; i < 5; i++) expect(t.failed(100 + i, RATE)).toBe(false);
+    // The tenth is a success: 5 of 10 failed, the rate reached at the next failure.
+    t.succeeded(200, RATE);
+    expect(t.failed(300, RATE)).toBe(true);
+    expect(t.isAvailable(301)).toBe(false);
+  });
+
+  it('forgets outcomes older than its window', () => {
+    const [t] = targets(1) as [Target<string>];
+    for (let i = 0; i < 9; i++) expect(t.failed(i, RATE)).toBe(false);
+    t.succeeded(10, RATE);
+    // 20 s later the nine failures are out of the window: one failure among two requests is under the minimum.
+    t.succeeded(20_000, RATE);
+    expect(t.failed(20_001, RATE)).toBe(false);
+  });
+
+  it('half-open: back from an ejection it takes one request at a time until one succeeds', () => {
+    let now = 0;
+    const [t, other] = targets(1, 1) as [Target<string>, Target<string>];
+    const balancer = new Balancer([t, other], 'round_robin', () => now);
+    t.failed(now, { ...HEALTH, consecutiveFailures: 1 });
+    now = 1000;
+    // Its probe is in flight: no second request goes to it meanwhile.
+    const picks = Array.from({ length: 4 }, () => {
+      const pick = balancer.pick(undefined);
+      if (pick !== undefined) pick.inFlight++;
+      return pick;
+    });
+    expect(picks.filter((pick) => pick === t)).toHaveLength(1);
+    t.inFlight = 0;
+    t.succeeded(now, HEALTH);
+    t.inFlight = 5;
+    expect(t.isAvailable(now)).toBe(true);
+  });
+});
+
 describe('active health of one target', () => {
   const RULES = { healthyAfter: 2, unhealthyAfter: 3 };
 
@@ -131,6 +201,7 @@ describe('an upstream of several targets, through the gateway', () => {
   let dead: number;
   let deadToo: number;
   let revived: number;
+  let hanging: HangingServer;
 
   /** Which upstream saw each request, by its port. */
   const seen = (): number[] => upstreams.map((u) => u.requests.length);
@@ -140,6 +211,7 @@ describe('an upstream of several targets, through the gateway', () => {
     dead = await closedPort();
     deadToo = await closedPort();
     revived = await closedPort();
+    hanging = await hangingServer();
     const [a, b, c, d] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream];
     gw = await startGateway((base) => ({
       ...base,
@@ -154,6 +226,11 @@ describe('an upstream of several targets, through the gateway', () => {
           passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
         },
         based: { url: `${d.url}/api/v2`, connections: 2 },
+        hanging: {
+          targets: [{ url: a.url }, { url: `http://127.0.0.1:${hanging.port}` }],
+          headers_timeout_ms: 300,
+          passive_health: { consecutive_failures: 100, failure_rate: 0.5, min_requests: 2, window_ms: 10_000, ejection_ms: 60_000 },
+        },
         checked: {
           targets: [{ url: a.url }, { url: b.url }],
           health: { path: '/healthz', interval_ms: 100, timeout_ms: 80, healthy_after: 2, unhealthy_after: 2 },
@@ -171,6 +248,7 @@ describe('an upstream of several targets, through the gateway', () => {
         route('down', '/down', { to: 'down' }),
         route('based', '/based', { to: 'based', proxy: { strip_prefix: true } }),
         route('checked', '/checked', { to: 'checked' }),
+        route('hanging', '/hanging', { to: 'hanging' }),
         route('revived', '/revived', { to: 'revived' }),
       ],
     }));
@@ -179,6 +257,7 @@ describe('an upstream of several targets, through the gateway', () => {
   afterAll(async () => {
     await gw.stop();
     await Promise.all(upstreams.map((u) => u.close()));
+    await hanging.close();
   });
 
   const get = async (path: string, init: { method?: 'GET' | 'POST'; body?: string } = {}) => {
@@ -306,6 +385,14 @@ describe('an upstream of several targets, through the gateway', () => {
       server.closeAllConnections();
       await new Promise<void>((resolve) => server.close(() => resolve()));
     }
+  });
+
+  it('a target that accepts and never answers trips its circuit: after its failures no request waits on it', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 8; i++) statuses.push((await get('/hanging/x')).status);
+    // Round robin: every other request went to the hanging target until two of them (all it had) timed out.
+    expect(statuses).toEqual([200, 504, 200, 504, 200, 200, 200, 200]);
+    expect(hanging.requests).toBe(2);
   });
 
   it('keeps the pinned-CA rule for https targets', async () => {
