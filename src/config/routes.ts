@@ -58,6 +58,17 @@ const upstreamInput = z.strictObject({
     })
     .prefault({}),
   /**
+   * Retries on another target (only of requests without a body: one whose target could not be connected to, or an
+   * idempotent one that got no response headers in time) spend a token; every request earns `ratio` of one, up to
+   * `burst` saved. So retries stay a fraction of the traffic and cannot multiply an outage.
+   */
+  retry_budget: z
+    .strictObject({
+      ratio: z.number().min(0).max(1).default(0.2),
+      burst: z.int().min(0).max(10_000).default(10),
+    })
+    .prefault({}),
+  /**
    * Active health: every interval each target is asked for `path`; `unhealthy_after` failed checks in a row take it out,
    * `healthy_after` good ones put it back (also out of a passive ejection). `false` turns it off.
    */

@@ -166,9 +166,12 @@ export class ProxyHandler implements Forwarder {
     const subject = principal.method === 'anonymous' ? undefined : principal.subject;
     // A request with a body is never replayed: not on another connection, not on another target (REL-05).
     const replayable = !request.hasBody;
+    // A request that may have reached its target is sent again only when doing it twice does no harm (RFC 9110 §9.2.2).
+    const idempotent = IDEMPOTENT.has(request.method);
     const tried = new Set<Target<Pool>>();
+    upstream.retries.earn();
     return new Promise<ForwardOutcome>((resolve) => {
-      const handler = new ForwardingHandler(exchange, this.log, upstream, body ?? undefined, resolve, release, request.route.quota !== undefined);
+      const handler = new ForwardingHandler(exchange, this.log, upstream, body ?? undefined, resolve, release, request.route.quota !== undefined, idempotent);
       /** Sends the request to the next target: false when none is left (every other one tried or ejected). */
       const send = (): boolean => {
         const target = upstream.balancer.pick(subject, tried);
@@ -210,6 +213,8 @@ const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({
   retried: [],
 });
 
+const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
+
 /** Errors raised before any byte of the request reached the target: the request may go to another one. */
 const NOT_CONNECTED = new Set(['ECONNREFUSED', 'UND_ERR_CONNECT_TIMEOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'EAI_AGAIN', 'ENOTFOUND']);
 
@@ -241,6 +246,8 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     private readonly release: () => void,
     /** The route has a quota: the gateway's RateLimit fields are already on the response, the upstream's are dropped. */
     private readonly ownRateLimit: boolean,
+    /** The method may be repeated: a request that got no response headers in time may go to another target. */
+    private readonly idempotent: boolean,
   ) {
     // A client that goes away aborts the upstream request, so no upstream work outlives its caller (RL-03).
     exchange.res.once('close', () => {
@@ -335,17 +342,22 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     if (!this.responding && !this.clientClosed && !clientGone(this.exchange) && this.bodyLimit?.exceeded !== true) {
       // No connection, or no answer in time: the target's failure (a client that left, or a body over its limit, is not).
       if (NOT_CONNECTED.has(code) || code === 'UND_ERR_HEADERS_TIMEOUT' || code === 'ECONNRESET' || code === 'UND_ERR_SOCKET') this.targetFailed(code);
-      // Nothing of the request reached this target: another one may take it, once each.
-      if (NOT_CONNECTED.has(code) && this.retry !== undefined) {
+      // Nothing of the request reached this target, or it did and repeating it does no harm: another target may take it,
+      // each at most once, while the upstream's retry budget allows.
+      const replay = NOT_CONNECTED.has(code) || (code === 'UND_ERR_HEADERS_TIMEOUT' && this.idempotent);
+      if (replay && this.retry !== undefined && this.upstream.retries.take()) {
         const failed = this.target?.authority ?? '?';
         this.retried.push(`${failed} ${code}`);
         if (this.retry()) {
           this.log.info(
             { request_id: this.exchange.requestId, upstream: this.upstream.name, target: failed, code },
-            'upstream target unreachable; sent to another',
+            'upstream target failed the request; sent to another',
           );
           return;
         }
+        // No other target to take it: the token and the attempt go back.
+        this.retried.pop();
+        this.upstream.retries.refund();
       }
     }
     this.release();

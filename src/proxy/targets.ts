@@ -127,6 +127,35 @@ export class Target<Pool = unknown> {
   }
 }
 
+/** Retries of one upstream: each spends a token, each request earns a fraction of one, up to a burst kept in reserve. */
+export class RetryBudget {
+  private tokens: number;
+
+  constructor(
+    private readonly ratio: number,
+    private readonly burst: number,
+  ) {
+    this.tokens = burst;
+  }
+
+  /** A request was sent (not a retry). */
+  earn(): void {
+    this.tokens = Math.min(this.burst, this.tokens + this.ratio);
+  }
+
+  /** Gives back a token taken for a retry that found no target. */
+  refund(): void {
+    this.tokens = Math.min(this.burst, this.tokens + 1);
+  }
+
+  /** Spends a token for a retry; false when none is left. */
+  take(): boolean {
+    if (this.tokens < 1) return false;
+    this.tokens -= 1;
+    return true;
+  }
+}
+
 /** FNV-1a over the text, then murmur3's finalizer, so close inputs land far apart: 32 bits. */
 function hash32(text: string): number {
   let h = 0x811c9dc5;

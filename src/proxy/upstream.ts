@@ -6,7 +6,7 @@ import type { Logger } from 'pino';
 import { Client, Pool } from 'undici';
 import type { UpstreamConfig } from '../config/routes.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
-import { Balancer, Target, type PassiveHealth } from './targets.js';
+import { Balancer, RetryBudget, Target, type PassiveHealth } from './targets.js';
 
 type HealthConfig = Exclude<UpstreamConfig['health'], false>;
 
@@ -78,6 +78,7 @@ export class Upstream {
   /** '' or `/api/v2`: every request's canonical path is sent under it. */
   readonly basePath: string;
   readonly health: PassiveHealth;
+  readonly retries: RetryBudget;
   /** Requests admitted and not yet finished (running on a connection or waiting for one), all targets together. */
   inFlight = 0;
   /** The most that may be in flight: every connection of every target busy plus the configured queue. */
@@ -103,6 +104,7 @@ export class Upstream {
       ejectionMs: config.passive_health.ejection_ms,
       maxEjectionMs: config.passive_health.max_ejection_ms,
     };
+    this.retries = new RetryBudget(config.retry_budget.ratio, config.retry_budget.burst);
     const ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
     const targets = config.targets.map(
       ({ origin, weight }) =>

@@ -9,7 +9,7 @@ import { createServer as createNetServer, type AddressInfo, type Socket } from '
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
-import { Balancer, Target, type PassiveHealth } from '../../src/proxy/targets.js';
+import { Balancer, RetryBudget, Target, type PassiveHealth } from '../../src/proxy/targets.js';
 import { eventually } from '../support/eventually.js';
 import { closedPort, rawHttp1, startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 import { route } from '../support/routes.js';
@@ -166,6 +166,21 @@ describe('the circuit breaker of one target', () => {
   });
 });
 
+describe('the retry budget', () => {
+  it('starts with its burst, earns a fraction of a retry per request, never saves more than the burst', () => {
+    const budget = new RetryBudget(0.25, 2);
+    expect([budget.take(), budget.take(), budget.take()]).toEqual([true, true, false]);
+    for (let i = 0; i < 3; i++) budget.earn();
+    expect(budget.take()).toBe(false);
+    budget.earn();
+    expect([budget.take(), budget.take()]).toEqual([true, false]);
+    for (let i = 0; i < 100; i++) budget.earn();
+    expect([budget.take(), budget.take(), budget.take()]).toEqual([true, true, false]);
+    budget.refund();
+    expect(budget.take()).toBe(true);
+  });
+});
+
 describe('active health of one target', () => {
   const RULES = { healthyAfter: 2, unhealthyAfter: 3 };
 
@@ -202,6 +217,9 @@ describe('an upstream of several targets, through the gateway', () => {
   let deadToo: number;
   let revived: number;
   let hanging: HangingServer;
+  let slow: HangingServer;
+  let stormA: HangingServer;
+  let stormB: HangingServer;
 
   /** Which upstream saw each request, by its port. */
   const seen = (): number[] => upstreams.map((u) => u.requests.length);
@@ -212,6 +230,9 @@ describe('an upstream of several targets, through the gateway', () => {
     deadToo = await closedPort();
     revived = await closedPort();
     hanging = await hangingServer();
+    slow = await hangingServer();
+    stormA = await hangingServer();
+    stormB = await hangingServer();
     const [a, b, c, d] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream];
     gw = await startGateway((base) => ({
       ...base,
@@ -226,6 +247,17 @@ describe('an upstream of several targets, through the gateway', () => {
           passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
         },
         based: { url: `${d.url}/api/v2`, connections: 2 },
+        timeouts: {
+          targets: [{ url: `http://127.0.0.1:${slow.port}` }, { url: a.url }],
+          headers_timeout_ms: 200,
+          passive_health: { consecutive_failures: 1000, failure_rate: 1, min_requests: 1_000_000 },
+        },
+        storm: {
+          targets: [{ url: `http://127.0.0.1:${stormA.port}` }, { url: `http://127.0.0.1:${stormB.port}` }],
+          headers_timeout_ms: 200,
+          passive_health: { consecutive_failures: 1000, failure_rate: 1, min_requests: 1_000_000 },
+          retry_budget: { ratio: 0.1, burst: 2 },
+        },
         hanging: {
           targets: [{ url: a.url }, { url: `http://127.0.0.1:${hanging.port}` }],
           headers_timeout_ms: 300,
@@ -249,6 +281,8 @@ describe('an upstream of several targets, through the gateway', () => {
         route('based', '/based', { to: 'based', proxy: { strip_prefix: true } }),
         route('checked', '/checked', { to: 'checked' }),
         route('hanging', '/hanging', { to: 'hanging' }),
+        route('timeouts', '/timeouts', { to: 'timeouts', methods: ['GET', 'POST'] }),
+        route('storm', '/storm', { to: 'storm' }),
         route('revived', '/revived', { to: 'revived' }),
       ],
     }));
@@ -257,7 +291,7 @@ describe('an upstream of several targets, through the gateway', () => {
   afterAll(async () => {
     await gw.stop();
     await Promise.all(upstreams.map((u) => u.close()));
-    await hanging.close();
+    await Promise.all([hanging, slow, stormA, stormB].map((server) => server.close()));
   });
 
   const get = async (path: string, init: { method?: 'GET' | 'POST'; body?: string } = {}) => {
@@ -387,12 +421,36 @@ describe('an upstream of several targets, through the gateway', () => {
     }
   });
 
-  it('a target that accepts and never answers trips its circuit: after its failures no request waits on it', async () => {
+  it('a target that accepts and never answers trips its circuit: after two timeouts (retried elsewhere) no request waits on it', async () => {
     const statuses: number[] = [];
     for (let i = 0; i < 8; i++) statuses.push((await get('/hanging/x')).status);
-    // Round robin: every other request went to the hanging target until two of them (all it had) timed out.
-    expect(statuses).toEqual([200, 504, 200, 504, 200, 200, 200, 200]);
+    // Round robin: every other request went to the hanging target until two of them (all it had) timed out; each of those
+    // GETs was then answered by the other target.
+    expect(statuses).toEqual(Array(8).fill(200));
     expect(hanging.requests).toBe(2);
+  });
+
+  it('an idempotent request without response headers in time goes to another target; a POST does not', async () => {
+    const statuses: number[] = [];
+    for (let i = 0; i < 2; i++) statuses.push((await get('/timeouts/x')).status);
+    expect(statuses).toEqual([200, 200]);
+    await gw.gateway.audit.flush();
+    const retried = completions()
+      .filter((record) => record['route'] === 'timeouts')
+      .map((record) => record['upstream_retried']);
+    expect(retried.filter((r) => r !== null)).toEqual([[`127.0.0.1:${slow.port} UND_ERR_HEADERS_TIMEOUT`]]);
+    const posts: number[] = [];
+    for (let i = 0; i < 2; i++) posts.push((await get('/timeouts/p', { method: 'POST' })).status);
+    expect(posts.sort()).toEqual([200, 504]);
+  });
+
+  it('a retry storm is bounded by the budget: retries stay a fraction of the requests', async () => {
+    const statuses = await Promise.all(Array.from({ length: 20 }, () => get('/storm/x').then((r) => r.status)));
+    expect(statuses).toEqual(Array(20).fill(504));
+    const sent = stormA.requests + stormB.requests;
+    // 20 requests, a burst of 2 retries, and 0.1 of a retry earned per request: at most 24 attempts, never 40.
+    expect(sent).toBeGreaterThan(20);
+    expect(sent).toBeLessThanOrEqual(24);
   });
 
   it('keeps the pinned-CA rule for https targets', async () => {
