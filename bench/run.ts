@@ -1,7 +1,7 @@
 // `npm run bench`: loads an upstream through a bare undici TLS proxy (the ceiling) and through the gateway, in one run,
 // with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio; then the gateway without
 // its audit log (the chain's cost), the gateway with its quotas on Redis (what sharing the limits costs), the gateway as
-// `serve --workers 2` (what all cores give), and `audit query`
+// `serve --workers 2` (what all cores give), the gateway balancing over three upstream processes, and `audit query`
 // over a million-record log.
 // Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
 import 'reflect-metadata';
@@ -140,6 +140,16 @@ async function main(): Promise<void> {
       onRedis = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', redisConfig], portLine);
       children.push(onRedis.child);
     } else process.stdout.write(`no Redis answers at ${redisUrl}: the Redis-backed quota variant is skipped\n`);
+    // Resilient upstreams: the same gateway balancing over three upstream processes (round robin, passive and active health).
+    const more = [await startProcess([join(HERE, 'upstream.js')], portLine), await startProcess([join(HERE, 'upstream.js')], portLine)];
+    children.push(...more.map((started) => started.child));
+    const targetsConfig = join(work, 'targets.yaml');
+    const base = JSON.parse(readFileSync(configFile, 'utf8')) as { upstreams: { app: Record<string, unknown> } };
+    const { url: _one, ...appSettings } = base.upstreams.app;
+    const targets = [upstream.port, ...more.map((started) => started.port)].map((port) => ({ url: `http://127.0.0.1:${port}` }));
+    writeFileSync(targetsConfig, JSON.stringify({ ...base, upstreams: { app: { ...appSettings, targets } }, audit: { instance: 'bench-targets' } }));
+    const threeTargets = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', targetsConfig], portLine);
+    children.push(threeTargets.child);
     // All cores: the same gateway as a primary and two workers (limits counted by the primary, each worker its own chain).
     const workersConfig = join(work, 'workers.yaml');
     writeFileSync(workersConfig, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), audit: { instance: 'bench-workers' } }));
@@ -157,6 +167,7 @@ async function main(): Promise<void> {
     await load(audited, '/bench', clientTls, 2);
     if (onRedis !== undefined) await load(onRedis, '/bench', clientTls, 2);
     await load(workers, '/bench', clientTls, 2, [], false);
+    await load(threeTargets, '/bench', clientTls, 2);
 
     // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
     // generator's own per-request work and the larger request headers weigh on both sides alike.
@@ -169,7 +180,8 @@ async function main(): Promise<void> {
       audited: Result[];
       redis: Result[];
       workers: Result[];
-    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [], workers: [] };
+      targets: Result[];
+    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [], workers: [], targets: [] };
     for (let round = 1; round <= ROUNDS; round++) {
       rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
       rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
@@ -179,6 +191,7 @@ async function main(): Promise<void> {
       rounds.audited.push(await load(audited, '/bench', clientTls, DURATION_S));
       if (onRedis !== undefined) rounds.redis.push(await load(onRedis, '/bench', clientTls, DURATION_S));
       rounds.workers.push(await load(workers, '/bench', clientTls, DURATION_S, [], false));
+      rounds.targets.push(await load(threeTargets, '/bench', clientTls, DURATION_S));
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
           `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)}, ` +
@@ -203,6 +216,7 @@ async function main(): Promise<void> {
     process.stdout.write(`${row('variant (mTLS), audit chained', rounds.audited)}\n`);
     if (rounds.redis.length > 0) process.stdout.write(`${row('gateway (mTLS), quotas on Redis', rounds.redis)}\n`);
     process.stdout.write(`${row(`gateway (mTLS), ${WORKERS} workers`, rounds.workers)}\n`);
+    process.stdout.write(`${row('gateway (mTLS), 3 targets', rounds.targets)}\n`);
     const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
     process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
     process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
@@ -223,6 +237,11 @@ async function main(): Promise<void> {
           `CPU per request ${(cpu(rounds.gateway) / cpu(rounds.redis)).toFixed(2)}\n`,
       );
     }
+    // Balancing over three targets against the bare proxy with one: the price of the balancer and the health state.
+    process.stdout.write(
+      `ratio gateway with 3 targets / bare with 1, mTLS route: ${(rps(rounds.targets) / rps(rounds.bare)).toFixed(2)} ` +
+        `(gateway with 1 target: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)})\n`,
+    );
     // All cores: with the load generator on the same machine, the workers share its cores with it and with the upstream.
     process.stdout.write(
       `${WORKERS} workers / 1 process, mTLS route (limits counted by the primary): throughput ${(rps(rounds.workers) / rps(rounds.gateway)).toFixed(2)} ` +

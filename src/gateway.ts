@@ -127,6 +127,8 @@ export class Gateway {
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);
       const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream, log)]));
+      // Targets given by host name are resolved before the first request (a name that does not resolve yet has none).
+      await Promise.all([...upstreams.values()].map((upstream) => upstream.start()));
       // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
       const quotaDeps = { backend: limiters, log, now: deps.now ?? Date.now };
       const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));

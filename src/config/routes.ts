@@ -90,6 +90,8 @@ const upstreamInput = z.strictObject({
       }),
     ])
     .prefault({}),
+  /** How often targets given by host name are resolved again; each address is a target of its own. */
+  dns_refresh_ms: z.int().min(1000).max(86_400_000).default(30_000),
   /** CA bundle pinned for an https upstream; the system store is not used. */
   ca: z.string().min(1).optional(),
   /** Connections per target. */

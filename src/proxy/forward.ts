@@ -177,7 +177,7 @@ export class ProxyHandler implements Forwarder {
         const target = upstream.balancer.pick(subject, tried);
         if (target === undefined) return false;
         tried.add(target);
-        if (!preserveHost) headers['host'] = target.authority;
+        if (!preserveHost) headers['host'] = target.hostHeader;
         handler.attempt(target, replayable ? send : undefined);
         target.pool.dispatch(
           {

@@ -42,12 +42,16 @@ export class Target<Pool = unknown> {
   private bucketAt = 0;
 
   constructor(
-    /** `http://10.0.0.1:8080` */
+    /** `http://10.0.0.1:8080`: where the connections go. */
     readonly origin: string,
-    /** host:port, for the Host header and the records. */
+    /** `10.0.0.1:8080`, `[::1]:8080`: the target in logs and records. */
     readonly authority: string,
     readonly weight: number,
     readonly pool: Pool,
+    /** The Host header it gets: its authority, or the host name it was resolved from (`svc.internal:8080`). */
+    readonly hostHeader = authority,
+    /** The host name its certificate is checked against, when it was resolved from one. */
+    readonly serverName?: string,
   ) {}
 
   /**
@@ -175,7 +179,8 @@ export class Balancer<Pool = unknown> {
   private rotation = 0;
 
   constructor(
-    readonly targets: readonly Target<Pool>[],
+    /** The targets now (DNS may change them: replace()). */
+    public targets: readonly Target<Pool>[],
     private readonly balance: Balance,
     private readonly now: () => number = Date.now,
     /** How often active checks run: when a target they took out may come back, at the soonest. */

@@ -1,6 +1,7 @@
 // An upstream: its targets, each with its own connections, the balancer that picks one per request, and the active health
 // checks that ask every target, on their own connection, whether it serves.
 import { readFileSync } from 'node:fs';
+import { lookup } from 'node:dns/promises';
 import { isIP } from 'node:net';
 import type { Logger } from 'pino';
 import { Client, Pool } from 'undici';
@@ -13,21 +14,19 @@ type HealthConfig = Exclude<UpstreamConfig['health'], false>;
 /** Every interval, one GET of the health path per target (never two at once for one target), each bounded by its timeout. */
 class HealthChecks {
   private readonly timer: NodeJS.Timeout;
+  /** Each target's own connection for its checks; made when a target first appears, closed when it goes. */
   private readonly clients = new Map<Target<Pool>, Client>();
   private readonly running = new Set<Target<Pool>>();
 
   constructor(
     private readonly upstream: string,
-    private readonly targets: readonly Target<Pool>[],
+    private readonly balancer: Balancer<Pool>,
     private readonly config: DeepReadonly<HealthConfig>,
-    client: (origin: string) => Client,
+    private readonly client: (origin: string, serverName: string | undefined) => Client,
     private readonly now: () => number,
     private readonly log: Logger,
   ) {
-    for (const target of targets) this.clients.set(target, client(target.origin));
-    this.timer = setInterval(() => {
-      for (const target of this.targets) this.check(target);
-    }, config.interval_ms);
+    this.timer = setInterval(() => this.checkAll(), config.interval_ms);
     this.timer.unref();
   }
 
@@ -39,9 +38,23 @@ class HealthChecks {
     return Promise.all([...this.clients.values()].map((client) => client.destroy())).then(() => undefined);
   }
 
+  private checkAll(): void {
+    const targets = new Set(this.balancer.targets);
+    for (const [target, client] of this.clients) {
+      if (targets.has(target)) continue;
+      this.clients.delete(target);
+      client.close().catch(() => undefined);
+    }
+    for (const target of targets) this.check(target);
+  }
+
   private check(target: Target<Pool>): void {
-    const client = this.clients.get(target);
-    if (client === undefined || this.running.has(target)) return;
+    if (this.running.has(target)) return;
+    let client = this.clients.get(target);
+    if (client === undefined) {
+      client = this.client(target.origin, target.serverName);
+      this.clients.set(target, client);
+    }
     this.running.add(target);
     const { path, timeout_ms: timeout, expect_status: expected } = this.config;
     client
@@ -72,6 +85,21 @@ class HealthChecks {
 /** The User-Agent of the gateway's health checks: an upstream can tell them from requests. */
 export const HEALTH_CHECK_AGENT = 'gatehouse-health-check';
 
+/** Every address a host name resolves to (getaddrinfo: /etc/hosts, then DNS). */
+export type Resolver = (hostname: string) => Promise<string[]>;
+
+const systemResolver: Resolver = (hostname) => lookup(hostname, { all: true }).then((found) => found.map((entry) => entry.address));
+
+/** A configured target given by host name: each address it resolves to is a target of its own. */
+interface NamedTarget {
+  readonly protocol: string;
+  readonly hostname: string;
+  readonly port: string;
+  readonly weight: number;
+  /** `svc.internal:8080`: the Host header its addresses get. */
+  readonly authority: string;
+}
+
 export class Upstream {
   readonly name: string;
   readonly balancer: Balancer<Pool>;
@@ -81,21 +109,24 @@ export class Upstream {
   readonly retries: RetryBudget;
   /** Requests admitted and not yet finished (running on a connection or waiting for one), all targets together. */
   inFlight = 0;
-  /** The most that may be in flight: every connection of every target busy plus the configured queue. */
-  readonly capacity: number;
 
   private readonly checks: HealthChecks | undefined;
+  private readonly fixed: readonly Target<Pool>[];
+  private readonly named: readonly NamedTarget[];
+  private readonly ca: Buffer | undefined;
+  private refresher: NodeJS.Timeout | undefined;
+  private stopped = false;
 
   constructor(
     name: string,
-    config: DeepReadonly<UpstreamConfig>,
-    log: Logger,
+    private readonly config: DeepReadonly<UpstreamConfig>,
+    private readonly log: Logger,
     /** Epoch ms, for ejections (tests step it). */
     readonly now: () => number = Date.now,
+    private readonly resolve: Resolver = systemResolver,
   ) {
     this.name = name;
     this.basePath = config.base_path;
-    this.capacity = config.targets.length * config.connections + config.max_queued;
     this.health = {
       consecutiveFailures: config.passive_health.consecutive_failures,
       failureRate: config.passive_health.failure_rate,
@@ -105,28 +136,96 @@ export class Upstream {
       maxEjectionMs: config.passive_health.max_ejection_ms,
     };
     this.retries = new RetryBudget(config.retry_budget.ratio, config.retry_budget.burst);
-    const ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
-    const targets = config.targets.map(
-      ({ origin, weight }) =>
-        new Target(origin, new URL(origin).host, weight, new Pool(origin, { ...poolOptions(origin, config, ca), connections: config.connections })),
-    );
-    this.balancer = new Balancer(targets, config.balance, now, config.health === false ? 0 : config.health.interval_ms);
+    this.ca = config.ca !== undefined ? readFileSync(config.ca) : undefined;
+    const fixed: Target<Pool>[] = [];
+    const named: NamedTarget[] = [];
+    for (const { origin, weight } of config.targets) {
+      const url = new URL(origin);
+      if (isIP(url.hostname.replace(/^\[(.*)\]$/, '$1')) !== 0) fixed.push(this.target(origin, weight, url.host));
+      else named.push({ protocol: url.protocol, hostname: url.hostname, port: url.port, weight, authority: url.host });
+    }
+    this.fixed = fixed;
+    this.named = named;
+    this.balancer = new Balancer(fixed, config.balance, now, config.health === false ? 0 : config.health.interval_ms);
     this.checks =
       config.health === false
         ? undefined
-        : new HealthChecks(name, targets, config.health, (origin) => new Client(origin, poolOptions(origin, config, ca)), now, log);
+        : new HealthChecks(
+            name,
+            this.balancer,
+            config.health,
+            (origin, serverName) => new Client(origin, poolOptions(origin, config, this.ca, serverName)),
+            now,
+            log,
+          );
+  }
+
+  /** The most that may be in flight: every connection of every target busy plus the configured queue. */
+  get capacity(): number {
+    return this.balancer.targets.length * this.config.connections + this.config.max_queued;
+  }
+
+  /** Resolves the targets given by host name, then again every dns_refresh_ms. Nothing to do without any. */
+  async start(): Promise<void> {
+    if (this.named.length === 0) return;
+    await this.refresh();
+    this.refresher = setInterval(() => void this.refresh(), this.config.dns_refresh_ms);
+    this.refresher.unref();
+  }
+
+  /**
+   * Each named target's addresses now. A name that cannot be resolved keeps the addresses it had (a DNS hiccup takes no
+   * target away); an address that is gone leaves, its requests in flight finishing on its connections.
+   */
+  async refresh(): Promise<void> {
+    const current = new Map(this.balancer.targets.map((target) => [target.origin, target]));
+    const next: Target<Pool>[] = [...this.fixed];
+    for (const named of this.named) {
+      let addresses: string[];
+      try {
+        addresses = [...new Set(await this.resolve(named.hostname))];
+      } catch (error) {
+        this.log.warn(
+          { upstream: this.name, host: named.hostname, err: (error as NodeJS.ErrnoException).code ?? String(error) },
+          'upstream host name not resolved; keeping its addresses',
+        );
+        next.push(...this.balancer.targets.filter((target) => target.hostHeader === named.authority && !this.fixed.includes(target)));
+        continue;
+      }
+      for (const address of addresses) {
+        const origin = `${named.protocol}//${isIP(address) === 6 ? `[${address}]` : address}${named.port === '' ? '' : `:${named.port}`}`;
+        next.push(current.get(origin) ?? this.target(origin, named.weight, named.authority, named.hostname));
+      }
+    }
+    if (this.stopped) return;
+    const kept = new Set(next);
+    for (const target of this.balancer.targets) {
+      if (kept.has(target)) continue;
+      this.log.info({ upstream: this.name, target: target.authority }, 'upstream target no longer resolved: draining it');
+      target.pool.close().catch(() => undefined);
+    }
+    for (const target of next) if (!current.has(target.origin)) this.log.info({ upstream: this.name, target: target.authority }, 'upstream target added');
+    this.balancer.targets = next;
   }
 
   destroy(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.refresher);
     this.checks?.stop();
     return Promise.all([...this.balancer.targets.map((target) => target.pool.destroy()), this.checks?.destroy()]).then(() => undefined);
+  }
+
+  private target(origin: string, weight: number, hostHeader: string, serverName?: string): Target<Pool> {
+    const pool = new Pool(origin, { ...poolOptions(origin, this.config, this.ca, serverName), connections: this.config.connections });
+    return new Target(origin, new URL(origin).host, weight, pool, hostHeader, serverName);
   }
 }
 
 /** How the gateway connects to one target: the upstream's timeouts and bounds, and its TLS rules. */
-function poolOptions(origin: string, config: DeepReadonly<UpstreamConfig>, ca: Buffer | undefined): Client.Options {
+function poolOptions(origin: string, config: DeepReadonly<UpstreamConfig>, ca: Buffer | undefined, serverName?: string): Client.Options {
   const url = new URL(origin);
-  const bareHost = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  // An address resolved from a host name is checked against that name (SNI and the certificate), not the address.
+  const bareHost = serverName ?? url.hostname.replace(/^\[(.*)\]$/, '$1');
   return {
     connectTimeout: config.connect_timeout_ms,
     headersTimeout: config.headers_timeout_ms,
