@@ -41,7 +41,7 @@ const upstreamInput = z.strictObject({
    * stays the same; anonymous requests go round robin). A client-supplied header never chooses.
    */
   balance: z.enum(['round_robin', 'least_outstanding', 'principal_hash']).default('round_robin'),
-  /** Passive health: a target failing this many requests in a row (no connection, timeout, 5xx) is taken out for a while. */
+  /** Passive health: a target failing this many requests in a row (no connection, timeout, 502/503/504) is taken out for a while. */
   passive_health: z
     .strictObject({
       consecutive_failures: positiveInt(1000).default(5),

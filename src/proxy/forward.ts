@@ -297,8 +297,9 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     const { res } = this.exchange;
     if (statusCode < 200) return;
     this.responding = true;
-    // Passive health: a 5xx counts against the target like a failed connection; anything else clears its record.
-    if (statusCode >= 500) this.targetFailed(String(statusCode));
+    // Passive health: a 502, 503 or 504 (the target is failing, overloaded or cannot reach what it needs) counts against it
+    // like a failed connection; anything else, a 500 of one request's application error included, clears its record.
+    if (statusCode === 502 || statusCode === 503 || statusCode === 504) this.targetFailed(String(statusCode));
     else this.target?.succeeded(this.upstream.now(), this.upstream.health);
     this.upstreamStatus = statusCode;
     const out = clientResponseHeaders(headers, this.ownRateLimit);

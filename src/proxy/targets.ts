@@ -7,7 +7,7 @@
 export type Balance = 'round_robin' | 'least_outstanding' | 'principal_hash';
 
 export interface PassiveHealth {
-  /** Failures in a row (no connection, timeout, 5xx) that take a target out. */
+  /** Failures in a row (no connection, timeout, 502/503/504) that take a target out. */
   readonly consecutiveFailures: number;
   /** The circuit breaker: this share of failures among at least minRequests within windowMs takes a target out too. */
   readonly failureRate: number;

@@ -225,7 +225,7 @@ describe('an upstream of several targets, through the gateway', () => {
   const seen = (): number[] => upstreams.map((u) => u.requests.length);
 
   beforeAll(async () => {
-    for (let i = 0; i < 4; i++) upstreams.push(await startUpstream());
+    for (let i = 0; i < 6; i++) upstreams.push(await startUpstream());
     dead = await closedPort();
     deadToo = await closedPort();
     revived = await closedPort();
@@ -233,7 +233,9 @@ describe('an upstream of several targets, through the gateway', () => {
     slow = await hangingServer();
     stormA = await hangingServer();
     stormB = await hangingServer();
-    const [a, b, c, d] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream];
+    const [a, b, c, d, e, f] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream, TestUpstream, TestUpstream];
+    e.respond = (_req, res) => res.writeHead(500).end('application error');
+    f.respond = (_req, res) => res.writeHead(503).end('overloaded');
     gw = await startGateway((base) => ({
       ...base,
       upstreams: {
@@ -247,6 +249,10 @@ describe('an upstream of several targets, through the gateway', () => {
           passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
         },
         based: { url: `${d.url}/api/v2`, connections: 2 },
+        statuses: {
+          targets: [{ url: e.url }, { url: f.url }],
+          passive_health: { consecutive_failures: 2, ejection_ms: 60_000, max_ejection_ms: 60_000 },
+        },
         timeouts: {
           targets: [{ url: `http://127.0.0.1:${slow.port}` }, { url: a.url }],
           headers_timeout_ms: 200,
@@ -283,6 +289,7 @@ describe('an upstream of several targets, through the gateway', () => {
         route('hanging', '/hanging', { to: 'hanging' }),
         route('timeouts', '/timeouts', { to: 'timeouts', methods: ['GET', 'POST'] }),
         route('storm', '/storm', { to: 'storm' }),
+        route('statuses', '/statuses', { to: 'statuses' }),
         route('revived', '/revived', { to: 'revived' }),
       ],
     }));
@@ -451,6 +458,14 @@ describe('an upstream of several targets, through the gateway', () => {
     // 20 requests, a burst of 2 retries, and 0.1 of a retry earned per request: at most 24 attempts, never 40.
     expect(sent).toBeGreaterThan(20);
     expect(sent).toBeLessThanOrEqual(24);
+  });
+
+  it('a target answering 503 in a row is ejected; one answering 500 (an application error) is not', async () => {
+    const [e, f] = upstreams.slice(4) as [TestUpstream, TestUpstream];
+    const statuses: number[] = [];
+    for (let i = 0; i < 6; i++) statuses.push((await get('/statuses/x')).status);
+    expect(statuses).toEqual([500, 503, 500, 503, 500, 500]);
+    expect([e.requests.length, f.requests.length]).toEqual([4, 2]);
   });
 
   it('keeps the pinned-CA rule for https targets', async () => {
