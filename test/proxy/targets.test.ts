@@ -46,6 +46,27 @@ async function hangingServer(): Promise<HangingServer> {
   return state;
 }
 
+/** A server that reads each request whole, then resets the connection without answering. */
+async function resettingServer(): Promise<HangingServer> {
+  const state: HangingServer = { port: 0, requests: 0, close: () => Promise.resolve() };
+  const server = createNetServer((socket) => {
+    socket.on('error', () => undefined);
+    let seen = '';
+    socket.on('data', (chunk: Buffer) => {
+      seen += chunk.toString('latin1');
+      // A request whose body has arrived (this test's bodies end with "end").
+      if (seen.includes('\r\n\r\n') && (seen.startsWith('GET') || seen.endsWith('end'))) {
+        state.requests++;
+        socket.resetAndDestroy();
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  state.port = (server.address() as AddressInfo).port;
+  state.close = () => new Promise<void>((resolve) => server.close(() => resolve()));
+  return state;
+}
+
 function counts(picks: readonly (Target<string> | undefined)[]): Record<string, number> {
   const out: Record<string, number> = {};
   for (const pick of picks) if (pick !== undefined) out[pick.authority] = (out[pick.authority] ?? 0) + 1;
@@ -220,6 +241,7 @@ describe('an upstream of several targets, through the gateway', () => {
   let slow: HangingServer;
   let stormA: HangingServer;
   let stormB: HangingServer;
+  let resetter: HangingServer;
 
   /** Which upstream saw each request, by its port. */
   const seen = (): number[] => upstreams.map((u) => u.requests.length);
@@ -233,6 +255,7 @@ describe('an upstream of several targets, through the gateway', () => {
     slow = await hangingServer();
     stormA = await hangingServer();
     stormB = await hangingServer();
+    resetter = await resettingServer();
     const [a, b, c, d, e, f] = upstreams as [TestUpstream, TestUpstream, TestUpstream, TestUpstream, TestUpstream, TestUpstream];
     e.respond = (_req, res) => res.writeHead(500).end('application error');
     f.respond = (_req, res) => res.writeHead(503).end('overloaded');
@@ -249,6 +272,10 @@ describe('an upstream of several targets, through the gateway', () => {
           passive_health: { consecutive_failures: 1, ejection_ms: 60_000 },
         },
         based: { url: `${d.url}/api/v2`, connections: 2 },
+        resets: {
+          targets: [{ url: `http://127.0.0.1:${resetter.port}` }, { url: b.url }],
+          passive_health: { consecutive_failures: 1000, failure_rate: 1, min_requests: 1_000_000 },
+        },
         statuses: {
           targets: [{ url: e.url }, { url: f.url }],
           passive_health: { consecutive_failures: 2, ejection_ms: 60_000, max_ejection_ms: 60_000 },
@@ -290,6 +317,7 @@ describe('an upstream of several targets, through the gateway', () => {
         route('timeouts', '/timeouts', { to: 'timeouts', methods: ['GET', 'POST'] }),
         route('storm', '/storm', { to: 'storm' }),
         route('statuses', '/statuses', { to: 'statuses' }),
+        route('resets', '/resets', { to: 'resets', methods: ['GET', 'POST'] }),
         route('revived', '/revived', { to: 'revived' }),
       ],
     }));
@@ -298,7 +326,7 @@ describe('an upstream of several targets, through the gateway', () => {
   afterAll(async () => {
     await gw.stop();
     await Promise.all(upstreams.map((u) => u.close()));
-    await Promise.all([hanging, slow, stormA, stormB].map((server) => server.close()));
+    await Promise.all([hanging, slow, stormA, stormB, resetter].map((server) => server.close()));
   });
 
   const get = async (path: string, init: { method?: 'GET' | 'POST'; body?: string } = {}) => {
@@ -466,6 +494,17 @@ describe('an upstream of several targets, through the gateway', () => {
     for (let i = 0; i < 6; i++) statuses.push((await get('/statuses/x')).status);
     expect(statuses).toEqual([500, 503, 500, 503, 500, 500]);
     expect([e.requests.length, f.requests.length]).toEqual([4, 2]);
+  });
+
+  it('a POST that reached a target which then reset the connection is not sent again: the upstream saw it once', async () => {
+    const b = upstreams[1] as TestUpstream;
+    const before = b.requests.filter((r) => r.url === '/resets/p').length;
+    const statuses: number[] = [];
+    for (let i = 0; i < 2; i++) statuses.push((await get('/resets/p', { method: 'POST', body: 'the end' })).status);
+    // Round robin: one went to the resetting target (a 502, sent nowhere else), one to the other.
+    expect(statuses.sort()).toEqual([200, 502]);
+    expect(resetter.requests).toBe(1);
+    expect(b.requests.filter((r) => r.url === '/resets/p').length - before).toBe(1);
   });
 
   it('keeps the pinned-CA rule for https targets', async () => {
