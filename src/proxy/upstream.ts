@@ -61,7 +61,7 @@ class HealthChecks {
       .request({
         path,
         method: 'GET',
-        headers: { host: target.authority, 'user-agent': HEALTH_CHECK_AGENT },
+        headers: { host: target.hostHeader, 'user-agent': HEALTH_CHECK_AGENT },
         headersTimeout: timeout,
         bodyTimeout: timeout,
         signal: AbortSignal.timeout(timeout),

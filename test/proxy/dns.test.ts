@@ -12,6 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { upstreamSchema } from '../../src/config/routes.js';
 import { Upstream } from '../../src/proxy/upstream.js';
+import { eventually } from '../support/eventually.js';
 import { startGateway, startUpstream, type TestUpstream } from '../support/harness.js';
 import { route } from '../support/routes.js';
 
@@ -102,10 +103,10 @@ describe('a gateway whose upstream is given by host name', () => {
   });
   afterAll(() => app.close());
 
-  it('resolves it before the first request and sends the name as Host', async () => {
+  it('resolves it before the first request and sends the name as Host, to requests and to health checks', async () => {
     const gw = await startGateway((base) => ({
       ...base,
-      upstreams: { named: { url: `http://localhost:${app.port}` } },
+      upstreams: { named: { url: `http://localhost:${app.port}`, health: { path: '/healthz', interval_ms: 100, timeout_ms: 50 } } },
       routes: [...base.routes, route('named', '/named', { to: 'named' })],
     }));
     try {
@@ -116,6 +117,9 @@ describe('a gateway whose upstream is given by host name', () => {
       await gw.gateway.audit.flush();
       const completion = readRecords(join(gw.dataDir, 'audit')).find((record) => record.type === 'completion') as Record<string, unknown> | undefined;
       expect(completion?.['upstream_target']).toBe(`127.0.0.1:${app.port}`);
+      // Its health checks go to the address too, and name the host as well.
+      await eventually(() => app.healthChecks.length > 0, 5000, 'a health check');
+      expect(app.healthChecks[0]?.headers.host).toBe(`localhost:${app.port}`);
     } finally {
       await gw.stop();
     }
