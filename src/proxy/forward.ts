@@ -70,16 +70,7 @@ export class ProxyHandler implements Forwarder {
     const upstream = this.upstream;
     if (upstream.inFlight >= upstream.capacity) return QUEUE_FULL;
     // Every target ejected: refused at once, on record, instead of a wait for a connect timeout per request.
-    if (!upstream.balancer.anyAvailable()) {
-      const retryAfter = Math.max(1, Math.ceil(upstream.balancer.untilFirstReturn() / 1000));
-      return {
-        admitted: false,
-        error: new GatewayError('no_healthy_upstream', {
-          reason: `every target of ${upstream.name} is ejected`,
-          headers: { 'retry-after': String(retryAfter) },
-        }),
-      };
-    }
+    if (!upstream.balancer.anyAvailable()) return { admitted: false, error: noHealthyUpstream(upstream) };
     upstream.inFlight++;
     let held = true;
     return {
@@ -198,6 +189,15 @@ export class ProxyHandler implements Forwarder {
   }
 }
 
+/** Every target of the upstream is out: 503, and Retry-After says when the first one returns. */
+function noHealthyUpstream(upstream: Upstream): GatewayError {
+  const retryAfter = Math.max(1, Math.ceil(upstream.balancer.untilFirstReturn() / 1000));
+  return new GatewayError('no_healthy_upstream', {
+    reason: `every target of ${upstream.name} is ejected`,
+    headers: { 'retry-after': String(retryAfter) },
+  });
+}
+
 const QUEUE_FULL: ForwardAdmission = Object.freeze({
   admitted: false,
   error: new GatewayError('service_unavailable', { reason: 'upstream queue full', headers: { 'retry-after': '1' } }),
@@ -281,8 +281,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
     this.finished = true;
     this.outcome = 'not sent';
     this.code = 'no_healthy_upstream';
-    const retryAfter = Math.max(1, Math.ceil(this.upstream.balancer.untilFirstReturn() / 1000));
-    sendProblem(this.exchange, new GatewayError('no_healthy_upstream', { reason: 'every target ejected', headers: { 'retry-after': String(retryAfter) } }));
+    sendProblem(this.exchange, noHealthyUpstream(this.upstream));
     this.finish();
   }
 
