@@ -103,6 +103,10 @@ function alive(pid: number): boolean {
   }
 }
 
+/** Allow records in one worker's chain. */
+const allows = (data: string, chain: string): number =>
+  readRecords(join(data, 'audit')).filter((record) => record.instance === chain && record.decision === 'allow').length;
+
 /** Decision records (allow or deny) in one worker's chain. */
 const decisions = (data: string, chain: string): number =>
   readRecords(join(data, 'audit')).filter((record) => record.instance === chain && (record.decision === 'allow' || record.decision === 'deny')).length;
@@ -168,8 +172,7 @@ describe('gatehouse serve --workers', () => {
     expect(statuses.filter((s) => s === 429)).toHaveLength(20);
     await server.stop();
     // Both workers admitted some: the limit held across them, not merely inside one.
-    const admitted = (chain: string): number =>
-      readRecords(join(server.data, 'audit')).filter((record) => record.instance === chain && record.decision === 'allow').length;
+    const admitted = (chain: string): number => allows(server.data, chain);
     expect(admitted('quota-w1') + admitted('quota-w2')).toBe(10);
     expect(admitted('quota-w1')).toBeGreaterThan(0);
     expect(admitted('quota-w2')).toBeGreaterThan(0);
@@ -184,8 +187,7 @@ describe('gatehouse serve --workers', () => {
       expect(statuses.filter((s) => s === 200)).toHaveLength(10);
       expect(statuses.filter((s) => s === 429)).toHaveLength(14);
       await server.stop();
-      const admitted = (chain: string): number =>
-        readRecords(join(server.data, 'audit')).filter((record) => record.instance === chain && record.decision === 'allow').length;
+      const admitted = (chain: string): number => allows(server.data, chain);
       expect(admitted('redis-w1')).toBeGreaterThan(0);
       expect(admitted('redis-w2')).toBeGreaterThan(0);
     },
