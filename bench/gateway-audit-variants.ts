@@ -25,6 +25,9 @@ class DiscardingSink implements AuditSink {
   event(): void {
     // Nothing kept.
   }
+  setConfigVersion(): void {
+    // Nothing kept.
+  }
   flush(): Promise<void> {
     this.turn ??= new Promise((resolve) =>
       setImmediate(() => {

@@ -21,19 +21,18 @@ import type { Config } from './config/schema.js';
 import { ConfigError } from './config/load.js';
 import { Pipeline } from './pipeline/pipeline.js';
 import type { AuthenticatedRequest } from './pipeline/stage.js';
-import { Upstream } from './proxy/upstream.js';
 import { MemoryLimiterBackend, RedisLimiterBackend, type LimiterBackend } from './quota/backend.js';
 import { ClusterLimiterBackend, type LimiterChannel } from './quota/cluster.js';
-import { PrincipalQuota } from './quota/principal.js';
+import type { PrincipalQuota } from './quota/principal.js';
 import { memoryLimiter, PreAuthQuota } from './quota/rate.js';
 import { readTlsMaterial } from './tls/context.js';
 import { ConnectionGuard } from './server/connection-guard.js';
 import { edgeLimits } from './server/edge.js';
 import { Ingress, trustedProxyList } from './server/ingress.js';
 import { Listener } from './server/listener.js';
-import { Router } from './server/router.js';
 import { Issuer } from './issuer/issuer.js';
-import { compileRoutes } from './routes.js';
+import { restartOnlyChanges } from './config/reload.js';
+import { Routing, type RoutingChange } from './routing.js';
 import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
 
 export interface GatewayDeps {
@@ -73,22 +72,34 @@ interface Lifecycle {
 }
 
 export class Gateway {
+  /** Reloads run one after the other: each builds on the table the one before put in force. */
+  private reloads: Promise<unknown> = Promise.resolve();
+
   private constructor(
-    readonly config: Config,
+    private current: Config,
     readonly audit: AuditSink,
     private readonly listener: Listener,
-    private readonly upstreams: readonly Upstream[],
+    private readonly ingress: Ingress,
+    private readonly routing: Routing,
     private readonly log: Logger,
     /** The authorization server, when `issuer` is configured. */
     readonly issuer: Issuer | undefined,
     private readonly lifecycle: Lifecycle,
-    /** The route quotas by name (their in-flight and key counts are observable). */
-    readonly quotas: ReadonlyMap<string, PrincipalQuota>,
     /** The shared limiter store, when `redis` is configured. */
     private readonly redis: RedisConnection | undefined,
     /** The worker number under `serve --workers N`. */
     private readonly worker: number | undefined,
   ) {}
+
+  /** The configuration in force (the last reload's, or the one the gateway started with). */
+  get config(): Config {
+    return this.current;
+  }
+
+  /** The route quotas in force, by name (their in-flight and key counts are observable). */
+  get quotas(): ReadonlyMap<string, PrincipalQuota> {
+    return this.routing.quotas;
+  }
 
   static async create(config: Config, deps: GatewayDeps): Promise<Gateway> {
     const { log } = deps;
@@ -124,26 +135,22 @@ export class Gateway {
     }
     limiterStore.attach(audit);
     const lifecycle: Lifecycle = { stopping: false };
+    let routing: Routing | undefined;
     try {
       const trusted = trustedProxyList(config.server.trusted_proxies);
-      const upstreams = new Map(Object.entries(config.upstreams).map(([name, upstream]) => [name, new Upstream(name, upstream, log)]));
-      // Targets given by host name are resolved before the first request (a name that does not resolve yet has none).
-      await Promise.all([...upstreams.values()].map((upstream) => upstream.start()));
-      // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
-      const quotaDeps = { backend: limiters, log, now: deps.now ?? Date.now };
-      const quotas = new Map(Object.entries(config.quotas).map(([name, quota]) => [name, new PrincipalQuota(name, quota, quotaDeps)]));
       const forwardedFor = (request: AuthenticatedRequest, received: string | string[] | undefined): string => {
         const { peerAddress, clientAddress } = request.connection;
         // A chain is only passed on from a trusted proxy; otherwise the gateway vouches for the socket address alone.
         if (trusted === undefined || clientAddress === peerAddress || received === undefined) return clientAddress;
         return `${Array.isArray(received) ? received.join(', ') : received}, ${peerAddress}`;
       };
-      const routes = compileRoutes({ config, upstreams, quotas, issuer, forwardedFor, log });
+      // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
+      routing = await Routing.create(config, { issuer, quotas: { backend: limiters, log, now: deps.now ?? Date.now }, forwardedFor, log });
 
       const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip, limiters), audit, log });
       let listener: Listener | undefined;
       const ingress = new Ingress({
-        router: new Router(routes),
+        router: routing.router,
         pipeline,
         limits: edgeLimits(config),
         trustedProxies: trusted,
@@ -173,9 +180,10 @@ export class Gateway {
         },
         worker?.ticketKeys,
       );
-      return new Gateway(config, audit, listener, [...upstreams.values()], log, issuer, lifecycle, quotas, redis, worker?.number);
+      return new Gateway(config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker?.number);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
+      await routing?.destroy();
       await redis?.close();
       await issuer?.close();
       if (deps.audit === undefined) await audit.close();
@@ -212,6 +220,52 @@ export class Gateway {
     this.log.info('TLS certificates reloaded');
   }
 
+  /**
+   * Puts a new configuration's routes, upstreams, route quotas and identity headers in force without dropping a
+   * connection or a request (config/reload.ts says what a reload may change, routing.ts how it is applied). `read` gives
+   * the new configuration; when it throws, or the new one changes what only a restart can, or cannot be built, the
+   * configuration in force stays whole. Either way the outcome is logged and recorded (`config_reloaded`,
+   * `config_reload_refused`). Reloads run one after the other. Resolves with what changed, undefined when refused.
+   */
+  reload(read: () => Config): Promise<RoutingChange | undefined> {
+    const reload = this.reloads.then(async () => {
+      try {
+        const next = read();
+        const restart = restartOnlyChanges(this.current, next);
+        if (restart.length > 0)
+          throw new ConfigError(
+            'reload',
+            restart.map((setting) => `${setting}: changed, but takes effect only after a restart`),
+          );
+        const change = await this.routing.reload(next);
+        this.ingress.useRouter(this.routing.router);
+        this.current = next;
+        const hash = configHash(next);
+        this.audit.setConfigVersion(hash.slice(0, 16));
+        const names = (list: readonly string[]): string | null => (list.length > 0 ? list.join(',') : null);
+        const fields = {
+          config_sha256: hash,
+          routes: change.routes,
+          upstreams_added: names(change.upstreamsAdded),
+          upstreams_changed: names(change.upstreamsChanged),
+          upstreams_removed: names(change.upstreamsRemoved),
+          quotas_changed: names(change.quotasChanged),
+        };
+        this.audit.event('config_reloaded', fields);
+        this.log.info(fields, 'configuration reloaded');
+        return change;
+      } catch (error) {
+        // Whatever went wrong, a reload never takes the gateway down: the table in force was not touched.
+        const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
+        this.audit.event('config_reload_refused', { problems: problems.join('; ') });
+        this.log.error({ problems }, 'configuration not reloaded; the configuration in force stays');
+        return undefined;
+      }
+    });
+    this.reloads = reload.catch(() => undefined);
+    return reload;
+  }
+
   /** New session-ticket keys from the primary of the workers (it rotates them for all). */
   setTicketKeys(keys: Buffer): void {
     this.listener.setTicketKeys(keys);
@@ -223,7 +277,7 @@ export class Gateway {
 
   /** After a failed start (nothing was served): closes the upstream pools, the issuer and the audit sink (its chain lock). */
   async abandon(): Promise<void> {
-    await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.routing.destroy();
     await this.redis?.close();
     await this.issuer?.close();
     await this.audit.close();
@@ -242,7 +296,7 @@ export class Gateway {
     }
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
-    await Promise.all(this.upstreams.map((u) => u.destroy()));
+    await this.routing.destroy();
     await this.redis?.close();
     await this.issuer?.close();
     this.audit.event('gateway_stop', { pid: process.pid });

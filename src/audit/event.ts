@@ -76,6 +76,8 @@ export type OperationalEvent =
   | 'gateway_start'
   | 'gateway_stop'
   | 'certificates_reloaded'
+  | 'config_reloaded'
+  | 'config_reload_refused'
   | 'signing_key_changed'
   | 'store_unavailable'
   | 'store_recovered'
@@ -92,6 +94,8 @@ export interface AuditSink {
   complete(event: CompletionEvent): void;
   /** An operational event (start with the config's hash, stop, reload, key and store changes). Never throws, like complete(). */
   event(type: OperationalEvent, fields: Readonly<Record<string, string | number | null>>): void;
+  /** The configuration that decides from the next record on (its hash's first 16 hex digits): after a reload. */
+  setConfigVersion(version: string): void;
   /** Resolves when every appended record has reached the operating system; rejects when they could not (fail-closed). */
   flush(): Promise<void>;
   /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */

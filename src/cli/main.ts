@@ -9,7 +9,8 @@ import { availableParallelism, userInfo } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { dirname, resolve } from 'node:path';
 import { pino, type Logger } from 'pino';
-import { ConfigError, configFromText, readConfigText } from '../config/load.js';
+import { ConfigError, configFromText, readConfigText, type ConfigOverrides } from '../config/load.js';
+import { restartOnlyChanges } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import { MAX_WORKERS } from '../config/edge.js';
 import { Gateway } from '../gateway.js';
@@ -27,7 +28,7 @@ import type { AdminContext } from './admin-session.js';
 import { protectDashIds } from './arguments.js';
 import { registerAuditCommands } from './audit.js';
 import { registerStoreCommands } from './store-copy.js';
-import { channelToPrimary, onTicketKeys, startFromPrimary, supervise, type WorkerStart } from './supervisor.js';
+import { channelToPrimary, onConfigReload, onTicketKeys, startFromPrimary, supervise, type WorkerStart } from './supervisor.js';
 
 /** sysexits(3): the exit codes scripts and supervisors understand. */
 export const EXIT = { ok: 0, failure: 1, usage: 64, noInput: 66, unavailable: 69, software: 70, config: 78 } as const;
@@ -53,7 +54,7 @@ Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, outpu
 Each command's --help lists the codes it can return.`;
 
 const SERVE_HELP = `
-Signals: SIGHUP reloads the TLS certificate and key; SIGTERM and SIGINT drain open requests, then stop. With --workers N
+Signals: SIGHUP reloads the TLS certificate and key, and the configuration's routes, upstreams and quotas; SIGTERM and SIGINT drain open requests, then stop. With --workers N
 the primary passes both to every worker and exits once every worker has drained.
 
 Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
@@ -197,17 +198,29 @@ async function serve(options: { config: string; port?: number; host?: string; da
   const url = databaseUrl();
   const redis = redisUrl();
   const role = workerRole();
+  // The same overrides for the text read at start and for every reload.
+  const overrides: ConfigOverrides = {
+    ...(url !== undefined ? { databaseUrl: url } : {}),
+    ...(redis !== undefined ? { redisUrl: redis } : {}),
+    ...(options.port !== undefined ? { port: options.port } : {}),
+    ...(options.host !== undefined ? { host: options.host } : {}),
+    ...(options.data !== undefined ? { dataDir: options.data } : {}),
+  };
+  const parse = (text: string): Config => configFromText(text, options.config, overrides);
+  // A worker takes each configuration its primary re-read on SIGHUP (the latest, also one that came while it was starting).
+  let reloadedText: string | undefined;
+  let applyReload: ((text: string) => void) | undefined;
+  if (role !== undefined) {
+    onConfigReload((text) => {
+      if (applyReload !== undefined) applyReload(text);
+      else reloadedText = text;
+    });
+  }
   try {
     // A worker runs the text its primary read: a file edited since cannot make workers of one gateway differ.
     fromPrimary = role === undefined ? undefined : await startFromPrimary().catch((error: Error) => fail(error.message, EXIT.software));
     configText = fromPrimary?.configText ?? readConfigText(options.config);
-    config = configFromText(configText, options.config, {
-      ...(url !== undefined ? { databaseUrl: url } : {}),
-      ...(redis !== undefined ? { redisUrl: redis } : {}),
-      ...(options.port !== undefined ? { port: options.port } : {}),
-      ...(options.host !== undefined ? { host: options.host } : {}),
-      ...(options.data !== undefined ? { dataDir: options.data } : {}),
-    });
+    config = parse(configText);
   } catch (error) {
     if (error instanceof ConfigError) fail(error.message, EXIT.config);
     throw error;
@@ -237,9 +250,24 @@ async function serve(options: { config: string; port?: number; host?: string; da
 
   if (role === undefined && workers > 1) {
     // The primary: it supervises and counts the workers' limits; the workers serve (each runs this command again).
+    // What the primary re-reads on SIGHUP goes to every worker, which records whether it took it; the primary adopts it
+    // for replacements only when the workers will have (same text, same overrides, same check), so they never differ.
+    let inForce = config;
     supervise({
       workers,
       configText,
+      rereadConfig: () => {
+        const text = readConfigText(options.config);
+        try {
+          const next = parse(text);
+          if (restartOnlyChanges(inForce, next).length > 0) return { text, accepted: false };
+          inForce = next;
+          return { text, accepted: true };
+        } catch (error) {
+          if (error instanceof ConfigError) return { text, accepted: false };
+          throw error;
+        }
+      },
       ticketKeyRotationMs: config.tls.ticket_key_rotation_s * 1000,
       log,
       drainLimitMs: config.shutdown.readiness_grace_ms + config.shutdown.drain_timeout_ms + 15_000,
@@ -335,6 +363,8 @@ async function serve(options: { config: string; port?: number; host?: string; da
   }
 
   const running = gateway;
+  // SIGHUP: the certificate and key files, and the configuration's routes, upstreams and quotas (a worker's configuration
+  // comes from its primary, which re-reads the file).
   process.on('SIGHUP', () => {
     try {
       running.reloadCertificates();
@@ -342,7 +372,12 @@ async function serve(options: { config: string; port?: number; host?: string; da
       // The old certificate stays in use; a bad file never takes the listener down.
       log.error({ err: (error as Error).message }, 'certificate reload failed; keeping the current certificate');
     }
+    if (role === undefined) void running.reload(() => parse(readConfigText(options.config)));
   });
+  if (role !== undefined) {
+    applyReload = (text) => void running.reload(() => parse(text));
+    if (reloadedText !== undefined) applyReload(reloadedText);
+  }
   // A stop asked for during start-up (a signal, the log output closed) is carried out now that there is something to drain.
   if (stopRequest !== undefined) stop(stopRequest.exitCode, stopRequest.fields);
 }

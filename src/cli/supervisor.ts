@@ -1,6 +1,7 @@
 // `serve --workers N`: the primary. It serves no request. It starts N workers on one port (node:cluster hands each
 // accepted connection to one of them), counts their limits when no Redis is configured, replaces a worker that dies, stops
-// a gateway whose workers keep dying, and passes SIGHUP and SIGTERM on to every worker.
+// a gateway whose workers keep dying, and passes SIGHUP (with the configuration file re-read) and SIGTERM on to every
+// worker.
 //
 // Worker 1 starts alone and the others once it listens: whatever a first start creates (the master key, the audit key,
 // the store's schema, development certificates) is created once, never raced. A worker that fails before the gateway is
@@ -16,8 +17,13 @@ export const CRASH_WINDOW_MS = 30_000;
 
 export interface SupervisorOptions {
   readonly workers: number;
-  /** The config file's text as the primary read it: every worker, a replacement too, runs this one. */
+  /** The config file's text as the primary read it: every worker, a replacement too, runs this one (until a reload). */
   readonly configText: string;
+  /**
+   * On SIGHUP: the config file's text again, for every worker to reload, and whether the workers will accept it (a
+   * replacement then starts with it). Throws ConfigError when the file cannot be read.
+   */
+  readonly rereadConfig: () => { readonly text: string; readonly accepted: boolean };
   /** How often the session-ticket keys every worker shares are replaced (tls.ticket_key_rotation_s). */
   readonly ticketKeyRotationMs: number;
   readonly log: Logger;
@@ -47,6 +53,11 @@ interface ConfigMessage {
   readonly text: string;
   /** The session-ticket keys, base64: a session made on one worker resumes on any. */
   readonly ticketKeys: string;
+}
+
+interface ConfigReloadMessage {
+  readonly gatehouse: 'config.reload';
+  readonly text: string;
 }
 
 interface TicketKeysMessage {
@@ -94,6 +105,14 @@ export function onTicketKeys(listener: (keys: Buffer) => void): void {
   });
 }
 
+/** In a worker: each configuration text the primary re-read on SIGHUP. */
+export function onConfigReload(listener: (text: string) => void): void {
+  process.on('message', (message: unknown) => {
+    const text = field(message, 'text');
+    if (field(message, 'gatehouse') === 'config.reload' && typeof text === 'string') listener(text);
+  });
+}
+
 /** The worker's side of the channel: `process`, connected to the primary. */
 export function channelToPrimary(): LimiterChannel {
   return {
@@ -128,13 +147,16 @@ export function supervise(options: SupervisorOptions): void {
   }, options.ticketKeyRotationMs);
   rotation.unref();
 
+  // The text every worker runs; a SIGHUP that re-reads an acceptable file replaces it.
+  let configText = options.configText;
+
   const start = (number: number): Worker => {
     const worker = cluster.fork({ GATEHOUSE_WORKER: String(number), GATEHOUSE_WORKERS: String(count) });
     const forget = limits.serve(channelTo(worker));
     // A worker asks for the configuration once it listens for the answer (a message sent earlier could find no listener).
     worker.on('message', (message: unknown) => {
       if (isConfigRequest(message)) {
-        const answer: ConfigMessage = { gatehouse: 'config', text: options.configText, ticketKeys: ticketKeys.toString('base64') };
+        const answer: ConfigMessage = { gatehouse: 'config', text: configText, ticketKeys: ticketKeys.toString('base64') };
         worker.send(answer, () => undefined);
       }
     });
@@ -219,6 +241,19 @@ export function supervise(options: SupervisorOptions): void {
   process.on('SIGTERM', () => stop(0, { signal: 'SIGTERM' }));
   process.on('SIGINT', () => stop(0, { signal: 'SIGINT' }));
   process.on('SIGHUP', () => {
+    let reread: { readonly text: string; readonly accepted: boolean } | undefined;
+    try {
+      reread = options.rereadConfig();
+    } catch (error) {
+      log.error({ err: (error as Error).message }, 'configuration file not read; every worker keeps the configuration in force');
+    }
+    if (reread !== undefined) {
+      // Every worker gets it, also one still starting, and records whether it took it (each decides as this one did).
+      if (reread.accepted) configText = reread.text;
+      log.info({ workers: running.size, accepted: reread.accepted }, 'passing the configuration file as re-read to every worker');
+      const message: ConfigReloadMessage = { gatehouse: 'config.reload', text: reread.text };
+      for (const worker of running.values()) if (worker.isConnected()) worker.send(message, () => undefined);
+    }
     log.info({ workers: serving.size }, 'passing SIGHUP (certificate reload) to every worker');
     for (const worker of serving) worker.process.kill('SIGHUP');
   });

@@ -208,6 +208,18 @@ export class Upstream {
     this.balancer.targets = next;
   }
 
+  /**
+   * Taken out of service (a reload removed or changed it): no more health checks or DNS refreshes; its requests in flight,
+   * queued ones too, finish on their connections, which then close. Bounded by the upstream's timeouts.
+   */
+  retire(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.refresher);
+    this.checks?.stop();
+    return Promise.all([...this.balancer.targets.map((target) => target.pool.close()), this.checks?.destroy()]).then(() => undefined);
+  }
+
+  /** Closes every connection at once, aborting whatever is still in flight (shutdown, after the client connections are gone). */
   destroy(): Promise<void> {
     this.stopped = true;
     clearInterval(this.refresher);

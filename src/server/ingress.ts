@@ -62,7 +62,16 @@ export interface IngressOptions {
 }
 
 export class Ingress {
-  constructor(private readonly options: IngressOptions) {}
+  /** The route table in force: a reload swaps it; a request keeps the route it was matched to. */
+  private router: Router;
+
+  constructor(private readonly options: IngressOptions) {
+    this.router = options.router;
+  }
+
+  useRouter(router: Router): void {
+    this.router = router;
+  }
 
   /** Entry point for both `request` and `checkContinue`: a 100 Continue is only sent once the pipeline admitted the request. */
   handle(req: ServerRequest, res: ServerReply): void {
@@ -96,7 +105,7 @@ export class Ingress {
       protocol,
       peerCertificate: info.peerCertificate,
     };
-    const edge = checkRequest(req, requestId, connection, this.options.router, this.options.limits, startedAt);
+    const edge = checkRequest(req, requestId, connection, this.router, this.options.limits, startedAt);
     if (!edge.ok) {
       if (this.options.accessLog) this.logOnClose(exchange, edge.partial.path, edge.partial.routeId, connection, startedAt);
       void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);

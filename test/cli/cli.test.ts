@@ -136,6 +136,52 @@ describe('gatehouse CLI', () => {
     expect(code).toBe(0);
   });
 
+  it('serve reloads its routes on SIGHUP; a file it cannot use, or one that changes what needs a restart, is refused and recorded', async () => {
+    const certDir = join(work, 'reload-certs');
+    const { paths } = await initDevCertificates(certDir);
+    const agent = new Agent({ connect: { ca: readFileSync(paths.caCert), servername: 'localhost' } });
+    const file = writeConfig('reload.yaml', certDir);
+    const server = await serve(['--config', file]);
+    const status = async (path: string): Promise<number> => {
+      const res = await request(`https://127.0.0.1:${server.port}${path}`, { dispatcher: agent });
+      await res.body.dump();
+      return res.statusCode;
+    };
+    const logged = (msg: string): number => server.lines.filter((line) => (JSON.parse(line) as { msg?: string }).msg === msg).length;
+    const waitFor = async (msg: string, count: number): Promise<void> => {
+      for (let i = 0; i < 100 && logged(msg) < count; i++) await new Promise((r) => setTimeout(r, 50));
+      expect(logged(msg)).toBe(count);
+    };
+    const extra = '  - { id: extra, match: { path_prefix: /extra, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n';
+    try {
+      expect(await status('/extra/x')).toBe(404);
+      writeFileSync(file, readFileSync(file, 'utf8').replace('handler: { service: echo } }\n', `handler: { service: echo } }\n${extra}`));
+      server.child.kill('SIGHUP');
+      await waitFor('configuration reloaded', 1);
+      expect(await status('/extra/x')).toBe(200);
+      const good = readFileSync(file, 'utf8');
+
+      writeFileSync(file, 'routes: [ unclosed\n');
+      server.child.kill('SIGHUP');
+      await waitFor('configuration not reloaded; the configuration in force stays', 1);
+      writeFileSync(file, `${good}limits: { max_connections: 5 }\n`);
+      server.child.kill('SIGHUP');
+      await waitFor('configuration not reloaded; the configuration in force stays', 2);
+      expect(await status('/extra/x')).toBe(200);
+      expect(await status('/public/x')).toBe(200);
+    } finally {
+      await agent.close();
+      await server.stop();
+    }
+    expect(server.child.exitCode).toBe(0);
+    const records = readRecords(join(work, 'data-reload.yaml', 'audit'));
+    expect(records.filter((r) => r.type === 'config_reloaded')).toHaveLength(1);
+    expect(records.filter((r) => r.type === 'config_reload_refused').map((r) => r['problems'])).toEqual([
+      expect.stringContaining('YAML'),
+      'limits.max_connections: changed, but takes effect only after a restart',
+    ]);
+  });
+
   it('npm start defaults: the example config serves on embedded defaults, creating dev certificates when missing', async () => {
     const data = join(work, 'default-data');
     const { child, port } = await serve(['--port', '0', '--data', data]);

@@ -124,22 +124,35 @@ afterAll(async () => {
 });
 
 describe('gatehouse serve --workers', () => {
-  it('two workers serve one port, each writes its own chain, and SIGHUP reaches both', async () => {
+  it('two workers serve one port, each writes its own chain, and SIGHUP reloads both (certificate and routes)', async () => {
     const server = await serve('pair');
     expect(lines(server, 'gatehouse listening')).toEqual([expect.objectContaining({ workers: 2, port: server.port })]);
     await eventually(() => lines(server, 'worker listening').length === 2, 5000, 'both workers say they listen');
     expect(lines(server, 'worker listening').map((line) => line['worker'])).toEqual(expect.arrayContaining([1, 2]));
     const statuses = await Promise.all(Array.from({ length: 12 }, () => get(server.port, '/open/x')));
     expect(statuses).toEqual(Array(12).fill(200));
+    // The file gains a route: the primary re-reads it on SIGHUP and every worker puts it in force.
+    configFile(
+      'pair',
+      '  - { id: extra, match: { path_prefix: /extra, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n',
+    );
     server.child.kill('SIGHUP');
-    await eventually(() => lines(server, 'TLS certificates reloaded').length === 2, 5000, 'both workers reloaded');
+    await eventually(() => lines(server, 'TLS certificates reloaded').length === 2, 5000, 'both workers reloaded the certificate');
+    await eventually(() => lines(server, 'configuration reloaded').length === 2, 5000, 'both workers reloaded the configuration');
+    expect(await Promise.all(Array.from({ length: 6 }, () => get(server.port, '/extra/x')))).toEqual(Array(6).fill(200));
+    // A replacement starts with the configuration in force, the reloaded one.
+    process.kill(lines(server, 'worker started').find((line) => line['worker'] === 2)?.['pid'] as number, 'SIGKILL');
+    await eventually(() => lines(server, 'worker listening').length === 3, 10_000, 'the replacement listens');
+    expect(await Promise.all(Array.from({ length: 6 }, () => get(server.port, '/extra/x')))).toEqual(Array(6).fill(200));
     await server.stop();
     expect(server.child.exitCode).toBe(0);
     // Each worker's chain holds the requests it served; together they hold all of them.
     const [w1, w2] = [decisions(server.data, 'pair-w1'), decisions(server.data, 'pair-w2')];
     expect(w1).toBeGreaterThan(0);
     expect(w2).toBeGreaterThan(0);
-    expect(w1 + w2).toBe(12);
+    expect(w1 + w2).toBe(24);
+    const reloaded = readRecords(join(server.data, 'audit')).filter((record) => record.type === 'config_reloaded');
+    expect(reloaded.map((record) => record.instance).sort()).toEqual(['pair-w1', 'pair-w2']);
     const verify = auditVerify(join(server.data, 'audit'));
     expect(verify.status).toBe(0);
     expect(verify.report.chains.map((chain) => chain.instance).sort()).toEqual(['pair-w1', 'pair-w2']);
@@ -268,8 +281,12 @@ describe('gatehouse serve --workers', () => {
     await eventually(() => pids.every((pid) => !alive(pid)), 10_000, 'both workers gone');
   });
 
-  it('a replacement runs the configuration the gateway started with, not the file as edited since', async () => {
+  it('a replacement runs the configuration in force, not the file as edited since, nor one the workers refused', async () => {
     const server = await serve('edited');
+    // A file that only a restart could apply: both workers refuse it on SIGHUP, and a replacement does not start with it.
+    configFile('edited', 'limits: { max_connections: 5 }\n');
+    server.child.kill('SIGHUP');
+    await eventually(() => lines(server, 'configuration not reloaded; the configuration in force stays').length === 2, 5000, 'both refused');
     writeFileSync(join(work, 'edited.yaml'), 'server: { port: "not a port" }\n');
     const worker = lines(server, 'worker started').find((line) => line['worker'] === 2)?.['pid'];
     process.kill(worker as number, 'SIGKILL');

@@ -18,9 +18,10 @@ import { directoryExport } from '../../src/audit/export.js';
 import { readRecords } from '../../src/audit/read.js';
 import { AuditLog, type AuditLogOptions } from '../../src/audit/log.js';
 import { buildConfig } from '../../src/config/load.js';
-import type { ConfigInput } from '../../src/config/schema.js';
+import type { Config, ConfigInput } from '../../src/config/schema.js';
 import { Gateway } from '../../src/gateway.js';
 import { HEALTH_CHECK_AGENT } from '../../src/proxy/upstream.js';
+import type { RoutingChange } from '../../src/routing.js';
 import { createCertificateAuthority, initDevCertificates, issueClientCertificate, type CertificateAndKey, type DevCertificatePaths } from '../../src/tls/ca.js';
 
 export interface TestCertificates {
@@ -153,6 +154,11 @@ export interface TestGateway {
   readonly logs: string[];
   /** Audit records written so far (flushes first). */
   auditRecords(): Promise<AuditRecord[]>;
+  /**
+   * Reloads with the configuration `configure` makes of the base config (built as at start, with the same data dir);
+   * resolves with what changed, undefined when the gateway refused it.
+   */
+  reload(configure: (base: ConfigInput, certs: TestCertificates) => ConfigInput): Promise<RoutingChange | undefined>;
   /** An undici dispatcher trusting the test CA (optionally presenting a client certificate). */
   agent(opts?: { cert?: CertificateAndKey; allowH2?: boolean }): Agent;
   stop(): Promise<void>;
@@ -193,8 +199,8 @@ export async function startGateway(
 ): Promise<TestGateway> {
   const certs = await testCertificates();
   const dataDir = deps.dataDir ?? mkdtempSync(join(tmpdir(), 'gatehouse-data-'));
-  const input = withoutHealthChecks(configure(baseConfig(certs), certs));
-  const config = buildConfig({ ...input, data_dir: dataDir }, dataDir);
+  const configOf = (make: typeof configure): Config => buildConfig({ ...withoutHealthChecks(make(baseConfig(certs), certs)), data_dir: dataDir }, dataDir);
+  const config = configOf(configure);
   const logs: string[] = [];
   const sink = new Writable({
     write(chunk: Buffer, _enc, callback) {
@@ -224,6 +230,7 @@ export async function startGateway(
       // Decisions only: the chain's own records (segment starts) are not about requests.
       return readRecords(config.audit.dir).filter((record): record is typeof record & AuditRecord => record.type === 'decision');
     },
+    reload: (make) => gateway.reload(() => configOf(make)),
     agent: (opts = {}) => {
       const agent = new Agent({
         connect: {
