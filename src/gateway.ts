@@ -230,6 +230,8 @@ export class Gateway {
   reload(read: () => Config): Promise<RoutingChange | undefined> {
     const reload = this.reloads.then(async () => {
       try {
+        // A stopping gateway builds nothing more: what it would open, its shutdown would not close.
+        if (this.lifecycle.stopping) throw new ConfigError('reload', ['the gateway is stopping']);
         const next = read();
         const restart = restartOnlyChanges(this.current, next);
         if (restart.length > 0)
@@ -295,6 +297,8 @@ export class Gateway {
       await new Promise((resolve) => setTimeout(resolve, grace));
     }
     await this.listener.drain(this.config.shutdown.drain_timeout_ms);
+    // A reload begun before the stop finishes first (later ones are refused), so whatever it opened is closed below.
+    await this.reloads;
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.
     await this.routing.destroy();
     await this.redis?.close();

@@ -184,11 +184,11 @@ describe('gatehouse serve --workers', () => {
     expect(statuses.filter((s) => s === 200)).toHaveLength(10);
     expect(statuses.filter((s) => s === 429)).toHaveLength(20);
     await server.stop();
-    // Both workers admitted some: the limit held across them, not merely inside one.
-    const admitted = (chain: string): number => allows(server.data, chain);
-    expect(admitted('quota-w1') + admitted('quota-w2')).toBe(10);
-    expect(admitted('quota-w1')).toBeGreaterThan(0);
-    expect(admitted('quota-w2')).toBeGreaterThan(0);
+    // Both workers decided some of the requests: the limit held across them (each counting alone would admit 10 each), not
+    // merely inside one. Which worker admitted the 10 is a race, and not the property.
+    expect(allows(server.data, 'quota-w1') + allows(server.data, 'quota-w2')).toBe(10);
+    expect(decisions(server.data, 'quota-w1')).toBeGreaterThan(0);
+    expect(decisions(server.data, 'quota-w2')).toBeGreaterThan(0);
   });
 
   it.skipIf(process.env['GATEHOUSE_TEST_REDIS_URL'] === undefined || process.env['GATEHOUSE_TEST_REDIS_URL'] === '')(
@@ -200,9 +200,11 @@ describe('gatehouse serve --workers', () => {
       expect(statuses.filter((s) => s === 200)).toHaveLength(10);
       expect(statuses.filter((s) => s === 429)).toHaveLength(14);
       await server.stop();
-      const admitted = (chain: string): number => allows(server.data, chain);
-      expect(admitted('redis-w1')).toBeGreaterThan(0);
-      expect(admitted('redis-w2')).toBeGreaterThan(0);
+      // Both workers decided some, Redis answered throughout (no outage share of 5 each), and 10 were admitted in all.
+      expect(allows(server.data, 'redis-w1') + allows(server.data, 'redis-w2')).toBe(10);
+      expect(decisions(server.data, 'redis-w1')).toBeGreaterThan(0);
+      expect(decisions(server.data, 'redis-w2')).toBeGreaterThan(0);
+      expect(readRecords(join(server.data, 'audit')).filter((record) => record.type === 'limiter_store_unavailable')).toEqual([]);
     },
   );
 

@@ -3,6 +3,7 @@
 // the whole answer), then its connections close; new requests go to the targets in force. What only a restart can
 // change, and a configuration that cannot be built, are refused whole and recorded; the table in force is untouched.
 import { createHash } from 'node:crypto';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Socket } from 'node:net';
 import { request } from 'undici';
@@ -192,6 +193,16 @@ describe('configuration reload', () => {
     ]);
     expect(await gw.reload(withRoutes(route('new', '/new')))).toBeDefined();
     expect((await get(gw, '/new/x')).status).toBe(200);
+  });
+
+  it('a reload asked for once the gateway is stopping is refused', async () => {
+    const stopped = await startGateway();
+    const stopping = stopped.gateway.stop();
+    const refused = stopped.gateway.reload(() => stopped.gateway.config);
+    await stopping;
+    expect(await refused).toBeUndefined();
+    expect(stopped.logs.some((line) => line.includes('the gateway is stopping'))).toBe(true);
+    rmSync(stopped.dataDir, { recursive: true, force: true });
   });
 
   it('reloads asked for together are applied one after the other, the last one in force', async () => {
