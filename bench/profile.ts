@@ -1,7 +1,8 @@
-// `npm run bench:profile [-- mtls|bearer] [SECONDS]`: one `gatehouse serve` under load on the mTLS route (default) or on
-// the bearer route with 500 distinct tokens, run with `node --cpu-prof`, and the functions that took its CPU, by self time
-// (and by source file). Where the gateway's time goes, for the work of issue #13; not a measurement of speed (the profiler
-// itself slows the process).
+// `node dist/bench/profile.js [mtls|bearer|bare] [SECONDS]`: one `gatehouse serve` under load on the mTLS route (default)
+// or on the bearer route with 500 distinct tokens — or the bare proxy (`bare`) under the mTLS load — run with
+// `node --cpu-prof`, and the functions that took its CPU, by self time (and by source file). PROFILE_OUT=FILE keeps the
+// raw profile (Chrome DevTools, speedscope). Where the gateway's time goes, for the work of issue #13; not a measurement of
+// speed (the profiler itself slows the process).
 import 'reflect-metadata';
 import autocannon from 'autocannon';
 import type { ChildProcess } from 'node:child_process';
@@ -16,9 +17,10 @@ import { fetchTokens, registerClient } from './tokens.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
-const MODE = process.argv[2] === 'bearer' || process.argv[2] === 'mtls' ? process.argv[2] : 'mtls';
+const MODES = ['mtls', 'bearer', 'bare'] as const;
+const MODE = MODES.find((mode) => mode === process.argv[2]) ?? 'mtls';
 const SECONDS = Number((process.argv[2] === MODE ? process.argv[3] : process.argv[2]) ?? 10);
-if (!Number.isFinite(SECONDS) || SECONDS <= 0) throw new Error('usage: bench:profile [mtls|bearer] [SECONDS]');
+if (!Number.isFinite(SECONDS) || SECONDS <= 0) throw new Error('usage: bench:profile [mtls|bearer|bare] [SECONDS]');
 
 interface Node {
   readonly id: number;
@@ -67,7 +69,12 @@ async function main(): Promise<void> {
     writeFileSync(config, JSON.stringify(benchGatewayConfig(paths, upstream.port, join(work, 'data'))));
     const client = await registerClient(join(work, 'data', 'gatehouse.db'));
     const profiles = join(work, 'profiles');
-    const gateway = await startProcess(['--cpu-prof', `--cpu-prof-dir=${profiles}`, join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config], portLine);
+    // `bare`: the bare proxy under the same load, to tell Node's own TLS and HTTP work from the gateway's.
+    const target =
+      MODE === 'bare'
+        ? [join(HERE, 'bare-proxy.js'), String(upstream.port), paths.serverCert, paths.serverKey]
+        : [join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', config];
+    const gateway = await startProcess(['--cpu-prof', `--cpu-prof-dir=${profiles}`, ...target], portLine);
     children.push(gateway.child);
     const tokens = MODE === 'bearer' ? await fetchTokens(gateway.port, paths.caCert, client, 500) : [];
     const result = await autocannon({

@@ -1,14 +1,16 @@
-// `npm run bench`: loads an upstream through a bare undici TLS proxy (the ceiling) and through the gateway, in one run,
-// with autocannon over keep-alive TLS, and prints req/s, p50, p99 and the gateway/bare ratio; then the gateway without
-// its audit log (the chain's cost), the gateway with its quotas on Redis (what sharing the limits costs), the gateway as
-// `serve --workers 2` (what all cores give), the gateway balancing over three upstream processes, and `audit query`
-// over a million-record log.
-// Rounds alternate (bare, gateway, bare, ...) so drift on a shared machine hits both sides alike; medians are reported.
+// `npm run bench`: one run, every target its own process and the load generator too (autocannon, keep-alive TLS,
+// HTTP/1.1): an upstream loaded through a bare undici TLS proxy (the ceiling), through the gateway (mTLS route, bearer
+// route with many tokens), through the stacks a Node user would build instead (express, fastify; same tokens, same
+// checks), and through nginx when it is installed; then the gateway without its audit log (the chain's cost), with its
+// quotas on Redis, as `serve --workers 2`, balancing over three upstream processes, and `audit query` over a
+// million-record log. req/s, p50, p99 and the CPU each target spends per request; the comparisons come last, one line each
+// (`ratio gateway/bare [mtls]: 0.87`). Rounds alternate over every target so drift on a shared machine hits all alike;
+// medians are reported. bench/README.md says how to read it.
 import 'reflect-metadata';
-import autocannon from 'autocannon';
 import { Redis } from 'ioredis';
-import type { ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -16,7 +18,10 @@ import { initDevCertificates } from '../src/tls/ca.js';
 import { benchAuditQuery } from './audit-query.js';
 import { benchGatewayConfig } from './gateway-config.js';
 import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
-import { fetchTokens, registerClient } from './tokens.js';
+import type { LoadOptions, LoadResult } from './load.js';
+import { nginxAvailable, startNginx } from './nginx.js';
+import type { PeerSettings } from './peer-checks.js';
+import { fetchJwks, fetchTokens, registerClient } from './tokens.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -36,9 +41,8 @@ interface Result {
   readonly cpuUsPerRequest: number;
 }
 
-/** user + system CPU time of a process in microseconds, from /proc/<pid>/stat (USER_HZ is 100 on Linux). */
-function cpuMicros(pid: number | undefined): number {
-  if (pid === undefined) return Number.NaN;
+/** user + system CPU time of one process in microseconds, from /proc/<pid>/stat (USER_HZ is 100 on Linux); NaN if gone. */
+function processCpuMicros(pid: number): number {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
@@ -49,41 +53,56 @@ function cpuMicros(pid: number | undefined): number {
 }
 
 /**
- * Loads `path`; with `tokens`, each connection cycles through them, one bearer token per request. The CPU is the target
- * process's own: for `serve --workers N` (`cpu: false`) it would be the primary's alone, so none is reported.
+ * CPU time of a target in microseconds: the process and its children (nginx's worker, the workers of `serve --workers`),
+ * so every target is charged for all the processes serving it.
+ */
+function cpuMicros(pid: number | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  let total = processCpuMicros(pid);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      if (Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]) === pid) total += processCpuMicros(Number(entry));
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return total;
+}
+
+let loads = 0;
+
+/**
+ * Loads `path` from the load generator's own process (bench/load.ts); with `tokens`, each connection cycles through them,
+ * one bearer token per request. The CPU is the target's: its process and their children.
  */
 async function load(
+  work: string,
   target: Started,
   path: string,
-  tls: { cert: Buffer; key: Buffer },
+  tls: { cert: string; key: string },
   seconds: number,
   tokens: readonly string[] = [],
-  cpu = true,
 ): Promise<Result> {
   const { port } = target;
-  const pid = cpu ? target.child.pid : undefined;
+  const options: LoadOptions = { port, path, seconds, connections: CONNECTIONS, cert: tls.cert, key: tls.key, tokens };
+  const file = join(work, `load-${++loads}.json`);
+  writeFileSync(file, JSON.stringify(options));
+  const pid = target.child.pid;
   const cpuBefore = cpuMicros(pid);
-  const result = await autocannon({
-    url: `https://127.0.0.1:${port}${path}`,
-    connections: CONNECTIONS,
-    duration: seconds,
-    headers: { host: 'localhost' },
-    tlsOptions: { cert: tls.cert, key: tls.key, servername: 'localhost', ALPNProtocols: ['http/1.1'] },
-    // Static requests are serialized once by autocannon, so cycling through tokens costs the load generator nothing extra.
-    ...(tokens.length > 0 ? { requests: tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
+  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  generator.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
   });
+  const [code] = (await once(generator, 'exit')) as [number | null];
+  const cpuAfter = cpuMicros(pid);
+  if (code !== 0) throw new Error(`the load generator exited with ${code} on 127.0.0.1:${port}${path}`);
+  const result = JSON.parse(output) as LoadResult;
   // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
-  if (result.requests.total === 0)
-    throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors, ${result.timeouts} timeouts)`);
-  const cpuUsPerRequest = (cpuMicros(pid) - cpuBefore) / result.requests.total;
-  return {
-    rps: result.requests.average,
-    p50: result.latency.p50,
-    p99: result.latency.p99,
-    errors: result.errors + result.timeouts,
-    non2xx: result.non2xx,
-    cpuUsPerRequest,
-  };
+  if (result.total === 0) throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors)`);
+  return { ...result, cpuUsPerRequest: (cpuAfter - cpuBefore) / result.total };
 }
 
 /** Whether a Redis server answers PING at `url` within a second. */
@@ -104,13 +123,22 @@ const median = (values: readonly number[]): number => {
   return sorted[Math.floor(sorted.length / 2)] ?? 0;
 };
 
+/** One measured target: a process, the path loaded, the tokens sent (bearer routes). */
+interface Measured {
+  readonly key: string;
+  readonly name: string;
+  readonly target: Started;
+  readonly path: string;
+  readonly tokens?: readonly string[];
+}
+
 async function main(): Promise<void> {
   let gatewayCpuUs = Number.NaN;
+  const comparisons: Array<readonly [string, number]> = [];
   const work = mkdtempSync(join(tmpdir(), 'gatehouse-bench-'));
   const children: ChildProcess[] = [];
   try {
     const { paths } = await initDevCertificates(join(work, 'certs'));
-    const clientTls = { cert: readFileSync(paths.clientCert), key: readFileSync(paths.clientKey) };
 
     const upstream = await startProcess([join(HERE, 'upstream.js')], portLine);
     children.push(upstream.child);
@@ -159,99 +187,118 @@ async function main(): Promise<void> {
     const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
 
-    process.stdout.write(`warming up (${CONNECTIONS} connections, keep-alive TLS, HTTP/1.1)\n`);
-    await load(bare, '/bench', clientTls, 2);
-    await load(gateway, '/bench', clientTls, 2);
-    await load(gateway, '/jwt', clientTls, 2, tokens);
-    await load(unaudited, '/bench', clientTls, 2);
-    await load(audited, '/bench', clientTls, 2);
-    if (onRedis !== undefined) await load(onRedis, '/bench', clientTls, 2);
-    await load(workers, '/bench', clientTls, 2, [], false);
-    await load(threeTargets, '/bench', clientTls, 2);
+    // The stacks a Node user would build instead, on the bearer route with the same tokens and the same checks.
+    const claims = JSON.parse(Buffer.from(tokens[0]?.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss: string; aud: string | string[] };
+    const peerSettings: PeerSettings = {
+      upstreamPort: upstream.port,
+      cert: paths.serverCert,
+      key: paths.serverKey,
+      jwks: await fetchJwks(gateway.port, paths.caCert),
+      issuer: claims.iss,
+      audience: Array.isArray(claims.aud) ? (claims.aud[0] ?? '') : claims.aud,
+      scope: 'bench:read',
+    };
+    const peerFile = join(work, 'peers.json');
+    writeFileSync(peerFile, JSON.stringify(peerSettings));
+    const express = await startProcess([join(HERE, 'express-stack.js'), peerFile], portLine);
+    children.push(express.child);
+    const fastify = await startProcess([join(HERE, 'fastify-stack.js'), peerFile], portLine);
+    children.push(fastify.child);
+    let nginx: Started | undefined;
+    if (nginxAvailable()) {
+      const nginxDir = join(work, 'nginx');
+      mkdirSync(nginxDir);
+      nginx = await startNginx(nginxDir, paths, upstream.port);
+      children.push(nginx.child);
+    } else process.stdout.write('nginx is not on PATH (apt-get install nginx to include it): the nginx comparison is skipped\n');
 
-    // The bearer comparison sends the bare proxy the very same requests (tokens included, ignored there), so the load
-    // generator's own per-request work and the larger request headers weigh on both sides alike.
-    const rounds: {
-      bare: Result[];
-      gateway: Result[];
-      bareTokens: Result[];
-      bearer: Result[];
-      unaudited: Result[];
-      audited: Result[];
-      redis: Result[];
-      workers: Result[];
-      targets: Result[];
-    } = { bare: [], gateway: [], bareTokens: [], bearer: [], unaudited: [], audited: [], redis: [], workers: [], targets: [] };
+    // Each measured target: the bearer ones get the very same requests (tokens included, ignored by the bare proxy and
+    // nginx), so the load generator's work and the request size weigh on every side alike.
+    const measured: Measured[] = [
+      { key: 'bare', name: 'bare undici TLS proxy', target: bare, path: '/bench' },
+      { key: 'gateway', name: 'gateway (mTLS route)', target: gateway, path: '/bench' },
+      { key: 'bareTokens', name: 'bare, same requests w/ tokens', target: bare, path: '/jwt', tokens },
+      { key: 'bearer', name: `gateway (bearer, ${tokens.length} tokens)`, target: gateway, path: '/jwt', tokens },
+      { key: 'express', name: 'express 5 stack (bearer)', target: express, path: '/jwt', tokens },
+      { key: 'fastify', name: 'fastify 5 stack (bearer)', target: fastify, path: '/jwt', tokens },
+      ...(nginx !== undefined ? [{ key: 'nginx', name: 'nginx, 1 worker (mTLS)', target: nginx, path: '/bench' }] : []),
+      { key: 'unaudited', name: 'variant (mTLS), audit discarded', target: unaudited, path: '/bench' },
+      { key: 'audited', name: 'variant (mTLS), audit chained', target: audited, path: '/bench' },
+      ...(onRedis !== undefined ? [{ key: 'redis', name: 'gateway (mTLS), quotas on Redis', target: onRedis, path: '/bench' }] : []),
+      { key: 'workers', name: `gateway (mTLS), ${WORKERS} workers`, target: workers, path: '/bench' },
+      { key: 'targets', name: 'gateway (mTLS), 3 targets', target: threeTargets, path: '/bench' },
+    ];
+    const tls = { cert: readFileSync(paths.clientCert, 'utf8'), key: readFileSync(paths.clientKey, 'utf8') };
+    const run = (m: Measured, seconds: number): Promise<Result> => load(work, m.target, m.path, tls, seconds, m.tokens);
+
+    process.stdout.write(`warming up (${CONNECTIONS} connections, keep-alive TLS, HTTP/1.1, the load generator in its own process)\n`);
+    for (const m of measured) await run(m, 2);
+    // Rounds alternate over every target so drift on a shared machine hits all alike; medians are reported.
+    const results = new Map<string, Result[]>(measured.map((m) => [m.key, []]));
     for (let round = 1; round <= ROUNDS; round++) {
-      rounds.bare.push(await load(bare, '/bench', clientTls, DURATION_S));
-      rounds.gateway.push(await load(gateway, '/bench', clientTls, DURATION_S));
-      rounds.bareTokens.push(await load(bare, '/jwt', clientTls, DURATION_S, tokens));
-      rounds.bearer.push(await load(gateway, '/jwt', clientTls, DURATION_S, tokens));
-      rounds.unaudited.push(await load(unaudited, '/bench', clientTls, DURATION_S));
-      rounds.audited.push(await load(audited, '/bench', clientTls, DURATION_S));
-      if (onRedis !== undefined) rounds.redis.push(await load(onRedis, '/bench', clientTls, DURATION_S));
-      rounds.workers.push(await load(workers, '/bench', clientTls, DURATION_S, [], false));
-      rounds.targets.push(await load(threeTargets, '/bench', clientTls, DURATION_S));
+      // Each round starts at another target, so no target always runs first or last in a round.
+      const start = Math.floor(((round - 1) * measured.length) / ROUNDS);
+      for (const m of [...measured.slice(start), ...measured.slice(0, start)]) results.get(m.key)?.push(await run(m, DURATION_S));
+      const last = (key: string): number => Math.round(results.get(key)?.at(-1)?.rps ?? 0);
       process.stdout.write(
-        `round ${round}/${ROUNDS}: bare ${Math.round(rounds.bare.at(-1)!.rps)}, gateway mTLS ${Math.round(rounds.gateway.at(-1)!.rps)}, ` +
-          `bare with tokens ${Math.round(rounds.bareTokens.at(-1)!.rps)}, gateway bearer ${Math.round(rounds.bearer.at(-1)!.rps)}, ` +
-          `variant without / with audit ${Math.round(rounds.unaudited.at(-1)!.rps)} / ${Math.round(rounds.audited.at(-1)!.rps)} req/s\n`,
+        `round ${round}/${ROUNDS}: bare ${last('bare')}, gateway mTLS ${last('gateway')}, bare with tokens ${last('bareTokens')}, ` +
+          `gateway bearer ${last('bearer')}, express ${last('express')}, fastify ${last('fastify')} req/s\n`,
       );
     }
 
-    const cpu = (results: readonly Result[]): number => median(results.map((r) => r.cpuUsPerRequest));
-    gatewayCpuUs = cpu(rounds.gateway);
-    const row = (name: string, results: readonly Result[]): string => {
-      const errors = results.reduce((n, r) => n + r.errors + r.non2xx, 0);
-      return `${name.padEnd(30)} ${String(Math.round(median(results.map((r) => r.rps)))).padStart(8)} ${String(median(results.map((r) => r.p50))).padStart(7)} ${String(median(results.map((r) => r.p99))).padStart(7)} ${String(errors).padStart(7)} ${String(Math.round(cpu(results))).padStart(11)}`;
-    };
+    const of = (key: string): readonly Result[] => results.get(key) ?? [];
+    const cpu = (key: string): number => median(of(key).map((r) => r.cpuUsPerRequest));
+    const rps = (key: string): number => median(of(key).map((r) => r.rps));
+    gatewayCpuUs = cpu('gateway');
     process.stdout.write(
-      `\n${'target'.padEnd(30)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)} ${'CPU µs/req'.padStart(11)}\n`,
+      `\n${'target'.padEnd(32)} ${'req/s'.padStart(8)} ${'p50 ms'.padStart(7)} ${'p99 ms'.padStart(7)} ${'errors'.padStart(7)} ${'CPU µs/req'.padStart(11)}\n`,
     );
-    process.stdout.write(`${row('bare undici TLS proxy', rounds.bare)}\n`);
-    process.stdout.write(`${row('gateway (mTLS route)', rounds.gateway)}\n`);
-    process.stdout.write(`${row('bare, same requests w/ tokens', rounds.bareTokens)}\n`);
-    process.stdout.write(`${row(`gateway (bearer, ${tokens.length} tokens)`, rounds.bearer)}\n`);
-    process.stdout.write(`${row('variant (mTLS), audit discarded', rounds.unaudited)}\n`);
-    process.stdout.write(`${row('variant (mTLS), audit chained', rounds.audited)}\n`);
-    if (rounds.redis.length > 0) process.stdout.write(`${row('gateway (mTLS), quotas on Redis', rounds.redis)}\n`);
-    process.stdout.write(`${row(`gateway (mTLS), ${WORKERS} workers`, rounds.workers)}\n`);
-    process.stdout.write(`${row('gateway (mTLS), 3 targets', rounds.targets)}\n`);
-    const rps = (results: readonly Result[]): number => median(results.map((r) => r.rps));
-    process.stdout.write(`ratio gateway/bare, mTLS route: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)}\n`);
-    process.stdout.write(`ratio gateway/bare, bearer route (JWT verification on): ${(rps(rounds.bearer) / rps(rounds.bareTokens)).toFixed(2)}\n`);
+    for (const m of measured) {
+      const all = of(m.key);
+      const errors = all.reduce((n, r) => n + r.errors + r.non2xx, 0);
+      const cells = [rps(m.key), median(all.map((r) => r.p50)), median(all.map((r) => r.p99)), errors, cpu(m.key)];
+      process.stdout.write(`${m.name.padEnd(32)} ${cells.map((cell, i) => String(Math.round(cell)).padStart(i === 0 ? 8 : i === 4 ? 11 : 7)).join(' ')}\n`);
+    }
     // The load generator and the upstream share this machine's cores with the proxy under test, so req/s understates a
     // proxy that needs more CPU; the CPU each proxy process spends per request is the direct measure of its own cost.
     process.stdout.write(
-      `CPU per request bare/gateway, mTLS route: ${(cpu(rounds.bare) / cpu(rounds.gateway)).toFixed(2)}, bearer route: ${(cpu(rounds.bareTokens) / cpu(rounds.bearer)).toFixed(2)}\n`,
+      `\nCPU per request bare/gateway, mTLS route: ${(cpu('bare') / cpu('gateway')).toFixed(2)}, bearer route: ${(cpu('bareTokens') / cpu('bearer')).toFixed(2)}\n`,
     );
     // The audit log's price: the same launcher and config, with the chained, group-committed log and with it discarded.
     process.stdout.write(
-      `audit chain cost, mTLS route: throughput with/without ${(rps(rounds.audited) / rps(rounds.unaudited)).toFixed(2)}, ` +
-        `CPU per request without/with ${(cpu(rounds.unaudited) / cpu(rounds.audited)).toFixed(2)}\n`,
+      `audit chain cost, mTLS route: throughput with/without ${(rps('audited') / rps('unaudited')).toFixed(2)}, ` +
+        `CPU per request without/with ${(cpu('unaudited') / cpu('audited')).toFixed(2)}\n`,
     );
-    if (rounds.redis.length > 0) {
+    if (onRedis !== undefined) {
       // What sharing the limits costs: the same gateway with its route quota and pre-auth budget counted in Redis.
       process.stdout.write(
-        `quotas on Redis / in memory, mTLS route: throughput ${(rps(rounds.redis) / rps(rounds.gateway)).toFixed(2)}, ` +
-          `CPU per request ${(cpu(rounds.gateway) / cpu(rounds.redis)).toFixed(2)}\n`,
+        `quotas on Redis / in memory, mTLS route: throughput ${(rps('redis') / rps('gateway')).toFixed(2)}, CPU per request ${(cpu('gateway') / cpu('redis')).toFixed(2)}\n`,
       );
     }
     // Balancing over three targets against the bare proxy with one: the price of the balancer and the health state.
     process.stdout.write(
-      `ratio gateway with 3 targets / bare with 1, mTLS route: ${(rps(rounds.targets) / rps(rounds.bare)).toFixed(2)} ` +
-        `(gateway with 1 target: ${(rps(rounds.gateway) / rps(rounds.bare)).toFixed(2)})\n`,
+      `ratio gateway with 3 targets / bare with 1, mTLS route: ${(rps('targets') / rps('bare')).toFixed(2)} (gateway with 1 target: ${(rps('gateway') / rps('bare')).toFixed(2)})\n`,
     );
     // All cores: with the load generator on the same machine, the workers share its cores with it and with the upstream.
     process.stdout.write(
-      `${WORKERS} workers / 1 process, mTLS route (limits counted by the primary): throughput ${(rps(rounds.workers) / rps(rounds.gateway)).toFixed(2)} ` +
+      `${WORKERS} workers / 1 process, mTLS route (limits counted by the primary): throughput ${(rps('workers') / rps('gateway')).toFixed(2)} ` +
         `(${availableParallelism()} cores, the load generator and the upstream on the same machine)\n`,
+    );
+    // The comparisons, last, one per line in one form.
+    comparisons.push(
+      ['gateway/bare [mtls]', rps('gateway') / rps('bare')],
+      ['gateway/bare [bearer]', rps('bearer') / rps('bareTokens')],
+      ['gateway/express [bearer]', rps('bearer') / rps('express')],
+      ['gateway/fastify [bearer]', rps('bearer') / rps('fastify')],
+      ...(nginx !== undefined ? [['gateway/nginx [mtls]', rps('gateway') / rps('nginx')] as const] : []),
     );
   } finally {
     await stopAll(children);
     removeWork(work);
   }
   await benchAuditQuery(gatewayCpuUs);
+  process.stdout.write('\n');
+  for (const [name, ratio] of comparisons) process.stdout.write(`ratio ${name}: ${ratio.toFixed(2)}\n`);
 }
 
 await main();

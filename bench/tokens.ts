@@ -1,6 +1,7 @@
 // The bench's bearer traffic: one client written to the store before the gateway starts, and many distinct access tokens
 // fetched from the real token endpoint (real traffic carries many tokens; each is verified once, then served from cache).
 import { readFileSync } from 'node:fs';
+import type { JSONWebKeySet } from 'jose';
 import { Agent, request } from 'undici';
 import { generateClientId, generateClientSecret, hashSecret } from '../src/issuer/secrets.js';
 import { SqliteCredentialStore } from '../src/store/sqlite.js';
@@ -48,6 +49,18 @@ export async function fetchTokens(port: number, caFile: string, client: { id: st
     const tokens: string[] = [];
     while (tokens.length < count) tokens.push(...(await Promise.all(Array.from({ length: Math.min(8, count - tokens.length) }, one))));
     return tokens;
+  } finally {
+    await agent.close();
+  }
+}
+
+/** The gateway's published signing keys (the peer stacks verify the same tokens with them). */
+export async function fetchJwks(port: number, caFile: string): Promise<JSONWebKeySet> {
+  const agent = new Agent({ connect: { ca: readFileSync(caFile), servername: 'localhost' } });
+  try {
+    const res = await request(`https://127.0.0.1:${port}/.well-known/jwks.json`, { dispatcher: agent, headers: { host: 'localhost' } });
+    if (res.statusCode !== 200) throw new Error(`GET /.well-known/jwks.json answered ${res.statusCode}`);
+    return (await res.body.json()) as JSONWebKeySet;
   } finally {
     await agent.close();
   }
