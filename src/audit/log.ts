@@ -10,7 +10,7 @@
 // writer per chain), segments.ts (reading segments back after a restart), checkpoint-cadence.ts (when to sign),
 // retention.ts (what may be pruned), encode.ts (the records of a request, serialized by hand).
 import { randomUUID } from 'node:crypto';
-import { closeSync, close as closeFd, fdatasync, fdatasyncSync, fstatSync, openSync, readdirSync, unlinkSync, write } from 'node:fs';
+import { closeSync, close as closeFd, fdatasync, fdatasyncSync, fstatSync, openSync, readdirSync, unlinkSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Logger } from 'pino';
 import { makeDirectory } from '../lib/make-directory.js';
@@ -558,7 +558,7 @@ export class AuditLog implements AuditSink {
       return;
     }
     const data = Buffer.from(batch.lines.join(''), 'utf8');
-    this.writeAll(target.fd, data, 0, batch);
+    this.writeAll(target.fd, data, batch);
   }
 
   /**
@@ -588,25 +588,27 @@ export class AuditLog implements AuditSink {
     return this.file;
   }
 
-  /** Writes `data` from `offset`, continuing after short writes; the file is opened in append mode, so order is kept. */
-  private writeAll(fd: number, data: Buffer, offset: number, batch: Batch): void {
-    write(fd, data, offset, data.length - offset, null, (error, written) => {
-      if (error !== null) {
-        this.failed(batch, error, offset);
-        return;
-      }
-      if (offset + written < data.length) {
-        this.writeAll(fd, data, offset + written, batch);
-        return;
-      }
-      // A failed fsync leaves the bytes written (in the page cache, maybe on disk): they are counted as written.
-      if (this.options.fsync === 'always')
-        fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError, data.length) : this.written(batch)));
-      else {
-        this.unsynced = true;
-        this.written(batch);
-      }
-    });
+  /**
+   * Writes the batch in one call on the event loop, continuing after short writes; the file is opened in append mode, so
+   * order is kept. Synchronous on purpose: a write into the page cache takes microseconds, while handing it to libuv's
+   * thread pool cost more CPU than the write itself (a thread wake-up and a completion callback per batch) and put every
+   * admitted request behind a thread-pool round trip (`npm run bench`). Durability is fdatasync's business, which stays
+   * off the loop (fsync `always` awaits it per batch; `interval` runs it on a timer).
+   */
+  private writeAll(fd: number, data: Buffer, batch: Batch): void {
+    let offset = 0;
+    try {
+      while (offset < data.length) offset += writeSync(fd, data, offset, data.length - offset);
+    } catch (error) {
+      this.failed(batch, error, offset);
+      return;
+    }
+    // A failed fsync leaves the bytes written (in the page cache, maybe on disk): they are counted as written.
+    if (this.options.fsync === 'always') fdatasync(fd, (syncError) => (syncError !== null ? this.failed(batch, syncError, data.length) : this.written(batch)));
+    else {
+      this.unsynced = true;
+      this.written(batch);
+    }
   }
 
   private written(batch: Batch): void {

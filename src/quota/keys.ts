@@ -8,6 +8,8 @@
  */
 export class KeyTable {
   private readonly live = new Map<string, number>();
+  /** The key used last, at the back of the map: its next use only extends its expiry (no delete and re-insert). */
+  private newest: string | undefined;
 
   constructor(private readonly max: number) {}
 
@@ -17,10 +19,15 @@ export class KeyTable {
 
   /** Records a use of `key` whose state lasts until `expiresAt`; false when the table is full of live keys. */
   admit(key: string, now: number, expiresAt: number): boolean {
+    if (key === this.newest && this.live.has(key)) {
+      this.live.set(key, expiresAt);
+      return true;
+    }
     if (this.live.has(key)) {
       // Delete and set: moves the key to the back, keeping the map in order of last use.
       this.live.delete(key);
       this.live.set(key, expiresAt);
+      this.newest = key;
       return true;
     }
     if (this.live.size >= this.max) {
@@ -28,6 +35,7 @@ export class KeyTable {
       if (this.live.size >= this.max) return false;
     }
     this.live.set(key, expiresAt);
+    this.newest = key;
     return true;
   }
 
