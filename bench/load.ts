@@ -16,6 +16,11 @@ export interface LoadOptions {
   readonly tokens: readonly string[];
   /** Requests per second in all (autocannon's overallRate); absent = as fast as the target answers. */
   readonly rate?: number;
+  /** Default GET without a body. */
+  readonly method?: 'GET' | 'POST';
+  readonly body?: string;
+  /** Sent with every request, beside Host. */
+  readonly headers?: Readonly<Record<string, string>>;
 }
 
 export interface LoadResult {
@@ -37,7 +42,9 @@ const result = await autocannon({
   url: `https://127.0.0.1:${options.port}${options.path}`,
   connections: options.connections,
   duration: options.seconds,
-  headers: { host: 'localhost' },
+  headers: { host: 'localhost', ...options.headers },
+  ...(options.method !== undefined ? { method: options.method } : {}),
+  ...(options.body !== undefined ? { body: options.body } : {}),
   tlsOptions: { cert: options.cert, key: options.key, servername: 'localhost', ALPNProtocols: ['http/1.1'] },
   ...(options.rate !== undefined ? { overallRate: options.rate } : {}),
   // Static requests are serialized once by autocannon, so cycling through tokens costs the load generator nothing extra.

@@ -73,9 +73,26 @@ function cpuMicros(pid: number | undefined): number {
 
 let loads = 0;
 
+/** Runs the load generator (bench/load.ts) in its own process and returns what it measured. */
+async function generate(work: string, options: LoadOptions): Promise<LoadResult> {
+  const file = join(work, `load-${++loads}.json`);
+  writeFileSync(file, JSON.stringify(options));
+  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  generator.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+  });
+  const [code] = (await once(generator, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`the load generator exited with ${code} on 127.0.0.1:${options.port}${options.path}`);
+  const result = JSON.parse(output) as LoadResult;
+  // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
+  if (result.total === 0) throw new Error(`no request to 127.0.0.1:${options.port}${options.path} completed in ${options.seconds} s (${result.errors} errors)`);
+  return result;
+}
+
 /**
- * Loads `path` from the load generator's own process (bench/load.ts); with `tokens`, each connection cycles through them,
- * one bearer token per request. The CPU is the target's: its process and their children.
+ * Loads `path` of a target; with `tokens`, each connection cycles through them, one bearer token per request; with
+ * `rate`, at that many requests per second in all. The CPU is the target's: its process and their children.
  */
 async function load(
   work: string,
@@ -84,25 +101,21 @@ async function load(
   tls: { cert: string; key: string },
   seconds: number,
   tokens: readonly string[] = [],
+  rate?: number,
 ): Promise<Result> {
-  const { port } = target;
-  const options: LoadOptions = { port, path, seconds, connections: CONNECTIONS, cert: tls.cert, key: tls.key, tokens };
-  const file = join(work, `load-${++loads}.json`);
-  writeFileSync(file, JSON.stringify(options));
   const pid = target.child.pid;
   const cpuBefore = cpuMicros(pid);
-  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  generator.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString('utf8');
+  const result = await generate(work, {
+    port: target.port,
+    path,
+    seconds,
+    connections: CONNECTIONS,
+    cert: tls.cert,
+    key: tls.key,
+    tokens,
+    ...(rate !== undefined ? { rate } : {}),
   });
-  const [code] = (await once(generator, 'exit')) as [number | null];
-  const cpuAfter = cpuMicros(pid);
-  if (code !== 0) throw new Error(`the load generator exited with ${code} on 127.0.0.1:${port}${path}`);
-  const result = JSON.parse(output) as LoadResult;
-  // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
-  if (result.total === 0) throw new Error(`no request to 127.0.0.1:${port}${path} completed in ${seconds} s (${result.errors} errors)`);
-  return { ...result, cpuUsPerRequest: (cpuAfter - cpuBefore) / result.total };
+  return { ...result, cpuUsPerRequest: (cpuMicros(pid) - cpuBefore) / result.total };
 }
 
 /** Whether a Redis server answers PING at `url` within a second. */
@@ -283,6 +296,41 @@ async function main(): Promise<void> {
     process.stdout.write(
       `${WORKERS} workers / 1 process, mTLS route (limits counted by the primary): throughput ${(rps('workers') / rps('gateway')).toFixed(2)} ` +
         `(${availableParallelism()} cores, the load generator and the upstream on the same machine)\n`,
+    );
+    // Latency when neither side is saturated: both at half the gateway's throughput, the same requests.
+    const half = Math.max(100, Math.round(rps('gateway') / 2));
+    const [bareHalf, gatewayHalf] = [
+      await load(work, bare, '/bench', tls, DURATION_S, [], half),
+      await load(work, gateway, '/bench', tls, DURATION_S, [], half),
+    ];
+    process.stdout.write(
+      `gateway-added latency at 50 % of its saturation (${half} req/s), mTLS route: p50 ${(gatewayHalf.p50 - bareHalf.p50).toFixed(1)} ms, ` +
+        `p99 ${(gatewayHalf.p99 - bareHalf.p99).toFixed(1)} ms (gateway p50/p99 ${gatewayHalf.p50}/${gatewayHalf.p99} ms, bare ${bareHalf.p50}/${bareHalf.p99} ms)\n`,
+    );
+    // Protection: the health probe while the token endpoint is flooded with wrong client secrets (argon2 runs on the thread
+    // pool, bounded; it must never starve the event loop that answers everything else).
+    const probe = (seconds: number): Promise<LoadResult> =>
+      generate(work, { port: gateway.port, path: '/healthz', seconds, connections: 2, rate: 100, cert: tls.cert, key: tls.key, tokens: [] });
+    const quiet = await probe(DURATION_S);
+    const wrong = `Basic ${Buffer.from(`${client.id}:not-the-secret`).toString('base64')}`;
+    const [flooded, flood] = await Promise.all([
+      probe(DURATION_S),
+      generate(work, {
+        port: gateway.port,
+        path: '/oauth2/token',
+        seconds: DURATION_S,
+        connections: 20,
+        method: 'POST',
+        body: 'grant_type=client_credentials',
+        headers: { authorization: wrong, 'content-type': 'application/x-www-form-urlencoded' },
+        cert: tls.cert,
+        key: tls.key,
+        tokens: [],
+      }),
+    ]);
+    process.stdout.write(
+      `/healthz while the token endpoint is flooded with wrong secrets: p50/p99 ${flooded.p50}/${flooded.p99} ms (unflooded ${quiet.p50}/${quiet.p99} ms); ` +
+        `the flood got ${Math.round(flood.rps)} answers/s, ${flood.non2xx} of ${flood.total} refused\n`,
     );
     // The comparisons, last, one per line in one form.
     comparisons.push(
