@@ -54,8 +54,9 @@ Exit codes: 0 ok; 1 failure (cannot listen, store, directory or I/O error, outpu
 Each command's --help lists the codes it can return.`;
 
 const SERVE_HELP = `
-Signals: SIGHUP reloads the TLS certificate and key, and the configuration's routes, upstreams and quotas; SIGTERM and SIGINT drain open requests, then stop. With --workers N
-the primary passes both to every worker and exits once every worker has drained.
+Signals: SIGHUP reloads the TLS certificate and key, and the configuration's routes, upstreams and quotas (a file that
+changes anything else is refused whole: that needs a restart); SIGTERM and SIGINT drain open requests, then stop. With
+--workers N the primary passes both to every worker and exits once every worker has drained.
 
 Exit codes: 0 stopped by SIGTERM or SIGINT after draining; 1 failure (cannot listen, credential store, cannot create a
 directory, log output could not be written, a worker that failed its drain); 64 usage (bad argument or option); 69 the
