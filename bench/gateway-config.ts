@@ -7,7 +7,13 @@ export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: num
   return {
     server: { host: '127.0.0.1', port: 0 },
     tls: { cert: paths.serverCert, key: paths.serverKey, client_ca: paths.caCert },
-    limits: { pre_auth_per_ip: { points: 10_000_000, duration_s: 1 } },
+    // Every connection comes from 127.0.0.1: the per-address caps are raised (10 000 idle connections are measured).
+    limits: {
+      pre_auth_per_ip: { points: 10_000_000, duration_s: 1 },
+      max_connections: 20_000,
+      max_connections_per_ip: 20_000,
+      new_connections_per_ip: { points: 10_000_000, duration_s: 1 },
+    },
     quotas: { bench: { points: 10_000_000, duration_s: 1 } },
     upstreams: { app: { url: `http://127.0.0.1:${upstreamPort}`, connections: 64 } },
     // The issuer signs the bearer route's tokens; its client-auth limits are raised so the setup can fetch many tokens.

@@ -30,6 +30,7 @@ const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
 const TOKENS = Number(process.env['BENCH_TOKENS'] ?? 500);
 const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 2);
+const IDLE = Number(process.env['BENCH_IDLE_CONNECTIONS'] ?? 10_000);
 
 interface Result {
   readonly rps: number;
@@ -116,6 +117,46 @@ async function load(
     ...(rate !== undefined ? { rate } : {}),
   });
   return { ...result, cpuUsPerRequest: (cpuMicros(pid) - cpuBefore) / result.total };
+}
+
+/** Resident memory of a process in bytes (/proc/<pid>/status VmRSS); NaN if gone. */
+function rss(pid: number | undefined): number {
+  try {
+    const match = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+    return match === null ? Number.NaN : Number(match[1]) * 1024;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const mib = (bytes: number): number => Math.round(bytes / 1024 / 1024);
+
+/**
+ * Opens `count` TLS connections to a target from a process of its own (bench/idle.ts) and keeps them idle for a second:
+ * the target's resident memory before and with them, and how fast it completed the full handshakes. Then closes them.
+ */
+async function idleClients(
+  target: Started,
+  count: number,
+): Promise<{ opened: number; failed: number; handshakesPerSecond: number; rssBefore: number; rssAfter: number }> {
+  const rssBefore = rss(target.child.pid);
+  const clients = spawn(process.execPath, [join(HERE, 'idle.js'), String(target.port), String(count)], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const line = await new Promise<string>((resolve, reject) => {
+    let output = '';
+    clients.stdout.on('data', (chunk: Buffer) => {
+      output += chunk.toString('utf8');
+      const end = output.indexOf('\n');
+      if (end >= 0) resolve(output.slice(0, end));
+    });
+    clients.once('exit', (code) => reject(new Error(`bench/idle.js exited with ${code} before reporting`)));
+  });
+  const report = JSON.parse(line) as { opened: number; failed: number; handshakesPerSecond: number };
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  const rssAfter = rss(target.child.pid);
+  const exited = once(clients, 'exit');
+  clients.kill('SIGTERM');
+  await exited;
+  return { ...report, rssBefore, rssAfter };
 }
 
 /** Whether a Redis server answers PING at `url` within a second. */
@@ -331,6 +372,16 @@ async function main(): Promise<void> {
     process.stdout.write(
       `/healthz while the token endpoint is flooded with wrong secrets: p50/p99 ${flooded.p50}/${flooded.p99} ms (unflooded ${quiet.p50}/${quiet.p99} ms); ` +
         `the flood got ${Math.round(flood.rps)} answers/s, ${flood.non2xx} of ${flood.total} refused\n`,
+    );
+    // Scale: memory with many idle TLS clients, and full handshakes per second, gateway against the bare Node TLS server.
+    const idleBare = await idleClients(bare, IDLE);
+    const idleGateway = await idleClients(gateway, IDLE);
+    process.stdout.write(
+      `gateway RSS with ${idleGateway.opened} idle TLS connections: ${mib(idleGateway.rssAfter)} MiB (${mib(idleGateway.rssBefore)} MiB before, ` +
+        `${Math.round((idleGateway.rssAfter - idleGateway.rssBefore) / 1024 / Math.max(1, idleGateway.opened))} KiB each; bare proxy ` +
+        `${mib(idleBare.rssAfter)} MiB with ${idleBare.opened}); full handshakes/s gateway/bare: ${Math.round(idleGateway.handshakesPerSecond)}/` +
+        `${Math.round(idleBare.handshakesPerSecond)} = ${(idleGateway.handshakesPerSecond / idleBare.handshakesPerSecond).toFixed(2)}` +
+        `${idleGateway.failed + idleBare.failed > 0 ? ` (${idleGateway.failed} + ${idleBare.failed} connections failed)` : ''}\n`,
     );
     // The comparisons, last, one per line in one form.
     comparisons.push(
