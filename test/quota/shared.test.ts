@@ -5,7 +5,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
@@ -35,12 +35,20 @@ async function freePort(): Promise<number> {
 /** A redis-server of this file's own, on 127.0.0.1, without persistence: it can be killed without touching the shared one. */
 async function privateRedis(port: number, listen: readonly string[] = ['--port', String(port)]): Promise<ChildProcess> {
   const child = spawn('redis-server', [...listen, '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
+  // Probed by connecting, never by binding the port: a probe that held the port for a moment could take it from the
+  // redis-server starting up (which then exits), and the wait would run out with nothing listening (CI saw this once).
   await eventually(
     () =>
-      new Promise<boolean>((resolve) => {
-        const probe = createServer();
-        probe.once('error', () => resolve(true));
-        probe.listen(port, '127.0.0.1', () => probe.close(() => resolve(false)));
+      new Promise<boolean>((resolve, reject) => {
+        if (child.exitCode !== null || child.signalCode !== null) {
+          reject(new Error(`redis-server for port ${port} exited (${child.exitCode ?? child.signalCode})`));
+          return;
+        }
+        const probe = connect({ host: '127.0.0.1', port }, () => {
+          probe.destroy();
+          resolve(true);
+        });
+        probe.once('error', () => resolve(false));
       }),
     10_000,
     `redis-server listening on ${port}`,
