@@ -72,7 +72,10 @@ export class Routing {
       if (table.upstreams.get(name) === upstream) continue;
       this.retiring.add(upstream);
       this.parts.log.info({ upstream: name, in_flight: upstream.inFlight }, 'upstream retired by the reload: its requests in flight finish, then it closes');
-      void upstream.retire().finally(() => this.retiring.delete(upstream));
+      void upstream
+        .retire()
+        .catch((error: unknown) => this.parts.log.warn({ upstream: name, err: (error as Error).message }, 'closing a retired upstream failed'))
+        .finally(() => this.retiring.delete(upstream));
     }
     return change;
   }
