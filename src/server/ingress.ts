@@ -3,6 +3,7 @@
 import { BlockList, isIP } from 'node:net';
 import type { TLSSocket } from 'node:tls';
 import type { Logger } from 'pino';
+import { AccessLog } from './access-log.js';
 import type { Pipeline } from '../pipeline/pipeline.js';
 import type { ClientConnection, PeerCertificate } from '../pipeline/stage.js';
 import { limitKey, normalizeAddress } from './connection-guard.js';
@@ -64,9 +65,11 @@ export interface IngressOptions {
 export class Ingress {
   /** The route table in force: a reload swaps it; a request keeps the route it was matched to. */
   private router: Router;
+  private readonly accessLog: AccessLog | undefined;
 
   constructor(private readonly options: IngressOptions) {
     this.router = options.router;
+    this.accessLog = options.accessLog ? new AccessLog(options.log) : undefined;
   }
 
   useRouter(router: Router): void {
@@ -87,15 +90,6 @@ export class Ingress {
       isHead: req.method === 'HEAD',
       closeAfterResponse: this.options.isDraining,
     };
-    if (protocol === 'h1') {
-      socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 0) + 1;
-      socket[CURRENT_EXCHANGE] = exchange;
-      res.once('close', () => {
-        socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
-        if (socket[CURRENT_EXCHANGE] === exchange) delete socket[CURRENT_EXCHANGE];
-      });
-    }
-
     const info = socket[CONNECTION_INFO] ?? describeConnection(socket);
     const clientAddress = this.clientAddress(info.peerAddress, req);
     const connection: ClientConnection = {
@@ -105,9 +99,24 @@ export class Ingress {
       protocol,
       peerCertificate: info.peerCertificate,
     };
+    // What the access log names the request by, once the edge knew it; probes are not logged.
+    let logged: { readonly path: string | undefined; readonly route: string | undefined } | undefined;
+    if (protocol === 'h1') {
+      socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 0) + 1;
+      socket[CURRENT_EXCHANGE] = exchange;
+    }
+    // One listener per request for everything that happens when its answer ends.
+    res.once('close', () => {
+      if (protocol === 'h1') {
+        socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
+        if (socket[CURRENT_EXCHANGE] === exchange) delete socket[CURRENT_EXCHANGE];
+      }
+      if (logged !== undefined) this.logRequest(exchange, logged.path, logged.route, connection, startedAt);
+    });
+
     const edge = checkRequest(req, requestId, connection, this.router, this.options.limits, startedAt);
     if (!edge.ok) {
-      if (this.options.accessLog) this.logOnClose(exchange, edge.partial.path, edge.partial.routeId, connection, startedAt);
+      if (this.accessLog !== undefined) logged = { path: edge.partial.path, route: edge.partial.routeId };
       void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
       return;
     }
@@ -118,7 +127,7 @@ export class Ingress {
       this.options.pipeline.answerProbe({ kind: edge.probe, method: req.method ?? '', path, connection }, exchange, this.options.isReady());
       return;
     }
-    if (this.options.accessLog) this.logOnClose(exchange, edge.context.path, edge.context.route.id, connection, startedAt);
+    if (this.accessLog !== undefined) logged = { path: edge.context.path, route: edge.context.route.id };
     if (edge.context.hasBody) this.armBodyDeadline(exchange);
     void this.options.pipeline.run(edge.context, exchange);
   }
@@ -156,22 +165,17 @@ export class Ingress {
     exchange.res.once('close', clear);
   }
 
-  private logOnClose(exchange: HttpExchange, path: string | undefined, route: string | undefined, connection: ClientConnection, startedAt: number): void {
-    exchange.res.once('close', () => {
-      this.options.log.info(
-        {
-          request_id: exchange.requestId,
-          method: exchange.req.method,
-          path: path ?? null,
-          route: route ?? null,
-          status: exchange.res.statusCode,
-          completed: exchange.res.writableFinished,
-          duration_ms: Math.round((performance.now() - startedAt) * 100) / 100,
-          client_ip: connection.clientAddress,
-          protocol: connection.protocol,
-        },
-        'request',
-      );
+  private logRequest(exchange: HttpExchange, path: string | undefined, route: string | undefined, connection: ClientConnection, startedAt: number): void {
+    this.accessLog?.write({
+      requestId: exchange.requestId,
+      method: exchange.req.method,
+      path,
+      route,
+      status: exchange.res.statusCode,
+      completed: exchange.res.writableFinished,
+      durationMs: performance.now() - startedAt,
+      clientIp: connection.clientAddress,
+      protocol: connection.protocol,
     });
   }
 }
