@@ -2,6 +2,7 @@
 // Route data (authenticators, policy, quota, handler), each through the same steps. Runs once, when a gateway is built.
 import type { Logger } from 'pino';
 import { AnonymousAuthenticator } from './authn/anonymous.js';
+import { dpopChallenge } from './lib/dpop-syntax.js';
 import { MtlsAuthenticator } from './authn/mtls.js';
 import { RoutePolicy } from './authz/policy.js';
 import { ConfigError } from './config/load.js';
@@ -44,7 +45,7 @@ export function compileRoutes(parts: RouteParts): Route[] {
   const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
     none: anonymous,
     mtls: new MtlsAuthenticator(),
-    ...(issuer !== undefined ? { bearer: issuer.bearer } : {}),
+    ...(issuer !== undefined ? { bearer: issuer.bearer, dpop: issuer.dpop } : {}),
   };
   const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {
     const found = authenticators[id];
@@ -72,7 +73,10 @@ export function compileRoutes(parts: RouteParts): Route[] {
 
   const routes = config.routes.map((configured) => {
     const bearer = configured.authn.includes('bearer');
-    const challenge = bearer ? BEARER_CHALLENGE : undefined;
+    const dpop = configured.authn.includes('dpop');
+    // RFC 9110 §11.6.1: one challenge per scheme the route accepts, in one field.
+    const challenges = [...(bearer ? [BEARER_CHALLENGE] : []), ...(dpop ? [dpopChallenge()] : [])];
+    const challenge = challenges.length > 0 ? challenges.join(', ') : undefined;
     return route({
       id: configured.id,
       pathPrefix: configured.match.path_prefix,
@@ -82,7 +86,7 @@ export function compileRoutes(parts: RouteParts): Route[] {
       authenticators: configured.authn.map(authenticator),
       challenge,
       authorizer: new RoutePolicy(configured.authz, {
-        ...(issuer !== undefined && bearer ? { audience: routeAudience(configured, issuer) } : {}),
+        ...(issuer !== undefined && (bearer || dpop) ? { audience: routeAudience(configured, issuer) } : {}),
         challenge,
       }),
       quota: quotaOf(configured, parts.quotas),

@@ -61,7 +61,16 @@ export interface ActiveToken {
   readonly exp: number;
   readonly iat: number;
   readonly boundThumbprint: string | undefined;
+  /** RFC 9449 cnf.jkt: the token is DPoP-bound to the key with this thumbprint. */
+  readonly boundJkt: string | undefined;
 }
+
+/**
+ * How the token was presented, which decides how its binding is checked: `Authorization: Bearer` (a DPoP-bound token is
+ * refused), `Authorization: DPoP` (only a DPoP-bound token; the DPoP authenticator checks the proof), or to introspection
+ * (the binding is reported, not checked: there is no connection of the holder to check it against).
+ */
+export type Presentation = 'bearer' | 'dpop' | 'introspection';
 
 export interface BearerOptions {
   /** The exact `iss` (RFC 9068 §4, JWT-17): compared byte for byte, no normalization. */
@@ -97,6 +106,8 @@ const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 const FORBIDDEN_HEADER_PARAMETERS = ['crit', 'jku', 'x5u', 'jwk', 'x5c', 'b64', '__proto__'] as const;
 const ACCEPTED_TYP = new Set(['at+jwt', 'application/at+jwt']);
 const MAX_KID_LENGTH = 128;
+/** A SHA-256 thumbprint in unpadded base64url (cnf `x5t#S256`, `jkt`). */
+const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
@@ -141,6 +152,8 @@ interface Verified {
   readonly iat: number;
   /** RFC 8705 cnf.x5t#S256: the token is only valid on a connection authenticated with this certificate. */
   readonly boundThumbprint: string | undefined;
+  /** RFC 9449 cnf.jkt: the token is only valid with a DPoP proof signed by the key with this thumbprint. */
+  readonly boundJkt: string | undefined;
 }
 
 type Verification = Verified | AuthnResult;
@@ -234,7 +247,14 @@ export class BearerAuthenticator implements Authenticator {
     if (header.charCodeAt(scheme.length) !== 0x20) return invalidRequest('malformed bearer credentials');
     const token = header.slice(scheme.length + 1);
     if (token === '') return invalidRequest('bearer scheme without a token');
+    return this.authenticateToken(token, request, 'bearer');
+  }
 
+  /**
+   * Verifies an access token presented as `presentation` (the DPoP authenticator presents the token of `Authorization:
+   * DPoP`): every check of a bearer token, then its binding as that presentation requires.
+   */
+  authenticateToken(token: string, request: RequestContext, presentation: 'bearer' | 'dpop'): AuthnResult | Promise<AuthnResult> {
     // Before anything else touches it (JWT-27). The header value is latin1, one byte per character.
     if (token.length > this.options.maxTokenBytes) return invalidToken('token too large');
     if (!COMPACT_JWS.test(token)) return invalidToken('not a compact JWS');
@@ -243,8 +263,8 @@ export class BearerAuthenticator implements Authenticator {
     const hash = digest('sha256', token, 'base64url');
     const cached = this.cache.get(hash);
     if (cached !== undefined) {
-      const admitted = this.admit(cached, request.connection.peerCertificate);
-      if (admitted === UNKNOWN_CLIENT) return this.resolving(cached, request.connection.peerCertificate);
+      const admitted = this.admit(cached, request.connection.peerCertificate, presentation);
+      if (admitted === UNKNOWN_CLIENT) return this.resolving(cached, request.connection.peerCertificate, presentation);
       if (admitted !== undefined) {
         this.cacheHits++;
         if (admitted.outcome === 'rejected') this.forgetIfDead(hash, cached);
@@ -257,15 +277,15 @@ export class BearerAuthenticator implements Authenticator {
     let verification = this.pending.get(hash);
     if (verification === undefined) {
       const started = this.verify(token);
-      if (!(started instanceof Promise)) return this.settle(started, request);
+      if (!(started instanceof Promise)) return this.settle(started, request, presentation);
       verification = started.finally(() => this.pending.delete(hash));
       this.pending.set(hash, verification);
       return verification.then((settled) => {
         if (!('outcome' in settled)) this.remember(hash, settled);
-        return this.settle(settled, request);
+        return this.settle(settled, request, presentation);
       });
     }
-    return verification.then((settled) => this.settle(settled, request));
+    return verification.then((settled) => this.settle(settled, request, presentation));
   }
 
   /**
@@ -277,25 +297,25 @@ export class BearerAuthenticator implements Authenticator {
     if (token.length > this.options.maxTokenBytes || !COMPACT_JWS.test(token)) return undefined;
     const hash = digest('sha256', token, 'base64url');
     let verified = this.cache.get(hash);
-    let admitted: Admitted | AuthnResult = verified === undefined ? undefined : this.admit(unbound(verified), undefined);
+    let admitted: Admitted | AuthnResult = verified === undefined ? undefined : this.admit(verified, undefined, 'introspection');
     if (verified === undefined || admitted === undefined) {
       // Not cached, or the kid now names other key material: verify afresh.
       const settled = await this.verify(token);
       if ('outcome' in settled) return undefined;
       this.remember(hash, settled);
       verified = settled;
-      admitted = this.admit(unbound(settled), undefined);
+      admitted = this.admit(settled, undefined, 'introspection');
     }
-    if (admitted === UNKNOWN_CLIENT) admitted = await this.resolving(unbound(verified), undefined);
+    if (admitted === UNKNOWN_CLIENT) admitted = await this.resolving(verified, undefined, 'introspection');
     if (admitted?.outcome !== 'authenticated') return undefined;
-    const { principal, iss, jti, exp, iat, boundThumbprint } = verified;
-    return { principal, iss, jti, exp, iat, boundThumbprint };
+    const { principal, iss, jti, exp, iat, boundThumbprint, boundJkt } = verified;
+    return { principal, iss, jti, exp, iat, boundThumbprint, boundJkt };
   }
 
-  private settle(verification: Verification, request: RequestContext): AuthnResult | Promise<AuthnResult> {
+  private settle(verification: Verification, request: RequestContext, presentation: Presentation): AuthnResult | Promise<AuthnResult> {
     if ('outcome' in verification) return verification;
-    const admitted = this.admit(verification, request.connection.peerCertificate);
-    if (admitted === UNKNOWN_CLIENT) return this.resolving(verification, request.connection.peerCertificate);
+    const admitted = this.admit(verification, request.connection.peerCertificate, presentation);
+    if (admitted === UNKNOWN_CLIENT) return this.resolving(verification, request.connection.peerCertificate, presentation);
     return admitted ?? invalidToken('signing key changed during verification');
   }
 
@@ -304,9 +324,9 @@ export class BearerAuthenticator implements Authenticator {
    * store lookup per client id at a time, then the same checks again. A client the store does not know (or has disabled)
    * is refused like a removed one.
    */
-  private async resolving(verified: Verified, peerCertificate: PeerCertificate | undefined): Promise<AuthnResult> {
+  private async resolving(verified: Verified, peerCertificate: PeerCertificate | undefined, presentation: Presentation): Promise<AuthnResult> {
     await this.revocations.resolveClient?.(verified.principal.clientId ?? '');
-    const admitted = this.admit(verified, peerCertificate);
+    const admitted = this.admit(verified, peerCertificate, presentation);
     if (admitted === UNKNOWN_CLIENT) return invalidToken('client disabled or removed', verified.principal);
     return admitted ?? invalidToken('signing key changed during verification');
   }
@@ -315,7 +335,7 @@ export class BearerAuthenticator implements Authenticator {
    * The checks that run on every request, cached or not. Undefined means the kid now names different key material, so
    * the cached verification no longer says anything.
    */
-  private admit(verified: Verified, peerCertificate: PeerCertificate | undefined): Admitted {
+  private admit(verified: Verified, peerCertificate: PeerCertificate | undefined, presentation: Presentation): Admitted {
     const current = this.keys.verificationKey(verified.kid);
     // A key removed from the set invalidates every token it signed, cached or not.
     // No holder is named here: a key is revoked because it may be in other hands, and then its tokens may be forged.
@@ -334,6 +354,10 @@ export class BearerAuthenticator implements Authenticator {
     if (accepted === 'unknown') return this.revocations.resolveClient === undefined ? invalidToken('client disabled or removed', principal) : UNKNOWN_CLIENT;
     if (!accepted) return invalidToken('client disabled or removed', principal);
 
+    if (presentation === 'introspection') return { outcome: 'authenticated', principal };
+    // RFC 9449 §7.1: a DPoP-bound token is never a bearer token, and the DPoP scheme carries DPoP-bound tokens only.
+    if (presentation === 'bearer' && verified.boundJkt !== undefined) return invalidToken('DPoP-bound token sent as Bearer', principal);
+    if (presentation === 'dpop' && verified.boundJkt === undefined) return invalidToken('token is not DPoP-bound', principal);
     if (verified.boundThumbprint !== undefined) {
       // RFC 8705 §3: a certificate-bound token is only good on a connection that proved possession of that certificate.
       const certificate = peerCertificate;
@@ -482,15 +506,18 @@ export class BearerAuthenticator implements Authenticator {
     }
 
     let boundThumbprint: string | undefined;
+    let boundJkt: string | undefined;
     if (cnf !== undefined) {
-      // RFC 8705 / RFC 9449: honour a binding or refuse; never accept a bound token as a plain bearer token.
+      // RFC 8705 / RFC 9449: honour a binding or refuse; never accept a bound token as a plain bearer token. One binding
+      // per token, a SHA-256 thumbprint in base64url either way.
       if (!isPlainObject(cnf)) return invalidToken('claim cnf invalid');
       const names = Object.keys(cnf);
-      const x5t = own(cnf, 'x5t#S256');
-      if (names.length !== 1 || typeof x5t !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(x5t)) {
-        return invalidToken('unsupported token binding');
-      }
-      boundThumbprint = x5t;
+      const [name] = names;
+      const value = name === undefined ? undefined : own(cnf, name);
+      if (names.length !== 1 || typeof value !== 'string' || !THUMBPRINT.test(value)) return invalidToken('unsupported token binding');
+      if (name === 'x5t#S256') boundThumbprint = value;
+      else if (name === 'jkt') boundJkt = value;
+      else return invalidToken('unsupported token binding');
     }
 
     // Built field by field from checked values: claims are never spread or merged into anything (JWT-24).
@@ -503,14 +530,10 @@ export class BearerAuthenticator implements Authenticator {
       audiences,
       expiresAt: exp * 1000,
       ...(boundThumbprint !== undefined ? { certificateThumbprint: boundThumbprint } : {}),
+      ...(boundJkt !== undefined ? { method: 'dpop' as const, dpopJkt: boundJkt } : {}),
     });
-    return { principal, kid, key: published.key, alg: published.alg, iss, jti, exp, iat, boundThumbprint };
+    return { principal, kid, key: published.key, alg: published.alg, iss, jti, exp, iat, boundThumbprint, boundJkt };
   }
-}
-
-/** For introspection: the binding is reported, not checked against a connection. */
-function unbound(verified: Verified): Verified {
-  return verified.boundThumbprint === undefined ? verified : { ...verified, boundThumbprint: undefined };
 }
 
 /** A Map-backed key set hands out the same object every time; equal KeyObjects are accepted too. */

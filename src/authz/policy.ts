@@ -1,9 +1,11 @@
 // Route authorization: deny by default. A route admits anyone only when its config says so; a subject allow-list narrows it;
-// bearer tokens must be meant for the route (audience) and carry its scopes (all-of or any-of, exact tokens).
+// access tokens (bearer or DPoP-bound) must be meant for the route (audience) and carry its scopes (all-of or any-of,
+// exact tokens). Token refusals carry the challenge of the scheme the token came with (RFC 6750 §3, RFC 9449 §7.1).
 import type { AuthzConfig } from '../config/routes.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { AuthenticatedRequest, Authorizer, AuthzDecision } from '../pipeline/stage.js';
+import type { AuthenticatedRequest, Authorizer, AuthzDecision, Principal } from '../pipeline/stage.js';
+import { dpopChallenge } from '../lib/dpop-syntax.js';
 
 const ALLOW: AuthzDecision = Object.freeze({ allowed: true });
 
@@ -17,7 +19,9 @@ export interface RoutePolicyOptions {
 export class RoutePolicy implements Authorizer {
   private readonly allowAnyone: boolean;
   private readonly subjects: ReadonlySet<string> | undefined;
-  private readonly scopes: { readonly mode: 'all' | 'any'; readonly list: readonly string[]; readonly error: GatewayError } | undefined;
+  private readonly scopes:
+    | { readonly mode: 'all' | 'any'; readonly list: readonly string[]; readonly error: { readonly bearer: GatewayError; readonly dpop: GatewayError } }
+    | undefined;
   private readonly audience: (() => string) | undefined;
   private readonly challenge: Readonly<Record<string, string>>;
 
@@ -29,11 +33,10 @@ export class RoutePolicy implements Authorizer {
     if (rule.scopes !== undefined) {
       const [mode, list] = 'all_of' in rule.scopes ? (['all', rule.scopes.all_of] as const) : (['any', rule.scopes.any_of] as const);
       // RFC 6750 §3: the scope attribute names what the resource requires (all of them, or the alternatives).
-      const error = new GatewayError('insufficient_scope', {
-        reason: 'token lacks a required scope',
-        headers: { 'www-authenticate': `Bearer error="insufficient_scope", scope="${list.join(' ')}"` },
-      });
-      this.scopes = { mode, list, error };
+      const scope = `error="insufficient_scope", scope="${list.join(' ')}"`;
+      const refusal = (challenge: string): GatewayError =>
+        new GatewayError('insufficient_scope', { reason: 'token lacks a required scope', headers: { 'www-authenticate': challenge } });
+      this.scopes = { mode, list, error: { bearer: refusal(`Bearer ${scope}`), dpop: refusal(`DPoP ${scope}, ${dpopChallenge().slice('DPoP '.length)}`) } };
     }
   }
 
@@ -43,10 +46,11 @@ export class RoutePolicy implements Authorizer {
       return { allowed: false, error: new GatewayError('unauthenticated', { reason: 'route requires a credential', headers: this.challenge }) };
     }
     // JWT-16: a token for another resource is no credential here (401, not 403: the token is the wrong one).
-    if (principal.method === 'bearer' && this.audience !== undefined && !(principal.audiences ?? []).includes(this.audience())) {
+    const token = principal.method === 'bearer' || principal.method === 'dpop';
+    if (token && this.audience !== undefined && !(principal.audiences ?? []).includes(this.audience())) {
       return {
         allowed: false,
-        error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': 'Bearer error="invalid_token"' } }),
+        error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': tokenChallenge(principal) } }),
       };
     }
     if (this.subjects !== undefined && !this.subjects.has(principal.subject)) {
@@ -55,8 +59,12 @@ export class RoutePolicy implements Authorizer {
     if (this.scopes !== undefined) {
       const held = principal.scopes;
       const ok = this.scopes.mode === 'all' ? this.scopes.list.every((scope) => held.has(scope)) : this.scopes.list.some((scope) => held.has(scope));
-      if (!ok) return { allowed: false, error: this.scopes.error };
+      if (!ok) return { allowed: false, error: principal.method === 'dpop' ? this.scopes.error.dpop : this.scopes.error.bearer };
     }
     return ALLOW;
   }
+}
+
+function tokenChallenge(principal: Principal): string {
+  return principal.method === 'dpop' ? dpopChallenge('invalid_token') : 'Bearer error="invalid_token"';
 }

@@ -29,6 +29,15 @@ export const issuerSchema = z.strictObject({
   verified_token_cache: positiveInt(10_000_000).default(50_000),
   /** How often the gateway re-reads signing keys, revocations and client states written by other processes (CLI, peers). */
   refresh_interval_ms: durationMs(600_000).default(5_000),
+  /** DPoP (RFC 9449): sender-constrained tokens, at the token endpoint and on `dpop` routes. */
+  dpop: z
+    .strictObject({
+      /** How long after its `iat` a proof is accepted; its jti is remembered that long to refuse a replay. */
+      proof_max_age_s: z.int().min(5).max(300).default(60),
+      /** Proofs remembered at once (~150 bytes each); when every one is still live, DPoP requests fail closed (503). */
+      replay_cache_entries: positiveInt(10_000_000).default(500_000),
+    })
+    .prefault({}),
   /** Guarding the argon2 work of client authentication (token, introspection and revocation endpoints). */
   client_auth: z
     .strictObject({

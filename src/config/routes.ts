@@ -154,7 +154,7 @@ const pathPrefix = z
   .regex(/^\/([A-Za-z0-9._~!$&'()*+,;=:@-]+\/?)*$/, 'must be a canonical path prefix starting with /')
   .refine((p) => !p.split('/').some((s) => s === '.' || s === '..'), 'must not contain dot segments');
 
-const authenticatorId = z.enum(['none', 'mtls', 'bearer']);
+const authenticatorId = z.enum(['none', 'mtls', 'bearer', 'dpop']);
 
 const scopeToken = z.string().max(128).regex(SCOPE_TOKEN, 'must be an RFC 6749 scope token (printable ASCII, no space, " or \\)');
 const scopeList = z.array(scopeToken).min(1).max(64);

@@ -111,15 +111,22 @@ function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.Refi
     if (route.authn.includes('mtls') && config.tls.client_ca === undefined) {
       ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
     }
-    if (route.authn.includes('bearer') && config.issuer === undefined) {
+    for (const kind of ['bearer', 'dpop'] as const) {
+      if (route.authn.includes(kind) && config.issuer === undefined) {
+        ctx.addIssue({
+          code: 'custom',
+          path: ['routes', index, 'authn'],
+          message: `"${kind}" verifies tokens of this gateway's own issuer: configure \`issuer\``,
+        });
+      }
+    }
+    const tokens = route.authn.includes('bearer') || route.authn.includes('dpop');
+    if ((route.authz.scopes !== undefined || route.authz.audience !== undefined) && !tokens) {
       ctx.addIssue({
         code: 'custom',
-        path: ['routes', index, 'authn'],
-        message: '"bearer" verifies tokens of this gateway\'s own issuer: configure `issuer`',
+        path: ['routes', index, 'authz'],
+        message: 'scopes and audience apply to access tokens: add "bearer" or "dpop" to authn',
       });
-    }
-    if ((route.authz.scopes !== undefined || route.authz.audience !== undefined) && !route.authn.includes('bearer')) {
-      ctx.addIssue({ code: 'custom', path: ['routes', index, 'authz'], message: 'scopes and audience apply to bearer tokens: add "bearer" to authn' });
     }
     if (route.authz.scopes !== undefined && route.authz.allow === 'anyone') {
       ctx.addIssue({ code: 'custom', path: ['routes', index, 'authz', 'scopes'], message: 'a route open to anyone cannot require scopes' });

@@ -26,6 +26,8 @@ export const ERROR_CATALOGUE = {
   invalid_token: { status: 401, title: 'The access token is not acceptable.' },
   /** RFC 6750 §3.1 / RFC 6749 §5.2: a malformed authentication request (e.g. a token in the URL). */
   invalid_request: { status: 400, title: 'The request is missing a parameter or is otherwise malformed.' },
+  /** RFC 9449 §7.1: the DPoP proof accompanying a DPoP-bound token is missing, malformed, replayed or does not match. */
+  invalid_dpop_proof: { status: 401, title: 'The DPoP proof is not acceptable.' },
   forbidden: { status: 403, title: 'The principal may not perform this request.' },
   /** RFC 6750 §3.1: the token is good but lacks a scope the route requires. */
   insufficient_scope: { status: 403, title: 'The access token does not carry a scope this resource requires.' },
@@ -38,6 +40,8 @@ export const ERROR_CATALOGUE = {
   invalid_scope: { status: 400, title: 'The requested scope is invalid, unknown or not allowed for this client.' },
   /** RFC 8707 §2 `invalid_target` (that code name is taken by the request-target refusal above). */
   invalid_resource: { status: 400, title: 'The requested resource is invalid or not allowed for this client.' },
+  /** RFC 9449 §5: the DPoP proof sent to the token endpoint is not acceptable (answered as OAuth `invalid_dpop_proof`). */
+  invalid_dpop_proof_grant: { status: 400, title: 'The DPoP proof of the token request is not acceptable.' },
   unsupported_token_type: { status: 400, title: 'The token type is not supported.' },
   rate_limited: { status: 429, title: 'Too many requests; retry later.' },
 
@@ -88,6 +92,9 @@ export function oauthErrorCode(code: ErrorCode): string {
       return code;
     case 'invalid_resource':
       return 'invalid_target';
+    case 'invalid_dpop_proof':
+    case 'invalid_dpop_proof_grant':
+      return 'invalid_dpop_proof';
     // RFC 8628 §3.5, registered for token endpoint responses: the standard way to say "back off".
     case 'rate_limited':
       return 'slow_down';

@@ -3,6 +3,9 @@
 // client's credentials may be in it), authenticate the client with OAuthClientAuthenticator, and answer as values that the
 // pipeline records — with the client, and the token issued, introspected or revoked — before any byte leaves the gateway.
 import type { ActiveToken, BearerAuthenticator } from '../authn/bearer.js';
+import { type DpopProofVerifier, requestUri } from '../authn/dpop-proof.js';
+import { DPOP_ALGORITHMS } from '../lib/dpop-syntax.js';
+import { ReplayCacheUnavailable } from '../authn/dpop-replay.js';
 import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
 import { GatewayError } from '../errors/catalogue.js';
 import type {
@@ -36,6 +39,8 @@ export interface IssuerContext {
   readonly defaultAudience: () => string;
   readonly signer: TokenSigner;
   readonly bearer: BearerAuthenticator;
+  /** DPoP proofs sent to the token endpoint (RFC 9449 §5). */
+  readonly proofs: DpopProofVerifier;
   readonly revocations: RevocationSet;
   readonly ring: KeyRing;
   readonly clockToleranceS: number;
@@ -129,16 +134,46 @@ export class TokenEndpoint implements Service {
       return { outcome: 'refused', error };
     }
 
-    const issued = await this.ctx.signer.issue({ clientId: client.id, scopes, audiences, lifetimeS: client.accessTokenTtlS });
+    // RFC 9449 §5: a request with a DPoP proof gets a token bound to the proof's key; a bad proof gets no token at all.
+    let jkt: string | undefined;
+    if (request.dpop !== undefined) {
+      const proof = await this.checkProof(request);
+      if (!proof.ok) return proof.refusal;
+      jkt = proof.jkt;
+    }
+
+    const issued = await this.ctx.signer.issue({
+      clientId: client.id,
+      scopes,
+      audiences,
+      lifetimeS: client.accessTokenTtlS,
+      ...(jkt !== undefined ? { jkt } : {}),
+    });
+    const tokenType = jkt !== undefined ? 'DPoP' : 'Bearer';
     return {
       outcome: 'answered',
       credential: { ...clientCredential(request), tokenId: issued.jti, scopes: new Set(scopes) },
       answer: {
         status: 200,
-        body: { access_token: issued.token, token_type: 'Bearer', expires_in: issued.expiresIn, ...(scopes.length > 0 ? { scope: scopes.join(' ') } : {}) },
+        body: { access_token: issued.token, token_type: tokenType, expires_in: issued.expiresIn, ...(scopes.length > 0 ? { scope: scopes.join(' ') } : {}) },
         headers: NO_STORE,
       },
     };
+  }
+
+  private async checkProof(
+    request: AuthenticatedRequest,
+  ): Promise<{ readonly ok: true; readonly jkt: string } | { readonly ok: false; readonly refusal: Refusal }> {
+    const uri = requestUri(request.authority, request.path);
+    try {
+      const check = uri === undefined ? undefined : await this.ctx.proofs.verify(request.dpop, { method: request.method, uri });
+      if (check?.ok === true) return { ok: true, jkt: check.proof.jkt };
+      return { ok: false, refusal: refused('invalid_dpop_proof_grant', check?.reason ?? 'request URI not expressible') };
+    } catch (error) {
+      if (!(error instanceof ReplayCacheUnavailable)) throw error;
+      const unavailable = new GatewayError('service_unavailable', { reason: error.message, headers: { 'retry-after': '1' } });
+      return { ok: false, refusal: { outcome: 'refused', error: unavailable } };
+    }
   }
 }
 
@@ -201,8 +236,9 @@ function introspection(token: ActiveToken): Record<string, unknown> {
     exp: token.exp,
     iat: token.iat,
     jti: token.jti,
-    token_type: 'Bearer',
+    token_type: token.boundJkt !== undefined ? 'DPoP' : 'Bearer',
     ...(token.boundThumbprint !== undefined ? { cnf: { 'x5t#S256': token.boundThumbprint } } : {}),
+    ...(token.boundJkt !== undefined ? { cnf: { jkt: token.boundJkt } } : {}),
   };
 }
 
@@ -258,6 +294,8 @@ export class MetadataEndpoint implements Service {
         revocation_endpoint_auth_methods_supported: clientAuthMethods,
         // Access tokens are signed with these (never `none`).
         access_token_signing_alg_values_supported: ['EdDSA', 'ES256'],
+        // RFC 9449 §5.1: the token endpoint binds tokens to DPoP proofs signed with these (asymmetric only).
+        dpop_signing_alg_values_supported: DPOP_ALGORITHMS,
       },
       { 'cache-control': 'public, max-age=300' },
     );

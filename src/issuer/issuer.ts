@@ -5,6 +5,9 @@
 // refresh at once, and hands over revocations as they are made; the loop stays as the safety net for lost notifications.
 import type { Logger } from 'pino';
 import { BearerAuthenticator, type VerificationKeys } from '../authn/bearer.js';
+import { DpopAuthenticator } from '../authn/dpop.js';
+import { DpopProofVerifier } from '../authn/dpop-proof.js';
+import { MemoryProofReplayCache } from '../authn/dpop-replay.js';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
@@ -69,6 +72,8 @@ export const KID_LOOKUP_INTERVAL_MS = 1000;
 
 export class Issuer {
   readonly bearer: BearerAuthenticator;
+  /** `Authorization: DPoP` on resource routes: the bearer verifier's checks, then the proof (RFC 9449 §7). */
+  readonly dpop: DpopAuthenticator;
   readonly endpoints: readonly IssuerEndpoint[];
   private names: { readonly issuer: string; readonly audience: string };
   private timer: NodeJS.Timeout | undefined;
@@ -113,6 +118,14 @@ export class Issuer {
       cacheEntries: settings.verified_token_cache,
       now,
     });
+    // One replay cache for the token endpoint and the resource routes: a proof is good once, wherever it is presented.
+    const proofs = new DpopProofVerifier({
+      maxAgeS: settings.dpop.proof_max_age_s,
+      clockToleranceS: settings.clock_tolerance_s,
+      replays: new MemoryProofReplayCache(settings.dpop.replay_cache_entries, now),
+      now,
+    });
+    this.dpop = new DpopAuthenticator(this.bearer, proofs);
     const seen = (client: Client, readAt: number): void => revocations.clientSeen(client, readAt);
     const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, seen, now, limiters);
     const ctx: IssuerContext = {
@@ -120,6 +133,7 @@ export class Issuer {
       defaultAudience: () => this.defaultAudience,
       signer: new TokenSigner(ring, issuer, settings.access_token_ttl_s, now),
       bearer: this.bearer,
+      proofs,
       revocations,
       ring,
       clockToleranceS: settings.clock_tolerance_s,

@@ -19,6 +19,8 @@ export interface TokenGrant {
   readonly audiences: readonly string[];
   /** The client's own token lifetime in seconds; null = the issuer's. Never longer than the issuer's. */
   readonly lifetimeS: number | null;
+  /** RFC 9449: bind the token to the DPoP key with this RFC 7638 thumbprint (`cnf.jkt`). */
+  readonly jkt?: string;
 }
 
 export class TokenSigner {
@@ -39,7 +41,11 @@ export class TokenSigner {
     const jti = randomBytes(16).toString('base64url');
     const [single] = grant.audiences;
     const aud = grant.audiences.length === 1 && single !== undefined ? single : [...grant.audiences];
-    const token = await new SignJWT({ client_id: grant.clientId, ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}) })
+    const token = await new SignJWT({
+      client_id: grant.clientId,
+      ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
+      ...(grant.jkt !== undefined ? { cnf: { jkt: grant.jkt } } : {}),
+    })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
       .setIssuer(this.issuer())
       .setSubject(grant.clientId)

@@ -40,7 +40,7 @@ export interface Principal {
   /** Stable identity: a certificate SAN, later a token subject. `anonymous` for public routes. */
   readonly subject: string;
   /** How it authenticated: the OAuth client methods occur only on the issuer's endpoints (RFC 6749 §2.3.1). */
-  readonly method: 'anonymous' | 'mtls' | 'bearer' | 'client_secret_basic' | 'client_secret_post';
+  readonly method: 'anonymous' | 'mtls' | 'bearer' | 'dpop' | 'client_secret_basic' | 'client_secret_post';
   readonly scopes: ReadonlySet<string>;
   /** RFC 8705 x5t#S256 of the client certificate that authenticated, when any. */
   readonly certificateThumbprint?: string;
@@ -52,6 +52,8 @@ export interface Principal {
   readonly audiences?: readonly string[];
   /** Bearer: the token's `exp`, in epoch milliseconds. */
   readonly expiresAt?: number;
+  /** RFC 9449 `cnf.jkt`: the thumbprint of the key a DPoP-bound token is bound to (and the request's proof was signed with). */
+  readonly dpopJkt?: string;
 }
 
 /** What the TLS layer established about the peer. */
@@ -99,6 +101,8 @@ export interface RequestContext {
   readonly hasBody: boolean;
   /** The single Authorization header value, when present (repeats are refused at the edge). */
   readonly authorization: string | undefined;
+  /** The `DPoP` header (RFC 9449) as received: a repeated one is joined or listed, which no single proof matches. */
+  readonly dpop: string | readonly string[] | undefined;
   readonly connection: ClientConnection;
   readonly route: Route;
   /** The form body, read before authentication on routes whose credential travels in it (Route.intake). */

@@ -104,7 +104,8 @@ export function upstreamRequestHeaders(
     // x-forwarded-email, x-auth-request-user, ...) and an exact list would always miss one.
     if (name.startsWith('x-forwarded-') || name.startsWith('x-auth-request-') || name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix))
       continue;
-    if (name === 'authorization' && !plan.forwardAuthorization) continue;
+    // The credential stays at the gateway unless the route passes it on: the token, and its DPoP proof with it.
+    if ((name === 'authorization' || name === 'dpop') && !plan.forwardAuthorization) continue;
     out[name] = value;
   }
   out['host'] = set.host;

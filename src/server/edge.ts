@@ -176,6 +176,7 @@ export function checkRequest(req: ServerRequest, id: string, connection: ClientC
       contentLength,
       hasBody,
       authorization: typeof headers.authorization === 'string' ? headers.authorization : undefined,
+      dpop: headers['dpop'],
       connection,
       route,
     },

@@ -1,0 +1,177 @@
+// DPoP proofs (RFC 9449 §4.3): the checks a server makes of a `DPoP` header before it believes the sender holds the key a
+// token is (or is to be) bound to. Everything an attacker controls is checked by hand and cheaply first — one header, the
+// compact shape, the header's typ / alg / jwk (public members only), the claims' types, method, URI, age and `ath` — and
+// only then does jose verify the signature with the embedded key. A proof is good once: its (key, jti) is remembered for
+// as long as the proof could be accepted (OA-20), and that is the last check, so nothing unsigned can fill the cache.
+import { hash as digest } from 'node:crypto';
+import { calculateJwkThumbprint, compactVerify, errors as joseErrors, importJWK, type JWK } from 'jose';
+import { GatewayError } from '../errors/catalogue.js';
+import { DPOP_ALGORITHMS, type DpopAlgorithm, dpopChallenge } from '../lib/dpop-syntax.js';
+
+const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
+/** A proof is a few hundred bytes; an RSA-4096 key in its header makes it about 1 500. */
+const MAX_PROOF_BYTES = 4096;
+const MAX_JTI_LENGTH = 256;
+/** Members of a private or symmetric JWK (RFC 7518 §6): a proof carries the public key only (check 7). */
+const PRIVATE_JWK_MEMBERS = ['d', 'p', 'q', 'dp', 'dq', 'qi', 'oth', 'k'] as const;
+/** The key types and curves the allowed algorithms use, and which algorithm each may sign with. */
+const KEY_FOR_ALG: Readonly<Record<DpopAlgorithm, (jwk: Readonly<Record<string, unknown>>) => boolean>> = {
+  ES256: (jwk) => jwk['kty'] === 'EC' && jwk['crv'] === 'P-256',
+  ES384: (jwk) => jwk['kty'] === 'EC' && jwk['crv'] === 'P-384',
+  EdDSA: (jwk) => jwk['kty'] === 'OKP' && jwk['crv'] === 'Ed25519',
+  PS256: (jwk) => jwk['kty'] === 'RSA',
+  RS256: (jwk) => jwk['kty'] === 'RSA',
+};
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
+/** What a proof must match: the request it came with, and the access token it accompanies (resource requests). */
+export interface ProofTarget {
+  readonly method: string;
+  /** The request's URI without query or fragment: `https://` + authority + canonical path. */
+  readonly uri: string;
+  /** Resource requests: the access token, whose SHA-256 the proof's `ath` must be (check 12). */
+  readonly accessToken?: string;
+}
+
+export interface VerifiedProof {
+  /** RFC 7638 SHA-256 thumbprint of the proof's key: what `cnf.jkt` binds a token to. */
+  readonly jkt: string;
+  readonly jti: string;
+}
+
+export type ProofCheck = { readonly ok: true; readonly proof: VerifiedProof } | { readonly ok: false; readonly reason: string };
+
+/** Remembers the proofs already used; the answer may need I/O (a shared store), and a store that cannot answer throws. */
+export interface ProofReplayCache {
+  /** True the first time (key thumbprint, jti) is seen until `expiresAtMs`; false for a replay. */
+  firstUse(jkt: string, jti: string, expiresAtMs: number): boolean | Promise<boolean>;
+}
+
+export interface DpopProofOptions {
+  /** How long after its `iat` a proof is accepted, in seconds; its jti is remembered that long (plus the tolerance). */
+  readonly maxAgeS: number;
+  /** How far a proof's `iat` may lie ahead of this clock, in seconds. */
+  readonly clockToleranceS: number;
+  readonly replays: ProofReplayCache;
+  readonly now?: () => number;
+}
+
+export function invalidProof(reason: string): GatewayError {
+  return new GatewayError('invalid_dpop_proof', { reason, headers: { 'www-authenticate': dpopChallenge('invalid_dpop_proof') } });
+}
+
+export class DpopProofVerifier {
+  private readonly now: () => number;
+
+  constructor(private readonly options: DpopProofOptions) {
+    if (!Number.isFinite(options.maxAgeS) || options.maxAgeS <= 0) throw new RangeError('dpop: maxAgeS must be positive');
+    if (!Number.isFinite(options.clockToleranceS) || options.clockToleranceS < 0) throw new RangeError('dpop: clockToleranceS must be non-negative');
+    this.now = options.now ?? Date.now;
+  }
+
+  /**
+   * Checks the `DPoP` header of a request (`header` as received: Node joins a repeated header with ", ", which no compact
+   * JWS contains, so two headers fail the shape check — RFC 9449 §4.3 check 1). Reasons are fixed strings: nothing of the
+   * proof is ever reflected into the answer or the audit.
+   */
+  async verify(header: string | readonly string[] | undefined, target: ProofTarget): Promise<ProofCheck> {
+    if (header === undefined) return refused('no DPoP proof');
+    if (typeof header !== 'string') return refused('more than one DPoP header');
+    if (header.length > MAX_PROOF_BYTES) return refused('proof too large');
+    if (!COMPACT_JWS.test(header)) return refused(header.includes(',') ? 'more than one DPoP header' : 'not a compact JWS');
+    const segments = header.split('.');
+    // A length of 1 mod 4 is no base64url encoding at all; Buffer would silently drop the dangling character.
+    if (segments.some((segment) => segment.length % 4 === 1)) return refused('not a compact JWS');
+    const protectedHeader = decodeObject(segments[0] ?? '');
+    const claims = decodeObject(segments[1] ?? '');
+    if (protectedHeader === undefined) return refused('protected header is not a JSON object');
+    if (claims === undefined) return refused('claims are not a JSON object');
+
+    // RFC 9449 §4.2: typ dpop+jwt (media types compare case-insensitively), an allowed asymmetric alg, a public jwk.
+    const typ = own(protectedHeader, 'typ');
+    if (typeof typ !== 'string' || typ.toLowerCase() !== 'dpop+jwt') return refused('typ is not dpop+jwt');
+    const alg = own(protectedHeader, 'alg');
+    if (!isAllowedAlgorithm(alg)) return refused('alg not allowed');
+    if (Object.hasOwn(protectedHeader, 'crit') || Object.hasOwn(protectedHeader, 'b64')) return refused('forbidden header parameter');
+    const jwk = own(protectedHeader, 'jwk');
+    if (typeof jwk !== 'object' || jwk === null || Array.isArray(jwk)) return refused('jwk missing');
+    const key = jwk as Readonly<Record<string, unknown>>;
+    if (PRIVATE_JWK_MEMBERS.some((name) => Object.hasOwn(key, name))) return refused('jwk is not a public key');
+    if (!KEY_FOR_ALG[alg](key)) return refused('jwk does not fit alg');
+
+    const jti = own(claims, 'jti');
+    const htm = own(claims, 'htm');
+    const htu = own(claims, 'htu');
+    const iat = own(claims, 'iat');
+    if (typeof jti !== 'string' || jti.length === 0 || jti.length > MAX_JTI_LENGTH) return refused('jti missing or malformed');
+    if (htm !== target.method) return refused('htm does not match the request method');
+    if (typeof htu !== 'string' || normalizedUri(htu) !== target.uri) return refused('htu does not match the request URI');
+    if (typeof iat !== 'number' || !Number.isFinite(iat)) return refused('iat missing or malformed');
+    const nowS = this.now() / 1000;
+    if (iat > nowS + this.options.clockToleranceS) return refused('iat in the future');
+    if (iat < nowS - this.options.maxAgeS) return refused('proof too old');
+    if (target.accessToken !== undefined) {
+      // RFC 9449 §4.3 check 12: the proof names the very token it accompanies (base64url SHA-256 of its ASCII bytes).
+      if (own(claims, 'ath') !== digest('sha256', target.accessToken, 'base64url')) return refused('ath does not match the access token');
+    }
+
+    let jkt: string;
+    try {
+      const publicKey = await importJWK(key as JWK, alg);
+      await compactVerify(header, publicKey, { algorithms: [alg] });
+      jkt = await calculateJwkThumbprint(key as JWK, 'sha256');
+    } catch (error) {
+      if (error instanceof joseErrors.JOSEError || error instanceof TypeError) {
+        return refused(error instanceof joseErrors.JWSSignatureVerificationFailed ? 'signature invalid' : 'jwk or signature unusable');
+      }
+      throw error;
+    }
+    // Last, once the proof is known to be signed by its key: a replay of the same (key, jti) within its lifetime is refused.
+    const expiresAtMs = (iat + this.options.maxAgeS + this.options.clockToleranceS) * 1000;
+    if (!(await this.options.replays.firstUse(jkt, jti, expiresAtMs))) return refused('proof replayed');
+    return { ok: true, proof: { jkt, jti } };
+  }
+}
+
+function refused(reason: string): ProofCheck {
+  return { ok: false, reason };
+}
+
+function isAllowedAlgorithm(value: unknown): value is DpopAlgorithm {
+  return typeof value === 'string' && (DPOP_ALGORITHMS as readonly string[]).includes(value);
+}
+
+function decodeObject(segment: string): Readonly<Record<string, unknown>> | undefined {
+  try {
+    const value: unknown = JSON.parse(UTF8.decode(Buffer.from(segment, 'base64url')));
+    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Reads a member only when it is the object's own property (never something reached through a prototype). */
+function own(object: Readonly<Record<string, unknown>>, name: string): unknown {
+  return Object.hasOwn(object, name) ? object[name] : undefined;
+}
+
+/**
+ * A proof's `htu` as the request URI it must equal: scheme and host lower-cased, the default port dropped, dot segments
+ * resolved, query and fragment ignored (RFC 9449 §4.3 check 9, RFC 3986 §6.2.2–6.2.3). Undefined for anything but an
+ * absolute https URI without credentials.
+ */
+export function normalizedUri(htu: string): string | undefined {
+  let url: URL;
+  try {
+    url = new URL(htu);
+  } catch {
+    return undefined;
+  }
+  if (url.protocol !== 'https:' || url.username !== '' || url.password !== '') return undefined;
+  return `https://${url.host}${url.pathname}`;
+}
+
+/** The URI a proof for this request must name: the authority the client sent and the canonical path. */
+export function requestUri(authority: string, path: string): string | undefined {
+  return normalizedUri(`https://${authority}${path}`);
+}

@@ -1,0 +1,13 @@
+// DPoP (RFC 9449) names shared by the proof checks, the challenges of routes and authorization, and the issuer metadata.
+
+/** Asymmetric only (RFC 9449 §4.3 check 5); jose refuses RSA keys under 2048 bits. */
+export const DPOP_ALGORITHMS = Object.freeze(['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'] as const);
+export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
+
+/** The `algs` a DPoP challenge lists (RFC 9449 §7.1). */
+const DPOP_ALGS_PARAMETER = DPOP_ALGORITHMS.join(' ');
+
+/** The DPoP challenge of a 401 (RFC 9449 §7.1): with an `error`, or without one when no credential came at all. */
+export function dpopChallenge(error?: 'invalid_dpop_proof' | 'invalid_token' | 'invalid_request'): string {
+  return error === undefined ? `DPoP algs="${DPOP_ALGS_PARAMETER}"` : `DPoP error="${error}", algs="${DPOP_ALGS_PARAMETER}"`;
+}

@@ -1,0 +1,337 @@
+// DPoP (RFC 9449, issue #11 items 1-2): DPoP-bound tokens from the token endpoint, and `dpop` routes that check every proof
+// (SECURITY-MATRIX OA-19, OA-20) — real proofs signed with real keys, sent to a real gateway over HTTP/1.1 and HTTP/2.
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { MemoryProofReplayCache, ReplayCacheUnavailable } from '../../src/authn/dpop-replay.js';
+import { normalizedUri } from '../../src/authn/dpop-proof.js';
+import { rawHttp1, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
+import { addClient, basicAuth, getToken, send, startIssuerGateway, withIssuer, type OAuthResponse, type TestClient } from '../support/issuer.js';
+import { route } from '../support/routes.js';
+
+interface ProofKey {
+  readonly alg: 'ES256' | 'EdDSA';
+  readonly privateKey: CryptoKey | KeyObject;
+  readonly jwk: JWK;
+  readonly jkt: string;
+}
+
+async function proofKey(alg: 'ES256' | 'EdDSA' = 'ES256'): Promise<ProofKey> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+  const jwk = await exportJWK(publicKey);
+  return { alg, privateKey, jwk, jkt: await calculateJwkThumbprint(jwk, 'sha256') };
+}
+
+interface ProofOptions {
+  readonly htm: string;
+  readonly htu: string;
+  readonly token?: string;
+  readonly claims?: Record<string, unknown>;
+  readonly header?: Record<string, unknown>;
+  /** Signs with this key while the header names `key`'s public key. */
+  readonly signer?: ProofKey;
+}
+
+let jtis = 0;
+async function proof(key: ProofKey, opts: ProofOptions): Promise<string> {
+  const claims: Record<string, unknown> = {
+    htm: opts.htm,
+    htu: opts.htu,
+    iat: Math.floor(Date.now() / 1000),
+    jti: `jti-${++jtis}-${Math.random().toString(36).slice(2)}`,
+    ...(opts.token !== undefined ? { ath: createHash('sha256').update(opts.token).digest('base64url') } : {}),
+    ...opts.claims,
+  };
+  for (const [name, value] of Object.entries(claims)) if (value === undefined) delete claims[name];
+  return new SignJWT(claims).setProtectedHeader({ typ: 'dpop+jwt', alg: key.alg, jwk: key.jwk, ...opts.header } as never).sign((opts.signer ?? key).privateKey);
+}
+
+let gw: TestGateway;
+let upstream: TestUpstream;
+let client: TestClient;
+
+beforeAll(async () => {
+  upstream = await startUpstream();
+  gw = await startIssuerGateway((base) => ({
+    ...withIssuer(base, {}, [
+      route('dpop', '/dpop', { methods: ['GET', 'POST'], authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
+      {
+        id: 'dpop-up',
+        match: { path_prefix: '/dpop-up', methods: ['GET'] },
+        authn: ['dpop', 'bearer'],
+        authz: { allow: 'authenticated' },
+        handler: { proxy: { upstream: 'app' } },
+      },
+    ]),
+    upstreams: { app: { url: upstream.url } },
+  }));
+  client = await addClient(gw, { scopes: ['echo:read'] });
+});
+afterAll(async () => {
+  await gw.stop();
+  await upstream.close();
+});
+
+const tokenUri = (): string => `${gw.origin}/oauth2/token`;
+
+/** A DPoP-bound token for `key`, from the real token endpoint. */
+async function dpopToken(key: ProofKey, dispatcher?: ReturnType<TestGateway['agent']>): Promise<OAuthResponse> {
+  return send(gw, {
+    method: 'POST',
+    path: '/oauth2/token',
+    body: 'grant_type=client_credentials',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: basicAuth(client.id, client.secret),
+      dpop: await proof(key, { htm: 'POST', htu: tokenUri() }),
+    },
+    ...(dispatcher !== undefined ? { dispatcher } : {}),
+  });
+}
+
+async function boundToken(key: ProofKey): Promise<string> {
+  const res = await dpopToken(key);
+  if (res.status !== 200) throw new Error(`token request failed: ${res.status} ${res.text}`);
+  return String(res.json?.['access_token']);
+}
+
+function call(path: string, headers: Record<string, string>, dispatcher?: ReturnType<TestGateway['agent']>): Promise<OAuthResponse> {
+  return send(gw, { path, headers, ...(dispatcher !== undefined ? { dispatcher } : {}) });
+}
+
+function challenge(res: OAuthResponse): string {
+  return String(res.headers['www-authenticate'] ?? '');
+}
+
+function expectProofRefused(res: OAuthResponse, label: string): void {
+  expect(res.status, label).toBe(401);
+  expect(challenge(res), label).toMatch(/^DPoP error="invalid_dpop_proof", algs="[A-Za-z0-9 ]+"$/);
+}
+
+describe('DPoP at the token endpoint (RFC 9449 §5)', () => {
+  it('a valid proof gets token_type DPoP and a token bound by cnf.jkt to the proof key; metadata lists asymmetric algs only', async () => {
+    const key = await proofKey();
+    const res = await dpopToken(key);
+    expect(res.status).toBe(200);
+    expect(res.json?.['token_type']).toBe('DPoP');
+    expect(decodeJwt(String(res.json?.['access_token']))['cnf']).toEqual({ jkt: key.jkt });
+    // Without a proof the same client still gets a bearer token.
+    expect(decodeJwt(await getToken(gw, client))['cnf']).toBeUndefined();
+
+    const metadata = await send(gw, { path: '/.well-known/oauth-authorization-server' });
+    const algs = metadata.json?.['dpop_signing_alg_values_supported'];
+    expect(algs).toEqual(expect.arrayContaining(['ES256', 'EdDSA']));
+    expect((algs as string[]).some((alg) => alg === 'none' || alg.startsWith('HS'))).toBe(false);
+  });
+
+  it('a bad, replayed or misdirected proof gets no token: 400 invalid_dpop_proof', async () => {
+    const key = await proofKey();
+    const form = { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) };
+    const post = (dpop: string): Promise<OAuthResponse> =>
+      send(gw, { method: 'POST', path: '/oauth2/token', body: 'grant_type=client_credentials', headers: { ...form, dpop } });
+    const good = await proof(key, { htm: 'POST', htu: tokenUri() });
+    expect((await post(good)).status).toBe(200);
+    for (const [label, dpop] of [
+      ['replayed', good],
+      ['wrong htm', await proof(key, { htm: 'GET', htu: tokenUri() })],
+      ['wrong htu', await proof(key, { htm: 'POST', htu: `${gw.origin}/oauth2/revoke` })],
+      ['not a JWT', 'not-a-proof'],
+      ['typ jwt', await proof(key, { htm: 'POST', htu: tokenUri(), header: { typ: 'JWT' } })],
+    ] as const) {
+      const res = await post(dpop);
+      expect(res.status, label).toBe(400);
+      expect(res.json?.['error'], label).toBe('invalid_dpop_proof');
+      expect(res.json?.['access_token'], label).toBeUndefined();
+    }
+  });
+});
+
+describe('DPoP at resource routes (OA-19)', () => {
+  for (const h2 of [false, true]) {
+    const protocol = h2 ? 'HTTP/2' : 'HTTP/1.1';
+
+    it(`${protocol}: a DPoP-bound token with a fresh proof of its key is admitted; the audit names the dpop principal`, async () => {
+      const key = await proofKey(h2 ? 'EdDSA' : 'ES256');
+      const dispatcher = gw.agent({ allowH2: h2 });
+      const token = await boundToken(key);
+      const htu = `${gw.origin}/dpop/things`;
+      const res = await call('/dpop/things?page=2', { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu, token }) }, dispatcher);
+      expect(res.status, res.text).toBe(200);
+      const id = String(res.headers['x-request-id']);
+      const record = (await gw.auditRecords()).find((r) => r.request_id === id);
+      expect(record).toMatchObject({ decision: 'allow', auth_method: 'dpop', client_id: client.id });
+    });
+
+    it(`${protocol}: every failed proof check is a 401 with the DPoP invalid_dpop_proof challenge`, async () => {
+      const key = await proofKey();
+      const other = await proofKey();
+      const dispatcher = gw.agent({ allowH2: h2 });
+      const token = await boundToken(key);
+      const htu = `${gw.origin}/dpop/x`;
+      const auth = `DPoP ${token}`;
+      const nowS = Math.floor(Date.now() / 1000);
+      const hmac = await new SignJWT({ htm: 'GET', htu, iat: nowS, jti: 'hs', ath: createHash('sha256').update(token).digest('base64url') })
+        .setProtectedHeader({ typ: 'dpop+jwt', alg: 'HS256', jwk: { kty: 'oct', k: 'c2VjcmV0' } } as never)
+        .sign(new TextEncoder().encode('a-shared-secret-of-32-bytes-long'));
+      const privateJwk = await exportJWK(generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey);
+      // Each case is refused by the check it is about: the audit's reason says which.
+      const cases: Array<[string, string | undefined, string]> = [
+        ['no proof', undefined, 'no DPoP proof'],
+        ['not a JWT', 'abc.def', 'not a compact JWS'],
+        ['typ JWT', await proof(key, { htm: 'GET', htu, token, header: { typ: 'JWT' } }), 'typ is not dpop+jwt'],
+        ['alg HS256', hmac, 'alg not allowed'],
+        [
+          'alg none',
+          `${Buffer.from(JSON.stringify({ typ: 'dpop+jwt', alg: 'none', jwk: key.jwk })).toString('base64url')}.${Buffer.from(JSON.stringify({ htm: 'GET', htu, iat: nowS, jti: 'n' })).toString('base64url')}.AAAA`,
+          'alg not allowed',
+        ],
+        ['bad signature', await proof(key, { htm: 'GET', htu, token, signer: other }), 'signature invalid'],
+        ['private jwk', await proof(key, { htm: 'GET', htu, token, header: { jwk: privateJwk } }), 'jwk is not a public key'],
+        ['wrong htm', await proof(key, { htm: 'POST', htu, token }), 'htm does not match the request method'],
+        ['wrong htu path', await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/y`, token }), 'htu does not match the request URI'],
+        ['wrong htu host', await proof(key, { htm: 'GET', htu: htu.replace('127.0.0.1', 'localhost'), token }), 'htu does not match the request URI'],
+        ['iat too old', await proof(key, { htm: 'GET', htu, token, claims: { iat: nowS - 600 } }), 'proof too old'],
+        ['iat in the future', await proof(key, { htm: 'GET', htu, token, claims: { iat: nowS + 600 } }), 'iat in the future'],
+        ['no jti', await proof(key, { htm: 'GET', htu, token, claims: { jti: undefined } }), 'jti missing or malformed'],
+        ['no ath', await proof(key, { htm: 'GET', htu }), 'ath does not match the access token'],
+        ['ath of another token', await proof(key, { htm: 'GET', htu, token: `${token}x` }), 'ath does not match the access token'],
+        ['key is not the bound one', await proof(other, { htm: 'GET', htu, token }), 'proof key does not match the token binding'],
+      ];
+      const ids = new Map<string, string>();
+      for (const [label, dpop, reason] of cases) {
+        const res = await call('/dpop/x', { authorization: auth, ...(dpop !== undefined ? { dpop } : {}) }, dispatcher);
+        expectProofRefused(res, label);
+        ids.set(String(res.headers['x-request-id']), reason);
+      }
+      const records = await gw.auditRecords();
+      for (const [id, reason] of ids) {
+        expect(records.find((r) => r.request_id === id)).toMatchObject({
+          decision: 'deny',
+          stage: 'authn',
+          code: 'invalid_dpop_proof',
+          reason,
+          client_id: client.id,
+        });
+      }
+      // htu compares as a URI: scheme and host case, the query and the fragment do not matter.
+      const loose = htu.replace('https://', 'HTTPS://').concat('?q=1#frag');
+      expect((await call('/dpop/x', { authorization: auth, dpop: await proof(key, { htm: 'GET', htu: loose, token }) }, dispatcher)).status).toBe(200);
+    });
+  }
+
+  it('two DPoP headers are refused (HTTP/1.1 bytes on the wire)', async () => {
+    const key = await proofKey();
+    const token = await boundToken(key);
+    const htu = `${gw.origin}/dpop/x`;
+    const [a, b] = [await proof(key, { htm: 'GET', htu, token }), await proof(key, { htm: 'GET', htu, token })];
+    const res = await rawHttp1(
+      gw.port,
+      gw.certs,
+      `GET /dpop/x HTTP/1.1\r\nHost: 127.0.0.1:${gw.port}\r\nAuthorization: DPoP ${token}\r\nDPoP: ${a}\r\nDPoP: ${b}\r\nConnection: close\r\n\r\n`,
+    );
+    expect(res.status).toBe(401);
+    expect(res.text).toMatch(/www-authenticate: DPoP error="invalid_dpop_proof"/i);
+  });
+
+  it('OA-20: a proof is good once — the same proof again is refused', async () => {
+    const key = await proofKey();
+    const token = await boundToken(key);
+    const dpop = await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/once`, token });
+    expect((await call('/dpop/once', { authorization: `DPoP ${token}`, dpop })).status).toBe(200);
+    expectProofRefused(await call('/dpop/once', { authorization: `DPoP ${token}`, dpop }), 'replayed');
+  });
+
+  it('a DPoP-bound token sent as Bearer is refused, and a bearer token sent as DPoP', async () => {
+    const key = await proofKey();
+    const bound = await boundToken(key);
+    const asBearer = await call('/api/x', { authorization: `Bearer ${bound}` });
+    expect(asBearer.status).toBe(401);
+    expect(challenge(asBearer)).toBe('Bearer error="invalid_token"');
+
+    const plain = await getToken(gw, client);
+    const asDpop = await call('/dpop/x', { authorization: `DPoP ${plain}`, dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/x`, token: plain }) });
+    expect(asDpop.status).toBe(401);
+    expect(challenge(asDpop)).toMatch(/^DPoP error="invalid_token", algs="/);
+  });
+
+  it('no credential: 401 with a DPoP challenge naming the algorithms; a route taking both schemes offers both', async () => {
+    const none = await call('/dpop/x', {});
+    expect(none.status).toBe(401);
+    expect(challenge(none)).toMatch(/^DPoP algs="[^"]*ES256[^"]*"$/);
+    const both = await call('/dpop-up/x', {});
+    expect(challenge(both)).toMatch(/^Bearer realm="gatehouse", DPoP algs="/);
+  });
+
+  it('neither the DPoP token nor its proof is forwarded upstream; introspection reports the binding', async () => {
+    const key = await proofKey();
+    const token = await boundToken(key);
+    const res = await call('/dpop-up/z', { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop-up/z`, token }) });
+    expect(res.status, res.text).toBe(200);
+    const seen = upstream.requests.at(-1);
+    expect(seen?.headers['authorization']).toBeUndefined();
+    expect(seen?.headers['dpop']).toBeUndefined();
+    expect(seen?.headers['x-authenticated-method']).toBe('dpop');
+
+    const introspection = await send(gw, {
+      method: 'POST',
+      path: '/oauth2/introspect',
+      body: `token=${token}`,
+      headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) },
+    });
+    expect(introspection.json).toMatchObject({ active: true, token_type: 'DPoP', cnf: { jkt: key.jkt } });
+  });
+});
+
+describe('DPoP replay cache', () => {
+  it('remembers a proof until it expires, then forgets it; full of live proofs, it refuses to answer', () => {
+    let now = 1_000_000;
+    const cache = new MemoryProofReplayCache(2, () => now);
+    expect(cache.firstUse('k', 'a', now + 1000)).toBe(true);
+    expect(cache.firstUse('k', 'a', now + 1000)).toBe(false);
+    expect(cache.firstUse('other-key', 'a', now + 1000)).toBe(true);
+    expect(() => cache.firstUse('k', 'b', now + 1000)).toThrow(ReplayCacheUnavailable);
+    now += 1001;
+    expect(cache.firstUse('k', 'b', now + 1000)).toBe(true);
+    expect(cache.size).toBe(1);
+  });
+
+  it('a gateway whose replay cache is full fails closed: 503, not an unchecked proof', async () => {
+    const small = await startIssuerGateway((base) =>
+      withIssuer(base, { dpop: { replay_cache_entries: 1 } }, [route('dpop', '/dpop', { authn: ['dpop'], authz: { allow: 'authenticated' } })]),
+    );
+    try {
+      const smallClient = await addClient(small, { scopes: ['echo:read'] });
+      const key = await proofKey();
+      const origin = small.origin;
+      const tokenRes = await send(small, {
+        method: 'POST',
+        path: '/oauth2/token',
+        body: 'grant_type=client_credentials',
+        headers: {
+          'content-type': 'application/x-www-form-urlencoded',
+          authorization: basicAuth(smallClient.id, smallClient.secret),
+          dpop: await proof(key, { htm: 'POST', htu: `${origin}/oauth2/token` }),
+        },
+      });
+      expect(tokenRes.status).toBe(200);
+      const token = String(tokenRes.json?.['access_token']);
+      const res = await send(small, {
+        path: '/dpop/x',
+        headers: { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu: `${origin}/dpop/x`, token }) },
+      });
+      expect(res.status).toBe(503);
+    } finally {
+      await small.stop();
+    }
+  });
+});
+
+describe('htu normalization', () => {
+  it('lower-cases scheme and host, drops the default port, query and fragment, resolves dot segments; refuses non-https', () => {
+    expect(normalizedUri('HTTPS://Example.COM:443/a/./b/../c?x=1#f')).toBe('https://example.com/a/c');
+    expect(normalizedUri('https://example.com:8443/a')).toBe('https://example.com:8443/a');
+    expect(normalizedUri('http://example.com/a')).toBeUndefined();
+    expect(normalizedUri('https://user:pw@example.com/a')).toBeUndefined();
+    expect(normalizedUri('not a uri')).toBeUndefined();
+  });
+});
