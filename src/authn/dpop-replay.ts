@@ -2,6 +2,7 @@
 // be accepted anyway, so the same proof is good once. Bounded: entries leave when they expire, and when every slot holds a
 // live proof the cache refuses to answer (the DPoP request then fails closed) instead of forgetting one that could replay.
 import { hash as digest } from 'node:crypto';
+import { RateLimiterRes } from 'rate-limiter-flexible';
 import type { ProofReplayCache } from './dpop-proof.js';
 
 /** The cache cannot say whether a proof is fresh: the request is refused (503), never admitted on a guess. */
@@ -45,6 +46,32 @@ export class MemoryProofReplayCache implements ProofReplayCache {
     for (const [key, expiresAt] of this.seen) {
       if (expiresAt > now) return;
       this.seen.delete(key);
+    }
+  }
+}
+
+/** A window of one point per key on a shared limiter store, refusing while the store cannot answer (quota `rate(…, 'deny')`). */
+export interface OncePerWindow {
+  /** Resolves the first time; rejects with a RateLimiterRes for a key already used, with anything else when it cannot say. */
+  consume(key: string): Promise<unknown>;
+}
+
+/**
+ * The replay cache of gateways that share their limits (Redis, or the primary of `serve --workers N`): a proof is one point
+ * of a one-point window as long as the proof's lifetime, so one of any number of instances and workers accepts it, once.
+ * A store that cannot answer (Redis away, the primary stalled) is never guessed around: the DPoP request fails closed —
+ * an in-memory fallback would let each process accept the proof once.
+ */
+export class SharedProofReplayCache implements ProofReplayCache {
+  constructor(private readonly window: OncePerWindow) {}
+
+  async firstUse(jkt: string, jti: string): Promise<boolean> {
+    try {
+      await this.window.consume(digest('sha256', `${jkt}.${jti}`, 'base64url'));
+      return true;
+    } catch (error) {
+      if (error instanceof RateLimiterRes) return false;
+      throw new ReplayCacheUnavailable(`DPoP replay cache unavailable: ${error instanceof Error ? error.message : String(error)}`);
     }
   }
 }

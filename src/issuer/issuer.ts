@@ -7,7 +7,7 @@ import type { Logger } from 'pino';
 import { BearerAuthenticator, type VerificationKeys } from '../authn/bearer.js';
 import { DpopAuthenticator } from '../authn/dpop.js';
 import { DpopProofVerifier } from '../authn/dpop-proof.js';
-import { MemoryProofReplayCache } from '../authn/dpop-replay.js';
+import { MemoryProofReplayCache, SharedProofReplayCache } from '../authn/dpop-replay.js';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
@@ -118,13 +118,13 @@ export class Issuer {
       cacheEntries: settings.verified_token_cache,
       now,
     });
-    // One replay cache for the token endpoint and the resource routes: a proof is good once, wherever it is presented.
-    const proofs = new DpopProofVerifier({
-      maxAgeS: settings.dpop.proof_max_age_s,
-      clockToleranceS: settings.clock_tolerance_s,
-      replays: new MemoryProofReplayCache(settings.dpop.replay_cache_entries, now),
-      now,
-    });
+    // One replay cache for the token endpoint and the resource routes: a proof is good once, wherever it is presented —
+    // and, when instances or workers share their limits, on whichever of them it is presented (OA-20).
+    const proofLifetimeS = settings.dpop.proof_max_age_s + settings.clock_tolerance_s;
+    const replays = limiters.shared
+      ? new SharedProofReplayCache(limiters.rate({ keyPrefix: 'dpop-jti', points: 1, durationS: proofLifetimeS }, 'deny'))
+      : new MemoryProofReplayCache(settings.dpop.replay_cache_entries, now);
+    const proofs = new DpopProofVerifier({ maxAgeS: settings.dpop.proof_max_age_s, clockToleranceS: settings.clock_tolerance_s, replays, now });
     this.dpop = new DpopAuthenticator(this.bearer, proofs);
     const seen = (client: Client, readAt: number): void => revocations.clientSeen(client, readAt);
     const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, seen, now, limiters);

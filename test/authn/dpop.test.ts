@@ -5,7 +5,8 @@ import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT,
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryProofReplayCache, ReplayCacheUnavailable } from '../../src/authn/dpop-replay.js';
 import { normalizedUri } from '../../src/authn/dpop-proof.js';
-import { rawHttp1, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
+import { randomBytes } from 'node:crypto';
+import { closedPort, rawHttp1, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 import { addClient, basicAuth, getToken, send, startIssuerGateway, withIssuer, type OAuthResponse, type TestClient } from '../support/issuer.js';
 import { route } from '../support/routes.js';
 
@@ -322,6 +323,65 @@ describe('DPoP replay cache', () => {
       expect(res.status).toBe(503);
     } finally {
       await small.stop();
+    }
+  });
+});
+
+const REDIS_URL = process.env['GATEHOUSE_TEST_REDIS_URL'] || undefined;
+if (process.env['GATEHOUSE_REQUIRE_SERVICES'] === '1' && REDIS_URL === undefined)
+  throw new Error('GATEHOUSE_REQUIRE_SERVICES=1 but GATEHOUSE_TEST_REDIS_URL is not set');
+
+/** A token request with `dpop` to `target`, naming `authority` as its Host (the authority a balancer's instances share). */
+async function tokenRequest(target: TestGateway, who: TestClient, dpop: string, authority?: string): Promise<OAuthResponse> {
+  return send(target, {
+    method: 'POST',
+    path: '/oauth2/token',
+    body: 'grant_type=client_credentials',
+    headers: {
+      'content-type': 'application/x-www-form-urlencoded',
+      authorization: basicAuth(who.id, who.secret),
+      dpop,
+      ...(authority !== undefined ? { host: authority } : {}),
+    },
+  });
+}
+
+describe.skipIf(REDIS_URL === undefined)('DPoP replay across instances sharing Redis (OA-20)', () => {
+  it('a proof accepted by one instance is refused by another; a fresh one is not', async () => {
+    const keyPrefix = `gh-test-${randomBytes(6).toString('hex')}`;
+    const withRedis = (url: string) => (base: Parameters<typeof withIssuer>[0]) => ({ ...withIssuer(base), redis: { url, key_prefix: keyPrefix } });
+    const a = await startIssuerGateway(withRedis(REDIS_URL ?? ''));
+    const b = await startIssuerGateway(withRedis(REDIS_URL ?? ''));
+    try {
+      const [clientA, clientB] = [await addClient(a), await addClient(b)];
+      const authority = `127.0.0.1:${a.port}`;
+      const key = await proofKey();
+      const htu = `https://${authority}/oauth2/token`;
+      const used = await proof(key, { htm: 'POST', htu });
+      expect((await tokenRequest(a, clientA, used)).status).toBe(200);
+      const replayed = await tokenRequest(b, clientB, used, authority);
+      expect(replayed.status).toBe(400);
+      expect(replayed.json?.['error']).toBe('invalid_dpop_proof');
+      const record = (await b.auditRecords()).find((r) => r.request_id === replayed.headers['x-request-id']);
+      expect(record).toMatchObject({ code: 'invalid_dpop_proof', reason: 'proof replayed' });
+      // The same Host with a proof nobody used: instance b issues.
+      expect((await tokenRequest(b, clientB, await proof(key, { htm: 'POST', htu }), authority)).status).toBe(200);
+    } finally {
+      await Promise.all([a.stop(), b.stop()]);
+    }
+  });
+
+  it('Redis unreachable: DPoP fails closed (503) while a plain token request is still served', async () => {
+    const down = `redis://127.0.0.1:${await closedPort()}`;
+    const gateway = await startIssuerGateway((base) => ({ ...withIssuer(base), redis: { url: down, key_prefix: 'gh-test-down', timeout_ms: 100 } }));
+    try {
+      const who = await addClient(gateway);
+      const res = await tokenRequest(gateway, who, await proof(await proofKey(), { htm: 'POST', htu: `${gateway.origin}/oauth2/token` }));
+      expect(res.status).toBe(503);
+      expect(res.json?.['access_token']).toBeUndefined();
+      expect((await getToken(gateway, who)).length).toBeGreaterThan(0);
+    } finally {
+      await gateway.stop();
     }
   });
 });
