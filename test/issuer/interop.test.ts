@@ -1,12 +1,13 @@
 // Interoperability: oauth4webapi, an unmodified standards client, against the gateway's authorization server — discovery
 // (RFC 8414), client_credentials with client_secret_basic and client_secret_post (RFC 6749), introspection (RFC 7662) and
-// revocation (RFC 7009). Only its customFetch hook is used, to reach the test listener through an agent trusting the test CA.
+// revocation (RFC 7009), and DPoP (RFC 9449): a DPoP-bound token and a resource call with its proofs. Only its customFetch hook is used, to reach the test listener through an agent trusting the test CA.
 import * as oauth from 'oauth4webapi';
-import { decodeJwt } from 'jose';
+import { calculateJwkThumbprint, decodeJwt, exportJWK } from 'jose';
 import { fetch as undiciFetch, type Agent } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { TestGateway } from '../support/harness.js';
 import { addClient, callWith, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+import { route } from '../support/routes.js';
 
 describe('oauth4webapi interop', () => {
   let gw: TestGateway;
@@ -16,7 +17,11 @@ describe('oauth4webapi interop', () => {
   let options: { [oauth.customFetch]: (url: string, init: oauth.CustomFetchOptions<string, unknown>) => Promise<Response> };
 
   beforeAll(async () => {
-    gw = await startIssuerGateway((base) => withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } } }));
+    gw = await startIssuerGateway((base) =>
+      withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } } }, [
+        route('dpop', '/dpop', { authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
+      ]),
+    );
     agent = gw.agent();
     // The default issuer is https://localhost:<port>; the test server certificate covers localhost.
     issuer = new URL(`https://localhost:${gw.port}`);
@@ -108,5 +113,28 @@ describe('oauth4webapi interop', () => {
       expect(challenge.cause.map((ch) => ch.scheme)).toEqual(['basic']);
       expect(await challenge.response.json()).toMatchObject({ error: 'invalid_client' });
     }
+  });
+
+  it('DPoP: the client gets a DPoP-bound token and calls a dpop route with its proofs; the same token as Bearer is refused', async () => {
+    const c = await addClient(gw, { scopes: ['echo:read'] });
+    const keyPair = await oauth.generateKeyPair('ES256');
+    const dpop = oauth.DPoP(asClient(c), keyPair);
+    const tokenRes = await oauth.processClientCredentialsResponse(
+      as,
+      asClient(c),
+      await oauth.clientCredentialsGrantRequest(as, asClient(c), oauth.ClientSecretBasic(c.secret), {}, { ...options, DPoP: dpop }),
+    );
+    expect(tokenRes.token_type).toBe('dpop');
+    const jkt = await calculateJwkThumbprint(await exportJWK(keyPair.publicKey));
+    expect(decodeJwt(tokenRes.access_token)['cnf']).toEqual({ jkt });
+
+    const resource = new URL(`https://localhost:${gw.port}/dpop/items`);
+    const call = await oauth.protectedResourceRequest(tokenRes.access_token, 'GET', resource, new Headers(), null, { ...options, DPoP: dpop });
+    expect(call.status).toBe(200);
+    expect(await call.json()).toMatchObject({ principal: { subject: c.id, method: 'dpop' } });
+    // A second call makes a fresh proof: each is good once, and the client never reuses one.
+    expect((await oauth.protectedResourceRequest(tokenRes.access_token, 'GET', resource, new Headers(), null, { ...options, DPoP: dpop })).status).toBe(200);
+
+    expect((await callWith(gw, '/api', `Bearer ${tokenRes.access_token}`)).status).toBe(401);
   });
 });
