@@ -23,12 +23,17 @@ export class RoutePolicy implements Authorizer {
     | { readonly mode: 'all' | 'any'; readonly list: readonly string[]; readonly error: { readonly bearer: GatewayError; readonly dpop: GatewayError } }
     | undefined;
   private readonly audience: (() => string) | undefined;
+  private readonly senderConstrained: boolean;
   private readonly challenge: Readonly<Record<string, string>>;
 
-  constructor(rule: DeepReadonly<AuthzConfig>, options: RoutePolicyOptions = {}) {
+  constructor(
+    rule: DeepReadonly<Omit<AuthzConfig, 'require_sender_constraint'>> & { readonly require_sender_constraint?: boolean },
+    options: RoutePolicyOptions = {},
+  ) {
     this.allowAnyone = rule.allow === 'anyone';
     this.subjects = rule.subjects === undefined ? undefined : new Set(rule.subjects);
     this.audience = options.audience;
+    this.senderConstrained = rule.require_sender_constraint === true;
     this.challenge = options.challenge === undefined ? {} : { 'www-authenticate': options.challenge };
     if (rule.scopes !== undefined) {
       const [mode, list] = 'all_of' in rule.scopes ? (['all', rule.scopes.all_of] as const) : (['any', rule.scopes.any_of] as const);
@@ -51,6 +56,14 @@ export class RoutePolicy implements Authorizer {
       return {
         allowed: false,
         error: new GatewayError('invalid_token', { reason: 'audience mismatch', headers: { 'www-authenticate': tokenChallenge(principal) } }),
+      };
+    }
+    // A bearer principal with a certificate thumbprint holds a certificate-bound token whose binding was checked against
+    // this connection; a DPoP principal's proof was checked. Anything else could be replayed by whoever copied it.
+    if (this.senderConstrained && principal.method === 'bearer' && principal.certificateThumbprint === undefined) {
+      return {
+        allowed: false,
+        error: new GatewayError('invalid_token', { reason: 'token is not sender-constrained', headers: { 'www-authenticate': tokenChallenge(principal) } }),
       };
     }
     if (this.subjects !== undefined && !this.subjects.has(principal.subject)) {

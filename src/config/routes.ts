@@ -168,6 +168,11 @@ const authzSchema = z.strictObject({
   audience: resourceUri.optional(),
   /** Scopes a bearer token must carry: every one (`all_of`) or at least one (`any_of`). */
   scopes: z.union([z.strictObject({ all_of: scopeList }), z.strictObject({ any_of: scopeList })]).optional(),
+  /**
+   * Only sender-constrained tokens: DPoP-bound (RFC 9449) or certificate-bound (RFC 8705) on the certificate of this
+   * connection. A plain bearer token, which works for whoever holds it, is refused.
+   */
+  require_sender_constraint: z.boolean().default(false),
 });
 export type AuthzConfig = z.infer<typeof authzSchema>;
 

@@ -121,6 +121,13 @@ function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.Refi
       }
     }
     const tokens = route.authn.includes('bearer') || route.authn.includes('dpop');
+    if (route.authz.require_sender_constraint && !tokens) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['routes', index, 'authz', 'require_sender_constraint'],
+        message: 'applies to access tokens: add "bearer" or "dpop" to authn',
+      });
+    }
     if ((route.authz.scopes !== undefined || route.authz.audience !== undefined) && !tokens) {
       ctx.addIssue({
         code: 'custom',

@@ -7,7 +7,19 @@ import { MemoryProofReplayCache, ReplayCacheUnavailable } from '../../src/authn/
 import { normalizedUri } from '../../src/authn/dpop-proof.js';
 import { randomBytes } from 'node:crypto';
 import { closedPort, rawHttp1, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
-import { addClient, basicAuth, getToken, send, startIssuerGateway, withIssuer, type OAuthResponse, type TestClient } from '../support/issuer.js';
+import {
+  addClient,
+  basicAuth,
+  forgeToken,
+  getToken,
+  send,
+  startIssuerGateway,
+  validClaims,
+  withIssuer,
+  type OAuthResponse,
+  type TestClient,
+} from '../support/issuer.js';
+import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import { route } from '../support/routes.js';
 
 interface ProofKey {
@@ -56,6 +68,7 @@ beforeAll(async () => {
   gw = await startIssuerGateway((base) => ({
     ...withIssuer(base, {}, [
       route('dpop', '/dpop', { methods: ['GET', 'POST'], authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
+      route('constrained', '/constrained', { authn: ['dpop', 'bearer'], authz: { allow: 'authenticated', require_sender_constraint: true } }),
       {
         id: 'dpop-up',
         match: { path_prefix: '/dpop-up', methods: ['GET'] },
@@ -280,6 +293,26 @@ describe('DPoP at resource routes (OA-19)', () => {
       headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) },
     });
     expect(introspection.json).toMatchObject({ active: true, token_type: 'DPoP', cnf: { jkt: key.jkt } });
+  });
+});
+
+describe('authz.require_sender_constraint', () => {
+  it('admits DPoP-bound tokens and certificate-bound ones on their certificate; refuses plain bearer tokens', async () => {
+    const plain = await call('/constrained/x', { authorization: `Bearer ${await getToken(gw, client)}` });
+    expect(plain.status).toBe(401);
+    expect(challenge(plain)).toBe('Bearer error="invalid_token"');
+    const record = (await gw.auditRecords()).find((r) => r.request_id === plain.headers['x-request-id']);
+    expect(record).toMatchObject({ stage: 'authz', reason: 'token is not sender-constrained' });
+
+    const key = await proofKey();
+    const token = await boundToken(key);
+    const dpop = await proof(key, { htm: 'GET', htu: `${gw.origin}/constrained/x`, token });
+    expect((await call('/constrained/x', { authorization: `DPoP ${token}`, dpop })).status).toBe(200);
+
+    const x5t = certificateThumbprintSha256(gw.certs.client.certPem);
+    const certBound = await forgeToken(gw, { ...validClaims(gw, client.id), cnf: { 'x5t#S256': x5t } });
+    expect((await call('/constrained/x', { authorization: `Bearer ${certBound}` }, gw.agent({ cert: gw.certs.client }))).status).toBe(200);
+    expect((await call('/constrained/x', { authorization: `Bearer ${certBound}` })).status).toBe(401);
   });
 });
 
