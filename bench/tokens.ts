@@ -22,6 +22,7 @@ export async function registerClient(file: string): Promise<{ id: string; secret
       enabled: true,
       tokensNotBeforeS: null,
       accessTokenTtlS: null,
+      requireDpop: false,
       createdAt: now,
       updatedAt: now,
     });

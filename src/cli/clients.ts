@@ -27,7 +27,7 @@ import { ID_HELP, MAX_NAME_CHARS, MIN_TOKEN_TTL_S, collectAudience, parseClientI
 // ---- clients ----
 
 type TokenTtlOption = number | 'default';
-type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: TokenTtlOption };
+type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: TokenTtlOption; requireDpop?: boolean };
 
 /** A client's token lifetime from --token-ttl: seconds, or null for the issuer's. */
 function tokenLifetime(option: TokenTtlOption): number | null {
@@ -38,12 +38,24 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
   await withStore(ctx, options, async ({ store, config, record }) => {
     const ttl = options.tokenTtl === undefined ? null : tokenLifetime(options.tokenTtl);
     checkTokenTtl(ctx, config, ttl);
-    const settings: ClientSettings = { name, scopes: options.scope, audiences: options.audience, accessTokenTtlS: ttl };
+    const settings: ClientSettings = {
+      name,
+      scopes: options.scope,
+      audiences: options.audience,
+      accessTokenTtlS: ttl,
+      requireDpop: options.requireDpop === true,
+    };
     const { client, secret } = await addClient(store, settings, Date.now());
     record({
       action: 'client.add',
       target: client.id,
-      changes: { name: client.name, scopes: client.scopes, audiences: client.audiences, access_token_ttl_s: client.accessTokenTtlS },
+      changes: {
+        name: client.name,
+        scopes: client.scopes,
+        audiences: client.audiences,
+        access_token_ttl_s: client.accessTokenTtlS,
+        require_dpop: client.requireDpop,
+      },
     });
     if (options.json === true) {
       printJson({
@@ -53,6 +65,7 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
         scopes: client.scopes,
         audiences: client.audiences,
         access_token_ttl_s: client.accessTokenTtlS,
+        require_dpop: client.requireDpop,
       });
     } else {
       print(`client_id:     ${client.id}\nclient_secret: ${secret}\n${SECRET_WARNING}`);
@@ -96,6 +109,7 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
         `scopes:     ${view.scopes.join(' ')}`,
         `audiences:  ${view.audiences.join(' ') || '(default audience)'}`,
         `token ttl:  ${ttlText(view.access_token_ttl_s, config)}`,
+        `dpop:       ${view.require_dpop ? 'required (DPoP-bound tokens only)' : 'optional'}`,
         ...(view.tokens_not_before === null ? [] : [`tokens:     issued before ${view.tokens_not_before} are refused (set by the last disable or enable)`]),
         `created:    ${view.created_at ?? '-'}`,
         `updated:    ${view.updated_at ?? '-'}`,
@@ -109,7 +123,8 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
   });
 }
 
-type UpdateOptions = StoreOptions & JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: TokenTtlOption };
+type UpdateOptions = StoreOptions &
+  JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: TokenTtlOption; requireDpop?: boolean };
 
 async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptions): Promise<void> {
   if (options.audience !== undefined && options.clearAudiences === true) ctx.fail('--audience and --clear-audiences cannot be combined', ctx.exit.usage);
@@ -118,8 +133,10 @@ async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptio
     ...(options.scope !== undefined ? { scopes: options.scope } : {}),
     ...(options.audience !== undefined ? { audiences: options.audience } : options.clearAudiences === true ? { audiences: [] } : {}),
     ...(options.tokenTtl !== undefined ? { accessTokenTtlS: tokenLifetime(options.tokenTtl) } : {}),
+    ...(options.requireDpop !== undefined ? { requireDpop: options.requireDpop } : {}),
   };
-  if (Object.keys(settings).length === 0) ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences or --token-ttl', ctx.exit.usage);
+  if (Object.keys(settings).length === 0)
+    ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences, --token-ttl or --[no-]require-dpop', ctx.exit.usage);
   await withStore(ctx, options, async ({ store, config, record }) => {
     checkTokenTtl(ctx, config, settings.accessTokenTtlS);
     const { client, changes } = await onClient(ctx, id, updateClient(store, id, settings));
@@ -188,6 +205,7 @@ export function registerClientCommands(program: Command, ctx: AdminContext): voi
       `lifetime of its access tokens, e.g. 5m (${MIN_TOKEN_TTL_S}s up to issuer.access_token_ttl_s; default: that)`,
       parseTokenTtl,
     )
+    .option('--require-dpop', 'issue it DPoP-bound tokens only (RFC 9449): a token request without a valid DPoP proof is refused')
     .option('--json', 'print one JSON object')
     .action((name: string, options: AddOptions) => clientsAdd(ctx, name, options));
 
@@ -199,12 +217,14 @@ export function registerClientCommands(program: Command, ctx: AdminContext): voi
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption) => clientsShow(ctx, id, options));
 
-  clientIdCommand(clients, 'update', "change a client's name, scopes, audiences or token lifetime (recorded in the admin log)", ctx)
+  clientIdCommand(clients, 'update', "change a client's name, scopes, audiences, token lifetime or DPoP requirement (recorded in the admin log)", ctx)
     .option('--name <name>', `new display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
     .option('--scope <scopes>', 'the space-separated scopes it may request, replacing the current ones', scopes)
     .option('--audience <uri>', 'an audience (resource URI) it may request; repeatable; replaces the current list', collectAudience)
     .option('--clear-audiences', "no audiences of its own: tokens get the issuer's default audience")
     .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m, or "default" (issuer.access_token_ttl_s)`, parseTokenTtl)
+    .option('--require-dpop', 'issue it DPoP-bound tokens only from now on')
+    .option('--no-require-dpop', 'let it have plain bearer tokens again')
     .option('--json', 'print the client and the changes as one JSON object')
     .action((id: string, options: UpdateOptions) => clientsUpdate(ctx, id, options));
 

@@ -11,6 +11,8 @@ export interface ClientSettings {
   readonly scopes: readonly string[];
   readonly audiences: readonly string[];
   readonly accessTokenTtlS: number | null;
+  /** Only DPoP-bound tokens for this client (RFC 9449 §5). */
+  readonly requireDpop: boolean;
 }
 
 /** One changed field, as the admin record shows it: never a secret or a hash. */
@@ -33,6 +35,7 @@ export async function addClient(store: ClientStore, settings: ClientSettings, no
     enabled: true,
     tokensNotBeforeS: null,
     accessTokenTtlS: settings.accessTokenTtlS,
+    requireDpop: settings.requireDpop,
     createdAt: now,
     updatedAt: now,
   };
@@ -53,8 +56,9 @@ export async function updateClient(store: ClientStore, id: string, settings: Par
       ...(settings.scopes !== undefined ? { scopes: settings.scopes } : {}),
       ...(settings.audiences !== undefined ? { audiences: settings.audiences } : {}),
       ...(settings.accessTokenTtlS !== undefined ? { accessTokenTtlS: settings.accessTokenTtlS } : {}),
+      ...(settings.requireDpop !== undefined ? { requireDpop: settings.requireDpop } : {}),
     };
-    changes = diff(current, next, ['name', 'scopes', 'audiences', 'accessTokenTtlS']);
+    changes = diff(current, next, ['name', 'scopes', 'audiences', 'accessTokenTtlS', 'requireDpop']);
     return next;
   });
   return { client, changes };

@@ -136,6 +136,7 @@ export class TokenEndpoint implements Service {
 
     // RFC 9449 §5: a request with a DPoP proof gets a token bound to the proof's key; a bad proof gets no token at all.
     let jkt: string | undefined;
+    if (client.requireDpop && request.dpop === undefined) return refused('invalid_dpop_proof_grant', 'the client must send a DPoP proof');
     if (request.dpop !== undefined) {
       const proof = await this.checkProof(request);
       if (!proof.ok) return proof.refusal;

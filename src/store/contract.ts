@@ -29,6 +29,8 @@ export interface Client {
   readonly tokensNotBeforeS: number | null;
   /** Lifetime of this client's access tokens in seconds, at most the issuer's access_token_ttl_s; null = the issuer's. */
   readonly accessTokenTtlS: number | null;
+  /** RFC 9449: the client gets DPoP-bound tokens only; a token request without a valid DPoP proof is refused. */
+  readonly requireDpop: boolean;
   readonly createdAt: number;
   readonly updatedAt: number;
 }

@@ -76,6 +76,13 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE signing_keys ADD COLUMN revoked_at INTEGER;
     `,
   },
+  {
+    version: 3,
+    description: 'clients that must prove possession of a key (DPoP) for every token',
+    sql: `
+      ALTER TABLE clients ADD COLUMN require_dpop INTEGER NOT NULL DEFAULT 0 CHECK (require_dpop IN (0, 1));
+    `,
+  },
 ];
 
 export const LATEST_VERSION = migrations.length;

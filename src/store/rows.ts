@@ -25,6 +25,7 @@ const clientRow = z.object({
   enabled: z.union([z.literal(0), z.literal(1)]),
   tokens_not_before_s: z.int().nonnegative().nullable(),
   access_token_ttl_s: z.int().positive().nullable(),
+  require_dpop: z.union([z.literal(0), z.literal(1)]),
   created_at: epochMs,
   updated_at: epochMs,
 });
@@ -79,6 +80,7 @@ export type ClientParams = {
   enabled: 0 | 1;
   tokens_not_before_s: number | null;
   access_token_ttl_s: number | null;
+  require_dpop: 0 | 1;
   created_at: number;
   updated_at: number;
 };
@@ -124,6 +126,7 @@ export function clientParams(client: Client): ClientParams {
     enabled: client.enabled ? 1 : 0,
     tokens_not_before_s: client.tokensNotBeforeS,
     access_token_ttl_s: client.accessTokenTtlS,
+    require_dpop: client.requireDpop ? 1 : 0,
     created_at: client.createdAt,
     updated_at: client.updatedAt,
   };
@@ -153,6 +156,7 @@ function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]
     enabled: row.enabled === 1,
     tokensNotBeforeS: row.tokens_not_before_s,
     accessTokenTtlS: row.access_token_ttl_s,
+    requireDpop: row.require_dpop === 1,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -138,6 +138,20 @@ describe('DPoP at the token endpoint (RFC 9449 §5)', () => {
     expect((algs as string[]).some((alg) => alg === 'none' || alg.startsWith('HS'))).toBe(false);
   });
 
+  it('a client registered as DPoP-required gets no token without a proof, and a DPoP-bound one with it', async () => {
+    const keyholder = await addClient(gw, { scopes: ['echo:read'], requireDpop: true });
+    const form = { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(keyholder.id, keyholder.secret) };
+    const without = await send(gw, { method: 'POST', path: '/oauth2/token', body: 'grant_type=client_credentials', headers: form });
+    expect(without.status).toBe(400);
+    expect(without.json).toMatchObject({ error: 'invalid_dpop_proof' });
+    expect(without.json?.['access_token']).toBeUndefined();
+    const key = await proofKey();
+    const dpop = await proof(key, { htm: 'POST', htu: tokenUri() });
+    const withProof = await send(gw, { method: 'POST', path: '/oauth2/token', body: 'grant_type=client_credentials', headers: { ...form, dpop } });
+    expect(withProof.json).toMatchObject({ token_type: 'DPoP' });
+    expect(decodeJwt(String(withProof.json?.['access_token']))['cnf']).toEqual({ jkt: key.jkt });
+  });
+
   it('a bad, replayed or misdirected proof gets no token: 400 invalid_dpop_proof', async () => {
     const key = await proofKey();
     const form = { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) };

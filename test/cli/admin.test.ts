@@ -129,7 +129,8 @@ describe('gatehouse clients', () => {
     expect(text).toMatch(/shown only now/);
 
     added = json<Added>(['clients', 'add', 'Reports', '--scope', 'reports:read', '--audience', 'https://api.example.com', '--audience', 'urn:example:reports']);
-    expect(Object.keys(added).sort()).toEqual(['access_token_ttl_s', 'audiences', 'client_id', 'client_secret', 'name', 'scopes']);
+    expect(Object.keys(added).sort()).toEqual(['access_token_ttl_s', 'audiences', 'client_id', 'client_secret', 'name', 'require_dpop', 'scopes']);
+    expect(added).toMatchObject({ require_dpop: false });
     expect(added).toMatchObject({ name: 'Reports', scopes: ['reports:read'], audiences: ['https://api.example.com', 'urn:example:reports'] });
     expectSecret(added.client_secret);
 
@@ -168,6 +169,20 @@ describe('gatehouse clients', () => {
     expect(details).toMatch(/read write/);
     expect(shown).toMatchObject({ client_id: added.client_id, audiences: ['https://api.example.com', 'urn:example:reports'] });
     expect(shown['secrets']).toEqual([{ created_at: expect.any(String), expires_at: null, active: true }]);
+  });
+
+  it('--require-dpop: set at add, shown, turned off and on by update, each change recorded as a field change', async () => {
+    const dpop = json<Added & { require_dpop: boolean }>(['clients', 'add', 'Keyholder', '--scope', 'read', '--require-dpop']);
+    expect(dpop.require_dpop).toBe(true);
+    expect((await storedClient(dpop.client_id))?.requireDpop).toBe(true);
+    expect(ok(['clients', 'show', dpop.client_id])).toMatch(/^dpop: +required/m);
+    const off = json<{ require_dpop: boolean; changes: Record<string, unknown> }>(['clients', 'update', dpop.client_id, '--no-require-dpop']);
+    expect(off.require_dpop).toBe(false);
+    expect(off.changes).toEqual({ require_dpop: { from: true, to: false } });
+    expect((await storedClient(dpop.client_id))?.requireDpop).toBe(false);
+    expect(ok(['clients', 'update', dpop.client_id, '--require-dpop'])).toMatch(/require_dpop: false -> true/);
+    expect((await storedClient(dpop.client_id))?.requireDpop).toBe(true);
+    expect(ok(['clients', 'remove', dpop.client_id])).toMatch(/removed/);
   });
 
   it('disable and enable are idempotent', async () => {

@@ -22,6 +22,7 @@ const client = (id: string): Client => ({
   enabled: true,
   tokensNotBeforeS: null,
   accessTokenTtlS: null,
+  requireDpop: false,
   createdAt: T0,
   updatedAt: T0,
 });

@@ -139,6 +139,7 @@ describe('SQLite credential store: migrations', () => {
         enabled: true,
         tokensNotBeforeS: null,
         accessTokenTtlS: null,
+        requireDpop: false,
         createdAt: 10,
         updatedAt: 20,
       });

@@ -55,7 +55,16 @@ export async function withStore<T>(gw: TestGateway, use: (store: SqliteCredentia
 /** Registers a client in the gateway's store (as `gatehouse clients add` would) and returns its id and clear secret. */
 export async function addClient(
   gw: TestGateway,
-  opts: { scopes?: string[]; audiences?: string[]; enabled?: boolean; hash?: string; secret?: string; id?: string; accessTokenTtlS?: number } = {},
+  opts: {
+    scopes?: string[];
+    audiences?: string[];
+    enabled?: boolean;
+    hash?: string;
+    secret?: string;
+    id?: string;
+    accessTokenTtlS?: number;
+    requireDpop?: boolean;
+  } = {},
 ): Promise<TestClient> {
   const id = opts.id ?? generateClientId();
   const secret = opts.secret ?? generateClientSecret();
@@ -71,6 +80,7 @@ export async function addClient(
       enabled: opts.enabled ?? true,
       tokensNotBeforeS: null,
       accessTokenTtlS: opts.accessTokenTtlS ?? null,
+      requireDpop: opts.requireDpop ?? false,
       createdAt: now,
       updatedAt: now,
     }),

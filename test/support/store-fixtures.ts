@@ -13,6 +13,7 @@ export const client = (id: string, extra: Partial<Client> = {}): Client => ({
   enabled: true,
   tokensNotBeforeS: null,
   accessTokenTtlS: null,
+  requireDpop: false,
   createdAt: 1_000,
   updatedAt: 1_000,
   ...extra,
