@@ -1,6 +1,6 @@
 // The gateway the bench and the profiler load: a realistic protected route (mTLS client certificate, deny-by-default
 // authz with a subject allow-list, a per-principal quota, the proxy, an audit record and an access-log line per request)
-// and a bearer route (JWT verification, scope check, the same quota). Limits are raised so only the work is measured.
+// a bearer route (JWT verification, scope check, the same quota) and a DPoP route (the same, plus a fresh proof per request). Limits are raised so only the work is measured.
 import type { DevCertificatePaths } from '../src/tls/ca.js';
 
 export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: number, dataDir: string): Record<string, unknown> {
@@ -23,6 +23,14 @@ export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: num
         id: 'bench-jwt',
         match: { path_prefix: '/jwt', methods: ['GET'] },
         authn: ['bearer'],
+        authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
+        quota: 'bench',
+        handler: { proxy: { upstream: 'app' } },
+      },
+      {
+        id: 'bench-dpop',
+        match: { path_prefix: '/dpop', methods: ['GET'] },
+        authn: ['dpop'],
         authz: { allow: 'authenticated', scopes: { all_of: ['bench:read'] } },
         quota: 'bench',
         handler: { proxy: { upstream: 'app' } },

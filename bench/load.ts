@@ -3,6 +3,7 @@
 // Usage: node load.js <options.json>  (see LoadOptions; the tokens, if any, are in the file too)
 import autocannon from 'autocannon';
 import { readFileSync } from 'node:fs';
+import { dpopProof, type DpopHolder } from './tokens.js';
 
 export interface LoadOptions {
   readonly port: number;
@@ -21,6 +22,11 @@ export interface LoadOptions {
   readonly body?: string;
   /** Sent with every request, beside Host. */
   readonly headers?: Readonly<Record<string, string>>;
+  /**
+   * DPoP traffic (RFC 9449): each request carries `Authorization: DPoP <token>` of one of these holders, in turn, and a
+   * fresh proof signed by its key — as real clients send. `proofs` are made before the clock starts (never one twice).
+   */
+  readonly dpop?: { readonly holders: readonly DpopHolder[]; readonly proofs: number };
 }
 
 export interface LoadResult {
@@ -38,6 +44,7 @@ if (file === undefined) {
   process.exit(64);
 }
 const options = JSON.parse(readFileSync(file, 'utf8')) as LoadOptions;
+const dpopRequests = options.dpop === undefined ? undefined : await dpopTraffic(options.dpop, `https://localhost${options.path}`);
 const result = await autocannon({
   url: `https://127.0.0.1:${options.port}${options.path}`,
   connections: options.connections,
@@ -49,6 +56,7 @@ const result = await autocannon({
   ...(options.rate !== undefined ? { overallRate: options.rate } : {}),
   // Static requests are serialized once by autocannon, so cycling through tokens costs the load generator nothing extra.
   ...(options.tokens.length > 0 ? { requests: options.tokens.map((token) => ({ headers: { host: 'localhost', authorization: `Bearer ${token}` } })) } : {}),
+  ...(dpopRequests !== undefined ? { requests: [dpopRequests] } : {}),
 });
 const measured: LoadResult = {
   total: result.requests.total,
@@ -59,3 +67,20 @@ const measured: LoadResult = {
   non2xx: result.non2xx,
 };
 process.stdout.write(`${JSON.stringify(measured)}\n`);
+
+/** Proofs made in advance, handed out one per request; past the last one the generator stops being a real client. */
+async function dpopTraffic(dpop: NonNullable<LoadOptions['dpop']>, htu: string): Promise<autocannon.Request> {
+  const made: Array<{ readonly authorization: string; readonly dpop: string }> = [];
+  for (let i = 0; i < dpop.proofs; i++) {
+    const holder = dpop.holders[i % dpop.holders.length];
+    if (holder === undefined) throw new Error('DPoP traffic needs at least one holder');
+    made.push({ authorization: `DPoP ${holder.token}`, dpop: await dpopProof(holder, 'GET', htu, holder.token) });
+  }
+  let next = 0;
+  return {
+    setupRequest: (request: autocannon.Request): autocannon.Request => {
+      const proof = made[next++ % made.length];
+      return { ...request, headers: { ...request.headers, host: 'localhost', authorization: proof?.authorization ?? '', dpop: proof?.dpop ?? '' } };
+    },
+  };
+}

@@ -21,7 +21,7 @@ import { portLine, removeWork, startProcess, stopAll, type Started } from './chi
 import type { LoadOptions, LoadResult } from './load.js';
 import { nginxAvailable, startNginx } from './nginx.js';
 import type { PeerSettings } from './peer-checks.js';
-import { fetchJwks, fetchTokens, registerClient } from './tokens.js';
+import { fetchDpopTokens, fetchJwks, fetchTokens, registerClient, type DpopHolder } from './tokens.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -29,6 +29,8 @@ const DURATION_S = Number(process.env['BENCH_DURATION_S'] ?? 8);
 const ROUNDS = Number(process.env['BENCH_ROUNDS'] ?? 3);
 const CONNECTIONS = Number(process.env['BENCH_CONNECTIONS'] ?? 50);
 const TOKENS = Number(process.env['BENCH_TOKENS'] ?? 500);
+/** DPoP clients, each its own key and token: one per connection. */
+const DPOP_HOLDERS = 50;
 const WORKERS = Number(process.env['BENCH_WORKERS'] ?? 2);
 const IDLE = Number(process.env['BENCH_IDLE_CONNECTIONS'] ?? 10_000);
 
@@ -103,6 +105,7 @@ async function load(
   seconds: number,
   tokens: readonly string[] = [],
   rate?: number,
+  dpop?: readonly DpopHolder[],
 ): Promise<Result> {
   const pid = target.child.pid;
   const cpuBefore = cpuMicros(pid);
@@ -115,6 +118,8 @@ async function load(
     key: tls.key,
     tokens,
     ...(rate !== undefined ? { rate } : {}),
+    // Enough fresh proofs for the fastest target at this duration; each is good once.
+    ...(dpop !== undefined ? { dpop: { holders: dpop, proofs: Math.ceil(seconds * 8000) } } : {}),
   });
   return { ...result, cpuUsPerRequest: (cpuMicros(pid) - cpuBefore) / result.total };
 }
@@ -184,6 +189,8 @@ interface Measured {
   readonly target: Started;
   readonly path: string;
   readonly tokens?: readonly string[];
+  /** DPoP routes: the holders whose tokens and fresh proofs the requests carry. */
+  readonly dpop?: readonly DpopHolder[];
 }
 
 async function main(): Promise<void> {
@@ -240,6 +247,8 @@ async function main(): Promise<void> {
     // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.
     const tokens = await fetchTokens(gateway.port, paths.caCert, client, TOKENS);
     process.stdout.write(`fetched ${tokens.length} access tokens from the token endpoint\n`);
+    const dpop = await fetchDpopTokens(gateway.port, paths.caCert, client, DPOP_HOLDERS);
+    process.stdout.write(`fetched ${dpop.length} DPoP-bound tokens, one per key\n`);
 
     // The stacks a Node user would build instead, on the bearer route with the same tokens and the same checks.
     const claims = JSON.parse(Buffer.from(tokens[0]?.split('.')[1] ?? '', 'base64url').toString('utf8')) as { iss: string; aud: string | string[] };
@@ -273,6 +282,8 @@ async function main(): Promise<void> {
       { key: 'gateway', name: 'gateway (mTLS route)', target: gateway, path: '/bench' },
       { key: 'bareTokens', name: 'bare, same requests w/ tokens', target: bare, path: '/jwt', tokens },
       { key: 'bearer', name: `gateway (bearer, ${tokens.length} tokens)`, target: gateway, path: '/jwt', tokens },
+      { key: 'bareDpop', name: 'bare, same requests w/ DPoP', target: bare, path: '/dpop', dpop },
+      { key: 'dpop', name: `gateway (DPoP, ${dpop.length} keys)`, target: gateway, path: '/dpop', dpop },
       { key: 'express', name: 'express 5 stack (bearer)', target: express, path: '/jwt', tokens },
       { key: 'fastify', name: 'fastify 5 stack (bearer)', target: fastify, path: '/jwt', tokens },
       ...(nginx !== undefined ? [{ key: 'nginx', name: 'nginx, 1 worker (mTLS)', target: nginx, path: '/bench' }] : []),
@@ -283,7 +294,7 @@ async function main(): Promise<void> {
       { key: 'targets', name: 'gateway (mTLS), 3 targets', target: threeTargets, path: '/bench' },
     ];
     const tls = { cert: readFileSync(paths.clientCert, 'utf8'), key: readFileSync(paths.clientKey, 'utf8') };
-    const run = (m: Measured, seconds: number): Promise<Result> => load(work, m.target, m.path, tls, seconds, m.tokens);
+    const run = (m: Measured, seconds: number): Promise<Result> => load(work, m.target, m.path, tls, seconds, m.tokens, undefined, m.dpop);
 
     process.stdout.write(`warming up (${CONNECTIONS} connections, keep-alive TLS, HTTP/1.1, the load generator in its own process)\n`);
     for (const m of measured) await run(m, 2);
@@ -387,6 +398,7 @@ async function main(): Promise<void> {
     comparisons.push(
       ['gateway/bare [mtls]', rps('gateway') / rps('bare')],
       ['gateway/bare [bearer]', rps('bearer') / rps('bareTokens')],
+      ['gateway/bare [dpop]', rps('dpop') / rps('bareDpop')],
       ['gateway/express [bearer]', rps('bearer') / rps('express')],
       ['gateway/fastify [bearer]', rps('bearer') / rps('fastify')],
       ...(nginx !== undefined ? [['gateway/nginx [mtls]', rps('gateway') / rps('nginx')] as const] : []),

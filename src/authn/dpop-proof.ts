@@ -6,6 +6,7 @@
 import { hash as digest } from 'node:crypto';
 import { calculateJwkThumbprint, compactVerify, errors as joseErrors, importJWK, type JWK } from 'jose';
 import { GatewayError } from '../errors/catalogue.js';
+import type { DpopNonces } from './dpop-nonce.js';
 import { DPOP_ALGORITHMS, type DpopAlgorithm, dpopChallenge } from '../lib/dpop-syntax.js';
 
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
@@ -39,7 +40,10 @@ export interface VerifiedProof {
   readonly jti: string;
 }
 
-export type ProofCheck = { readonly ok: true; readonly proof: VerifiedProof } | { readonly ok: false; readonly reason: string };
+export type ProofCheck =
+  | { readonly ok: true; readonly proof: VerifiedProof }
+  /** `nonce`: the proof lacked a current server nonce; the answer is `use_dpop_nonce` with this fresh one. */
+  | { readonly ok: false; readonly reason: string; readonly nonce?: string };
 
 /** Remembers the proofs already used; the answer may need I/O (a shared store), and a store that cannot answer throws. */
 export interface ProofReplayCache {
@@ -53,11 +57,18 @@ export interface DpopProofOptions {
   /** How far a proof's `iat` may lie ahead of this clock, in seconds. */
   readonly clockToleranceS: number;
   readonly replays: ProofReplayCache;
+  /** When set, every proof must carry a nonce these accept (RFC 9449 §8-9). */
+  readonly nonces?: DpopNonces | undefined;
   readonly now?: () => number;
 }
 
 export function invalidProof(reason: string): GatewayError {
   return new GatewayError('invalid_dpop_proof', { reason, headers: { 'www-authenticate': dpopChallenge('invalid_dpop_proof') } });
+}
+
+/** RFC 9449 §9: 401 `use_dpop_nonce` with the nonce the next proof must carry. */
+export function useNonce(reason: string, nonce: string): GatewayError {
+  return new GatewayError('use_dpop_nonce', { reason, headers: { 'www-authenticate': dpopChallenge('use_dpop_nonce'), 'dpop-nonce': nonce } });
 }
 
 export class DpopProofVerifier {
@@ -110,6 +121,11 @@ export class DpopProofVerifier {
     const nowS = this.now() / 1000;
     if (iat > nowS + this.options.clockToleranceS) return refused('iat in the future');
     if (iat < nowS - this.options.maxAgeS) return refused('proof too old');
+    const { nonces } = this.options;
+    // Before the signature: a nonce is free to hand out, so junk may get one; it proves nothing until a signed proof carries it.
+    if (nonces !== undefined && !nonces.accepts(own(claims, 'nonce'))) {
+      return { ok: false, reason: Object.hasOwn(claims, 'nonce') ? 'nonce stale or not ours' : 'nonce missing', nonce: nonces.issue() };
+    }
     if (target.accessToken !== undefined) {
       // RFC 9449 §4.3 check 12: the proof names the very token it accompanies (base64url SHA-256 of its ASCII bytes).
       if (own(claims, 'ath') !== digest('sha256', target.accessToken, 'base64url')) return refused('ath does not match the access token');

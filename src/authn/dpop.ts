@@ -5,7 +5,7 @@ import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import { hasQueryAccessToken, type BearerAuthenticator } from './bearer.js';
 import { dpopChallenge } from '../lib/dpop-syntax.js';
-import { type DpopProofVerifier, invalidProof, requestUri } from './dpop-proof.js';
+import { type DpopProofVerifier, invalidProof, requestUri, useNonce } from './dpop-proof.js';
 import { ReplayCacheUnavailable } from './dpop-replay.js';
 
 /** RFC 9110 §5.6.2 token: the auth-scheme. */
@@ -55,7 +55,10 @@ export class DpopAuthenticator implements Authenticator {
       const unavailable = new GatewayError('service_unavailable', { reason: error.message, headers: { 'retry-after': '1' } });
       return { outcome: 'rejected', error: unavailable, presented: principal };
     }
-    if (!check.ok) return rejected(check.reason, principal);
+    if (!check.ok) {
+      if (check.nonce !== undefined) return { outcome: 'rejected', error: useNonce(check.reason, check.nonce), presented: principal };
+      return rejected(check.reason, principal);
+    }
     // RFC 9449 §4.3 check 13: the proof is signed by the very key the token is bound to.
     if (check.proof.jkt !== principal.dpopJkt) return rejected('proof key does not match the token binding', principal);
     return verified;

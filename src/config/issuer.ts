@@ -36,6 +36,10 @@ export const issuerSchema = z.strictObject({
       proof_max_age_s: z.int().min(5).max(300).default(60),
       /** Proofs remembered at once (~150 bytes each); when every one is still live, DPoP requests fail closed (503). */
       replay_cache_entries: positiveInt(10_000_000).default(500_000),
+      /** Every proof must carry a nonce this gateway (or another sharing its master key) handed out (RFC 9449 §8-9). */
+      require_nonce: z.boolean().default(false),
+      /** How long a nonce is accepted; then the client is sent a fresh one (use_dpop_nonce) and retries. */
+      nonce_lifetime_s: z.int().min(10).max(3600).default(300),
     })
     .prefault({}),
   /** Guarding the argon2 work of client authentication (token, introspection and revocation endpoints). */

@@ -28,6 +28,8 @@ export const ERROR_CATALOGUE = {
   invalid_request: { status: 400, title: 'The request is missing a parameter or is otherwise malformed.' },
   /** RFC 9449 §7.1: the DPoP proof accompanying a DPoP-bound token is missing, malformed, replayed or does not match. */
   invalid_dpop_proof: { status: 401, title: 'The DPoP proof is not acceptable.' },
+  /** RFC 9449 §9: the proof must carry the nonce in the DPoP-Nonce header of this answer. */
+  use_dpop_nonce: { status: 401, title: 'The DPoP proof must carry the server-provided nonce.' },
   forbidden: { status: 403, title: 'The principal may not perform this request.' },
   /** RFC 6750 §3.1: the token is good but lacks a scope the route requires. */
   insufficient_scope: { status: 403, title: 'The access token does not carry a scope this resource requires.' },
@@ -42,6 +44,8 @@ export const ERROR_CATALOGUE = {
   invalid_resource: { status: 400, title: 'The requested resource is invalid or not allowed for this client.' },
   /** RFC 9449 §5: the DPoP proof sent to the token endpoint is not acceptable (answered as OAuth `invalid_dpop_proof`). */
   invalid_dpop_proof_grant: { status: 400, title: 'The DPoP proof of the token request is not acceptable.' },
+  /** RFC 9449 §8: the token request's proof must carry the nonce in the DPoP-Nonce header (OAuth `use_dpop_nonce`). */
+  use_dpop_nonce_grant: { status: 400, title: 'The DPoP proof of the token request must carry the server-provided nonce.' },
   unsupported_token_type: { status: 400, title: 'The token type is not supported.' },
   rate_limited: { status: 429, title: 'Too many requests; retry later.' },
 
@@ -95,6 +99,9 @@ export function oauthErrorCode(code: ErrorCode): string {
     case 'invalid_dpop_proof':
     case 'invalid_dpop_proof_grant':
       return 'invalid_dpop_proof';
+    case 'use_dpop_nonce':
+    case 'use_dpop_nonce_grant':
+      return 'use_dpop_nonce';
     // RFC 8628 §3.5, registered for token endpoint responses: the standard way to say "back off".
     case 'rate_limited':
       return 'slow_down';

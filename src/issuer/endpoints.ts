@@ -169,6 +169,11 @@ export class TokenEndpoint implements Service {
     try {
       const check = uri === undefined ? undefined : await this.ctx.proofs.verify(request.dpop, { method: request.method, uri });
       if (check?.ok === true) return { ok: true, jkt: check.proof.jkt };
+      if (check?.nonce !== undefined) {
+        // RFC 9449 §8: the client retries with this nonce in its proof.
+        const error = new GatewayError('use_dpop_nonce_grant', { reason: check.reason, headers: { 'dpop-nonce': check.nonce } });
+        return { ok: false, refusal: { outcome: 'refused', error } };
+      }
       return { ok: false, refusal: refused('invalid_dpop_proof_grant', check?.reason ?? 'request URI not expressible') };
     } catch (error) {
       if (!(error instanceof ReplayCacheUnavailable)) throw error;

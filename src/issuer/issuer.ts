@@ -8,6 +8,8 @@ import { BearerAuthenticator, type VerificationKeys } from '../authn/bearer.js';
 import { DpopAuthenticator } from '../authn/dpop.js';
 import { DpopProofVerifier } from '../authn/dpop-proof.js';
 import { MemoryProofReplayCache, SharedProofReplayCache } from '../authn/dpop-replay.js';
+import { DpopNonces } from '../authn/dpop-nonce.js';
+import type { KeyObject } from 'node:crypto';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
@@ -101,6 +103,8 @@ export class Issuer {
     private readonly now: () => number,
     port: number,
     limiters: LimiterBackend,
+    /** The key of DPoP nonces, when proofs must carry one (derived from the master key: the same on every instance). */
+    nonceKey: KeyObject | undefined,
   ) {
     this.names = Issuer.names(settings, port);
     this.signingKid = this.currentSigningKid();
@@ -124,7 +128,8 @@ export class Issuer {
     const replays = limiters.shared
       ? new SharedProofReplayCache(limiters.rate({ keyPrefix: 'dpop-jti', points: 1, durationS: proofLifetimeS }, 'deny'))
       : new MemoryProofReplayCache(settings.dpop.replay_cache_entries, now);
-    const proofs = new DpopProofVerifier({ maxAgeS: settings.dpop.proof_max_age_s, clockToleranceS: settings.clock_tolerance_s, replays, now });
+    const nonces = nonceKey === undefined ? undefined : new DpopNonces(nonceKey, settings.dpop.nonce_lifetime_s, now);
+    const proofs = new DpopProofVerifier({ maxAgeS: settings.dpop.proof_max_age_s, clockToleranceS: settings.clock_tolerance_s, replays, nonces, now });
     this.dpop = new DpopAuthenticator(this.bearer, proofs);
     const seen = (client: Client, readAt: number): void => revocations.clientSeen(client, readAt);
     const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, seen, now, limiters);
@@ -187,7 +192,17 @@ export class Issuer {
       }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
-      issuer = new Issuer(settings, store, ring, revocations, deps.log, now, config.server.port, deps.limiters ?? new MemoryLimiterBackend());
+      issuer = new Issuer(
+        settings,
+        store,
+        ring,
+        revocations,
+        deps.log,
+        now,
+        config.server.port,
+        deps.limiters ?? new MemoryLimiterBackend(),
+        settings.dpop.require_nonce ? kek.deriveKey('dpop-nonce') : undefined,
+      );
       issuer.watch = watch;
       if (missed) await issuer.refresh();
       return issuer;

@@ -8,6 +8,6 @@ export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
 const DPOP_ALGS_PARAMETER = DPOP_ALGORITHMS.join(' ');
 
 /** The DPoP challenge of a 401 (RFC 9449 §7.1): with an `error`, or without one when no credential came at all. */
-export function dpopChallenge(error?: 'invalid_dpop_proof' | 'invalid_token' | 'invalid_request'): string {
+export function dpopChallenge(error?: 'invalid_dpop_proof' | 'use_dpop_nonce' | 'invalid_token' | 'invalid_request'): string {
   return error === undefined ? `DPoP algs="${DPOP_ALGS_PARAMETER}"` : `DPoP error="${error}", algs="${DPOP_ALGS_PARAMETER}"`;
 }

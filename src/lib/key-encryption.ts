@@ -1,6 +1,6 @@
 // The key-encryption key (KEK): loads or creates the 256-bit master key and seals signing-key private keys with AES-256-GCM.
 // Key bytes never appear in errors, logs or inspect output: errors name the variable or file, never its contents.
-import { createCipheriv, createDecipheriv, createSecretKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createSecretKey, hkdfSync, randomBytes, type KeyObject } from 'node:crypto';
 import { closeSync, constants as fsConstants, fstatSync, fsyncSync, linkSync, openSync, readSync, unlinkSync, writeSync } from 'node:fs';
 import { makeDirectory } from './make-directory.js';
 import path from 'node:path';
@@ -46,6 +46,8 @@ export interface KeyEncryptionKey {
   encrypt(plaintext: Buffer, aad: string): string;
   /** Throws KeyDecryptionError unless `ciphertext` was produced by this key with the same `aad`. */
   decrypt(ciphertext: string, aad: string): Buffer;
+  /** A 256-bit key for one purpose (HKDF-SHA256, info `gatehouse:<purpose>`): the same on every instance sharing this key. */
+  deriveKey(purpose: string): KeyObject;
 }
 
 class AesGcmKeyEncryptionKey implements KeyEncryptionKey {
@@ -58,6 +60,10 @@ class AesGcmKeyEncryptionKey implements KeyEncryptionKey {
   ) {
     this.#key = createSecretKey(keyBytes);
     keyBytes.fill(0);
+  }
+
+  deriveKey(purpose: string): KeyObject {
+    return createSecretKey(Buffer.from(hkdfSync('sha256', this.#key, Buffer.alloc(0), `gatehouse:${purpose}`, 32)));
   }
 
   encrypt(plaintext: Buffer, aad: string): string {

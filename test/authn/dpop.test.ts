@@ -5,7 +5,8 @@ import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT,
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryProofReplayCache, ReplayCacheUnavailable } from '../../src/authn/dpop-replay.js';
 import { normalizedUri } from '../../src/authn/dpop-proof.js';
-import { randomBytes } from 'node:crypto';
+import { createSecretKey, randomBytes } from 'node:crypto';
+import { DpopNonces } from '../../src/authn/dpop-nonce.js';
 import { closedPort, rawHttp1, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
 import {
   addClient,
@@ -430,6 +431,69 @@ describe.skipIf(REDIS_URL === undefined)('DPoP replay across instances sharing R
     } finally {
       await gateway.stop();
     }
+  });
+});
+
+describe('server nonces (issuer.dpop.require_nonce, RFC 9449 §8-9)', () => {
+  let nonced: TestGateway;
+  let holder: TestClient;
+  beforeAll(async () => {
+    nonced = await startIssuerGateway((base) =>
+      withIssuer(base, { dpop: { require_nonce: true } }, [route('dpop', '/dpop', { authn: ['dpop'], authz: { allow: 'authenticated' } })]),
+    );
+    holder = await addClient(nonced, { scopes: ['echo:read'] });
+  });
+  afterAll(() => nonced.stop());
+
+  const tokenAt = (dpop: string): Promise<OAuthResponse> => tokenRequest(nonced, holder, dpop);
+
+  it('the token endpoint answers a proof without a nonce with use_dpop_nonce and a DPoP-Nonce; the retry with it gets a token', async () => {
+    const key = await proofKey();
+    const htu = `${nonced.origin}/oauth2/token`;
+    const first = await tokenAt(await proof(key, { htm: 'POST', htu }));
+    expect(first.status).toBe(400);
+    expect(first.json).toMatchObject({ error: 'use_dpop_nonce' });
+    const nonce = String(first.headers['dpop-nonce'] ?? '');
+    expect(nonce).toMatch(/^[A-Za-z0-9_-]{30}$/);
+    const retry = await tokenAt(await proof(key, { htm: 'POST', htu, claims: { nonce } }));
+    expect(retry.status).toBe(200);
+    expect(retry.json?.['token_type']).toBe('DPoP');
+    // A nonce not made by this gateway's key is no nonce.
+    const forged = `${nonce.slice(0, -2)}${nonce.endsWith('AA') ? 'BB' : 'AA'}`;
+    const refused = await tokenAt(await proof(key, { htm: 'POST', htu, claims: { nonce: forged } }));
+    expect(refused.json).toMatchObject({ error: 'use_dpop_nonce' });
+  });
+
+  it('a dpop route answers 401 use_dpop_nonce with a DPoP-Nonce; the proof with it is admitted', async () => {
+    const key = await proofKey();
+    const first = await tokenAt(await proof(key, { htm: 'POST', htu: `${nonced.origin}/oauth2/token` }));
+    const nonce = String(first.headers['dpop-nonce'] ?? '');
+    const token = String((await tokenAt(await proof(key, { htm: 'POST', htu: `${nonced.origin}/oauth2/token`, claims: { nonce } }))).json?.['access_token']);
+    const htu = `${nonced.origin}/dpop/x`;
+    const without = await send(nonced, { path: '/dpop/x', headers: { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu, token }) } });
+    expect(without.status).toBe(401);
+    expect(String(without.headers['www-authenticate'])).toMatch(/^DPoP error="use_dpop_nonce", algs="/);
+    const fresh = String(without.headers['dpop-nonce'] ?? '');
+    expect(fresh).toMatch(/^[A-Za-z0-9_-]{30}$/);
+    const withNonce = await send(nonced, {
+      path: '/dpop/x',
+      headers: { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu, token, claims: { nonce: fresh } }) },
+    });
+    expect(withNonce.status).toBe(200);
+  });
+
+  it('nonces expire: accepted within their lifetime, refused after it, and only from the key that made them', () => {
+    let now = 1_800_000_000_000;
+    const key = createSecretKey(randomBytes(32));
+    const nonces = new DpopNonces(key, 300, () => now);
+    const nonce = nonces.issue();
+    expect(nonces.accepts(nonce)).toBe(true);
+    now += 300_000;
+    expect(nonces.accepts(nonce)).toBe(true);
+    now += 1000;
+    expect(nonces.accepts(nonce)).toBe(false);
+    expect(new DpopNonces(createSecretKey(randomBytes(32)), 300, () => now).accepts(nonces.issue())).toBe(false);
+    for (const junk of [undefined, 42, '', 'x'.repeat(30), `${nonce}A`]) expect(nonces.accepts(junk)).toBe(false);
   });
 });
 

@@ -18,7 +18,7 @@ describe('oauth4webapi interop', () => {
 
   beforeAll(async () => {
     gw = await startIssuerGateway((base) =>
-      withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } } }, [
+      withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } }, dpop: { require_nonce: true } }, [
         route('dpop', '/dpop', { authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
       ]),
     );
@@ -115,21 +115,36 @@ describe('oauth4webapi interop', () => {
     }
   });
 
-  it('DPoP: the client gets a DPoP-bound token and calls a dpop route with its proofs; the same token as Bearer is refused', async () => {
+  /** Runs `attempt` again once when the server asked for a DPoP nonce: the client learned it from the answer (RFC 9449 §8). */
+  async function retryingNonce<T>(attempt: () => Promise<T>): Promise<T> {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!oauth.isDPoPNonceError(error)) throw error;
+      return attempt();
+    }
+  }
+
+  it('DPoP with server nonces: the client gets a DPoP-bound token and calls a dpop route, retrying once with the nonce it is given', async () => {
     const c = await addClient(gw, { scopes: ['echo:read'] });
     const keyPair = await oauth.generateKeyPair('ES256');
     const dpop = oauth.DPoP(asClient(c), keyPair);
-    const tokenRes = await oauth.processClientCredentialsResponse(
-      as,
-      asClient(c),
-      await oauth.clientCredentialsGrantRequest(as, asClient(c), oauth.ClientSecretBasic(c.secret), {}, { ...options, DPoP: dpop }),
-    );
+    let attempts = 0;
+    const tokenRes = await retryingNonce(async () => {
+      attempts++;
+      const grant = await oauth.clientCredentialsGrantRequest(as, asClient(c), oauth.ClientSecretBasic(c.secret), {}, { ...options, DPoP: dpop });
+      return oauth.processClientCredentialsResponse(as, asClient(c), grant);
+    });
+    // The first proof had no nonce (use_dpop_nonce), the second the one the gateway sent.
+    expect(attempts).toBe(2);
     expect(tokenRes.token_type).toBe('dpop');
     const jkt = await calculateJwkThumbprint(await exportJWK(keyPair.publicKey));
     expect(decodeJwt(tokenRes.access_token)['cnf']).toEqual({ jkt });
 
     const resource = new URL(`https://localhost:${gw.port}/dpop/items`);
-    const call = await oauth.protectedResourceRequest(tokenRes.access_token, 'GET', resource, new Headers(), null, { ...options, DPoP: dpop });
+    const call = await retryingNonce(() =>
+      oauth.protectedResourceRequest(tokenRes.access_token, 'GET', resource, new Headers(), null, { ...options, DPoP: dpop }),
+    );
     expect(call.status).toBe(200);
     expect(await call.json()).toMatchObject({ principal: { subject: c.id, method: 'dpop' } });
     // A second call makes a fresh proof: each is good once, and the client never reuses one.

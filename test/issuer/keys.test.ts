@@ -99,6 +99,7 @@ function countingKek(inner: KeyEncryptionKey): KeyEncryptionKey & { decrypts: nu
     source: inner.source,
     decrypts: 0,
     encrypt: (plaintext: Buffer, aad: string) => inner.encrypt(plaintext, aad),
+    deriveKey: (purpose: string) => inner.deriveKey(purpose),
     decrypt: (ciphertext: string, aad: string) => {
       wrapper.decrypts += 1;
       return inner.decrypt(ciphertext, aad);
