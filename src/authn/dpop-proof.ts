@@ -1,10 +1,11 @@
 // DPoP proofs (RFC 9449 §4.3): the checks a server makes of a `DPoP` header before it believes the sender holds the key a
 // token is (or is to be) bound to. Everything an attacker controls is checked by hand and cheaply first — one header, the
 // compact shape, the header's typ / alg / jwk (public members only), the claims' types, method, URI, age and `ath` — and
-// only then does jose verify the signature with the embedded key. A proof is good once: its (key, jti) is remembered for
+// only then is the signature verified with the embedded key (node:crypto, synchronously: a proof is checked on every request,
+// and the key, imported once per client key, is kept in a bounded cache). A proof is good once: its (key, jti) is remembered for
 // as long as the proof could be accepted (OA-20), and that is the last check, so nothing unsigned can fill the cache.
-import { hash as digest } from 'node:crypto';
-import { calculateJwkThumbprint, compactVerify, errors as joseErrors, importJWK, type JWK } from 'jose';
+import { constants, createPublicKey, hash as digest, verify, type KeyObject } from 'node:crypto';
+import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DpopNonces } from './dpop-nonce.js';
 import { DPOP_ALGORITHMS, type DpopAlgorithm, dpopChallenge } from '../lib/dpop-syntax.js';
@@ -23,6 +24,19 @@ const KEY_FOR_ALG: Readonly<Record<DpopAlgorithm, (jwk: Readonly<Record<string, 
   PS256: (jwk) => jwk['kty'] === 'RSA',
   RS256: (jwk) => jwk['kty'] === 'RSA',
 };
+/** RFC 7638 §3.2: the required members of each key type, in lexicographic order — the thumbprint's input. */
+const THUMBPRINT_MEMBERS: Readonly<Record<string, readonly string[]>> = { EC: ['crv', 'kty', 'x', 'y'], OKP: ['crv', 'kty', 'x'], RSA: ['e', 'kty', 'n'] };
+/** How each algorithm is verified with node:crypto (JWS ECDSA signatures are r ‖ s, RFC 7518 §3.4). */
+const VERIFY: Readonly<Record<DpopAlgorithm, { readonly hash: string | null; readonly options: Readonly<Record<string, unknown>> }>> = {
+  ES256: { hash: 'sha256', options: { dsaEncoding: 'ieee-p1363' } },
+  ES384: { hash: 'sha384', options: { dsaEncoding: 'ieee-p1363' } },
+  EdDSA: { hash: null, options: {} },
+  PS256: { hash: 'sha256', options: { padding: constants.RSA_PKCS1_PSS_PADDING, saltLength: 32 } },
+  RS256: { hash: 'sha256', options: { padding: constants.RSA_PKCS1_PADDING } },
+};
+const MIN_RSA_BITS = 2048;
+/** Client keys imported lately, by thumbprint: one client sends many proofs with one key. */
+const KEY_CACHE_ENTRIES = 10_000;
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** What a proof must match: the request it came with, and the access token it accompanies (resource requests). */
@@ -73,6 +87,7 @@ export function useNonce(reason: string, nonce: string): GatewayError {
 
 export class DpopProofVerifier {
   private readonly now: () => number;
+  private readonly keys = new LRUCache<string, KeyObject>({ max: KEY_CACHE_ENTRIES });
 
   constructor(private readonly options: DpopProofOptions) {
     if (!Number.isFinite(options.maxAgeS) || options.maxAgeS <= 0) throw new RangeError('dpop: maxAgeS must be positive');
@@ -131,21 +146,52 @@ export class DpopProofVerifier {
       if (own(claims, 'ath') !== digest('sha256', target.accessToken, 'base64url')) return refused('ath does not match the access token');
     }
 
-    let jkt: string;
+    const imported = this.publicKey(key);
+    if (imported === undefined) return refused('jwk unusable');
+    const { jkt, publicKey } = imported;
+    const { hash, options } = VERIFY[alg];
+    const signingInput = Buffer.from(header.slice(0, header.lastIndexOf('.')), 'ascii');
+    const signature = Buffer.from(segments[2] ?? '', 'base64url');
+    let valid: boolean;
     try {
-      const publicKey = await importJWK(key as JWK, alg);
-      await compactVerify(header, publicKey, { algorithms: [alg] });
-      jkt = await calculateJwkThumbprint(key as JWK, 'sha256');
-    } catch (error) {
-      if (error instanceof joseErrors.JOSEError || error instanceof TypeError) {
-        return refused(error instanceof joseErrors.JWSSignatureVerificationFailed ? 'signature invalid' : 'jwk or signature unusable');
-      }
-      throw error;
+      valid = verify(hash, signingInput, { key: publicKey, ...options }, signature);
+    } catch {
+      // A signature of the wrong length for the curve, say: no signature at all.
+      valid = false;
     }
+    if (!valid) return refused('signature invalid');
     // Last, once the proof is known to be signed by its key: a replay of the same (key, jti) within its lifetime is refused.
     const expiresAtMs = (iat + this.options.maxAgeS + this.options.clockToleranceS) * 1000;
     if (!(await this.options.replays.firstUse(jkt, jti, expiresAtMs))) return refused('proof replayed');
     return { ok: true, proof: { jkt, jti } };
+  }
+
+  /**
+   * The proof's public key and its RFC 7638 thumbprint, imported once per key and cached by thumbprint (the thumbprint
+   * covers every member that defines the key, so equal thumbprints are the same key). Undefined for a JWK that is no
+   * usable public key of its type (members missing or not strings, a point off the curve, RSA under 2048 bits).
+   */
+  private publicKey(jwk: Readonly<Record<string, unknown>>): { readonly jkt: string; readonly publicKey: KeyObject } | undefined {
+    const members = THUMBPRINT_MEMBERS[String(jwk['kty'])];
+    if (members === undefined) return undefined;
+    const required: Record<string, string> = {};
+    for (const name of members) {
+      const value = own(jwk, name);
+      if (typeof value !== 'string' || value === '') return undefined;
+      required[name] = value;
+    }
+    const jkt = digest('sha256', JSON.stringify(required), 'base64url');
+    let publicKey = this.keys.get(jkt);
+    if (publicKey === undefined) {
+      try {
+        publicKey = createPublicKey({ key: required, format: 'jwk' });
+      } catch {
+        return undefined;
+      }
+      if (publicKey.asymmetricKeyType === 'rsa' && (publicKey.asymmetricKeyDetails?.modulusLength ?? 0) < MIN_RSA_BITS) return undefined;
+      this.keys.set(jkt, publicKey);
+    }
+    return { jkt, publicKey };
   }
 }
 

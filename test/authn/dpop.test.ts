@@ -1,6 +1,6 @@
 // DPoP (RFC 9449, issue #11 items 1-2): DPoP-bound tokens from the token endpoint, and `dpop` routes that check every proof
 // (SECURITY-MATRIX OA-19, OA-20) — real proofs signed with real keys, sent to a real gateway over HTTP/1.1 and HTTP/2.
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { createHash, generateKeyPairSync, sign } from 'node:crypto';
 import { calculateJwkThumbprint, decodeJwt, exportJWK, generateKeyPair, SignJWT, type CryptoKey, type JWK, type KeyObject } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { MemoryProofReplayCache, ReplayCacheUnavailable } from '../../src/authn/dpop-replay.js';
@@ -23,15 +23,17 @@ import {
 import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import { route } from '../support/routes.js';
 
+type ProofAlg = 'ES256' | 'ES384' | 'EdDSA' | 'PS256' | 'RS256';
+
 interface ProofKey {
-  readonly alg: 'ES256' | 'EdDSA';
+  readonly alg: ProofAlg;
   readonly privateKey: CryptoKey | KeyObject;
   readonly jwk: JWK;
   readonly jkt: string;
 }
 
-async function proofKey(alg: 'ES256' | 'EdDSA' = 'ES256'): Promise<ProofKey> {
-  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true });
+async function proofKey(alg: ProofAlg = 'ES256', modulusLength = 2048): Promise<ProofKey> {
+  const { privateKey, publicKey } = await generateKeyPair(alg, { extractable: true, modulusLength });
   const jwk = await exportJWK(publicKey);
   return { alg, privateKey, jwk, jkt: await calculateJwkThumbprint(jwk, 'sha256') };
 }
@@ -151,6 +153,42 @@ describe('DPoP at the token endpoint (RFC 9449 §5)', () => {
     const withProof = await send(gw, { method: 'POST', path: '/oauth2/token', body: 'grant_type=client_credentials', headers: { ...form, dpop } });
     expect(withProof.json).toMatchObject({ token_type: 'DPoP' });
     expect(decodeJwt(String(withProof.json?.['access_token']))['cnf']).toEqual({ jkt: key.jkt });
+  });
+
+  it('every allowed algorithm is verified (ES256, ES384, EdDSA, PS256, RS256), and the token is bound to that key', async () => {
+    for (const alg of ['ES256', 'ES384', 'EdDSA', 'PS256', 'RS256'] as const) {
+      const key = await proofKey(alg);
+      const res = await dpopToken(key);
+      expect(res.status, alg).toBe(200);
+      expect(decodeJwt(String(res.json?.['access_token']))['cnf'], alg).toEqual({ jkt: key.jkt });
+    }
+  });
+
+  it('unusable keys and signatures are refused: RSA under 2048 bits, a point off the curve, a truncated signature', async () => {
+    const htu = tokenUri();
+    const form = { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) };
+    const post = (dpop: string): Promise<OAuthResponse> =>
+      send(gw, { method: 'POST', path: '/oauth2/token', body: 'grant_type=client_credentials', headers: { ...form, dpop } });
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    const smallJwk = small.publicKey.export({ format: 'jwk' });
+    // jose will not sign with a key this small: the proof is put together by hand.
+    const b64 = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url');
+    const smallInput = `${b64({ typ: 'dpop+jwt', alg: 'RS256', jwk: smallJwk })}.${b64({ htm: 'POST', htu, iat: Math.floor(Date.now() / 1000), jti: 'small-rsa' })}`;
+    const smallProof = `${smallInput}.${sign('sha256', Buffer.from(smallInput), small.privateKey).toString('base64url')}`;
+    const key = await proofKey();
+    const offCurve = await proof(key, { htm: 'POST', htu, header: { jwk: { ...key.jwk, y: key.jwk.x } } });
+    const good = await proof(key, { htm: 'POST', htu });
+    const truncated = good.slice(0, -10);
+    for (const [label, dpop, reason] of [
+      ['RSA-1024', smallProof, 'jwk unusable'],
+      ['point off the curve', offCurve, 'jwk unusable'],
+      ['truncated signature', truncated, 'signature invalid'],
+    ] as const) {
+      const res = await post(dpop);
+      expect(res.status, label).toBe(400);
+      const record = (await gw.auditRecords()).find((r) => r.request_id === res.headers['x-request-id']);
+      expect(record?.['reason'], label).toBe(reason);
+    }
   });
 
   it('a bad, replayed or misdirected proof gets no token: 400 invalid_dpop_proof', async () => {
