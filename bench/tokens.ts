@@ -23,6 +23,7 @@ export async function registerClient(file: string): Promise<{ id: string; secret
       tokensNotBeforeS: null,
       accessTokenTtlS: null,
       requireDpop: false,
+      tlsClientAuthSubject: null,
       createdAt: now,
       updatedAt: now,
     });

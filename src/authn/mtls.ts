@@ -15,6 +15,15 @@ const URI_IDENTITY = /^[A-Za-z][A-Za-z0-9+.-]*:[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;
 const DNS_IDENTITY = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
 /**
+ * The identity `identityFromSubjectAltName` would read from a certificate with this one SAN, or undefined when no
+ * certificate could ever carry it: what a tls_client_auth client is registered with (a URI, or a DNS name, lower-cased).
+ */
+export function certificateIdentity(value: string): string | undefined {
+  if (URI_IDENTITY.test(value) && value.includes(':')) return value;
+  return DNS_IDENTITY.test(value) ? value.toLowerCase() : undefined;
+}
+
+/**
  * Picks the identity from a subjectAltName string as Node formats it (`URI:spiffe://x, DNS:a.example`).
  * A URI SAN wins over a DNS SAN; there must be exactly one of the chosen kind, so a certificate cannot be ambiguous,
  * and it must be well-formed (an empty or malformed value identifies nobody).

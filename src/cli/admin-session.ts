@@ -202,6 +202,7 @@ export function clientView(client: Client, now: number) {
     audiences: client.audiences,
     access_token_ttl_s: client.accessTokenTtlS,
     require_dpop: client.requireDpop,
+    tls_client_auth_subject: client.tlsClientAuthSubject,
     tokens_not_before: client.tokensNotBeforeS === null ? null : iso(client.tokensNotBeforeS * 1000),
     active_secrets: client.secrets.filter((secret) => isActiveSecret(secret, now)).length,
     created_at: iso(client.createdAt),

@@ -2,6 +2,7 @@
 // client ids that begin with "-".
 import { type Command, InvalidArgumentError, type Option } from 'commander';
 import { UNPRINTABLE } from './output.js';
+import { certificateIdentity } from '../authn/mtls.js';
 import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
@@ -134,4 +135,11 @@ export function protectDashIds(program: Command, argv: readonly string[]): strin
     }
   }
   return [...argv];
+}
+
+/** `--tls-client-auth`: the URI or DNS SAN a client certificate must carry, as the mtls authenticator reads identities. */
+export function parseCertificateIdentity(value: string): string {
+  const identity = certificateIdentity(value);
+  if (identity === undefined) throw new InvalidArgumentError('must be a URI SAN (e.g. spiffe://example.org/billing) or a DNS name');
+  return identity;
 }

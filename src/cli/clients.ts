@@ -22,12 +22,23 @@ import {
   type JsonOption,
   type StoreOptions,
 } from './admin-session.js';
-import { ID_HELP, MAX_NAME_CHARS, MIN_TOKEN_TTL_S, collectAudience, parseClientId, parseDuration, parseName, parseScopes, parseTokenTtl } from './arguments.js';
+import {
+  ID_HELP,
+  MAX_NAME_CHARS,
+  MIN_TOKEN_TTL_S,
+  collectAudience,
+  parseCertificateIdentity,
+  parseClientId,
+  parseDuration,
+  parseName,
+  parseScopes,
+  parseTokenTtl,
+} from './arguments.js';
 
 // ---- clients ----
 
 type TokenTtlOption = number | 'default';
-type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: TokenTtlOption; requireDpop?: boolean };
+type AddOptions = StoreOptions & JsonOption & { scope: string[]; audience: string[]; tokenTtl?: TokenTtlOption; requireDpop?: boolean; tlsClientAuth?: string };
 
 /** A client's token lifetime from --token-ttl: seconds, or null for the issuer's. */
 function tokenLifetime(option: TokenTtlOption): number | null {
@@ -44,6 +55,7 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
       audiences: options.audience,
       accessTokenTtlS: ttl,
       requireDpop: options.requireDpop === true,
+      tlsClientAuthSubject: options.tlsClientAuth ?? null,
     };
     const { client, secret } = await addClient(store, settings, Date.now());
     record({
@@ -55,12 +67,13 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
         audiences: client.audiences,
         access_token_ttl_s: client.accessTokenTtlS,
         require_dpop: client.requireDpop,
+        tls_client_auth_subject: client.tlsClientAuthSubject,
       },
     });
     if (options.json === true) {
       printJson({
         client_id: client.id,
-        client_secret: secret,
+        ...(secret !== undefined ? { client_secret: secret } : { tls_client_auth_subject: client.tlsClientAuthSubject }),
         name,
         scopes: client.scopes,
         audiences: client.audiences,
@@ -68,7 +81,11 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
         require_dpop: client.requireDpop,
       });
     } else {
-      print(`client_id:     ${client.id}\nclient_secret: ${secret}\n${SECRET_WARNING}`);
+      print(
+        secret !== undefined
+          ? `client_id:     ${client.id}\nclient_secret: ${secret}\n${SECRET_WARNING}`
+          : `client_id:     ${client.id}\nauthenticates with a client certificate for ${client.tlsClientAuthSubject ?? ''} (tls_client_auth; no secret)`,
+      );
     }
   });
 }
@@ -110,6 +127,7 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
         `audiences:  ${view.audiences.join(' ') || '(default audience)'}`,
         `token ttl:  ${ttlText(view.access_token_ttl_s, config)}`,
         `dpop:       ${view.require_dpop ? 'required (DPoP-bound tokens only)' : 'optional'}`,
+        `auth:       ${view.tls_client_auth_subject === null ? 'client secret' : `client certificate for ${printable(view.tls_client_auth_subject)} (tls_client_auth)`}`,
         ...(view.tokens_not_before === null ? [] : [`tokens:     issued before ${view.tokens_not_before} are refused (set by the last disable or enable)`]),
         `created:    ${view.created_at ?? '-'}`,
         `updated:    ${view.updated_at ?? '-'}`,
@@ -124,7 +142,15 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
 }
 
 type UpdateOptions = StoreOptions &
-  JsonOption & { name?: string; scope?: string[]; audience?: string[]; clearAudiences?: boolean; tokenTtl?: TokenTtlOption; requireDpop?: boolean };
+  JsonOption & {
+    name?: string;
+    scope?: string[];
+    audience?: string[];
+    clearAudiences?: boolean;
+    tokenTtl?: TokenTtlOption;
+    requireDpop?: boolean;
+    tlsClientAuth?: string;
+  };
 
 async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptions): Promise<void> {
   if (options.audience !== undefined && options.clearAudiences === true) ctx.fail('--audience and --clear-audiences cannot be combined', ctx.exit.usage);
@@ -134,9 +160,10 @@ async function clientsUpdate(ctx: AdminContext, id: string, options: UpdateOptio
     ...(options.audience !== undefined ? { audiences: options.audience } : options.clearAudiences === true ? { audiences: [] } : {}),
     ...(options.tokenTtl !== undefined ? { accessTokenTtlS: tokenLifetime(options.tokenTtl) } : {}),
     ...(options.requireDpop !== undefined ? { requireDpop: options.requireDpop } : {}),
+    ...(options.tlsClientAuth !== undefined ? { tlsClientAuthSubject: options.tlsClientAuth } : {}),
   };
   if (Object.keys(settings).length === 0)
-    ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences, --token-ttl or --[no-]require-dpop', ctx.exit.usage);
+    ctx.fail('nothing to change: give --name, --scope, --audience, --clear-audiences, --token-ttl, --[no-]require-dpop or --tls-client-auth', ctx.exit.usage);
   await withStore(ctx, options, async ({ store, config, record }) => {
     checkTokenTtl(ctx, config, settings.accessTokenTtlS);
     const { client, changes } = await onClient(ctx, id, updateClient(store, id, settings));
@@ -206,6 +233,11 @@ export function registerClientCommands(program: Command, ctx: AdminContext): voi
       parseTokenTtl,
     )
     .option('--require-dpop', 'issue it DPoP-bound tokens only (RFC 9449): a token request without a valid DPoP proof is refused')
+    .option(
+      '--tls-client-auth <san>',
+      'it authenticates with a client certificate carrying this URI or DNS SAN (RFC 8705 tls_client_auth) and gets no secret',
+      parseCertificateIdentity,
+    )
     .option('--json', 'print one JSON object')
     .action((name: string, options: AddOptions) => clientsAdd(ctx, name, options));
 
@@ -225,6 +257,11 @@ export function registerClientCommands(program: Command, ctx: AdminContext): voi
     .option('--token-ttl <duration>', `lifetime of its access tokens, e.g. 5m, or "default" (issuer.access_token_ttl_s)`, parseTokenTtl)
     .option('--require-dpop', 'issue it DPoP-bound tokens only from now on')
     .option('--no-require-dpop', 'let it have plain bearer tokens again')
+    .option(
+      '--tls-client-auth <san>',
+      'from now on it authenticates with a client certificate carrying this SAN (its secrets stop working)',
+      parseCertificateIdentity,
+    )
     .option('--json', 'print the client and the changes as one JSON object')
     .action((id: string, options: UpdateOptions) => clientsUpdate(ctx, id, options));
 

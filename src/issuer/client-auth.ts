@@ -1,5 +1,5 @@
-// Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic or client_secret_post, exactly one per
-// request, checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
+// Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic, client_secret_post or (RFC 8705)
+// tls_client_auth, exactly one per request; secrets are checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
 //   1. per-IP attempts (every attempt, before any argon2 work)
 //   2. blocked (client id, IP) pair, blocked IP, or an address that already failed for a client id under attack from
 //      many IPs (rate-limiter-flexible's login protection: get() before verifying)
@@ -16,10 +16,11 @@ import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { MemoryLimiterBackend, type Counter, type LimiterBackend } from '../quota/backend.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import { StoreError, type Client, type ClientStore } from '../store/contract.js';
+import { MtlsAuthenticator } from '../authn/mtls.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
 import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
 
-export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post';
+export type ClientAuthMethod = 'client_secret_basic' | 'client_secret_post' | 'tls_client_auth';
 
 export type ClientAuthResult =
   | { readonly ok: true; readonly client: Client; readonly method: ClientAuthMethod }
@@ -34,6 +35,8 @@ export interface ClientAuthAttempt {
   readonly authorization: string | undefined;
   readonly params: FormParams;
   readonly limitKey: string;
+  /** The identity (SAN) of the connection's client certificate, when the handshake verified one (tls_client_auth). */
+  readonly certificate?: string | undefined;
 }
 
 /**
@@ -65,20 +68,34 @@ const NO_FORM: ReadonlyMap<string, readonly string[]> = new Map();
 export class OAuthClientAuthenticator implements Authenticator {
   readonly id = 'oauth-client';
 
+  /** The same certificate checks as `mtls` routes: a verified chain, clientAuth usage, one usable SAN identity. */
+  private readonly certificates = new MtlsAuthenticator();
+
   constructor(private readonly clients: ClientAuthenticator) {}
 
   async authenticate(request: RequestContext): Promise<AuthnResult> {
+    const certificate = this.certificates.authenticate(request);
+    const verified = certificate.outcome === 'authenticated' ? certificate.principal : undefined;
     const auth = await this.clients.authenticate({
       authorization: request.authorization,
       params: request.form ?? NO_FORM,
       limitKey: request.connection.limitKey,
+      certificate: verified?.subject,
     });
     if (!auth.ok) {
       // The id presented, verified or not, is on record as who was being tried; nothing verified, so no method.
       return { outcome: 'rejected', error: auth.error, ...(auth.clientId !== undefined ? { presented: { subject: auth.clientId } } : {}) };
     }
     const { client, method } = auth;
-    const principal: ClientPrincipal = { subject: client.id, method, scopes: NO_SCOPES, clientId: client.id, client };
+    // The certificate this connection proved, whatever the method: the token endpoint binds tokens to it (RFC 8705 §3).
+    const principal: ClientPrincipal = {
+      subject: client.id,
+      method,
+      scopes: NO_SCOPES,
+      clientId: client.id,
+      client,
+      ...(verified?.certificateThumbprint !== undefined ? { certificateThumbprint: verified.certificateThumbprint } : {}),
+    };
     return { outcome: 'authenticated', principal };
   }
 }
@@ -218,7 +235,15 @@ export class ClientAuthenticator {
     }
     let check: Awaited<ReturnType<typeof this.verifier.verify>>;
     try {
-      check = await this.verifier.verify(client?.enabled === true ? client.secrets : undefined, secret, this.now());
+      if (method === 'tls_client_auth') {
+        // RFC 8705 §2.1: the certificate the handshake verified carries the identity the client is registered with.
+        const subject = client?.enabled === true ? client.tlsClientAuthSubject : null;
+        check = subject !== null && subject === attempt.certificate ? { ok: true, rehash: undefined } : { ok: false };
+      } else {
+        // A client registered for tls_client_auth has no secret to check: it gets the dummy verify like an unknown one.
+        const secrets = client?.enabled === true && client.tlsClientAuthSubject === null ? client.secrets : undefined;
+        check = await this.verifier.verify(secrets, secret, this.now());
+      }
     } catch (fault) {
       if (!(fault instanceof HashQueueFullError)) throw fault;
       return {
@@ -244,7 +269,7 @@ export class ClientAuthenticator {
         this.log.warn({ client_id: wellFormedId ?? null, limit_key: attempt.limitKey, blocked }, 'client authentication blocked after repeated failures');
       }
       // The answer is the same for every cause (OA-05); only the audit record says which it was.
-      return { ok: false, error: invalidClient(failureReason(wellFormedId, client, this.now())), clientId: wellFormedId };
+      return { ok: false, error: invalidClient(failureReason(wellFormedId, client, method, this.now())), clientId: wellFormedId };
     }
 
     if (pair !== null && pair.consumedPoints > 0) await this.consecutiveFails.delete(pairKey);
@@ -270,10 +295,13 @@ export class ClientAuthenticator {
 }
 
 /** Why a client authentication failed, for the audit record only (never sent: every cause gets the same 401). */
-function failureReason(wellFormedId: string | undefined, client: Client | undefined, now: number): string {
+function failureReason(wellFormedId: string | undefined, client: Client | undefined, method: ClientAuthMethod, now: number): string {
   if (wellFormedId === undefined) return 'malformed client id';
   if (client === undefined) return 'unknown client';
   if (!client.enabled) return 'client disabled';
+  if (method === 'tls_client_auth')
+    return client.tlsClientAuthSubject === null ? 'client does not use tls_client_auth' : 'client certificate of another identity';
+  if (client.tlsClientAuthSubject !== null) return 'client authenticates with its certificate only';
   if (!client.secrets.some((secret) => isActiveSecret(secret, now))) return 'no unexpired secret';
   return 'wrong secret';
 }
@@ -298,6 +326,8 @@ function presentedCredentials(attempt: ClientAuthAttempt): Presented {
     if (bodyId !== undefined && bodyId !== basic.value.clientId) return refuse('invalid_request', 'client_id differs from the Basic credentials');
     return credentials(basic.value.clientId, basic.value.clientSecret, 'client_secret_basic');
   }
+  // RFC 8705 §2: tls_client_auth names the client in the body and proves it with the connection's certificate.
+  if (bodyId !== undefined && bodySecret === undefined && attempt.certificate !== undefined) return credentials(bodyId, '', 'tls_client_auth');
   if (bodyId === undefined || bodySecret === undefined) return refuse('invalid_client', 'no client authentication');
   return credentials(bodyId, bodySecret, 'client_secret_post');
 }

@@ -13,6 +13,8 @@ export interface ClientSettings {
   readonly accessTokenTtlS: number | null;
   /** Only DPoP-bound tokens for this client (RFC 9449 §5). */
   readonly requireDpop: boolean;
+  /** RFC 8705 tls_client_auth: the SAN identity of its client certificate; the client then has no secret. null = a secret. */
+  readonly tlsClientAuthSubject: string | null;
 }
 
 /** One changed field, as the admin record shows it: never a secret or a hash. */
@@ -24,18 +26,24 @@ export interface ClientChangeResult {
   readonly changes: FieldChanges;
 }
 
-export async function addClient(store: ClientStore, settings: ClientSettings, now: number): Promise<{ readonly client: Client; readonly secret: string }> {
-  const secret = generateClientSecret();
+/** A client with a secret (returned once, here), or — with `tlsClientAuthSubject` — one that has only its certificate. */
+export async function addClient(
+  store: ClientStore,
+  settings: ClientSettings,
+  now: number,
+): Promise<{ readonly client: Client; readonly secret: string | undefined }> {
+  const secret = settings.tlsClientAuthSubject === null ? generateClientSecret() : undefined;
   const client: Client = {
     id: generateClientId(),
     name: settings.name,
-    secrets: [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
+    secrets: secret === undefined ? [] : [{ hash: await hashSecret(secret), createdAt: now, expiresAt: null }],
     scopes: settings.scopes,
     audiences: settings.audiences,
     enabled: true,
     tokensNotBeforeS: null,
     accessTokenTtlS: settings.accessTokenTtlS,
     requireDpop: settings.requireDpop,
+    tlsClientAuthSubject: settings.tlsClientAuthSubject,
     createdAt: now,
     updatedAt: now,
   };
@@ -57,8 +65,9 @@ export async function updateClient(store: ClientStore, id: string, settings: Par
       ...(settings.audiences !== undefined ? { audiences: settings.audiences } : {}),
       ...(settings.accessTokenTtlS !== undefined ? { accessTokenTtlS: settings.accessTokenTtlS } : {}),
       ...(settings.requireDpop !== undefined ? { requireDpop: settings.requireDpop } : {}),
+      ...(settings.tlsClientAuthSubject !== undefined ? { tlsClientAuthSubject: settings.tlsClientAuthSubject } : {}),
     };
-    changes = diff(current, next, ['name', 'scopes', 'audiences', 'accessTokenTtlS', 'requireDpop']);
+    changes = diff(current, next, ['name', 'scopes', 'audiences', 'accessTokenTtlS', 'requireDpop', 'tlsClientAuthSubject']);
     return next;
   });
   return { client, changes };

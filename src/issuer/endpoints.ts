@@ -41,6 +41,8 @@ export interface IssuerContext {
   readonly bearer: BearerAuthenticator;
   /** DPoP proofs sent to the token endpoint (RFC 9449 §5). */
   readonly proofs: DpopProofVerifier;
+  /** The listener asks for client certificates (tls.client_ca): tls_client_auth and certificate-bound tokens are offered. */
+  readonly clientCertificates: boolean;
   readonly revocations: RevocationSet;
   readonly ring: KeyRing;
   readonly clockToleranceS: number;
@@ -143,13 +145,11 @@ export class TokenEndpoint implements Service {
       jkt = proof.jkt;
     }
 
-    const issued = await this.ctx.signer.issue({
-      clientId: client.id,
-      scopes,
-      audiences,
-      lifetimeS: client.accessTokenTtlS,
-      ...(jkt !== undefined ? { jkt } : {}),
-    });
+    // RFC 8705 §3: a token requested over a connection that proved a client certificate is bound to it — unless the client
+    // bound it to a DPoP key instead (one binding per token).
+    const x5t = jkt === undefined ? request.principal.certificateThumbprint : undefined;
+    const binding = jkt !== undefined ? { jkt } : x5t !== undefined ? { x5t } : {};
+    const issued = await this.ctx.signer.issue({ clientId: client.id, scopes, audiences, lifetimeS: client.accessTokenTtlS, ...binding });
     const tokenType = jkt !== undefined ? 'DPoP' : 'Bearer';
     return {
       outcome: 'answered',
@@ -282,7 +282,7 @@ export class MetadataEndpoint implements Service {
   async serve(): Promise<ServiceResult> {
     const issuer = this.ctx.issuer();
     const origin = new URL(issuer).origin;
-    const clientAuthMethods = ['client_secret_basic', 'client_secret_post'];
+    const clientAuthMethods = ['client_secret_basic', 'client_secret_post', ...(this.ctx.clientCertificates ? ['tls_client_auth'] : [])];
     return answered(
       200,
       {
@@ -300,6 +300,8 @@ export class MetadataEndpoint implements Service {
         revocation_endpoint_auth_methods_supported: clientAuthMethods,
         // Access tokens are signed with these (never `none`).
         access_token_signing_alg_values_supported: ['EdDSA', 'ES256'],
+        // RFC 8705 §3.3: tokens requested over a client-certificate connection are bound to that certificate.
+        ...(this.ctx.clientCertificates ? { tls_client_certificate_bound_access_tokens: true } : {}),
         // RFC 9449 §5.1: the token endpoint binds tokens to DPoP proofs signed with these (asymmetric only).
         dpop_signing_alg_values_supported: DPOP_ALGORITHMS,
       },

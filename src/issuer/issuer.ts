@@ -105,6 +105,8 @@ export class Issuer {
     limiters: LimiterBackend,
     /** The key of DPoP nonces, when proofs must carry one (derived from the master key: the same on every instance). */
     nonceKey: KeyObject | undefined,
+    /** The listener verifies client certificates (tls.client_ca is set). */
+    clientCertificates: boolean,
   ) {
     this.names = Issuer.names(settings, port);
     this.signingKid = this.currentSigningKid();
@@ -139,6 +141,7 @@ export class Issuer {
       signer: new TokenSigner(ring, issuer, settings.access_token_ttl_s, now),
       bearer: this.bearer,
       proofs,
+      clientCertificates,
       revocations,
       ring,
       clockToleranceS: settings.clock_tolerance_s,
@@ -202,6 +205,7 @@ export class Issuer {
         config.server.port,
         deps.limiters ?? new MemoryLimiterBackend(),
         settings.dpop.require_nonce ? kek.deriveKey('dpop-nonce') : undefined,
+        config.tls.client_ca !== undefined,
       );
       issuer.watch = watch;
       if (missed) await issuer.refresh();

@@ -21,6 +21,8 @@ export interface TokenGrant {
   readonly lifetimeS: number | null;
   /** RFC 9449: bind the token to the DPoP key with this RFC 7638 thumbprint (`cnf.jkt`). */
   readonly jkt?: string;
+  /** RFC 8705: bind the token to the client certificate with this thumbprint (`cnf.x5t#S256`); never together with jkt. */
+  readonly x5t?: string;
 }
 
 export class TokenSigner {
@@ -44,7 +46,7 @@ export class TokenSigner {
     const token = await new SignJWT({
       client_id: grant.clientId,
       ...(grant.scopes.length > 0 ? { scope: grant.scopes.join(' ') } : {}),
-      ...(grant.jkt !== undefined ? { cnf: { jkt: grant.jkt } } : {}),
+      ...(grant.jkt !== undefined ? { cnf: { jkt: grant.jkt } } : grant.x5t !== undefined ? { cnf: { 'x5t#S256': grant.x5t } } : {}),
     })
       .setProtectedHeader({ alg: key.alg, kid: key.kid, typ: 'at+jwt' })
       .setIssuer(this.issuer())

@@ -40,7 +40,7 @@ export interface Principal {
   /** Stable identity: a certificate SAN, later a token subject. `anonymous` for public routes. */
   readonly subject: string;
   /** How it authenticated: the OAuth client methods occur only on the issuer's endpoints (RFC 6749 §2.3.1). */
-  readonly method: 'anonymous' | 'mtls' | 'bearer' | 'dpop' | 'client_secret_basic' | 'client_secret_post';
+  readonly method: 'anonymous' | 'mtls' | 'bearer' | 'dpop' | 'client_secret_basic' | 'client_secret_post' | 'tls_client_auth';
   readonly scopes: ReadonlySet<string>;
   /** RFC 8705 x5t#S256 of the client certificate that authenticated, when any. */
   readonly certificateThumbprint?: string;

@@ -31,6 +31,11 @@ export interface Client {
   readonly accessTokenTtlS: number | null;
   /** RFC 9449: the client gets DPoP-bound tokens only; a token request without a valid DPoP proof is refused. */
   readonly requireDpop: boolean;
+  /**
+   * RFC 8705 `tls_client_auth`: the identity (URI or DNS SAN, as the mtls authenticator reads it) of the client certificate
+   * this client authenticates with at the token endpoint; null = it authenticates with a secret.
+   */
+  readonly tlsClientAuthSubject: string | null;
   readonly createdAt: number;
   readonly updatedAt: number;
 }

@@ -83,6 +83,13 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE clients ADD COLUMN require_dpop INTEGER NOT NULL DEFAULT 0 CHECK (require_dpop IN (0, 1));
     `,
   },
+  {
+    version: 4,
+    description: 'clients that authenticate with a client certificate (RFC 8705 tls_client_auth)',
+    sql: `
+      ALTER TABLE clients ADD COLUMN tls_client_auth_subject TEXT CHECK (tls_client_auth_subject IS NULL OR length(tls_client_auth_subject) > 0);
+    `,
+  },
 ];
 
 export const LATEST_VERSION = migrations.length;

@@ -103,6 +103,12 @@ const MIGRATIONS: readonly { readonly version: number; readonly sql: string }[] 
       ALTER TABLE clients ADD COLUMN require_dpop SMALLINT NOT NULL DEFAULT 0 CHECK (require_dpop IN (0, 1));
     `,
   },
+  {
+    version: 3,
+    sql: `
+      ALTER TABLE clients ADD COLUMN tls_client_auth_subject TEXT CHECK (tls_client_auth_subject IS NULL OR length(tls_client_auth_subject) > 0);
+    `,
+  },
 ];
 export const POSTGRES_LATEST_VERSION = MIGRATIONS.length;
 const APPLICATION = 'gatehouse-credential-store';
@@ -316,9 +322,21 @@ export class PostgresCredentialStore implements CredentialStore {
       checkSecrets(client);
       const p = clientParams(client);
       await c.query(
-        `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, require_dpop, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)`,
-        [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.require_dpop, p.created_at, p.updated_at],
+        `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, require_dpop, tls_client_auth_subject, created_at, updated_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)`,
+        [
+          p.id,
+          p.name,
+          p.scopes,
+          p.audiences,
+          p.enabled,
+          p.tokens_not_before_s,
+          p.access_token_ttl_s,
+          p.require_dpop,
+          p.tls_client_auth_subject,
+          p.created_at,
+          p.updated_at,
+        ],
       );
       await insertSecrets(c, client);
       await this.notify(c, CLIENTS);
@@ -350,9 +368,9 @@ export class PostgresCredentialStore implements CredentialStore {
       checkSecrets(next);
       const p = clientParams(next);
       await c.query(
-        `UPDATE clients SET name = $2, scopes = $3, audiences = $4, enabled = $5, tokens_not_before_s = $6, access_token_ttl_s = $7, require_dpop = $8, updated_at = $9
+        `UPDATE clients SET name = $2, scopes = $3, audiences = $4, enabled = $5, tokens_not_before_s = $6, access_token_ttl_s = $7, require_dpop = $8, tls_client_auth_subject = $9, updated_at = $10
          WHERE id = $1`,
-        [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.require_dpop, p.updated_at],
+        [p.id, p.name, p.scopes, p.audiences, p.enabled, p.tokens_not_before_s, p.access_token_ttl_s, p.require_dpop, p.tls_client_auth_subject, p.updated_at],
       );
       await c.query('DELETE FROM client_secrets WHERE client_id = $1', [id]);
       await insertSecrets(c, next);
@@ -552,6 +570,7 @@ const CLIENT_COLUMNS = {
   tokens_not_before_s: 'bigint',
   access_token_ttl_s: 'bigint',
   require_dpop: 'smallint',
+  tls_client_auth_subject: 'text',
   created_at: 'bigint',
   updated_at: 'bigint',
 } as const;

@@ -26,6 +26,7 @@ const clientRow = z.object({
   tokens_not_before_s: z.int().nonnegative().nullable(),
   access_token_ttl_s: z.int().positive().nullable(),
   require_dpop: z.union([z.literal(0), z.literal(1)]),
+  tls_client_auth_subject: z.string().min(1).nullable(),
   created_at: epochMs,
   updated_at: epochMs,
 });
@@ -81,6 +82,7 @@ export type ClientParams = {
   tokens_not_before_s: number | null;
   access_token_ttl_s: number | null;
   require_dpop: 0 | 1;
+  tls_client_auth_subject: string | null;
   created_at: number;
   updated_at: number;
 };
@@ -127,6 +129,7 @@ export function clientParams(client: Client): ClientParams {
     tokens_not_before_s: client.tokensNotBeforeS,
     access_token_ttl_s: client.accessTokenTtlS,
     require_dpop: client.requireDpop ? 1 : 0,
+    tls_client_auth_subject: client.tlsClientAuthSubject,
     created_at: client.createdAt,
     updated_at: client.updatedAt,
   };
@@ -157,6 +160,7 @@ function toClient(row: z.infer<typeof clientRow>, secrets: readonly SecretHash[]
     tokensNotBeforeS: row.tokens_not_before_s,
     accessTokenTtlS: row.access_token_ttl_s,
     requireDpop: row.require_dpop === 1,
+    tlsClientAuthSubject: row.tls_client_auth_subject,
     createdAt: row.created_at,
     updatedAt: row.updated_at,
   };

@@ -137,12 +137,12 @@ function retainStatements(db: Database.Database): void {
 function prepareStatements(db: Database.Database) {
   return {
     insertClient: db.prepare<ClientParams>(
-      `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, require_dpop, created_at, updated_at)
-       VALUES (@id, @name, @scopes, @audiences, @enabled, @tokens_not_before_s, @access_token_ttl_s, @require_dpop, @created_at, @updated_at)`,
+      `INSERT INTO clients (id, name, scopes, audiences, enabled, tokens_not_before_s, access_token_ttl_s, require_dpop, tls_client_auth_subject, created_at, updated_at)
+       VALUES (@id, @name, @scopes, @audiences, @enabled, @tokens_not_before_s, @access_token_ttl_s, @require_dpop, @tls_client_auth_subject, @created_at, @updated_at)`,
     ),
     updateClient: db.prepare<ClientParams>(
       `UPDATE clients SET name = @name, scopes = @scopes, audiences = @audiences, enabled = @enabled,
-              tokens_not_before_s = @tokens_not_before_s, access_token_ttl_s = @access_token_ttl_s, require_dpop = @require_dpop, updated_at = @updated_at
+              tokens_not_before_s = @tokens_not_before_s, access_token_ttl_s = @access_token_ttl_s, require_dpop = @require_dpop, tls_client_auth_subject = @tls_client_auth_subject, updated_at = @updated_at
        WHERE id = @id`,
     ),
     getClient: db.prepare<[string]>('SELECT * FROM clients WHERE id = ?'),

@@ -185,6 +185,22 @@ describe('gatehouse clients', () => {
     expect(ok(['clients', 'remove', dpop.client_id])).toMatch(/removed/);
   });
 
+  it('--tls-client-auth: the client gets no secret, authenticates by certificate, and a malformed SAN is a usage error', async () => {
+    const added = json<Record<string, unknown>>(['clients', 'add', 'Svc', '--scope', 'read', '--tls-client-auth', 'spiffe://example.org/svc']);
+    expect(added['client_secret']).toBeUndefined();
+    expect(added['tls_client_auth_subject']).toBe('spiffe://example.org/svc');
+    const id = String(added['client_id']);
+    expect((await storedClient(id))?.secrets).toEqual([]);
+    expect(ok(['clients', 'show', id])).toMatch(/^auth: +client certificate for spiffe:\/\/example\.org\/svc/m);
+    expect(ok(['clients', 'update', id, '--tls-client-auth', 'Billing.Example.COM'])).toMatch(
+      /tls_client_auth_subject: "spiffe:\/\/example\.org\/svc" -> "billing\.example\.com"/,
+    );
+    const bad = run(['clients', 'add', 'Bad', '--scope', 'read', '--tls-client-auth', 'not a san']);
+    expect(bad.status).toBe(64);
+    expect(bad.stderr).toMatch(/--tls-client-auth/);
+    expect(ok(['clients', 'remove', id])).toMatch(/removed/);
+  });
+
   it('disable and enable are idempotent', async () => {
     expect(ok(['clients', 'disable', textId])).toMatch(/disabled/);
     expect((await storedClient(textId))?.enabled).toBe(false);

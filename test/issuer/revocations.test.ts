@@ -23,6 +23,7 @@ const client = (id: string): Client => ({
   tokensNotBeforeS: null,
   accessTokenTtlS: null,
   requireDpop: false,
+  tlsClientAuthSubject: null,
   createdAt: T0,
   updatedAt: T0,
 });

@@ -140,6 +140,7 @@ describe('SQLite credential store: migrations', () => {
         tokensNotBeforeS: null,
         accessTokenTtlS: null,
         requireDpop: false,
+        tlsClientAuthSubject: null,
         createdAt: 10,
         updatedAt: 20,
       });

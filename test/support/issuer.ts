@@ -64,6 +64,7 @@ export async function addClient(
     id?: string;
     accessTokenTtlS?: number;
     requireDpop?: boolean;
+    tlsClientAuthSubject?: string;
   } = {},
 ): Promise<TestClient> {
   const id = opts.id ?? generateClientId();
@@ -81,6 +82,7 @@ export async function addClient(
       tokensNotBeforeS: null,
       accessTokenTtlS: opts.accessTokenTtlS ?? null,
       requireDpop: opts.requireDpop ?? false,
+      tlsClientAuthSubject: opts.tlsClientAuthSubject ?? null,
       createdAt: now,
       updatedAt: now,
     }),

@@ -14,6 +14,7 @@ export const client = (id: string, extra: Partial<Client> = {}): Client => ({
   tokensNotBeforeS: null,
   accessTokenTtlS: null,
   requireDpop: false,
+  tlsClientAuthSubject: null,
   createdAt: 1_000,
   updatedAt: 1_000,
   ...extra,
