@@ -1,8 +1,10 @@
 // Issue #25: `gatehouse serve --workers N`, with real processes. Two workers serve one port and each writes its own chain;
-// a per-principal quota and concurrency slots hold across workers without Redis (the primary counts); a worker killed with
+// a per-principal quota, concurrency slots and the DPoP replay cache hold across workers without Redis (the primary counts); a worker killed with
 // SIGKILL is replaced and no later request fails, and workers do not outlive a killed primary; SIGHUP and SIGTERM reach every worker, SIGTERM drains in-flight requests
 // and every chain verifies afterwards; workers that keep dying stop the gateway; bad values are refused.
+import { createHash, randomUUID } from 'node:crypto';
 import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { exportJWK, generateKeyPair, SignJWT } from 'jose';
 import { request } from 'node:https';
 import { connect } from 'node:tls';
 import { tmpdir } from 'node:os';
@@ -56,6 +58,28 @@ function get(port: number, path: string): Promise<number> {
     });
     req.on('error', reject);
     req.end();
+  });
+}
+
+/** One request on a connection of its own, with headers and a body: its status and body text. */
+function send(
+  port: number,
+  method: string,
+  path: string,
+  headers: Record<string, string>,
+  body?: string,
+): Promise<{ readonly status: number; readonly body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request({ host: '127.0.0.1', port, path, method, headers, ca, servername: 'localhost', agent: false }, (res) => {
+      let text = '';
+      res.setEncoding('utf8');
+      res.on('data', (chunk: string) => {
+        text += chunk;
+      });
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
+    });
+    req.on('error', reject);
+    req.end(body);
   });
 }
 
@@ -189,6 +213,41 @@ describe('gatehouse serve --workers', () => {
     expect(allows(server.data, 'quota-w1') + allows(server.data, 'quota-w2')).toBe(10);
     expect(decisions(server.data, 'quota-w1')).toBeGreaterThan(0);
     expect(decisions(server.data, 'quota-w2')).toBeGreaterThan(0);
+  });
+
+  it('a DPoP proof is accepted once across workers without Redis: the primary remembers it for both (OA-20)', async () => {
+    const rest =
+      '  - { id: dpop, match: { path_prefix: /dpop, methods: [GET] }, authn: [dpop], authz: { allow: authenticated }, handler: { service: echo } }\n' +
+      'issuer: {}\n';
+    const server = await serve('dpop', ['--workers', '2'], rest);
+    const added = runCli(['clients', 'add', 'keyholder', '--scope', 'echo:read', '--json', '--config', join(work, 'dpop.yaml'), '--data', server.data], env);
+    expect(added.status, added.stderr).toBe(0);
+    const client = JSON.parse(added.stdout) as { client_id: string; client_secret: string };
+    const { privateKey, publicKey } = await generateKeyPair('ES256');
+    const jwk = await exportJWK(publicKey);
+    const origin = `https://127.0.0.1:${server.port}`;
+    const proof = (htm: string, htu: string, extra: Record<string, unknown> = {}): Promise<string> =>
+      new SignJWT({ htm, htu, iat: Math.floor(Date.now() / 1000), jti: randomUUID(), ...extra })
+        .setProtectedHeader({ typ: 'dpop+jwt', alg: 'ES256', jwk })
+        .sign(privateKey);
+    const basic = `Basic ${Buffer.from(`${client.client_id}:${client.client_secret}`).toString('base64')}`;
+    const issued = await send(
+      server.port,
+      'POST',
+      '/oauth2/token',
+      { authorization: basic, 'content-type': 'application/x-www-form-urlencoded', dpop: await proof('POST', `${origin}/oauth2/token`) },
+      'grant_type=client_credentials',
+    );
+    expect(issued.status, issued.body).toBe(200);
+    const token = String((JSON.parse(issued.body) as { access_token?: unknown }).access_token);
+    const ath = createHash('sha256').update(token).digest('base64url');
+    const dpop = await proof('GET', `${origin}/dpop/x`, { ath });
+    // The same proof on ten connections of their own: the primary hands them to both workers in turn.
+    const answers = await Promise.all(Array.from({ length: 10 }, () => send(server.port, 'GET', '/dpop/x', { authorization: `DPoP ${token}`, dpop })));
+    expect(answers.map((answer) => answer.status).sort()).toEqual([200, 401, 401, 401, 401, 401, 401, 401, 401, 401]);
+    await server.stop();
+    expect(decisions(server.data, 'dpop-w1')).toBeGreaterThan(0);
+    expect(decisions(server.data, 'dpop-w2')).toBeGreaterThan(0);
   });
 
   it.skipIf(process.env['GATEHOUSE_TEST_REDIS_URL'] === undefined || process.env['GATEHOUSE_TEST_REDIS_URL'] === '')(
