@@ -122,13 +122,14 @@ describe('gatehouse audit tail', () => {
     const lines: string[] = [];
     createInterface({ input: child.stdout }).on('line', (line) => lines.push(line));
     try {
-      for (let i = 0; i < 100 && lines.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
+      // Waits of up to 10 s each: the CLI starts in a process of its own, slow on a machine loaded by other test files.
+      for (let i = 0; i < 500 && lines.length < 1; i++) await new Promise((r) => setTimeout(r, 20));
       // A third instance starts writing: its first segment appears while tail runs.
       const log = testAuditLog(dir, { instance: 'c' });
       log.append(auditEvent(1, { request_id: 'c-live-1' }));
       log.append(auditEvent(2, { request_id: 'c-live-2' }));
       await log.close();
-      for (let i = 0; i < 100 && lines.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 500 && lines.length < 3; i++) await new Promise((r) => setTimeout(r, 20));
       expect(lines.slice(1).map((line) => (JSON.parse(line) as { request_id: string }).request_id)).toEqual(['c-live-1', 'c-live-2']);
     } finally {
       child.kill('SIGINT');

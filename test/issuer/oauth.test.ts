@@ -403,9 +403,12 @@ describe('OAuth token endpoint (functional)', () => {
     const [u, w, r] = [median(series.unknown), median(series.wrong), median(series.rotating)];
     // Every path really ran argon2 (a skipped verify would answer in well under 5 ms)...
     for (const m of [u, w, r]) expect(m).toBeGreaterThan(5);
-    // ...and the same amount of it: one verification fewer would show as a whole argon2 run (≥ 20 ms here, more under load) of difference.
-    expect(Math.abs(u - w)).toBeLessThan(15);
-    expect(Math.abs(u - r)).toBeLessThan(15);
+    // ...and the same amount of it: one verification fewer would show as a whole argon2 run of difference. A run takes ≥ 20 ms
+    // here and longer on a loaded machine (other test files in parallel), so the bound scales with the fastest
+    // series: half an argon2 run, never under 15 ms.
+    const bound = Math.max(15, 0.5 * Math.min(u, w, r));
+    expect(Math.abs(u - w)).toBeLessThan(bound);
+    expect(Math.abs(u - r)).toBeLessThan(bound);
   });
 
   it('SEC-11 two active secrets per client both authenticate (rotation); an expired one does not', async () => {
