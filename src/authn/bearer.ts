@@ -14,6 +14,7 @@ import { errors as joseErrors, jwtVerify, type CryptoKey, type JWTPayload } from
 import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, PeerCertificate, Principal, RequestContext } from '../pipeline/stage.js';
+import { schemeCredentials } from '../lib/auth-scheme.js';
 import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
 
 export type BearerAlgorithm = 'EdDSA' | 'ES256';
@@ -98,8 +99,6 @@ export interface BearerStats {
 
 /** RFC 7515 §7.1 compact serialization in base64url without padding: exactly three non-empty segments (JWT-12, JWT-13). */
 const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
-/** RFC 9110 §5.6.2 token: the auth-scheme. */
-const AUTH_SCHEME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+/;
 /** RFC 6749 §3.3 scope-token = 1*NQCHAR. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 /** Header parameters that would let a token choose its own key or its own processing rules (JWT-05..07, JWT-22). */
@@ -239,15 +238,11 @@ export class BearerAuthenticator implements Authenticator {
 
     const header = request.authorization;
     if (header === undefined) return NOT_APPLICABLE;
-    const scheme = AUTH_SCHEME.exec(header)?.[0];
-    // Another scheme (Basic, DPoP, ...) is another authenticator's credential.
-    if (scheme === undefined || scheme.toLowerCase() !== 'bearer') return NOT_APPLICABLE;
-    // RFC 6750 §2.1: "Bearer" 1*SP b64token. Exactly one space; any other whitespace makes the token itself malformed.
-    if (header.length === scheme.length) return invalidRequest('bearer scheme without a token');
-    if (header.charCodeAt(scheme.length) !== 0x20) return invalidRequest('malformed bearer credentials');
-    const token = header.slice(scheme.length + 1);
-    if (token === '') return invalidRequest('bearer scheme without a token');
-    return this.authenticateToken(token, request, 'bearer');
+    // RFC 6750 §2.1: "Bearer" 1*SP b64token; another scheme (Basic, DPoP, ...) is another authenticator's credential.
+    const credentials = schemeCredentials(header, 'bearer');
+    if (credentials.kind === 'other') return NOT_APPLICABLE;
+    if (credentials.kind === 'malformed') return invalidRequest(credentials.reason);
+    return this.authenticateToken(credentials.token, request, 'bearer');
   }
 
   /**

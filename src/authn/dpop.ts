@@ -4,12 +4,11 @@
 import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import { hasQueryAccessToken, type BearerAuthenticator } from './bearer.js';
+import { schemeCredentials } from '../lib/auth-scheme.js';
 import { dpopChallenge } from '../lib/dpop-syntax.js';
 import { type DpopProofVerifier, invalidProof, requestUri, useNonce } from './dpop-proof.js';
 import { ReplayCacheUnavailable } from './dpop-replay.js';
 
-/** RFC 9110 §5.6.2 token: the auth-scheme. */
-const AUTH_SCHEME = /^[!#$%&'*+.^_`|~0-9A-Za-z-]+/;
 const NOT_APPLICABLE: AuthnResult = Object.freeze({ outcome: 'not-applicable' });
 
 export class DpopAuthenticator implements Authenticator {
@@ -24,11 +23,10 @@ export class DpopAuthenticator implements Authenticator {
     if (hasQueryAccessToken(request.query)) return invalidRequest('access token in the query string');
     const header = request.authorization;
     if (header === undefined) return NOT_APPLICABLE;
-    const scheme = AUTH_SCHEME.exec(header)?.[0];
-    if (scheme === undefined || scheme.toLowerCase() !== 'dpop') return NOT_APPLICABLE;
-    // "DPoP" 1*SP token68, as for Bearer (RFC 9449 §7.1).
-    const token = header.charCodeAt(scheme.length) === 0x20 ? header.slice(scheme.length + 1) : '';
-    if (token === '') return invalidRequest('malformed DPoP credentials');
+    const credentials = schemeCredentials(header, 'dpop');
+    if (credentials.kind === 'other') return NOT_APPLICABLE;
+    if (credentials.kind === 'malformed') return invalidRequest(credentials.reason);
+    const { token } = credentials;
     const verified = this.tokens.authenticateToken(token, request, 'dpop');
     return verified instanceof Promise ? verified.then((result) => this.withProof(result, token, request)) : this.withProof(verified, token, request);
   }

@@ -213,18 +213,20 @@ export class Upstream {
    * queued ones too, finish on their connections, which then close. Bounded by the upstream's timeouts.
    */
   retire(): Promise<void> {
-    this.stopped = true;
-    clearInterval(this.refresher);
-    this.checks?.stop();
-    return Promise.all([...this.balancer.targets.map((target) => target.pool.close()), this.checks?.destroy()]).then(() => undefined);
+    return this.halt((pool) => pool.close());
   }
 
   /** Closes every connection at once, aborting whatever is still in flight (shutdown, after the client connections are gone). */
   destroy(): Promise<void> {
+    return this.halt((pool) => pool.destroy());
+  }
+
+  /** Stops the health checks and DNS refreshes, then ends every target's pool as `end` says. */
+  private halt(end: (pool: Pool) => Promise<void>): Promise<void> {
     this.stopped = true;
     clearInterval(this.refresher);
     this.checks?.stop();
-    return Promise.all([...this.balancer.targets.map((target) => target.pool.destroy()), this.checks?.destroy()]).then(() => undefined);
+    return Promise.all([...this.balancer.targets.map((target) => end(target.pool)), this.checks?.destroy()]).then(() => undefined);
   }
 
   private target(origin: string, weight: number, hostHeader: string, serverName?: string): Target<Pool> {

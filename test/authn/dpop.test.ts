@@ -69,7 +69,8 @@ let client: TestClient;
 beforeAll(async () => {
   upstream = await startUpstream();
   gw = await startIssuerGateway((base) => ({
-    ...withIssuer(base, {}, [
+    // Many token requests from one address in this file: the per-IP client-authentication budget is raised.
+    ...withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } } }, [
       route('dpop', '/dpop', { methods: ['GET', 'POST'], authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
       route('constrained', '/constrained', { authn: ['dpop', 'bearer'], authz: { allow: 'authenticated', require_sender_constraint: true } }),
       {
@@ -319,6 +320,25 @@ describe('DPoP at resource routes (OA-19)', () => {
     const asDpop = await call('/dpop/x', { authorization: `DPoP ${plain}`, dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/x`, token: plain }) });
     expect(asDpop.status).toBe(401);
     expect(challenge(asDpop)).toMatch(/^DPoP error="invalid_token", algs="/);
+  });
+
+  it('malformed DPoP credentials and a token in the query are 400 invalid_request with the DPoP challenge', async () => {
+    for (const authorization of ['DPoP', 'DPoP\ttab']) {
+      const res = await call('/dpop/x', { authorization });
+      expect(res.status, authorization).toBe(400);
+      expect(challenge(res), authorization).toMatch(/^DPoP error="invalid_request", algs="/);
+    }
+    // One space, then a token that starts with another: no token at all.
+    const twoSpaces = await call('/dpop/x', { authorization: 'DPoP  two-spaces' });
+    expect(twoSpaces.status).toBe(401);
+    expect(challenge(twoSpaces)).toMatch(/^DPoP error="invalid_token", algs="/);
+    const key = await proofKey();
+    const token = await boundToken(key);
+    const inQuery = await call(`/dpop/x?access_token=${token}`, {
+      authorization: `DPoP ${token}`,
+      dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/x`, token }),
+    });
+    expect(inQuery.status).toBe(400);
   });
 
   it('no credential: 401 with a DPoP challenge naming the algorithms; a route taking both schemes offers both', async () => {
