@@ -158,22 +158,32 @@ export async function initDevCertificates(dir: string, opts: { force?: boolean }
 
 // ---------------------------------------------------------------------------
 
-type Sans = x509.JsonGeneralName[];
+export type Sans = x509.JsonGeneralName[];
 
 async function issueLeaf(
   ca: CertificateAndKey,
   leaf: { commonName: string | undefined; sans: Sans; usage: x509.ExtendedKeyUsage; notBefore: Date; notAfter: Date },
 ): Promise<CertificateAndKey> {
+  const keys = await generateKeyPair();
+  const certPem = await signLeaf(ca, keys.publicKey, leaf);
+  return { certPem, keyPem: await exportPrivateKeyPem(keys.privateKey) };
+}
+
+/** A leaf for `publicKey`, signed by the CA: the subject, SANs, usage and validity are the caller's, nothing else. */
+export async function signLeaf(
+  ca: CertificateAndKey,
+  publicKey: webcrypto.CryptoKey | x509.PublicKey,
+  leaf: { commonName: string | undefined; sans: Sans; usage: x509.ExtendedKeyUsage; notBefore: Date; notAfter: Date },
+): Promise<string> {
   if (!(leaf.notAfter.getTime() > leaf.notBefore.getTime())) {
     throw new Error('certificate notAfter must be later than notBefore');
   }
   const { caCert, caKey } = await loadCa(ca);
-  const keys = await generateKeyPair();
   const extensions: x509.Extension[] = [
     new x509.BasicConstraintsExtension(false, undefined, true),
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
     new x509.ExtendedKeyUsageExtension([leaf.usage], false),
-    await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    await x509.SubjectKeyIdentifierExtension.create(publicKey),
     await authorityKeyIdentifier(caCert),
   ];
   if (leaf.sans.length > 0) {
@@ -187,12 +197,12 @@ async function issueLeaf(
     issuer: caCert.subjectName,
     notBefore: leaf.notBefore,
     notAfter: leaf.notAfter,
-    publicKey: keys.publicKey,
+    publicKey,
     signingKey: caKey,
     signingAlgorithm: SIGNING_ALGORITHM,
     extensions,
   });
-  return { certPem: cert.toString('pem'), keyPem: await exportPrivateKeyPem(keys.privateKey) };
+  return cert.toString('pem');
 }
 
 async function loadCa(ca: CertificateAndKey): Promise<{ caCert: x509.X509Certificate; caKey: webcrypto.CryptoKey }> {
