@@ -290,10 +290,12 @@ const DNS_SCRIPT = `set -eu
 dir=$1; nameserver=$2; node=$3; cli=$4; config=$5
 mount --bind "$dir/resolv.conf" /etc/resolv.conf
 [ "$(cat /etc/resolv.conf)" = "nameserver $nameserver" ]
-"$node" "$dir/fake-dns.mjs" "$nameserver" > "$dir/dns.log" &
+# The log exists before the server starts: the background job's redirection may not have run when the wait begins.
+: > "$dir/dns.log"
+"$node" "$dir/fake-dns.mjs" "$nameserver" >> "$dir/dns.log" &
 dns=$!
 tries=0
-until grep -q ready "$dir/dns.log"; do tries=$((tries + 1)); [ "$tries" -lt 200 ] || { kill "$dns"; exit 90; }; sleep 0.05; done
+until grep -q ready "$dir/dns.log"; do tries=$((tries + 1)); [ "$tries" -lt 600 ] || { kill "$dns"; exit 90; }; sleep 0.05; done
 set +e
 "$node" "$cli" serve --config "$config" --host no-such-host.invalid --port 0 > "$dir/nx.out" 2> "$dir/nx.err"; echo $? > "$dir/nx.status"
 "$node" "$cli" serve --config "$config" --host servfail.invalid --port 0 > "$dir/again.out" 2> "$dir/again.err"; echo $? > "$dir/again.status"
