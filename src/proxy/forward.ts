@@ -256,14 +256,17 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       this.finish();
     });
     // A request body that stops before it is complete (client reset, deadline) must abort the upstream request too,
-    // or it would wait on the body and hold its pool connection.
-    exchange.req.once('close', () => {
-      if (!exchange.req.complete && !this.finished) {
-        this.clientClosed = true;
-        this.controller?.abort(new Error('request body did not complete'));
-        this.bodyLimit?.destroy(new Error('request body did not complete'));
-      }
-    });
+    // or it would wait on the body and hold its pool connection. A request already complete (no body, or all of it read)
+    // cannot stop short: no listener for it.
+    if (!exchange.req.complete) {
+      exchange.req.once('close', () => {
+        if (!exchange.req.complete && !this.finished) {
+          this.clientClosed = true;
+          this.controller?.abort(new Error('request body did not complete'));
+          this.bodyLimit?.destroy(new Error('request body did not complete'));
+        }
+      });
+    }
   }
 
   /** The request goes to `target` now; `retry` sends it to another one if this one cannot be reached. */
@@ -314,7 +317,6 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       controller.abort(error as Error);
       return;
     }
-    res.on('drain', () => controller.resume());
   }
 
   onResponseData(controller: Dispatcher.DispatchController, chunk: Buffer): void {
@@ -324,7 +326,13 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       return;
     }
     this.bytesOut += chunk.length;
-    if (!(this.exchange.res as Writable).write(chunk)) controller.pause();
+    const { res } = this.exchange;
+    // Backpressure: the upstream pauses until the client has taken what was written (one listener per full buffer, not
+    // one per response).
+    if (!(res as Writable).write(chunk)) {
+      controller.pause();
+      res.once('drain', () => controller.resume());
+    }
   }
 
   onResponseEnd(): void {
