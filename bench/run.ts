@@ -307,7 +307,7 @@ async function main(): Promise<void> {
       const last = (key: string): number => Math.round(results.get(key)?.at(-1)?.rps ?? 0);
       process.stdout.write(
         `round ${round}/${ROUNDS}: bare ${last('bare')}, gateway mTLS ${last('gateway')}, bare with tokens ${last('bareTokens')}, ` +
-          `gateway bearer ${last('bearer')}, express ${last('express')}, fastify ${last('fastify')} req/s\n`,
+          `gateway bearer ${last('bearer')}, gateway DPoP ${last('dpop')}, express ${last('express')}, fastify ${last('fastify')} req/s\n`,
       );
     }
 
@@ -327,7 +327,8 @@ async function main(): Promise<void> {
     // The load generator and the upstream share this machine's cores with the proxy under test, so req/s understates a
     // proxy that needs more CPU; the CPU each proxy process spends per request is the direct measure of its own cost.
     process.stdout.write(
-      `\nCPU per request bare/gateway, mTLS route: ${(cpu('bare') / cpu('gateway')).toFixed(2)}, bearer route: ${(cpu('bareTokens') / cpu('bearer')).toFixed(2)}\n`,
+      `\nCPU per request bare/gateway, mTLS route: ${(cpu('bare') / cpu('gateway')).toFixed(2)}, bearer route: ${(cpu('bareTokens') / cpu('bearer')).toFixed(2)}, ` +
+        `DPoP route: ${(cpu('bareDpop') / cpu('dpop')).toFixed(2)}\n`,
     );
     // The audit log's price: the same launcher and config, with the chained, group-committed log and with it discarded.
     process.stdout.write(
