@@ -15,6 +15,7 @@ import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors/catalogue.js';
 import type { Authenticator, AuthnResult, PeerCertificate, Principal, RequestContext } from '../pipeline/stage.js';
 import { schemeCredentials } from '../lib/auth-scheme.js';
+import { COMPACT_JWS, hasUndecodableSegment, isPlainObject, jsonSegment, NOT_JSON, own } from '../lib/jws-syntax.js';
 import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
 
 export type BearerAlgorithm = 'EdDSA' | 'ES256';
@@ -97,8 +98,6 @@ export interface BearerStats {
   readonly cacheSize: number;
 }
 
-/** RFC 7515 §7.1 compact serialization in base64url without padding: exactly three non-empty segments (JWT-12, JWT-13). */
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** RFC 6749 §3.3 scope-token = 1*NQCHAR. */
 const SCOPE_TOKEN = /^[\x21\x23-\x5B\x5D-\x7E]+$/;
 /** Header parameters that would let a token choose its own key or its own processing rules (JWT-05..07, JWT-22). */
@@ -108,7 +107,6 @@ const MAX_KID_LENGTH = 128;
 /** A SHA-256 thumbprint in unpadded base64url (cnf `x5t#S256`, `jkt`). */
 const THUMBPRINT = /^[A-Za-z0-9_-]{43}$/;
 const REQUIRED_CLAIMS = ['iss', 'exp', 'aud', 'sub', 'client_id', 'iat', 'jti'];
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 const INVALID_TOKEN_CHALLENGE = Object.freeze({ 'www-authenticate': 'Bearer error="invalid_token"' });
 const INVALID_REQUEST_CHALLENGE = Object.freeze({ 'www-authenticate': 'Bearer error="invalid_request"' });
@@ -156,15 +154,6 @@ interface Verified {
 }
 
 type Verification = Verified | AuthnResult;
-
-function isPlainObject(value: unknown): value is Record<string, unknown> {
-  return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Reads a claim only when it is the object's own property (never something reached through a prototype: JWT-24). */
-function own(object: Readonly<Record<string, unknown>>, name: string): unknown {
-  return Object.hasOwn(object, name) ? object[name] : undefined;
-}
 
 function isNonEmptyString(value: unknown): value is string {
   return typeof value === 'string' && value.length > 0;
@@ -400,19 +389,11 @@ export class BearerAuthenticator implements Authenticator {
 
   /** Header checks by hand (synchronous, no crypto), then jose. Returns a refusal or the verified claims. */
   private verify(token: string): Verification | Promise<Verification> {
-    const dot = token.indexOf('.');
-    const encodedHeader = token.slice(0, dot);
-    for (const segment of token.split('.')) {
-      // A length of 1 mod 4 is no base64url encoding at all; Buffer would silently drop the dangling character.
-      if (segment.length % 4 === 1) return invalidToken('not a compact JWS');
-    }
+    const segments = token.split('.');
+    if (hasUndecodableSegment(segments)) return invalidToken('not a compact JWS');
 
-    let header: unknown;
-    try {
-      header = JSON.parse(UTF8.decode(Buffer.from(encodedHeader, 'base64url')));
-    } catch {
-      return invalidToken('protected header is not JSON');
-    }
+    const header = jsonSegment(segments[0] ?? '');
+    if (header === NOT_JSON) return invalidToken('protected header is not JSON');
     if (!isPlainObject(header)) return invalidToken('protected header is not an object');
     for (const name of FORBIDDEN_HEADER_PARAMETERS) {
       if (Object.hasOwn(header, name)) return invalidToken('forbidden header parameter');

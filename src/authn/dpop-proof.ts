@@ -9,8 +9,8 @@ import { LRUCache } from 'lru-cache';
 import { GatewayError } from '../errors/catalogue.js';
 import type { DpopNonces } from './dpop-nonce.js';
 import { DPOP_ALGORITHMS, type DpopAlgorithm, dpopChallenge } from '../lib/dpop-syntax.js';
+import { COMPACT_JWS, hasUndecodableSegment, isPlainObject, jsonSegment, own } from '../lib/jws-syntax.js';
 
-const COMPACT_JWS = /^[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+$/;
 /** A proof is a few hundred bytes; an RSA-4096 key in its header makes it about 1 500. */
 const MAX_PROOF_BYTES = 4096;
 const MAX_JTI_LENGTH = 256;
@@ -37,7 +37,6 @@ const VERIFY: Readonly<Record<DpopAlgorithm, { readonly hash: string | null; rea
 const MIN_RSA_BITS = 2048;
 /** Client keys imported lately, by thumbprint: one client sends many proofs with one key. */
 const KEY_CACHE_ENTRIES = 10_000;
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** What a proof must match: the request it came with, and the access token it accompanies (resource requests). */
 export interface ProofTarget {
@@ -106,8 +105,7 @@ export class DpopProofVerifier {
     if (header.length > MAX_PROOF_BYTES) return refused('proof too large');
     if (!COMPACT_JWS.test(header)) return refused(header.includes(',') ? 'more than one DPoP header' : 'not a compact JWS');
     const segments = header.split('.');
-    // A length of 1 mod 4 is no base64url encoding at all; Buffer would silently drop the dangling character.
-    if (segments.some((segment) => segment.length % 4 === 1)) return refused('not a compact JWS');
+    if (hasUndecodableSegment(segments)) return refused('not a compact JWS');
     const protectedHeader = decodeObject(segments[0] ?? '');
     const claims = decodeObject(segments[1] ?? '');
     if (protectedHeader === undefined) return refused('protected header is not a JSON object');
@@ -204,17 +202,8 @@ function isAllowedAlgorithm(value: unknown): value is DpopAlgorithm {
 }
 
 function decodeObject(segment: string): Readonly<Record<string, unknown>> | undefined {
-  try {
-    const value: unknown = JSON.parse(UTF8.decode(Buffer.from(segment, 'base64url')));
-    return typeof value === 'object' && value !== null && !Array.isArray(value) ? (value as Record<string, unknown>) : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/** Reads a member only when it is the object's own property (never something reached through a prototype). */
-function own(object: Readonly<Record<string, unknown>>, name: string): unknown {
-  return Object.hasOwn(object, name) ? object[name] : undefined;
+  const value = jsonSegment(segment);
+  return isPlainObject(value) ? value : undefined;
 }
 
 /**

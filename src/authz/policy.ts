@@ -38,10 +38,14 @@ export class RoutePolicy implements Authorizer {
     if (rule.scopes !== undefined) {
       const [mode, list] = 'all_of' in rule.scopes ? (['all', rule.scopes.all_of] as const) : (['any', rule.scopes.any_of] as const);
       // RFC 6750 §3: the scope attribute names what the resource requires (all of them, or the alternatives).
-      const scope = `error="insufficient_scope", scope="${list.join(' ')}"`;
+      const required = list.join(' ');
       const refusal = (challenge: string): GatewayError =>
         new GatewayError('insufficient_scope', { reason: 'token lacks a required scope', headers: { 'www-authenticate': challenge } });
-      this.scopes = { mode, list, error: { bearer: refusal(`Bearer ${scope}`), dpop: refusal(`DPoP ${scope}, ${dpopChallenge().slice('DPoP '.length)}`) } };
+      this.scopes = {
+        mode,
+        list,
+        error: { bearer: refusal(`Bearer error="insufficient_scope", scope="${required}"`), dpop: refusal(dpopChallenge('insufficient_scope', required)) },
+      };
     }
   }
 

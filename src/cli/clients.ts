@@ -249,7 +249,12 @@ export function registerClientCommands(program: Command, ctx: AdminContext): voi
     .option('--json', 'print one JSON object')
     .action((id: string, options: StoreOptions & JsonOption) => clientsShow(ctx, id, options));
 
-  clientIdCommand(clients, 'update', "change a client's name, scopes, audiences, token lifetime or DPoP requirement (recorded in the admin log)", ctx)
+  clientIdCommand(
+    clients,
+    'update',
+    "change a client's name, scopes, audiences, token lifetime, DPoP requirement or certificate identity (recorded in the admin log)",
+    ctx,
+  )
     .option('--name <name>', `new display name (1-${MAX_NAME_CHARS} printable characters)`, parseName)
     .option('--scope <scopes>', 'the space-separated scopes it may request, replacing the current ones', scopes)
     .option('--audience <uri>', 'an audience (resource URI) it may request; repeatable; replaces the current list', collectAudience)

@@ -1,5 +1,6 @@
 // Client authentication for the OAuth endpoints (RFC 6749 §2.3): client_secret_basic, client_secret_post or (RFC 8705)
-// tls_client_auth, exactly one per request; secrets are checked against argon2id hashes — after the cheap limits, so guessing and floods never reach argon2 unchecked:
+// tls_client_auth, exactly one per request. Secrets are checked against argon2id hashes, after the cheap limits, so
+// guessing and floods never reach argon2 unchecked:
 //   1. per-IP attempts (every attempt, before any argon2 work)
 //   2. blocked (client id, IP) pair, blocked IP, or an address that already failed for a client id under attack from
 //      many IPs (rate-limiter-flexible's login protection: get() before verifying)

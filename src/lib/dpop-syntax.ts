@@ -7,7 +7,14 @@ export type DpopAlgorithm = (typeof DPOP_ALGORITHMS)[number];
 /** The `algs` a DPoP challenge lists (RFC 9449 §7.1). */
 const DPOP_ALGS_PARAMETER = DPOP_ALGORITHMS.join(' ');
 
-/** The DPoP challenge of a 401 (RFC 9449 §7.1): with an `error`, or without one when no credential came at all. */
-export function dpopChallenge(error?: 'invalid_dpop_proof' | 'use_dpop_nonce' | 'invalid_token' | 'invalid_request'): string {
-  return error === undefined ? `DPoP algs="${DPOP_ALGS_PARAMETER}"` : `DPoP error="${error}", algs="${DPOP_ALGS_PARAMETER}"`;
+/**
+ * The DPoP challenge of a 401 or 403 (RFC 9449 §7.1): with an `error` (and, for insufficient_scope, the `scope` required),
+ * or without one when no credential came at all.
+ */
+export function dpopChallenge(
+  error?: 'invalid_dpop_proof' | 'use_dpop_nonce' | 'invalid_token' | 'invalid_request' | 'insufficient_scope',
+  scope?: string,
+): string {
+  const params = [...(error !== undefined ? [`error="${error}"`] : []), ...(scope !== undefined ? [`scope="${scope}"`] : []), `algs="${DPOP_ALGS_PARAMETER}"`];
+  return `DPoP ${params.join(', ')}`;
 }

@@ -105,14 +105,16 @@ export class Ingress {
       socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 0) + 1;
       socket[CURRENT_EXCHANGE] = exchange;
     }
-    // One listener per request for everything that happens when its answer ends.
-    res.once('close', () => {
-      if (protocol === 'h1') {
-        socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
-        if (socket[CURRENT_EXCHANGE] === exchange) delete socket[CURRENT_EXCHANGE];
-      }
-      if (logged !== undefined) this.logRequest(exchange, logged.path, logged.route, connection, startedAt);
-    });
+    // One listener per request for everything that happens when its answer ends (none when nothing does).
+    if (protocol === 'h1' || this.accessLog !== undefined) {
+      res.once('close', () => {
+        if (protocol === 'h1') {
+          socket[ACTIVE_REQUESTS] = (socket[ACTIVE_REQUESTS] ?? 1) - 1;
+          if (socket[CURRENT_EXCHANGE] === exchange) delete socket[CURRENT_EXCHANGE];
+        }
+        if (logged !== undefined) this.logRequest(exchange, logged.path, logged.route, connection, startedAt);
+      });
+    }
 
     const edge = checkRequest(req, requestId, connection, this.router, this.options.limits, startedAt);
     if (!edge.ok) {

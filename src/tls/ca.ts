@@ -29,7 +29,7 @@ export interface DevCertificatePaths {
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 // Back-date notBefore so a peer whose clock runs a little behind ours does not reject a fresh certificate.
-const CLOCK_SKEW_MS = 5 * 60 * 1000;
+export const CLOCK_SKEW_MS = 5 * 60 * 1000;
 
 const KEY_ALGORITHM: webcrypto.EcKeyGenParams = { name: 'ECDSA', namedCurve: 'P-256' };
 const SIGNING_ALGORITHM: webcrypto.EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };

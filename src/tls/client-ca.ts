@@ -5,10 +5,10 @@
 // key must be one the TLS listener accepts from clients (P-256, P-384, Ed25519, RSA of at least 2048 bits).
 import 'reflect-metadata';
 import * as x509 from '@peculiar/x509';
-import { createHash, createPublicKey, webcrypto } from 'node:crypto';
-import { type CertificateAndKey, signLeaf } from './ca.js';
-
-x509.cryptoProvider.set(webcrypto);
+import { createPublicKey } from 'node:crypto';
+import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
+// ca.js sets @peculiar/x509's crypto provider when it loads.
+import { CLOCK_SKEW_MS, type CertificateAndKey, issueClientCertificate, signLeaf } from './ca.js';
 
 /** Where the identity goes: a URI SAN (e.g. spiffe://…) or a DNS SAN; the mtls authenticator reads exactly this back. */
 export interface CertificateIdentity {
@@ -46,8 +46,6 @@ export class CsrError extends Error {
   }
 }
 
-/** Back-dated for peers whose clock runs a little behind; the lifetime counts from now. */
-const CLOCK_SKEW_MS = 5 * 60 * 1000;
 const MAX_TTL_S = 366 * 86_400;
 const MIN_RSA_BITS = 2048;
 const MAX_CSR_BYTES = 16_384;
@@ -56,34 +54,31 @@ export async function issueClientCertificateFor(ca: CertificateAndKey, request: 
   if (!Number.isSafeInteger(request.ttlS) || request.ttlS < 60 || request.ttlS > MAX_TTL_S) {
     throw new RangeError(`ttl must be between 60 s and ${MAX_TTL_S} s`);
   }
-  let publicKey: webcrypto.CryptoKey | x509.PublicKey;
-  let keyPem: string | undefined;
-  if (request.csrPem !== undefined) {
-    publicKey = await csrPublicKey(request.csrPem);
-  } else {
-    const keys = await webcrypto.subtle.generateKey({ name: 'ECDSA', namedCurve: 'P-256' }, true, ['sign', 'verify']);
-    publicKey = keys.publicKey;
-    const pkcs8 = Buffer.from(await webcrypto.subtle.exportKey('pkcs8', keys.privateKey));
-    keyPem = `-----BEGIN PRIVATE KEY-----\n${pkcs8.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END PRIVATE KEY-----\n`;
-  }
   const now = Date.now();
   const notBefore = new Date(now - CLOCK_SKEW_MS);
   const notAfter = new Date(now + request.ttlS * 1000);
-  const san: x509.JsonGeneralName =
-    request.identity.kind === 'uri' ? { type: 'url', value: request.identity.value } : { type: 'dns', value: request.identity.value };
-  const certPem = await signLeaf(ca, publicKey, {
-    commonName: request.commonName,
-    sans: [san],
-    usage: x509.ExtendedKeyUsage.clientAuth,
-    notBefore,
-    notAfter,
-  });
+  const { identity } = request;
+  let certPem: string;
+  let keyPem: string | undefined;
+  if (request.csrPem !== undefined) {
+    const san: x509.JsonGeneralName = identity.kind === 'uri' ? { type: 'url', value: identity.value } : { type: 'dns', value: identity.value };
+    const leaf = { commonName: request.commonName, sans: [san], usage: x509.ExtendedKeyUsage.clientAuth, notBefore, notAfter };
+    certPem = await signLeaf(ca, await csrPublicKey(request.csrPem), leaf);
+  } else {
+    // The development CA's path: a P-256 key made here, returned once with its certificate.
+    ({ certPem, keyPem } = await issueClientCertificate(ca, {
+      ...(request.commonName !== undefined ? { commonName: request.commonName } : {}),
+      ...(identity.kind === 'uri' ? { uris: [identity.value] } : { dnsNames: [identity.value] }),
+      notBefore,
+      notAfter,
+    }));
+  }
   const certificate = new x509.X509Certificate(certPem);
   return {
     certPem,
     keyPem,
     serial: certificate.serialNumber,
-    thumbprint: createHash('sha256').update(Buffer.from(certificate.rawData)).digest('base64url'),
+    thumbprint: certificateThumbprintSha256(Buffer.from(certificate.rawData)),
     notBefore: certificate.notBefore,
     notAfter: certificate.notAfter,
     identity: request.identity,

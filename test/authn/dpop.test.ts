@@ -72,6 +72,7 @@ beforeAll(async () => {
     // Many token requests from one address in this file: the per-IP client-authentication budget is raised.
     ...withIssuer(base, { client_auth: { per_ip: { points: 1000, duration_s: 60 } } }, [
       route('dpop', '/dpop', { methods: ['GET', 'POST'], authn: ['dpop'], authz: { allow: 'authenticated', scopes: { all_of: ['echo:read'] } } }),
+      route('dpop-aud', '/elsewhere', { authn: ['dpop'], authz: { allow: 'authenticated', audience: 'https://other.example' } }),
       route('constrained', '/constrained', { authn: ['dpop', 'bearer'], authz: { allow: 'authenticated', require_sender_constraint: true } }),
       {
         id: 'dpop-up',
@@ -339,6 +340,35 @@ describe('DPoP at resource routes (OA-19)', () => {
       dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/x`, token }),
     });
     expect(inQuery.status).toBe(400);
+  });
+
+  it('authorization refusals of a DPoP token carry the DPoP challenge: a missing scope (403), another audience (401)', async () => {
+    const narrow = await addClient(gw, { scopes: ['other:read'] });
+    const key = await proofKey();
+    const res = await send(gw, {
+      method: 'POST',
+      path: '/oauth2/token',
+      body: 'grant_type=client_credentials',
+      headers: {
+        'content-type': 'application/x-www-form-urlencoded',
+        authorization: basicAuth(narrow.id, narrow.secret),
+        dpop: await proof(key, { htm: 'POST', htu: tokenUri() }),
+      },
+    });
+    const token = String(res.json?.['access_token']);
+    const noScope = await call('/dpop/x', { authorization: `DPoP ${token}`, dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/dpop/x`, token }) });
+    expect(noScope.status).toBe(403);
+    expect(challenge(noScope)).toMatch(/^DPoP error="insufficient_scope", scope="echo:read", algs="[A-Za-z0-9 ]+"$/);
+
+    const wide = await boundToken(key);
+    const otherAudience = await call('/elsewhere/x', {
+      authorization: `DPoP ${wide}`,
+      dpop: await proof(key, { htm: 'GET', htu: `${gw.origin}/elsewhere/x`, token: wide }),
+    });
+    expect(otherAudience.status).toBe(401);
+    expect(challenge(otherAudience)).toMatch(/^DPoP error="invalid_token", algs="/);
+    const record = (await gw.auditRecords()).find((r) => r.request_id === otherAudience.headers['x-request-id']);
+    expect(record).toMatchObject({ stage: 'authz', reason: 'audience mismatch' });
   });
 
   it('no credential: 401 with a DPoP challenge naming the algorithms; a route taking both schemes offers both', async () => {

@@ -114,9 +114,14 @@ describe('certificate-bound access tokens (RFC 8705 §3, OA-18)', () => {
 
   it('curl with --cert/--key gets a certificate-bound token by tls_client_auth and calls the API with it', async () => {
     const { paths } = gw.certs;
-    const base = ['-s', '--cacert', paths.caCert, '--cert', paths.clientCert, '--key', paths.clientKey, '--resolve', `localhost:${gw.port}:127.0.0.1`];
+    const tls = ['-s', '--cacert', paths.caCert, '--resolve', `localhost:${gw.port}:127.0.0.1`];
+    const withCert = [...tls, '--cert', paths.clientCert, '--key', paths.clientKey];
+    /** The status curl got from GET /api/x with the token, with or without the client certificate. */
+    const apiStatus = async (args: readonly string[], token: string): Promise<string> =>
+      (await run('curl', [...args, '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: Bearer ${token}`, `https://localhost:${gw.port}/api/x`]))
+        .stdout;
     const { stdout: tokenJson } = await run('curl', [
-      ...base,
+      ...withCert,
       '-d',
       'grant_type=client_credentials',
       '-d',
@@ -125,29 +130,8 @@ describe('certificate-bound access tokens (RFC 8705 §3, OA-18)', () => {
     ]);
     const token = String((JSON.parse(tokenJson) as { access_token?: unknown }).access_token);
     expect(decodeJwt(token)['cnf']).toEqual({ 'x5t#S256': x5t });
-    const { stdout: status } = await run('curl', [
-      ...base,
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      '-H',
-      `Authorization: Bearer ${token}`,
-      `https://localhost:${gw.port}/api/x`,
-    ]);
-    expect(status).toBe('200');
+    expect(await apiStatus(withCert, token)).toBe('200');
     // The same token without the certificate: refused.
-    const noCert = ['-s', '--cacert', paths.caCert, '--resolve', `localhost:${gw.port}:127.0.0.1`];
-    const { stdout: refused } = await run('curl', [
-      ...noCert,
-      '-o',
-      '/dev/null',
-      '-w',
-      '%{http_code}',
-      '-H',
-      `Authorization: Bearer ${token}`,
-      `https://localhost:${gw.port}/api/x`,
-    ]);
-    expect(refused).toBe('401');
+    expect(await apiStatus(tls, token)).toBe('401');
   });
 });
