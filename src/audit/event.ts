@@ -131,6 +131,10 @@ export type AdminAction =
   | 'client.remove'
   | 'key.rotate'
   | 'key.revoke'
+  /** `gatehouse ca init` and the client certificates issued and revoked under that CA (target: `client-ca`, the serial). */
+  | 'ca.init'
+  | 'certificate.issue'
+  | 'certificate.revoke'
   /** `gatehouse store copy` (recorded only when it is given the target deployment's --config). */
   | 'store.copy';
 
@@ -145,7 +149,7 @@ export interface AdminActor {
 
 export interface AdminChange {
   readonly action: AdminAction;
-  /** The client id or signing key id acted on. */
+  /** The client id, signing key id or certificate serial acted on. */
   readonly target: string;
   /** Field → { from, to }, or facts about the change (never secrets). */
   readonly changes: Readonly<Record<string, unknown>>;

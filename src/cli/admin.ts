@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { print, printJson } from './output.js';
 import { credentialStoreExists, describeCredentialStore } from '../store/open.js';
 import { describeFailure, loadConfig, storeCommand, withConfiguredStore, type AdminContext, type JsonOption, type StoreOptions } from './admin-session.js';
+import { registerCertificateCommands } from './certs.js';
 import { registerClientCommands } from './clients.js';
 import { registerKeyCommands } from './keys.js';
 
@@ -38,4 +39,5 @@ export function registerAdminCommands(program: Command, ctx: AdminContext): void
 
   registerClientCommands(program, ctx);
   registerKeyCommands(program, ctx);
+  registerCertificateCommands(program, ctx);
 }

@@ -143,3 +143,18 @@ export function parseCertificateIdentity(value: string): string {
   if (identity === undefined) throw new InvalidArgumentError('must be a URI SAN (e.g. spiffe://example.org/billing) or a DNS name');
   return identity;
 }
+
+/** `--ttl` of an issued client certificate: `30m` … `366d`. */
+export function parseCertificateTtl(value: string): number {
+  const ms = durationMs(value, 'smhd');
+  if (ms === undefined) throw new InvalidArgumentError('must be a positive whole number with a unit s, m, h or d, e.g. 24h');
+  if (ms < 5 * 60_000 || ms > 366 * 86_400_000) throw new InvalidArgumentError('must be between 5m and 366d');
+  return ms / 1000;
+}
+
+/** A certificate serial as `certs list` and OpenSSL print it (hex, colons allowed), in the store's lower-case form. */
+export function parseSerial(value: string): string {
+  const serial = value.replaceAll(':', '').toLowerCase();
+  if (!/^[0-9a-f]{1,64}$/.test(serial)) throw new InvalidArgumentError('not a certificate serial (hexadecimal)');
+  return serial;
+}

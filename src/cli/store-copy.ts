@@ -191,7 +191,15 @@ function plural(n: number, one: string, many: string): string {
 }
 
 function counts(snapshot: StoreSnapshot): string {
-  return `${plural(snapshot.clients.length, 'client', 'clients')}, ${plural(snapshot.signingKeys.length, 'signing key', 'signing keys')}, ${plural(snapshot.revocations.length, 'revocation', 'revocations')}`;
+  const rows = `${plural(snapshot.clients.length, 'client', 'clients')}, ${plural(snapshot.signingKeys.length, 'signing key', 'signing keys')}, ${plural(snapshot.revocations.length, 'revocation', 'revocations')}`;
+  // Said only of a store that has a client CA, so the line stays as it was for one that never used it.
+  if (snapshot.clientCa === null && snapshot.certificates.length === 0) return rows;
+  return `${rows}, ${snapshot.clientCa === null ? 'no client CA' : 'the client CA'}, ${plural(snapshot.certificates.length, 'certificate record', 'certificate records')}`;
+}
+
+/** Whether a store holds anything at all (expired revocations aside): what import refuses to write over. */
+function holdsRows(snapshot: StoreSnapshot): boolean {
+  return snapshot.clients.length + snapshot.signingKeys.length + snapshot.revocations.length + snapshot.certificates.length > 0 || snapshot.clientCa !== null;
 }
 
 function locationView(location: StoreLocation) {
@@ -255,7 +263,7 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
         if (!(error instanceof StoreError && error.code === 'conflict')) throw error;
         // Refused before writing anything: say what the target holds (a conflict inside the snapshot itself stays as it is).
         const held = await into.exportSnapshot(0);
-        if (held.clients.length + held.signingKeys.length + held.revocations.length > 0) throw notEmpty(ctx, to, held);
+        if (holdsRows(held)) throw notEmpty(ctx, to, held);
         throw error;
       }
     });
@@ -280,6 +288,8 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
           clients: copy.clients.length,
           signing_keys: copy.signingKeys.length,
           revocations: copy.revocations.length,
+          client_ca: copy.clientCa !== null,
+          certificates: copy.certificates.length,
         },
       };
       unrecorded = await recordChanges(ctx, config, into, [change]);
@@ -304,6 +314,8 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
       clients: snapshot.clients.length,
       signing_keys: snapshot.signingKeys.length,
       revocations: snapshot.revocations.length,
+      client_ca: snapshot.clientCa !== null,
+      certificates: snapshot.certificates.length,
       verified: true,
       recorded_in: recordedIn,
       master_key: MASTER_KEY_NOTE,
@@ -322,7 +334,7 @@ async function storeCopy(ctx: AdminContext, options: CopyOptions): Promise<void>
 function notEmpty(ctx: AdminContext, to: StoreLocation, held: StoreSnapshot): CopyError {
   return new CopyError(
     `the target ${describeLocation(to)} is not empty (it holds ${counts(held)}); ` +
-      'store copy writes only into a store without clients, signing keys or revocations. Nothing was changed.',
+      'store copy writes only into a store without clients, signing keys, revocations or a client CA. Nothing was changed.',
     ctx.exit.failure,
   );
 }

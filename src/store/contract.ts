@@ -78,7 +78,9 @@ export interface Revocation {
  * can be lost (the listener's connection dropped), so `resync` says "re-read everything", and the periodic refresh stays
  * the safety net.
  */
-export type StoreChange = { readonly kind: 'revoked'; readonly revocation: Revocation } | { readonly kind: 'clients' | 'keys' | 'revocations' | 'resync' };
+export type StoreChange =
+  | { readonly kind: 'revoked'; readonly revocation: Revocation }
+  | { readonly kind: 'clients' | 'keys' | 'revocations' | 'certificates' | 'resync' };
 
 /** A running subscription to StoreChanges. */
 export interface StoreWatch {
@@ -141,10 +143,57 @@ export interface RevocationStore {
 }
 
 /**
+ * The client-certificate authority (`gatehouse ca init`): one per store, so every gateway sharing the store trusts, and
+ * every admin command issues under, the same CA.
+ */
+export interface ClientCa {
+  /** PEM of the self-signed CA certificate. */
+  readonly certPem: string;
+  /** AES-256-GCM ciphertext of its PKCS#8 private key under the key-encryption key (AAD `client-ca`), base64url. */
+  readonly encryptedPrivateKey: string;
+  readonly createdAt: number;
+}
+
+/** The record of a certificate the client CA issued (never its key, which only its holder has). */
+export interface IssuedCertificate {
+  /** Hex, lower case, as the CA assigned it (unique under this CA). */
+  readonly serial: string;
+  readonly clientId: string;
+  /** The identity it carries: the URI or DNS SAN the mtls authenticator reads. */
+  readonly subject: string;
+  /** RFC 8705 x5t#S256 of the certificate: what revocation checks, cert-bound tokens and the audit name it by. */
+  readonly thumbprint: string;
+  readonly notBefore: number;
+  readonly notAfter: number;
+  readonly issuedAt: number;
+  /** Set by `gatehouse certs revoke`: the certificate is refused from then on, inside its validity too. */
+  readonly revokedAt: number | null;
+}
+
+/** The client CA and the certificates it issued. */
+export interface CertificateStore {
+  /** Throws StoreError('conflict') when the store has a client CA already (it is never replaced in place). */
+  createClientCa(ca: ClientCa): Promise<void>;
+  getClientCa(): Promise<ClientCa | undefined>;
+  /** Throws StoreError('conflict') for a serial already recorded. */
+  addIssuedCertificate(certificate: IssuedCertificate): Promise<void>;
+  listIssuedCertificates(): Promise<readonly IssuedCertificate[]>;
+  /**
+   * Marks the certificate revoked at `at` unless it already is (the first revocation's time stays). Returns the record as
+   * stored; throws StoreError('not_found') for an unknown serial.
+   */
+  revokeCertificate(serial: string, at: number): Promise<IssuedCertificate>;
+  /** Revoked certificates still inside their validity at `now`: the ones a gateway must refuse that TLS would accept. */
+  listRevokedCertificates(now: number): Promise<readonly IssuedCertificate[]>;
+  /** Deletes the records of certificates that expired before `before`. Returns how many. */
+  purgeExpiredCertificates(before: number): Promise<number>;
+}
+
+/**
  * Asynchronous so that a network backend (PostgreSQL) fits the same contract; the SQLite backend resolves at once.
  * Every write is one transaction: a crash leaves the previous state or the new one, never a mix.
  */
-export interface CredentialStore extends ClientStore, SigningKeyStore, RevocationStore {
+export interface CredentialStore extends ClientStore, SigningKeyStore, RevocationStore, CertificateStore {
   /**
    * Optional: reports changes committed by others — PostgreSQL: every write, from any process, as it commits
    * (LISTEN/NOTIFY); SQLite: a `resync` within a quarter second of another process's commit (`PRAGMA data_version`).
@@ -157,15 +206,15 @@ export interface CredentialStore extends ClientStore, SigningKeyStore, Revocatio
 
   // Copying a whole store (`gatehouse store copy`)
   /**
-   * Every client (secret hashes as stored), every signing key (private keys still sealed under the key-encryption key, so
-   * no master key is needed) and the revocations in force at `at` (default: the store's clock), read in one consistent
+   * Every client (secret hashes as stored), every signing key and the client CA (private keys still sealed under the
+   * key-encryption key, so no master key is needed), every certificate record and the revocations in force at `at` (default: the store's clock), read in one consistent
    * read transaction: a copy never mixes states from before and after a concurrent write.
    */
   exportSnapshot(at?: number): Promise<StoreSnapshot>;
   /**
    * Writes `snapshot` as it is (ids, hashes, ciphertexts and time stamps unchanged) into an empty store, in one
-   * transaction. Throws StoreError('conflict') when the store holds any client, signing key or revocation (expired ones
-   * too), and then changes nothing; importers running at once take turns, so at most one of them fills the store.
+   * transaction. Throws StoreError('conflict') when the store holds any client, signing key, revocation (expired ones
+   * too), client CA or certificate record, and then changes nothing; importers running at once take turns, so at most one of them fills the store.
    */
   importSnapshot(snapshot: StoreSnapshot): Promise<void>;
 }
@@ -177,4 +226,7 @@ export interface StoreSnapshot {
   readonly clients: readonly Client[];
   readonly signingKeys: readonly SigningKey[];
   readonly revocations: readonly Revocation[];
+  /** The client CA (its key still sealed) and every certificate it issued, revoked ones included. */
+  readonly clientCa: ClientCa | null;
+  readonly certificates: readonly IssuedCertificate[];
 }

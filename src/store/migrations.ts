@@ -90,6 +90,32 @@ export const migrations: readonly Migration[] = [
       ALTER TABLE clients ADD COLUMN tls_client_auth_subject TEXT CHECK (tls_client_auth_subject IS NULL OR length(tls_client_auth_subject) > 0);
     `,
   },
+  {
+    version: 5,
+    description: 'the client-certificate authority and the certificates it issued',
+    sql: `
+      -- One row at most: the store has one client CA, never replaced in place.
+      CREATE TABLE client_ca (
+        id                     INTEGER NOT NULL PRIMARY KEY CHECK (id = 1),
+        cert_pem               TEXT    NOT NULL,
+        encrypted_private_key  TEXT    NOT NULL,
+        created_at             INTEGER NOT NULL
+      ) STRICT;
+      -- No foreign key to clients: the record of what was issued outlives the client's removal.
+      CREATE TABLE client_certificates (
+        serial      TEXT    NOT NULL PRIMARY KEY,
+        client_id   TEXT    NOT NULL,
+        subject     TEXT    NOT NULL,
+        thumbprint  TEXT    NOT NULL UNIQUE,
+        not_before  INTEGER NOT NULL,
+        not_after   INTEGER NOT NULL CHECK (not_after > not_before),
+        issued_at   INTEGER NOT NULL,
+        revoked_at  INTEGER
+      ) STRICT;
+      -- What every gateway re-reads: revoked certificates still valid.
+      CREATE INDEX client_certificates_revoked ON client_certificates (not_after) WHERE revoked_at IS NOT NULL;
+    `,
+  },
 ];
 
 export const LATEST_VERSION = migrations.length;

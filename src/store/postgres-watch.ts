@@ -37,7 +37,7 @@ export function encodeChange(change: StoreChange): string {
   return Buffer.byteLength(payload) < MAX_PAYLOAD_BYTES ? payload : JSON.stringify({ k: 'revocations' });
 }
 
-const SIMPLE_KINDS = new Set(['clients', 'keys', 'revocations', 'resync']);
+const SIMPLE_KINDS = new Set(['clients', 'keys', 'revocations', 'certificates', 'resync']);
 
 /**
  * A notification's payload. Anything unexpected (another writer on the channel, a newer Gatehouse) is read as `resync`:
@@ -58,7 +58,7 @@ export function parseChange(payload: string | undefined): StoreChange {
     }
     return { kind: 'revocations' };
   }
-  if (typeof k === 'string' && SIMPLE_KINDS.has(k)) return { kind: k as 'clients' | 'keys' | 'revocations' | 'resync' };
+  if (typeof k === 'string' && SIMPLE_KINDS.has(k)) return { kind: k as 'clients' | 'keys' | 'revocations' | 'certificates' | 'resync' };
   return { kind: 'resync' };
 }
 

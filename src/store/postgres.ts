@@ -6,7 +6,9 @@ import pg from 'pg';
 import {
   StoreError,
   type Client,
+  type ClientCa,
   type CredentialStore,
+  type IssuedCertificate,
   type Revocation,
   type SigningKey,
   type SigningKeyChange,
@@ -17,7 +19,10 @@ import {
 } from './contract.js';
 import { changeChannel, encodeChange, PostgresWatch, type WatchTiming } from './postgres-watch.js';
 import {
+  certificateFromRow,
+  certificateParams,
   checkSecrets,
+  clientCaFromRow,
   clientFromRows,
   clientParams,
   clientsFromRows,
@@ -49,6 +54,7 @@ export interface PostgresStoreOptions {
 
 const CLIENTS: StoreChange = Object.freeze({ kind: 'clients' });
 const KEYS: StoreChange = Object.freeze({ kind: 'keys' });
+const CERTIFICATES: StoreChange = Object.freeze({ kind: 'certificates' });
 
 /** Identifiers Gatehouse puts into SQL itself: lower-case, never quoted, never from a request. */
 export const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
@@ -107,6 +113,28 @@ const MIGRATIONS: readonly { readonly version: number; readonly sql: string }[] 
     version: 3,
     sql: `
       ALTER TABLE clients ADD COLUMN tls_client_auth_subject TEXT CHECK (tls_client_auth_subject IS NULL OR length(tls_client_auth_subject) > 0);
+    `,
+  },
+  {
+    version: 4,
+    sql: `
+      CREATE TABLE client_ca (
+        id                     SMALLINT NOT NULL PRIMARY KEY CHECK (id = 1),
+        cert_pem               TEXT     NOT NULL,
+        encrypted_private_key  TEXT     NOT NULL,
+        created_at             BIGINT   NOT NULL
+      );
+      CREATE TABLE client_certificates (
+        serial      TEXT   NOT NULL PRIMARY KEY,
+        client_id   TEXT   NOT NULL,
+        subject     TEXT   NOT NULL,
+        thumbprint  TEXT   NOT NULL UNIQUE,
+        not_before  BIGINT NOT NULL,
+        not_after   BIGINT NOT NULL CHECK (not_after > not_before),
+        issued_at   BIGINT NOT NULL,
+        revoked_at  BIGINT
+      );
+      CREATE INDEX client_certificates_revoked ON client_certificates (not_after) WHERE revoked_at IS NOT NULL;
     `,
   },
 ];
@@ -475,6 +503,53 @@ export class PostgresCredentialStore implements CredentialStore {
     return (await this.run('purgeExpiredRevocations', 'DELETE FROM revocations WHERE expires_at <= $1', [now])).rowCount ?? 0;
   }
 
+  // ---- The client CA and its certificates ----
+
+  async createClientCa(ca: ClientCa): Promise<void> {
+    await this.run('createClientCa', 'INSERT INTO client_ca (id, cert_pem, encrypted_private_key, created_at) VALUES (1, $1, $2, $3)', [
+      ca.certPem,
+      ca.encryptedPrivateKey,
+      ca.createdAt,
+    ]);
+  }
+
+  async getClientCa(): Promise<ClientCa | undefined> {
+    const raw = (await this.run('getClientCa', 'SELECT * FROM client_ca WHERE id = 1')).rows[0] as unknown;
+    return raw === undefined ? undefined : clientCaFromRow(raw);
+  }
+
+  async addIssuedCertificate(certificate: IssuedCertificate): Promise<void> {
+    await this.tx(`addIssuedCertificate ${certificate.serial}`, (c) => insertCertificates(c, [certificate]));
+  }
+
+  async listIssuedCertificates(): Promise<readonly IssuedCertificate[]> {
+    return (await this.run('listIssuedCertificates', 'SELECT * FROM client_certificates ORDER BY issued_at, serial')).rows.map(certificateFromRow);
+  }
+
+  revokeCertificate(serial: string, at: number): Promise<IssuedCertificate> {
+    return this.tx(`revokeCertificate ${serial}`, async (c) => {
+      const changed = await c.query('UPDATE client_certificates SET revoked_at = $1 WHERE serial = $2 AND revoked_at IS NULL', [at, serial]);
+      const raw = (await c.query('SELECT * FROM client_certificates WHERE serial = $1', [serial])).rows[0] as unknown;
+      if (raw === undefined) throw new StoreError('not_found', `certificate ${serial} not found`);
+      // Every gateway watching re-reads the revoked certificates when this commits.
+      if ((changed.rowCount ?? 0) > 0) await this.notify(c, CERTIFICATES);
+      return certificateFromRow(raw);
+    });
+  }
+
+  async listRevokedCertificates(now: number): Promise<readonly IssuedCertificate[]> {
+    const result = await this.run(
+      'listRevokedCertificates',
+      'SELECT * FROM client_certificates WHERE revoked_at IS NOT NULL AND not_after > $1 ORDER BY not_after, serial',
+      [now],
+    );
+    return result.rows.map(certificateFromRow);
+  }
+
+  async purgeExpiredCertificates(before: number): Promise<number> {
+    return (await this.run('purgeExpiredCertificates', 'DELETE FROM client_certificates WHERE not_after < $1', [before])).rowCount ?? 0;
+  }
+
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
@@ -495,6 +570,8 @@ export class PostgresCredentialStore implements CredentialStore {
         clients: await readAllClients(c),
         signingKeys: await readSigningKeys(c),
         revocations: await readRevocationsAt(c, at),
+        clientCa: await readClientCa(c),
+        certificates: (await c.query('SELECT * FROM client_certificates ORDER BY issued_at, serial')).rows.map(certificateFromRow),
       }),
       'REPEATABLE READ READ ONLY',
     );
@@ -505,8 +582,11 @@ export class PostgresCredentialStore implements CredentialStore {
       for (const client of snapshot.clients) checkSecrets(client);
       // Every writer (another importer, a gateway, an admin command) waits from here until this commits; readers go on.
       // Under READ COMMITTED the check below then sees whatever an importer before this one committed.
-      await c.query('LOCK TABLE clients, client_secrets, signing_keys, revocations IN EXCLUSIVE MODE');
-      const held = await c.query('SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)');
+      await c.query('LOCK TABLE clients, client_secrets, signing_keys, revocations, client_ca, client_certificates IN EXCLUSIVE MODE');
+      const held = await c.query(
+        `SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)
+                     OR EXISTS (SELECT 1 FROM client_ca) OR EXISTS (SELECT 1 FROM client_certificates)`,
+      );
       if ((held.rowCount ?? 0) > 0) throw new StoreError('conflict', `importSnapshot: ${this.where} is not empty`);
       await insertSnapshot(c, snapshot);
       // Anything watching this schema re-reads it all.
@@ -587,6 +667,25 @@ const KEY_COLUMNS = {
   revoked_at: 'bigint',
 } as const;
 const REVOCATION_COLUMNS = { iss: 'text', jti: 'text', expires_at: 'bigint' } as const;
+const CERTIFICATE_COLUMNS = {
+  serial: 'text',
+  client_id: 'text',
+  subject: 'text',
+  thumbprint: 'text',
+  not_before: 'bigint',
+  not_after: 'bigint',
+  issued_at: 'bigint',
+  revoked_at: 'bigint',
+} as const;
+
+async function readClientCa(c: pg.PoolClient): Promise<ClientCa | null> {
+  const raw = (await c.query('SELECT * FROM client_ca WHERE id = 1')).rows[0] as unknown;
+  return raw === undefined ? null : clientCaFromRow(raw);
+}
+
+async function insertCertificates(c: pg.PoolClient, certificates: readonly IssuedCertificate[]): Promise<void> {
+  await insertUnnested(c, 'client_certificates', CERTIFICATE_COLUMNS, certificates.map(certificateParams));
+}
 
 async function insertSnapshot(c: pg.PoolClient, snapshot: StoreSnapshot): Promise<void> {
   await insertUnnested(c, 'clients', CLIENT_COLUMNS, snapshot.clients.map(clientParams));
@@ -601,6 +700,15 @@ async function insertSnapshot(c: pg.PoolClient, snapshot: StoreSnapshot): Promis
     REVOCATION_COLUMNS,
     snapshot.revocations.map((r) => ({ iss: r.iss, jti: r.jti, expires_at: r.expiresAt })),
   );
+  const ca = snapshot.clientCa;
+  if (ca !== null) {
+    await c.query('INSERT INTO client_ca (id, cert_pem, encrypted_private_key, created_at) VALUES (1, $1, $2, $3)', [
+      ca.certPem,
+      ca.encryptedPrivateKey,
+      ca.createdAt,
+    ]);
+  }
+  await insertCertificates(c, snapshot.certificates);
 }
 
 /**

@@ -2,7 +2,16 @@
 // a restored backup, a hand edit), so every row read is checked before it becomes a Client, SigningKey or Revocation, and
 // every backend writes the same column values.
 import { z } from 'zod';
-import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type Revocation, type SecretHash, type SigningKey } from './contract.js';
+import {
+  MAX_SECRETS_PER_CLIENT,
+  StoreError,
+  type Client,
+  type ClientCa,
+  type IssuedCertificate,
+  type Revocation,
+  type SecretHash,
+  type SigningKey,
+} from './contract.js';
 
 const epochMs = z.int();
 const jsonStrings = z
@@ -52,6 +61,19 @@ const signingKeyRow = z.object({
 });
 
 const revocationRow = z.object({ iss: z.string(), jti: z.string(), expires_at: epochMs });
+
+const clientCaRow = z.object({ cert_pem: z.string().min(1), encrypted_private_key: z.string().min(1), created_at: epochMs });
+
+const certificateRow = z.object({
+  serial: z.string().regex(/^[0-9a-f]{1,64}$/),
+  client_id: z.string().min(1),
+  subject: z.string().min(1),
+  thumbprint: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
+  not_before: epochMs,
+  not_after: epochMs,
+  issued_at: epochMs,
+  revoked_at: epochMs.nullable(),
+});
 
 type SecretRow = z.infer<typeof secretRow>;
 
@@ -209,4 +231,57 @@ export function keyUpdateMissed(kid: string, exists: boolean): StoreError {
 /** A retirement matched no row: no such kid (`not_found`), or another rotation retired the key first (`conflict`). */
 export function retirementMissed(kid: string, exists: boolean): StoreError {
   return exists ? new StoreError('conflict', `signing key ${kid} was already retired`) : new StoreError('not_found', `signing key ${kid} not found`);
+}
+
+export function clientCaFromRow(raw: unknown): ClientCa {
+  const row = parseRow(clientCaRow, raw, 'client_ca', 'the client CA');
+  return { certPem: row.cert_pem, encryptedPrivateKey: row.encrypted_private_key, createdAt: row.created_at };
+}
+
+export interface ClientCaParams {
+  readonly cert_pem: string;
+  readonly encrypted_private_key: string;
+  readonly created_at: number;
+}
+
+export function clientCaParams(ca: ClientCa): ClientCaParams {
+  return { cert_pem: ca.certPem, encrypted_private_key: ca.encryptedPrivateKey, created_at: ca.createdAt };
+}
+
+export function certificateFromRow(raw: unknown): IssuedCertificate {
+  const row = parseRow(certificateRow, raw, 'client_certificates', rawKey(raw, 'serial'));
+  return {
+    serial: row.serial,
+    clientId: row.client_id,
+    subject: row.subject,
+    thumbprint: row.thumbprint,
+    notBefore: row.not_before,
+    notAfter: row.not_after,
+    issuedAt: row.issued_at,
+    revokedAt: row.revoked_at,
+  };
+}
+
+export interface CertificateParams {
+  readonly serial: string;
+  readonly client_id: string;
+  readonly subject: string;
+  readonly thumbprint: string;
+  readonly not_before: number;
+  readonly not_after: number;
+  readonly issued_at: number;
+  readonly revoked_at: number | null;
+}
+
+export function certificateParams(certificate: IssuedCertificate): CertificateParams {
+  return {
+    serial: certificate.serial,
+    client_id: certificate.clientId,
+    subject: certificate.subject,
+    thumbprint: certificate.thumbprint,
+    not_before: certificate.notBefore,
+    not_after: certificate.notAfter,
+    issued_at: certificate.issuedAt,
+    revoked_at: certificate.revokedAt,
+  };
 }

@@ -3,12 +3,15 @@
 import { isDeepStrictEqual } from 'node:util';
 import type { StoreSnapshot } from './contract.js';
 
-/** What in `actual` is not exactly as in `expected`: [] when every client, signing key and revocation is identical. */
+/** What in `actual` is not exactly as in `expected`: [] when every row (client CA and certificate records too) is identical. */
 export function snapshotDifferences(expected: StoreSnapshot, actual: StoreSnapshot): string[] {
+  const asRows = (snapshot: StoreSnapshot) => (snapshot.clientCa === null ? [] : [snapshot.clientCa]);
   return [
     ...rowDifferences('client', expected.clients, actual.clients, (client) => client.id),
     ...rowDifferences('signing key', expected.signingKeys, actual.signingKeys, (key) => key.kid),
     ...rowDifferences('revocation', expected.revocations, actual.revocations, (revocation) => `${revocation.iss} ${revocation.jti}`),
+    ...rowDifferences('client CA', asRows(expected), asRows(actual), () => 'client CA'),
+    ...rowDifferences('certificate', expected.certificates, actual.certificates, (certificate) => certificate.serial),
   ];
 }
 

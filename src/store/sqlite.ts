@@ -6,7 +6,9 @@ import Database from 'better-sqlite3';
 import {
   StoreError,
   type Client,
+  type ClientCa,
   type CredentialStore,
+  type IssuedCertificate,
   type Revocation,
   type SigningKey,
   type SigningKeyChange,
@@ -20,7 +22,11 @@ export const SQLITE_WATCH_INTERVAL_MS = 250;
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import { checkSchema, migrate } from './migrations.js';
 import {
+  certificateFromRow,
+  certificateParams,
   checkSecrets,
+  clientCaFromRow,
+  clientCaParams,
   clientFromRows,
   clientParams,
   clientsFromRows,
@@ -29,6 +35,8 @@ import {
   retirementMissed,
   revocationFromRow,
   signingKeyFromRow,
+  type CertificateParams,
+  type ClientCaParams,
   type ClientParams,
   type KeyParams,
   type SecretParams,
@@ -179,8 +187,27 @@ function prepareStatements(db: Database.Database) {
     ),
     listRevocations: db.prepare<[number]>('SELECT * FROM revocations WHERE expires_at > ? ORDER BY expires_at, iss, jti'),
     purgeRevocations: db.prepare<[number]>('DELETE FROM revocations WHERE expires_at <= ?'),
+    insertClientCa: db.prepare<ClientCaParams>(
+      'INSERT INTO client_ca (id, cert_pem, encrypted_private_key, created_at) VALUES (1, @cert_pem, @encrypted_private_key, @created_at)',
+    ),
+    getClientCa: db.prepare<[]>('SELECT * FROM client_ca WHERE id = 1'),
+    insertCertificate: db.prepare<CertificateParams>(
+      `INSERT INTO client_certificates (serial, client_id, subject, thumbprint, not_before, not_after, issued_at, revoked_at)
+       VALUES (@serial, @client_id, @subject, @thumbprint, @not_before, @not_after, @issued_at, @revoked_at)`,
+    ),
+    listCertificates: db.prepare<[]>('SELECT * FROM client_certificates ORDER BY issued_at, serial'),
+    getCertificate: db.prepare<[string]>('SELECT * FROM client_certificates WHERE serial = ?'),
+    // The first revocation's time stays: revoking again changes nothing.
+    revokeCertificate: db.prepare<[number, string]>('UPDATE client_certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL'),
+    listRevokedCertificates: db.prepare<[number]>(
+      'SELECT * FROM client_certificates WHERE revoked_at IS NOT NULL AND not_after > ? ORDER BY not_after, serial',
+    ),
+    purgeCertificates: db.prepare<[number]>('DELETE FROM client_certificates WHERE not_after < ?'),
     // importSnapshot: only into a store holding nothing (a secret without its client cannot exist: foreign key).
-    holdsAnything: db.prepare<[]>('SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)'),
+    holdsAnything: db.prepare<[]>(
+      `SELECT 1 WHERE EXISTS (SELECT 1 FROM clients) OR EXISTS (SELECT 1 FROM signing_keys) OR EXISTS (SELECT 1 FROM revocations)
+                   OR EXISTS (SELECT 1 FROM client_ca) OR EXISTS (SELECT 1 FROM client_certificates)`,
+    ),
     insertRevocation: db.prepare<[string, string, number]>('INSERT INTO revocations (iss, jti, expires_at) VALUES (?, ?, ?)'),
     // watch(): moves whenever another connection (the CLI, another process) commits; this connection's own writes do not.
     dataVersion: db.prepare<[]>('PRAGMA data_version').pluck(),
@@ -379,13 +406,74 @@ export class SqliteCredentialStore implements CredentialStore {
     return this.guard('purgeExpiredRevocations', () => this.db.transaction(() => this.q.purgeRevocations.run(now).changes).immediate());
   }
 
+  // ---- The client CA and its certificates ----
+
+  createClientCa(ca: ClientCa): Promise<void> {
+    return this.guard('createClientCa', () => {
+      this.db.transaction(() => this.q.insertClientCa.run(clientCaParams(ca))).immediate();
+    });
+  }
+
+  getClientCa(): Promise<ClientCa | undefined> {
+    return this.guard('getClientCa', () => this.readClientCa());
+  }
+
+  private readClientCa(): ClientCa | undefined {
+    const raw = this.q.getClientCa.get();
+    return raw === undefined ? undefined : clientCaFromRow(raw);
+  }
+
+  addIssuedCertificate(certificate: IssuedCertificate): Promise<void> {
+    return this.guard(`addIssuedCertificate ${certificate.serial}`, () => {
+      this.db.transaction(() => this.q.insertCertificate.run(certificateParams(certificate))).immediate();
+    });
+  }
+
+  listIssuedCertificates(): Promise<readonly IssuedCertificate[]> {
+    return this.guard('listIssuedCertificates', () => this.readCertificates());
+  }
+
+  private readCertificates(): IssuedCertificate[] {
+    return this.q.listCertificates.all().map(certificateFromRow);
+  }
+
+  revokeCertificate(serial: string, at: number): Promise<IssuedCertificate> {
+    return this.guard(`revokeCertificate ${serial}`, () =>
+      this.db
+        .transaction(() => {
+          this.q.revokeCertificate.run(at, serial);
+          const raw = this.q.getCertificate.get(serial);
+          if (raw === undefined) throw new StoreError('not_found', `certificate ${serial} not found`);
+          return certificateFromRow(raw);
+        })
+        .immediate(),
+    );
+  }
+
+  listRevokedCertificates(now: number): Promise<readonly IssuedCertificate[]> {
+    return this.guard('listRevokedCertificates', () => this.q.listRevokedCertificates.all(now).map(certificateFromRow));
+  }
+
+  purgeExpiredCertificates(before: number): Promise<number> {
+    return this.guard('purgeExpiredCertificates', () => this.db.transaction(() => this.q.purgeCertificates.run(before).changes).immediate());
+  }
+
   // ---- Copying a whole store ----
 
   exportSnapshot(at: number = this.now()): Promise<StoreSnapshot> {
     // One deferred read transaction: in WAL mode every read in it sees the same commit, whatever writers do meanwhile.
     return this.guard('exportSnapshot', () =>
       this.db
-        .transaction((): StoreSnapshot => ({ at, clients: this.readClients(), signingKeys: this.readSigningKeys(), revocations: this.readRevocations(at) }))
+        .transaction(
+          (): StoreSnapshot => ({
+            at,
+            clients: this.readClients(),
+            signingKeys: this.readSigningKeys(),
+            revocations: this.readRevocations(at),
+            clientCa: this.readClientCa() ?? null,
+            certificates: this.readCertificates(),
+          }),
+        )
         .deferred(),
     );
   }
@@ -404,6 +492,8 @@ export class SqliteCredentialStore implements CredentialStore {
           }
           for (const key of snapshot.signingKeys) this.q.insertKey.run(keyParams(key));
           for (const revocation of snapshot.revocations) this.q.insertRevocation.run(revocation.iss, revocation.jti, revocation.expiresAt);
+          if (snapshot.clientCa !== null) this.q.insertClientCa.run(clientCaParams(snapshot.clientCa));
+          for (const certificate of snapshot.certificates) this.q.insertCertificate.run(certificateParams(certificate));
         })
         .immediate();
     });

@@ -241,7 +241,7 @@ describe('gatehouse store copy: usage and missing stores (no server needed)', ()
     expect(again.status).toBe(1);
     expect(again.stderr).toBe(
       `gatehouse: the target sqlite:${target} is not empty (it holds 1 client, 1 signing key, 1 revocation); ` +
-        'store copy writes only into a store without clients, signing keys or revocations. Nothing was changed.\n',
+        'store copy writes only into a store without clients, signing keys, revocations or a client CA. Nothing was changed.\n',
     );
     expect(again.stdout).toBe('');
     expect(await snapshotOf(async () => SqliteCredentialStore.open(target, { create: false }))).toEqual(before);
@@ -302,7 +302,7 @@ if (POSTGRES_URL === undefined) {
       expect(result.status).toBe(1);
       expect(result.stderr).toBe(
         `gatehouse: the target ${shown} (schema ${schema}) is not empty (it holds 1 client, 1 signing key, 1 revocation); ` +
-          'store copy writes only into a store without clients, signing keys or revocations. Nothing was changed.\n',
+          'store copy writes only into a store without clients, signing keys, revocations or a client CA. Nothing was changed.\n',
       );
       expect(await snapshotOf(pg(schema))).toEqual(before);
     });
@@ -316,6 +316,8 @@ if (POSTGRES_URL === undefined) {
         clients: 1,
         signing_keys: 1,
         revocations: 1,
+        client_ca: false,
+        certificates: 0,
         verified: true,
         recorded_in: null,
         master_key: expect.stringContaining('same master key') as unknown,
@@ -350,7 +352,15 @@ if (POSTGRES_URL === undefined) {
       expect(result.stdout).toContain(`recorded in the admin audit chain in ${join(data, 'audit')}\n`);
       const records = readRecords(join(data, 'audit')).filter((r) => r.type === 'admin');
       expect(records.map((r) => [r['action'], r['target']])).toEqual([['store.copy', `${shown} (schema ${target})`]]);
-      expect(records[0]?.['changes']).toEqual({ from: `sqlite:${sourceFile}`, to: `${shown} (schema ${target})`, clients: 1, signing_keys: 1, revocations: 1 });
+      expect(records[0]?.['changes']).toEqual({
+        from: `sqlite:${sourceFile}`,
+        to: `${shown} (schema ${target})`,
+        clients: 1,
+        signing_keys: 1,
+        revocations: 1,
+        client_ca: false,
+        certificates: 0,
+      });
     });
   });
 }

@@ -10,7 +10,7 @@ import { StoreError, type CredentialStore, type SigningKey, type StoreSnapshot }
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
 import { PostgresCredentialStore } from '../../src/store/postgres.js';
 import { dropTestSchemas, POSTGRES_URL, testSchema } from '../support/services.js';
-import { client, HASH, key, storeError } from '../support/store-fixtures.js';
+import { CA, certificate, client, HASH, key, storeError } from '../support/store-fixtures.js';
 
 const root = mkdtempSync(join(tmpdir(), 'gatehouse-contract-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -285,6 +285,68 @@ for (const backend of backends) {
     });
   });
 
+  describe(`${backend.name} credential store: the client CA and its certificates`, () => {
+    it('keeps one client CA, never replaced, and reads it back as written', async () => {
+      const { store, count, close } = await backend.open();
+      expect(await store.getClientCa()).toBeUndefined();
+      await store.createClientCa(CA);
+      expect(await store.getClientCa()).toEqual(CA);
+      expect((await storeError(store.createClientCa({ ...CA, encryptedPrivateKey: 'another' }))).code).toBe('conflict');
+      expect(await store.getClientCa()).toEqual(CA);
+      expect(await count('client_ca')).toBe(1);
+      await store.close();
+      await close();
+    });
+
+    it('records issued certificates once each, revokes them once (the first time stays), lists the revoked ones still valid, purges expired records', async () => {
+      const { store, close } = await backend.open();
+      const a = certificate('0a', { notAfter: 5_000 });
+      const b = certificate('0b', { issuedAt: 2_000, notAfter: 9_000 });
+      await store.addIssuedCertificate(a);
+      await store.addIssuedCertificate(b);
+      expect((await storeError(store.addIssuedCertificate(a))).code).toBe('conflict');
+      // Another serial with a thumbprint already recorded is the same certificate bytes: refused too.
+      expect((await storeError(store.addIssuedCertificate({ ...certificate('0c'), thumbprint: a.thumbprint }))).code).toBe('conflict');
+      expect(await store.listIssuedCertificates()).toEqual([a, b]);
+      expect(await store.listRevokedCertificates(0)).toEqual([]);
+
+      expect(await store.revokeCertificate('0a', 3_000)).toEqual({ ...a, revokedAt: 3_000 });
+      expect(await store.revokeCertificate('0a', 4_000)).toEqual({ ...a, revokedAt: 3_000 });
+      await store.revokeCertificate('0b', 3_500);
+      expect((await storeError(store.revokeCertificate('ff', 3_000))).code).toBe('not_found');
+      expect((await store.listRevokedCertificates(4_999)).map((c) => c.serial)).toEqual(['0a', '0b']);
+      // A certificate past its notAfter is refused by TLS itself: its revocation need not be carried any more.
+      expect((await store.listRevokedCertificates(5_000)).map((c) => c.serial)).toEqual(['0b']);
+
+      expect(await store.purgeExpiredCertificates(6_000)).toBe(1);
+      expect(await store.purgeExpiredCertificates(6_000)).toBe(0);
+      expect((await store.listIssuedCertificates()).map((c) => c.serial)).toEqual(['0b']);
+      await store.close();
+      await close();
+    });
+
+    it('refuses a record the schema cannot hold (a validity that ends before it starts)', async () => {
+      const { store, close } = await backend.open();
+      expect((await storeError(store.addIssuedCertificate(certificate('0d', { notBefore: 5_000, notAfter: 5_000 })))).code).toBe('invalid');
+      await store.close();
+      await close();
+    });
+
+    it('a revocation made on another connection reaches a watcher', async () => {
+      const { store, another, close } = await backend.open();
+      await store.addIssuedCertificate(certificate('0e'));
+      const changes: string[] = [];
+      const watch = await store.watch?.({ onChange: (change) => changes.push(change.kind) });
+      const other = await another();
+      await other.revokeCertificate('0e', 2_000);
+      await expect.poll(() => changes, { timeout: 5_000 }).toContainEqual(expect.stringMatching(/^(certificates|resync)$/));
+      await watch?.close();
+      await other.close();
+      await store.close();
+      await close();
+    });
+  });
+
   describe(`${backend.name} credential store: export and import of a whole store`, () => {
     const ISS = 'https://gatehouse.example';
     const AT = 5_000;
@@ -309,6 +371,9 @@ for (const backend of backends) {
       await store.revoke({ iss: ISS, jti: 'live', expiresAt: 10_000 });
       await store.revoke({ iss: 'https://other.example', jti: 'live', expiresAt: 6_000 });
       await store.revoke({ iss: ISS, jti: 'expired', expiresAt: AT });
+      await store.createClientCa(CA);
+      await store.addIssuedCertificate(certificate('0a', { issuedAt: 1_000 }));
+      await store.addIssuedCertificate(certificate('0b', { issuedAt: 2_000, revokedAt: 2_500 }));
     }
 
     it('exports clients, keys and the revocations in force, and every backend imports it unchanged', async () => {
@@ -323,6 +388,8 @@ for (const backend of backends) {
       expect(snapshot.revocations.map((r) => r.jti)).toEqual(['live', 'live']);
       expect(snapshot.clients.map((c) => c.id)).toEqual(['a', 'c', 'b']);
       expect(snapshot.signingKeys.map((k) => k.kid)).toEqual(['k1', 'k2', 'k3']);
+      expect(snapshot.clientCa).toEqual(CA);
+      expect(snapshot.certificates.map((c) => c.serial)).toEqual(['0a', '0b']);
 
       for (const target of backends) {
         const { store, count, close } = await target.open({ now: () => 99_999 });
@@ -340,7 +407,7 @@ for (const backend of backends) {
     it('an empty store exports an empty snapshot, which imports into an empty store', async () => {
       const { store } = await backend.open({ now: () => 7_000 });
       const empty = await store.exportSnapshot();
-      expect(empty).toEqual({ at: 7_000, clients: [], signingKeys: [], revocations: [] });
+      expect(empty).toEqual({ at: 7_000, clients: [], signingKeys: [], revocations: [], clientCa: null, certificates: [] });
       await store.importSnapshot(empty);
       await store.close();
     });
@@ -354,6 +421,8 @@ for (const backend of backends) {
         (store) => store.createClient(client('z')),
         (store) => store.addSigningKey(key('kz')),
         (store) => store.revoke({ iss: ISS, jti: 'old', expiresAt: 1 }),
+        (store) => store.createClientCa(CA),
+        (store) => store.addIssuedCertificate(certificate('ff', { notBefore: 1, notAfter: 2 })),
       ];
       for (const hold of holdings) {
         const { store, count, close } = await backend.open();
@@ -377,6 +446,8 @@ for (const backend of backends) {
         clients: [client('a'), client('b')],
         signingKeys: [key('k1'), key('k1')],
         revocations: [{ iss: ISS, jti: 'j', expiresAt: 9_000 }],
+        clientCa: null,
+        certificates: [],
       };
       expect((await storeError(store.importSnapshot(bad))).code).toBe('conflict');
       const tooManySecrets: StoreSnapshot = {
@@ -396,12 +467,14 @@ for (const backend of backends) {
     it('two importers at once on two connections: one fills the store, the other is refused with conflict', async () => {
       const { store, another, count, close } = await backend.open();
       const second = await another();
-      const one: StoreSnapshot = { at: AT, clients: [client('one')], signingKeys: [key('k-one')], revocations: [] };
+      const one: StoreSnapshot = { at: AT, clients: [client('one')], signingKeys: [key('k-one')], revocations: [], clientCa: null, certificates: [] };
       const two: StoreSnapshot = {
         at: AT,
         clients: [client('two-1'), client('two-2')],
         signingKeys: [],
         revocations: [{ iss: ISS, jti: 'two', expiresAt: 9_000 }],
+        clientCa: null,
+        certificates: [],
       };
       const results = await Promise.allSettled([store.importSnapshot(one), second.importSnapshot(two)]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);

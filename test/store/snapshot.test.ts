@@ -11,6 +11,8 @@ const snapshot: StoreSnapshot = {
   clients: [client('a'), client('b')],
   signingKeys: [key('k1'), key('k2')],
   revocations: [{ iss: ISS, jti: 'j1', expiresAt: 9_000 }],
+  clientCa: null,
+  certificates: [],
 };
 
 describe('snapshotDifferences', () => {

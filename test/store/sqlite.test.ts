@@ -104,7 +104,7 @@ describe('SQLite credential store: migrations', () => {
     expect(db.pragma('user_version', { simple: true })).toBe(LATEST_VERSION);
     expect(db.pragma('application_id', { simple: true })).toBe(APPLICATION_ID);
     const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table' ORDER BY name").pluck().all();
-    expect(tables).toEqual(['client_secrets', 'clients', 'revocations', 'signing_keys']);
+    expect(tables).toEqual(['client_ca', 'client_certificates', 'client_secrets', 'clients', 'revocations', 'signing_keys']);
     db.close();
 
     const store = SqliteCredentialStore.open(file);

@@ -1,6 +1,7 @@
 // Rows for the store tests: a client and a signing key with every field set, and a helper that expects a StoreError.
 import { expect } from 'vitest';
-import { StoreError, type Client, type SigningKey } from '../../src/store/contract.js';
+import { createHash } from 'node:crypto';
+import { StoreError, type Client, type ClientCa, type IssuedCertificate, type SigningKey } from '../../src/store/contract.js';
 
 export const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaA';
 
@@ -29,6 +30,21 @@ export const key = (kid: string, extra: Partial<SigningKey> = {}): SigningKey =>
   activatesAt: 2_000,
   retiredAt: null,
   expiresAt: null,
+  revokedAt: null,
+  ...extra,
+});
+
+export const CA: ClientCa = { certPem: '-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n', encryptedPrivateKey: 'ciphertext-ca', createdAt: 500 };
+
+/** A certificate record; its thumbprint follows from its serial, so two records never share one by accident. */
+export const certificate = (serial: string, extra: Partial<IssuedCertificate> = {}): IssuedCertificate => ({
+  serial,
+  clientId: 'a',
+  subject: 'spiffe://gatehouse.test/a',
+  thumbprint: createHash('sha256').update(serial).digest('base64url'),
+  notBefore: 1_000,
+  notAfter: 10_000,
+  issuedAt: 1_000,
   revokedAt: null,
   ...extra,
 });
