@@ -179,7 +179,14 @@ export class Gateway {
           },
         },
         worker?.ticketKeys,
+        config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined,
       );
+      if (config.tls.store_client_ca) {
+        const bound = listener;
+        issuer?.followClientCa((certPem) => bound.trustStoreClientCa(certPem));
+        if (issuer?.clientCaCertificate === undefined)
+          log.warn('tls.store_client_ca: the store has no client CA yet (gatehouse ca init); no client certificate verifies until it does');
+      }
       return new Gateway(config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker?.number);
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.

@@ -44,7 +44,7 @@ export function compileRoutes(parts: RouteParts): Route[] {
   const anonymous = new AnonymousAuthenticator();
   const authenticators: Readonly<Partial<Record<RouteConfig['authn'][number], Authenticator>>> = {
     none: anonymous,
-    mtls: new MtlsAuthenticator(),
+    mtls: issuer?.mtls ?? new MtlsAuthenticator(),
     ...(issuer !== undefined ? { bearer: issuer.bearer, dpop: issuer.dpop } : {}),
   };
   const authenticator = (id: RouteConfig['authn'][number]): Authenticator => {

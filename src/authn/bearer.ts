@@ -17,6 +17,7 @@ import type { Authenticator, AuthnResult, PeerCertificate, Principal, RequestCon
 import { schemeCredentials } from '../lib/auth-scheme.js';
 import { COMPACT_JWS, hasUndecodableSegment, isPlainObject, jsonSegment, NOT_JSON, own } from '../lib/jws-syntax.js';
 import { certificateThumbprintSha256 } from '../lib/thumbprint.js';
+import type { RevokedCertificates } from './mtls.js';
 
 export type BearerAlgorithm = 'EdDSA' | 'ES256';
 
@@ -38,7 +39,7 @@ export interface VerificationKeys {
 }
 
 /** In-memory and synchronous: a revocation takes effect on the very next request, cached token or not. */
-export interface RevocationList {
+export interface RevocationList extends Partial<RevokedCertificates> {
   isRevoked(iss: string, jti: string): boolean;
   /**
    * False for a client that was disabled or removed, and for a token issued (`iat`, epoch seconds) before the client's
@@ -348,6 +349,8 @@ export class BearerAuthenticator implements Authenticator {
       if (certificate === undefined || this.thumbprintOf(certificate) !== verified.boundThumbprint) {
         return invalidToken('certificate binding mismatch', principal);
       }
+      // A revoked certificate proves nothing: the tokens bound to it stop with it.
+      if (this.revocations.isCertificateRevoked?.(verified.boundThumbprint) === true) return invalidToken('bound certificate revoked', principal);
     }
     return { outcome: 'authenticated', principal };
   }

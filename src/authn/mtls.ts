@@ -82,6 +82,11 @@ function splitSubjectAltName(san: string): string[] | undefined {
   return entries;
 }
 
+/** Certificates refused although the handshake verified them (`gatehouse certs revoke`), by RFC 8705 x5t#S256. */
+export interface RevokedCertificates {
+  isCertificateRevoked(thumbprint: string): boolean;
+}
+
 export class MtlsAuthenticator implements Authenticator {
   readonly id = 'mtls';
   /**
@@ -90,7 +95,11 @@ export class MtlsAuthenticator implements Authenticator {
    */
   private readonly verified = new WeakMap<PeerCertificate, { readonly result: AuthnResult; readonly notAfter: number; readonly thumbprint: string }>();
 
-  constructor(private readonly now: () => number = Date.now) {}
+  constructor(
+    private readonly now: () => number = Date.now,
+    /** Asked on every request, not once per connection: a revoked certificate is refused from its connection's next request. */
+    private readonly revoked?: RevokedCertificates,
+  ) {}
 
   authenticate(request: RequestContext): AuthnResult {
     const certificate = request.connection.peerCertificate;
@@ -104,6 +113,7 @@ export class MtlsAuthenticator implements Authenticator {
     if (entry.result.outcome !== 'authenticated') return entry.result;
     // An unparsable date is NaN, and NaN comparisons are false: such a certificate is treated as expired.
     if (!(this.now() <= entry.notAfter)) return rejected('client certificate expired during the connection', entry.thumbprint);
+    if (this.revoked?.isCertificateRevoked(entry.thumbprint) === true) return rejected('client certificate revoked', entry.thumbprint);
     return entry.result;
   }
 

@@ -25,6 +25,11 @@ export const tlsSchema = z.strictObject({
   key: z.string().min(1),
   /** CA bundle that client certificates must chain to; enables (optional) client certificate requests. */
   client_ca: z.string().min(1).optional(),
+  /**
+   * Also trust the client CA kept in the credential store (`gatehouse ca init`; needs `issuer`), read at start and picked
+   * up within a refresh once it is made. Enables client certificate requests like client_ca.
+   */
+  store_client_ca: z.boolean().default(false),
   /** Create a development CA, server and client certificate when the files are missing (never for production). */
   dev_certificates: z.boolean().default(false),
   /** How often session ticket keys are replaced, seconds. */

@@ -63,6 +63,9 @@ export type Config = z.infer<typeof configSchema>;
 
 /** What no single section can check: references between sections, and route matches that collide. */
 function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.RefinementCtx): void {
+  if (config.tls.store_client_ca && config.issuer === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['tls', 'store_client_ca'], message: 'needs issuer (the client CA is kept in its credential store)' });
+  }
   const ids = new Set<string>();
   config.routes.forEach((route, index) => {
     if (ids.has(route.id)) ctx.addIssue({ code: 'custom', path: ['routes', index, 'id'], message: `duplicate route id "${route.id}"` });
@@ -108,8 +111,8 @@ function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.Refi
         message: `unknown upstream "${route.handler.proxy.upstream}"`,
       });
     }
-    if (route.authn.includes('mtls') && config.tls.client_ca === undefined) {
-      ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca' });
+    if (route.authn.includes('mtls') && config.tls.client_ca === undefined && !config.tls.store_client_ca) {
+      ctx.addIssue({ code: 'custom', path: ['routes', index, 'authn'], message: '"mtls" needs tls.client_ca or tls.store_client_ca' });
     }
     for (const kind of ['bearer', 'dpop'] as const) {
       if (route.authn.includes(kind) && config.issuer === undefined) {

@@ -17,7 +17,7 @@ import type { DeepReadonly } from '../lib/deep-freeze.js';
 import { MemoryLimiterBackend, type Counter, type LimiterBackend } from '../quota/backend.js';
 import type { Authenticator, AuthnResult, Principal, RequestContext } from '../pipeline/stage.js';
 import { StoreError, type Client, type ClientStore } from '../store/contract.js';
-import { MtlsAuthenticator } from '../authn/mtls.js';
+import type { MtlsAuthenticator } from '../authn/mtls.js';
 import { parseBasicCredentials, single, type FormParams } from './form.js';
 import { CLIENT_ID_PATTERN, HashQueueFullError, isActiveSecret, MAX_SECRET_LENGTH, SecretVerifier } from './secrets.js';
 
@@ -69,10 +69,11 @@ const NO_FORM: ReadonlyMap<string, readonly string[]> = new Map();
 export class OAuthClientAuthenticator implements Authenticator {
   readonly id = 'oauth-client';
 
-  /** The same certificate checks as `mtls` routes: a verified chain, clientAuth usage, one usable SAN identity. */
-  private readonly certificates = new MtlsAuthenticator();
-
-  constructor(private readonly clients: ClientAuthenticator) {}
+  constructor(
+    private readonly clients: ClientAuthenticator,
+    /** The `mtls` routes' own authenticator (a verified chain, clientAuth usage, one usable SAN identity, not revoked). */
+    private readonly certificates: MtlsAuthenticator,
+  ) {}
 
   async authenticate(request: RequestContext): Promise<AuthnResult> {
     const certificate = this.certificates.authenticate(request);

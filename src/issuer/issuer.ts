@@ -9,6 +9,7 @@ import { DpopAuthenticator } from '../authn/dpop.js';
 import { DpopProofVerifier } from '../authn/dpop-proof.js';
 import { MemoryProofReplayCache, SharedProofReplayCache } from '../authn/dpop-replay.js';
 import { DpopNonces } from '../authn/dpop-nonce.js';
+import { MtlsAuthenticator } from '../authn/mtls.js';
 import type { KeyObject } from 'node:crypto';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
@@ -76,6 +77,11 @@ export class Issuer {
   readonly bearer: BearerAuthenticator;
   /** `Authorization: DPoP` on resource routes: the bearer verifier's checks, then the proof (RFC 9449 §7). */
   readonly dpop: DpopAuthenticator;
+  /**
+   * Client certificates, for `mtls` routes and the OAuth endpoints alike: one verification per connection, and revoked
+   * certificates (`gatehouse certs revoke`, on any instance) refused on their next request.
+   */
+  readonly mtls: MtlsAuthenticator;
   readonly endpoints: readonly IssuerEndpoint[];
   private names: { readonly issuer: string; readonly audience: string };
   private timer: NodeJS.Timeout | undefined;
@@ -89,6 +95,9 @@ export class Issuer {
   private refreshing: Promise<void> | undefined;
   private queuedRefresh: Promise<void> | undefined;
   private watch: StoreWatch | undefined;
+  /** The client CA certificate the store holds (`gatehouse ca init`), and who wants to know when it appears. */
+  private clientCa: string | undefined;
+  private onClientCa: ((certPem: string) => void) | undefined;
   /** The re-read for unknown kids in progress, and when the last one began (performance.now(): immune to clock steps). */
   private kidLookup: Promise<void> | undefined;
   private lastKidLookup = Number.NEGATIVE_INFINITY;
@@ -148,7 +157,8 @@ export class Issuer {
       jwksMaxAgeS: Math.min(300, settings.key_activation_delay_s),
       now,
     };
-    const authenticator = new OAuthClientAuthenticator(clientAuth);
+    this.mtls = new MtlsAuthenticator(now, revocations);
+    const authenticator = new OAuthClientAuthenticator(clientAuth, this.mtls);
     const formIntake = new FormIntake();
     const post = (id: string, path: string, handler: Handler, intake: BodyIntake): IssuerEndpoint => ({
       id,
@@ -205,9 +215,10 @@ export class Issuer {
         config.server.port,
         deps.limiters ?? new MemoryLimiterBackend(),
         settings.dpop.require_nonce ? kek.deriveKey('dpop-nonce') : undefined,
-        config.tls.client_ca !== undefined,
+        config.tls.client_ca !== undefined || config.tls.store_client_ca,
       );
       issuer.watch = watch;
+      issuer.clientCa = (await store.getClientCa())?.certPem;
       if (missed) await issuer.refresh();
       return issuer;
     } catch (error) {
@@ -239,6 +250,24 @@ export class Issuer {
     } catch {
       return null;
     }
+  }
+
+  /** The client CA certificate (PEM) the store holds now, if `gatehouse ca init` made one. */
+  get clientCaCertificate(): string | undefined {
+    return this.clientCa;
+  }
+
+  /** `listener` hears of the store's client CA when it appears or changes (a store copied in, say), from any refresh on. */
+  followClientCa(listener: (certPem: string) => void): void {
+    this.onClientCa = listener;
+  }
+
+  private learnClientCa(certPem: string | undefined): void {
+    // A CA is never removed from a store; one that reads as absent (a replaced store?) keeps the one in force.
+    if (certPem === undefined || certPem === this.clientCa) return;
+    this.clientCa = certPem;
+    this.log.info('client CA read from the credential store');
+    this.onClientCa?.(certPem);
   }
 
   /** Where IssuerEvents go (the gateway's audit log); set before started(). */
@@ -321,6 +350,13 @@ export class Issuer {
         if (revocations + keys > 0) this.log.debug({ revocations, keys }, 'purged expired revocations and signing keys');
       } catch (error) {
         failure ??= error;
+      }
+    }
+    if (failure === undefined) {
+      try {
+        this.learnClientCa((await this.store.getClientCa())?.certPem);
+      } catch (error) {
+        failure = error;
       }
     }
     // Checked whether or not the read failed: a pending key activates by the clock alone.

@@ -1,8 +1,9 @@
-// What the bearer path must know on every request, in memory: revoked token ids and which clients may still use their
-// tokens (enabled ones, for tokens issued since their last disable). Both are written through the store first (so other instances and restarts see them) and refreshed from it, so a
+// What the bearer and mtls paths must know on every request, in memory: revoked token ids, revoked client certificates
+// (`gatehouse certs revoke`) and which clients may still use their tokens (enabled ones, for tokens issued since their
+// last disable). All are written through the store first (so other instances and restarts see them) and refreshed from it, so a
 // revocation or a `clients disable` made by another process takes effect within one refresh interval.
 import type { RevocationList } from '../authn/bearer.js';
-import type { Client, ClientStore, Revocation, RevocationStore } from '../store/contract.js';
+import type { CertificateStore, Client, ClientStore, Revocation, RevocationStore } from '../store/contract.js';
 
 export class RevocationSet implements RevocationList {
   /** `iss \n jti` → epoch ms after which the revocation is moot (the token expired). */
@@ -25,15 +26,21 @@ export class RevocationSet implements RevocationList {
   private readonly missing = new Map<string, number>();
   /** The lookup under way for each client id (single flight). */
   private readonly lookups = new Map<string, Promise<void>>();
+  /** Thumbprints (x5t#S256) of revoked client certificates still inside their validity. */
+  private revokedCertificates: ReadonlySet<string> = new Set();
 
   constructor(
-    private readonly store: ClientStore & RevocationStore,
+    private readonly store: ClientStore & RevocationStore & Pick<CertificateStore, 'listRevokedCertificates'>,
     private readonly now: () => number = Date.now,
   ) {}
 
   isRevoked(iss: string, jti: string): boolean {
     const until = this.revoked.get(key(iss, jti));
     return until !== undefined && until > this.now();
+  }
+
+  isCertificateRevoked(thumbprint: string): boolean {
+    return this.revokedCertificates.has(thumbprint);
   }
 
   acceptsClientToken(clientId: string, issuedAtS: number): boolean | 'unknown' {
@@ -105,12 +112,18 @@ export class RevocationSet implements RevocationList {
    */
   async refresh(): Promise<void> {
     const now = this.now();
-    const [revocations, clients] = await Promise.all([this.store.listRevocations(now), this.store.listClients()]);
+    const [revocations, clients, certificates] = await Promise.all([
+      this.store.listRevocations(now),
+      this.store.listClients(),
+      this.store.listRevokedCertificates(now),
+    ]);
     const revoked = new Map<string, number>();
     for (const revocation of revocations) revoked.set(key(revocation.iss, revocation.jti), revocation.expiresAt);
     // A revocation made here while the read was in flight must not be lost by the swap.
     for (const [id, until] of this.revoked) if (until > now && !revoked.has(id)) revoked.set(id, until);
     this.revoked = revoked;
+    // Certificate revocations are only ever added (a record is never un-revoked), so the read replaces the set whole.
+    this.revokedCertificates = new Set(certificates.map((certificate) => certificate.thumbprint));
     const active = new Map<string, number>();
     const disabled = new Set<string>();
     for (const client of clients) {

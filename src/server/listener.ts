@@ -44,6 +44,9 @@ export class Listener {
   private draining = false;
   /** The session-ticket keys in use; replaced every tls.ticket_key_rotation_s (here, or by whoever shares them). */
   private ticketKeys: Buffer;
+  /** The certificate, key and client CA file in use (the last reload's). */
+  private material: TlsMaterial;
+  private storeClientCa: string | undefined;
 
   constructor(
     private readonly config: Config,
@@ -59,13 +62,17 @@ export class Listener {
      * listener makes and rotates its own.
      */
     private readonly sharedTicketKeys?: Buffer,
+    /** The client CA of the credential store (tls.store_client_ca), when it has one yet. */
+    storeClientCa?: string,
   ) {
     this.ticketKeys = sharedTicketKeys ?? randomBytes(48);
     const limits = config.limits;
     const h2 = limits.http2;
-    const clientCa = config.tls.client_ca !== undefined;
+    const clientCa = config.tls.client_ca !== undefined || config.tls.store_client_ca;
+    this.material = tlsMaterial;
+    this.storeClientCa = storeClientCa;
     this.server = createSecureServer({
-      ...secureContextOptions(tlsMaterial),
+      ...secureContextOptions(tlsMaterial, this.clientCas()),
       ALPNProtocols: ALPN,
       allowHTTP1: true,
       // Client certificates are asked for but optional: only routes with the mtls authenticator require one,
@@ -176,7 +183,29 @@ export class Listener {
 
   /** Re-reads certificate files and swaps them in for new handshakes; live connections keep theirs (TLS-14). */
   reloadCertificates(): void {
-    this.server.setSecureContext(secureContextOptions(readTlsMaterial(this.config.tls)));
+    this.material = readTlsMaterial(this.config.tls);
+    this.applySecureContext();
+  }
+
+  /** New handshakes also accept client certificates of this CA (the store's, once `gatehouse ca init` made it). */
+  trustStoreClientCa(certPem: string): void {
+    if (certPem === this.storeClientCa) return;
+    this.storeClientCa = certPem;
+    this.applySecureContext();
+  }
+
+  /** Client certificates are asked for (tls.client_ca or tls.store_client_ca): the CAs they must chain to, maybe none yet. */
+  private clientCas(): (Buffer | string)[] | undefined {
+    const { tls } = this.config;
+    if (tls.client_ca === undefined && !tls.store_client_ca) return undefined;
+    return [
+      ...(this.material.ca !== undefined ? [this.material.ca] : []),
+      ...(tls.store_client_ca && this.storeClientCa !== undefined ? [this.storeClientCa] : []),
+    ];
+  }
+
+  private applySecureContext(): void {
+    this.server.setSecureContext(secureContextOptions(this.material, this.clientCas()));
     // setSecureContext() restores the ticket keys the server was constructed with; the current rotated keys are put back.
     this.server.setTicketKeys(this.ticketKeys);
   }

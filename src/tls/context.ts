@@ -106,12 +106,16 @@ function parsePrivateKey(file: string, pem: Buffer): KeyObject {
   }
 }
 
-/** The secure-context part of the listener options: identical at start and on reload. */
-export function secureContextOptions(material: TlsMaterial): SecureContextOptions {
+/**
+ * The secure-context part of the listener options: identical at start and on reload. `clientCas`: the CA certificates
+ * client certificates must chain to (tls.client_ca's file, the store's client CA), or undefined when none are asked for.
+ * An empty list trusts nothing — never Node's default public roots, which a list left out would mean.
+ */
+export function secureContextOptions(material: TlsMaterial, clientCas: readonly (Buffer | string)[] | undefined): SecureContextOptions {
   return {
     cert: material.cert,
     key: material.key,
-    ...(material.ca !== undefined ? { ca: material.ca } : {}),
+    ...(clientCas !== undefined ? { ca: [...clientCas] } : {}),
     minVersion: 'TLSv1.2',
     ciphers: CIPHERS,
     ecdhCurve: GROUPS,

@@ -104,6 +104,14 @@ describe('config loading', () => {
     );
   });
 
+  it('tls.store_client_ca needs the issuer (its store), and stands in for client_ca for mtls routes', () => {
+    const mtls = { id: 'm', match: { path_prefix: '/m', methods: ['GET'] }, authn: ['mtls'], authz: { allow: 'authenticated' }, handler: { service: 'echo' } };
+    expect(problemsOf({ tls: { cert: 'a', key: 'b', store_client_ca: true }, routes: [mtls] })).toEqual([
+      expect.stringMatching(/^tls\.store_client_ca: needs issuer/),
+    ]);
+    expect(() => buildConfig({ tls: { cert: 'a', key: 'b', store_client_ca: true }, issuer: {}, routes: [mtls] }, dir)).not.toThrow();
+  });
+
   it('refuses upstream URLs with credentials, query, fragment, non-http schemes or a base path that is not canonical', () => {
     const refused = [
       'http://user:pw@127.0.0.1:9000',
