@@ -106,9 +106,9 @@ export function compileRoutes(parts: RouteParts): Route[] {
         bodyLimitBytes: endpoint.bodyLimitBytes,
         // The OAuth endpoints read their form first and authenticate the client from it (RFC 6749 §2.3); any client that
         // authenticated may call them (what it may obtain is the endpoint's decision). Metadata and JWKS are public.
-        authenticators: [endpoint.oauth?.authenticator ?? anonymous],
+        authenticators: [endpoint.oauth?.authenticator ?? endpoint.authenticator ?? anonymous],
         challenge: undefined,
-        authorizer: new RoutePolicy({ allow: endpoint.oauth !== undefined ? 'authenticated' : 'anyone' }),
+        authorizer: new RoutePolicy({ allow: endpoint.oauth !== undefined || endpoint.authenticator !== undefined ? 'authenticated' : 'anyone' }),
         quota: undefined,
         handler: endpoint.handler,
         intake: endpoint.oauth?.intake,

@@ -79,6 +79,8 @@ export type OperationalEvent =
   | 'config_reloaded'
   | 'config_reload_refused'
   | 'signing_key_changed'
+  /** The renewal endpoint issued a client certificate (serial, client, identity, thumbprint, the one it renews). */
+  | 'client_certificate_issued'
   | 'store_unavailable'
   | 'store_recovered'
   | 'limiter_store_unavailable'

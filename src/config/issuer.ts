@@ -75,4 +75,6 @@ export const ISSUER_PATHS = {
   revoke: '/oauth2/revoke',
   metadata: '/.well-known/oauth-authorization-server',
   jwks: '/.well-known/jwks.json',
+  /** Client certificate renewal (mTLS + CSR), when the listener trusts the store's client CA (tls.store_client_ca). */
+  renewCertificate: '/ca/renew',
 } as const;

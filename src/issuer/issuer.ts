@@ -10,7 +10,7 @@ import { DpopProofVerifier } from '../authn/dpop-proof.js';
 import { MemoryProofReplayCache, SharedProofReplayCache } from '../authn/dpop-replay.js';
 import { DpopNonces } from '../authn/dpop-nonce.js';
 import { MtlsAuthenticator } from '../authn/mtls.js';
-import type { KeyObject } from 'node:crypto';
+import type { KeyEncryptionKey } from '../lib/key-encryption.js';
 import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
@@ -35,6 +35,7 @@ import { ensureSigningKey } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
 import { KID_SHAPE } from './signing-key.js';
 import { RevocationSet } from './revocations.js';
+import { CertificateRenewalEndpoint, RENEWAL_BODY_LIMIT_BYTES, type CertificateIssued } from './renewal.js';
 import { TokenSigner } from './tokens.js';
 
 export interface IssuerDeps {
@@ -53,7 +54,27 @@ export interface IssuerDeps {
 export type IssuerEvent =
   | { readonly type: 'signing_key_changed'; readonly kid: string | null; readonly previous_kid: string | null }
   | { readonly type: 'store_unavailable'; readonly error: string }
-  | { readonly type: 'store_recovered'; readonly unavailable_ms: number };
+  | { readonly type: 'store_recovered'; readonly unavailable_ms: number }
+  | CertificateIssued;
+
+/** What an Issuer is made of (Issuer.open reads and checks it all first). */
+interface IssuerParts {
+  readonly settings: DeepReadonly<IssuerConfig>;
+  readonly store: CredentialStore;
+  readonly ring: KeyRing;
+  readonly revocations: RevocationSet;
+  readonly log: Logger;
+  readonly now: () => number;
+  /** The configured port (0 until the listener is bound: see started()). */
+  readonly port: number;
+  readonly limiters: LimiterBackend;
+  /** The key-encryption key, proven against the stored signing keys: opens the client CA, derives the DPoP nonce key. */
+  readonly kek: KeyEncryptionKey;
+  /** The listener asks for client certificates (tls.client_ca or tls.store_client_ca). */
+  readonly clientCertificates: boolean;
+  /** It trusts the store's client CA (tls.store_client_ca): certificates of that CA may be renewed at the renewal endpoint. */
+  readonly storeClientCa: boolean;
+}
 
 /** One built-in endpoint, which routes.ts compiles into a route like any other. */
 export interface IssuerEndpoint {
@@ -63,9 +84,13 @@ export interface IssuerEndpoint {
   readonly bodyLimitBytes: number;
   /** The OAuth endpoints: form intake, then client authentication; metadata and JWKS are public (anonymous). */
   readonly oauth: { readonly intake: BodyIntake; readonly authenticator: Authenticator } | undefined;
+  /** An endpoint outside OAuth that needs a credential (certificate renewal: the client certificate being renewed). */
+  readonly authenticator?: Authenticator;
   readonly handler: Handler;
 }
 
+/** How long the record of an issued client certificate is kept after it expired (`certs list` shows it until then). */
+const CERTIFICATE_RECORD_RETENTION_MS = 30 * 86_400_000;
 /** Purges of expired revocations and keys from the store run at most this often. */
 const PURGE_INTERVAL_MS = 60_000;
 /** While refreshes keep failing, the error is logged again this often (an operator may have missed the first line). */
@@ -103,20 +128,24 @@ export class Issuer {
   private lastKidLookup = Number.NEGATIVE_INFINITY;
   private closed = false;
 
-  private constructor(
-    private readonly settings: DeepReadonly<IssuerConfig>,
-    private readonly store: CredentialStore,
-    private readonly ring: KeyRing,
-    private readonly revocations: RevocationSet,
-    private readonly log: Logger,
-    private readonly now: () => number,
-    port: number,
-    limiters: LimiterBackend,
-    /** The key of DPoP nonces, when proofs must carry one (derived from the master key: the same on every instance). */
-    nonceKey: KeyObject | undefined,
-    /** The listener verifies client certificates (tls.client_ca is set). */
-    clientCertificates: boolean,
-  ) {
+  private readonly settings: DeepReadonly<IssuerConfig>;
+  private readonly store: CredentialStore;
+  private readonly ring: KeyRing;
+  private readonly revocations: RevocationSet;
+  private readonly log: Logger;
+  private readonly now: () => number;
+
+  private constructor(parts: IssuerParts) {
+    const { settings, store, ring, revocations, now, port, limiters, kek } = parts;
+    this.settings = settings;
+    this.store = store;
+    this.ring = ring;
+    this.revocations = revocations;
+    this.log = parts.log;
+    this.now = now;
+    // The key of DPoP nonces, when proofs must carry one (derived from the master key: the same on every instance).
+    const nonceKey = settings.dpop.require_nonce ? kek.deriveKey('dpop-nonce') : undefined;
+    const { clientCertificates } = parts;
     this.names = Issuer.names(settings, port);
     this.signingKid = this.currentSigningKid();
     const issuer = (): string => this.identifier;
@@ -143,7 +172,7 @@ export class Issuer {
     const proofs = new DpopProofVerifier({ maxAgeS: settings.dpop.proof_max_age_s, clockToleranceS: settings.clock_tolerance_s, replays, nonces, now });
     this.dpop = new DpopAuthenticator(this.bearer, proofs);
     const seen = (client: Client, readAt: number): void => revocations.clientSeen(client, readAt);
-    const clientAuth = new ClientAuthenticator(store, settings.client_auth, log, seen, now, limiters);
+    const clientAuth = new ClientAuthenticator(store, settings.client_auth, parts.log, seen, now, limiters);
     const ctx: IssuerContext = {
       issuer,
       defaultAudience: () => this.defaultAudience,
@@ -169,13 +198,26 @@ export class Issuer {
       handler,
     });
     const get = (id: string, path: string, handler: Handler): IssuerEndpoint => ({ id, path, methods: ['GET'], bodyLimitBytes: 0, oauth: undefined, handler });
-    this.endpoints = [
+    const endpoints: IssuerEndpoint[] = [
       post('oauth-token', ISSUER_PATHS.token, new TokenEndpoint(ctx), new FormIntake(tokenRequestPrecheck)),
       post('oauth-introspect', ISSUER_PATHS.introspect, new IntrospectionEndpoint(ctx), formIntake),
       post('oauth-revoke', ISSUER_PATHS.revoke, new RevocationEndpoint(ctx), formIntake),
       get('oauth-metadata', ISSUER_PATHS.metadata, new MetadataEndpoint(ctx)),
       get('oauth-jwks', ISSUER_PATHS.jwks, new JwksEndpoint(ctx)),
     ];
+    if (parts.storeClientCa) {
+      const renewal = new CertificateRenewalEndpoint(store, kek, (event) => this.onEvent(event), now);
+      endpoints.push({
+        id: 'certificate-renewal',
+        path: ISSUER_PATHS.renewCertificate,
+        methods: ['POST'],
+        bodyLimitBytes: RENEWAL_BODY_LIMIT_BYTES,
+        oauth: undefined,
+        authenticator: this.mtls,
+        handler: renewal,
+      });
+    }
+    this.endpoints = endpoints;
   }
 
   /** Opens the store, creates the first signing key when there is none, and loads keys and revocations. */
@@ -205,18 +247,19 @@ export class Issuer {
       }
       const revocations = new RevocationSet(store, now);
       await revocations.refresh();
-      issuer = new Issuer(
+      issuer = new Issuer({
         settings,
         store,
         ring,
         revocations,
-        deps.log,
+        log: deps.log,
         now,
-        config.server.port,
-        deps.limiters ?? new MemoryLimiterBackend(),
-        settings.dpop.require_nonce ? kek.deriveKey('dpop-nonce') : undefined,
-        config.tls.client_ca !== undefined || config.tls.store_client_ca,
-      );
+        port: config.server.port,
+        limiters: deps.limiters ?? new MemoryLimiterBackend(),
+        kek,
+        clientCertificates: config.tls.client_ca !== undefined || config.tls.store_client_ca,
+        storeClientCa: config.tls.store_client_ca,
+      });
       issuer.watch = watch;
       issuer.clientCa = (await store.getClientCa())?.certPem;
       if (missed) await issuer.refresh();
@@ -346,8 +389,13 @@ export class Issuer {
     if (now - this.lastPurge >= PURGE_INTERVAL_MS) {
       this.lastPurge = now;
       try {
-        const [revocations, keys] = await Promise.all([this.store.purgeExpiredRevocations(now), this.store.purgeExpiredSigningKeys(now)]);
-        if (revocations + keys > 0) this.log.debug({ revocations, keys }, 'purged expired revocations and signing keys');
+        const [revocations, keys, certificates] = await Promise.all([
+          this.store.purgeExpiredRevocations(now),
+          this.store.purgeExpiredSigningKeys(now),
+          this.store.purgeExpiredCertificates(now - CERTIFICATE_RECORD_RETENTION_MS),
+        ]);
+        if (revocations + keys + certificates > 0)
+          this.log.debug({ revocations, keys, certificates }, 'purged expired revocations, signing keys and certificate records');
       } catch (error) {
         failure ??= error;
       }

@@ -178,6 +178,8 @@ export interface CertificateStore {
   /** Throws StoreError('conflict') for a serial already recorded. */
   addIssuedCertificate(certificate: IssuedCertificate): Promise<void>;
   listIssuedCertificates(): Promise<readonly IssuedCertificate[]>;
+  /** The record of the certificate with this x5t#S256 thumbprint, if the client CA issued it. */
+  findIssuedCertificate(thumbprint: string): Promise<IssuedCertificate | undefined>;
   /**
    * Marks the certificate revoked at `at` unless it already is (the first revocation's time stays). Returns the record as
    * stored; throws StoreError('not_found') for an unknown serial.

@@ -526,6 +526,11 @@ export class PostgresCredentialStore implements CredentialStore {
     return (await this.run('listIssuedCertificates', 'SELECT * FROM client_certificates ORDER BY issued_at, serial')).rows.map(certificateFromRow);
   }
 
+  async findIssuedCertificate(thumbprint: string): Promise<IssuedCertificate | undefined> {
+    const raw = (await this.run('findIssuedCertificate', 'SELECT * FROM client_certificates WHERE thumbprint = $1', [thumbprint])).rows[0] as unknown;
+    return raw === undefined ? undefined : certificateFromRow(raw);
+  }
+
   revokeCertificate(serial: string, at: number): Promise<IssuedCertificate> {
     return this.tx(`revokeCertificate ${serial}`, async (c) => {
       const changed = await c.query('UPDATE client_certificates SET revoked_at = $1 WHERE serial = $2 AND revoked_at IS NULL', [at, serial]);

@@ -197,6 +197,7 @@ function prepareStatements(db: Database.Database) {
     ),
     listCertificates: db.prepare<[]>('SELECT * FROM client_certificates ORDER BY issued_at, serial'),
     getCertificate: db.prepare<[string]>('SELECT * FROM client_certificates WHERE serial = ?'),
+    findCertificate: db.prepare<[string]>('SELECT * FROM client_certificates WHERE thumbprint = ?'),
     // The first revocation's time stays: revoking again changes nothing.
     revokeCertificate: db.prepare<[number, string]>('UPDATE client_certificates SET revoked_at = ? WHERE serial = ? AND revoked_at IS NULL'),
     listRevokedCertificates: db.prepare<[number]>(
@@ -435,6 +436,13 @@ export class SqliteCredentialStore implements CredentialStore {
 
   private readCertificates(): IssuedCertificate[] {
     return this.q.listCertificates.all().map(certificateFromRow);
+  }
+
+  findIssuedCertificate(thumbprint: string): Promise<IssuedCertificate | undefined> {
+    return this.guard('findIssuedCertificate', () => {
+      const raw = this.q.findCertificate.get(thumbprint);
+      return raw === undefined ? undefined : certificateFromRow(raw);
+    });
   }
 
   revokeCertificate(serial: string, at: number): Promise<IssuedCertificate> {

@@ -110,3 +110,26 @@ export async function csrPublicKey(pem: string): Promise<x509.PublicKey> {
   if (!acceptable) throw new CsrError('the CSR key must be P-256, P-384, Ed25519 or RSA of at least 2048 bits');
   return csr.publicKey;
 }
+
+/**
+ * The identities a CSR asks for in its subjectAltName extension (URIs as they are, DNS names lower-cased; any other kind
+ * of name as `kind:value`), [] when it asks for none. The CA never grants them; the renewal endpoint refuses a CSR that
+ * asks for an identity other than the one it renews.
+ */
+export function csrRequestedNames(pem: string): string[] {
+  const csr = new x509.Pkcs10CertificateRequest(pem);
+  const extension = csr.getExtension('2.5.29.17');
+  if (extension === null) return [];
+  return new x509.SubjectAlternativeNameExtension(extension.rawData).names.items.map((name) =>
+    name.type === 'url' ? name.value : name.type === 'dns' ? name.value.toLowerCase() : `${name.type}:${name.value}`,
+  );
+}
+
+/** A PKCS#10 request as PEM: given as PEM, or (RFC 5967 application/pkcs10) as base64 DER. CsrError for anything else. */
+export function csrPem(body: string): string {
+  const text = body.trim();
+  if (text.startsWith('-----BEGIN CERTIFICATE REQUEST-----')) return text;
+  if (!/^[A-Za-z0-9+/=\r\n]+$/.test(text)) throw new CsrError('not a PEM or base64 PKCS#10 certificate request');
+  const base64 = text.replace(/[\r\n]/g, '');
+  return `-----BEGIN CERTIFICATE REQUEST-----\n${base64.replace(/(.{64})/g, '$1\n').replace(/\n$/, '')}\n-----END CERTIFICATE REQUEST-----\n`;
+}

@@ -2,13 +2,19 @@
 // CA once `ca init` made it (picked up while running), certificates it issues authenticate at mtls routes and at the token
 // endpoint (tls_client_auth) at once, and a revoked certificate is refused on its next request, inside its validity, on a
 // connection that was already open too — at mtls routes, at the token endpoint, and as the key of a cert-bound token.
+import { spawnSync } from 'node:child_process';
+import { X509Certificate, createPublicKey } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { readRecords } from '../../src/audit/read.js';
 import { initClientCa, issueForClient, openClientCa } from '../../src/issuer/client-ca-store.js';
 import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import type { Client } from '../../src/store/contract.js';
-import type { CertificateAndKey } from '../../src/tls/ca.js';
+import { type CertificateAndKey, issueClientCertificate } from '../../src/tls/ca.js';
+import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import type { IssuedClientCertificate } from '../../src/tls/client-ca.js';
 import type { TestGateway } from '../support/harness.js';
 import { addClient, readClient, send, startIssuerGateway, withIssuer, withStore, type OAuthResponse, type TestClient } from '../support/issuer.js';
@@ -26,7 +32,11 @@ beforeAll(async () => {
   }));
   client = await addClient(gw, { scopes: ['echo:read'], tlsClientAuthSubject: IDENTITY });
 });
-afterAll(() => gw.stop());
+const work = mkdtempSync(join(tmpdir(), 'gatehouse-renewal-'));
+afterAll(async () => {
+  await gw.stop();
+  rmSync(work, { recursive: true, force: true });
+});
 
 function kek() {
   return loadKeyEncryptionKey({ masterKey: undefined, file: join(gw.dataDir, 'master.key') });
@@ -113,5 +123,127 @@ describe('a revoked certificate (certs revoke)', () => {
     expect((await whoami(second)).status).toBe(200);
     expect((await tokenFor(second)).status).toBe(200);
     await kept.close();
+  });
+});
+
+let csrCount = 0;
+/** A fresh P-256 key and its CSR made by `openssl req` (as a client would), asking for `san` when given. */
+function opensslCsr(san?: string): { readonly csr: string; readonly keyPem: string } {
+  const n = ++csrCount;
+  const keyFile = join(work, `key-${n}.pem`);
+  const csrFile = join(work, `req-${n}.pem`);
+  const made = spawnSync(
+    'openssl',
+    [
+      'req',
+      '-new',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      keyFile,
+      '-out',
+      csrFile,
+      '-subj',
+      '/CN=renewal',
+      ...(san !== undefined ? ['-addext', `subjectAltName=${san}`] : []),
+    ],
+    { encoding: 'utf8', timeout: 20_000 },
+  );
+  if (made.status !== 0) throw new Error(made.stderr);
+  return { csr: readFileSync(csrFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') };
+}
+
+function renew(cert: CertificateAndKey | undefined, csr: string, contentType = 'application/pkcs10'): Promise<OAuthResponse> {
+  return send(gw, {
+    method: 'POST',
+    path: '/ca/renew',
+    body: csr,
+    headers: { 'content-type': contentType },
+    dispatcher: gw.agent(cert !== undefined ? { cert } : {}),
+  });
+}
+
+describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
+  it('gives a holder of a valid certificate a fresh one for its CSR key, with the same identity and lifetime, recorded and audited', async () => {
+    const current = await issue();
+    const { csr, keyPem } = opensslCsr(`URI:${IDENTITY}`);
+    const res = await renew(current, csr);
+    expect(res.status, res.text).toBe(200);
+    expect(res.headers['cache-control']).toBe('no-store');
+    const renewed = new X509Certificate(String(res.json?.['certificate']));
+    const ca = new X509Certificate(String(res.json?.['ca_certificate']));
+    expect(renewed.verify(ca.publicKey)).toBe(true);
+    expect(renewed.subjectAltName).toBe(`URI:${IDENTITY}`);
+    expect(renewed.serialNumber.toLowerCase()).toBe(res.json?.['serial']);
+    expect(
+      Buffer.from(renewed.publicKey.export({ format: 'der', type: 'spki' })).equals(createPublicKey(keyPem).export({ format: 'der', type: 'spki' }) as Buffer),
+    ).toBe(true);
+    // The same lifetime as the certificate renewed (an hour here).
+    expect(Date.parse(renewed.validTo) - Date.now()).toBeGreaterThan(3_600_000 - 120_000);
+    expect(Date.parse(renewed.validTo) - Date.now()).toBeLessThanOrEqual(3_600_000);
+
+    // The new certificate works at once; the store has its record.
+    const next = { certPem: renewed.toString(), keyPem };
+    expect((await whoami(next)).status).toBe(200);
+    const thumbprint = certificateThumbprintSha256(renewed.raw);
+    expect(await withStore(gw, (store) => store.findIssuedCertificate(thumbprint))).toMatchObject({ clientId: client.id, subject: IDENTITY, revokedAt: null });
+    const records = await gw.auditRecords();
+    expect(records.find((r) => r.request_id === res.headers['x-request-id'])).toMatchObject({
+      decision: 'allow',
+      route: 'certificate-renewal',
+      cert_thumbprint: thumbprint,
+    });
+    await gw.gateway.audit.flush();
+    const issuedEvent = readRecords(join(gw.dataDir, 'audit')).find((r) => r.type === 'client_certificate_issued' && r['thumbprint'] === thumbprint);
+    expect(issuedEvent).toMatchObject({ client_id: client.id, subject: IDENTITY, renewed_from: current.thumbprint });
+  });
+
+  it('refuses a CSR asking for another identity (400), and anything but application/pkcs10 (415); nothing is issued', async () => {
+    const current = await issue();
+    const before = (await withStore(gw, (store) => store.listIssuedCertificates())).length;
+    const other = await renew(current, opensslCsr('URI:spiffe://gatehouse.test/admin').csr);
+    expect(other.status).toBe(400);
+    expect(await reasonOf(other)).toBe('CSR asks for another identity');
+    const twoNames = await renew(current, opensslCsr(`URI:${IDENTITY},DNS:billing.example`).csr);
+    expect(twoNames.status).toBe(400);
+    expect((await renew(current, 'not a csr')).status).toBe(400);
+    expect((await renew(current, opensslCsr().csr, 'text/plain')).status).toBe(415);
+    expect((await withStore(gw, (store) => store.listIssuedCertificates())).length).toBe(before);
+  });
+
+  it('refuses a revoked certificate, an expired one, one the CA signed but never recorded, no certificate, and a client whose identity changed', async () => {
+    const { csr } = opensslCsr();
+    const revoked = await issue();
+    await withStore(gw, (store) => store.revokeCertificate(revoked.serial.toLowerCase(), Date.now()));
+    await expect.poll(async () => (await renew(revoked, csr)).status, { timeout: 10_000 }).toBe(401);
+    expect(await reasonOf(await renew(revoked, csr))).toBe('client certificate revoked');
+
+    // Expired an hour ago: TLS itself does not verify it, so it authenticates nobody.
+    const ca = await withStore(gw, (store) => openClientCa(store, kek()));
+    const expired = await issueClientCertificate(ca, {
+      uris: [IDENTITY],
+      notBefore: new Date(Date.now() - 7_200_000),
+      notAfter: new Date(Date.now() - 3_600_000),
+    });
+    const late = await renew(expired, csr);
+    expect(late.status).toBe(401);
+    expect(String(await reasonOf(late))).toMatch(/^client certificate not verified: CERT_HAS_EXPIRED/);
+
+    const unrecorded = await issueClientCertificate(ca, { uris: [IDENTITY], validityDays: 1 });
+    const forged = await renew(unrecorded, csr);
+    expect(forged.status).toBe(403);
+    expect(await reasonOf(forged)).toBe('certificate not issued by the client CA');
+
+    expect((await renew(undefined, csr)).status).toBe(401);
+
+    const current = await issue();
+    await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, tlsClientAuthSubject: 'spiffe://gatehouse.test/moved' })));
+    const moved = await renew(current, csr);
+    expect(moved.status).toBe(403);
+    expect(await reasonOf(moved)).toBe('client identity changed since the certificate was issued');
+    await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, tlsClientAuthSubject: IDENTITY })));
   });
 });

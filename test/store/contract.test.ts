@@ -308,6 +308,8 @@ for (const backend of backends) {
       // Another serial with a thumbprint already recorded is the same certificate bytes: refused too.
       expect((await storeError(store.addIssuedCertificate({ ...certificate('0c'), thumbprint: a.thumbprint }))).code).toBe('conflict');
       expect(await store.listIssuedCertificates()).toEqual([a, b]);
+      expect(await store.findIssuedCertificate(b.thumbprint)).toEqual(b);
+      expect(await store.findIssuedCertificate(certificate('99').thumbprint)).toBeUndefined();
       expect(await store.listRevokedCertificates(0)).toEqual([]);
 
       expect(await store.revokeCertificate('0a', 3_000)).toEqual({ ...a, revokedAt: 3_000 });
