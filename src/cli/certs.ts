@@ -2,6 +2,7 @@
 // item 4) — made once, its key sealed under the master key; short-lived client certificates issued under it for a
 // registered client's identity, recorded, listed and revoked. Every issuance and revocation goes to the admin chain.
 import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync, writeSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
 import { caFingerprint, ClientCaError, DEFAULT_CLIENT_CERTIFICATE_TTL_S, initClientCa, issueForClient, openClientCa } from '../issuer/client-ca-store.js';
@@ -9,6 +10,7 @@ import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
 import type { IssuedCertificate } from '../store/contract.js';
 import { CsrError } from '../tls/client-ca.js';
+import { pkcs12 } from '../tls/pkcs12.js';
 import {
   AdminError,
   iso,
@@ -80,7 +82,7 @@ interface IssueOptions extends StoreOptions, JsonOption {
 }
 
 /** What `certs issue` writes into --out: never over an existing file (a certificate of another client, a key). */
-const OUTPUT_FILES = { cert: 'cert.pem', key: 'key.pem', ca: 'ca.pem' } as const;
+const OUTPUT_FILES = { cert: 'cert.pem', key: 'key.pem', ca: 'ca.pem', p12: 'client.p12' } as const;
 
 async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<void> {
   const csrPem = options.csr === undefined ? undefined : readCsr(ctx, options.csr);
@@ -111,7 +113,12 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
     });
     writeOutput(ctx, options.out, OUTPUT_FILES.cert, issued.certPem, 0o644);
     writeOutput(ctx, options.out, OUTPUT_FILES.ca, ca.certPem, 0o644);
-    if (issued.keyPem !== undefined) writeOutput(ctx, options.out, OUTPUT_FILES.key, issued.keyPem, 0o600);
+    // The same certificate and key in one PKCS#12 file for the tools that want one, under a password shown only now.
+    const p12Password = issued.keyPem === undefined ? undefined : randomBytes(18).toString('base64url');
+    if (issued.keyPem !== undefined && p12Password !== undefined) {
+      writeOutput(ctx, options.out, OUTPUT_FILES.key, issued.keyPem, 0o600);
+      writeOutput(ctx, options.out, OUTPUT_FILES.p12, pkcs12(issued.certPem, issued.keyPem, p12Password, `${client.id} (${issued.identity.value})`), 0o600);
+    }
     const view = {
       serial: issued.serial,
       client_id: client.id,
@@ -119,12 +126,19 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
       thumbprint: issued.thumbprint,
       not_before: issued.notBefore.toISOString(),
       not_after: issued.notAfter.toISOString(),
-      files: [OUTPUT_FILES.cert, OUTPUT_FILES.ca, ...(issued.keyPem !== undefined ? [OUTPUT_FILES.key] : [])].map((name) => path.join(options.out, name)),
+      files: [OUTPUT_FILES.cert, OUTPUT_FILES.ca, ...(issued.keyPem !== undefined ? [OUTPUT_FILES.key, OUTPUT_FILES.p12] : [])].map((name) =>
+        path.join(options.out, name),
+      ),
+      p12_password: p12Password ?? null,
     };
     if (options.json === true) return printJson(view);
     print(`certificate ${view.serial} for client ${printable(client.id)} (${printable(view.subject)}), valid until ${view.not_after}`);
     print(`written to ${printable(options.out)}: ${view.files.map((file) => path.basename(file)).join(', ')}`);
-    if (issued.keyPem !== undefined) print('key.pem is the only copy of the private key (mode 0600): Gatehouse keeps only the certificate record.');
+    if (p12Password !== undefined) {
+      print(`${OUTPUT_FILES.p12} password: ${p12Password}`);
+      print('key.pem and client.p12 hold the only copy of the private key (mode 0600): Gatehouse keeps only the certificate record.');
+      print('The PKCS#12 password is shown only now.');
+    }
   });
 }
 
@@ -140,13 +154,13 @@ function readCsr(ctx: AdminContext, file: string): string {
 }
 
 /** Creates `name` in `dir` (made 0700 when missing) with `mode`; an existing file is never replaced. */
-function writeOutput(ctx: AdminContext, dir: string, name: string, text: string, mode: number): void {
+function writeOutput(ctx: AdminContext, dir: string, name: string, text: string | Buffer, mode: number): void {
   const file = path.join(dir, name);
   try {
     makeDirectory(dir, 0o700);
     const fd = openSync(file, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL | fsConstants.O_NOFOLLOW, mode);
     try {
-      writeSync(fd, text);
+      writeSync(fd, typeof text === 'string' ? Buffer.from(text) : text);
     } finally {
       closeSync(fd);
     }
@@ -223,7 +237,10 @@ export function registerCertificateCommands(program: Command, ctx: AdminContext)
   certs.description('development certificates (init), and client certificates issued by the client CA (issue, list, revoke)');
   storeCommand(certs, 'issue', "issue a short-lived client certificate with a client's registered identity (--tls-client-auth), recorded in the store", ctx)
     .requiredOption('--client <id>', 'the client the certificate is for', parseClientId)
-    .requiredOption('--out <dir>', `directory to write ${OUTPUT_FILES.cert}, ${OUTPUT_FILES.ca} and (without --csr) ${OUTPUT_FILES.key} into (made 0700)`)
+    .requiredOption(
+      '--out <dir>',
+      `directory to write ${OUTPUT_FILES.cert}, ${OUTPUT_FILES.ca} and (without --csr) ${OUTPUT_FILES.key} and ${OUTPUT_FILES.p12} into (made 0700)`,
+    )
     .option('--ttl <duration>', 'lifetime, 5m to 366d (default 24h)', parseCertificateTtl)
     .option('--csr <file>', 'PEM certificate request: the certificate is for its key (only the key is used), and no key is written')
     .option('--json', 'print one JSON object')

@@ -76,6 +76,7 @@ interface Issued {
   readonly not_before: string;
   readonly not_after: string;
   readonly files: readonly string[];
+  readonly p12_password: string | null;
 }
 
 let clientId = '';
@@ -128,8 +129,17 @@ describe('gatehouse certs issue', () => {
     const out = join(work, 'billing');
     const issued = json<Issued>(['certs', 'issue', '--client', clientId, '--out', out]);
     expect(issued).toMatchObject({ client_id: clientId, subject: IDENTITY });
-    expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem', 'key.pem']);
+    expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem', 'client.p12', 'key.pem']);
     expect(statSync(join(out, 'key.pem')).mode & 0o777).toBe(0o600);
+    expect(statSync(join(out, 'client.p12')).mode & 0o777).toBe(0o600);
+    // The PKCS#12 file holds the same certificate and key, under the password printed once; another password fails its MAC.
+    const p12 = openssl(['pkcs12', '-in', join(out, 'client.p12'), '-passin', `pass:${issued.p12_password}`, '-nodes']);
+    expect(p12.status, p12.stderr).toBe(0);
+    expect(new X509Certificate(p12.stdout).fingerprint256).toBe(new X509Certificate(readFileSync(join(out, 'cert.pem'))).fingerprint256);
+    expect(createPublicKey(p12.stdout).export({ format: 'der', type: 'spki' })).toEqual(
+      createPublicKey(readFileSync(join(out, 'key.pem'))).export({ format: 'der', type: 'spki' }),
+    );
+    expect(openssl(['pkcs12', '-in', join(out, 'client.p12'), '-passin', 'pass:wrong', '-nodes']).status).not.toBe(0);
     expect(statSync(out).mode & 0o777).toBe(0o700);
     expect(openssl(['verify', '-CAfile', join(out, 'ca.pem'), join(out, 'cert.pem')]).stdout).toBe(`${join(out, 'cert.pem')}: OK\n`);
     const cert = new X509Certificate(readFileSync(join(out, 'cert.pem')));
@@ -170,7 +180,9 @@ describe('gatehouse certs issue', () => {
     expect(made.status, made.stderr).toBe(0);
     const issued = json<Issued>(['certs', 'issue', '--client', clientId, '--out', out, '--csr', csrFile, '--ttl', '2h']);
     expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem']);
+    expect(issued.p12_password).toBeNull();
     expect(existsSync(join(out, 'key.pem'))).toBe(false);
+    expect(existsSync(join(out, 'client.p12'))).toBe(false);
     const cert = new X509Certificate(readFileSync(join(out, 'cert.pem')));
     expect(cert.subjectAltName).toBe(`URI:${IDENTITY}`);
     expect(cert.subject).not.toContain('admin');

@@ -2,9 +2,10 @@
 // CA once `ca init` made it (picked up while running), certificates it issues authenticate at mtls routes and at the token
 // endpoint (tls_client_auth) at once, and a revoked certificate is refused on its next request, inside its validity, on a
 // connection that was already open too — at mtls routes, at the token endpoint, and as the key of a cert-bound token.
-import { spawnSync } from 'node:child_process';
+import { execFile, spawnSync } from 'node:child_process';
+import { promisify } from 'node:util';
 import { X509Certificate, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
@@ -15,6 +16,7 @@ import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import type { Client } from '../../src/store/contract.js';
 import { type CertificateAndKey, issueClientCertificate } from '../../src/tls/ca.js';
 import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
+import { pkcs12 } from '../../src/tls/pkcs12.js';
 import type { IssuedClientCertificate } from '../../src/tls/client-ca.js';
 import type { TestGateway } from '../support/harness.js';
 import { addClient, readClient, send, startIssuerGateway, withIssuer, withStore, type OAuthResponse, type TestClient } from '../support/issuer.js';
@@ -245,5 +247,41 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
     expect(moved.status).toBe(403);
     expect(await reasonOf(moved)).toBe('client identity changed since the certificate was issued');
     await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, tlsClientAuthSubject: IDENTITY })));
+  });
+});
+
+describe('unmodified clients: curl and openssl', () => {
+  it('curl presents an issued certificate as PKCS#12, and renews with an openssl-made CSR', async () => {
+    const current = await issue();
+    const p12File = join(work, 'client.p12');
+    writeFileSync(p12File, pkcs12(current.certPem, current.keyPem, 'p12-pass', 'billing'));
+    const tls = ['-s', '--cacert', gw.certs.paths.caCert, '--resolve', `localhost:${gw.port}:127.0.0.1`];
+    // Asynchronously: the gateway answers from this very process.
+    const curl = promisify(execFile);
+    const who = await curl('curl', [...tls, '--cert-type', 'P12', '--cert', `${p12File}:p12-pass`, `https://localhost:${gw.port}/m`], { timeout: 20_000 });
+    expect((JSON.parse(who.stdout) as { principal: { subject: string } }).principal.subject).toBe(IDENTITY);
+
+    writeFileSync(join(work, 'current.pem'), current.certPem);
+    writeFileSync(join(work, 'current-key.pem'), current.keyPem);
+    const { csr } = opensslCsr();
+    writeFileSync(join(work, 'renew.csr'), csr);
+    const renewed = await curl(
+      'curl',
+      [
+        ...tls,
+        '--cert',
+        join(work, 'current.pem'),
+        '--key',
+        join(work, 'current-key.pem'),
+        '-H',
+        'content-type: application/pkcs10',
+        '--data-binary',
+        `@${join(work, 'renew.csr')}`,
+        `https://localhost:${gw.port}/ca/renew`,
+      ],
+      { timeout: 20_000 },
+    );
+    const body = JSON.parse(renewed.stdout) as { certificate: string };
+    expect(new X509Certificate(body.certificate).subjectAltName).toBe(`URI:${IDENTITY}`);
   });
 });
