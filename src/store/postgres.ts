@@ -506,11 +506,15 @@ export class PostgresCredentialStore implements CredentialStore {
   // ---- The client CA and its certificates ----
 
   async createClientCa(ca: ClientCa): Promise<void> {
-    await this.run('createClientCa', 'INSERT INTO client_ca (id, cert_pem, encrypted_private_key, created_at) VALUES (1, $1, $2, $3)', [
-      ca.certPem,
-      ca.encryptedPrivateKey,
-      ca.createdAt,
-    ]);
+    await this.tx('createClientCa', async (c) => {
+      await c.query('INSERT INTO client_ca (id, cert_pem, encrypted_private_key, created_at) VALUES (1, $1, $2, $3)', [
+        ca.certPem,
+        ca.encryptedPrivateKey,
+        ca.createdAt,
+      ]);
+      // Gateways trusting the store's CA (tls.store_client_ca) read it when this commits.
+      await this.notify(c, CERTIFICATES);
+    });
   }
 
   async getClientCa(): Promise<ClientCa | undefined> {

@@ -10,6 +10,7 @@ import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
+import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { changeChannel } from '../../src/store/postgres-watch.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
@@ -76,11 +77,12 @@ if (POSTGRES_URL === undefined) {
     writeFileSync(
       configFile,
       `server: { host: 127.0.0.1, port: 0 }\n` +
-        `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem }\n` +
+        `tls: { cert: ${certs}/server.pem, key: ${certs}/server-key.pem, store_client_ca: true }\n` +
         // A minute between periodic refreshes: anything seen sooner came through the change notifications.
         `issuer: { issuer: 'https://gw.fanout.test', refresh_interval_ms: 60000, key_activation_delay_s: 0, client_auth: { per_ip: { points: 1000, duration_s: 60 } } }\n` +
         `store: { postgres_schema: ${schema}, postgres_timeout_ms: 1000 }\n` +
-        `routes:\n  - { id: api, match: { path_prefix: /api, methods: [GET] }, authn: [bearer], authz: { allow: authenticated }, handler: { service: echo } }\n`,
+        `routes:\n  - { id: api, match: { path_prefix: /api, methods: [GET] }, authn: [bearer], authz: { allow: authenticated }, handler: { service: echo } }\n` +
+        `  - { id: m, match: { path_prefix: /m, methods: [GET] }, authn: [mtls], authz: { allow: authenticated }, handler: { service: echo } }\n`,
     );
     ok('init');
     const added = JSON.parse(ok('clients', 'add', 'fanout-client', '--scope', 'echo:read', '--json')) as { client_id: string; client_secret: string };
@@ -185,6 +187,38 @@ if (POSTGRES_URL === undefined) {
       }
       expect(await http.jwksKids(a.port)).not.toContain(kid);
       expect(await http.jwksKids(b.port)).not.toContain(kid);
+    });
+
+    it('ca init, certs issue and certs revoke with the CLI: both instances trust the new CA, then refuse the revoked certificate, within a second', async () => {
+      ok('ca', 'init');
+      const added = JSON.parse(ok('clients', 'add', 'holder', '--scope', 'echo:read', '--tls-client-auth', 'spiffe://fanout.test/holder', '--json')) as {
+        client_id: string;
+      };
+      const out = join(work, 'holder');
+      const issued = JSON.parse(ok('certs', 'issue', '--client', added.client_id, '--out', out, '--json')) as { serial: string };
+      const agent = new Agent({
+        connect: {
+          ca: readFileSync(join(certs, 'ca.pem')),
+          servername: 'localhost',
+          cert: readFileSync(join(out, 'cert.pem')),
+          key: readFileSync(join(out, 'key.pem')),
+        },
+      });
+      /** `fresh`: on a new connection (a handshake made before the CA was trusted stays unverified for its life). */
+      const status = async (port: number, fresh = false): Promise<number> => {
+        const res = await request(`https://127.0.0.1:${port}/m`, { dispatcher: agent, reset: fresh });
+        await res.body.dump();
+        return res.statusCode;
+      };
+      try {
+        await eventually(async () => (await status(a.port, true)) === 200 && (await status(b.port, true)) === 200, FAN_OUT_MS, 'both trusting the new CA');
+        expect([await status(a.port), await status(b.port)]).toEqual([200, 200]);
+        ok('certs', 'revoke', issued.serial);
+        // The same keep-alive connections: refused on their next request, not only on new handshakes.
+        await eventually(async () => (await status(a.port)) === 401 && (await status(b.port)) === 401, FAN_OUT_MS, 'both refusing the revoked certificate');
+      } finally {
+        await agent.close();
+      }
     });
 
     it('the listening connection killed by the server (pg_terminate_backend): a change made meanwhile is applied after the reconnect', async () => {

@@ -251,7 +251,7 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
 });
 
 describe('unmodified clients: curl and openssl', () => {
-  it('curl presents an issued certificate as PKCS#12, and renews with an openssl-made CSR', async () => {
+  it('curl presents an issued certificate as PKCS#12, renews with an openssl-made CSR, and gets and uses a token bound to the certificate', async () => {
     const current = await issue();
     const p12File = join(work, 'client.p12');
     writeFileSync(p12File, pkcs12(current.certPem, current.keyPem, 'p12-pass', 'billing'));
@@ -283,5 +283,23 @@ describe('unmodified clients: curl and openssl', () => {
     );
     const body = JSON.parse(renewed.stdout) as { certificate: string };
     expect(new X509Certificate(body.certificate).subjectAltName).toBe(`URI:${IDENTITY}`);
+
+    // The issued certificate is the client's credential at the token endpoint (tls_client_auth), and its token is bound to it.
+    const withCert = [...tls, '--cert', join(work, 'current.pem'), '--key', join(work, 'current-key.pem')];
+    const granted = await curl(
+      'curl',
+      [...withCert, '-d', 'grant_type=client_credentials', '-d', `client_id=${client.id}`, `https://localhost:${gw.port}/oauth2/token`],
+      {
+        timeout: 20_000,
+      },
+    );
+    const token = (JSON.parse(granted.stdout) as { access_token: string }).access_token;
+    expect(decodeJwt(token)['cnf']).toEqual({ 'x5t#S256': current.thumbprint });
+    const call = (args: readonly string[]) =>
+      curl('curl', [...args, '-o', '/dev/null', '-w', '%{http_code}', '-H', `Authorization: Bearer ${token}`, `https://localhost:${gw.port}/api/x`], {
+        timeout: 20_000,
+      });
+    expect((await call(withCert)).stdout).toBe('200');
+    expect((await call(tls)).stdout).toBe('401');
   });
 });
