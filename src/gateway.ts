@@ -33,6 +33,8 @@ import { Listener } from './server/listener.js';
 import { Issuer } from './issuer/issuer.js';
 import { restartOnlyChanges } from './config/reload.js';
 import { Routing, type RoutingChange } from './routing.js';
+import { AdminListener } from './admin/listener.js';
+import { GatewayMetrics } from './observability/metrics.js';
 import { devCertificatePaths, initDevCertificates } from './tls/ca.js';
 
 export interface GatewayDeps {
@@ -71,25 +73,54 @@ interface Lifecycle {
   stopping: boolean;
 }
 
+/** What a Gateway is made of (create() builds and checks it all first). */
+interface GatewayParts {
+  readonly config: Config;
+  readonly audit: AuditSink;
+  readonly listener: Listener;
+  readonly ingress: Ingress;
+  readonly routing: Routing;
+  readonly log: Logger;
+  readonly issuer: Issuer | undefined;
+  readonly lifecycle: Lifecycle;
+  readonly redis: RedisConnection | undefined;
+  readonly worker: number | undefined;
+  readonly admin: AdminListener | undefined;
+}
+
 export class Gateway {
   /** Reloads run one after the other: each builds on the table the one before put in force. */
   private reloads: Promise<unknown> = Promise.resolve();
 
-  private constructor(
-    private current: Config,
-    readonly audit: AuditSink,
-    private readonly listener: Listener,
-    private readonly ingress: Ingress,
-    private readonly routing: Routing,
-    private readonly log: Logger,
-    /** The authorization server, when `issuer` is configured. */
-    readonly issuer: Issuer | undefined,
-    private readonly lifecycle: Lifecycle,
-    /** The shared limiter store, when `redis` is configured. */
-    private readonly redis: RedisConnection | undefined,
-    /** The worker number under `serve --workers N`. */
-    private readonly worker: number | undefined,
-  ) {}
+  private current: Config;
+  readonly audit: AuditSink;
+  private readonly listener: Listener;
+  private readonly ingress: Ingress;
+  private readonly routing: Routing;
+  private readonly log: Logger;
+  /** The authorization server, when `issuer` is configured. */
+  readonly issuer: Issuer | undefined;
+  private readonly lifecycle: Lifecycle;
+  /** The shared limiter store, when `redis` is configured. */
+  private readonly redis: RedisConnection | undefined;
+  /** The worker number under `serve --workers N`. */
+  private readonly worker: number | undefined;
+  /** The admin listener and the metrics it serves, when `admin` is configured. */
+  private readonly admin: AdminListener | undefined;
+
+  private constructor(parts: GatewayParts) {
+    this.current = parts.config;
+    this.audit = parts.audit;
+    this.listener = parts.listener;
+    this.ingress = parts.ingress;
+    this.routing = parts.routing;
+    this.log = parts.log;
+    this.issuer = parts.issuer;
+    this.lifecycle = parts.lifecycle;
+    this.redis = parts.redis;
+    this.worker = parts.worker;
+    this.admin = parts.admin;
+  }
 
   /** The configuration in force (the last reload's, or the one the gateway started with). */
   get config(): Config {
@@ -147,7 +178,14 @@ export class Gateway {
       // Route quotas and the pre-auth budget count in the limiter backend: this process's memory, or Redis.
       routing = await Routing.create(config, { issuer, quotas: { backend: limiters, log, now: deps.now ?? Date.now }, forwardedFor, log });
 
-      const pipeline = new Pipeline({ preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip, limiters), audit, log });
+      // Metrics are collected only for an admin listener to serve them: without one they would cost and show nothing.
+      const metrics = config.admin === undefined ? undefined : new GatewayMetrics();
+      const pipeline = new Pipeline({
+        preAuthQuota: new PreAuthQuota(config.limits.pre_auth_per_ip, limiters),
+        audit,
+        log,
+        ...(metrics !== undefined ? { observers: [metrics] } : {}),
+      });
       let listener: Listener | undefined;
       const ingress = new Ingress({
         router: routing.router,
@@ -181,13 +219,21 @@ export class Gateway {
         worker?.ticketKeys,
         config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined,
       );
+      const storeClientCa = config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined;
+      const admin =
+        metrics === undefined
+          ? undefined
+          : new AdminListener({ config, tlsMaterial, pipeline, metrics, issuer, log, isReady: () => !lifecycle.stopping && audit.ready, storeClientCa });
       if (config.tls.store_client_ca) {
         const bound = listener;
-        issuer?.followClientCa((certPem) => bound.trustStoreClientCa(certPem));
+        issuer?.followClientCa((certPem) => {
+          bound.trustStoreClientCa(certPem);
+          admin?.trustStoreClientCa(certPem);
+        });
         if (issuer?.clientCaCertificate === undefined)
           log.warn('tls.store_client_ca: the store has no client CA yet (gatehouse ca init); no client certificate verifies until it does');
       }
-      return new Gateway(config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker?.number);
+      return new Gateway({ config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker: worker?.number, admin });
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
       await routing?.destroy();
@@ -198,8 +244,25 @@ export class Gateway {
     }
   }
 
+  #adminAddress: AddressInfo | undefined;
+
+  /** Where the admin listener is bound, once start() bound it (admin.port 0 becomes the real port). */
+  get adminAddress(): AddressInfo | undefined {
+    return this.#adminAddress;
+  }
+
   async start(): Promise<AddressInfo> {
     const address = await this.listener.listen();
+    if (this.admin !== undefined) {
+      try {
+        this.#adminAddress = await this.admin.listen();
+      } catch (error) {
+        // Nothing was served yet: the public listener does not stay bound behind a failed start.
+        await this.listener.drain(0);
+        throw error;
+      }
+      this.log.info({ host: this.#adminAddress.address, port: this.#adminAddress.port }, 'admin listener');
+    }
     this.issuer?.reportTo((event) => {
       const { type, ...fields } = event;
       this.audit.event(type, fields);
@@ -214,6 +277,7 @@ export class Gateway {
       pid: process.pid,
       config_sha256: configHash(this.config),
       signing_kid: this.issuer?.currentSigningKid() ?? null,
+      admin_port: this.#adminAddress?.port ?? null,
       ...(this.worker !== undefined ? { worker: this.worker } : {}),
     });
     // A worker's line is not the gateway's: the primary says `gatehouse listening` once every worker is.
@@ -223,6 +287,7 @@ export class Gateway {
 
   reloadCertificates(): void {
     this.listener.reloadCertificates();
+    this.admin?.reloadCertificates();
     this.audit.event('certificates_reloaded', { cert: this.config.tls.cert });
     this.log.info('TLS certificates reloaded');
   }
@@ -303,7 +368,7 @@ export class Gateway {
       this.log.info({ grace_ms: grace }, 'not ready; serving until the readiness grace ends');
       await new Promise((resolve) => setTimeout(resolve, grace));
     }
-    await this.listener.drain(this.config.shutdown.drain_timeout_ms);
+    await Promise.all([this.listener.drain(this.config.shutdown.drain_timeout_ms), this.admin?.drain(this.config.shutdown.drain_timeout_ms)]);
     // A reload begun before the stop finishes first (later ones are refused), so whatever it opened is closed below.
     await this.reloads;
     // Every client connection is gone now, so any upstream request still open has nobody to answer: abort, don't wait.

@@ -192,7 +192,7 @@ function workerCount(workers: number | 'auto'): number {
   return workers === 'auto' ? Math.min(availableParallelism(), MAX_WORKERS) : workers;
 }
 
-async function serve(options: { config: string; port?: number; host?: string; data?: string; workers?: number | 'auto' }): Promise<void> {
+async function serve(options: { config: string; port?: number; adminPort?: number; host?: string; data?: string; workers?: number | 'auto' }): Promise<void> {
   let config: Config;
   let configText: string;
   let fromPrimary: WorkerStart | undefined;
@@ -204,6 +204,7 @@ async function serve(options: { config: string; port?: number; host?: string; da
     ...(url !== undefined ? { databaseUrl: url } : {}),
     ...(redis !== undefined ? { redisUrl: redis } : {}),
     ...(options.port !== undefined ? { port: options.port } : {}),
+    ...(options.adminPort !== undefined ? { adminPort: options.adminPort } : {}),
     ...(options.host !== undefined ? { host: options.host } : {}),
     ...(options.data !== undefined ? { dataDir: options.data } : {}),
   };
@@ -425,6 +426,7 @@ export function buildProgram(): Command {
     )
     .option('-c, --config <file>', 'YAML configuration file', DEFAULT_CONFIG)
     .option('-p, --port <n>', 'listen port (overrides server.port; 0 = any free port)', parsePort)
+    .option('--admin-port <n>', 'admin listener port, when the config has an admin section (overrides admin.port; 0 = any free port)', parsePort)
     .option('-H, --host <address>', 'listen address (overrides server.host)')
     .option('-d, --data <dir>', 'data directory (overrides data_dir)')
     .option('-w, --workers <n>', `worker processes serving the port, 1 to ${MAX_WORKERS} or auto (overrides server.workers)`, parseWorkers)

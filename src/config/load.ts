@@ -21,6 +21,8 @@ export class ConfigError extends Error {
 export interface ConfigOverrides {
   readonly host?: string;
   readonly port?: number;
+  /** `serve --admin-port`: the admin listener's port, when the file configures one (it never turns the listener on). */
+  readonly adminPort?: number;
   /** Absolute, or relative to the current directory (a command-line argument). */
   readonly dataDir?: string;
   /** GATEHOUSE_DATABASE_URL: the PostgreSQL store, in place of the file's store settings. */
@@ -89,12 +91,14 @@ export function buildConfig(document: unknown, baseDir: string, overrides: Confi
 }
 
 function applyOverrides(document: unknown, overrides: ConfigOverrides): unknown {
-  if (overrides.host === undefined && overrides.port === undefined) return document;
+  if (overrides.host === undefined && overrides.port === undefined && overrides.adminPort === undefined) return document;
   if (typeof document !== 'object' || document === null || Array.isArray(document)) return document;
   const root = document as Record<string, unknown>;
   const server = typeof root['server'] === 'object' && root['server'] !== null ? (root['server'] as Record<string, unknown>) : {};
+  const admin = root['admin'];
   return {
     ...root,
+    ...(overrides.adminPort !== undefined && typeof admin === 'object' && admin !== null ? { admin: { ...admin, port: overrides.adminPort } } : {}),
     server: {
       ...server,
       ...(overrides.host !== undefined ? { host: overrides.host } : {}),

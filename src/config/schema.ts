@@ -3,6 +3,7 @@
 // Config type is inferred from them. Unknown keys are errors (a typo must never silently fall back to a weaker default).
 import { z } from 'zod';
 import { prefixMatches } from '../lib/path-prefix.js';
+import { adminSchema } from './admin.js';
 import { auditSchema } from './audit.js';
 import { durationMs } from './fields.js';
 import { limitsSchema, serverSchema, tlsSchema } from './edge.js';
@@ -35,6 +36,8 @@ const sectionsSchema = z.strictObject({
   store: storeSchema.prefault({}),
   /** Where the limiters count when instances share their limits. Absent = each instance in its own memory. */
   redis: redisSchema.optional(),
+  /** The admin listener (Prometheus metrics). Absent = off. */
+  admin: adminSchema.optional(),
   log: z
     .strictObject({
       level: z.enum(['fatal', 'error', 'warn', 'info', 'debug']).default('info'),
@@ -63,6 +66,25 @@ export type Config = z.infer<typeof configSchema>;
 
 /** What no single section can check: references between sections, and route matches that collide. */
 function checkAcrossSections(config: z.infer<typeof sectionsSchema>, ctx: z.RefinementCtx): void {
+  if (config.admin !== undefined) {
+    const certificates = config.admin.subjects.length + config.admin.metrics_subjects.length > 0;
+    if (certificates && config.tls.client_ca === undefined && !config.tls.store_client_ca) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'subjects'], message: 'admin certificate subjects need tls.client_ca or tls.store_client_ca' });
+    }
+    if (config.admin.subjects.length === 0 && config.issuer === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['admin', 'subjects'],
+        message: 'nobody could administer: name admin subjects, or configure issuer (tokens with scope gatehouse:admin)',
+      });
+    }
+    if (config.server.workers !== 1) {
+      ctx.addIssue({ code: 'custom', path: ['admin'], message: 'the admin listener runs with one worker only (server.workers: 1)' });
+    }
+    if (config.admin.port !== 0 && config.admin.port === config.server.port && config.admin.host === config.server.host) {
+      ctx.addIssue({ code: 'custom', path: ['admin', 'port'], message: 'the admin listener needs a port of its own' });
+    }
+  }
   if (config.tls.store_client_ca && config.issuer === undefined) {
     ctx.addIssue({ code: 'custom', path: ['tls', 'store_client_ca'], message: 'needs issuer (the client CA is kept in its credential store)' });
   }

@@ -200,9 +200,17 @@ export interface BodyIntake {
 /** A built-in service's whole answer; the pipeline records the decision, then writes it through exchange.ts. */
 export interface Answer {
   readonly status: number;
-  /** Serialized as JSON; undefined: no body. */
+  /** Serialized as JSON; undefined: no body. A `TextBody` is sent as it is, with its own media type. */
   readonly body: unknown;
   readonly headers?: Readonly<Record<string, string>>;
+}
+
+/** An answer body that is not JSON (the Prometheus text exposition): its text and media type. */
+export class TextBody {
+  constructor(
+    readonly text: string,
+    readonly contentType: string,
+  ) {}
 }
 
 export type ServiceResult =

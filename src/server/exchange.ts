@@ -3,7 +3,7 @@
 import { constants as http2Constants, type Http2ServerResponse } from 'node:http2';
 import type { Writable } from 'node:stream';
 import { GatewayError, oauthErrorBody, problemBody } from '../errors/catalogue.js';
-import type { Answer, HttpExchange, RequestBody, ServerRequest } from '../pipeline/stage.js';
+import { type Answer, type HttpExchange, type RequestBody, type ServerRequest, TextBody } from '../pipeline/stage.js';
 
 /** Two years, as Mozilla's guidelines recommend; sent on every response including errors (TLS-07). */
 export const HSTS_VALUE = 'max-age=63072000; includeSubDomains';
@@ -80,10 +80,11 @@ export function sendAnswer(exchange: HttpExchange, answer: Answer): number {
     exchange.res.end();
     return 0;
   }
-  const body = JSON.stringify(answer.body);
+  const text = answer.body instanceof TextBody ? answer.body : undefined;
+  const body = text?.text ?? JSON.stringify(answer.body);
   exchange.res.writeHead(answer.status, {
     ...securityHeaders(exchange),
-    'content-type': 'application/json',
+    'content-type': text?.contentType ?? 'application/json',
     'cache-control': 'no-store',
     'content-length': Buffer.byteLength(body),
     ...answer.headers,

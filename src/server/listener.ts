@@ -157,10 +157,11 @@ export class Listener {
     server.on('clientError', (error: Error & { code?: string }, socket: Socket) => this.onClientError(error, socket));
   }
 
-  listen(): Promise<AddressInfo> {
+  /** Binds `at` (the public listener: server.host and server.port). */
+  listen(at: { readonly host: string; readonly port: number } = this.config.server): Promise<AddressInfo> {
     return new Promise((resolve, reject) => {
       this.server.once('error', reject);
-      this.server.listen({ host: this.config.server.host, port: this.config.server.port }, () => {
+      this.server.listen({ host: at.host, port: at.port }, () => {
         this.server.off('error', reject);
         if (this.sharedTicketKeys === undefined) {
           this.ticketTimer = setInterval(() => this.setTicketKeys(randomBytes(48)), this.config.tls.ticket_key_rotation_s * 1000);

@@ -184,7 +184,7 @@ describe('gatehouse CLI', () => {
 
   it('npm start defaults: the example config serves on embedded defaults, creating dev certificates when missing', async () => {
     const data = join(work, 'default-data');
-    const { child, port } = await serve(['--port', '0', '--data', data]);
+    const { child, port, lines } = await serve(['--port', '0', '--admin-port', '0', '--data', data]);
     try {
       const ca = readFileSync(join(ROOT, 'certs/ca.pem'));
       const agent = new Agent({ connect: { ca, servername: 'localhost' } });
@@ -192,6 +192,15 @@ describe('gatehouse CLI', () => {
       expect(res.statusCode).toBe(200);
       await res.body.dump();
       await agent.close();
+      // The admin listener is on, with the development client certificate as its admin: /metrics at once.
+      const adminLine = lines.map((line) => JSON.parse(line) as { msg?: string; port?: number }).find((line) => line.msg === 'admin listener');
+      const admin = new Agent({
+        connect: { ca, servername: 'localhost', cert: readFileSync(join(ROOT, 'certs/client.pem')), key: readFileSync(join(ROOT, 'certs/client-key.pem')) },
+      });
+      const metrics = await request(`https://127.0.0.1:${adminLine?.port ?? 0}/metrics`, { dispatcher: admin });
+      expect(metrics.statusCode).toBe(200);
+      expect(await metrics.body.text()).toMatch(/^gatehouse_requests_total\{route="public-echo",decision="allow",stage="handler",code=""\} 1$/m);
+      await admin.close();
       // The decision is in this host's audit chain.
       expect(readRecords(join(data, 'audit')).some((r) => r.type === 'decision' && r['route'] === 'public-echo')).toBe(true);
     } finally {

@@ -112,6 +112,20 @@ describe('config loading', () => {
     expect(() => buildConfig({ tls: { cert: 'a', key: 'b', store_client_ca: true }, issuer: {}, routes: [mtls] }, dir)).not.toThrow();
   });
 
+  it('admin: someone must be able to administer, certificates need a client CA, one worker, a port of its own', () => {
+    const echo = { id: 'p', match: { path_prefix: '/p', methods: ['GET'] }, authn: ['none'], authz: { allow: 'anyone' }, handler: { service: 'echo' } };
+    const tls = { cert: 'a', key: 'b' };
+    expect(problemsOf({ tls, routes: [echo], admin: {} })).toEqual([expect.stringMatching(/^admin\.subjects: nobody could administer/)]);
+    expect(problemsOf({ tls, routes: [echo], admin: { subjects: ['spiffe://x/admin'] } })).toEqual([
+      expect.stringMatching(/^admin\.subjects: admin certificate subjects need tls\.client_ca/),
+    ]);
+    expect(problemsOf({ tls, routes: [echo], issuer: {}, server: { workers: 2 }, admin: {} })).toEqual([expect.stringMatching(/^admin: .*one worker/)]);
+    expect(problemsOf({ tls, routes: [echo], issuer: {}, server: { port: 9000 }, admin: { port: 9000 } })).toEqual([
+      expect.stringMatching(/^admin\.port: .*port of its own/),
+    ]);
+    expect(() => buildConfig({ tls: { ...tls, client_ca: 'c' }, routes: [echo], admin: { subjects: ['spiffe://x/admin'] } }, dir)).not.toThrow();
+  });
+
   it('refuses upstream URLs with credentials, query, fragment, non-http schemes or a base path that is not canonical', () => {
     const refused = [
       'http://user:pw@127.0.0.1:9000',

@@ -1,0 +1,81 @@
+// The admin listener's routes: pipeline routes like any other (edge checks, authentication, authorization, audit record),
+// served by a listener of their own. An admin is a client certificate with a configured admin identity, or an access token
+// of this gateway's issuer carrying the scope gatehouse:admin; /metrics may also be read by configured scraper identities.
+import { ADMIN_SCOPE, type AdminConfig } from '../config/admin.js';
+import { GatewayError } from '../errors/catalogue.js';
+import type { DeepReadonly } from '../lib/deep-freeze.js';
+import type { GatewayMetrics } from '../observability/metrics.js';
+import {
+  type AuthenticatedRequest,
+  type Authenticator,
+  type Authorizer,
+  type AuthzDecision,
+  type Route,
+  type Service,
+  type ServiceResult,
+  TextBody,
+} from '../pipeline/stage.js';
+import { allowedMethods } from '../server/router.js';
+
+const CHALLENGE = 'Bearer realm="gatehouse-admin"';
+
+/** Who may call an admin route: the admin identities (certificates), tokens with the admin scope, and `readers`. */
+export class AdminPolicy implements Authorizer {
+  private readonly subjects: ReadonlySet<string>;
+
+  constructor(admins: readonly string[], readers: readonly string[] = []) {
+    this.subjects = new Set([...admins, ...readers]);
+  }
+
+  authorize(request: AuthenticatedRequest): AuthzDecision {
+    const { principal } = request;
+    if (principal.method === 'anonymous') {
+      return {
+        allowed: false,
+        error: new GatewayError('unauthenticated', { reason: 'admin route requires a credential', headers: { 'www-authenticate': CHALLENGE } }),
+      };
+    }
+    if (principal.method === 'mtls' && this.subjects.has(principal.subject)) return { allowed: true };
+    if ((principal.method === 'bearer' || principal.method === 'dpop') && principal.scopes.has(ADMIN_SCOPE)) return { allowed: true };
+    return { allowed: false, error: new GatewayError('forbidden', { reason: 'not an administrator' }) };
+  }
+}
+
+/** GET /metrics: the Prometheus text exposition of this gateway's registry. */
+export class MetricsService implements Service {
+  readonly kind = 'service';
+
+  constructor(private readonly metrics: GatewayMetrics) {}
+
+  async serve(): Promise<ServiceResult> {
+    return { outcome: 'answered', answer: { status: 200, body: new TextBody(await this.metrics.text(), this.metrics.contentType) } };
+  }
+}
+
+export interface AdminRouteParts {
+  readonly config: DeepReadonly<AdminConfig>;
+  readonly metrics: GatewayMetrics;
+  /** Certificates (when the listener asks for them), then the issuer's bearer tokens (when there is an issuer), then none. */
+  readonly authenticators: readonly Authenticator[];
+}
+
+export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
+  const methods = allowedMethods(['GET']);
+  return [
+    {
+      id: 'admin-metrics',
+      pathPrefix: '/metrics',
+      host: undefined,
+      methods,
+      allowHeader: [...methods].join(', '),
+      bodyLimitBytes: 0,
+      authenticators: parts.authenticators,
+      challenge: CHALLENGE,
+      authorizer: new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects),
+      quota: undefined,
+      handler: new MetricsService(parts.metrics),
+      intake: undefined,
+      oauth: false,
+    },
+  ];
+}

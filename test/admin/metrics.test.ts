@@ -1,0 +1,149 @@
+// The admin listener and its Prometheus /metrics (issue #12, items 1 and 2 in part): its own port, admin credentials only
+// (an admin certificate identity, a scraper identity, or a token with gatehouse:admin), every admin request on record;
+// the scrape parsed with a Prometheus text-format parser after real traffic, counts matching what was sent, and labels
+// bounded under a flood of random paths and subjects.
+import { X509Certificate } from 'node:crypto';
+import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-text-format';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
+import type { TestGateway } from '../support/harness.js';
+import { addClient, basicAuth, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+
+let gw: TestGateway;
+let adminPort: number;
+let admin: TestClient;
+let reader: TestClient;
+
+beforeAll(async () => {
+  gw = await startIssuerGateway((base, certs) => {
+    const subject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
+    return { ...withIssuer(base), admin: { port: 0, subjects: [subject] } };
+  });
+  adminPort = gw.gateway.adminAddress?.port ?? 0;
+  admin = await addClient(gw, { scopes: ['gatehouse:admin'] });
+  reader = await addClient(gw, { scopes: ['echo:read'] });
+});
+afterAll(() => gw.stop());
+
+type Cert = TestGateway['certs']['client'];
+
+async function scrape(opts: { cert?: Cert; token?: string } = {}): Promise<{ status: number; type: string | undefined; text: string; requestId: string }> {
+  const res = await request(`https://127.0.0.1:${adminPort}/metrics`, {
+    dispatcher: gw.agent(opts.cert !== undefined ? { cert: opts.cert } : {}),
+    headers: opts.token !== undefined ? { authorization: `Bearer ${opts.token}` } : {},
+  });
+  return {
+    status: res.statusCode,
+    type: res.headers['content-type'] as string | undefined,
+    text: await res.body.text(),
+    requestId: String(res.headers['x-request-id']),
+  };
+}
+
+async function tokenOf(client: TestClient): Promise<string> {
+  const res = await request(`${gw.origin}/oauth2/token`, {
+    method: 'POST',
+    dispatcher: gw.agent(),
+    headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth(client.id, client.secret) },
+    body: 'grant_type=client_credentials',
+  });
+  return String(((await res.body.json()) as { access_token: string }).access_token);
+}
+
+async function get(path: string, headers: Record<string, string> = {}): Promise<number> {
+  const res = await request(`${gw.origin}${path}`, { dispatcher: gw.agent(), headers });
+  await res.body.dump();
+  return res.statusCode;
+}
+
+function family(families: readonly MetricFamily[], name: string): MetricFamily {
+  const found = families.find((f) => f.name === name);
+  if (found === undefined) throw new Error(`no ${name} in the scrape`);
+  return found;
+}
+
+/** The value of the sample of `name` whose labels include `labels` (0 when there is none). */
+function sampleValue(families: readonly MetricFamily[], name: string, labels: Record<string, string>): number {
+  const sample = family(families, name).metrics.find((m) => Object.entries(labels).every(([k, v]) => m.labels?.[k] === v));
+  return sample === undefined ? 0 : Number(sample.value ?? sample.count);
+}
+
+/**
+ * The `_count` of a histogram's series for `route`, read from the text itself: the parser keeps the buckets of a labelled
+ * histogram but drops its labels, sum and count.
+ */
+function histogramCount(text: string, name: string, route: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${name}_count{route="${route}"}`));
+  return line === undefined ? 0 : Number(line.split(' ').at(-1));
+}
+
+describe('the admin listener', () => {
+  it('listens on a port of its own, and refuses without a credential (401), with a non-admin certificate or token (403)', async () => {
+    expect(adminPort).toBeGreaterThan(0);
+    expect(adminPort).not.toBe(gw.port);
+    const none = await scrape();
+    expect(none.status).toBe(401);
+    expect((await scrape({ cert: gw.certs.dnsClient })).status).toBe(403);
+    expect((await scrape({ token: await tokenOf(reader) })).status).toBe(403);
+    expect((await scrape({ token: 'not.a.token' })).status).toBe(401);
+    // Only admin routes: the public ones are not served here.
+    const elsewhere = await request(`https://127.0.0.1:${adminPort}/public/x`, { dispatcher: gw.agent({ cert: gw.certs.client }) });
+    await elsewhere.body.dump();
+    expect(elsewhere.statusCode).toBe(404);
+    const records = await gw.auditRecords();
+    expect(records.find((r) => r.request_id === none.requestId)).toMatchObject({ route: 'admin-metrics', decision: 'deny', code: 'unauthenticated' });
+  });
+
+  it('serves /metrics to the admin certificate and to a token with gatehouse:admin, in the Prometheus text format', async () => {
+    const byCert = await scrape({ cert: gw.certs.client });
+    expect(byCert.status).toBe(200);
+    expect(byCert.type).toMatch(/^text\/plain; version=0\.0\.4/);
+    const byToken = await scrape({ token: await tokenOf(admin) });
+    expect(byToken.status).toBe(200);
+    const families = parsePrometheusTextFormat(byToken.text);
+    expect(family(families, 'gatehouse_requests_total').type).toBe('COUNTER');
+    expect(family(families, 'gatehouse_request_duration_seconds').type).toBe('HISTOGRAM');
+    expect(family(families, 'process_cpu_seconds_total').type).toBe('COUNTER');
+    const records = await gw.auditRecords();
+    expect(records.find((r) => r.request_id === byCert.requestId)).toMatchObject({ route: 'admin-metrics', decision: 'allow', auth_method: 'mtls' });
+  });
+});
+
+describe('gatehouse_requests_total and the latency histogram', () => {
+  it('count exactly the requests sent, by route, decision, stage and code', async () => {
+    const beforeText = (await scrape({ cert: gw.certs.client })).text;
+    const before = parsePrometheusTextFormat(beforeText);
+    const allowBefore = sampleValue(before, 'gatehouse_requests_total', { route: 'public', decision: 'allow' });
+    const denyBefore = sampleValue(before, 'gatehouse_requests_total', { route: 'api', decision: 'deny', stage: 'authn', code: 'unauthenticated' });
+    const durationBefore = histogramCount(beforeText, 'gatehouse_request_duration_seconds', 'public');
+    for (let i = 0; i < 7; i++) expect(await get(`/public/${i}`)).toBe(200);
+    for (let i = 0; i < 3; i++) expect(await get('/api/x')).toBe(401);
+    const afterText = (await scrape({ cert: gw.certs.client })).text;
+    const after = parsePrometheusTextFormat(afterText);
+    expect(sampleValue(after, 'gatehouse_requests_total', { route: 'public', decision: 'allow' }) - allowBefore).toBe(7);
+    expect(sampleValue(after, 'gatehouse_requests_total', { route: 'api', decision: 'deny', stage: 'authn', code: 'unauthenticated' }) - denyBefore).toBe(3);
+    expect(histogramCount(afterText, 'gatehouse_request_duration_seconds', 'public') - durationBefore).toBe(7);
+  });
+
+  it('keeps its labels bounded under a flood of random paths and subjects', async () => {
+    const series = (families: readonly MetricFamily[]): number => family(families, 'gatehouse_requests_total').metrics.length;
+    const before = series(parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text));
+    // One connection for the flood: the per-address limit on new connections is not what this test is about.
+    const agent = gw.agent();
+    for (let i = 0; i < 100; i++) {
+      const random = Math.random().toString(36).slice(2);
+      for (const [path, headers] of [
+        [`/${random}/${i}`, {}],
+        ['/api/x', { authorization: `Bearer ${random}.${random}.${random}` }],
+      ] as const) {
+        const res = await request(`${gw.origin}${path}`, { dispatcher: agent, headers });
+        await res.body.dump();
+      }
+    }
+    const text = (await scrape({ cert: gw.certs.client })).text;
+    // Two new series at most: the unmatched route's 404, and the bearer refusals.
+    expect(series(parsePrometheusTextFormat(text)) - before).toBeLessThanOrEqual(2);
+    expect(text).not.toMatch(/path=|subject=|client_ip=/);
+  });
+});
