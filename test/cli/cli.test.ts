@@ -56,6 +56,27 @@ describe('gatehouse CLI', () => {
     expect(result.stderr).toContain('routes');
   });
 
+  it('config check validates as serve would, without serving: 0 and a summary, or 78 with every problem (TLS files too)', () => {
+    const example = run(['config', 'check', '--json']);
+    expect(example.status, example.stderr).toBe(0);
+    expect(JSON.parse(example.stdout)).toMatchObject({ valid: true, routes: 4, issuer: true, admin: true, store: 'sqlite' });
+    const invalid = join(work, 'check-invalid.yaml');
+    writeFileSync(invalid, 'server: { port: 99999 }\nroutes: []\n');
+    const refused = run(['config', 'check', invalid]);
+    expect(refused.status).toBe(78);
+    expect(refused.stderr).toContain('server.port');
+    expect(refused.stderr).toContain('routes');
+    const missingTls = join(work, 'check-tls.yaml');
+    writeFileSync(
+      missingTls,
+      `tls: { cert: ${join(work, 'no-cert.pem')}, key: ${join(work, 'no-key.pem')} }\n` +
+        'routes:\n  - { id: p, match: { path_prefix: /p, methods: [GET] }, authn: [none], authz: { allow: anyone }, handler: { service: echo } }\n',
+    );
+    const tls = run(['config', 'check', missingTls, '--json']);
+    expect(tls.status).toBe(78);
+    expect(JSON.parse(tls.stdout)).toMatchObject({ valid: false, problems: [expect.stringMatching(/^tls\.cert .*no such file/)] });
+  });
+
   it('exits 78 for a missing config file and for YAML syntax errors', () => {
     expect(run(['serve', '--config', join(work, 'nope.yaml')]).status).toBe(78);
     const file = join(work, 'syntax.yaml');
