@@ -1,6 +1,7 @@
 // The gateway the bench and the profiler load: a realistic protected route (mTLS client certificate, deny-by-default
 // authz with a subject allow-list, a per-principal quota, the proxy, an audit record and an access-log line per request)
-// a bearer route (JWT verification, scope check, the same quota) and a DPoP route (the same, plus a fresh proof per request). Limits are raised so only the work is measured.
+// a bearer route (JWT verification, scope check, the same quota) and a DPoP route (the same, plus a fresh proof per request),
+// with Prometheus metrics on (an admin listener). Limits are raised so only the work is measured.
 import type { DevCertificatePaths } from '../src/tls/ca.js';
 
 export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: number, dataDir: string): Record<string, unknown> {
@@ -46,5 +47,7 @@ export function benchGatewayConfig(paths: DevCertificatePaths, upstreamPort: num
     ],
     data_dir: dataDir,
     log: { level: 'info', access: true },
+    // The full pipeline: metrics are collected (they are only when an admin listener serves them).
+    admin: { port: 0, subjects: ['spiffe://gatehouse.local/dev-client'] },
   };
 }

@@ -241,7 +241,9 @@ async function main(): Promise<void> {
     children.push(threeTargets.child);
     // All cores: the same gateway as a primary and two workers (limits counted by the primary, each worker its own chain).
     const workersConfig = join(work, 'workers.yaml');
-    writeFileSync(workersConfig, JSON.stringify({ ...JSON.parse(readFileSync(configFile, 'utf8')), audit: { instance: 'bench-workers' } }));
+    // The admin listener (metrics) runs with one worker only: the workers variant goes without it.
+    const { admin: _admin, ...single } = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, unknown>;
+    writeFileSync(workersConfig, JSON.stringify({ ...single, audit: { instance: 'bench-workers' } }));
     const workers = await startProcess([join(ROOT, 'dist/src/cli/main.js'), 'serve', '--config', workersConfig, '--workers', String(WORKERS)], portLine);
     children.push(workers.child);
     // Many distinct tokens, as real traffic has: each is verified once, then served from the verified-token cache.

@@ -11,15 +11,11 @@ const NO_ROUTE = '';
 /** Request durations, seconds: from a cached token check (sub-millisecond) to a slow upstream. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
-type Child = { inc(value?: number): void };
-
 export class GatewayMetrics implements DecisionObserver {
   readonly registry = new Registry();
   private readonly requests: Counter<'route' | 'decision' | 'stage' | 'code'>;
   private readonly duration: Histogram<'route'>;
   private readonly upstream: Counter<'route' | 'outcome'>;
-  /** Label children by their joined values: prom-client hashes the label set on every labels() call; this does it once. */
-  private readonly children = new Map<string, Child>();
 
   constructor() {
     const registers = [this.registry];
@@ -45,16 +41,10 @@ export class GatewayMetrics implements DecisionObserver {
     collectDefaultMetrics({ register: this.registry });
   }
 
+  // About a microsecond per request for both (prom-client hashes the label set on every update): under 1 % of the
+  // gateway's CPU per proxied request (bench/).
   onDecision(record: AuditRecord): void {
-    const route = record.route ?? NO_ROUTE;
-    const code = record.code ?? '';
-    const key = `${route}\u0000${record.decision}\u0000${record.stage}\u0000${code}`;
-    let child = this.children.get(key);
-    if (child === undefined) {
-      child = this.requests.labels({ route, decision: record.decision, stage: record.stage, code });
-      this.children.set(key, child);
-    }
-    child.inc();
+    this.requests.inc({ route: record.route ?? NO_ROUTE, decision: record.decision, stage: record.stage, code: record.code ?? '' });
   }
 
   onComplete(event: CompletionEvent): void {
