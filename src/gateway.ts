@@ -215,10 +215,17 @@ export class Gateway {
             log.info({ code, peer, request_id: requestId, status: answer?.status ?? null }, 'refused malformed or forbidden HTTP input');
             pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol });
           },
+          ...(metrics !== undefined
+            ? {
+                onHandshake: (version: string, protocol: string) => metrics.handshake('public', version, protocol),
+                onHandshakeFailure: (code: string | undefined) => metrics.handshakeFailed('public', code),
+              }
+            : {}),
         },
         worker?.ticketKeys,
         config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined,
       );
+      metrics?.countConnections('public', () => guard.liveConnections);
       const storeClientCa = config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined;
       const admin =
         metrics === undefined

@@ -75,11 +75,14 @@ export class AdminListener {
       log,
       {
         onParseError: (code, peer, requestId, answer, protocol) => pipeline.recordConnectionRefusal({ parserCode: code, peer, requestId, answer, protocol }),
+        onHandshake: (version, protocol) => parts.metrics.handshake('admin', version, protocol),
+        onHandshakeFailure: (code) => parts.metrics.handshakeFailed('admin', code),
       },
       undefined,
       parts.storeClientCa,
     );
     this.listener = listener;
+    parts.metrics.countConnections('admin', () => guard.liveConnections);
   }
 
   listen(): Promise<AddressInfo> {

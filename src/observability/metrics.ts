@@ -2,12 +2,16 @@
 // the process's own metrics, in one registry per gateway (never prom-client's global one), read by the admin listener's
 // /metrics. Labels are bounded by construction: route ids, stages, decisions and catalogue codes — never a path, subject,
 // address or token, so a flood of random requests adds counts, not series.
-import { Counter, collectDefaultMetrics, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { AuditRecord, CompletionEvent } from '../audit/event.js';
 import type { DecisionObserver } from '../pipeline/pipeline.js';
 
 /** The route label of a request no route matched (edge refusals, 404s). */
 const NO_ROUTE = '';
+/** The token endpoint's route id (issuer/issuer.ts): its allows are tokens issued. */
+const TOKEN_ROUTE = 'oauth-token';
+/** What a Node or OpenSSL error code looks like; anything else is not put in a label. */
+const ERROR_CODE = /^[A-Z][A-Z0-9_]{1,63}$/;
 /** Request durations, seconds: from a cached token check (sub-millisecond) to a slow upstream. */
 const DURATION_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 
@@ -16,6 +20,11 @@ export class GatewayMetrics implements DecisionObserver {
   private readonly requests: Counter<'route' | 'decision' | 'stage' | 'code'>;
   private readonly duration: Histogram<'route'>;
   private readonly upstream: Counter<'route' | 'outcome'>;
+  private readonly tokens: Counter;
+  private readonly handshakes: Counter<'listener' | 'version' | 'protocol'>;
+  private readonly handshakeFailures: Counter<'listener' | 'reason'>;
+  /** What the open-connections gauge reads at each scrape, per listener. */
+  private readonly connectionCounts = new Map<string, () => number>();
 
   constructor() {
     const registers = [this.registry];
@@ -38,13 +47,56 @@ export class GatewayMetrics implements DecisionObserver {
       labelNames: ['route', 'outcome'],
       registers,
     });
+    this.tokens = new Counter({
+      name: 'gatehouse_tokens_issued_total',
+      help: 'Access tokens issued by the token endpoint (refusals are gatehouse_requests_total{route="oauth-token",decision="deny"} by code).',
+      registers,
+    });
+    this.handshakes = new Counter({
+      name: 'gatehouse_tls_handshakes_total',
+      help: 'TLS handshakes completed, by listener (public, admin), protocol version and application protocol (ALPN).',
+      labelNames: ['listener', 'version', 'protocol'],
+      registers,
+    });
+    this.handshakeFailures = new Counter({
+      name: 'gatehouse_tls_handshake_failures_total',
+      help: 'TLS handshakes that failed, by listener and the reason Node reported (an OpenSSL error code, or other).',
+      labelNames: ['listener', 'reason'],
+      registers,
+    });
+    const counts = this.connectionCounts;
+    new Gauge({
+      name: 'gatehouse_open_connections',
+      help: 'Client connections open now, by listener.',
+      labelNames: ['listener'],
+      registers,
+      collect() {
+        for (const [listener, count] of counts) this.set({ listener }, count());
+      },
+    });
     collectDefaultMetrics({ register: this.registry });
+  }
+
+  /** The open-connections gauge of `listener` reads `count` at each scrape. */
+  countConnections(listener: 'public' | 'admin', count: () => number): void {
+    this.connectionCounts.set(listener, count);
+  }
+
+  handshake(listener: 'public' | 'admin', version: string, protocol: string): void {
+    // Both come from a fixed set (OpenSSL's version names, the ALPN protocols the listener offers).
+    this.handshakes.inc({ listener, version, protocol });
+  }
+
+  handshakeFailed(listener: 'public' | 'admin', code: string | undefined): void {
+    // Error codes are constants of Node and OpenSSL; anything else (or absent) is one label value.
+    this.handshakeFailures.inc({ listener, reason: code !== undefined && ERROR_CODE.test(code) ? code : 'other' });
   }
 
   // About a microsecond per request for both (prom-client hashes the label set on every update): under 1 % of the
   // gateway's CPU per proxied request (bench/).
   onDecision(record: AuditRecord): void {
     this.requests.inc({ route: record.route ?? NO_ROUTE, decision: record.decision, stage: record.stage, code: record.code ?? '' });
+    if (record.route === TOKEN_ROUTE && record.decision === 'allow') this.tokens.inc();
   }
 
   onComplete(event: CompletionEvent): void {

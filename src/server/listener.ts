@@ -33,6 +33,10 @@ export interface ListenerEvents {
    * the client, `answer` what it was sent (undefined: nothing, the connection was destroyed).
    */
   onParseError(code: string, peer: string, requestId: string, answer: RawAnswer | undefined, protocol: 'h1' | 'h2'): void;
+  /** A TLS handshake completed: its version (TLSv1.3, …) and the application protocol agreed (h2, http/1.1). */
+  onHandshake?(version: string, protocol: string): void;
+  /** A TLS handshake failed, with the error code Node gave (an OpenSSL reason such as ERR_SSL_NO_SHARED_CIPHER, ECONNRESET, …). */
+  onHandshakeFailure?(code: string | undefined): void;
 }
 
 export class Listener {
@@ -119,6 +123,7 @@ export class Listener {
     server.on('secureConnection', (socket: TLSSocket) => {
       // Belt and braces with SSL_OP_NO_RENEGOTIATION: a renegotiation attempt errors and the socket is destroyed (TLS-04).
       socket.disableRenegotiation();
+      this.events.onHandshake?.(socket.getProtocol() ?? 'unknown', socket.alpnProtocol === false ? 'none' : (socket.alpnProtocol ?? 'none'));
       const tagged = socket as TaggedSocket;
       tagged[CONNECTION_INFO] = describeConnection(socket);
       this.tlsSockets.add(tagged);
@@ -127,6 +132,7 @@ export class Listener {
     });
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       this.log.debug({ code: error.code, peer: socket.remoteAddress }, 'TLS handshake failed');
+      this.events.onHandshakeFailure?.(error.code);
       socket.destroy();
     });
     server.on('session', (session: ServerHttp2Session) => {

@@ -3,6 +3,7 @@
 // the scrape parsed with a Prometheus text-format parser after real traffic, counts matching what was sent, and labels
 // bounded under a flood of random paths and subjects.
 import { X509Certificate } from 'node:crypto';
+import { connect } from 'node:tls';
 import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-text-format';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -145,5 +146,40 @@ describe('gatehouse_requests_total and the latency histogram', () => {
     // Two new series at most: the unmatched route's 404, and the bearer refusals.
     expect(series(parsePrometheusTextFormat(text)) - before).toBeLessThanOrEqual(2);
     expect(text).not.toMatch(/path=|subject=|client_ip=/);
+  });
+});
+
+describe('connections, handshakes and tokens', () => {
+  it('count TLS handshakes by version and protocol, failed handshakes by reason, open connections and tokens issued', async () => {
+    const before = parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
+    const handshakesBefore = sampleValue(before, 'gatehouse_tls_handshakes_total', { listener: 'public', version: 'TLSv1.3', protocol: 'http/1.1' });
+    const failuresBefore = family(before, 'gatehouse_tls_handshake_failures_total').metrics.reduce((n, m) => n + Number(m.value), 0);
+    const tokensBefore = sampleValue(before, 'gatehouse_tokens_issued_total', {});
+
+    // One new connection (a new agent), one token, and a client that offers only TLS 1.1.
+    expect(await get('/public/x')).toBe(200);
+    await tokenOf(reader);
+    const old = connect({ host: '127.0.0.1', port: gw.port, maxVersion: 'TLSv1.1', minVersion: 'TLSv1', ca: gw.certs.ca, servername: 'localhost' });
+    // events.once would reject on the 'error' the refused handshake emits: the close is what is awaited.
+    await new Promise<void>((resolve) => {
+      old.on('error', () => undefined);
+      old.once('close', () => resolve());
+    });
+
+    const kept = gw.agent();
+    const open = await request(`${gw.origin}/public/kept`, { dispatcher: kept });
+    await open.body.dump();
+    const after = parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
+    // The /public request, the token request and the kept connection: three handshakes at least (the scrapes are on the admin listener).
+    expect(
+      sampleValue(after, 'gatehouse_tls_handshakes_total', { listener: 'public', version: 'TLSv1.3', protocol: 'http/1.1' }) - handshakesBefore,
+    ).toBeGreaterThanOrEqual(3);
+    const failures = family(after, 'gatehouse_tls_handshake_failures_total').metrics;
+    expect(failures.reduce((n, m) => n + Number(m.value), 0) - failuresBefore).toBeGreaterThanOrEqual(1);
+    expect(failures.every((m) => m.labels?.['listener'] === 'public' && /^([A-Z][A-Z0-9_]+|other)$/.test(m.labels?.['reason'] ?? ''))).toBe(true);
+    expect(sampleValue(after, 'gatehouse_tokens_issued_total', {}) - tokensBefore).toBe(1);
+    expect(sampleValue(after, 'gatehouse_open_connections', { listener: 'public' })).toBeGreaterThanOrEqual(1);
+    expect(sampleValue(after, 'gatehouse_open_connections', { listener: 'admin' })).toBeGreaterThanOrEqual(1);
+    await kept.close();
   });
 });
