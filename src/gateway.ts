@@ -5,7 +5,7 @@ import { basename, dirname } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import type { Logger } from 'pino';
 import type { AuditSink, OperationalEvent } from './audit/event.js';
-import { hash } from 'node:crypto';
+import { hash, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
 import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
@@ -226,6 +226,20 @@ export class Gateway {
         config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined,
       );
       metrics?.countConnections('public', () => guard.liveConnections);
+      if (metrics !== undefined) {
+        const { state } = audit;
+        if (state !== undefined) metrics.watchAudit(() => state.call(audit));
+        const served = listener;
+        metrics.watchCertificates(function* () {
+          yield ['server', served.certificateNotAfter] as const;
+          const clientCa = issuer?.clientCaCertificate;
+          if (clientCa !== undefined) yield ['client_ca', Date.parse(new X509Certificate(clientCa).validTo)] as const;
+        });
+        metrics.watchStores(function* () {
+          if (issuer !== undefined) yield ['credentials', issuer.storeAvailable] as const;
+          if (redis !== undefined) yield ['limiters', limiterStore.available] as const;
+        });
+      }
       const storeClientCa = config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined;
       const admin =
         metrics === undefined
@@ -402,7 +416,11 @@ class LimiterStoreReport {
     for (const [type, fields] of this.waiting.splice(0)) sink.event(type, fields);
   }
 
+  /** False from an outage's report until its recovery's. */
+  available = true;
+
   down(where: string, error: string): void {
+    this.available = false;
     this.record('limiter_store_unavailable', { redis: where, error });
     this.log.error(
       { redis: where, err: error },
@@ -411,6 +429,7 @@ class LimiterStoreReport {
   }
 
   up(where: string, downMs: number): void {
+    this.available = true;
     this.record('limiter_store_recovered', { redis: where, unavailable_ms: downMs });
     this.log.info({ redis: where, down_ms: downMs }, 'shared limiter store (Redis) reachable again: limits are counted across instances');
   }

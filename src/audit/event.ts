@@ -102,7 +102,15 @@ export interface AuditSink {
   flush(): Promise<void>;
   /** False while the log cannot take records and the policy is to fail closed: readiness reports it. */
   readonly ready: boolean;
+  /** Where the chain stands, for metrics: its last sequence number, records dropped (fail-open), bytes waiting for the disk. */
+  state?(): AuditState;
   close(): Promise<void>;
+}
+
+export interface AuditState {
+  readonly seq: number;
+  readonly dropped: number;
+  readonly queuedBytes: number;
 }
 
 export class AuditUnavailableError extends Error {

@@ -30,6 +30,7 @@ import {
   type AuditEvent,
   type AuditRecord,
   type AuditSink,
+  type AuditState,
   type CompletionEvent,
   type OperationalEvent,
 } from './event.js';
@@ -268,6 +269,10 @@ export class AuditLog implements AuditSink {
   /** The configuration that decides from the next record on (a reload). */
   setConfigVersion(version: string): void {
     this.configVersion = version;
+  }
+
+  state(): AuditState {
+    return { seq: this.seq, dropped: this.dropped, queuedBytes: this.queuedBytes };
   }
 
   event(type: OperationalEvent, fields: Readonly<Record<string, string | number | null>>): void {

@@ -295,6 +295,11 @@ export class Issuer {
     }
   }
 
+  /** False while the store's refreshes fail (the issuer serves from what it read last). */
+  get storeAvailable(): boolean {
+    return this.failingSince === undefined;
+  }
+
   /** The client CA certificate (PEM) the store holds now, if `gatehouse ca init` made one. */
   get clientCaCertificate(): string | undefined {
     return this.clientCa;

@@ -3,7 +3,7 @@
 // /metrics. Labels are bounded by construction: route ids, stages, decisions and catalogue codes — never a path, subject,
 // address or token, so a flood of random requests adds counts, not series.
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
-import type { AuditRecord, CompletionEvent } from '../audit/event.js';
+import type { AuditRecord, AuditState, CompletionEvent } from '../audit/event.js';
 import type { DecisionObserver } from '../pipeline/pipeline.js';
 
 /** The route label of a request no route matched (edge refusals, 404s). */
@@ -20,6 +20,7 @@ export class GatewayMetrics implements DecisionObserver {
   private readonly requests: Counter<'route' | 'decision' | 'stage' | 'code'>;
   private readonly duration: Histogram<'route'>;
   private readonly upstream: Counter<'route' | 'outcome'>;
+  private readonly upstreamFailures: Counter<'route' | 'code'>;
   private readonly tokens: Counter;
   private readonly handshakes: Counter<'listener' | 'version' | 'protocol'>;
   private readonly handshakeFailures: Counter<'listener' | 'reason'>;
@@ -45,6 +46,12 @@ export class GatewayMetrics implements DecisionObserver {
       name: 'gatehouse_upstream_requests_total',
       help: 'Forwarded requests by how they ended: responded, failed (the upstream failed), aborted (the client left) or not sent.',
       labelNames: ['route', 'outcome'],
+      registers,
+    });
+    this.upstreamFailures = new Counter({
+      name: 'gatehouse_upstream_failures_total',
+      help: "Admitted requests the gateway answered in the upstream's place, by route and code (upstream_unavailable, upstream_timeout, no_healthy_upstream, ...).",
+      labelNames: ['route', 'code'],
       registers,
     });
     this.tokens = new Counter({
@@ -77,6 +84,54 @@ export class GatewayMetrics implements DecisionObserver {
     collectDefaultMetrics({ register: this.registry });
   }
 
+  /** The audit chain's state, read at each scrape. */
+  watchAudit(state: () => AuditState): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, read: (s: AuditState) => number): void => {
+      new Gauge({
+        name,
+        help,
+        registers,
+        collect() {
+          this.set(read(state()));
+        },
+      });
+    };
+    gauge('gatehouse_audit_chain_seq', "Sequence number of the last record of this gateway's audit chain.", (s) => s.seq);
+    gauge('gatehouse_audit_dropped_records', 'Audit records dropped since start (audit.on_failure: fail-open only).', (s) => s.dropped);
+    gauge('gatehouse_audit_queued_bytes', 'Audit record bytes waiting for the disk.', (s) => s.queuedBytes);
+  }
+
+  /**
+   * `gatehouse_certificate_expiry_timestamp_seconds{certificate}`: when each certificate read at the scrape stops being
+   * valid (the server certificate, the store's client CA), so an alert can fire weeks before.
+   */
+  watchCertificates(read: () => Iterable<readonly [string, number]>): void {
+    new Gauge({
+      name: 'gatehouse_certificate_expiry_timestamp_seconds',
+      help: 'When a certificate the gateway uses expires (notAfter), Unix seconds: the server certificate, the client CA.',
+      labelNames: ['certificate'],
+      registers: [this.registry],
+      collect() {
+        this.reset();
+        for (const [certificate, notAfterMs] of read()) this.set({ certificate }, Math.floor(notAfterMs / 1000));
+      },
+    });
+  }
+
+  /** `gatehouse_store_up{store}`: 1 while the credential store or the shared limiter store answers, 0 while it does not. */
+  watchStores(read: () => Iterable<readonly [string, boolean]>): void {
+    new Gauge({
+      name: 'gatehouse_store_up',
+      help: 'Whether a store answers: the credential store (credentials), the shared limiter store (limiters, Redis).',
+      labelNames: ['store'],
+      registers: [this.registry],
+      collect() {
+        for (const [store, up] of read()) this.set({ store }, up ? 1 : 0);
+      },
+    });
+  }
+
   /** The open-connections gauge of `listener` reads `count` at each scrape. */
   countConnections(listener: 'public' | 'admin', count: () => number): void {
     this.connectionCounts.set(listener, count);
@@ -101,6 +156,7 @@ export class GatewayMetrics implements DecisionObserver {
 
   onComplete(event: CompletionEvent): void {
     this.duration.observe({ route: event.route }, event.duration_ms / 1000);
+    if (event.code !== null) this.upstreamFailures.inc({ route: event.route, code: event.code });
     if (event.upstream !== null) this.upstream.inc({ route: event.route, outcome: event.upstream });
   }
 

@@ -1,6 +1,6 @@
 // The TLS listener: one HTTP/2 server with HTTP/1.1 fallback, every protocol limit and timeout set, and graceful drain.
 // Flow: TCP accept → connection guard → TLS handshake (renegotiation off) → HTTP/1.1 or HTTP/2 → Ingress.
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { createSecureServer, type Http2SecureServer, type Http2ServerRequest, type Http2ServerResponse, type ServerHttp2Session } from 'node:http2';
 import type { IncomingMessage } from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
@@ -192,6 +192,11 @@ export class Listener {
   reloadCertificates(): void {
     this.material = readTlsMaterial(this.config.tls);
     this.applySecureContext();
+  }
+
+  /** When the server certificate in use (the last reload's) expires, epoch ms. */
+  get certificateNotAfter(): number {
+    return Date.parse(new X509Certificate(this.material.cert).validTo);
   }
 
   /** New handshakes also accept client certificates of this CA (the store's, once `gatehouse ca init` made it). */

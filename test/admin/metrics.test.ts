@@ -3,6 +3,7 @@
 // the scrape parsed with a Prometheus text-format parser after real traffic, counts matching what was sent, and labels
 // bounded under a flood of random paths and subjects.
 import { X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-text-format';
 import { request } from 'undici';
@@ -10,6 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
 import type { TestGateway } from '../support/harness.js';
 import { addClient, basicAuth, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+import { route } from '../support/routes.js';
 
 let gw: TestGateway;
 let adminPort: number;
@@ -19,7 +21,12 @@ let reader: TestClient;
 beforeAll(async () => {
   gw = await startIssuerGateway((base, certs) => {
     const subject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
-    return { ...withIssuer(base), admin: { port: 0, subjects: [subject] } };
+    // `/down` proxies to a port nothing listens on: every request there is answered by the gateway in the upstream's place.
+    return {
+      ...withIssuer(base, {}, [route('down', '/down', { to: 'down' })]),
+      upstreams: { down: { url: 'http://127.0.0.1:1' } },
+      admin: { port: 0, subjects: [subject] },
+    };
   });
   adminPort = gw.gateway.adminAddress?.port ?? 0;
   admin = await addClient(gw, { scopes: ['gatehouse:admin'] });
@@ -181,5 +188,21 @@ describe('connections, handshakes and tokens', () => {
     expect(sampleValue(after, 'gatehouse_open_connections', { listener: 'public' })).toBeGreaterThanOrEqual(1);
     expect(sampleValue(after, 'gatehouse_open_connections', { listener: 'admin' })).toBeGreaterThanOrEqual(1);
     await kept.close();
+  });
+});
+
+describe('the audit chain, certificates, stores and upstream failures', () => {
+  it("report the chain head, certificate expiry, store health and the requests answered in the upstream's place", async () => {
+    const before = parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
+    const seqBefore = sampleValue(before, 'gatehouse_audit_chain_seq', {});
+    expect(await get('/down/x')).toBe(502);
+    const after = parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
+    // The scrape itself, the /down allow and its completion: the chain moved on.
+    expect(sampleValue(after, 'gatehouse_audit_chain_seq', {})).toBeGreaterThan(seqBefore);
+    expect(sampleValue(after, 'gatehouse_audit_dropped_records', {})).toBe(0);
+    expect(sampleValue(after, 'gatehouse_upstream_failures_total', { route: 'down', code: 'upstream_unavailable' })).toBe(1);
+    const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(gw.certs.paths.serverCert)).validTo) / 1000);
+    expect(sampleValue(after, 'gatehouse_certificate_expiry_timestamp_seconds', { certificate: 'server' })).toBe(notAfter);
+    expect(sampleValue(after, 'gatehouse_store_up', { store: 'credentials' })).toBe(1);
   });
 });
