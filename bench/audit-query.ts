@@ -87,6 +87,7 @@ export async function benchAuditQuery(gatewayCpuUs: number): Promise<void> {
       now = START + Math.floor(i * step);
       log.append({
         request_id: `r-${i}`,
+        trace_id: null,
         method: 'GET',
         path: '/api/items',
         raw_target: '/api/items?page=2',

@@ -27,7 +27,7 @@ function list(values: readonly string[] | null): string {
 export function encodeDecision(r: Omit<AuditRecord, 'hash'>): string {
   return (
     `{"seq":${num(r.seq)},"ts":${text(r.ts)},"type":"decision","instance":${text(r.instance)},"boot_id":${text(r.boot_id)},"config":${text(r.config)}` +
-    `,"request_id":${text(r.request_id)},"method":${text(r.method)},"path":${text(r.path)},"raw_target":${text(r.raw_target)},"route":${text(r.route)}` +
+    `,"request_id":${text(r.request_id)},"trace_id":${text(r.trace_id)},"method":${text(r.method)},"path":${text(r.path)},"raw_target":${text(r.raw_target)},"route":${text(r.route)}` +
     `,"protocol":${text(r.protocol)},"client_ip":${text(r.client_ip)},"peer_ip":${text(r.peer_ip)},"decision":${text(r.decision)},"stage":${text(r.stage)}` +
     `,"code":${text(r.code)},"reason":${text(r.reason)},"status":${num(r.status)},"subject":${text(r.subject)},"auth_method":${text(r.auth_method)}` +
     `,"cert_thumbprint":${text(r.cert_thumbprint)},"client_id":${text(r.client_id)},"jti":${text(r.jti)},"scopes":${list(r.scopes)},"prev":${text(r.prev)}}`

@@ -5,6 +5,8 @@ export type DecisionStage = 'edge' | 'pre-auth-quota' | 'intake' | 'authn' | 'au
 
 export interface AuditEvent {
   readonly request_id: string;
+  /** The W3C trace id (a trusted proxy's traceparent, or made by the gateway and sent upstream); null below the request level. */
+  readonly trace_id: string | null;
   readonly method: string;
   /** Canonical path when the target parsed; else null. */
   readonly path: string | null;

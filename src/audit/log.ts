@@ -240,6 +240,7 @@ export class AuditLog implements AuditSink {
       boot_id: this.bootId,
       config: this.configVersion,
       request_id: event.request_id,
+      trace_id: event.trace_id,
       method: event.method,
       path: event.path,
       raw_target: event.raw_target.length > RAW_TARGET_MAX ? event.raw_target.slice(0, RAW_TARGET_MAX) : event.raw_target,

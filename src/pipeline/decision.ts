@@ -39,6 +39,8 @@ export interface DecisionAbout {
   readonly protocol: 'h1' | 'h2';
   readonly clientAddress: string;
   readonly peerAddress: string;
+  /** The W3C trace id the request belongs to; null for a refusal below the request level. */
+  readonly traceId: string | null;
 }
 
 /** What the client was answered: the code it received (problem `code` or OAuth `error`), the reason and the status. */
@@ -61,6 +63,7 @@ export function decisionRecord(
 ): AuditEvent {
   return {
     request_id: about.requestId,
+    trace_id: about.traceId,
     method: about.method,
     path: about.path,
     raw_target: redactTarget(about.rawTarget),
@@ -98,6 +101,7 @@ export function aboutRequest(request: RequestContext): DecisionAbout {
     protocol: request.connection.protocol,
     clientAddress: request.connection.clientAddress,
     peerAddress: request.connection.peerAddress,
+    traceId: request.trace.traceId,
   };
 }
 

@@ -38,6 +38,7 @@ export interface ProbeRequest {
   readonly method: string;
   readonly path: string;
   readonly connection: ClientConnection;
+  readonly traceId: string;
 }
 
 /** What the edge knew about a request it refused before the pipeline ran. */
@@ -47,6 +48,7 @@ export interface EdgeRefusal {
   readonly path: string | undefined;
   readonly routeId: string | undefined;
   readonly connection: ClientConnection;
+  readonly traceId: string;
 }
 
 /** A refusal below the request level: what the listener saw and what it answered (undefined: the socket was destroyed). */
@@ -188,6 +190,7 @@ export class Pipeline {
       protocol: refusal.connection.protocol,
       clientAddress: refusal.connection.clientAddress,
       peerAddress: refusal.connection.peerAddress,
+      traceId: refusal.traceId,
     };
     this.recordRefusal(decisionRecord(about, 'deny', error === edgeError ? 'edge' : 'pre-auth-quota', refusalOutcome(error), undefined), exchange.requestId);
     sendProblem(exchange, error, { close });
@@ -203,7 +206,7 @@ export class Pipeline {
       // An edge refusal like a route's 405, with the same pre-auth budget.
       const error = new GatewayError('method_not_allowed', { reason: 'probe answers GET and HEAD', headers: { allow: 'GET, HEAD' } });
       void this.refuseAtEdge(
-        { method: probe.method, rawTarget: probe.path, path: probe.path, routeId: undefined, connection: probe.connection },
+        { method: probe.method, rawTarget: probe.path, path: probe.path, routeId: undefined, connection: probe.connection, traceId: probe.traceId },
         exchange,
         error,
         false,
@@ -226,6 +229,8 @@ export class Pipeline {
       protocol,
       clientAddress: peer,
       peerAddress: peer,
+      // Below the request level: no request, no trace.
+      traceId: null,
     };
     // What the client was sent; a connection destroyed unanswered has no status, and the parser's code is the reason.
     const outcome: DecisionOutcome = { code: answer?.code ?? 'bad_request', reason: parserCode, status: answer?.status ?? null };

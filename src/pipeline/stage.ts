@@ -82,9 +82,17 @@ export interface ClientConnection {
 /** Parameters of an application/x-www-form-urlencoded body, in order; a repeated name keeps every value. */
 export type FormParams = ReadonlyMap<string, readonly string[]>;
 
+/** A request's W3C trace context (lib/trace-context.ts makes it): a trusted proxy's, or one made by the gateway. */
+export interface RequestTrace {
+  readonly traceId: string;
+  readonly flags: string;
+  readonly state: string | undefined;
+}
+
 /** A request that passed the edge: framing validated, target canonicalized, route matched. */
 export interface RequestContext {
   readonly id: string;
+  readonly trace: RequestTrace;
   readonly startedAt: number;
   readonly method: string;
   /** Lower-case host without port, validated. */

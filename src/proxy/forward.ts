@@ -10,6 +10,7 @@ import { abortResponse, clientGone, securityHeaders, sendProblem } from '../serv
 import { clientResponseHeaders, upstreamRequestHeaders } from './headers.js';
 import type { Target } from './targets.js';
 import type { Upstream } from './upstream.js';
+import { newSpanId, traceparentFor } from '../lib/trace-context.js';
 
 type UpstreamHeaders = Parameters<NonNullable<Dispatcher.DispatchHandler['onResponseStart']>>[2];
 
@@ -121,6 +122,8 @@ export class ProxyHandler implements Forwarder {
         forwardedFor: this.forwardedFor(request, req.headers['x-forwarded-for']),
         forwardedHost: request.authority,
         requestId: request.id,
+        traceparent: traceparentFor(request.trace, newSpanId()),
+        tracestate: request.trace.state,
         contentLength: request.contentLength,
         identity:
           principal.method === 'anonymous'

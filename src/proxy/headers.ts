@@ -89,6 +89,9 @@ export function upstreamRequestHeaders(
     forwardedFor: string;
     forwardedHost: string;
     requestId: string;
+    /** The W3C traceparent (and a trusted proxy's tracestate) the upstream receives instead of the client's. */
+    traceparent: string;
+    tracestate: string | undefined;
     identity: ForwardedIdentity | undefined;
     contentLength: number | undefined;
   },
@@ -99,7 +102,7 @@ export function upstreamRequestHeaders(
     const value = client[name];
     if (value === undefined || name.charCodeAt(0) === 0x3a /* ':' */) continue;
     if (HOP_BY_HOP.has(name) || CLIENT_CLAIMS.has(name) || listed?.has(name) === true) continue;
-    if (name === 'host' || name === 'content-length' || name === 'expect') continue;
+    if (name === 'host' || name === 'content-length' || name === 'expect' || name === 'traceparent' || name === 'tracestate') continue;
     // Whole families are removed by prefix: proxies and auth sidecars invent new members (x-forwarded-client-cert,
     // x-forwarded-email, x-auth-request-user, ...) and an exact list would always miss one.
     if (name.startsWith('x-forwarded-') || name.startsWith('x-auth-request-') || name.startsWith('x-authenticated-') || name.startsWith(plan.identityPrefix))
@@ -114,6 +117,8 @@ export function upstreamRequestHeaders(
   out['x-forwarded-proto'] = 'https';
   out['x-forwarded-host'] = set.forwardedHost;
   out['x-request-id'] = set.requestId;
+  out['traceparent'] = set.traceparent;
+  if (set.tracestate !== undefined) out['tracestate'] = set.tracestate;
   if (set.identity !== undefined) {
     const p = plan.identityPrefix;
     out[`${p}subject`] = set.identity.subject;

@@ -3,7 +3,7 @@
 import { isIP } from 'node:net';
 import type { Config } from '../config/schema.js';
 import { GatewayError } from '../errors/catalogue.js';
-import type { ClientConnection, RequestContext } from '../pipeline/stage.js';
+import type { ClientConnection, RequestContext, RequestTrace } from '../pipeline/stage.js';
 import type { ServerRequest } from '../pipeline/stage.js';
 import { parseRequestTarget } from './request-target.js';
 import type { Router } from './router.js';
@@ -57,7 +57,15 @@ export function parseAuthority(authority: string): string | undefined {
   return host.endsWith('.') ? host.slice(0, -1) : host;
 }
 
-export function checkRequest(req: ServerRequest, id: string, connection: ClientConnection, router: Router, limits: EdgeLimits, startedAt: number): EdgeResult {
+export function checkRequest(
+  req: ServerRequest,
+  id: string,
+  trace: RequestTrace,
+  connection: ClientConnection,
+  router: Router,
+  limits: EdgeLimits,
+  startedAt: number,
+): EdgeResult {
   const method = req.method ?? '';
   const rawTarget = req.url ?? '';
   let path: string | undefined;
@@ -166,6 +174,7 @@ export function checkRequest(req: ServerRequest, id: string, connection: ClientC
     ok: true,
     context: {
       id,
+      trace,
       startedAt,
       method,
       host,

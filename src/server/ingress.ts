@@ -12,6 +12,7 @@ import { answerBodyDeadline } from './exchange.js';
 import type { HttpExchange, ServerReply, ServerRequest } from '../pipeline/stage.js';
 import { newRequestId } from './request-id.js';
 import type { Router } from './router.js';
+import { traceOf } from '../lib/trace-context.js';
 
 /** Per-connection facts computed once after the handshake and stored on the TLS socket. */
 export const CONNECTION_INFO = Symbol('gatehouse.connection');
@@ -116,17 +117,24 @@ export class Ingress {
       });
     }
 
-    const edge = checkRequest(req, requestId, connection, this.router, this.options.limits, startedAt);
+    // Only a trusted proxy may name the trace a request belongs to; anyone else's traceparent is replaced.
+    const trusted = this.options.trustedProxies !== undefined && isTrusted(this.options.trustedProxies, info.peerAddress);
+    const trace = traceOf(req.headers.traceparent, req.headers.tracestate, trusted);
+    const edge = checkRequest(req, requestId, trace, connection, this.router, this.options.limits, startedAt);
     if (!edge.ok) {
       if (this.accessLog !== undefined) logged = { path: edge.partial.path, route: edge.partial.routeId };
-      void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection }, exchange, edge.error, edge.close);
+      void this.options.pipeline.refuseAtEdge({ ...edge.partial, connection, traceId: trace.traceId }, exchange, edge.error, edge.close);
       return;
     }
     // Probes pass the same edge checks as every request (a duplicate Host or 150 headers are refused here too); their
     // answers are neither logged nor audited: a load balancer asks every few seconds.
     if ('probe' in edge) {
       const path = edge.probe === 'liveness' ? '/healthz' : '/readyz';
-      this.options.pipeline.answerProbe({ kind: edge.probe, method: req.method ?? '', path, connection }, exchange, this.options.isReady());
+      this.options.pipeline.answerProbe(
+        { kind: edge.probe, method: req.method ?? '', path, connection, traceId: trace.traceId },
+        exchange,
+        this.options.isReady(),
+      );
       return;
     }
     if (this.accessLog !== undefined) logged = { path: edge.context.path, route: edge.context.route.id };

@@ -23,6 +23,7 @@ const decision: fc.Arbitrary<Omit<AuditRecord, 'hash'>> = fc.record({
   boot_id: anyText,
   config: maybe(anyText),
   request_id: anyText,
+  trace_id: maybe(anyText),
   method: anyText,
   path: maybe(anyText),
   raw_target: anyText,

@@ -62,7 +62,7 @@ async function pipelineServer(stages: { authenticator: Authenticator | Authentic
   const server = createServer((req, res) => {
     const exchange: HttpExchange = { req, res, requestId: 'req-1', protocol: 'h1', isHead: false, closeAfterResponse: () => false };
     const connection = { peerAddress: '127.0.0.1', clientAddress: '127.0.0.1', limitKey: '127.0.0.1', protocol: 'h1' as const, peerCertificate: undefined };
-    const edge = checkRequest(req, 'req-1', connection, router, limits, 0);
+    const edge = checkRequest(req, 'req-1', { traceId: '4bf92f3577b34da6a3ce929d0e0e4736', flags: '00', state: undefined }, connection, router, limits, 0);
     if (!edge.ok || !('context' in edge)) throw new Error('unexpected edge refusal or probe');
     void pipeline.run(edge.context, exchange);
   });

@@ -403,6 +403,7 @@ export async function writeSignedLog(
 export function auditEvent(i: number, extra: Partial<AuditEvent> = {}): AuditEvent {
   return {
     request_id: `req-${i}`,
+    trace_id: null,
     method: 'GET',
     path: '/x',
     raw_target: '/x',
