@@ -34,6 +34,8 @@ export interface RecordFilter {
   readonly decision?: 'allow' | 'deny';
   readonly status?: number;
   readonly requestId?: string;
+  /** The W3C trace id (decision records carry it): every request of one trace, across instances. */
+  readonly traceId?: string;
 }
 
 /** A record as read back (JSON values, checked for the fields a query looks at). */
@@ -80,13 +82,14 @@ export function* queryRecords(
     filter.subject !== undefined ? `"subject":${JSON.stringify(filter.subject)}` : undefined,
     filter.route !== undefined ? `"route":${JSON.stringify(filter.route)}` : undefined,
     filter.requestId !== undefined ? `"request_id":${JSON.stringify(filter.requestId)}` : undefined,
+    filter.traceId !== undefined ? `"trace_id":${JSON.stringify(filter.traceId)}` : undefined,
     filter.status !== undefined ? `"status":${filter.status},` : undefined,
     // The prefix without its closing quote: the path may go on.
     filter.path !== undefined ? `"path":${JSON.stringify(filter.path).slice(0, -1)}` : undefined,
   ].filter((needle): needle is string => needle !== undefined);
   // An aggregate is a count of refusals: it never says "decision", and only a deny query (or none) wants it.
   const decisionNeedle = filter.decision !== undefined ? `"decision":"${filter.decision}"` : undefined;
-  const aggregatesWanted = filter.decision !== 'allow' && filter.requestId === undefined && filter.path === undefined;
+  const aggregatesWanted = filter.decision !== 'allow' && filter.requestId === undefined && filter.traceId === undefined && filter.path === undefined;
   /** instance + request id of each allow yielded whose completion is still ahead. */
   const awaited = new Set<string>();
 
@@ -174,6 +177,7 @@ function matches(record: DecisionLine, filter: RecordFilter): boolean {
     (filter.route === undefined || record['route'] === filter.route) &&
     (filter.path === undefined || underPath(record['path'], filter.path)) &&
     (filter.requestId === undefined || record['request_id'] === filter.requestId) &&
+    (filter.traceId === undefined || record['trace_id'] === filter.traceId) &&
     (filter.decision === undefined || decision === filter.decision) &&
     (filter.status === undefined || record['status'] === filter.status)
   );

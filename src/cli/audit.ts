@@ -94,6 +94,7 @@ export function registerAuditCommands(program: Command, ctx: AuditCommandContext
     .option('--decision <allow|deny>', 'allow or deny', parseDecision)
     .option('--status <code>', 'the HTTP status sent', parseStatus)
     .option('--request-id <id>', 'one request')
+    .option('--trace-id <id>', 'the requests of one W3C trace (32 hex digits)')
     .option('--instance <id>', 'one chain')
     .option('--json', 'print JSON lines, one record each')
     .addHelpText('after', QUERY_HELP)

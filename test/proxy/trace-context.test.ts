@@ -4,6 +4,8 @@
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startGateway, startUpstream, type TestGateway, type TestUpstream } from '../support/harness.js';
+import { join } from 'node:path';
+import { runCli } from '../support/cli.js';
 import { route } from '../support/routes.js';
 
 const TRACEPARENT = /^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$/;
@@ -86,6 +88,17 @@ describe('a trusted proxy', () => {
     expect(upstream.flags).toBe('01');
     expect(upstream.state).toBe('vendor=abc');
     expect(await traceOnRecord(gw, sent.requestId)).toBe(SENT_TRACE);
+    // The operator's way in: every request of the trace, by its id.
+    const second = await send(gw, '/app/y', { traceparent: SENT });
+    await gw.gateway.audit.flush();
+    const found = runCli(['audit', 'query', '--dir', join(gw.dataDir, 'audit'), '--trace-id', SENT_TRACE, '--json']);
+    expect(found.status, found.stderr).toBe(0);
+    const records = found.stdout
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as { type: string; request_id: string });
+    // Each allow comes with the completion record of what was sent.
+    expect(records.filter((r) => r.type === 'decision').map((r) => r.request_id)).toEqual([sent.requestId, second.requestId]);
   });
 
   it('a malformed traceparent starts a new trace: another version, an all-zero id, upper-case hex, a wrong length', async () => {
