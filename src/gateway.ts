@@ -68,6 +68,19 @@ export function workerInstance(instance: string, worker: number): string {
   return `${instance.slice(0, 64 - suffix.length)}${suffix}`;
 }
 
+/** The admin listener could not bind: its address, so the message names it rather than the public listener's. */
+export class AdminListenError extends Error {
+  constructor(
+    readonly host: string,
+    readonly port: number,
+    readonly code: string | undefined,
+    cause: unknown,
+  ) {
+    super(`admin listener: ${cause instanceof Error ? cause.message : String(cause)}`, { cause });
+    this.name = 'AdminListenError';
+  }
+}
+
 /** Shared between the gateway and its ingress: set once stop() begins. */
 interface Lifecycle {
   stopping: boolean;
@@ -280,7 +293,8 @@ export class Gateway {
       } catch (error) {
         // Nothing was served yet: the public listener does not stay bound behind a failed start.
         await this.listener.drain(0);
-        throw error;
+        const at = this.config.admin;
+        throw new AdminListenError(at?.host ?? '', at?.port ?? 0, (error as NodeJS.ErrnoException).code, error);
       }
       this.log.info({ host: this.#adminAddress.address, port: this.#adminAddress.port }, 'admin listener');
     }

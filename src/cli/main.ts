@@ -13,13 +13,14 @@ import { ConfigError, configFromText, readConfigText, type ConfigOverrides } fro
 import { restartOnlyChanges } from '../config/reload.js';
 import type { Config } from '../config/schema.js';
 import { MAX_WORKERS } from '../config/edge.js';
-import { Gateway } from '../gateway.js';
+import { AdminListenError, Gateway } from '../gateway.js';
 import { DirectoryError } from '../lib/make-directory.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../lib/key-encryption.js';
 import { SigningKeyError } from '../issuer/signing-key.js';
 import { StoreError } from '../store/contract.js';
 import { initDevCertificates } from '../tls/ca.js';
 import { readTlsMaterial, TlsFileError } from '../tls/context.js';
+import { reloadRunningGateway, writePidFile } from './reload.js';
 import { adminActor } from '../audit/admin-log.js';
 import { AuditKeyError } from '../audit/audit-key.js';
 import { AuditLogError } from '../audit/event.js';
@@ -258,6 +259,8 @@ async function serve(options: { config: string; port?: number; adminPort?: numbe
     supervise({
       workers,
       configText,
+      // The primary is what `gatehouse reload` signals: it passes SIGHUP on to every worker.
+      onUp: () => writePidFile(config),
       rereadConfig: () => {
         const text = readConfigText(options.config);
         try {
@@ -353,13 +356,16 @@ async function serve(options: { config: string; port?: number; adminPort?: numbe
   try {
     await gateway.start();
     started = true;
+    // What `gatehouse reload` signals: written once up, so a start that fails leaves nothing behind in data_dir.
+    if (role === undefined) writePidFile(config);
     destination.flush();
   } catch (error) {
     // Nothing is served: the store and the audit chain (its lock) are closed before the process exits.
     await gateway.abandon().catch((closing: unknown) => log.error({ err: (closing as Error).message }, 'closing after a failed start failed'));
     // Only what listen() reports is read as a listen failure: the same codes from opening files mean something else.
     const code = (error as NodeJS.ErrnoException).code;
-    const listen = code === undefined ? undefined : listenFailure(config.server.host, config.server.port, code);
+    const at = error instanceof AdminListenError ? error : config.server;
+    const listen = code === undefined ? undefined : listenFailure(at.host, at.port, code);
     if (listen !== undefined) fail(listen, EXIT.failure);
     startFailed(error);
   }
@@ -382,6 +388,34 @@ async function serve(options: { config: string; port?: number; adminPort?: numbe
   }
   // A stop asked for during start-up (a signal, the log output closed) is carried out now that there is something to drain.
   if (stopRequest !== undefined) stop(stopRequest.exitCode, stopRequest.fields);
+}
+
+/**
+ * `gatehouse reload`: checks the file as `config check` does (an invalid one is never sent), signals the gateway running
+ * on its data directory, and reports what the gateway recorded: reloaded (0), refused (1, the configuration in force
+ * stays), no gateway running (66), no answer in time (69).
+ */
+async function reloadCommand(options: { config: string; data?: string; timeout: number }): Promise<void> {
+  const url = databaseUrl();
+  const redis = redisUrl();
+  let config: Config;
+  try {
+    config = configFromText(readConfigText(options.config), options.config, {
+      ...(url !== undefined ? { databaseUrl: url } : {}),
+      ...(redis !== undefined ? { redisUrl: redis } : {}),
+      ...(options.data !== undefined ? { dataDir: options.data } : {}),
+    });
+    if (!config.tls.dev_certificates) readTlsMaterial(config.tls);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(`${error.message}\nnot reloaded: the configuration in force stays`, EXIT.config);
+    if (error instanceof TlsFileError) fail(`TLS file ${error.message}; not reloaded: the configuration in force stays`, EXIT.config);
+    throw error;
+  }
+  const result = await reloadRunningGateway(config, options.timeout);
+  if (result.outcome === 'no_gateway') fail(result.reason, EXIT.noInput);
+  if (result.outcome === 'no_answer') fail(`the gateway recorded no reload within ${options.timeout / 1000}s (see its log)`, EXIT.unavailable);
+  if (result.outcome === 'refused') fail(`reload refused: ${result.problems}; the configuration in force stays`, EXIT.failure);
+  process.stdout.write(`reloaded ${options.config}: ${JSON.stringify(result.fields)}\n`);
 }
 
 /**
@@ -474,6 +508,23 @@ export function buildProgram(): Command {
     .option('-w, --workers <n>', `worker processes serving the port, 1 to ${MAX_WORKERS} or auto (overrides server.workers)`, parseWorkers)
     .addHelpText('after', SERVE_HELP)
     .action(serve);
+
+  program
+    .command('reload')
+    .description('reload the running gateway on this data directory (SIGHUP) with the config file, after checking it, and report the outcome')
+    .option('-c, --config <file>', 'YAML configuration file', DEFAULT_CONFIG)
+    .option('-d, --data <dir>', 'data directory (overrides data_dir)')
+    .option(
+      '--timeout <seconds>',
+      'how long to wait for the outcome',
+      (value: string) => {
+        const seconds = Number(value);
+        if (!Number.isInteger(seconds) || seconds < 1 || seconds > 300) throw new InvalidArgumentError('must be 1 to 300');
+        return seconds * 1000;
+      },
+      10_000,
+    )
+    .action(reloadCommand);
 
   program
     .command('config')

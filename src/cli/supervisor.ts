@@ -29,6 +29,8 @@ export interface SupervisorOptions {
   readonly log: Logger;
   /** How long workers may take to drain after SIGTERM before they are killed. */
   readonly drainLimitMs: number;
+  /** Once every worker listens (the gateway is up). */
+  readonly onUp?: () => void;
   /** Ends the primary (logs flushed) with this code. */
   readonly exit: (code: number) => void;
   /** Exit codes: `failure` when a worker failed its drain; `killed` for workers that keep dying, or one that failed to start, by a signal. */
@@ -171,6 +173,7 @@ export function supervise(options: SupervisorOptions): void {
       if (!up && listened.size === count) {
         up = true;
         log.info({ host: address.address, port: address.port, workers: count }, 'gatehouse listening');
+        options.onUp?.();
       }
     });
     worker.once('exit', (code, signal) => {

@@ -238,6 +238,11 @@ describe('gatehouse CLI', () => {
       const result = run(['serve', '--config', writeConfig('busy2.yaml', certDir), '--port', String(first.port)]);
       expect(result.status).toBe(1);
       expect(result.stderr).toMatch(/EADDRINUSE/);
+      // The admin listener's port taken: the message names that port, not the public one, and nothing stays bound.
+      const admin = { subjects: ['spiffe://gatehouse.local/dev-client'], port: first.port };
+      const adminBusy = run(['serve', '--config', writeConfig('busy3.yaml', certDir, `admin: ${JSON.stringify(admin)}\n`)]);
+      expect(adminBusy.status).toBe(1);
+      expect(adminBusy.stderr).toBe(`gatehouse: cannot listen on 127.0.0.1:${first.port} (EADDRINUSE: address already in use by another process)\n`);
     } finally {
       first.child.kill('SIGTERM');
     }
