@@ -99,6 +99,7 @@ interface GatewayParts {
   readonly redis: RedisConnection | undefined;
   readonly worker: number | undefined;
   readonly admin: AdminListener | undefined;
+  readonly metrics: GatewayMetrics | undefined;
 }
 
 export class Gateway {
@@ -120,6 +121,7 @@ export class Gateway {
   private readonly worker: number | undefined;
   /** The admin listener and the metrics it serves, when `admin` is configured. */
   private readonly admin: AdminListener | undefined;
+  private readonly metrics: GatewayMetrics | undefined;
 
   private constructor(parts: GatewayParts) {
     this.current = parts.config;
@@ -133,6 +135,7 @@ export class Gateway {
     this.redis = parts.redis;
     this.worker = parts.worker;
     this.admin = parts.admin;
+    this.metrics = parts.metrics;
   }
 
   /** The configuration in force (the last reload's, or the one the gateway started with). */
@@ -267,7 +270,7 @@ export class Gateway {
         if (issuer?.clientCaCertificate === undefined)
           log.warn('tls.store_client_ca: the store has no client CA yet (gatehouse ca init); no client certificate verifies until it does');
       }
-      return new Gateway({ config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker: worker?.number, admin });
+      return new Gateway({ config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker: worker?.number, admin, metrics });
     } catch (error) {
       // Nothing was bound yet; the store and the audit chain (its lock) must not stay open behind a failed start.
       await routing?.destroy();
@@ -361,12 +364,14 @@ export class Gateway {
           quotas_changed: names(change.quotasChanged),
         };
         this.audit.event('config_reloaded', fields);
+        this.metrics?.reload('reloaded');
         this.log.info(fields, 'configuration reloaded');
         return change;
       } catch (error) {
         // Whatever went wrong, a reload never takes the gateway down: the table in force was not touched.
         const problems = error instanceof ConfigError ? error.problems : [(error as Error).message];
         this.audit.event('config_reload_refused', { problems: problems.join('; ') });
+        this.metrics?.reload('refused');
         this.log.error({ problems }, 'configuration not reloaded; the configuration in force stays');
         return undefined;
       }

@@ -22,6 +22,7 @@ export class GatewayMetrics implements DecisionObserver {
   private readonly upstream: Counter<'route' | 'outcome'>;
   private readonly upstreamFailures: Counter<'route' | 'code'>;
   private readonly tokens: Counter;
+  private readonly reloads: Counter<'outcome'>;
   private readonly handshakes: Counter<'listener' | 'version' | 'protocol'>;
   private readonly handshakeFailures: Counter<'listener' | 'reason'>;
   /** What the open-connections gauge reads at each scrape, per listener. */
@@ -57,6 +58,12 @@ export class GatewayMetrics implements DecisionObserver {
     this.tokens = new Counter({
       name: 'gatehouse_tokens_issued_total',
       help: 'Access tokens issued by the token endpoint (refusals are gatehouse_requests_total{route="oauth-token",decision="deny"} by code).',
+      registers,
+    });
+    this.reloads = new Counter({
+      name: 'gatehouse_config_reloads_total',
+      help: 'Configuration reloads (SIGHUP, gatehouse reload), by outcome: reloaded, or refused (the configuration in force stays).',
+      labelNames: ['outcome'],
       registers,
     });
     this.handshakes = new Counter({
@@ -130,6 +137,10 @@ export class GatewayMetrics implements DecisionObserver {
         for (const [store, up] of read()) this.set({ store }, up ? 1 : 0);
       },
     });
+  }
+
+  reload(outcome: 'reloaded' | 'refused'): void {
+    this.reloads.inc({ outcome });
   }
 
   /** The open-connections gauge of `listener` reads `count` at each scrape. */

@@ -9,7 +9,8 @@ import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-t
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
-import type { TestGateway } from '../support/harness.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import type { TestCertificates, TestGateway } from '../support/harness.js';
 import { addClient, basicAuth, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
 import { route } from '../support/routes.js';
 
@@ -18,16 +19,18 @@ let adminPort: number;
 let admin: TestClient;
 let reader: TestClient;
 
+/** `/down` proxies to a port nothing listens on: every request there is answered by the gateway in the upstream's place. */
+function configure(base: ConfigInput, certs: TestCertificates): ConfigInput {
+  const subject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
+  return {
+    ...withIssuer(base, {}, [route('down', '/down', { to: 'down' })]),
+    upstreams: { down: { url: 'http://127.0.0.1:1' } },
+    admin: { port: 0, subjects: [subject] },
+  };
+}
+
 beforeAll(async () => {
-  gw = await startIssuerGateway((base, certs) => {
-    const subject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
-    // `/down` proxies to a port nothing listens on: every request there is answered by the gateway in the upstream's place.
-    return {
-      ...withIssuer(base, {}, [route('down', '/down', { to: 'down' })]),
-      upstreams: { down: { url: 'http://127.0.0.1:1' } },
-      admin: { port: 0, subjects: [subject] },
-    };
-  });
+  gw = await startIssuerGateway(configure);
   adminPort = gw.gateway.adminAddress?.port ?? 0;
   admin = await addClient(gw, { scopes: ['gatehouse:admin'] });
   reader = await addClient(gw, { scopes: ['echo:read'] });
@@ -204,5 +207,17 @@ describe('the audit chain, certificates, stores and upstream failures', () => {
     const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(gw.certs.paths.serverCert)).validTo) / 1000);
     expect(sampleValue(after, 'gatehouse_certificate_expiry_timestamp_seconds', { certificate: 'server' })).toBe(notAfter);
     expect(sampleValue(after, 'gatehouse_store_up', { store: 'credentials' })).toBe(1);
+  });
+});
+
+describe('configuration reloads', () => {
+  it('are counted by outcome: reloaded, and refused (a change only a restart can make)', async () => {
+    const count = async (outcome: string): Promise<number> =>
+      sampleValue(parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text), 'gatehouse_config_reloads_total', { outcome });
+    const [reloaded, refused] = [await count('reloaded'), await count('refused')];
+    expect(await gw.reload(configure)).toBeDefined();
+    expect(await gw.reload((base, certs) => ({ ...configure(base, certs), limits: { ...base.limits, max_connections: 5 } }))).toBeUndefined();
+    expect((await count('reloaded')) - reloaded).toBe(1);
+    expect((await count('refused')) - refused).toBe(1);
   });
 });
