@@ -35,7 +35,7 @@ import { ensureSigningKey } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
 import { KID_SHAPE } from './signing-key.js';
 import { RevocationSet } from './revocations.js';
-import { CertificateRenewalEndpoint, RENEWAL_BODY_LIMIT_BYTES, type CertificateIssued } from './renewal.js';
+import { CertificateRenewalEndpoint, RENEWAL_BODY_LIMIT_BYTES, RENEWALS_PER_HOUR, type CertificateIssued } from './renewal.js';
 import { TokenSigner } from './tokens.js';
 
 export interface IssuerDeps {
@@ -206,7 +206,8 @@ export class Issuer {
       get('oauth-jwks', ISSUER_PATHS.jwks, new JwksEndpoint(ctx)),
     ];
     if (parts.storeClientCa) {
-      const renewal = new CertificateRenewalEndpoint(store, kek, (event) => this.onEvent(event), now);
+      const renewals = limiters.rate({ keyPrefix: 'cert-renewal', points: RENEWALS_PER_HOUR, durationS: 3600 }, 'degrade');
+      const renewal = new CertificateRenewalEndpoint(store, kek, (event) => this.onEvent(event), now, renewals);
       endpoints.push({
         id: 'certificate-renewal',
         path: ISSUER_PATHS.renewCertificate,

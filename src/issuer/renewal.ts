@@ -8,9 +8,13 @@ import { CsrError, csrPem, csrRequestedNames } from '../tls/client-ca.js';
 import { GatewayError, type ErrorCode } from '../errors/catalogue.js';
 import type { KeyEncryptionKey } from '../lib/key-encryption.js';
 import type { AuthenticatedRequest, RequestBody, Service, ServiceResult } from '../pipeline/stage.js';
+import { consumePoint } from '../quota/rate.js';
+import type { Window } from '../quota/backend.js';
 import type { CredentialStore } from '../store/contract.js';
 import { issueForClient, openClientCa } from './client-ca-store.js';
 
+/** Renewals one client may make per hour (counted where every instance counts, when limits are shared). */
+export const RENEWALS_PER_HOUR = 6;
 /** A PEM CSR of an RSA-4096 key is under 2 KiB; anything near this is not a CSR. */
 export const RENEWAL_BODY_LIMIT_BYTES = 16_384;
 const MIN_TTL_S = 300;
@@ -39,6 +43,8 @@ export class CertificateRenewalEndpoint implements Service {
     private readonly kek: KeyEncryptionKey,
     private readonly report: (event: CertificateIssued) => void,
     private readonly now: () => number,
+    /** Issuances per client (RENEWALS_PER_HOUR): a holder cannot make the CA sign, and the store record, without end. */
+    private readonly renewals: Window,
   ) {}
 
   async serve(request: AuthenticatedRequest, body: RequestBody): Promise<ServiceResult> {
@@ -73,6 +79,8 @@ export class CertificateRenewalEndpoint implements Service {
     // The same lifetime as the certificate renewed (its notBefore was back-dated by the clock skew allowance).
     const lifetimeS = Math.round((record.notAfter - record.notBefore - CLOCK_SKEW_MS) / 1000);
     const ttlS = Math.min(MAX_TTL_S, Math.max(MIN_TTL_S, lifetimeS));
+    const budget = await consumePoint(this.renewals, client.id, 'certificate-renewals');
+    if (!budget.allowed) return { outcome: 'refused', error: budget.error };
     const ca = await openClientCa(this.store, this.kek);
     let issued: Awaited<ReturnType<typeof issueForClient>>;
     try {

@@ -14,7 +14,8 @@ export function memoryLimiter(rate: DeepReadonly<RateConfig>, keyPrefix: string)
 }
 
 /** Consumes one point; a limited key becomes a 429 with Retry-After = ceil(msBeforeNext / 1000) (RL-01). */
-async function consumePoint(limiter: Window, key: string, quotaName: string): Promise<QuotaDecision> {
+/** One point of `limiter` for `key`: allowed, or a 429 refusal with Retry-After naming `quotaName` for the operator. */
+export async function consumePoint(limiter: Window, key: string, quotaName: string): Promise<QuotaDecision> {
   try {
     await limiter.consume(key);
     return ALLOWED;

@@ -12,6 +12,7 @@ import { decodeJwt } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { initClientCa, issueForClient, openClientCa } from '../../src/issuer/client-ca-store.js';
+import { RENEWALS_PER_HOUR } from '../../src/issuer/renewal.js';
 import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
 import type { Client } from '../../src/store/contract.js';
 import { type CertificateAndKey, issueClientCertificate } from '../../src/tls/ca.js';
@@ -247,6 +248,27 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
     expect(moved.status).toBe(403);
     expect(await reasonOf(moved)).toBe('client identity changed since the certificate was issued');
     await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, tlsClientAuthSubject: IDENTITY })));
+  });
+});
+
+describe('the renewal budget', () => {
+  it('lets one client renew six times an hour, then answers 429 with Retry-After, and issues nothing more', async () => {
+    const identity = 'spiffe://gatehouse.test/busy';
+    const busy = await addClient(gw, { scopes: ['echo:read'], tlsClientAuthSubject: identity });
+    const holder = await withStore(gw, async (store) => {
+      const ca = await openClientCa(store, kek());
+      const issued = await issueForClient(store, ca, (await readClient(gw, busy.id)) as Client, { ttlS: 3600, now: Date.now() });
+      return { certPem: issued.certPem, keyPem: issued.keyPem ?? '' };
+    });
+    const { csr } = opensslCsr();
+    for (let i = 0; i < RENEWALS_PER_HOUR; i++) expect((await renew(holder, csr)).status, `renewal ${i + 1}`).toBe(200);
+    const records = async (): Promise<number> => (await withStore(gw, (store) => store.listIssuedCertificates())).filter((c) => c.clientId === busy.id).length;
+    const before = await records();
+    const refused = await renew(holder, csr);
+    expect(refused.status).toBe(429);
+    expect(Number(refused.headers['retry-after'])).toBeGreaterThan(0);
+    expect(await reasonOf(refused)).toBe('quota certificate-renewals');
+    expect(await records()).toBe(before);
   });
 });
 
