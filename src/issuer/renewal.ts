@@ -43,7 +43,7 @@ export class CertificateRenewalEndpoint implements Service {
     private readonly kek: KeyEncryptionKey,
     private readonly report: (event: CertificateIssued) => void,
     private readonly now: () => number,
-    /** Issuances per client (RENEWALS_PER_HOUR): a holder cannot make the CA sign, and the store record, without end. */
+    /** Issuances per client (RENEWALS_PER_HOUR): a holder cannot make the CA sign, or the store grow, without end. */
     private readonly renewals: Window,
   ) {}
 
