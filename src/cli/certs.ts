@@ -114,11 +114,10 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
     writeOutput(ctx, options.out, OUTPUT_FILES.cert, issued.certPem, 0o644);
     writeOutput(ctx, options.out, OUTPUT_FILES.ca, ca.certPem, 0o644);
     // The same certificate and key in one PKCS#12 file for the tools that want one, under a password shown only now.
-    const p12Password = issued.keyPem === undefined ? undefined : randomBytes(18).toString('base64url');
-    if (issued.keyPem !== undefined && p12Password !== undefined) {
-      writeOutput(ctx, options.out, OUTPUT_FILES.key, issued.keyPem, 0o600);
-      writeOutput(ctx, options.out, OUTPUT_FILES.p12, pkcs12(issued.certPem, issued.keyPem, p12Password, `${client.id} (${issued.identity.value})`), 0o600);
-    }
+    // With a CSR the file holds the certificate alone: the key stays with its holder.
+    const p12Password = randomBytes(18).toString('base64url');
+    if (issued.keyPem !== undefined) writeOutput(ctx, options.out, OUTPUT_FILES.key, issued.keyPem, 0o600);
+    writeOutput(ctx, options.out, OUTPUT_FILES.p12, pkcs12(issued.certPem, issued.keyPem, p12Password, `${client.id} (${issued.identity.value})`), 0o600);
     const view = {
       serial: issued.serial,
       client_id: client.id,
@@ -126,19 +125,17 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
       thumbprint: issued.thumbprint,
       not_before: issued.notBefore.toISOString(),
       not_after: issued.notAfter.toISOString(),
-      files: [OUTPUT_FILES.cert, OUTPUT_FILES.ca, ...(issued.keyPem !== undefined ? [OUTPUT_FILES.key, OUTPUT_FILES.p12] : [])].map((name) =>
+      files: [OUTPUT_FILES.cert, OUTPUT_FILES.ca, OUTPUT_FILES.p12, ...(issued.keyPem !== undefined ? [OUTPUT_FILES.key] : [])].map((name) =>
         path.join(options.out, name),
       ),
-      p12_password: p12Password ?? null,
+      p12_password: p12Password,
     };
     if (options.json === true) return printJson(view);
     print(`certificate ${view.serial} for client ${printable(client.id)} (${printable(view.subject)}), valid until ${view.not_after}`);
     print(`written to ${printable(options.out)}: ${view.files.map((file) => path.basename(file)).join(', ')}`);
-    if (p12Password !== undefined) {
-      print(`${OUTPUT_FILES.p12} password: ${p12Password}`);
+    print(`${OUTPUT_FILES.p12} password: ${p12Password} (shown only now)`);
+    if (issued.keyPem !== undefined)
       print('key.pem and client.p12 hold the only copy of the private key (mode 0600): Gatehouse keeps only the certificate record.');
-      print('The PKCS#12 password is shown only now.');
-    }
   });
 }
 
@@ -239,7 +236,7 @@ export function registerCertificateCommands(program: Command, ctx: AdminContext)
     .requiredOption('--client <id>', 'the client the certificate is for', parseClientId)
     .requiredOption(
       '--out <dir>',
-      `directory to write ${OUTPUT_FILES.cert}, ${OUTPUT_FILES.ca} and (without --csr) ${OUTPUT_FILES.key} and ${OUTPUT_FILES.p12} into (made 0700)`,
+      `directory to write ${OUTPUT_FILES.cert}, ${OUTPUT_FILES.ca}, ${OUTPUT_FILES.p12} and (without --csr) ${OUTPUT_FILES.key} into (made 0700)`,
     )
     .option('--ttl <duration>', 'lifetime, 5m to 366d (default 24h)', parseCertificateTtl)
     .option('--csr <file>', 'PEM certificate request: the certificate is for its key (only the key is used), and no key is written')

@@ -115,18 +115,21 @@ function dataContentInfo(content: Buffer): Buffer {
 }
 
 /**
- * A PKCS#12 file holding `certPem` and its PKCS#8 `keyPem`, the key encrypted and the file MAC-protected under `password`.
- * `friendlyName` labels both bags (what a keychain shows).
+ * A PKCS#12 file holding `certPem` and, when given, its PKCS#8 `keyPkcs8Pem` (encrypted), the file MAC-protected under
+ * `password`. `friendlyName` labels the bags (what a keychain shows).
  */
-export function pkcs12(certPem: string, keyPkcs8Pem: string, password: string, friendlyName: string): Buffer {
+export function pkcs12(certPem: string, keyPkcs8Pem: string | undefined, password: string, friendlyName: string): Buffer {
   const certDer = new X509Certificate(certPem).raw;
-  const keyDer = Buffer.from(keyPkcs8Pem.replace(/-----(BEGIN|END) PRIVATE KEY-----/g, '').replace(/\s+/g, ''), 'base64');
   // The key and the certificate are paired by this id (the certificate's SHA-1, as OpenSSL does).
   const localKeyId = createHash('sha1').update(certDer).digest();
   const attributes = set(seq(oid(OID.friendlyName), set(tlv(0x1e, bmp(friendlyName, false)))), seq(oid(OID.localKeyId), set(octets(localKeyId))));
   const certBag = seq(oid(OID.certBag), explicit0(seq(oid(OID.x509Certificate), explicit0(octets(certDer)))), attributes);
-  const keyBag = seq(oid(OID.pkcs8ShroudedKeyBag), explicit0(encryptedKeyInfo(keyDer, password)), attributes);
-  const authenticatedSafe = seq(dataContentInfo(seq(certBag)), dataContentInfo(seq(keyBag)));
+  const contents = [dataContentInfo(seq(certBag))];
+  if (keyPkcs8Pem !== undefined) {
+    const keyDer = Buffer.from(keyPkcs8Pem.replace(/-----(BEGIN|END) PRIVATE KEY-----/g, '').replace(/\s+/g, ''), 'base64');
+    contents.push(dataContentInfo(seq(seq(oid(OID.pkcs8ShroudedKeyBag), explicit0(encryptedKeyInfo(keyDer, password)), attributes))));
+  }
+  const authenticatedSafe = seq(...contents);
   const macSalt = randomBytes(16);
   const macKey = pkcs12Kdf(password, macSalt, 3, ITERATIONS, 32);
   const mac = createHmac('sha256', macKey).update(authenticatedSafe).digest();

@@ -76,7 +76,7 @@ interface Issued {
   readonly not_before: string;
   readonly not_after: string;
   readonly files: readonly string[];
-  readonly p12_password: string | null;
+  readonly p12_password: string;
 }
 
 let clientId = '';
@@ -179,10 +179,13 @@ describe('gatehouse certs issue', () => {
     ]);
     expect(made.status, made.stderr).toBe(0);
     const issued = json<Issued>(['certs', 'issue', '--client', clientId, '--out', out, '--csr', csrFile, '--ttl', '2h']);
-    expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem']);
-    expect(issued.p12_password).toBeNull();
+    expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem', 'client.p12']);
     expect(existsSync(join(out, 'key.pem'))).toBe(false);
-    expect(existsSync(join(out, 'client.p12'))).toBe(false);
+    // The PKCS#12 file holds the certificate alone: the key never left its holder.
+    const p12 = openssl(['pkcs12', '-in', join(out, 'client.p12'), '-passin', `pass:${issued.p12_password}`, '-nodes']);
+    expect(p12.status, p12.stderr).toBe(0);
+    expect(p12.stdout).toContain('BEGIN CERTIFICATE');
+    expect(p12.stdout).not.toContain('PRIVATE KEY');
     const cert = new X509Certificate(readFileSync(join(out, 'cert.pem')));
     expect(cert.subjectAltName).toBe(`URI:${IDENTITY}`);
     expect(cert.subject).not.toContain('admin');
