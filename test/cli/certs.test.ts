@@ -8,6 +8,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { opensslCsr } from '../support/csr.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
 
 const ROOT = join(import.meta.dirname, '../..');
@@ -155,29 +156,13 @@ describe('gatehouse certs issue', () => {
     expect(Buffer.from(cert.publicKey.export({ format: 'der', type: 'spki' })).equals(key)).toBe(true);
   });
 
-  it("with --csr, certifies the CSR's key under the client's identity (its requested subject and SANs ignored) and writes no key", () => {
+  it("with --csr, certifies the CSR's key under the client's identity (its requested subject and SANs ignored) and writes no key", async () => {
     const out = join(work, 'csr');
     mkdirSync(join(work, 'csr-input'));
-    const keyFile = join(work, 'csr-input', 'key.pem');
-    const csrFile = join(work, 'csr-input', 'req.pem');
-    const made = openssl([
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      csrFile,
-      '-subj',
-      '/CN=admin',
-      '-addext',
-      'subjectAltName=URI:spiffe://gatehouse.test/admin',
-    ]);
-    expect(made.status, made.stderr).toBe(0);
+    const { csrFile, keyFile } = await opensslCsr(join(work, 'csr-input'), 'req', {
+      subject: '/CN=admin',
+      extensions: ['subjectAltName=URI:spiffe://gatehouse.test/admin'],
+    });
     const issued = json<Issued>(['certs', 'issue', '--client', clientId, '--out', out, '--csr', csrFile, '--ttl', '2h']);
     expect(issued.files.map((file) => file.slice(out.length + 1)).sort()).toEqual(['ca.pem', 'cert.pem', 'client.p12']);
     expect(existsSync(join(out, 'key.pem'))).toBe(false);

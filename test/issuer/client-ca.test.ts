@@ -2,10 +2,10 @@
 // CA once `ca init` made it (picked up while running), certificates it issues authenticate at mtls routes and at the token
 // endpoint (tls_client_auth) at once, and a revoked certificate is refused on its next request, inside its validity, on a
 // connection that was already open too — at mtls routes, at the token endpoint, and as the key of a cert-bound token.
-import { execFile, spawnSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { X509Certificate, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { decodeJwt } from 'jose';
@@ -21,6 +21,7 @@ import { pkcs12 } from '../../src/tls/pkcs12.js';
 import type { IssuedClientCertificate } from '../../src/tls/client-ca.js';
 import type { TestGateway } from '../support/harness.js';
 import { addClient, readClient, send, startIssuerGateway, withIssuer, withStore, type OAuthResponse, type TestClient } from '../support/issuer.js';
+import { opensslCsr } from '../support/csr.js';
 import { route } from '../support/routes.js';
 
 const IDENTITY = 'spiffe://gatehouse.test/billing';
@@ -131,32 +132,12 @@ describe('a revoked certificate (certs revoke)', () => {
 
 let csrCount = 0;
 /** A fresh P-256 key and its CSR made by `openssl req` (as a client would), asking for `san` when given. */
-function opensslCsr(san?: string): { readonly csr: string; readonly keyPem: string } {
-  const n = ++csrCount;
-  const keyFile = join(work, `key-${n}.pem`);
-  const csrFile = join(work, `req-${n}.pem`);
-  const made = spawnSync(
-    'openssl',
-    [
-      'req',
-      '-new',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-keyout',
-      keyFile,
-      '-out',
-      csrFile,
-      '-subj',
-      '/CN=renewal',
-      ...(san !== undefined ? ['-addext', `subjectAltName=${san}`] : []),
-    ],
-    { encoding: 'utf8', timeout: 20_000 },
-  );
-  if (made.status !== 0) throw new Error(made.stderr);
-  return { csr: readFileSync(csrFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') };
+async function clientCsr(san?: string): Promise<{ readonly csr: string; readonly keyPem: string }> {
+  const made = await opensslCsr(work, `renewal-${++csrCount}`, {
+    subject: '/CN=renewal',
+    ...(san !== undefined ? { extensions: [`subjectAltName=${san}`] } : {}),
+  });
+  return { csr: made.csrPem, keyPem: made.keyPem };
 }
 
 function renew(cert: CertificateAndKey | undefined, csr: string, contentType = 'application/pkcs10'): Promise<OAuthResponse> {
@@ -172,7 +153,7 @@ function renew(cert: CertificateAndKey | undefined, csr: string, contentType = '
 describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
   it('gives a holder of a valid certificate a fresh one for its CSR key, with the same identity and lifetime, recorded and audited', async () => {
     const current = await issue();
-    const { csr, keyPem } = opensslCsr(`URI:${IDENTITY}`);
+    const { csr, keyPem } = await clientCsr(`URI:${IDENTITY}`);
     const res = await renew(current, csr);
     expect(res.status, res.text).toBe(200);
     expect(res.headers['cache-control']).toBe('no-store');
@@ -207,18 +188,18 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
   it('refuses a CSR asking for another identity (400), and anything but application/pkcs10 (415); nothing is issued', async () => {
     const current = await issue();
     const before = (await withStore(gw, (store) => store.listIssuedCertificates())).length;
-    const other = await renew(current, opensslCsr('URI:spiffe://gatehouse.test/admin').csr);
+    const other = await renew(current, (await clientCsr('URI:spiffe://gatehouse.test/admin')).csr);
     expect(other.status).toBe(400);
     expect(await reasonOf(other)).toBe('CSR asks for another identity');
-    const twoNames = await renew(current, opensslCsr(`URI:${IDENTITY},DNS:billing.example`).csr);
+    const twoNames = await renew(current, (await clientCsr(`URI:${IDENTITY},DNS:billing.example`)).csr);
     expect(twoNames.status).toBe(400);
     expect((await renew(current, 'not a csr')).status).toBe(400);
-    expect((await renew(current, opensslCsr().csr, 'text/plain')).status).toBe(415);
+    expect((await renew(current, (await clientCsr()).csr, 'text/plain')).status).toBe(415);
     expect((await withStore(gw, (store) => store.listIssuedCertificates())).length).toBe(before);
   });
 
   it('refuses a revoked certificate, an expired one, one the CA signed but never recorded, no certificate, and a client whose identity changed', async () => {
-    const { csr } = opensslCsr();
+    const { csr } = await clientCsr();
     const revoked = await issue();
     await withStore(gw, (store) => store.revokeCertificate(revoked.serial.toLowerCase(), Date.now()));
     await expect.poll(async () => (await renew(revoked, csr)).status, { timeout: 10_000 }).toBe(401);
@@ -260,7 +241,7 @@ describe('the renewal budget', () => {
       const issued = await issueForClient(store, ca, (await readClient(gw, busy.id)) as Client, { ttlS: 3600, now: Date.now() });
       return { certPem: issued.certPem, keyPem: issued.keyPem ?? '' };
     });
-    const { csr } = opensslCsr();
+    const { csr } = await clientCsr();
     for (let i = 0; i < RENEWALS_PER_HOUR; i++) expect((await renew(holder, csr)).status, `renewal ${i + 1}`).toBe(200);
     const records = async (): Promise<number> => (await withStore(gw, (store) => store.listIssuedCertificates())).filter((c) => c.clientId === busy.id).length;
     const before = await records();
@@ -285,7 +266,7 @@ describe('unmodified clients: curl and openssl', () => {
 
     writeFileSync(join(work, 'current.pem'), current.certPem);
     writeFileSync(join(work, 'current-key.pem'), current.keyPem);
-    const { csr } = opensslCsr();
+    const { csr } = await clientCsr();
     writeFileSync(join(work, 'renew.csr'), csr);
     const renewed = await curl(
       'curl',

@@ -1,20 +1,18 @@
 // The client-certificate authority's issuing step (issue #11 item 4, first part): certificates for a CSR made by `openssl
 // req` (only its key is used: never its subject, SANs or extensions) or for a key made here; refused CSRs; and an issued
 // certificate authenticating at a real gateway that trusts the CA.
-import { execFile } from 'node:child_process';
 import { X509Certificate, createPrivateKey, createPublicKey } from 'node:crypto';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority, type CertificateAndKey } from '../../src/tls/ca.js';
 import { CsrError, issueClientCertificateFor } from '../../src/tls/client-ca.js';
 import { certificateThumbprintSha256 } from '../../src/lib/thumbprint.js';
 import { removeDir, startGateway, type TestGateway } from '../support/harness.js';
+import { opensslCsr, type MadeCsr } from '../support/csr.js';
 import { route } from '../support/routes.js';
 
-const run = promisify(execFile);
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-client-ca-'));
 let ca: CertificateAndKey;
 afterAll(() => removeDir(work));
@@ -23,34 +21,20 @@ beforeAll(async () => {
   ca = await createCertificateAuthority({ commonName: 'Gatehouse Client CA (test)' });
 });
 
-/** A CSR from `openssl req`: a fresh key, and the subject and SAN an attacker would like to have. */
-async function opensslCsr(name: string, newkey: string[]): Promise<{ csrPem: string; keyPem: string }> {
-  const keyFile = join(work, `${name}-key.pem`);
-  const csrFile = join(work, `${name}.csr`);
-  await run('openssl', [
-    'req',
-    '-new',
-    ...newkey,
-    '-nodes',
-    '-keyout',
-    keyFile,
-    '-out',
-    csrFile,
-    '-subj',
-    '/CN=admin',
-    '-addext',
-    'subjectAltName=URI:spiffe://evil.example/admin',
-    '-addext',
-    'basicConstraints=critical,CA:TRUE',
-  ]);
-  return { csrPem: readFileSync(csrFile, 'utf8'), keyPem: readFileSync(keyFile, 'utf8') };
+/** A CSR from `openssl req`: a fresh key, and the subject, SAN and CA flag an attacker would like to have. */
+function attackerCsr(name: string, newkey: readonly string[]): Promise<MadeCsr> {
+  return opensslCsr(work, name, {
+    newkey,
+    subject: '/CN=admin',
+    extensions: ['subjectAltName=URI:spiffe://evil.example/admin', 'basicConstraints=critical,CA:TRUE'],
+  });
 }
 
 const EC = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1'];
 
 describe('issuing client certificates', () => {
   it('for a CSR: only its key is used — the identity, usage, CA flag and lifetime are the CA’s', async () => {
-    const { csrPem, keyPem } = await opensslCsr('ec', EC);
+    const { csrPem, keyPem } = await attackerCsr('ec', EC);
     const issued = await issueClientCertificateFor(ca, { identity: { kind: 'uri', value: 'spiffe://gatehouse.local/billing' }, ttlS: 86_400, csrPem });
     expect(issued.keyPem).toBeUndefined();
     const cert = new X509Certificate(issued.certPem);
@@ -79,13 +63,13 @@ describe('issuing client certificates', () => {
   });
 
   it('refuses a CSR whose signature does not verify, a weak key, garbage, and a lifetime out of range', async () => {
-    const { csrPem } = await opensslCsr('tampered', EC);
+    const { csrPem } = await attackerCsr('tampered', EC);
     // One byte of the signed request changed: the self-signature no longer proves the key.
     const der = Buffer.from(csrPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, ''), 'base64');
     // A bit of the signature's last integer: the DER stays well-formed, the signature no longer matches.
     der[der.length - 5] = (der[der.length - 5] ?? 0) ^ 0x01;
     const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString('base64').replace(/.{1,64}/g, '$&\n')}-----END CERTIFICATE REQUEST-----\n`;
-    const { csrPem: weak } = await opensslCsr('rsa1024', ['-newkey', 'rsa:1024']);
+    const { csrPem: weak } = await attackerCsr('rsa1024', ['-newkey', 'rsa:1024']);
     const identity = { kind: 'uri', value: 'spiffe://gatehouse.local/x' } as const;
     for (const [label, bad] of [
       ['tampered', tampered],
@@ -114,7 +98,7 @@ describe('an issued certificate at a gateway that trusts the CA', () => {
   afterAll(() => gw.stop());
 
   it('authenticates with the identity the CA gave it, not the one its CSR asked for', async () => {
-    const { csrPem, keyPem } = await opensslCsr('e2e', EC);
+    const { csrPem, keyPem } = await attackerCsr('e2e', EC);
     const issued = await issueClientCertificateFor(ca, { identity: { kind: 'uri', value: 'spiffe://gatehouse.local/billing' }, ttlS: 3600, csrPem });
     const res = await gw
       .agent({ cert: { certPem: issued.certPem, keyPem } })
