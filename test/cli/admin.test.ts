@@ -1,6 +1,7 @@
 // `gatehouse clients …` and `gatehouse keys …` against a real store: the built CLI is spawned; the store file is opened
 // directly only after the CLI process has exited.
 import { client as clientRow } from '../support/store-fixtures.js';
+import { adminCli } from '../support/cli.js';
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir, userInfo } from 'node:os';
@@ -64,28 +65,7 @@ describe('gatehouse init, and admin commands on a store that does not exist', ()
   });
 });
 
-interface Result {
-  status: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function run(args: string[], env: Record<string, string> = {}): Result {
-  const { GATEHOUSE_MASTER_KEY: _ignored, ...inherited } = process.env;
-  const result = spawnSync(process.execPath, [CLI, ...args, '--config', configFile], { encoding: 'utf8', timeout: 20_000, env: { ...inherited, ...env } });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function ok(args: string[]): string {
-  const result = run(args);
-  expect(result.stderr).toBe('');
-  expect(result.status).toBe(0);
-  return result.stdout;
-}
-
-function json<T>(args: string[]): T {
-  return JSON.parse(ok([...args, '--json'])) as T;
-}
+const { run, ok, json } = adminCli(configFile);
 
 async function storedClient(id: string): Promise<Client | undefined> {
   const store = SqliteCredentialStore.open(dbFile);

@@ -8,11 +8,10 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readRecords } from '../../src/audit/read.js';
 import { SqliteCredentialStore } from '../../src/store/sqlite.js';
+import { adminCli, type CliResult } from '../support/cli.js';
 import { opensslCsr } from '../support/csr.js';
 import { initDevCertificates } from '../../src/tls/ca.js';
 
-const ROOT = join(import.meta.dirname, '../..');
-const CLI = join(ROOT, 'dist/src/cli/main.js');
 const work = mkdtempSync(join(tmpdir(), 'gatehouse-certs-'));
 const dataDir = join(work, 'data');
 const configFile = join(work, 'gatehouse.yaml');
@@ -32,31 +31,10 @@ beforeAll(async () => {
   expect(run(['init']).status).toBe(0);
 });
 
-interface Result {
-  readonly status: number | null;
-  readonly stdout: string;
-  readonly stderr: string;
-}
+const { run, ok, json } = adminCli(configFile);
 
-function run(args: string[]): Result {
-  const { GATEHOUSE_MASTER_KEY: _ignored, ...env } = process.env;
-  const result = spawnSync(process.execPath, [CLI, ...args, '--config', configFile], { encoding: 'utf8', timeout: 20_000, env });
-  return { status: result.status, stdout: result.stdout, stderr: result.stderr };
-}
-
-function ok(args: string[]): string {
-  const result = run(args);
-  expect(result.stderr).toBe('');
-  expect(result.status).toBe(0);
-  return result.stdout;
-}
-
-function json<T>(args: string[]): T {
-  return JSON.parse(ok([...args, '--json'])) as T;
-}
-
-function openssl(args: string[], input?: string): Result {
-  const result = spawnSync('openssl', args, { encoding: 'utf8', timeout: 20_000, ...(input !== undefined ? { input } : {}) });
+function openssl(args: string[]): CliResult {
+  const result = spawnSync('openssl', args, { encoding: 'utf8', timeout: 20_000 });
   return { status: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
@@ -223,7 +201,7 @@ describe('gatehouse certs list and revoke', () => {
       .map((name) => readFileSync(join(auditDir, name), 'utf8'))
       .join('');
     expect(text).not.toContain('PRIVATE KEY');
-    const verified = spawnSync(process.execPath, [CLI, 'audit', 'verify', '--config', configFile, '--json'], { encoding: 'utf8', timeout: 20_000 });
+    const verified = run(['audit', 'verify', '--json']);
     expect(verified.status, verified.stdout).toBe(0);
   });
 });

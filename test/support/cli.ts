@@ -2,6 +2,7 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { expect } from 'vitest';
 
 export const CLI = join(import.meta.dirname, '../../dist/src/cli/main.js');
 
@@ -76,4 +77,27 @@ export interface VerifyJson {
 export function auditVerify(dir: string, ...args: string[]): CliResult & { readonly report: VerifyJson } {
   const result = runCli(['audit', 'verify', '--dir', dir, '--json', ...args]);
   return { ...result, report: (result.stdout === '' ? undefined : JSON.parse(result.stdout)) as VerifyJson };
+}
+
+/**
+ * The admin commands against one config file, as an operator runs them: GATEHOUSE_MASTER_KEY is never inherited from the
+ * test's environment (the key file in data_dir is used unless `env` sets it). `ok` expects exit 0 and nothing on stderr;
+ * `json` adds --json and parses the output.
+ */
+export function adminCli(configFile: string): {
+  run(args: readonly string[], env?: Readonly<Record<string, string>>): CliResult;
+  ok(args: readonly string[]): string;
+  json<T>(args: readonly string[]): T;
+} {
+  const run = (args: readonly string[], env: Readonly<Record<string, string>> = {}): CliResult => {
+    const { GATEHOUSE_MASTER_KEY: _ignored, ...inherited } = process.env;
+    return runCli([...args, '--config', configFile], { ...inherited, ...env });
+  };
+  const ok = (args: readonly string[]): string => {
+    const result = run(args);
+    expect(result.stderr).toBe('');
+    expect(result.status).toBe(0);
+    return result.stdout;
+  };
+  return { run, ok, json: <T>(args: readonly string[]): T => JSON.parse(ok([...args, '--json'])) as T };
 }
