@@ -175,6 +175,30 @@ function redisUrl(): string | undefined {
   return process.env['GATEHOUSE_REDIS_URL'] || undefined;
 }
 
+/** What the environment overrides in every config file a command reads: the stores' URLs. */
+function environmentOverrides(): ConfigOverrides {
+  const url = databaseUrl();
+  const redis = redisUrl();
+  return { ...(url !== undefined ? { databaseUrl: url } : {}), ...(redis !== undefined ? { redisUrl: redis } : {}) };
+}
+
+/**
+ * What `serve` refuses before it starts, checked without starting: the file (schema, references, the environment's
+ * overrides) and, unless they are made at start (tls.dev_certificates), the TLS files. `config check` and `reload`
+ * report the problems each its own way.
+ */
+function checkConfigFile(file: string, dataDir?: string): { readonly config: Config } | { readonly problems: readonly string[]; readonly message: string } {
+  try {
+    const config = configFromText(readConfigText(file), file, { ...environmentOverrides(), ...(dataDir !== undefined ? { dataDir } : {}) });
+    if (!config.tls.dev_certificates) readTlsMaterial(config.tls);
+    return { config };
+  } catch (error) {
+    if (error instanceof ConfigError) return { problems: error.problems, message: error.message };
+    if (error instanceof TlsFileError) return { problems: [error.message], message: `TLS file ${error.message}` };
+    throw error;
+  }
+}
+
 /** A server that cannot be reached is 69 (EX_UNAVAILABLE); any other store failure, a local file's too, is 1. */
 function storeExit(backend: 'sqlite' | 'postgres', error: StoreError): number {
   return backend === 'postgres' && error.code === 'unavailable' ? EXIT.unavailable : EXIT.failure;
@@ -197,13 +221,10 @@ async function serve(options: { config: string; port?: number; adminPort?: numbe
   let config: Config;
   let configText: string;
   let fromPrimary: WorkerStart | undefined;
-  const url = databaseUrl();
-  const redis = redisUrl();
   const role = workerRole();
   // The same overrides for the text read at start and for every reload.
   const overrides: ConfigOverrides = {
-    ...(url !== undefined ? { databaseUrl: url } : {}),
-    ...(redis !== undefined ? { redisUrl: redis } : {}),
+    ...environmentOverrides(),
     ...(options.port !== undefined ? { port: options.port } : {}),
     ...(options.adminPort !== undefined ? { adminPort: options.adminPort } : {}),
     ...(options.host !== undefined ? { host: options.host } : {}),
@@ -396,22 +417,9 @@ async function serve(options: { config: string; port?: number; adminPort?: numbe
  * stays), no gateway running (66), no answer in time (69).
  */
 async function reloadCommand(options: { config: string; data?: string; timeout: number }): Promise<void> {
-  const url = databaseUrl();
-  const redis = redisUrl();
-  let config: Config;
-  try {
-    config = configFromText(readConfigText(options.config), options.config, {
-      ...(url !== undefined ? { databaseUrl: url } : {}),
-      ...(redis !== undefined ? { redisUrl: redis } : {}),
-      ...(options.data !== undefined ? { dataDir: options.data } : {}),
-    });
-    if (!config.tls.dev_certificates) readTlsMaterial(config.tls);
-  } catch (error) {
-    if (error instanceof ConfigError) fail(`${error.message}\nnot reloaded: the configuration in force stays`, EXIT.config);
-    if (error instanceof TlsFileError) fail(`TLS file ${error.message}; not reloaded: the configuration in force stays`, EXIT.config);
-    throw error;
-  }
-  const result = await reloadRunningGateway(config, options.timeout);
+  const checked = checkConfigFile(options.config, options.data);
+  if (!('config' in checked)) fail(`${checked.message}\nnot reloaded: the configuration in force stays`, EXIT.config);
+  const result = await reloadRunningGateway(checked.config, options.timeout);
   if (result.outcome === 'no_gateway') fail(result.reason, EXIT.noInput);
   if (result.outcome === 'no_answer') fail(`the gateway recorded no reload within ${options.timeout / 1000}s (see its log)`, EXIT.unavailable);
   if (result.outcome === 'refused') fail(`reload refused: ${result.problems}; the configuration in force stays`, EXIT.failure);
@@ -423,27 +431,12 @@ async function reloadCommand(options: { config: string; data?: string; timeout: 
  * files — without binding, opening a store or writing anything. Exit 0 when it would start; 78 with every problem.
  */
 function configCheck(file: string, options: { json?: boolean }): void {
-  const url = databaseUrl();
-  const redis = redisUrl();
-  let config: Config;
-  try {
-    config = configFromText(readConfigText(file), file, {
-      ...(url !== undefined ? { databaseUrl: url } : {}),
-      ...(redis !== undefined ? { redisUrl: redis } : {}),
-    });
-    // Development certificates are made at start when missing: their absence is not a problem here.
-    if (!config.tls.dev_certificates) readTlsMaterial(config.tls);
-  } catch (error) {
-    if (error instanceof ConfigError) {
-      if (options.json === true) process.stdout.write(`${JSON.stringify({ file, valid: false, problems: error.problems })}\n`);
-      fail(error.message, EXIT.config);
-    }
-    if (error instanceof TlsFileError) {
-      if (options.json === true) process.stdout.write(`${JSON.stringify({ file, valid: false, problems: [error.message] })}\n`);
-      fail(`TLS file ${error.message}`, EXIT.config);
-    }
-    throw error;
+  const checked = checkConfigFile(file);
+  if (!('config' in checked)) {
+    if (options.json === true) process.stdout.write(`${JSON.stringify({ file, valid: false, problems: checked.problems })}\n`);
+    fail(checked.message, EXIT.config);
   }
+  const { config } = checked;
   const summary = {
     file,
     valid: true,

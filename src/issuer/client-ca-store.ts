@@ -88,7 +88,7 @@ export async function issueForClient(
 
 export function certificateRecord(clientId: string, issued: IssuedClientCertificate, now: number): IssuedCertificate {
   return {
-    serial: issued.serial.toLowerCase(),
+    serial: issued.serial,
     clientId,
     subject: issued.identity.value,
     thumbprint: issued.thumbprint,

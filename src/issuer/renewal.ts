@@ -71,8 +71,8 @@ export class CertificateRenewalEndpoint implements Service {
     try {
       pem = csrPem(raw.toString('latin1'));
       const asked = csrRequestedNames(pem);
-      const identity = record.subject.includes(':') ? record.subject : record.subject.toLowerCase();
-      if (asked.some((name) => name !== identity)) return refused('invalid_request', 'CSR asks for another identity');
+      // The subject is the registered identity as the mtls authenticator reads it (checked against the principal above).
+      if (asked.some((name) => name !== record.subject)) return refused('invalid_request', 'CSR asks for another identity');
     } catch {
       return refused('invalid_request', 'not a PKCS#10 certificate request');
     }
@@ -91,7 +91,7 @@ export class CertificateRenewalEndpoint implements Service {
     }
     this.report({
       type: 'client_certificate_issued',
-      serial: issued.serial.toLowerCase(),
+      serial: issued.serial,
       client_id: client.id,
       subject: issued.identity.value,
       thumbprint: issued.thumbprint,
@@ -106,7 +106,7 @@ export class CertificateRenewalEndpoint implements Service {
         body: {
           certificate: issued.certPem,
           ca_certificate: ca.certPem,
-          serial: issued.serial.toLowerCase(),
+          serial: issued.serial,
           not_before: issued.notBefore.toISOString(),
           not_after: issued.notAfter.toISOString(),
         },

@@ -92,7 +92,9 @@ export class Ingress {
       closeAfterResponse: this.options.isDraining,
     };
     const info = socket[CONNECTION_INFO] ?? describeConnection(socket);
-    const clientAddress = this.clientAddress(info.peerAddress, req);
+    // A trusted proxy may name the client (X-Forwarded-For) and the trace (traceparent); anyone else's claims are replaced.
+    const trustedPeer = this.options.trustedProxies !== undefined && isTrusted(this.options.trustedProxies, info.peerAddress);
+    const clientAddress = trustedPeer ? this.forwardedClient(info.peerAddress, req) : info.peerAddress;
     const connection: ClientConnection = {
       peerAddress: info.peerAddress,
       clientAddress,
@@ -117,9 +119,7 @@ export class Ingress {
       });
     }
 
-    // Only a trusted proxy may name the trace a request belongs to; anyone else's traceparent is replaced.
-    const trusted = this.options.trustedProxies !== undefined && isTrusted(this.options.trustedProxies, info.peerAddress);
-    const trace = traceOf(req.headers.traceparent, req.headers.tracestate, trusted);
+    const trace = traceOf(req.headers.traceparent, req.headers.tracestate, trustedPeer);
     const edge = checkRequest(req, requestId, trace, connection, this.router, this.options.limits, startedAt);
     if (!edge.ok) {
       if (this.accessLog !== undefined) logged = { path: edge.partial.path, route: edge.partial.routeId };
@@ -143,12 +143,12 @@ export class Ingress {
   }
 
   /**
-   * The client address used for per-IP limits and the audit: the TCP peer, unless the peer is a configured trusted proxy,
-   * then the right-most X-Forwarded-For entry that is not itself a trusted proxy (HDR-04).
+   * The client address used for per-IP limits and the audit when the peer is a configured trusted proxy: the right-most
+   * X-Forwarded-For entry that is not itself a trusted proxy (HDR-04); the peer when there is none.
    */
-  private clientAddress(peer: string, req: ServerRequest): string {
+  private forwardedClient(peer: string, req: ServerRequest): string {
     const trusted = this.options.trustedProxies;
-    if (trusted === undefined || !isTrusted(trusted, peer)) return peer;
+    if (trusted === undefined) return peer;
     const header = req.headers['x-forwarded-for'];
     if (header === undefined) return peer;
     const hops = (Array.isArray(header) ? header.join(',') : header).split(',').map((h) => normalizeAddress(h.trim()));

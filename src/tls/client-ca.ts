@@ -30,7 +30,7 @@ export interface IssuedClientCertificate {
   readonly certPem: string;
   /** PKCS#8 PEM, only when no CSR was given. */
   readonly keyPem: string | undefined;
-  /** Hex, as OpenSSL prints it. */
+  /** Hex, lower case: the form the store records and `certs revoke` takes. */
   readonly serial: string;
   /** RFC 8705 x5t#S256 of the certificate: what cert-bound tokens and the audit name it by. */
   readonly thumbprint: string;
@@ -77,7 +77,7 @@ export async function issueClientCertificateFor(ca: CertificateAndKey, request: 
   return {
     certPem,
     keyPem,
-    serial: certificate.serialNumber,
+    serial: certificate.serialNumber.toLowerCase(),
     thumbprint: certificateThumbprintSha256(Buffer.from(certificate.rawData)),
     notBefore: certificate.notBefore,
     notAfter: certificate.notAfter,
