@@ -220,6 +220,8 @@ export class Gateway {
         { maxConnections: config.limits.max_connections, maxPerIp: config.limits.max_connections_per_ip, ipv6PrefixLength: config.limits.ipv6_prefix_length },
         memoryLimiter(config.limits.new_connections_per_ip, 'newconn'),
       );
+      // The store's client CA, for both listeners, when they trust it and it exists yet (later: followClientCa).
+      const storeClientCa = config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined;
       listener = new Listener(
         config,
         tlsMaterial,
@@ -239,7 +241,7 @@ export class Gateway {
             : {}),
         },
         worker?.ticketKeys,
-        config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined,
+        storeClientCa,
       );
       metrics?.countConnections('public', () => guard.liveConnections);
       if (metrics !== undefined) {
@@ -256,7 +258,6 @@ export class Gateway {
           if (redis !== undefined) yield ['limiters', limiterStore.available] as const;
         });
       }
-      const storeClientCa = config.tls.store_client_ca ? issuer?.clientCaCertificate : undefined;
       const admin =
         metrics === undefined
           ? undefined
@@ -267,7 +268,7 @@ export class Gateway {
           bound.trustStoreClientCa(certPem);
           admin?.trustStoreClientCa(certPem);
         });
-        if (issuer?.clientCaCertificate === undefined)
+        if (storeClientCa === undefined)
           log.warn('tls.store_client_ca: the store has no client CA yet (gatehouse ca init); no client certificate verifies until it does');
       }
       return new Gateway({ config, audit, listener, ingress, routing, log, issuer, lifecycle, redis, worker: worker?.number, admin, metrics });

@@ -388,7 +388,8 @@ export class Issuer {
     const now = this.now();
     let failure: unknown;
     try {
-      await Promise.all([this.ring.refresh(), this.revocations.refresh()]);
+      const [, , clientCa] = await Promise.all([this.ring.refresh(), this.revocations.refresh(), this.store.getClientCa()]);
+      this.learnClientCa(clientCa?.certPem);
     } catch (error) {
       failure = error;
     }
@@ -404,13 +405,6 @@ export class Issuer {
           this.log.debug({ revocations, keys, certificates }, 'purged expired revocations, signing keys and certificate records');
       } catch (error) {
         failure ??= error;
-      }
-    }
-    if (failure === undefined) {
-      try {
-        this.learnClientCa((await this.store.getClientCa())?.certPem);
-      } catch (error) {
-        failure = error;
       }
     }
     // Checked whether or not the read failed: a pending key activates by the clock alone.
