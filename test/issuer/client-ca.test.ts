@@ -198,7 +198,7 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
     expect((await withStore(gw, (store) => store.listIssuedCertificates())).length).toBe(before);
   });
 
-  it('refuses a revoked certificate, an expired one, one the CA signed but never recorded, no certificate, and a client whose identity changed', async () => {
+  it('refuses a revoked certificate, an expired one, one the CA signed but never recorded, no certificate, a client whose identity changed or that is disabled, and a body over the limit', async () => {
     const { csr } = await clientCsr();
     const revoked = await issue();
     await withStore(gw, (store) => store.revokeCertificate(revoked.serial.toLowerCase(), Date.now()));
@@ -229,6 +229,17 @@ describe('certificate renewal (POST /ca/renew over mTLS with a CSR)', () => {
     expect(moved.status).toBe(403);
     expect(await reasonOf(moved)).toBe('client identity changed since the certificate was issued');
     await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, tlsClientAuthSubject: IDENTITY })));
+
+    // A disabled client's certificate still verifies (it is not revoked), but it renews nothing.
+    await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, enabled: false })));
+    const disabled = await renew(current, csr);
+    expect(disabled.status).toBe(403);
+    expect(await reasonOf(disabled)).toBe('client disabled or removed');
+    await withStore(gw, (store) => store.updateClient(client.id, (c) => ({ ...c, enabled: true })));
+
+    // A body over the renewal limit is no CSR: refused while it streams (413), nothing issued.
+    const huge = await renew(current, `-----BEGIN CERTIFICATE REQUEST-----\n${'A'.repeat(20_000)}\n-----END CERTIFICATE REQUEST-----\n`);
+    expect(huge.status).toBe(413);
   });
 });
 
