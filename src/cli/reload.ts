@@ -71,12 +71,16 @@ export async function reloadRunningGateway(config: Config, timeoutMs: number): P
   if (typeof pid !== 'number') return { outcome: 'no_gateway', reason: pid.reason };
   // Records of this reload are written after the signal; a second of slack for clocks of the same host is plenty.
   const since = Date.now() - 1000;
+  // Reloads recorded before the signal (an earlier reload inside the slack) are not this one's outcome.
+  const key = (record: Readonly<Record<string, unknown>>): string => `${String(record['instance'])}\n${String(record['seq'])}`;
+  const earlier = new Set(existsSync(config.audit.dir) ? [...queryRecords(config.audit.dir, { type: 'event', since })].map(key) : []);
   process.kill(pid, 'SIGHUP');
   const deadline = Date.now() + timeoutMs;
   while (Date.now() < deadline) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     if (!existsSync(config.audit.dir)) continue;
     for (const record of queryRecords(config.audit.dir, { type: 'event', since })) {
+      if (earlier.has(key(record))) continue;
       if (record['type'] === 'config_reloaded') {
         const { seq: _seq, ts: _ts, type: _type, instance: _instance, boot_id: _boot, prev: _prev, hash: _hash, ...fields } = record;
         return { outcome: 'reloaded', fields };
