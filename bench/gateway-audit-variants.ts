@@ -17,7 +17,38 @@ class DiscardingSink implements AuditSink {
   private seq = 0;
   private turn: Promise<void> | undefined;
   append(event: AuditEvent): AuditRecord {
-    return { ...event, seq: ++this.seq, ts: '', type: 'decision', instance: 'bench', boot_id: '', config: null, prev: '', hash: '' };
+    // Every key spelled out, as the real log builds its record: a spread of the event into a wider object costs several
+    // microseconds (V8 leaves its fast object shapes), which would be charged to the variant without a chain.
+    return {
+      seq: ++this.seq,
+      ts: '',
+      type: 'decision',
+      instance: 'bench',
+      boot_id: '',
+      config: null,
+      request_id: event.request_id,
+      trace_id: event.trace_id,
+      method: event.method,
+      path: event.path,
+      raw_target: event.raw_target,
+      route: event.route,
+      protocol: event.protocol,
+      client_ip: event.client_ip,
+      peer_ip: event.peer_ip,
+      decision: event.decision,
+      stage: event.stage,
+      code: event.code,
+      reason: event.reason,
+      status: event.status,
+      subject: event.subject,
+      auth_method: event.auth_method,
+      cert_thumbprint: event.cert_thumbprint,
+      client_id: event.client_id,
+      jti: event.jti,
+      scopes: event.scopes,
+      prev: '',
+      hash: '',
+    };
   }
   complete(): void {
     // Nothing kept.
