@@ -50,6 +50,9 @@ class DiscardingSink implements AuditSink {
       hash: '',
     };
   }
+  admin(): void {
+    // Nothing kept.
+  }
   complete(): void {
     // Nothing kept.
   }

@@ -261,7 +261,26 @@ export class Gateway {
       const admin =
         metrics === undefined
           ? undefined
-          : new AdminListener({ config, tlsMaterial, pipeline, metrics, issuer, log, isReady: () => !lifecycle.stopping && audit.ready, storeClientCa });
+          : new AdminListener({
+              config,
+              tlsMaterial,
+              pipeline,
+              metrics,
+              issuer,
+              log,
+              isReady: () => !lifecycle.stopping && audit.ready,
+              storeClientCa,
+              clients:
+                issuer === undefined || config.issuer === undefined
+                  ? undefined
+                  : {
+                      store: issuer.clients,
+                      audit,
+                      issuerTokenTtlS: config.issuer.access_token_ttl_s,
+                      changed: () => issuer.refresh(),
+                      now: Date.now,
+                    },
+            });
       if (config.tls.store_client_ca) {
         const bound = listener;
         issuer?.followClientCa((certPem) => {

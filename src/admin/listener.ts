@@ -16,6 +16,7 @@ import { Ingress } from '../server/ingress.js';
 import { Listener } from '../server/listener.js';
 import { Router } from '../server/router.js';
 import type { TlsMaterial } from '../tls/context.js';
+import type { ClientsApiParts } from './clients-api.js';
 import { compileAdminRoutes } from './routes.js';
 
 /** Operators and a scraper or two: the admin listener never needs the public one's connection budget. */
@@ -31,6 +32,8 @@ export interface AdminListenerParts {
   readonly isReady: () => boolean;
   /** The store's client CA, when tls.store_client_ca is set and it exists. */
   readonly storeClientCa: string | undefined;
+  /** The admin API's clients resource: when the gateway has an issuer. */
+  readonly clients: ClientsApiParts | undefined;
 }
 
 export class AdminListener {
@@ -48,7 +51,7 @@ export class AdminListener {
       ...(certificates ? [issuer?.mtls ?? new MtlsAuthenticator()] : []),
       ...(issuer !== undefined ? [issuer.bearer] : []),
     ];
-    const router = new Router(compileAdminRoutes({ config: admin, metrics: parts.metrics, authenticators }));
+    const router = new Router(compileAdminRoutes({ config: admin, metrics: parts.metrics, authenticators, clients: parts.clients }));
     let listener: Listener | undefined;
     const ingress = new Ingress({
       router,

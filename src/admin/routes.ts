@@ -16,6 +16,8 @@ import {
   TextBody,
 } from '../pipeline/stage.js';
 import { allowedMethods } from '../server/router.js';
+import { CLIENTS_BODY_LIMIT, CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
+import { ADMIN_OPENAPI } from './openapi.js';
 
 const CHALLENGE = 'Bearer realm="gatehouse-admin"';
 
@@ -52,30 +54,59 @@ export class MetricsService implements Service {
   }
 }
 
+/** GET /openapi.json: the admin API's OpenAPI 3.1 document. */
+export class OpenApiService implements Service {
+  readonly kind = 'service';
+
+  async serve(): Promise<ServiceResult> {
+    return { outcome: 'answered', answer: { status: 200, body: ADMIN_OPENAPI, headers: { 'cache-control': 'no-cache' } } };
+  }
+}
+
 export interface AdminRouteParts {
   readonly config: DeepReadonly<AdminConfig>;
   readonly metrics: GatewayMetrics;
   /** Certificates (when the listener asks for them), then the issuer's bearer tokens (when there is an issuer), then none. */
   readonly authenticators: readonly Authenticator[];
+  /** The clients API, when the gateway has an issuer (whose store it manages). */
+  readonly clients: ClientsApiParts | undefined;
 }
 
 export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
-  const methods = allowedMethods(['GET']);
-  return [
-    {
-      id: 'admin-metrics',
-      pathPrefix: '/metrics',
+  const admins = new AdminPolicy(parts.config.subjects);
+  const route = (
+    id: string,
+    pathPrefix: string,
+    methodList: readonly string[],
+    handler: Service,
+    bodyLimitBytes = 0,
+    authorizer: Authorizer = admins,
+  ): Route => {
+    const methods = allowedMethods(methodList);
+    return {
+      id,
+      pathPrefix,
       host: undefined,
       methods,
       allowHeader: [...methods].join(', '),
-      bodyLimitBytes: 0,
+      bodyLimitBytes,
       authenticators: parts.authenticators,
       challenge: CHALLENGE,
-      authorizer: new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects),
+      authorizer,
       quota: undefined,
-      handler: new MetricsService(parts.metrics),
+      handler,
       intake: undefined,
       oauth: false,
-    },
+    };
+  };
+  return [
+    // Scrapers (metrics_subjects) read the metrics and nothing else.
+    route('admin-metrics', '/metrics', ['GET'], new MetricsService(parts.metrics), 0, new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects)),
+    ...(parts.clients !== undefined
+      ? [
+          route('admin-openapi', '/openapi.json', ['GET'], new OpenApiService()),
+          route('admin-clients', CLIENTS_PATH, ['GET', 'POST', 'PATCH', 'DELETE'], new ClientsApi(parts.clients), CLIENTS_BODY_LIMIT),
+        ]
+      : []),
   ];
 }

@@ -9,10 +9,10 @@ import type { Logger } from 'pino';
 import type { CheckpointSigner } from './audit-key.js';
 import { ADMIN_CHAIN } from './chain.js';
 import type { CheckpointExport } from './export.js';
-import { AuditLogError, type AdminActor, type AdminChange } from './event.js';
+import { AuditLogError, type AdminActor, type AdminChange, type CommandActor } from './event.js';
 import { AuditLog, type AuditLogOptions } from './log.js';
 
-export function adminActor(osUser: string, uid: number, sudoUser: string | undefined): AdminActor {
+export function adminActor(osUser: string, uid: number, sudoUser: string | undefined): CommandActor {
   return { os_user: osUser, uid, sudo_user: sudoUser ?? null, host: hostname(), pid: process.pid };
 }
 

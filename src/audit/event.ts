@@ -91,6 +91,8 @@ export type OperationalEvent =
 export interface AuditSink {
   /** Queues the record; throws AuditUnavailableError when it cannot be durably queued (callers fail closed). */
   append(event: AuditEvent): AuditRecord;
+  /** An administrative change made through the admin API; throws AuditUnavailableError like append (the change is refused). */
+  admin(change: AdminRecordFields): void;
   /**
    * Records how an admitted request ended. Never throws: the answer is already out; a completion that cannot be written
    * is counted with the other dropped records.
@@ -150,13 +152,29 @@ export type AdminAction =
   /** `gatehouse store copy` (recorded only when it is given the target deployment's --config). */
   | 'store.copy';
 
+/** Who made an administrative change: an operator running the CLI, or an admin calling the admin API. */
+export type AdminActor = CommandActor | ApiActor;
+
 /** Who ran the command: the operating-system account (and the account behind sudo, when there is one). */
-export interface AdminActor {
+export interface CommandActor {
   readonly os_user: string;
   readonly uid: number;
   readonly sudo_user: string | null;
   readonly host: string;
   readonly pid: number;
+}
+
+/** Who called the admin API: the credential that authenticated (never the credential itself) and the request it made. */
+export interface ApiActor {
+  readonly via: 'api';
+  readonly subject: string;
+  readonly auth_method: string;
+  readonly cert_thumbprint: string | null;
+  readonly client_id: string | null;
+  readonly jti: string | null;
+  /** The request whose decision record (allow) is in the same chain. */
+  readonly request_id: string;
+  readonly client_ip: string;
 }
 
 export interface AdminChange {

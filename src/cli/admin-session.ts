@@ -13,8 +13,7 @@ import { ISSUER_DEFAULTS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import { SigningKeyError } from '../issuer/signing-key.js';
 import { MASTER_KEY_ENV, MasterKeyError } from '../lib/key-encryption.js';
-import { isActiveSecret } from '../issuer/secrets.js';
-import { StoreError, type Client, type CredentialStore } from '../store/contract.js';
+import { StoreError, type CredentialStore } from '../store/contract.js';
 import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
 import { openCredentialStore } from '../store/open.js';
 
@@ -182,32 +181,12 @@ export function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>
 
 // ---- Output ----
 
-export function iso(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
-}
+export { clientView, isoTime as iso } from '../issuer/clients.js';
 
 /** A JSON array with --json, else a table (or `empty` when there is nothing to list). */
 export function printList<T>(options: JsonOption, items: readonly T[], empty: string, header: readonly string[], row: (item: T) => readonly string[]): void {
   if (options.json === true) printJson(items);
   else print(items.length === 0 ? empty : table(header, items.map(row)));
-}
-
-/** Everything about a client an operator may see: never a hash. */
-export function clientView(client: Client, now: number) {
-  return {
-    client_id: client.id,
-    name: client.name,
-    enabled: client.enabled,
-    scopes: client.scopes,
-    audiences: client.audiences,
-    access_token_ttl_s: client.accessTokenTtlS,
-    require_dpop: client.requireDpop,
-    tls_client_auth_subject: client.tlsClientAuthSubject,
-    tokens_not_before: client.tokensNotBeforeS === null ? null : iso(client.tokensNotBeforeS * 1000),
-    active_secrets: client.secrets.filter((secret) => isActiveSecret(secret, now)).length,
-    created_at: iso(client.createdAt),
-    updated_at: iso(client.updatedAt),
-  };
 }
 
 export const SECRET_WARNING = 'The secret is shown only now: Gatehouse keeps only its hash. Store it safely.';

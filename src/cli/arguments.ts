@@ -1,18 +1,19 @@
 // The admin commands' argument parsers (a thrown InvalidArgumentError is a usage error: exit 64) and the handling of
 // client ids that begin with "-".
 import { type Command, InvalidArgumentError, type Option } from 'commander';
-import { UNPRINTABLE } from './output.js';
-import { certificateIdentity } from '../authn/mtls.js';
-import { isResourceUri, SCOPE_TOKEN } from '../lib/oauth-syntax.js';
+import {
+  audienceProblem,
+  CERTIFICATE_IDENTITY_PROBLEM,
+  certificateIdentityOf,
+  clientIdProblem,
+  MAX_KEEP_OLD_MS,
+  MIN_TOKEN_TTL_S,
+  nameProblem,
+  scopesProblem,
+} from '../issuer/client-rules.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
-import { CLIENT_ID_PATTERN } from '../issuer/secrets.js';
 
-export const MAX_NAME_CHARS = 100;
-export const MAX_SCOPE_CHARS = 128;
-export const MAX_SCOPES = 64;
-export const MAX_KEEP_OLD_MS = 30 * 86_400_000;
-/** The shortest access-token lifetime a client may have (the issuer's own lower bound). */
-export const MIN_TOKEN_TTL_S = 30;
+export { MAX_NAME_CHARS, MIN_TOKEN_TTL_S } from '../issuer/client-rules.js';
 export const DURATION_UNIT_MS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 export const ID_HELP = `
@@ -20,22 +21,21 @@ A client id that begins with "-" can be given as it is, or after "--" (e.g. \`ga
 
 // ---- Argument parsers (a thrown InvalidArgumentError is a usage error: exit 64) ----
 
+/** Throws the rule's complaint as a usage error (exit 64). */
+function check(problem: string | undefined): void {
+  if (problem !== undefined) throw new InvalidArgumentError(problem);
+}
+
 export function parseName(value: string): string {
-  const chars = [...value].length;
-  if (chars === 0 || chars > MAX_NAME_CHARS || value.trim() === '') throw new InvalidArgumentError(`must be 1-${MAX_NAME_CHARS} characters, not only spaces`);
-  if (UNPRINTABLE.test(value)) throw new InvalidArgumentError('must not contain control or invisible formatting characters');
+  check(nameProblem(value));
   return value;
 }
 
 /** RFC 6749 §3.3 scope tokens, space-separated; a comma is legal in a scope but usually a mistaken separator (warned). */
 export function parseScopes(value: string, warn: (message: string) => void): string[] {
   const scopes = [...new Set(value.split(' ').filter((scope) => scope !== ''))];
-  if (scopes.length === 0) throw new InvalidArgumentError('give at least one scope');
-  if (scopes.length > MAX_SCOPES) throw new InvalidArgumentError(`at most ${MAX_SCOPES} scopes`);
+  check(scopesProblem(scopes));
   for (const scope of scopes) {
-    if (scope.length > MAX_SCOPE_CHARS || !SCOPE_TOKEN.test(scope)) {
-      throw new InvalidArgumentError(`${JSON.stringify(scope)} is not a scope token (1-${MAX_SCOPE_CHARS} printable ASCII characters, no space, " or \\)`);
-    }
     if (scope.includes(','))
       warn(`scope ${JSON.stringify(scope)} contains a comma: scopes are separated by spaces (--scope "${scope.split(',').filter(Boolean).join(' ')}")`);
   }
@@ -44,7 +44,7 @@ export function parseScopes(value: string, warn: (message: string) => void): str
 
 /** Repeatable; `previous` is undefined for the first one when the option has no default (`clients update`). */
 export function collectAudience(value: string, previous: string[] | undefined): string[] {
-  if (!isResourceUri(value)) throw new InvalidArgumentError('must be an absolute URI without a fragment, e.g. https://api.example.com');
+  check(audienceProblem(value));
   const list = previous ?? [];
   return list.includes(value) ? list : [...list, value];
 }
@@ -63,7 +63,7 @@ export function parseTokenTtl(value: string): number | 'default' {
 }
 
 export function parseClientId(value: string): string {
-  if (!CLIENT_ID_PATTERN.test(value)) throw new InvalidArgumentError('not a client id (1-64 of A-Z a-z 0-9 _ -)');
+  check(clientIdProblem(value));
   return value;
 }
 
@@ -139,8 +139,8 @@ export function protectDashIds(program: Command, argv: readonly string[]): strin
 
 /** `--tls-client-auth`: the URI or DNS SAN a client certificate must carry, as the mtls authenticator reads identities. */
 export function parseCertificateIdentity(value: string): string {
-  const identity = certificateIdentity(value);
-  if (identity === undefined) throw new InvalidArgumentError('must be a URI SAN (e.g. spiffe://example.org/billing) or a DNS name');
+  const identity = certificateIdentityOf(value);
+  if (identity === undefined) throw new InvalidArgumentError(CERTIFICATE_IDENTITY_PROBLEM);
   return identity;
 }
 

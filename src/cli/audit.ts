@@ -322,11 +322,11 @@ const CHAIN_MEMBERS = new Set(['seq', 'ts', 'type', 'instance', 'boot_id', 'prev
 function eventRow(r: DecisionLine): string[] {
   let what: string;
   if (r['type'] === 'admin') {
-    const actor = r['actor'] as { os_user?: unknown; sudo_user?: unknown } | null;
-    const by =
-      actor === null || typeof actor !== 'object'
-        ? '?'
-        : `${String(actor.os_user)}${actor.sudo_user !== null && actor.sudo_user !== undefined ? ` (sudo from ${String(actor.sudo_user)})` : ''}`;
+    const actor = r['actor'] as { os_user?: unknown; sudo_user?: unknown; via?: unknown; subject?: unknown; auth_method?: unknown } | null;
+    let by: string;
+    if (actor === null || typeof actor !== 'object') by = '?';
+    else if (actor.via === 'api') by = `${String(actor.subject)} (admin API, ${String(actor.auth_method)})`;
+    else by = `${String(actor.os_user)}${actor.sudo_user !== null && actor.sudo_user !== undefined ? ` (sudo from ${String(actor.sudo_user)})` : ''}`;
     what = `${String(r['action'])} ${String(r['target'])} by ${by}: ${JSON.stringify(r['changes'])}`;
   } else {
     what = Object.entries(r)

@@ -3,8 +3,17 @@
 // `add` and `rotate-secret`.
 import type { Command } from 'commander';
 import { print, printable, printJson } from './output.js';
-import { addClient, disableClient, enableClient, removeClient, rotateClientSecret, updateClient, type ClientSettings } from '../issuer/clients.js';
-import { isActiveSecret } from '../issuer/secrets.js';
+import {
+  addClient,
+  addedFields,
+  clientDetailView,
+  disableClient,
+  enableClient,
+  removeClient,
+  rotateClientSecret,
+  updateClient,
+  type ClientSettings,
+} from '../issuer/clients.js';
 import {
   SECRET_WARNING,
   checkTokenTtl,
@@ -58,18 +67,7 @@ async function clientsAdd(ctx: AdminContext, name: string, options: AddOptions):
       tlsClientAuthSubject: options.tlsClientAuth ?? null,
     };
     const { client, secret } = await addClient(store, settings, Date.now());
-    record({
-      action: 'client.add',
-      target: client.id,
-      changes: {
-        name: client.name,
-        scopes: client.scopes,
-        audiences: client.audiences,
-        access_token_ttl_s: client.accessTokenTtlS,
-        require_dpop: client.requireDpop,
-        tls_client_auth_subject: client.tlsClientAuthSubject,
-      },
-    });
+    record({ action: 'client.add', target: client.id, changes: addedFields(client) });
     if (options.json === true) {
       printJson({
         client_id: client.id,
@@ -111,12 +109,8 @@ async function clientsShow(ctx: AdminContext, id: string, options: StoreOptions 
     const now = Date.now();
     const client = await store.getClient(id);
     if (client === undefined) throw noSuchClient(ctx, id);
-    const secrets = client.secrets.map((secret) => ({
-      created_at: iso(secret.createdAt),
-      expires_at: iso(secret.expiresAt),
-      active: isActiveSecret(secret, now),
-    }));
-    const view = { ...clientView(client, now), secrets };
+    const view = clientDetailView(client, now);
+    const { secrets } = view;
     if (options.json === true) return printJson(view);
     print(
       [

@@ -2,10 +2,10 @@
 // (exit 78 on a bad file) and one table printer that neutralises characters able to drive a terminal.
 import { ConfigError, loadConfigFile } from '../config/load.js';
 import type { Config } from '../config/schema.js';
+import { UNPRINTABLE } from '../issuer/client-rules.js';
 
 // Control, format (bidi overrides, zero-width), surrogate, private-use and line/paragraph separator characters: a name is
 // printed in tables and logs, so nothing in it may move the cursor or reorder what a reader sees.
-export const UNPRINTABLE = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}\p{Zl}\p{Zp}]/u;
 const UNPRINTABLES = new RegExp(UNPRINTABLE.source, 'gu');
 
 export interface ConfigOptions {

@@ -15,6 +15,7 @@ export const ERROR_CATALOGUE = {
   payload_too_large: { status: 413, title: 'The request body exceeds the limit for this route.' },
   unsupported_media_type: { status: 415, title: 'The request body media type is not supported here.' },
   not_found: { status: 404, title: 'No route matches the request.' },
+  no_such_resource: { status: 404, title: 'The resource does not exist.' },
   method_not_allowed: { status: 405, title: 'The method is not allowed for this resource.' },
   not_implemented: { status: 501, title: 'The method is not supported.' },
   request_timeout: { status: 408, title: 'The request was not completed in time.' },
@@ -69,14 +70,20 @@ export class GatewayError extends Error {
   readonly headers: Readonly<Record<string, string>>;
   /** A short machine-readable reason for the audit log only; never sent to the client. */
   readonly reason: string;
+  /**
+   * What the client did wrong, sent as the problem's `detail` (RFC 9457 §3.1.4): only where the caller is trusted to learn
+   * it (the admin API's validation, naming the field); never about a credential.
+   */
+  readonly detail: string | undefined;
 
-  constructor(code: ErrorCode, opts: { reason?: string; headers?: Record<string, string> } = {}) {
+  constructor(code: ErrorCode, opts: { reason?: string; headers?: Record<string, string>; detail?: string } = {}) {
     super(ERROR_CATALOGUE[code].title);
     this.name = 'GatewayError';
     this.code = code;
     this.status = ERROR_CATALOGUE[code].status;
     this.headers = Object.freeze({ ...opts.headers });
     this.reason = opts.reason ?? code;
+    this.detail = opts.detail;
   }
 }
 
@@ -125,6 +132,7 @@ export function problemBody(error: GatewayError, requestId: string): string {
     title: ERROR_CATALOGUE[error.code].title,
     status: error.status,
     code: error.code,
+    ...(error.detail !== undefined ? { detail: error.detail } : {}),
     request_id: requestId,
   });
 }

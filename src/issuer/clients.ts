@@ -5,6 +5,53 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type ClientStore, type SecretHash } from '../store/contract.js';
 import { generateClientId, generateClientSecret, hashSecret, isActiveSecret } from './secrets.js';
 
+/** A time as the views show it: ISO 8601 UTC, or null. */
+export function isoTime(ms: number | null): string | null {
+  return ms === null ? null : new Date(ms).toISOString();
+}
+
+/** Everything about a client an operator may see, as the CLI's --json and the admin API show it: never a hash. */
+export function clientView(client: Client, now: number) {
+  return {
+    client_id: client.id,
+    name: client.name,
+    enabled: client.enabled,
+    scopes: client.scopes,
+    audiences: client.audiences,
+    access_token_ttl_s: client.accessTokenTtlS,
+    require_dpop: client.requireDpop,
+    tls_client_auth_subject: client.tlsClientAuthSubject,
+    tokens_not_before: client.tokensNotBeforeS === null ? null : isoTime(client.tokensNotBeforeS * 1000),
+    active_secrets: client.secrets.filter((secret) => isActiveSecret(secret, now)).length,
+    created_at: isoTime(client.createdAt),
+    updated_at: isoTime(client.updatedAt),
+  };
+}
+
+/** One client with its secrets' creation and expiry times (`clients show`, GET /v1/clients/{id}). */
+export function clientDetailView(client: Client, now: number) {
+  return {
+    ...clientView(client, now),
+    secrets: client.secrets.map((secret) => ({
+      created_at: isoTime(secret.createdAt),
+      expires_at: isoTime(secret.expiresAt),
+      active: isActiveSecret(secret, now),
+    })),
+  };
+}
+
+/** What the admin record of an added client says it was made with (never its secret). */
+export function addedFields(client: Client): Readonly<Record<string, unknown>> {
+  return {
+    name: client.name,
+    scopes: client.scopes,
+    audiences: client.audiences,
+    access_token_ttl_s: client.accessTokenTtlS,
+    require_dpop: client.requireDpop,
+    tls_client_auth_subject: client.tlsClientAuthSubject,
+  };
+}
+
 /** The fields an operator may set on a client; `accessTokenTtlS: null` means the issuer's lifetime. */
 export interface ClientSettings {
   readonly name: string;

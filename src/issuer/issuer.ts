@@ -15,7 +15,7 @@ import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
-import type { Client, CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
+import type { Client, ClientStore, CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
 import { MemoryLimiterBackend, type LimiterBackend } from '../quota/backend.js';
 import { openCredentialStore } from '../store/open.js';
 import { openVerifiedKeyEncryptionKey } from './master-key.js';
@@ -299,6 +299,11 @@ export class Issuer {
   /** False while the store's refreshes fail (the issuer serves from what it read last). */
   get storeAvailable(): boolean {
     return this.failingSince === undefined;
+  }
+
+  /** The store's clients, for the admin API (which changes them with the CLI's operations). */
+  get clients(): ClientStore {
+    return this.store;
   }
 
   /** The client CA certificate (PEM) the store holds now, if `gatehouse ca init` made one. */

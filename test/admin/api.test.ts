@@ -1,0 +1,309 @@
+// The admin API's clients resource (issue #12 item 4): what `gatehouse clients` does, as JSON on the admin listener, with
+// real TLS clients. Every answer is checked against the OpenAPI 3.1 document the listener serves (ajv, JSON Schema
+// 2020-12); every change must work at the real token endpoint and be on record in the audit chain with the admin who made
+// it; every refusal path answers an RFC 9457 problem.
+import { X509Certificate } from 'node:crypto';
+import { readdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { Ajv2020 } from 'ajv/dist/2020.js';
+import { request } from 'undici';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
+import { readRecords } from '../../src/audit/read.js';
+import type { ConfigInput } from '../../src/config/schema.js';
+import type { TestCertificates, TestGateway } from '../support/harness.js';
+import { addClient, basicAuth, postForm, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+
+let gw: TestGateway;
+let adminPort: number;
+let adminSubject: string;
+let validate: (schema: string, value: unknown) => string | undefined;
+
+function configure(base: ConfigInput, certs: TestCertificates): ConfigInput {
+  adminSubject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
+  const scraper = identityFromSubjectAltName(new X509Certificate(certs.dnsClient.certPem).subjectAltName) ?? '';
+  // The DNS-SAN client may scrape /metrics, and nothing else.
+  return { ...withIssuer(base, { access_token_ttl_s: 600 }), admin: { port: 0, subjects: [adminSubject], metrics_subjects: [scraper] } };
+}
+
+interface Answer {
+  readonly status: number;
+  readonly type: string;
+  readonly headers: Record<string, string | string[] | undefined>;
+  readonly text: string;
+  readonly body: Record<string, unknown>;
+}
+
+type Cert = TestGateway['certs']['client'];
+
+/** One call to the admin listener: the admin certificate unless `cert` (or `token`, or `anonymous`) says otherwise. */
+async function call(
+  method: string,
+  path: string,
+  opts: { json?: unknown; raw?: string; type?: string; cert?: Cert; token?: string; anonymous?: boolean } = {},
+): Promise<Answer> {
+  const body = opts.raw ?? (opts.json !== undefined ? JSON.stringify(opts.json) : undefined);
+  const headers: Record<string, string> = {};
+  if (body !== undefined) headers['content-type'] = opts.type ?? 'application/json';
+  if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`;
+  const cert = opts.anonymous === true || opts.token !== undefined ? undefined : (opts.cert ?? gw.certs.client);
+  const res = await request(`https://127.0.0.1:${adminPort}${path}`, {
+    method: method as 'GET',
+    dispatcher: gw.agent(cert !== undefined ? { cert } : {}),
+    headers,
+    ...(body !== undefined ? { body } : {}),
+  });
+  const text = await res.body.text();
+  return {
+    status: res.statusCode,
+    type: String(res.headers['content-type'] ?? ''),
+    headers: res.headers,
+    text,
+    body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>),
+  };
+}
+
+/** The answer, checked against the OpenAPI document's schema for it. */
+function conforming(answer: Answer, schema: string): Record<string, unknown> {
+  expect(validate(schema, answer.body), `${schema}: ${answer.text}`).toBeUndefined();
+  return answer.body;
+}
+
+/** A refusal: a problem document with this status and code, conforming to the document's Problem schema. */
+function expectProblem(answer: Answer, status: number, code: string): Record<string, unknown> {
+  expect(answer.status, answer.text).toBe(status);
+  expect(answer.type).toBe('application/problem+json');
+  conforming(answer, 'Problem');
+  expect(answer.body['code']).toBe(code);
+  return answer.body;
+}
+
+async function tokenStatus(id: string, secret: string): Promise<number> {
+  return (await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(id, secret) })).status;
+}
+
+async function tokenOf(client: TestClient): Promise<string> {
+  const res = await postForm(gw, '/oauth2/token', 'grant_type=client_credentials', { authorization: basicAuth(client.id, client.secret) });
+  return String(res.json?.['access_token']);
+}
+
+/** The admin records in the gateway's chain (every type but decisions and completions are left out by auditRecords()). */
+async function adminRecords(): Promise<Array<Record<string, unknown>>> {
+  await gw.gateway.audit.flush();
+  return readRecords(join(gw.dataDir, 'audit')).filter((record) => record.type === 'admin') as Array<Record<string, unknown>>;
+}
+
+beforeAll(async () => {
+  gw = await startIssuerGateway(configure);
+  adminPort = gw.gateway.adminAddress?.port ?? 0;
+  const document = await call('GET', '/openapi.json');
+  expect(document.status).toBe(200);
+  const ajv = new Ajv2020({ strict: false, allErrors: true });
+  ajv.addFormat('date-time', /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$/);
+  ajv.addFormat('uri', /^[a-z][a-z0-9+.-]*:/i);
+  ajv.addSchema({ ...document.body, $id: 'gatehouse-admin' });
+  validate = (schema, value) => {
+    const check = ajv.getSchema(`gatehouse-admin#/components/schemas/${schema}`);
+    if (check === undefined) return `no schema ${schema}`;
+    return check(value) ? undefined : ajv.errorsText(check.errors);
+  };
+});
+afterAll(() => gw.stop());
+
+describe('the admin API: clients', () => {
+  it('serves its OpenAPI 3.1 document, whose paths are the ones the API answers', async () => {
+    const document = await call('GET', '/openapi.json');
+    expect(document.type).toMatch(/^application\/json/);
+    expect(document.body['openapi']).toBe('3.1.0');
+    expect(Object.keys(document.body['paths'] as object).sort()).toEqual([
+      '/v1/clients',
+      '/v1/clients/{id}',
+      '/v1/clients/{id}/disable',
+      '/v1/clients/{id}/enable',
+      '/v1/clients/{id}/rotate-secret',
+    ]);
+  });
+
+  it('registers a client whose secret works at the token endpoint at once, and is shown only in that answer', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'billing ci', scopes: ['echo:read', 'echo:read'], access_token_ttl_s: 120 } });
+    expect(created.status, created.text).toBe(201);
+    expect(created.headers['cache-control']).toBe('no-store');
+    const client = conforming(created, 'NewClientCreated');
+    expect(client).toMatchObject({ name: 'billing ci', scopes: ['echo:read'], enabled: true, access_token_ttl_s: 120, active_secrets: 1 });
+    const id = String(client['client_id']);
+    const secret = String(client['client_secret']);
+    expect(created.headers['location']).toBe(`/v1/clients/${id}`);
+    expect(await tokenStatus(id, secret)).toBe(200);
+    // Shown once: never again by the API, never in the audit chain.
+    const shown = await call('GET', `/v1/clients/${id}`);
+    expect(conforming(shown, 'ClientDetail')).toMatchObject({ client_id: id, secrets: [{ active: true, expires_at: null }] });
+    expect(shown.text).not.toContain(secret);
+    await gw.gateway.audit.flush();
+    const audit = join(gw.dataDir, 'audit');
+    const segments = readdirSync(audit).filter((name) => name.endsWith('.jsonl'));
+    expect(segments.length).toBeGreaterThan(0);
+    const chain = segments.map((file) => readFileSync(join(audit, file), 'utf8')).join('');
+    expect(chain).toContain(`"target":"${id}"`);
+    expect(chain).not.toContain(secret);
+    expect(gw.logs.join('')).not.toContain(secret);
+  });
+
+  it('records each change in the audit chain with the admin who made it, linked to the request allowed', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'recorded', scopes: ['echo:read'] } });
+    const id = String(created.body['client_id']);
+    const requestId = String(created.headers['x-request-id']);
+    const record = (await adminRecords()).find((r) => r['target'] === id && r['action'] === 'client.add');
+    expect(record).toMatchObject({
+      actor: { via: 'api', subject: adminSubject, auth_method: 'mtls', request_id: requestId, jti: null },
+      changes: { name: 'recorded', scopes: ['echo:read'], require_dpop: false },
+    });
+    expect(record?.['actor']).toMatchObject({ cert_thumbprint: expect.stringMatching(/^[A-Za-z0-9_-]{43}$/) });
+    const allow = (await gw.auditRecords()).find((r) => r.request_id === requestId);
+    expect(allow).toMatchObject({ route: 'admin-clients', decision: 'allow', subject: adminSubject });
+  });
+
+  it('lists clients a page at a time, by id, until next_after is null', async () => {
+    for (let i = 0; i < 3; i++) expect((await call('POST', '/v1/clients', { json: { name: `paged ${i}`, scopes: ['echo:read'] } })).status).toBe(201);
+    const all = conforming(await call('GET', '/v1/clients?limit=200'), 'ClientPage');
+    const ids = (all['clients'] as Array<{ client_id: string }>).map((c) => c.client_id);
+    expect(ids.length).toBeGreaterThanOrEqual(5);
+    expect(ids).toEqual([...ids].sort());
+    expect(all['next_after']).toBeNull();
+    const paged: string[] = [];
+    let after: string | null = null;
+    do {
+      const page = conforming(await call('GET', `/v1/clients?limit=2${after === null ? '' : `&after=${after}`}`), 'ClientPage');
+      const clients = page['clients'] as Array<{ client_id: string }>;
+      expect(clients.length).toBeLessThanOrEqual(2);
+      paged.push(...clients.map((c) => c.client_id));
+      after = page['next_after'] as string | null;
+    } while (after !== null);
+    expect(paged).toEqual(ids);
+    expect(expectProblem(await call('GET', '/v1/clients?limit=0'), 400, 'invalid_request')['detail']).toMatch(/^limit:/);
+    expect(expectProblem(await call('GET', '/v1/clients?limit=1e3'), 400, 'invalid_request')['detail']).toMatch(/^limit:/);
+    expect(expectProblem(await call('GET', '/v1/clients?page=2'), 400, 'invalid_request')['detail']).toMatch(/^page:/);
+    expect(expectProblem(await call('GET', '/v1/clients?after=..%2F'), 400, 'invalid_request')['detail']).toMatch(/^after:/);
+  });
+
+  it('changes settings with PATCH, says what changed, and the token endpoint follows', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'patched', scopes: ['echo:read'] } });
+    const id = String(created.body['client_id']);
+    const secret = String(created.body['client_secret']);
+    const patched = await call('PATCH', `/v1/clients/${id}`, { json: { scopes: ['echo:read', 'echo:write'], require_dpop: true } });
+    expect(patched.status, patched.text).toBe(200);
+    expect(conforming(patched, 'ClientChanged')).toMatchObject({
+      client: { scopes: ['echo:read', 'echo:write'], require_dpop: true },
+      changes: { scopes: { from: ['echo:read'], to: ['echo:read', 'echo:write'] }, require_dpop: { from: false, to: true } },
+    });
+    // Now only DPoP-bound tokens: a plain token request is refused.
+    expect(await tokenStatus(id, secret)).toBe(400);
+    const again = await call('PATCH', `/v1/clients/${id}`, { json: { require_dpop: true } });
+    expect(conforming(again, 'ClientChanged')['changes']).toEqual({});
+    const records = (await adminRecords()).filter((r) => r['target'] === id && r['action'] === 'client.update');
+    expect(records).toHaveLength(1);
+  });
+
+  it('refuses a body it cannot take, naming the field, and changes nothing', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'unchanged', scopes: ['echo:read'] } });
+    const id = String(created.body['client_id']);
+    const cases: Array<[unknown, RegExp]> = [
+      [{}, /^body:/],
+      [{ nmae: 'typo' }, /nmae|body/],
+      [{ scopes: [] }, /^scopes:/],
+      [{ scopes: ['has space'] }, /^scopes:/],
+      [{ name: 'bell\u0007' }, /^name:/],
+      [{ audiences: ['not a uri'] }, /^audiences\.0:/],
+      [{ access_token_ttl_s: 601 }, /^access_token_ttl_s:.*600/],
+      [{ access_token_ttl_s: 10 }, /^access_token_ttl_s:/],
+      [{ tls_client_auth_subject: 'not an identity!' }, /^tls_client_auth_subject:/],
+      [['a list'], /^body:/],
+    ];
+    for (const [json, detail] of cases) {
+      const refused = expectProblem(await call('PATCH', `/v1/clients/${id}`, { json }), 400, 'invalid_request');
+      expect(refused['detail'], JSON.stringify(json)).toMatch(detail);
+    }
+    expectProblem(await call('PATCH', `/v1/clients/${id}`, { raw: '{"name":' }), 400, 'invalid_request');
+    expectProblem(await call('PATCH', `/v1/clients/${id}`, { raw: 'name=x', type: 'application/x-www-form-urlencoded' }), 415, 'unsupported_media_type');
+    expectProblem(await call('POST', '/v1/clients', { json: { name: 'x'.repeat(20_000), scopes: ['a'] } }), 413, 'payload_too_large');
+    expectProblem(await call('POST', '/v1/clients', { json: { name: 'no scopes' } }), 400, 'invalid_request');
+    const after = conforming(await call('GET', `/v1/clients/${id}`), 'ClientDetail');
+    expect(after).toMatchObject({ name: 'unchanged', scopes: ['echo:read'], require_dpop: false, access_token_ttl_s: null });
+    expect((await adminRecords()).filter((r) => r['target'] === id && r['action'] !== 'client.add')).toEqual([]);
+  });
+
+  it('disables a client (its tokens end, it cannot authenticate) and enables it again; repeating either changes nothing', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'toggled', scopes: ['gatehouse:admin'] } });
+    const client = { id: String(created.body['client_id']), secret: String(created.body['client_secret']) };
+    const token = await tokenOf(client);
+    expect((await call('GET', '/v1/clients?limit=1', { token })).status).toBe(200);
+    const disabled = await call('POST', `/v1/clients/${client.id}/disable`);
+    expect(conforming(disabled, 'ClientToggled')).toMatchObject({ client: { enabled: false }, changed: true });
+    expect((await call('POST', `/v1/clients/${client.id}/disable`)).body['changed']).toBe(false);
+    expect(await tokenStatus(client.id, client.secret)).toBe(401);
+    expectProblem(await call('GET', '/v1/clients?limit=1', { token }), 401, 'invalid_token');
+    const enabled = await call('POST', `/v1/clients/${client.id}/enable`);
+    expect(conforming(enabled, 'ClientToggled')).toMatchObject({ client: { enabled: true }, changed: true });
+    expect(await tokenStatus(client.id, client.secret)).toBe(200);
+    const actions = (await adminRecords()).filter((r) => r['target'] === client.id).map((r) => r['action']);
+    expect(actions).toEqual(['client.add', 'client.disable', 'client.enable']);
+    expectProblem(await call('POST', `/v1/clients/${client.id}/disable`, { json: { now: true } }), 400, 'invalid_request');
+  });
+
+  it('rotates a secret, keeping the old one for keep_old_for_s; removes a client, whose secret then stops working', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'rotated', scopes: ['echo:read'] } });
+    const id = String(created.body['client_id']);
+    const old = String(created.body['client_secret']);
+    const rotated = await call('POST', `/v1/clients/${id}/rotate-secret`, { json: { keep_old_for_s: 300 } });
+    const body = conforming(rotated, 'SecretRotated');
+    expect(body['old_secret_expires_at']).not.toBeNull();
+    expect(await tokenStatus(id, String(body['client_secret']))).toBe(200);
+    expect(await tokenStatus(id, old)).toBe(200);
+    const now = conforming(await call('POST', `/v1/clients/${id}/rotate-secret`), 'SecretRotated');
+    expect(now['old_secret_expires_at']).toBeNull();
+    expect(await tokenStatus(id, String(body['client_secret']))).toBe(401);
+    expect(await tokenStatus(id, String(now['client_secret']))).toBe(200);
+    expectProblem(await call('POST', `/v1/clients/${id}/rotate-secret`, { json: { keep_old_for_s: 31 * 86_400 } }), 400, 'invalid_request');
+
+    const removed = await call('DELETE', `/v1/clients/${id}`);
+    expect(removed.status).toBe(204);
+    expect(removed.text).toBe('');
+    expect(await tokenStatus(id, String(now['client_secret']))).toBe(401);
+    expectProblem(await call('GET', `/v1/clients/${id}`), 404, 'no_such_resource');
+    expectProblem(await call('DELETE', `/v1/clients/${id}`), 404, 'no_such_resource');
+    const actions = (await adminRecords()).filter((r) => r['target'] === id).map((r) => r['action']);
+    expect(actions).toEqual(['client.add', 'client.rotate_secret', 'client.rotate_secret', 'client.remove']);
+  });
+
+  it('answers unknown clients, actions and methods with problems', async () => {
+    expectProblem(await call('GET', '/v1/clients/no-such-client'), 404, 'no_such_resource');
+    expectProblem(await call('PATCH', '/v1/clients/no-such-client', { json: { name: 'x' } }), 404, 'no_such_resource');
+    expectProblem(await call('POST', '/v1/clients/no-such-client/disable'), 404, 'no_such_resource');
+    expectProblem(await call('POST', '/v1/clients/x/explode'), 404, 'no_such_resource');
+    expectProblem(await call('GET', '/v1/clients/x/disable/more'), 404, 'no_such_resource');
+    const put = expectProblem(await call('PUT', '/v1/clients'), 405, 'method_not_allowed');
+    expect(put).toBeDefined();
+    const wrong = await call('POST', '/v1/clients/some-id');
+    expectProblem(wrong, 405, 'method_not_allowed');
+    expect(wrong.headers['allow']).toBe('GET, HEAD, PATCH, DELETE');
+    expect((await call('GET', '/v1/clients/some-id/disable')).headers['allow']).toBe('POST');
+  });
+
+  it('refuses callers who are not administrators, and records the refusals', async () => {
+    const anonymous = expectProblem(await call('GET', '/v1/clients', { anonymous: true }), 401, 'unauthenticated');
+    // The metrics scraper's identity reads /metrics only.
+    expectProblem(await call('GET', '/v1/clients', { cert: gw.certs.dnsClient }), 403, 'forbidden');
+    expectProblem(await call('POST', '/v1/clients', { cert: gw.certs.dnsClient, json: { name: 'x', scopes: ['a'] } }), 403, 'forbidden');
+    expectProblem(await call('GET', '/openapi.json', { cert: gw.certs.dnsClient }), 403, 'forbidden');
+    const reader = await addClient(gw, { scopes: ['echo:read'] });
+    expectProblem(await call('GET', '/v1/clients', { token: await tokenOf(reader) }), 403, 'forbidden');
+    // A token with gatehouse:admin is an administrator too, named in the record by its client and token id.
+    const tokenAdmin = await addClient(gw, { scopes: ['gatehouse:admin'] });
+    const byToken = await call('POST', '/v1/clients', { token: await tokenOf(tokenAdmin), json: { name: 'by token', scopes: ['echo:read'] } });
+    expect(byToken.status).toBe(201);
+    const record = (await adminRecords()).find((r) => r['target'] === byToken.body['client_id']);
+    expect(record?.['actor']).toMatchObject({ via: 'api', auth_method: 'bearer', client_id: tokenAdmin.id });
+    expect(record?.['actor']).toMatchObject({ jti: expect.any(String) });
+    const denied = (await gw.auditRecords()).find((r) => r.request_id === anonymous['request_id']);
+    expect(denied).toMatchObject({ route: 'admin-clients', decision: 'deny', code: 'unauthenticated' });
+  });
+});
