@@ -270,13 +270,14 @@ export class Gateway {
               log,
               isReady: () => !lifecycle.stopping && audit.ready,
               storeClientCa,
-              clients:
+              api:
                 issuer === undefined || config.issuer === undefined
                   ? undefined
                   : {
-                      store: issuer.clients,
+                      store: issuer.credentials,
                       audit,
                       issuerTokenTtlS: config.issuer.access_token_ttl_s,
+                      revokeSigningKey: (kid) => issuer.revokeSigningKey(kid),
                       changed: () => issuer.refresh(),
                       now: Date.now,
                     },

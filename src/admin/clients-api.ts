@@ -13,8 +13,7 @@
 //   POST   /v1/clients/{id}/enable       let it authenticate again (idempotent)
 //   POST   /v1/clients/{id}/rotate-secret  a new secret; {"keep_old_for_s": N} keeps the old one N seconds
 import { z } from 'zod';
-import type { AdminAction, ApiActor, AuditSink } from '../audit/event.js';
-import { GatewayError } from '../errors/catalogue.js';
+import type { GatewayError } from '../errors/catalogue.js';
 import {
   audienceProblem,
   CERTIFICATE_IDENTITY_PROBLEM,
@@ -33,37 +32,22 @@ import {
   clientView,
   disableClient,
   enableClient,
-  isoTime,
   removeClient,
   rotateClientSecret,
   updateClient,
   type ClientSettings,
-  type FieldChanges,
 } from '../issuer/clients.js';
-import type { AuthenticatedRequest, RequestBody, Service, ServiceResult } from '../pipeline/stage.js';
-import { type ClientStore, StoreError } from '../store/contract.js';
+import type { AuthenticatedRequest, ServiceResult } from '../pipeline/stage.js';
+import type { ClientStore } from '../store/contract.js';
+import { isoTime } from '../lib/iso-time.js';
+import { answer, ApiResource, type ApiParts, type JsonBody, methodOf, noSuch, notAllowed, pageOf, pageQuery, refused, segmentsUnder } from './api.js';
 
 export const CLIENTS_PATH = '/v1/clients';
-/** A client's settings are a few hundred bytes; a body larger than this is not one. */
-export const CLIENTS_BODY_LIMIT = 16 * 1024;
-const DEFAULT_PAGE = 50;
-const MAX_PAGE = 200;
 
-export interface ClientsApiParts {
+export interface ClientsApiParts extends ApiParts {
   readonly store: ClientStore;
-  readonly audit: AuditSink;
   /** The issuer's access_token_ttl_s: the longest a client's own lifetime may be. */
   readonly issuerTokenTtlS: number;
-  /** Re-reads the store into this gateway's issuer after a change, so its next token request sees it. */
-  readonly changed: () => Promise<void>;
-  readonly now: () => number;
-}
-
-/** The request body problems zod finds, as one `detail`: the first field and what is wrong with it. */
-function invalid(error: z.ZodError): GatewayError {
-  const issue = error.issues[0];
-  const where = issue === undefined || issue.path.length === 0 ? 'body' : issue.path.map(String).join('.');
-  return new GatewayError('invalid_request', { reason: 'admin API body', detail: `${where}: ${issue?.message ?? 'not acceptable'}` });
 }
 
 /** A zod refinement from a rule of client-rules.ts (a rule returns what is wrong, or undefined). */
@@ -114,15 +98,13 @@ const rotation = z.strictObject({
     .optional(),
 });
 
-type Target = { readonly kind: 'collection' } | { readonly kind: 'client'; readonly id: string; readonly action: string | undefined };
-
-export class ClientsApi implements Service {
-  readonly kind = 'service';
+export class ClientsApi extends ApiResource {
   private readonly create: z.ZodType<ClientSettings>;
   private readonly update: z.ZodType<Partial<ClientSettings>>;
 
-  constructor(private readonly parts: ClientsApiParts) {
-    const fields = settingsSchema(parts.issuerTokenTtlS);
+  constructor(private readonly clients: ClientsApiParts) {
+    super(clients, 'no such client');
+    const fields = settingsSchema(clients.issuerTokenTtlS);
     this.create = z
       .strictObject({
         name: fields.name,
@@ -160,32 +142,16 @@ export class ClientsApi implements Service {
       }));
   }
 
-  async serve(request: AuthenticatedRequest, received: RequestBody): Promise<ServiceResult> {
-    const body = new JsonBody(received);
-    let result: ServiceResult;
-    try {
-      result = await this.dispatch(request, body);
-    } catch (error) {
-      if (error instanceof GatewayError) result = refused(error);
-      else if (error instanceof StoreError && error.code === 'not_found') result = refused(noSuchClient());
-      else if (error instanceof StoreError && error.code === 'unavailable') {
-        result = refused(new GatewayError('service_unavailable', { reason: 'credential store unavailable', headers: { 'retry-after': '1' } }));
-      } else throw error;
-    }
-    // A refusal made before the body was read ends an HTTP/1.1 connection (the pipeline closes it); one made after does not.
-    return result.outcome === 'refused' ? { ...result, unreadBody: !body.consumed } : result;
-  }
-
-  private async dispatch(request: AuthenticatedRequest, body: JsonBody): Promise<ServiceResult> {
-    const target = targetOf(request.path);
-    const method = request.method === 'HEAD' ? 'GET' : request.method;
-    if (target === undefined) return refused(new GatewayError('no_such_resource', { reason: 'no such admin resource' }));
-    if (target.kind === 'collection') {
+  protected async handle(request: AuthenticatedRequest, body: JsonBody): Promise<ServiceResult> {
+    const segments = segmentsUnder(CLIENTS_PATH, request.path);
+    const method = methodOf(request);
+    if (segments === undefined) return refused(noSuch('no such admin resource'));
+    const [id, action] = segments;
+    if (id === undefined) {
       if (method === 'GET') return this.list(request.query);
       if (method === 'POST') return this.add(request, await body.parse(this.create));
       return notAllowed('GET, HEAD, POST');
     }
-    const { id, action } = target;
     if (clientIdProblem(id) !== undefined) return refused(noSuchClient());
     if (action === undefined) {
       if (method === 'GET') return this.show(id);
@@ -193,8 +159,7 @@ export class ClientsApi implements Service {
       if (method === 'DELETE') return this.remove(request, id);
       return notAllowed('GET, HEAD, PATCH, DELETE');
     }
-    if (action !== 'disable' && action !== 'enable' && action !== 'rotate-secret')
-      return refused(new GatewayError('no_such_resource', { reason: 'no such action' }));
+    if (action !== 'disable' && action !== 'enable' && action !== 'rotate-secret') return refused(noSuch('no such action'));
     if (method !== 'POST') return notAllowed('POST');
     if (action === 'rotate-secret') return this.rotate(request, id, await body.parse(rotation, true));
     await body.parse(z.strictObject({}), true);
@@ -202,48 +167,37 @@ export class ClientsApi implements Service {
   }
 
   private async list(query: string): Promise<ServiceResult> {
-    const params = new URLSearchParams(query);
-    for (const key of params.keys()) {
-      if (key !== 'limit' && key !== 'after') return refused(badQuery(`${key}: not a parameter of this list (limit, after)`));
-    }
-    const limitText = params.get('limit');
-    const limit = limitText === null ? DEFAULT_PAGE : Number(limitText);
-    if (!/^\d{1,3}$/.test(limitText ?? '1') || limit < 1 || limit > MAX_PAGE) return refused(badQuery(`limit: a whole number from 1 to ${MAX_PAGE}`));
-    const after = params.get('after');
-    if (after !== null && clientIdProblem(after) !== undefined) return refused(badQuery('after: a client id'));
+    const asked = pageQuery(query, (value) => clientIdProblem(value) === undefined);
     const now = this.parts.now();
-    const all = [...(await this.parts.store.listClients())].sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
-    const rest = after === null ? all : all.filter((client) => client.id > after);
-    const page = rest.slice(0, limit);
-    const last = page.at(-1);
-    return answer(200, { clients: page.map((client) => clientView(client, now)), next_after: rest.length > limit && last !== undefined ? last.id : null });
+    const page = pageOf(await this.clients.store.listClients(), (client) => client.id, asked);
+    return answer(200, { clients: page.items.map((client) => clientView(client, now)), next_after: page.nextAfter });
   }
 
   private async show(id: string): Promise<ServiceResult> {
-    const client = await this.parts.store.getClient(id);
+    const client = await this.clients.store.getClient(id);
     if (client === undefined) return refused(noSuchClient());
     return answer(200, clientDetailView(client, this.parts.now()));
   }
 
   private async add(request: AuthenticatedRequest, settings: ClientSettings): Promise<ServiceResult> {
     this.auditable();
-    const { client, secret } = await addClient(this.parts.store, settings, this.parts.now());
-    this.record(request, 'client.add', client.id, addedFields(client));
-    await this.parts.changed();
+    const { client, secret } = await addClient(this.clients.store, settings, this.parts.now());
+    await this.recorded(request, 'client.add', client.id, addedFields(client), true);
     const view = { ...clientView(client, this.parts.now()), ...(secret !== undefined ? { client_secret: secret } : {}) };
     return answer(201, view, { location: `${CLIENTS_PATH}/${client.id}` });
   }
 
   private async change(request: AuthenticatedRequest, id: string, settings: Partial<ClientSettings>): Promise<ServiceResult> {
     this.auditable();
-    const { client, changes } = await updateClient(this.parts.store, id, settings);
+    const { client, changes } = await updateClient(this.clients.store, id, settings);
     await this.recorded(request, 'client.update', id, changes);
     return answer(200, { client: clientView(client, this.parts.now()), changes });
   }
 
   private async toggle(request: AuthenticatedRequest, id: string, action: 'disable' | 'enable'): Promise<ServiceResult> {
     this.auditable();
-    const { client, changes } = action === 'disable' ? await disableClient(this.parts.store, id, this.parts.now()) : await enableClient(this.parts.store, id);
+    const { client, changes } =
+      action === 'disable' ? await disableClient(this.clients.store, id, this.parts.now()) : await enableClient(this.clients.store, id);
     await this.recorded(request, action === 'disable' ? 'client.disable' : 'client.enable', id, changes);
     return answer(200, { client: clientView(client, this.parts.now()), changed: Object.keys(changes).length > 0 });
   }
@@ -251,106 +205,19 @@ export class ClientsApi implements Service {
   private async rotate(request: AuthenticatedRequest, id: string, body: { keep_old_for_s?: number | undefined }): Promise<ServiceResult> {
     this.auditable();
     const keepOldMs = body.keep_old_for_s === undefined ? undefined : body.keep_old_for_s * 1000;
-    const { secret, oldSecretExpiresAt } = await rotateClientSecret(this.parts.store, id, keepOldMs, this.parts.now());
-    this.record(request, 'client.rotate_secret', id, { old_secret_expires_at: isoTime(oldSecretExpiresAt) });
-    await this.parts.changed();
+    const { secret, oldSecretExpiresAt } = await rotateClientSecret(this.clients.store, id, keepOldMs, this.parts.now());
+    await this.recorded(request, 'client.rotate_secret', id, { old_secret_expires_at: isoTime(oldSecretExpiresAt) }, true);
     return answer(200, { client_id: id, client_secret: secret, old_secret_expires_at: isoTime(oldSecretExpiresAt) });
   }
 
   private async remove(request: AuthenticatedRequest, id: string): Promise<ServiceResult> {
     this.auditable();
-    await removeClient(this.parts.store, id);
-    this.record(request, 'client.remove', id, {});
-    await this.parts.changed();
+    await removeClient(this.clients.store, id);
+    await this.recorded(request, 'client.remove', id, {}, true);
     return { outcome: 'answered', answer: { status: 204, body: undefined } };
   }
-
-  /** No change is made that could not be recorded: with the audit log unable to take records, 503 before touching the store. */
-  private auditable(): void {
-    if (!this.parts.audit.ready) throw new GatewayError('service_unavailable', { reason: 'audit unavailable', headers: { 'retry-after': '1' } });
-  }
-
-  /** Records a change that changed something (an idempotent no-op records nothing), then lets this gateway see it. */
-  private async recorded(request: AuthenticatedRequest, action: AdminAction, id: string, changes: FieldChanges): Promise<void> {
-    if (Object.keys(changes).length === 0) return;
-    this.record(request, action, id, changes);
-    await this.parts.changed();
-  }
-
-  private record(request: AuthenticatedRequest, action: AdminAction, target: string, changes: Readonly<Record<string, unknown>>): void {
-    this.parts.audit.admin({ action, target, actor: actorOf(request), changes });
-  }
-}
-
-/** The admin's credential as the admin record names it: identity and fingerprints, never the credential. */
-function actorOf(request: AuthenticatedRequest): ApiActor {
-  const { principal } = request;
-  return {
-    via: 'api',
-    subject: principal.subject,
-    auth_method: principal.method,
-    cert_thumbprint: principal.certificateThumbprint ?? null,
-    client_id: principal.clientId ?? null,
-    jti: principal.tokenId ?? null,
-    request_id: request.id,
-    client_ip: request.connection.clientAddress,
-  };
-}
-
-/** `/v1/clients` → the collection; `/v1/clients/{id}` and `/v1/clients/{id}/{action}` → a client; anything deeper → none. */
-function targetOf(path: string): Target | undefined {
-  const rest = path.slice(CLIENTS_PATH.length);
-  if (rest === '' || rest === '/') return { kind: 'collection' };
-  const segments = rest.slice(1).split('/');
-  const [id, action, ...beyond] = segments;
-  if (id === undefined || id === '' || beyond.length > 0 || action === '') return undefined;
-  return { kind: 'client', id: decodeURIComponent(id), action };
-}
-
-/** A request body read at most once, as JSON: `application/json` only (415 otherwise), within CLIENTS_BODY_LIMIT. */
-class JsonBody {
-  consumed = false;
-
-  constructor(private readonly body: RequestBody) {}
-
-  /** `optional`: an empty body is `{}` (the actions take no settings, or optional ones). */
-  async parse<T>(schema: z.ZodType<T>, optional = false): Promise<T> {
-    const bytes = await this.body.read(CLIENTS_BODY_LIMIT);
-    this.consumed = bytes !== 'too_large';
-    if (bytes === 'too_large') throw new GatewayError('payload_too_large', { reason: 'admin API body over its limit' });
-    if (bytes === 'gone') throw new GatewayError('bad_request', { reason: 'admin API body incomplete' });
-    let value: unknown = {};
-    if (bytes.length > 0 || !optional) {
-      const type = (this.body.header('content-type') ?? '').split(';')[0]?.trim().toLowerCase();
-      if (type !== 'application/json') throw new GatewayError('unsupported_media_type', { reason: 'admin API body not application/json' });
-      try {
-        value = JSON.parse(bytes.toString('utf8'));
-      } catch {
-        throw new GatewayError('invalid_request', { reason: 'admin API body not JSON', detail: 'body: not a JSON document' });
-      }
-    }
-    const parsed = schema.safeParse(value);
-    if (!parsed.success) throw invalid(parsed.error);
-    return parsed.data;
-  }
-}
-
-function answer(status: number, body: unknown, headers?: Record<string, string>): ServiceResult {
-  return { outcome: 'answered', answer: { status, body, ...(headers !== undefined ? { headers } : {}) } };
-}
-
-function refused(error: GatewayError): ServiceResult {
-  return { outcome: 'refused', error };
-}
-
-function notAllowed(allow: string): ServiceResult {
-  return refused(new GatewayError('method_not_allowed', { reason: 'admin API method', headers: { allow } }));
 }
 
 function noSuchClient(): GatewayError {
-  return new GatewayError('no_such_resource', { reason: 'no such client' });
-}
-
-function badQuery(detail: string): GatewayError {
-  return new GatewayError('invalid_request', { reason: 'admin API query', detail });
+  return noSuch('no such client');
 }

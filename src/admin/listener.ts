@@ -16,8 +16,7 @@ import { Ingress } from '../server/ingress.js';
 import { Listener } from '../server/listener.js';
 import { Router } from '../server/router.js';
 import type { TlsMaterial } from '../tls/context.js';
-import type { ClientsApiParts } from './clients-api.js';
-import { compileAdminRoutes } from './routes.js';
+import { type AdminApiParts, compileAdminRoutes } from './routes.js';
 
 /** Operators and a scraper or two: the admin listener never needs the public one's connection budget. */
 const MAX_ADMIN_CONNECTIONS = 64;
@@ -32,8 +31,8 @@ export interface AdminListenerParts {
   readonly isReady: () => boolean;
   /** The store's client CA, when tls.store_client_ca is set and it exists. */
   readonly storeClientCa: string | undefined;
-  /** The admin API's clients resource: when the gateway has an issuer. */
-  readonly clients: ClientsApiParts | undefined;
+  /** The admin API: when the gateway has an issuer. */
+  readonly api: AdminApiParts | undefined;
 }
 
 export class AdminListener {
@@ -51,7 +50,7 @@ export class AdminListener {
       ...(certificates ? [issuer?.mtls ?? new MtlsAuthenticator()] : []),
       ...(issuer !== undefined ? [issuer.bearer] : []),
     ];
-    const router = new Router(compileAdminRoutes({ config: admin, metrics: parts.metrics, authenticators, clients: parts.clients }));
+    const router = new Router(compileAdminRoutes({ config: admin, metrics: parts.metrics, authenticators, api: parts.api }));
     let listener: Listener | undefined;
     const ingress = new Ingress({
       router,

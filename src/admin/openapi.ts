@@ -1,6 +1,6 @@
 // The admin API's OpenAPI 3.1 document, served at GET /openapi.json on the admin listener. A test checks every answer the
 // API really gives against these schemas (test/admin/api.test.ts), so the document cannot drift from the code unnoticed.
-import { CLIENTS_BODY_LIMIT } from './clients-api.js';
+import { API_BODY_LIMIT } from './api.js';
 
 const json = (schema: string) => ({ 'application/json': { schema: { $ref: `#/components/schemas/${schema}` } } });
 const problem = (description: string) => ({ description, content: { 'application/problem+json': { schema: { $ref: '#/components/schemas/Problem' } } } });
@@ -16,7 +16,7 @@ const changeRefusals = {
   ...refusals,
   '400': problem('The body is not acceptable; `detail` names the field'),
   '404': problem('No client with this id'),
-  '413': problem(`The body is over ${CLIENTS_BODY_LIMIT} bytes`),
+  '413': problem(`The body is over ${API_BODY_LIMIT} bytes`),
   '415': problem('The body is not application/json'),
 } as const;
 
@@ -36,7 +36,7 @@ export const ADMIN_OPENAPI = {
     title: 'Gatehouse admin API',
     version: '1',
     description:
-      'What `gatehouse clients` does, over the admin listener. Every call needs an admin credential: a client certificate ' +
+      'What `gatehouse clients`, `keys list|revoke` and `certs list|revoke` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
       'with a configured admin identity, or a token of this gateway with the scope gatehouse:admin. Every change is ' +
       'recorded in the audit chain with the admin who made it. Refusals are RFC 9457 problem documents.',
   },
@@ -101,6 +101,41 @@ export const ADMIN_OPENAPI = {
         summary: 'A new secret; the old one ends now, or after keep_old_for_s',
         requestBody: { required: false, content: json('SecretRotation') },
         responses: { '200': ok('The new secret (in this answer only)', 'SecretRotated'), ...changeRefusals },
+      },
+    },
+    '/v1/keys': {
+      get: {
+        operationId: 'listSigningKeys',
+        summary: 'The signing keys and the state of each (never key material)',
+        responses: { '200': ok('Every signing key the store holds', 'SigningKeyList'), ...refusals },
+      },
+    },
+    '/v1/keys/{kid}/revoke': {
+      parameters: [{ name: 'kid', in: 'path', required: true, schema: { type: 'string', pattern: '^[A-Za-z0-9_-]{43}$' } }],
+      post: {
+        operationId: 'revokeSigningKey',
+        summary: 'Emergency revocation: unpublished now, every token it signed refused; a successor signs if it was signing',
+        responses: { '200': ok('What the revocation did; `revoked` is false when it already was', 'SigningKeyRevoked'), ...changeRefusals },
+      },
+    },
+    '/v1/certificates': {
+      get: {
+        operationId: 'listCertificates',
+        summary: 'A page of the client certificates the client CA issued, ordered by serial',
+        parameters: [
+          { name: 'client', in: 'query', description: 'only this client’s', schema: { type: 'string' } },
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 200, default: 50 } },
+          { name: 'after', in: 'query', description: 'the `next_after` of the previous page', schema: { type: 'string' } },
+        ],
+        responses: { '200': ok('A page of certificates', 'CertificatePage'), '400': problem('A query parameter is not acceptable'), ...refusals },
+      },
+    },
+    '/v1/certificates/{serial}/revoke': {
+      parameters: [{ name: 'serial', in: 'path', required: true, schema: { type: 'string', pattern: '^[0-9a-fA-F:]{1,95}$' } }],
+      post: {
+        operationId: 'revokeCertificate',
+        summary: 'Refuse the certificate from the next request on, inside its validity too (idempotent)',
+        responses: { '200': ok('The certificate; `changed` is false when it was revoked already', 'CertificateRevoked'), ...changeRefusals },
       },
     },
   },
@@ -210,6 +245,71 @@ export const ADMIN_OPENAPI = {
         additionalProperties: false,
         required: ['client_id', 'client_secret', 'old_secret_expires_at'],
         properties: { client_id: { type: 'string' }, client_secret: { type: 'string' }, old_secret_expires_at: nullableTime },
+      },
+      SigningKey: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'alg', 'state', 'created_at', 'activates_at', 'retired_at', 'expires_at', 'revoked_at'],
+        properties: {
+          kid: { type: 'string' },
+          alg: { type: 'string' },
+          state: { type: 'string', enum: ['signing', 'pending', 'verifying', 'expired', 'revoked'] },
+          created_at: nullableTime,
+          activates_at: nullableTime,
+          retired_at: nullableTime,
+          expires_at: nullableTime,
+          revoked_at: nullableTime,
+        },
+      },
+      SigningKeyList: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['keys'],
+        properties: { keys: { type: 'array', items: { $ref: '#/components/schemas/SigningKey' } } },
+      },
+      SigningKeyRevoked: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'revoked', 'revoked_at', 'succession', 'signer'],
+        properties: {
+          kid: { type: 'string' },
+          revoked: { type: 'boolean' },
+          revoked_at: nullableTime,
+          succession: { type: 'string', enum: ['unchanged', 'kept', 'activated', 'created'] },
+          signer: { type: ['string', 'null'], description: 'the kid that signs now' },
+        },
+      },
+      CertificateFields: {
+        type: 'object',
+        required: ['serial', 'client_id', 'subject', 'state', 'thumbprint', 'not_before', 'not_after', 'issued_at', 'revoked_at'],
+        properties: {
+          serial: { type: 'string', pattern: '^[0-9a-f]{1,64}$' },
+          client_id: { type: 'string' },
+          subject: { type: 'string' },
+          state: { type: 'string', enum: ['valid', 'expired', 'revoked'] },
+          thumbprint: { type: 'string', description: 'RFC 8705 x5t#S256' },
+          not_before: nullableTime,
+          not_after: nullableTime,
+          issued_at: nullableTime,
+          revoked_at: nullableTime,
+        },
+      },
+      Certificate: { allOf: [{ $ref: '#/components/schemas/CertificateFields' }], unevaluatedProperties: false },
+      CertificatePage: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['certificates', 'next_after'],
+        properties: {
+          certificates: { type: 'array', items: { $ref: '#/components/schemas/Certificate' } },
+          next_after: { type: ['string', 'null'] },
+        },
+      },
+      CertificateRevoked: {
+        allOf: [{ $ref: '#/components/schemas/CertificateFields' }],
+        type: 'object',
+        unevaluatedProperties: false,
+        required: ['changed'],
+        properties: { changed: { type: 'boolean' } },
       },
       Problem: {
         type: 'object',

@@ -16,8 +16,11 @@ import {
   TextBody,
 } from '../pipeline/stage.js';
 import { allowedMethods } from '../server/router.js';
-import { CLIENTS_BODY_LIMIT, CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
+import { API_BODY_LIMIT } from './api.js';
+import { CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
+import { CERTIFICATES_PATH, CertificatesApi, KEYS_PATH, KeysApi, type KeysApiParts } from './credentials-api.js';
 import { ADMIN_OPENAPI } from './openapi.js';
+import type { CertificateStore, ClientStore, SigningKeyStore } from '../store/contract.js';
 
 const CHALLENGE = 'Bearer realm="gatehouse-admin"';
 
@@ -63,13 +66,19 @@ export class OpenApiService implements Service {
   }
 }
 
+/** What the admin API's resources work on: the issuer's store and operations, the audit log. */
+export interface AdminApiParts extends ClientsApiParts {
+  readonly store: ClientStore & SigningKeyStore & CertificateStore;
+  readonly revokeSigningKey: KeysApiParts['revoke'];
+}
+
 export interface AdminRouteParts {
   readonly config: DeepReadonly<AdminConfig>;
   readonly metrics: GatewayMetrics;
   /** Certificates (when the listener asks for them), then the issuer's bearer tokens (when there is an issuer), then none. */
   readonly authenticators: readonly Authenticator[];
-  /** The clients API, when the gateway has an issuer (whose store it manages). */
-  readonly clients: ClientsApiParts | undefined;
+  /** The admin API, when the gateway has an issuer (whose store it manages). */
+  readonly api: AdminApiParts | undefined;
 }
 
 export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
@@ -102,10 +111,12 @@ export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
   return [
     // Scrapers (metrics_subjects) read the metrics and nothing else.
     route('admin-metrics', '/metrics', ['GET'], new MetricsService(parts.metrics), 0, new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects)),
-    ...(parts.clients !== undefined
+    ...(parts.api !== undefined
       ? [
           route('admin-openapi', '/openapi.json', ['GET'], new OpenApiService()),
-          route('admin-clients', CLIENTS_PATH, ['GET', 'POST', 'PATCH', 'DELETE'], new ClientsApi(parts.clients), CLIENTS_BODY_LIMIT),
+          route('admin-clients', CLIENTS_PATH, ['GET', 'POST', 'PATCH', 'DELETE'], new ClientsApi(parts.api), API_BODY_LIMIT),
+          route('admin-keys', KEYS_PATH, ['GET', 'POST'], new KeysApi({ ...parts.api, revoke: parts.api.revokeSigningKey }), API_BODY_LIMIT),
+          route('admin-certificates', CERTIFICATES_PATH, ['GET', 'POST'], new CertificatesApi(parts.api), API_BODY_LIMIT),
         ]
       : []),
   ];

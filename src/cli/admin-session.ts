@@ -181,7 +181,8 @@ export function onClient<T>(ctx: AdminContext, id: string, operation: Promise<T>
 
 // ---- Output ----
 
-export { clientView, isoTime as iso } from '../issuer/clients.js';
+export { clientView } from '../issuer/clients.js';
+export { isoTime as iso } from '../lib/iso-time.js';
 
 /** A JSON array with --json, else a table (or `empty` when there is nothing to list). */
 export function printList<T>(options: JsonOption, items: readonly T[], empty: string, header: readonly string[], row: (item: T) => readonly string[]): void {

@@ -11,6 +11,7 @@ import {
   nameProblem,
   scopesProblem,
 } from '../issuer/client-rules.js';
+import { normalSerial } from '../issuer/client-ca-store.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 
 export { MAX_NAME_CHARS, MIN_TOKEN_TTL_S } from '../issuer/client-rules.js';
@@ -154,7 +155,7 @@ export function parseCertificateTtl(value: string): number {
 
 /** A certificate serial as `certs list` and OpenSSL print it (hex, colons allowed), in the store's lower-case form. */
 export function parseSerial(value: string): string {
-  const serial = value.replaceAll(':', '').toLowerCase();
-  if (!/^[0-9a-f]{1,64}$/.test(serial)) throw new InvalidArgumentError('not a certificate serial (hexadecimal)');
+  const serial = normalSerial(value);
+  if (serial === undefined) throw new InvalidArgumentError('not a certificate serial (hexadecimal)');
   return serial;
 }

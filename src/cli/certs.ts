@@ -5,10 +5,17 @@ import { closeSync, constants as fsConstants, existsSync, openSync, readFileSync
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import type { Command } from 'commander';
-import { caFingerprint, ClientCaError, DEFAULT_CLIENT_CERTIFICATE_TTL_S, initClientCa, issueForClient, openClientCa } from '../issuer/client-ca-store.js';
+import {
+  caFingerprint,
+  ClientCaError,
+  DEFAULT_CLIENT_CERTIFICATE_TTL_S,
+  initClientCa,
+  issuedCertificateView,
+  issueForClient,
+  openClientCa,
+} from '../issuer/client-ca-store.js';
 import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
 import { DirectoryError, makeDirectory } from '../lib/make-directory.js';
-import type { IssuedCertificate } from '../store/contract.js';
 import { CsrError } from '../tls/client-ca.js';
 import { pkcs12 } from '../tls/pkcs12.js';
 import {
@@ -168,30 +175,11 @@ function writeOutput(ctx: AdminContext, dir: string, name: string, text: string 
   }
 }
 
-function certificateState(certificate: IssuedCertificate, now: number): 'valid' | 'expired' | 'revoked' {
-  if (certificate.revokedAt !== null) return 'revoked';
-  return certificate.notAfter <= now ? 'expired' : 'valid';
-}
-
-function certificateView(certificate: IssuedCertificate, now: number) {
-  return {
-    serial: certificate.serial,
-    client_id: certificate.clientId,
-    subject: certificate.subject,
-    state: certificateState(certificate, now),
-    thumbprint: certificate.thumbprint,
-    not_before: iso(certificate.notBefore),
-    not_after: iso(certificate.notAfter),
-    issued_at: iso(certificate.issuedAt),
-    revoked_at: iso(certificate.revokedAt),
-  };
-}
-
 async function certsList(ctx: AdminContext, options: StoreOptions & JsonOption & { client?: string }): Promise<void> {
   await withStore(ctx, options, async ({ store }) => {
     const now = Date.now();
     const all = await store.listIssuedCertificates();
-    const views = all.filter((c) => options.client === undefined || c.clientId === options.client).map((c) => certificateView(c, now));
+    const views = all.filter((c) => options.client === undefined || c.clientId === options.client).map((c) => issuedCertificateView(c, now));
     printList(options, views, 'no certificates issued', ['SERIAL', 'CLIENT', 'SUBJECT', 'STATE', 'NOT AFTER'], (c) => [
       c.serial,
       c.client_id,
@@ -213,7 +201,7 @@ async function certsRevoke(ctx: AdminContext, serial: string, options: StoreOpti
         target: serial,
         changes: { client_id: revoked.clientId, subject: revoked.subject, thumbprint: revoked.thumbprint },
       });
-    if (options.json === true) return printJson({ ...certificateView(revoked, now), changed });
+    if (options.json === true) return printJson({ ...issuedCertificateView(revoked, now), changed });
     if (!changed) return print(`certificate ${serial} was revoked already at ${iso(revoked.revokedAt) ?? '-'}; nothing changed`);
     print(`certificate ${serial} (${printable(revoked.subject)}) revoked: every gateway refuses it within ${refreshS(config)}s, inside its validity too`);
   });

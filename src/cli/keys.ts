@@ -4,9 +4,8 @@ import type { Command } from 'commander';
 import { print, printJson } from './output.js';
 import type { Config } from '../config/schema.js';
 import { revokeSigningKey, rotateSigningKey, rotateSigningKeyNow } from '../issuer/key-rotation.js';
-import { signingKeyStates } from '../issuer/key-schedule.js';
+import { signingKeyStates, signingKeyView } from '../issuer/key-schedule.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
-import type { SigningKey } from '../store/contract.js';
 import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
 import {
   AdminError,
@@ -143,24 +142,11 @@ async function keysRevoke(ctx: AdminContext, kid: string, options: StoreOptions 
   });
 }
 
-function keyView(key: SigningKey, states: ReadonlyMap<string, string>) {
-  return {
-    kid: key.kid,
-    alg: key.alg,
-    state: states.get(key.kid) ?? 'expired',
-    created_at: iso(key.createdAt),
-    activates_at: iso(key.activatesAt),
-    retired_at: iso(key.retiredAt),
-    expires_at: iso(key.expiresAt),
-    revoked_at: iso(key.revokedAt),
-  };
-}
-
 async function keysList(ctx: AdminContext, options: StoreOptions & JsonOption): Promise<void> {
   await withStore(ctx, options, async ({ store }) => {
     const stored = await store.listSigningKeys();
     const states = signingKeyStates(stored, Date.now());
-    const keys = stored.map((key) => keyView(key, states));
+    const keys = stored.map((key) => signingKeyView(key, states));
     printList(options, keys, 'no signing keys', ['KID', 'ALG', 'STATE', 'CREATED', 'ACTIVATES', 'RETIRED', 'EXPIRES'], (k) => [
       k.kid,
       k.alg,

@@ -8,6 +8,7 @@ import { KeyDecryptionError, type KeyEncryptionKey } from '../lib/key-encryption
 import type { Client, ClientCa, CredentialStore, IssuedCertificate } from '../store/contract.js';
 import { type CertificateAndKey, createCertificateAuthority } from '../tls/ca.js';
 import { type CertificateIdentity, type IssuedClientCertificate, issueClientCertificateFor } from '../tls/client-ca.js';
+import { isoTime } from '../lib/iso-time.js';
 
 /** The additional data the CA key is sealed with: a ciphertext moved to another column does not open. */
 const CA_KEY_AAD = 'client-ca';
@@ -105,4 +106,31 @@ export async function caFingerprint(certPem: string): Promise<string> {
     .toString('hex')
     .toUpperCase();
   return hex.replace(/(..)(?!$)/g, '$1:');
+}
+
+/** An issued certificate's state at `now`: revoked wins over expired. */
+export function issuedCertificateState(certificate: IssuedCertificate, now: number): 'valid' | 'expired' | 'revoked' {
+  if (certificate.revokedAt !== null) return 'revoked';
+  return certificate.notAfter <= now ? 'expired' : 'valid';
+}
+
+/** An issued certificate as `certs list --json` and the admin API show it. */
+export function issuedCertificateView(certificate: IssuedCertificate, now: number) {
+  return {
+    serial: certificate.serial,
+    client_id: certificate.clientId,
+    subject: certificate.subject,
+    state: issuedCertificateState(certificate, now),
+    thumbprint: certificate.thumbprint,
+    not_before: isoTime(certificate.notBefore),
+    not_after: isoTime(certificate.notAfter),
+    issued_at: isoTime(certificate.issuedAt),
+    revoked_at: isoTime(certificate.revokedAt),
+  };
+}
+
+/** A certificate serial as `certs list` and OpenSSL print it (hex, colons allowed), in the store's lower-case form; undefined if it is none. */
+export function normalSerial(value: string): string | undefined {
+  const serial = value.replaceAll(':', '').toLowerCase();
+  return /^[0-9a-f]{1,64}$/.test(serial) ? serial : undefined;
 }

@@ -2,13 +2,9 @@
 // per operation, called by the CLI (and later the admin API), which only parse and print. Each returns what changed, for
 // the admin record; a clear secret exists only in the return value of `addClient` and `rotateClientSecret`.
 import { setTimeout as sleep } from 'node:timers/promises';
+import { isoTime } from '../lib/iso-time.js';
 import { MAX_SECRETS_PER_CLIENT, StoreError, type Client, type ClientStore, type SecretHash } from '../store/contract.js';
 import { generateClientId, generateClientSecret, hashSecret, isActiveSecret } from './secrets.js';
-
-/** A time as the views show it: ISO 8601 UTC, or null. */
-export function isoTime(ms: number | null): string | null {
-  return ms === null ? null : new Date(ms).toISOString();
-}
 
 /** Everything about a client an operator may see, as the CLI's --json and the admin API show it: never a hash. */
 export function clientView(client: Client, now: number) {

@@ -15,7 +15,7 @@ import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
-import type { Client, ClientStore, CredentialStore, StoreChange, StoreWatch } from '../store/contract.js';
+import type { CertificateStore, Client, ClientStore, CredentialStore, SigningKeyStore, StoreChange, StoreWatch } from '../store/contract.js';
 import { MemoryLimiterBackend, type LimiterBackend } from '../quota/backend.js';
 import { openCredentialStore } from '../store/open.js';
 import { openVerifiedKeyEncryptionKey } from './master-key.js';
@@ -31,8 +31,9 @@ import {
   tokenRequestPrecheck,
   type IssuerContext,
 } from './endpoints.js';
-import { ensureSigningKey } from './key-rotation.js';
+import { ensureSigningKey, revokeSigningKey } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
+import type { SigningKeyRevocation } from './key-schedule.js';
 import { KID_SHAPE } from './signing-key.js';
 import { RevocationSet } from './revocations.js';
 import { CertificateRenewalEndpoint, RENEWAL_BODY_LIMIT_BYTES, RENEWALS_PER_HOUR, type CertificateIssued } from './renewal.js';
@@ -130,6 +131,8 @@ export class Issuer {
 
   private readonly settings: DeepReadonly<IssuerConfig>;
   private readonly store: CredentialStore;
+  /** The master key's key-encryption key: seals new signing keys (a revocation's successor). */
+  private readonly kek: KeyEncryptionKey;
   private readonly ring: KeyRing;
   private readonly revocations: RevocationSet;
   private readonly log: Logger;
@@ -139,6 +142,7 @@ export class Issuer {
     const { settings, store, ring, revocations, now, port, limiters, kek } = parts;
     this.settings = settings;
     this.store = store;
+    this.kek = kek;
     this.ring = ring;
     this.revocations = revocations;
     this.log = parts.log;
@@ -301,9 +305,14 @@ export class Issuer {
     return this.failingSince === undefined;
   }
 
-  /** The store's clients, for the admin API (which changes them with the CLI's operations). */
-  get clients(): ClientStore {
+  /** The store's clients, signing keys and issued certificates, for the admin API (which uses the CLI's operations on them). */
+  get credentials(): ClientStore & SigningKeyStore & CertificateStore {
     return this.store;
+  }
+
+  /** `gatehouse keys revoke` for the admin API, with this issuer's master key and algorithm (refresh() then applies it here). */
+  revokeSigningKey(kid: string): Promise<SigningKeyRevocation> {
+    return revokeSigningKey(this.store, this.kek, { kid, alg: this.settings.signing_alg, now: this.now() });
   }
 
   /** The client CA certificate (PEM) the store holds now, if `gatehouse ca init` made one. */

@@ -1,6 +1,7 @@
 // The signing-key schedule, pure: which key signs, which are published, the states `keys list` shows, and the store
 // changes of an immediate rotation and of an emergency revocation. Every function takes the key rows and the time.
 import { StoreError, type SigningKey, type SigningKeyChange } from '../store/contract.js';
+import { isoTime } from '../lib/iso-time.js';
 
 /** Margin added after the last possible token expiry before a retired key is unpublished: covers verifiers' clock tolerance. */
 export const RETIREMENT_GRACE_MS = 60_000;
@@ -151,4 +152,18 @@ export function planRevocation(
 /** The key the KeyRing signs with at `now` among `keys`. */
 export function signerAt(keys: readonly SigningKey[], now: number): SigningKey | undefined {
   return [...keys].sort(newestFirst).find((key) => canSign(key, now));
+}
+
+/** A signing key as `keys list --json` and the admin API show it: its state and times, never key material. */
+export function signingKeyView(key: SigningKey, states: ReadonlyMap<string, string>) {
+  return {
+    kid: key.kid,
+    alg: key.alg,
+    state: states.get(key.kid) ?? 'expired',
+    created_at: isoTime(key.createdAt),
+    activates_at: isoTime(key.activatesAt),
+    retired_at: isoTime(key.retiredAt),
+    expires_at: isoTime(key.expiresAt),
+    revoked_at: isoTime(key.revokedAt),
+  };
 }

@@ -6,13 +6,18 @@ import { X509Certificate } from 'node:crypto';
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
-import { request } from 'undici';
+import { type Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
 import { readRecords } from '../../src/audit/read.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { TestCertificates, TestGateway } from '../support/harness.js';
-import { addClient, basicAuth, postForm, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+import { initClientCa, issueForClient, openClientCa } from '../../src/issuer/client-ca-store.js';
+import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
+import type { Client } from '../../src/store/contract.js';
+import { eventually } from '../support/eventually.js';
+import { addClient, basicAuth, postForm, readClient, send, startIssuerGateway, withIssuer, withStore, type TestClient } from '../support/issuer.js';
+import { route } from '../support/routes.js';
 
 let gw: TestGateway;
 let adminPort: number;
@@ -22,8 +27,9 @@ let validate: (schema: string, value: unknown) => string | undefined;
 function configure(base: ConfigInput, certs: TestCertificates): ConfigInput {
   adminSubject = identityFromSubjectAltName(new X509Certificate(certs.client.certPem).subjectAltName) ?? '';
   const scraper = identityFromSubjectAltName(new X509Certificate(certs.dnsClient.certPem).subjectAltName) ?? '';
-  // The DNS-SAN client may scrape /metrics, and nothing else.
-  return { ...withIssuer(base, { access_token_ttl_s: 600 }), admin: { port: 0, subjects: [adminSubject], metrics_subjects: [scraper] } };
+  // The DNS-SAN client may scrape /metrics, and nothing else. The listeners trust the test CA and the store's client CA.
+  const issuer = withIssuer(base, { access_token_ttl_s: 600 }, [route('whoami', '/m', { authn: ['mtls'], authz: { allow: 'authenticated' } })]);
+  return { ...issuer, tls: { ...base.tls, store_client_ca: true }, admin: { port: 0, subjects: [adminSubject], metrics_subjects: [scraper] } };
 }
 
 interface Answer {
@@ -35,6 +41,21 @@ interface Answer {
 }
 
 type Cert = TestGateway['certs']['client'];
+
+/**
+ * One keep-alive agent per certificate (or none): the admin listener counts new connections per address
+ * (limits.new_connections_per_ip), and a connection per call would spend that budget.
+ */
+const agents = new Map<string, Agent>();
+function agentFor(cert: Cert | undefined): Agent {
+  const key = cert?.certPem ?? '';
+  let agent = agents.get(key);
+  if (agent === undefined) {
+    agent = gw.agent(cert !== undefined ? { cert } : {});
+    agents.set(key, agent);
+  }
+  return agent;
+}
 
 /** One call to the admin listener: the admin certificate unless `cert` (or `token`, or `anonymous`) says otherwise. */
 async function call(
@@ -49,7 +70,7 @@ async function call(
   const cert = opts.anonymous === true || opts.token !== undefined ? undefined : (opts.cert ?? gw.certs.client);
   const res = await request(`https://127.0.0.1:${adminPort}${path}`, {
     method: method as 'GET',
-    dispatcher: gw.agent(cert !== undefined ? { cert } : {}),
+    dispatcher: agentFor(cert),
     headers,
     ...(body !== undefined ? { body } : {}),
   });
@@ -108,7 +129,10 @@ beforeAll(async () => {
     return check(value) ? undefined : ajv.errorsText(check.errors);
   };
 });
-afterAll(() => gw.stop());
+afterAll(async () => {
+  await Promise.all([...agents.values()].map((agent) => agent.close()));
+  await gw.stop();
+});
 
 describe('the admin API: clients', () => {
   it('serves its OpenAPI 3.1 document, whose paths are the ones the API answers', async () => {
@@ -116,11 +140,15 @@ describe('the admin API: clients', () => {
     expect(document.type).toMatch(/^application\/json/);
     expect(document.body['openapi']).toBe('3.1.0');
     expect(Object.keys(document.body['paths'] as object).sort()).toEqual([
+      '/v1/certificates',
+      '/v1/certificates/{serial}/revoke',
       '/v1/clients',
       '/v1/clients/{id}',
       '/v1/clients/{id}/disable',
       '/v1/clients/{id}/enable',
       '/v1/clients/{id}/rotate-secret',
+      '/v1/keys',
+      '/v1/keys/{kid}/revoke',
     ]);
   });
 
@@ -305,5 +333,84 @@ describe('the admin API: clients', () => {
     expect(record?.['actor']).toMatchObject({ jti: expect.any(String) });
     const denied = (await gw.auditRecords()).find((r) => r.request_id === anonymous['request_id']);
     expect(denied).toMatchObject({ route: 'admin-clients', decision: 'deny', code: 'unauthenticated' });
+  });
+});
+
+describe('the admin API: issued certificates and signing keys', () => {
+  const IDENTITY = 'spiffe://gatehouse.test/api-billing';
+  let holder: TestClient;
+  let issued: { serial: string; certPem: string; keyPem: string };
+
+  beforeAll(async () => {
+    holder = await addClient(gw, { scopes: ['echo:read'], tlsClientAuthSubject: IDENTITY });
+    const kek = loadKeyEncryptionKey({ masterKey: undefined, file: join(gw.dataDir, 'master.key') });
+    issued = await withStore(gw, async (store) => {
+      await initClientCa(store, kek, { commonName: 'API Test Client CA', now: Date.now() });
+      const ca = await openClientCa(store, kek);
+      const made = await issueForClient(store, ca, (await readClient(gw, holder.id)) as Client, { ttlS: 3600, now: Date.now() });
+      return { serial: made.serial, certPem: made.certPem, keyPem: made.keyPem ?? '' };
+    });
+    // The listener trusts the store's CA from the issuer's next refresh on.
+    await gw.gateway.issuer?.refresh();
+    await eventually(
+      async () => (await send(gw, { path: '/m', dispatcher: gw.agent({ cert: issued }) })).status === 200,
+      5000,
+      'the issued certificate accepted',
+    );
+  });
+
+  it('lists issued certificates by serial, for one client too, and refuses a bad filter', async () => {
+    const all = conforming(await call('GET', '/v1/certificates'), 'CertificatePage');
+    expect(all['certificates']).toEqual([expect.objectContaining({ serial: issued.serial, client_id: holder.id, subject: IDENTITY, state: 'valid' })]);
+    expect(all['next_after']).toBeNull();
+    const mine = conforming(await call('GET', `/v1/certificates?client=${holder.id}&limit=1`), 'CertificatePage');
+    expect((mine['certificates'] as unknown[]).length).toBe(1);
+    const none = conforming(await call('GET', '/v1/certificates?client=someone-else'), 'CertificatePage');
+    expect(none['certificates']).toEqual([]);
+    expect(expectProblem(await call('GET', '/v1/certificates?client=no%20such'), 400, 'invalid_request')['detail']).toMatch(/^client:/);
+    expect(expectProblem(await call('GET', '/v1/certificates?client=a&client=b'), 400, 'invalid_request')['detail']).toMatch(/^client: given twice/);
+  });
+
+  it('revokes a certificate: the gateway refuses it at once, inside its validity; again changes nothing', async () => {
+    const revoked = await call('POST', `/v1/certificates/${issued.serial.toUpperCase()}/revoke`);
+    expect(conforming(revoked, 'CertificateRevoked')).toMatchObject({ serial: issued.serial, state: 'revoked', changed: true });
+    expect((await send(gw, { path: '/m', dispatcher: gw.agent({ cert: issued }) })).status).toBe(401);
+    expect(conforming(await call('POST', `/v1/certificates/${issued.serial}/revoke`), 'CertificateRevoked')['changed']).toBe(false);
+    const records = (await adminRecords()).filter((r) => r['target'] === issued.serial);
+    expect(records).toEqual([
+      expect.objectContaining({
+        action: 'certificate.revoke',
+        actor: expect.objectContaining({ via: 'api', subject: adminSubject }),
+        changes: expect.objectContaining({ client_id: holder.id, subject: IDENTITY }),
+      }),
+    ]);
+    expectProblem(await call('POST', '/v1/certificates/abcdef0123/revoke'), 404, 'no_such_resource');
+    expectProblem(await call('POST', '/v1/certificates/not-hex/revoke'), 404, 'no_such_resource');
+    expectProblem(await call('POST', `/v1/certificates/${issued.serial}/unrevoke`), 404, 'no_such_resource');
+    expect((await call('GET', `/v1/certificates/${issued.serial}/revoke`)).headers['allow']).toBe('POST');
+    expectProblem(await call('POST', `/v1/certificates/${issued.serial}/revoke`, { cert: gw.certs.dnsClient }), 403, 'forbidden');
+  });
+
+  it('lists the signing keys; revoking the signing key refuses its tokens at once and a new key signs', async () => {
+    const before = conforming(await call('GET', '/v1/keys'), 'SigningKeyList')['keys'] as Array<{ kid: string; state: string }>;
+    const signing = before.find((key) => key.state === 'signing');
+    expect(signing).toBeDefined();
+    const admin = await addClient(gw, { scopes: ['gatehouse:admin'] });
+    const oldToken = await tokenOf(admin);
+    expect((await call('GET', '/v1/keys', { token: oldToken })).status).toBe(200);
+    const revoked = conforming(await call('POST', `/v1/keys/${signing?.kid}/revoke`), 'SigningKeyRevoked');
+    expect(revoked).toMatchObject({ kid: signing?.kid, revoked: true, succession: 'created' });
+    expect(revoked['signer']).not.toBe(signing?.kid);
+    expectProblem(await call('GET', '/v1/keys', { token: oldToken }), 401, 'invalid_token');
+    const newToken = await tokenOf(admin);
+    expect((await call('GET', '/v1/keys', { token: newToken })).status).toBe(200);
+    const after = conforming(await call('GET', '/v1/keys'), 'SigningKeyList')['keys'] as Array<{ kid: string; state: string }>;
+    expect(after.find((key) => key.kid === signing?.kid)?.state).toBe('revoked');
+    expect(after.find((key) => key.kid === revoked['signer'])?.state).toBe('signing');
+    expect(conforming(await call('POST', `/v1/keys/${signing?.kid}/revoke`), 'SigningKeyRevoked')['revoked']).toBe(false);
+    const records = (await adminRecords()).filter((r) => r['action'] === 'key.revoke');
+    expect(records).toEqual([expect.objectContaining({ target: signing?.kid, actor: expect.objectContaining({ via: 'api', subject: adminSubject }) })]);
+    expectProblem(await call('POST', `/v1/keys/${'A'.repeat(43)}/revoke`), 404, 'no_such_resource');
+    expectProblem(await call('POST', '/v1/keys'), 405, 'method_not_allowed');
   });
 });
