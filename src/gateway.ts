@@ -8,12 +8,13 @@ import type { AuditSink, OperationalEvent } from './audit/event.js';
 import { hash, X509Certificate } from 'node:crypto';
 import { hostname } from 'node:os';
 import { defaultInstanceId } from './audit/chain.js';
-import { auditKeyFile, loadOrCreateAuditKey } from './audit/audit-key.js';
+import { auditKeyFile, loadOrCreateAuditKey, readAuditPublicKey } from './audit/audit-key.js';
 import { checkpointExportFor } from './audit/export.js';
 import { AuditLog } from './audit/log.js';
 import { retentionOf } from './audit/retention.js';
 import type { DeepReadonly } from './lib/deep-freeze.js';
 import { makeDirectory } from './lib/make-directory.js';
+import { cliModule } from './lib/package-root.js';
 import { describeRedisUrl, RedisConnection } from './lib/redis.js';
 import type { RedisConfig } from './config/redis.js';
 import { openKeyEncryptionKey } from './issuer/master-key.js';
@@ -280,6 +281,10 @@ export class Gateway {
                       revokeSigningKey: (kid) => issuer.revokeSigningKey(kid),
                       changed: () => issuer.refresh(),
                       now: Date.now,
+                      auditDir: config.audit.dir,
+                      cli: cliModule(),
+                      publicKeyPem: () => auditPublicKeyPem(config),
+                      cadence: { everyRecords: config.audit.checkpoint_every_records, intervalS: config.audit.checkpoint_interval_s },
                     },
             });
       if (config.tls.store_client_ca) {
@@ -530,6 +535,15 @@ async function ensureDevCertificates(config: Config, log: Logger): Promise<void>
 /** SHA-256 of the validated configuration (paths resolved), as the audit names it. */
 function configHash(config: Config): string {
   return hash('sha256', JSON.stringify(config), 'hex');
+}
+
+/** The audit key's public half, when the key file exists (a gateway given another audit sink may have none). */
+function auditPublicKeyPem(config: Config): string | undefined {
+  try {
+    return readAuditPublicKey(auditKeyFile(config)).pem;
+  } catch {
+    return undefined;
+  }
 }
 
 function openAuditLog(config: Config, log: Logger, masterKey: string | undefined, worker: number | undefined): AuditLog {

@@ -36,7 +36,7 @@ export const ADMIN_OPENAPI = {
     title: 'Gatehouse admin API',
     version: '1',
     description:
-      'What `gatehouse clients`, `keys list|revoke` and `certs list|revoke` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
+      'What `gatehouse clients`, `keys list|revoke`, `certs list|revoke` and `audit query|verify` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
       'with a configured admin identity, or a token of this gateway with the scope gatehouse:admin. Every change is ' +
       'recorded in the audit chain with the admin who made it. Refusals are RFC 9457 problem documents.',
   },
@@ -136,6 +136,39 @@ export const ADMIN_OPENAPI = {
         operationId: 'revokeCertificate',
         summary: 'Refuse the certificate from the next request on, inside its validity too (idempotent)',
         responses: { '200': ok('The certificate; `changed` is false when it was revoked already', 'CertificateRevoked'), ...changeRefusals },
+      },
+    },
+    '/v1/audit/records': {
+      get: {
+        operationId: 'queryAudit',
+        summary: 'Audit records matching every filter given (`gatehouse audit query`), chain by chain in seq order',
+        parameters: [
+          { name: 'type', in: 'query', schema: { type: 'string', enum: ['decision', 'completion', 'admin', 'event', 'all'], default: 'decision' } },
+          { name: 'since', in: 'query', description: 'ISO 8601 with a zone, or relative (30m, 24h, 7d)', schema: { type: 'string' } },
+          { name: 'until', in: 'query', description: 'ISO 8601 with a zone, or relative', schema: { type: 'string' } },
+          { name: 'client', in: 'query', description: 'every record naming this OAuth client', schema: { type: 'string' } },
+          { name: 'subject', in: 'query', schema: { type: 'string' } },
+          { name: 'route', in: 'query', schema: { type: 'string' } },
+          { name: 'path', in: 'query', description: 'a canonical path prefix, by whole segments', schema: { type: 'string' } },
+          { name: 'decision', in: 'query', schema: { type: 'string', enum: ['allow', 'deny'] } },
+          { name: 'status', in: 'query', schema: { type: 'integer', minimum: 100, maximum: 599 } },
+          { name: 'request_id', in: 'query', schema: { type: 'string' } },
+          { name: 'trace_id', in: 'query', schema: { type: 'string', pattern: '^[0-9a-f]{32}$' } },
+          { name: 'instance', in: 'query', description: 'one chain', schema: { type: 'string' } },
+          { name: 'limit', in: 'query', schema: { type: 'integer', minimum: 1, maximum: 1000, default: 100 } },
+        ],
+        responses: {
+          '200': ok('The records (a decision query: each allow followed by its completion); `truncated` when more matched', 'AuditRecords'),
+          '400': problem('A filter is not acceptable; `detail` names it'),
+          ...refusals,
+        },
+      },
+    },
+    '/v1/audit/verify': {
+      post: {
+        operationId: 'verifyAudit',
+        summary: "Verify every chain (`gatehouse audit verify`), with the gateway's audit key: checkpoint signatures and cadence too",
+        responses: { '200': ok('The verification report; `intact` is false when a chain is broken', 'AuditVerification'), ...changeRefusals },
       },
     },
   },
@@ -310,6 +343,32 @@ export const ADMIN_OPENAPI = {
         unevaluatedProperties: false,
         required: ['changed'],
         properties: { changed: { type: 'boolean' } },
+      },
+      AuditRecords: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['records', 'truncated'],
+        properties: {
+          records: {
+            type: 'array',
+            items: {
+              type: 'object',
+              required: ['seq', 'ts', 'type', 'instance', 'prev', 'hash'],
+              properties: { seq: { type: 'integer' }, ts: { type: 'string' } },
+            },
+          },
+          truncated: { type: 'boolean' },
+        },
+      },
+      AuditVerification: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['intact', 'signatures_checked', 'report'],
+        properties: {
+          intact: { type: 'boolean' },
+          signatures_checked: { type: 'boolean', description: "checkpoint signatures were checked with the gateway's audit key" },
+          report: { type: 'object', description: 'as `gatehouse audit verify --json` prints it' },
+        },
       },
       Problem: {
         type: 'object',

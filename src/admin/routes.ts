@@ -18,6 +18,7 @@ import {
 import { allowedMethods } from '../server/router.js';
 import { API_BODY_LIMIT } from './api.js';
 import { CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
+import { AUDIT_PATH, AuditApi, type AuditApiParts } from './audit-api.js';
 import { CERTIFICATES_PATH, CertificatesApi, KEYS_PATH, KeysApi, type KeysApiParts } from './credentials-api.js';
 import { ADMIN_OPENAPI } from './openapi.js';
 import type { CertificateStore, ClientStore, SigningKeyStore } from '../store/contract.js';
@@ -67,7 +68,7 @@ export class OpenApiService implements Service {
 }
 
 /** What the admin API's resources work on: the issuer's store and operations, the audit log. */
-export interface AdminApiParts extends ClientsApiParts {
+export interface AdminApiParts extends ClientsApiParts, Omit<AuditApiParts, 'store'> {
   readonly store: ClientStore & SigningKeyStore & CertificateStore;
   readonly revokeSigningKey: KeysApiParts['revoke'];
 }
@@ -117,6 +118,7 @@ export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
           route('admin-clients', CLIENTS_PATH, ['GET', 'POST', 'PATCH', 'DELETE'], new ClientsApi(parts.api), API_BODY_LIMIT),
           route('admin-keys', KEYS_PATH, ['GET', 'POST'], new KeysApi({ ...parts.api, revoke: parts.api.revokeSigningKey }), API_BODY_LIMIT),
           route('admin-certificates', CERTIFICATES_PATH, ['GET', 'POST'], new CertificatesApi(parts.api), API_BODY_LIMIT),
+          route('admin-audit', AUDIT_PATH, ['GET', 'POST'], new AuditApi(parts.api), API_BODY_LIMIT),
         ]
       : []),
   ];

@@ -3,7 +3,7 @@
 // 2020-12); every change must work at the real token endpoint and be on record in the audit chain with the admin who made
 // it; every refusal path answers an RFC 9457 problem.
 import { X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { type Agent, request } from 'undici';
@@ -140,6 +140,8 @@ describe('the admin API: clients', () => {
     expect(document.type).toMatch(/^application\/json/);
     expect(document.body['openapi']).toBe('3.1.0');
     expect(Object.keys(document.body['paths'] as object).sort()).toEqual([
+      '/v1/audit/records',
+      '/v1/audit/verify',
       '/v1/certificates',
       '/v1/certificates/{serial}/revoke',
       '/v1/clients',
@@ -412,5 +414,58 @@ describe('the admin API: issued certificates and signing keys', () => {
     expect(records).toEqual([expect.objectContaining({ target: signing?.kid, actor: expect.objectContaining({ via: 'api', subject: adminSubject }) })]);
     expectProblem(await call('POST', `/v1/keys/${'A'.repeat(43)}/revoke`), 404, 'no_such_resource');
     expectProblem(await call('POST', '/v1/keys'), 405, 'method_not_allowed');
+  });
+});
+
+describe('the admin API: audit query and verify (the CLI commands, run in a process of their own)', () => {
+  it('finds a request by id, with its completion, and an admin change by the client it was made to', async () => {
+    const created = await call('POST', '/v1/clients', { json: { name: 'audited', scopes: ['echo:read'] } });
+    const requestId = String(created.headers['x-request-id']);
+    const id = String(created.body['client_id']);
+    await gw.gateway.audit.flush();
+    const found = conforming(await call('GET', `/v1/audit/records?request_id=${requestId}`), 'AuditRecords');
+    expect(found['truncated']).toBe(false);
+    expect(found['records']).toEqual([
+      expect.objectContaining({ type: 'decision', request_id: requestId, route: 'admin-clients', decision: 'allow', subject: adminSubject }),
+      expect.objectContaining({ type: 'completion', request_id: requestId, status: 201 }),
+    ]);
+    const changes = conforming(await call('GET', `/v1/audit/records?type=admin&client=${id}`), 'AuditRecords');
+    expect(changes['records']).toEqual([
+      expect.objectContaining({ type: 'admin', action: 'client.add', target: id, actor: expect.objectContaining({ via: 'api' }) }),
+    ]);
+  });
+
+  it('stops at limit and says so; refuses a filter it does not know or cannot read, naming it', async () => {
+    const page = conforming(await call('GET', '/v1/audit/records?type=all&limit=3'), 'AuditRecords');
+    expect(page['records']).toHaveLength(3);
+    expect(page['truncated']).toBe(true);
+    expect(expectProblem(await call('GET', '/v1/audit/records?status=999'), 400, 'invalid_request')['detail']).toMatch(/^status:/);
+    expect(expectProblem(await call('GET', '/v1/audit/records?since=yesterday'), 400, 'invalid_request')['detail']).toMatch(/^since:/);
+    expect(expectProblem(await call('GET', '/v1/audit/records?verbose=1'), 400, 'invalid_request')['detail']).toMatch(/^verbose:/);
+    expect(expectProblem(await call('GET', '/v1/audit/records?limit=5000'), 400, 'invalid_request')['detail']).toMatch(/^limit:/);
+    // A value that looks like an option is a value: no record has this client.
+    expect(conforming(await call('GET', '/v1/audit/records?client=--json'), 'AuditRecords')['records']).toEqual([]);
+    expectProblem(await call('GET', '/v1/audit/records', { cert: gw.certs.dnsClient }), 403, 'forbidden');
+    expectProblem(await call('GET', '/v1/audit/elsewhere'), 404, 'no_such_resource');
+  });
+
+  it('verifies every chain with the audit key, and reports a record modified behind the gateway', async () => {
+    await gw.gateway.audit.flush();
+    const intact = conforming(await call('POST', '/v1/audit/verify'), 'AuditVerification');
+    expect(intact).toMatchObject({ intact: true, signatures_checked: true });
+    expectProblem(await call('GET', '/v1/audit/verify'), 405, 'method_not_allowed');
+    // Tamper with a record in the gateway's chain: its hash no longer matches.
+    const audit = join(gw.dataDir, 'audit');
+    const segment = readdirSync(audit).find((name) => name.endsWith('.jsonl') && !name.startsWith('_'));
+    expect(segment).toBeDefined();
+    const file = join(audit, segment as string);
+    const text = readFileSync(file, 'utf8');
+    const tampered = text.replace('"decision":"deny"', '"decision":"allow"');
+    expect(tampered).not.toBe(text);
+    // The last test of the file: the chain stays broken (the gateway appends after the edit, as it would in a real attack).
+    writeFileSync(file, tampered);
+    const broken = conforming(await call('POST', '/v1/audit/verify'), 'AuditVerification');
+    expect(broken['intact']).toBe(false);
+    expect(JSON.stringify(broken['report'])).toContain('modified');
   });
 });
