@@ -279,6 +279,7 @@ export class Gateway {
                       audit,
                       issuerTokenTtlS: config.issuer.access_token_ttl_s,
                       revokeSigningKey: (kid) => issuer.revokeSigningKey(kid),
+                      rotateSigningKeys: (opts) => issuer.rotateSigningKeys(opts),
                       changed: () => issuer.refresh(),
                       now: Date.now,
                       auditDir: config.audit.dir,

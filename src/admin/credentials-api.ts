@@ -3,6 +3,7 @@
 // admin's credential.
 //
 //   GET  /v1/keys                          the signing keys and the state of each (exactly one signs)
+//   POST /v1/keys/rotate                   publish a new key that signs after the publication delay ({"now": true}: at once)
 //   POST /v1/keys/{kid}/revoke             emergency revocation: unpublished now, every token it signed refused
 //   GET  /v1/certificates?client=&limit=&after=   issued certificates, by serial
 //   POST /v1/certificates/{serial}/revoke  refused from the next request on, inside its validity too (idempotent)
@@ -10,7 +11,8 @@ import { z } from 'zod';
 import { issuedCertificateView, normalSerial } from '../issuer/client-ca-store.js';
 import { clientIdProblem } from '../issuer/client-rules.js';
 import { signingKeyStates, signingKeyView, type SigningKeyRevocation } from '../issuer/key-schedule.js';
-import { KID_SHAPE } from '../issuer/signing-key.js';
+import type { RotationReport } from '../issuer/key-rotation.js';
+import { KID_SHAPE, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import { isoTime } from '../lib/iso-time.js';
 import type { AuthenticatedRequest, ServiceResult } from '../pipeline/stage.js';
 import type { CertificateStore, SigningKeyStore } from '../store/contract.js';
@@ -25,7 +27,14 @@ export interface KeysApiParts extends ApiParts {
   readonly store: SigningKeyStore;
   /** `keys revoke` with the issuer's master key and algorithm (issuer.revokeSigningKey). */
   readonly revoke: (kid: string) => Promise<SigningKeyRevocation>;
+  /** `keys rotate [--now]` with the issuer's master key and settings (issuer.rotateSigningKeys). */
+  readonly rotate: (opts: {
+    readonly alg: SigningAlgorithm | undefined;
+    readonly immediately: boolean;
+  }) => Promise<{ readonly report: RotationReport; readonly changes: Readonly<Record<string, unknown>> }>;
 }
+
+const ROTATION = z.strictObject({ alg: z.enum(SIGNING_ALGORITHMS).optional(), now: z.boolean().optional() });
 
 export class KeysApi extends ApiResource {
   constructor(private readonly keys: KeysApiParts) {
@@ -42,6 +51,14 @@ export class KeysApi extends ApiResource {
       const stored = await this.keys.store.listSigningKeys();
       const states = signingKeyStates(stored, this.parts.now());
       return answer(200, { keys: stored.map((key) => signingKeyView(key, states)) });
+    }
+    if (kid === 'rotate' && action === undefined) {
+      if (method !== 'POST') return notAllowed('POST');
+      const asked = await body.parse(ROTATION, true);
+      this.auditable();
+      const { report, changes } = await this.keys.rotate({ alg: asked.alg, immediately: asked.now === true });
+      await this.recorded(request, 'key.rotate', report.kid, changes, true);
+      return answer(200, report);
     }
     if (action !== 'revoke' || !KID_SHAPE.test(kid)) return refused(noSuch(action === 'revoke' ? 'no such signing key' : 'no such action'));
     if (method !== 'POST') return notAllowed('POST');

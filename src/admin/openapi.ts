@@ -36,7 +36,7 @@ export const ADMIN_OPENAPI = {
     title: 'Gatehouse admin API',
     version: '1',
     description:
-      'What `gatehouse clients`, `keys list|revoke`, `certs list|revoke` and `audit query|verify` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
+      'What `gatehouse clients`, `keys list|rotate|revoke`, `certs list|revoke` and `audit query|verify` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
       'with a configured admin identity, or a token of this gateway with the scope gatehouse:admin. Every change is ' +
       'recorded in the audit chain with the admin who made it. Refusals are RFC 9457 problem documents.',
   },
@@ -108,6 +108,14 @@ export const ADMIN_OPENAPI = {
         operationId: 'listSigningKeys',
         summary: 'The signing keys and the state of each (never key material)',
         responses: { '200': ok('Every signing key the store holds', 'SigningKeyList'), ...refusals },
+      },
+    },
+    '/v1/keys/rotate': {
+      post: {
+        operationId: 'rotateSigningKey',
+        summary: 'A new signing key: published now, signing after the publication delay; with `now`, signing at once',
+        requestBody: { required: false, content: json('KeyRotation') },
+        responses: { '200': ok('The new key and the keys it retires or stopped', 'KeyRotated'), ...changeRefusals },
       },
     },
     '/v1/keys/{kid}/revoke': {
@@ -310,6 +318,46 @@ export const ADMIN_OPENAPI = {
           revoked_at: nullableTime,
           succession: { type: 'string', enum: ['unchanged', 'kept', 'activated', 'created'] },
           signer: { type: ['string', 'null'], description: 'the kid that signs now' },
+        },
+      },
+      KeyRotation: {
+        type: 'object',
+        additionalProperties: false,
+        properties: {
+          alg: { type: 'string', enum: ['EdDSA', 'ES256'], description: "default: the issuer's signing_alg" },
+          now: { type: 'boolean', description: 'sign at once, without the publication delay (as `keys rotate --now`)' },
+        },
+      },
+      KeyRotated: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['kid', 'alg', 'created_at', 'activates_at', 'retires', 'stopped', 'without_publication_delay'],
+        properties: {
+          kid: { type: 'string' },
+          alg: { type: 'string' },
+          created_at: nullableTime,
+          activates_at: nullableTime,
+          retires: {
+            oneOf: [
+              { type: 'null' },
+              {
+                type: 'object',
+                additionalProperties: false,
+                required: ['kid', 'retired_at', 'expires_at'],
+                properties: { kid: { type: 'string' }, retired_at: nullableTime, expires_at: nullableTime },
+              },
+            ],
+          },
+          stopped: {
+            type: 'array',
+            items: {
+              type: 'object',
+              additionalProperties: false,
+              required: ['kid', 'retired_at', 'expires_at', 'signed'],
+              properties: { kid: { type: 'string' }, retired_at: nullableTime, expires_at: nullableTime, signed: { type: 'boolean' } },
+            },
+          },
+          without_publication_delay: { type: 'boolean' },
         },
       },
       CertificateFields: {

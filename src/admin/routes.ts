@@ -71,6 +71,7 @@ export class OpenApiService implements Service {
 export interface AdminApiParts extends ClientsApiParts, Omit<AuditApiParts, 'store'> {
   readonly store: ClientStore & SigningKeyStore & CertificateStore;
   readonly revokeSigningKey: KeysApiParts['revoke'];
+  readonly rotateSigningKeys: KeysApiParts['rotate'];
 }
 
 export interface AdminRouteParts {
@@ -116,7 +117,13 @@ export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
       ? [
           route('admin-openapi', '/openapi.json', ['GET'], new OpenApiService()),
           route('admin-clients', CLIENTS_PATH, ['GET', 'POST', 'PATCH', 'DELETE'], new ClientsApi(parts.api), API_BODY_LIMIT),
-          route('admin-keys', KEYS_PATH, ['GET', 'POST'], new KeysApi({ ...parts.api, revoke: parts.api.revokeSigningKey }), API_BODY_LIMIT),
+          route(
+            'admin-keys',
+            KEYS_PATH,
+            ['GET', 'POST'],
+            new KeysApi({ ...parts.api, revoke: parts.api.revokeSigningKey, rotate: parts.api.rotateSigningKeys }),
+            API_BODY_LIMIT,
+          ),
           route('admin-certificates', CERTIFICATES_PATH, ['GET', 'POST'], new CertificatesApi(parts.api), API_BODY_LIMIT),
           route('admin-audit', AUDIT_PATH, ['GET', 'POST'], new AuditApi(parts.api), API_BODY_LIMIT),
         ]

@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { print, printJson } from './output.js';
 import type { Config } from '../config/schema.js';
-import { revokeSigningKey, rotateSigningKey, rotateSigningKeyNow } from '../issuer/key-rotation.js';
+import { revokeSigningKey, rotateSigningKeys } from '../issuer/key-rotation.js';
 import { signingKeyStates, signingKeyView } from '../issuer/key-schedule.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import { openVerifiedKeyEncryptionKey } from '../issuer/master-key.js';
@@ -32,68 +32,34 @@ async function keysRotate(ctx: AdminContext, options: StoreOptions & JsonOption 
     const alg = options.alg ?? issuerOf(config).signing_alg;
     const maxTokenLifetimeS = issuerTokenTtlS(config);
     const delayS = issuerOf(config).key_activation_delay_s;
-    const now = Date.now();
+    const { report: r, changes } = await rotateSigningKeys(store, kek, {
+      alg,
+      now: Date.now(),
+      activationDelayS: delayS,
+      maxTokenLifetimeS,
+      immediately: options.now === true,
+    });
+    record({ action: 'key.rotate', target: r.kid, changes });
+    const head = { kid: r.kid, alg: r.alg, created_at: r.created_at, activates_at: r.activates_at };
     if (options.now === true) {
-      // Every key that was signing or in line to sign stops now: what signs is the new key, and only it.
-      const { next, stopped } = await rotateSigningKeyNow(store, kek, { alg, now, maxTokenLifetimeS });
-      const stops = stopped.map((key) => ({ kid: key.kid, retired_at: iso(key.retiredAt), expires_at: iso(key.expiresAt), signed: key.activatesAt <= now }));
-      const skippedDelay = delayS > 0 && stops.length > 0;
-      record({
-        action: 'key.rotate',
-        target: next.kid,
-        changes: {
-          alg: next.alg,
-          activates_at: iso(next.activatesAt),
-          retires: stops.map((k) => k.kid).join(' ') || null,
-          without_publication_delay: skippedDelay,
-        },
-      });
-      if (options.json === true) {
-        return printJson({
-          kid: next.kid,
-          alg: next.alg,
-          created_at: iso(next.createdAt),
-          activates_at: iso(next.activatesAt),
-          stopped: stops,
-          without_publication_delay: skippedDelay,
-        });
-      }
-      print(`new signing key ${next.kid} (${next.alg}): published and signing now`);
-      for (const key of stops) {
+      if (options.json === true) return printJson({ ...head, stopped: r.stopped, without_publication_delay: r.without_publication_delay });
+      print(`new signing key ${r.kid} (${r.alg}): published and signing now`);
+      for (const key of r.stopped) {
         print(
           key.signed
             ? `key ${key.kid} stops signing now; it only verifies until ${key.expires_at ?? '-'}, when its last token has expired`
             : `pending key ${key.kid} will never sign; it is unpublished now`,
         );
       }
-      if (skippedDelay) ctx.warn(publicationWarning(config));
+      if (r.without_publication_delay) ctx.warn(publicationWarning(config));
       return;
     }
-    const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
-    const next = await rotateSigningKey(store, kek, { alg, now, activationDelayS: delayS, maxTokenLifetimeS });
-    // The key this rotation retired: the one whose retirement it just scheduled.
-    const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
-    const retires = retired === undefined ? null : { kid: retired.kid, retired_at: iso(retired.retiredAt), expires_at: iso(retired.expiresAt) };
-    record({
-      action: 'key.rotate',
-      target: next.kid,
-      changes: { alg: next.alg, activates_at: iso(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false },
-    });
-    if (options.json === true) {
-      return printJson({
-        kid: next.kid,
-        alg: next.alg,
-        created_at: iso(next.createdAt),
-        activates_at: iso(next.activatesAt),
-        retires,
-        without_publication_delay: false,
-      });
-    }
-    print(`new signing key ${next.kid} (${next.alg}): published now, signs from ${iso(next.activatesAt) ?? '-'}`);
+    if (options.json === true) return printJson({ ...head, retires: r.retires, without_publication_delay: false });
+    print(`new signing key ${r.kid} (${r.alg}): published now, signs from ${r.activates_at ?? '-'}`);
     print(
-      retires === null
+      r.retires === null
         ? 'no previous key to retire'
-        : `key ${retires.kid} stops signing at ${retires.retired_at ?? '-'} and is unpublished at ${retires.expires_at ?? '-'}`,
+        : `key ${r.retires.kid} stops signing at ${r.retires.retired_at ?? '-'} and is unpublished at ${r.retires.expires_at ?? '-'}`,
     );
   });
 }

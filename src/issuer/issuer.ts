@@ -31,10 +31,10 @@ import {
   tokenRequestPrecheck,
   type IssuerContext,
 } from './endpoints.js';
-import { ensureSigningKey, revokeSigningKey } from './key-rotation.js';
+import { ensureSigningKey, revokeSigningKey, rotateSigningKeys, type RotationReport } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
 import type { SigningKeyRevocation } from './key-schedule.js';
-import { KID_SHAPE } from './signing-key.js';
+import { KID_SHAPE, type SigningAlgorithm } from './signing-key.js';
 import { RevocationSet } from './revocations.js';
 import { CertificateRenewalEndpoint, RENEWAL_BODY_LIMIT_BYTES, RENEWALS_PER_HOUR, type CertificateIssued } from './renewal.js';
 import { TokenSigner } from './tokens.js';
@@ -308,6 +308,20 @@ export class Issuer {
   /** The store's clients, signing keys and issued certificates, for the admin API (which uses the CLI's operations on them). */
   get credentials(): ClientStore & SigningKeyStore & CertificateStore {
     return this.store;
+  }
+
+  /** `gatehouse keys rotate [--now]` for the admin API, with this issuer's master key, lifetimes and (by default) algorithm. */
+  rotateSigningKeys(opts: {
+    readonly alg: SigningAlgorithm | undefined;
+    readonly immediately: boolean;
+  }): Promise<{ readonly report: RotationReport; readonly changes: Readonly<Record<string, unknown>> }> {
+    return rotateSigningKeys(this.store, this.kek, {
+      alg: opts.alg ?? this.settings.signing_alg,
+      now: this.now(),
+      activationDelayS: this.settings.key_activation_delay_s,
+      maxTokenLifetimeS: this.settings.access_token_ttl_s,
+      immediately: opts.immediately,
+    });
   }
 
   /** `gatehouse keys revoke` for the admin API, with this issuer's master key and algorithm (refresh() then applies it here). */

@@ -2,6 +2,7 @@
 // revocation and the first key of a new installation. Each is one atomic store change; the plans are in key-schedule.ts.
 import type { SigningKey, SigningKeyStore } from '../store/contract.js';
 import type { KeyEncryptionKey } from '../lib/key-encryption.js';
+import { isoTime } from '../lib/iso-time.js';
 import { canSign, newestFirst, planImmediateRotation, planRevocation, RETIREMENT_GRACE_MS, successionHead, type SigningKeyRevocation } from './key-schedule.js';
 import { assertTime, generateSigningKey, SigningKeyError, type SigningAlgorithm } from './signing-key.js';
 
@@ -51,6 +52,77 @@ export async function rotateSigningKeyNow(
   const spare = await generateSigningKey(opts.alg, kek, opts.now, opts.now);
   const change = await store.changeSigningKeys((keys) => planImmediateRotation(keys, opts.now, spare, opts.maxTokenLifetimeS));
   return { next: change.insert[0] as SigningKey, stopped: change.update };
+}
+
+/** What `keys rotate` did, as the CLI's --json and the admin API show it; `changes` is its admin record's. */
+export interface RotationReport {
+  readonly kid: string;
+  readonly alg: SigningAlgorithm;
+  readonly created_at: string | null;
+  readonly activates_at: string | null;
+  /** Publish-first: the key this rotation retires, and when it stops signing and is unpublished. */
+  readonly retires: { readonly kid: string; readonly retired_at: string | null; readonly expires_at: string | null } | null;
+  /** Immediate (`--now`): the keys that stopped signing or will never sign. */
+  readonly stopped: ReadonlyArray<{ readonly kid: string; readonly retired_at: string | null; readonly expires_at: string | null; readonly signed: boolean }>;
+  /** The new key signs before verifiers could have seen it published. */
+  readonly without_publication_delay: boolean;
+}
+
+/**
+ * `gatehouse keys rotate [--now]`, for the CLI and the admin API alike: the rotation and what its admin record says
+ * (never key material).
+ */
+export async function rotateSigningKeys(
+  store: SigningKeyStore,
+  kek: KeyEncryptionKey,
+  opts: RotateSigningKeyOptions & { readonly immediately: boolean },
+): Promise<{ readonly report: RotationReport; readonly changes: Readonly<Record<string, unknown>> }> {
+  const { alg, now, maxTokenLifetimeS, activationDelayS } = opts;
+  if (opts.immediately) {
+    // Every key that was signing or in line to sign stops now: what signs is the new key, and only it.
+    const { next, stopped } = await rotateSigningKeyNow(store, kek, { alg, now, maxTokenLifetimeS });
+    const stops = stopped.map((key) => ({
+      kid: key.kid,
+      retired_at: isoTime(key.retiredAt),
+      expires_at: isoTime(key.expiresAt),
+      signed: key.activatesAt <= now,
+    }));
+    const skippedDelay = activationDelayS > 0 && stops.length > 0;
+    return {
+      report: {
+        kid: next.kid,
+        alg: next.alg,
+        created_at: isoTime(next.createdAt),
+        activates_at: isoTime(next.activatesAt),
+        retires: null,
+        stopped: stops,
+        without_publication_delay: skippedDelay,
+      },
+      changes: {
+        alg: next.alg,
+        activates_at: isoTime(next.activatesAt),
+        retires: stops.map((key) => key.kid).join(' ') || null,
+        without_publication_delay: skippedDelay,
+      },
+    };
+  }
+  const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
+  const next = await rotateSigningKey(store, kek, opts);
+  // The key this rotation retired: the one whose retirement it just scheduled.
+  const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
+  const retires = retired === undefined ? null : { kid: retired.kid, retired_at: isoTime(retired.retiredAt), expires_at: isoTime(retired.expiresAt) };
+  return {
+    report: {
+      kid: next.kid,
+      alg: next.alg,
+      created_at: isoTime(next.createdAt),
+      activates_at: isoTime(next.activatesAt),
+      retires,
+      stopped: [],
+      without_publication_delay: false,
+    },
+    changes: { alg: next.alg, activates_at: isoTime(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false },
+  };
 }
 
 export interface RevokeSigningKeyOptions {

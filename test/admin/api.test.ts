@@ -150,6 +150,7 @@ describe('the admin API: clients', () => {
       '/v1/clients/{id}/enable',
       '/v1/clients/{id}/rotate-secret',
       '/v1/keys',
+      '/v1/keys/rotate',
       '/v1/keys/{kid}/revoke',
     ]);
   });
@@ -414,6 +415,35 @@ describe('the admin API: issued certificates and signing keys', () => {
     expect(records).toEqual([expect.objectContaining({ target: signing?.kid, actor: expect.objectContaining({ via: 'api', subject: adminSubject }) })]);
     expectProblem(await call('POST', `/v1/keys/${'A'.repeat(43)}/revoke`), 404, 'no_such_resource');
     expectProblem(await call('POST', '/v1/keys'), 405, 'method_not_allowed');
+  });
+});
+
+describe('the admin API: key rotation', () => {
+  it('rotates publish-first (the new key waits out the publication delay), then at once; tokens follow the signer', async () => {
+    const signer = (): Promise<string | undefined> =>
+      call('GET', '/v1/keys').then((res) => (res.body['keys'] as Array<{ kid: string; state: string }>).find((key) => key.state === 'signing')?.kid);
+    const before = await signer();
+    const published = conforming(await call('POST', '/v1/keys/rotate'), 'KeyRotated');
+    expect(published).toMatchObject({ retires: { kid: before }, stopped: [], without_publication_delay: false });
+    const keys = conforming(await call('GET', '/v1/keys'), 'SigningKeyList')['keys'] as Array<{ kid: string; state: string }>;
+    expect(keys.find((key) => key.kid === published['kid'])?.state).toBe('pending');
+    expect(await signer()).toBe(before);
+
+    const now = conforming(await call('POST', '/v1/keys/rotate', { json: { now: true, alg: 'ES256' } }), 'KeyRotated');
+    expect(now).toMatchObject({ alg: 'ES256', retires: null, without_publication_delay: true });
+    expect((now['stopped'] as Array<{ kid: string; signed: boolean }>).map((key) => [key.kid, key.signed]).sort()).toEqual(
+      [
+        [before, true],
+        [published['kid'], false],
+      ].sort(),
+    );
+    expect(await signer()).toBe(now['kid']);
+    const admin = await addClient(gw, { scopes: ['gatehouse:admin'] });
+    expect((await call('GET', '/v1/keys', { token: await tokenOf(admin) })).status).toBe(200);
+    const rotations = (await adminRecords()).filter((r) => r['action'] === 'key.rotate').map((r) => r['target']);
+    expect(rotations).toEqual([published['kid'], now['kid']]);
+    expect(expectProblem(await call('POST', '/v1/keys/rotate', { json: { alg: 'RS256' } }), 400, 'invalid_request')['detail']).toMatch(/^alg:/);
+    expect((await call('GET', '/v1/keys/rotate')).headers['allow']).toBe('POST');
   });
 });
 
