@@ -280,6 +280,8 @@ export class Gateway {
                       issuerTokenTtlS: config.issuer.access_token_ttl_s,
                       revokeSigningKey: (kid) => issuer.revokeSigningKey(kid),
                       rotateSigningKeys: (opts) => issuer.rotateSigningKeys(opts),
+                      initClientCa: (commonName) => issuer.initClientCa(commonName),
+                      issueCertificate: (client, opts) => issuer.issueClientCertificate(client, opts),
                       changed: () => issuer.refresh(),
                       now: Date.now,
                       auditDir: config.audit.dir,

@@ -46,6 +46,14 @@ export class JsonBody {
   }
 }
 
+/** A zod refinement from a rule of issuer/client-rules.ts (a rule returns what is wrong, or undefined). */
+export function rule<T>(problem: (value: T) => string | undefined) {
+  return (value: T, context: z.RefinementCtx): void => {
+    const found = problem(value);
+    if (found !== undefined) context.addIssue({ code: 'custom', message: found });
+  };
+}
+
 /** The first problem zod found, as one `detail`: the field and what is wrong with it. */
 function invalid(error: z.ZodError): GatewayError {
   const issue = error.issues[0];

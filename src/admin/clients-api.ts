@@ -40,7 +40,7 @@ import {
 import type { AuthenticatedRequest, ServiceResult } from '../pipeline/stage.js';
 import type { ClientStore } from '../store/contract.js';
 import { isoTime } from '../lib/iso-time.js';
-import { answer, ApiResource, type ApiParts, type JsonBody, methodOf, noSuch, notAllowed, pageOf, pageQuery, refused, segmentsUnder } from './api.js';
+import { answer, ApiResource, type ApiParts, type JsonBody, methodOf, noSuch, notAllowed, pageOf, pageQuery, refused, rule, segmentsUnder } from './api.js';
 
 export const CLIENTS_PATH = '/v1/clients';
 
@@ -48,14 +48,6 @@ export interface ClientsApiParts extends ApiParts {
   readonly store: ClientStore;
   /** The issuer's access_token_ttl_s: the longest a client's own lifetime may be. */
   readonly issuerTokenTtlS: number;
-}
-
-/** A zod refinement from a rule of client-rules.ts (a rule returns what is wrong, or undefined). */
-function rule<T>(problem: (value: T) => string | undefined) {
-  return (value: T, context: z.RefinementCtx): void => {
-    const found = problem(value);
-    if (found !== undefined) context.addIssue({ code: 'custom', message: found });
-  };
 }
 
 const name = z.string().superRefine(rule(nameProblem));

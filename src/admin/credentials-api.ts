@@ -5,18 +5,46 @@
 //   GET  /v1/keys                          the signing keys and the state of each (exactly one signs)
 //   POST /v1/keys/rotate                   publish a new key that signs after the publication delay ({"now": true}: at once)
 //   POST /v1/keys/{kid}/revoke             emergency revocation: unpublished now, every token it signed refused
+//   GET  /v1/ca                            the client CA's certificate and fingerprint
+//   POST /v1/ca                            make the client CA once ({"common_name"}), its key sealed in the store
 //   GET  /v1/certificates?client=&limit=&after=   issued certificates, by serial
+//   POST /v1/certificates                  issue one for a client's registered identity ({"client_id", "ttl_s", "csr"})
 //   POST /v1/certificates/{serial}/revoke  refused from the next request on, inside its validity too (idempotent)
 import { z } from 'zod';
-import { issuedCertificateView, normalSerial } from '../issuer/client-ca-store.js';
-import { clientIdProblem } from '../issuer/client-rules.js';
+import { GatewayError } from '../errors/catalogue.js';
+import {
+  CERTIFICATE_TTL_S,
+  caFingerprint,
+  ClientCaError,
+  DEFAULT_CA_NAME,
+  DEFAULT_CLIENT_CERTIFICATE_TTL_S,
+  issuedCertificateView,
+  issuedFields,
+  normalSerial,
+} from '../issuer/client-ca-store.js';
+import { clientIdProblem, nameProblem } from '../issuer/client-rules.js';
 import { signingKeyStates, signingKeyView, type SigningKeyRevocation } from '../issuer/key-schedule.js';
 import type { RotationReport } from '../issuer/key-rotation.js';
 import { KID_SHAPE, SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 import { isoTime } from '../lib/iso-time.js';
 import type { AuthenticatedRequest, ServiceResult } from '../pipeline/stage.js';
-import type { CertificateStore, SigningKeyStore } from '../store/contract.js';
-import { answer, ApiResource, type ApiParts, badQuery, type JsonBody, methodOf, noSuch, notAllowed, pageOf, pageQuery, refused, segmentsUnder } from './api.js';
+import type { CertificateStore, Client, ClientCa, ClientStore, SigningKeyStore } from '../store/contract.js';
+import { CsrError, type IssuedClientCertificate } from '../tls/client-ca.js';
+import {
+  answer,
+  ApiResource,
+  type ApiParts,
+  badQuery,
+  type JsonBody,
+  methodOf,
+  noSuch,
+  notAllowed,
+  pageOf,
+  pageQuery,
+  refused,
+  rule,
+  segmentsUnder,
+} from './api.js';
 
 export const KEYS_PATH = '/v1/keys';
 export const CERTIFICATES_PATH = '/v1/certificates';
@@ -72,8 +100,69 @@ export class KeysApi extends ApiResource {
   }
 }
 
+export const CA_PATH = '/v1/ca';
+
 export interface CertificatesApiParts extends ApiParts {
-  readonly store: CertificateStore;
+  readonly store: CertificateStore & ClientStore;
+  /** `ca init` with the issuer's master key. */
+  readonly initClientCa: (commonName: string) => Promise<ClientCa>;
+  /** `certs issue` with the issuer's master key. */
+  readonly issueCertificate: (
+    client: Client,
+    opts: { readonly ttlS: number; readonly csrPem?: string },
+  ) => Promise<{ readonly issued: IssuedClientCertificate; readonly caPem: string }>;
+}
+
+const ISSUE = z.strictObject({
+  client_id: z.string(),
+  ttl_s: z.int().min(CERTIFICATE_TTL_S.min).max(CERTIFICATE_TTL_S.max).optional(),
+  csr: z.string().max(8192).optional(),
+});
+const CA_INIT = z.strictObject({ common_name: z.string().superRefine(rule(nameProblem)).optional() });
+
+/** A client-CA refusal as the API answers it: the state that stands in the way, in `detail`. */
+function caRefusal(error: unknown): never {
+  if (error instanceof ClientCaError && error.code !== 'undecryptable_ca') {
+    const detail = {
+      no_ca: 'the store has no client CA: POST /v1/ca first',
+      ca_exists: 'the store has a client CA already (it is never replaced in place)',
+      no_identity: 'the client has no tls_client_auth_subject to put in a certificate',
+      client_disabled: 'the client is disabled',
+    }[error.code];
+    throw new GatewayError('conflict', { reason: `client CA: ${error.code}`, detail });
+  }
+  if (error instanceof CsrError) throw new GatewayError('invalid_request', { reason: 'admin API CSR', detail: `csr: ${error.message}` });
+  throw error;
+}
+
+/** `ca init` and `ca cert`: the client CA of the store. */
+export class CaApi extends ApiResource {
+  constructor(private readonly certificates: CertificatesApiParts) {
+    super(certificates, 'no client CA');
+  }
+
+  protected async handle(request: AuthenticatedRequest, body: JsonBody): Promise<ServiceResult> {
+    const segments = segmentsUnder(CA_PATH, request.path);
+    if (segments === undefined || segments.length > 0) return refused(noSuch('no such admin resource'));
+    const method = methodOf(request);
+    if (method === 'GET') {
+      const ca = await this.certificates.store.getClientCa();
+      if (ca === undefined) return refused(noSuch('no client CA'));
+      return answer(200, await caView(ca));
+    }
+    if (method !== 'POST') return notAllowed('GET, HEAD, POST');
+    const asked = await body.parse(CA_INIT, true);
+    this.auditable();
+    const commonName = asked.common_name ?? DEFAULT_CA_NAME;
+    const ca = await this.certificates.initClientCa(commonName).catch(caRefusal);
+    const view = await caView(ca);
+    await this.recorded(request, 'ca.init', 'client-ca', { sha256_fingerprint: view.sha256_fingerprint, common_name: commonName }, true);
+    return answer(201, view, { location: CA_PATH });
+  }
+}
+
+async function caView(ca: ClientCa) {
+  return { created_at: isoTime(ca.createdAt), sha256_fingerprint: await caFingerprint(ca.certPem), certificate: ca.certPem };
 }
 
 export class CertificatesApi extends ApiResource {
@@ -88,7 +177,8 @@ export class CertificatesApi extends ApiResource {
     const [serialText, action] = segments;
     const now = this.parts.now();
     if (serialText === undefined) {
-      if (method !== 'GET') return notAllowed('GET, HEAD');
+      if (method === 'POST') return this.issue(request, await body.parse(ISSUE));
+      if (method !== 'GET') return notAllowed('GET, HEAD, POST');
       const asked = pageQuery(request.query, (value) => normalSerial(value) === value, ['client']);
       const client = asked.filters.get('client');
       if (client !== undefined && clientIdProblem(client) !== undefined) throw badQuery('client: a client id');
@@ -117,5 +207,34 @@ export class CertificatesApi extends ApiResource {
       );
     }
     return answer(200, { ...issuedCertificateView(revoked, now), changed });
+  }
+
+  /** `certs issue`: the client's registered identity; a CSR gives only its key (then no private key is in the answer). */
+  private async issue(request: AuthenticatedRequest, asked: z.infer<typeof ISSUE>): Promise<ServiceResult> {
+    if (clientIdProblem(asked.client_id) !== undefined) throw noSuch('no such client');
+    const client = await this.certificates.store.getClient(asked.client_id);
+    if (client === undefined) throw noSuch('no such client');
+    this.auditable();
+    const csrPem = asked.csr;
+    const { issued, caPem } = await this.certificates
+      .issueCertificate(client, { ttlS: asked.ttl_s ?? DEFAULT_CLIENT_CERTIFICATE_TTL_S, ...(csrPem !== undefined ? { csrPem } : {}) })
+      .catch(caRefusal);
+    await this.recorded(request, 'certificate.issue', issued.serial, issuedFields(issued, client, csrPem !== undefined), true);
+    return answer(
+      201,
+      {
+        serial: issued.serial,
+        client_id: client.id,
+        subject: issued.identity.value,
+        thumbprint: issued.thumbprint,
+        not_before: issued.notBefore.toISOString(),
+        not_after: issued.notAfter.toISOString(),
+        certificate: issued.certPem,
+        ca_certificate: caPem,
+        // Made here: the only copy of the key, in this answer (no-store); Gatehouse keeps only the certificate record.
+        ...(issued.keyPem !== undefined ? { private_key: issued.keyPem } : {}),
+      },
+      { location: `${CERTIFICATES_PATH}?client=${encodeURIComponent(client.id)}` },
+    );
   }
 }

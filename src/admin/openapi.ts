@@ -36,7 +36,7 @@ export const ADMIN_OPENAPI = {
     title: 'Gatehouse admin API',
     version: '1',
     description:
-      'What `gatehouse clients`, `keys list|rotate|revoke`, `certs list|revoke` and `audit query|verify` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
+      'What `gatehouse clients`, `keys list|rotate|revoke`, `ca init|cert`, `certs issue|list|revoke` and `audit query|verify` do, over the admin listener. Every call needs an admin credential: a client certificate ' +
       'with a configured admin identity, or a token of this gateway with the scope gatehouse:admin. Every change is ' +
       'recorded in the audit chain with the admin who made it. Refusals are RFC 9457 problem documents.',
   },
@@ -136,6 +136,29 @@ export const ADMIN_OPENAPI = {
           { name: 'after', in: 'query', description: 'the `next_after` of the previous page', schema: { type: 'string' } },
         ],
         responses: { '200': ok('A page of certificates', 'CertificatePage'), '400': problem('A query parameter is not acceptable'), ...refusals },
+      },
+      post: {
+        operationId: 'issueCertificate',
+        summary: "Issue a client certificate with the client's registered tls_client_auth identity; a CSR gives only its key",
+        requestBody: { required: true, content: json('CertificateRequest') },
+        responses: {
+          '201': ok('The certificate, the CA certificate, and the private key when it was made here (its only copy)', 'CertificateIssued'),
+          '409': problem('No client CA yet, a client without an identity, or a disabled client; `detail` says which'),
+          ...changeRefusals,
+        },
+      },
+    },
+    '/v1/ca': {
+      get: {
+        operationId: 'getClientCa',
+        summary: "The client CA's certificate (PEM) and SHA-256 fingerprint",
+        responses: { '200': ok('The client CA', 'ClientCa'), '404': problem('The store has no client CA yet'), ...refusals },
+      },
+      post: {
+        operationId: 'initClientCa',
+        summary: 'Make the client CA once; its key is sealed under the master key in the store, shared by every instance',
+        requestBody: { required: false, content: json('ClientCaInit') },
+        responses: { '201': ok('The client CA', 'ClientCa'), '409': problem('The store has a client CA already'), ...changeRefusals },
       },
     },
     '/v1/certificates/{serial}/revoke': {
@@ -358,6 +381,39 @@ export const ADMIN_OPENAPI = {
             },
           },
           without_publication_delay: { type: 'boolean' },
+        },
+      },
+      ClientCa: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['created_at', 'sha256_fingerprint', 'certificate'],
+        properties: { created_at: nullableTime, sha256_fingerprint: { type: 'string' }, certificate: { type: 'string' } },
+      },
+      ClientCaInit: { type: 'object', additionalProperties: false, properties: { common_name: { type: 'string' } } },
+      CertificateRequest: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['client_id'],
+        properties: {
+          client_id: { type: 'string' },
+          ttl_s: { type: 'integer', minimum: 300, maximum: 31_622_400, default: 86_400 },
+          csr: { type: 'string', description: 'a PKCS#10 request (PEM): its key, never its names, is used' },
+        },
+      },
+      CertificateIssued: {
+        type: 'object',
+        additionalProperties: false,
+        required: ['serial', 'client_id', 'subject', 'thumbprint', 'not_before', 'not_after', 'certificate', 'ca_certificate'],
+        properties: {
+          serial: { type: 'string' },
+          client_id: { type: 'string' },
+          subject: { type: 'string' },
+          thumbprint: { type: 'string' },
+          not_before: { type: 'string', format: 'date-time' },
+          not_after: { type: 'string', format: 'date-time' },
+          certificate: { type: 'string' },
+          ca_certificate: { type: 'string' },
+          private_key: { type: 'string', description: 'PKCS#8 PEM, when no CSR was given: its only copy' },
         },
       },
       CertificateFields: {

@@ -19,7 +19,7 @@ import { allowedMethods } from '../server/router.js';
 import { API_BODY_LIMIT } from './api.js';
 import { CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
 import { AUDIT_PATH, AuditApi, type AuditApiParts } from './audit-api.js';
-import { CERTIFICATES_PATH, CertificatesApi, KEYS_PATH, KeysApi, type KeysApiParts } from './credentials-api.js';
+import { CA_PATH, CaApi, CERTIFICATES_PATH, CertificatesApi, type CertificatesApiParts, KEYS_PATH, KeysApi, type KeysApiParts } from './credentials-api.js';
 import { ADMIN_OPENAPI } from './openapi.js';
 import type { CertificateStore, ClientStore, SigningKeyStore } from '../store/contract.js';
 
@@ -72,6 +72,8 @@ export interface AdminApiParts extends ClientsApiParts, Omit<AuditApiParts, 'sto
   readonly store: ClientStore & SigningKeyStore & CertificateStore;
   readonly revokeSigningKey: KeysApiParts['revoke'];
   readonly rotateSigningKeys: KeysApiParts['rotate'];
+  readonly initClientCa: CertificatesApiParts['initClientCa'];
+  readonly issueCertificate: CertificatesApiParts['issueCertificate'];
 }
 
 export interface AdminRouteParts {
@@ -125,6 +127,7 @@ export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
             API_BODY_LIMIT,
           ),
           route('admin-certificates', CERTIFICATES_PATH, ['GET', 'POST'], new CertificatesApi(parts.api), API_BODY_LIMIT),
+          route('admin-ca', CA_PATH, ['GET', 'POST'], new CaApi(parts.api), API_BODY_LIMIT),
           route('admin-audit', AUDIT_PATH, ['GET', 'POST'], new AuditApi(parts.api), API_BODY_LIMIT),
         ]
       : []),

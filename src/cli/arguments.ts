@@ -11,7 +11,7 @@ import {
   nameProblem,
   scopesProblem,
 } from '../issuer/client-rules.js';
-import { normalSerial } from '../issuer/client-ca-store.js';
+import { CERTIFICATE_TTL_S, normalSerial } from '../issuer/client-ca-store.js';
 import { SIGNING_ALGORITHMS, type SigningAlgorithm } from '../issuer/signing-key.js';
 
 export { MAX_NAME_CHARS, MIN_TOKEN_TTL_S } from '../issuer/client-rules.js';
@@ -149,7 +149,7 @@ export function parseCertificateIdentity(value: string): string {
 export function parseCertificateTtl(value: string): number {
   const ms = durationMs(value, 'smhd');
   if (ms === undefined) throw new InvalidArgumentError('must be a positive whole number with a unit s, m, h or d, e.g. 24h');
-  if (ms < 5 * 60_000 || ms > 366 * 86_400_000) throw new InvalidArgumentError('must be between 5m and 366d');
+  if (ms < CERTIFICATE_TTL_S.min * 1000 || ms > CERTIFICATE_TTL_S.max * 1000) throw new InvalidArgumentError('must be between 5m and 366d');
   return ms / 1000;
 }
 

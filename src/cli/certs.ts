@@ -8,9 +8,11 @@ import type { Command } from 'commander';
 import {
   caFingerprint,
   ClientCaError,
+  DEFAULT_CA_NAME,
   DEFAULT_CLIENT_CERTIFICATE_TTL_S,
   initClientCa,
   issuedCertificateView,
+  issuedFields,
   issueForClient,
   openClientCa,
 } from '../issuer/client-ca-store.js';
@@ -34,7 +36,6 @@ import {
 import { parseCertificateTtl, parseClientId, parseName, parseSerial } from './arguments.js';
 import { print, printable, printJson } from './output.js';
 
-const DEFAULT_CA_NAME = 'Gatehouse Client CA';
 /** A CSR larger than this is not one (csrPublicKey refuses above 16 KiB too): not read whole. */
 const MAX_CSR_FILE_BYTES = 65_536;
 
@@ -107,17 +108,7 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
     const issued = await issueForClient(store, ca, client, { ttlS, now, ...(csrPem !== undefined ? { csrPem } : {}) }).catch((error: unknown) =>
       caFailure(ctx, error),
     );
-    record({
-      action: 'certificate.issue',
-      target: issued.serial,
-      changes: {
-        client_id: client.id,
-        subject: issued.identity.value,
-        thumbprint: issued.thumbprint,
-        not_after: issued.notAfter.toISOString(),
-        key_from: csrPem === undefined ? 'made here' : 'csr',
-      },
-    });
+    record({ action: 'certificate.issue', target: issued.serial, changes: issuedFields(issued, client, csrPem !== undefined) });
     writeOutput(ctx, options.out, OUTPUT_FILES.cert, issued.certPem, 0o644);
     writeOutput(ctx, options.out, OUTPUT_FILES.ca, ca.certPem, 0o644);
     // The same certificate and key in one PKCS#12 file for the tools that want one, under a password shown only now.

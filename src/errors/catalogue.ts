@@ -16,6 +16,7 @@ export const ERROR_CATALOGUE = {
   unsupported_media_type: { status: 415, title: 'The request body media type is not supported here.' },
   not_found: { status: 404, title: 'No route matches the request.' },
   no_such_resource: { status: 404, title: 'The resource does not exist.' },
+  conflict: { status: 409, title: 'The request conflicts with the current state of the resource.' },
   method_not_allowed: { status: 405, title: 'The method is not allowed for this resource.' },
   not_implemented: { status: 501, title: 'The method is not supported.' },
   request_timeout: { status: 408, title: 'The request was not completed in time.' },

@@ -134,3 +134,20 @@ export function normalSerial(value: string): string | undefined {
   const serial = value.replaceAll(':', '').toLowerCase();
   return /^[0-9a-f]{1,64}$/.test(serial) ? serial : undefined;
 }
+
+/** How long an issued client certificate may be valid: 5 minutes to 366 days. */
+export const CERTIFICATE_TTL_S = { min: 5 * 60, max: 366 * 86_400 } as const;
+
+/** The common name `ca init` gives the client CA unless told otherwise. */
+export const DEFAULT_CA_NAME = 'Gatehouse Client CA';
+
+/** What the admin record of an issued certificate says (never the key). */
+export function issuedFields(issued: IssuedClientCertificate, client: Client, fromCsr: boolean): Readonly<Record<string, unknown>> {
+  return {
+    client_id: client.id,
+    subject: issued.identity.value,
+    thumbprint: issued.thumbprint,
+    not_after: issued.notAfter.toISOString(),
+    key_from: fromCsr ? 'csr' : 'made here',
+  };
+}

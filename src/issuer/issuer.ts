@@ -15,7 +15,8 @@ import { ISSUER_PATHS, type IssuerConfig } from '../config/issuer.js';
 import type { Config } from '../config/schema.js';
 import type { DeepReadonly } from '../lib/deep-freeze.js';
 import type { Authenticator, BodyIntake, Handler } from '../pipeline/stage.js';
-import type { CertificateStore, Client, ClientStore, CredentialStore, SigningKeyStore, StoreChange, StoreWatch } from '../store/contract.js';
+import type { CertificateStore, Client, ClientCa, ClientStore, CredentialStore, SigningKeyStore, StoreChange, StoreWatch } from '../store/contract.js';
+import type { IssuedClientCertificate } from '../tls/client-ca.js';
 import { MemoryLimiterBackend, type LimiterBackend } from '../quota/backend.js';
 import { openCredentialStore } from '../store/open.js';
 import { openVerifiedKeyEncryptionKey } from './master-key.js';
@@ -31,6 +32,7 @@ import {
   tokenRequestPrecheck,
   type IssuerContext,
 } from './endpoints.js';
+import { initClientCa, issueForClient, openClientCa } from './client-ca-store.js';
 import { ensureSigningKey, revokeSigningKey, rotateSigningKeys, type RotationReport } from './key-rotation.js';
 import type { KeyRing } from './key-ring.js';
 import type { SigningKeyRevocation } from './key-schedule.js';
@@ -308,6 +310,20 @@ export class Issuer {
   /** The store's clients, signing keys and issued certificates, for the admin API (which uses the CLI's operations on them). */
   get credentials(): ClientStore & SigningKeyStore & CertificateStore {
     return this.store;
+  }
+
+  /** `gatehouse ca init` for the admin API, with this issuer's master key (ClientCaError 'ca_exists' when there is one). */
+  initClientCa(commonName: string): Promise<ClientCa> {
+    return initClientCa(this.store, this.kek, { commonName, now: this.now() });
+  }
+
+  /** `gatehouse certs issue` for the admin API: the store's CA opened with this issuer's master key (ClientCaError, CsrError). */
+  async issueClientCertificate(
+    client: Client,
+    opts: { readonly ttlS: number; readonly csrPem?: string },
+  ): Promise<{ readonly issued: IssuedClientCertificate; readonly caPem: string }> {
+    const ca = await openClientCa(this.store, this.kek);
+    return { issued: await issueForClient(this.store, ca, client, { ...opts, now: this.now() }), caPem: ca.certPem };
   }
 
   /** `gatehouse keys rotate [--now]` for the admin API, with this issuer's master key, lifetimes and (by default) algorithm. */

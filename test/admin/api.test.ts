@@ -2,8 +2,9 @@
 // real TLS clients. Every answer is checked against the OpenAPI 3.1 document the listener serves (ajv, JSON Schema
 // 2020-12); every change must work at the real token endpoint and be on record in the audit chain with the admin who made
 // it; every refusal path answers an RFC 9457 problem.
-import { X509Certificate } from 'node:crypto';
-import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createPublicKey, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv2020 } from 'ajv/dist/2020.js';
 import { type Agent, request } from 'undici';
@@ -12,11 +13,9 @@ import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
 import { readRecords } from '../../src/audit/read.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { TestCertificates, TestGateway } from '../support/harness.js';
-import { initClientCa, issueForClient, openClientCa } from '../../src/issuer/client-ca-store.js';
-import { loadKeyEncryptionKey } from '../../src/lib/key-encryption.js';
-import type { Client } from '../../src/store/contract.js';
+import { opensslCsr } from '../support/csr.js';
 import { eventually } from '../support/eventually.js';
-import { addClient, basicAuth, postForm, readClient, send, startIssuerGateway, withIssuer, withStore, type TestClient } from '../support/issuer.js';
+import { addClient, basicAuth, postForm, send, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
 import { route } from '../support/routes.js';
 
 let gw: TestGateway;
@@ -142,6 +141,7 @@ describe('the admin API: clients', () => {
     expect(Object.keys(document.body['paths'] as object).sort()).toEqual([
       '/v1/audit/records',
       '/v1/audit/verify',
+      '/v1/ca',
       '/v1/certificates',
       '/v1/certificates/{serial}/revoke',
       '/v1/clients',
@@ -346,28 +346,81 @@ describe('the admin API: issued certificates and signing keys', () => {
 
   beforeAll(async () => {
     holder = await addClient(gw, { scopes: ['echo:read'], tlsClientAuthSubject: IDENTITY });
-    const kek = loadKeyEncryptionKey({ masterKey: undefined, file: join(gw.dataDir, 'master.key') });
-    issued = await withStore(gw, async (store) => {
-      await initClientCa(store, kek, { commonName: 'API Test Client CA', now: Date.now() });
-      const ca = await openClientCa(store, kek);
-      const made = await issueForClient(store, ca, (await readClient(gw, holder.id)) as Client, { ttlS: 3600, now: Date.now() });
-      return { serial: made.serial, certPem: made.certPem, keyPem: made.keyPem ?? '' };
-    });
-    // The listener trusts the store's CA from the issuer's next refresh on.
-    await gw.gateway.issuer?.refresh();
+  });
+
+  it('makes the client CA once, shows it, and issues a certificate the gateway accepts at once', async () => {
+    expectProblem(await call('GET', '/v1/ca'), 404, 'no_such_resource');
+    expect(expectProblem(await call('POST', '/v1/certificates', { json: { client_id: holder.id } }), 409, 'conflict')['detail']).toMatch(/POST \/v1\/ca/);
+    const made = await call('POST', '/v1/ca', { json: { common_name: 'API Test Client CA' } });
+    expect(made.status, made.text).toBe(201);
+    const ca = conforming(made, 'ClientCa');
+    expect(new X509Certificate(String(ca['certificate'])).subject).toContain('API Test Client CA');
+    expect(conforming(await call('GET', '/v1/ca'), 'ClientCa')).toEqual(ca);
+    expect(expectProblem(await call('POST', '/v1/ca'), 409, 'conflict')['detail']).toMatch(/already/);
+
+    const created = await call('POST', '/v1/certificates', { json: { client_id: holder.id, ttl_s: 3600 } });
+    expect(created.status, created.text).toBe(201);
+    const cert = conforming(created, 'CertificateIssued');
+    expect(cert).toMatchObject({ client_id: holder.id, subject: IDENTITY, ca_certificate: ca['certificate'] });
+    issued = { serial: String(cert['serial']), certPem: String(cert['certificate']), keyPem: String(cert['private_key']) };
+    const x509 = new X509Certificate(issued.certPem);
+    expect(x509.subjectAltName).toContain(IDENTITY);
+    expect(x509.checkIssued(new X509Certificate(String(ca['certificate'])))).toBe(true);
+    // The listeners trust the store's CA from the refresh the change made.
     await eventually(
       async () => (await send(gw, { path: '/m', dispatcher: gw.agent({ cert: issued }) })).status === 200,
       5000,
       'the issued certificate accepted',
     );
+    // The key never reaches the chain or the logs.
+    await gw.gateway.audit.flush();
+    const audit = join(gw.dataDir, 'audit');
+    const chain = readdirSync(audit)
+      .filter((name) => name.endsWith('.jsonl'))
+      .map((file) => readFileSync(join(audit, file), 'utf8'))
+      .join('');
+    const keyBody = issued.keyPem.split('\n')[1] ?? 'missing';
+    expect(chain).not.toContain(keyBody);
+    expect(gw.logs.join('')).not.toContain(keyBody);
+    const actions = (await adminRecords()).filter((r) => r['action'] === 'ca.init' || r['action'] === 'certificate.issue').map((r) => r['action']);
+    expect(actions).toEqual(['ca.init', 'certificate.issue']);
+  });
+
+  it('issues from a CSR (its key only: no private key in the answer); refuses what it cannot issue', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-api-csr-'));
+    try {
+      const csr = await opensslCsr(dir, 'holder', { subject: '/CN=someone-else', extensions: ['subjectAltName=URI:spiffe://evil.test/x'] });
+      const res = await call('POST', '/v1/certificates', { json: { client_id: holder.id, csr: csr.csrPem } });
+      const cert = conforming(res, 'CertificateIssued');
+      expect(cert['private_key']).toBeUndefined();
+      const x509 = new X509Certificate(String(cert['certificate']));
+      // The registered identity, never the CSR's names; the CSR's key.
+      expect(x509.subjectAltName).toBe(`URI:${IDENTITY}`);
+      expect(x509.publicKey.export({ format: 'pem', type: 'spki' })).toBe(createPublicKey(csr.keyPem).export({ format: 'pem', type: 'spki' }));
+      expect(
+        expectProblem(await call('POST', '/v1/certificates', { json: { client_id: holder.id, csr: 'not a csr' } }), 400, 'invalid_request')['detail'],
+      ).toMatch(/^csr:/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+    const plain = await addClient(gw, { scopes: ['echo:read'] });
+    expect(expectProblem(await call('POST', '/v1/certificates', { json: { client_id: plain.id } }), 409, 'conflict')['detail']).toMatch(
+      /tls_client_auth_subject/,
+    );
+    expectProblem(await call('POST', '/v1/certificates', { json: { client_id: 'no-such-client' } }), 404, 'no_such_resource');
+    expect(expectProblem(await call('POST', '/v1/certificates', { json: { client_id: holder.id, ttl_s: 60 } }), 400, 'invalid_request')['detail']).toMatch(
+      /^ttl_s:/,
+    );
   });
 
   it('lists issued certificates by serial, for one client too, and refuses a bad filter', async () => {
     const all = conforming(await call('GET', '/v1/certificates'), 'CertificatePage');
-    expect(all['certificates']).toEqual([expect.objectContaining({ serial: issued.serial, client_id: holder.id, subject: IDENTITY, state: 'valid' })]);
+    expect(all['certificates']).toContainEqual(expect.objectContaining({ serial: issued.serial, client_id: holder.id, subject: IDENTITY, state: 'valid' }));
+    expect((all['certificates'] as unknown[]).length).toBe(2);
     expect(all['next_after']).toBeNull();
     const mine = conforming(await call('GET', `/v1/certificates?client=${holder.id}&limit=1`), 'CertificatePage');
     expect((mine['certificates'] as unknown[]).length).toBe(1);
+    expect(mine['next_after']).not.toBeNull();
     const none = conforming(await call('GET', '/v1/certificates?client=someone-else'), 'CertificatePage');
     expect(none['certificates']).toEqual([]);
     expect(expectProblem(await call('GET', '/v1/certificates?client=no%20such'), 400, 'invalid_request')['detail']).toMatch(/^client:/);
@@ -379,7 +432,7 @@ describe('the admin API: issued certificates and signing keys', () => {
     expect(conforming(revoked, 'CertificateRevoked')).toMatchObject({ serial: issued.serial, state: 'revoked', changed: true });
     expect((await send(gw, { path: '/m', dispatcher: gw.agent({ cert: issued }) })).status).toBe(401);
     expect(conforming(await call('POST', `/v1/certificates/${issued.serial}/revoke`), 'CertificateRevoked')['changed']).toBe(false);
-    const records = (await adminRecords()).filter((r) => r['target'] === issued.serial);
+    const records = (await adminRecords()).filter((r) => r['target'] === issued.serial && r['action'] === 'certificate.revoke');
     expect(records).toEqual([
       expect.objectContaining({
         action: 'certificate.revoke',
