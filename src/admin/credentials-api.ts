@@ -20,6 +20,7 @@ import {
   DEFAULT_CLIENT_CERTIFICATE_TTL_S,
   issuedCertificateView,
   issuedFields,
+  issuedView,
   normalSerial,
 } from '../issuer/client-ca-store.js';
 import { clientIdProblem, nameProblem } from '../issuer/client-rules.js';
@@ -223,12 +224,7 @@ export class CertificatesApi extends ApiResource {
     return answer(
       201,
       {
-        serial: issued.serial,
-        client_id: client.id,
-        subject: issued.identity.value,
-        thumbprint: issued.thumbprint,
-        not_before: issued.notBefore.toISOString(),
-        not_after: issued.notAfter.toISOString(),
+        ...issuedView(issued, client),
         certificate: issued.certPem,
         ca_certificate: caPem,
         // Made here: the only copy of the key, in this answer (no-store); Gatehouse keeps only the certificate record.

@@ -13,6 +13,7 @@ import {
   initClientCa,
   issuedCertificateView,
   issuedFields,
+  issuedView,
   issueForClient,
   openClientCa,
 } from '../issuer/client-ca-store.js';
@@ -117,12 +118,7 @@ async function certsIssue(ctx: AdminContext, options: IssueOptions): Promise<voi
     if (issued.keyPem !== undefined) writeOutput(ctx, options.out, OUTPUT_FILES.key, issued.keyPem, 0o600);
     writeOutput(ctx, options.out, OUTPUT_FILES.p12, pkcs12(issued.certPem, issued.keyPem, p12Password, `${client.id} (${issued.identity.value})`), 0o600);
     const view = {
-      serial: issued.serial,
-      client_id: client.id,
-      subject: issued.identity.value,
-      thumbprint: issued.thumbprint,
-      not_before: issued.notBefore.toISOString(),
-      not_after: issued.notAfter.toISOString(),
+      ...issuedView(issued, client),
       files: [OUTPUT_FILES.cert, OUTPUT_FILES.ca, OUTPUT_FILES.p12, ...(issued.keyPem !== undefined ? [OUTPUT_FILES.key] : [])].map((name) =>
         path.join(options.out, name),
       ),

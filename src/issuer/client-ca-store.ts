@@ -141,6 +141,18 @@ export const CERTIFICATE_TTL_S = { min: 5 * 60, max: 366 * 86_400 } as const;
 /** The common name `ca init` gives the client CA unless told otherwise. */
 export const DEFAULT_CA_NAME = 'Gatehouse Client CA';
 
+/** A certificate just issued, as `certs issue --json` and POST /v1/certificates show it (before what each adds). */
+export function issuedView(issued: IssuedClientCertificate, client: Client) {
+  return {
+    serial: issued.serial,
+    client_id: client.id,
+    subject: issued.identity.value,
+    thumbprint: issued.thumbprint,
+    not_before: issued.notBefore.toISOString(),
+    not_after: issued.notAfter.toISOString(),
+  };
+}
+
 /** What the admin record of an issued certificate says (never the key). */
 export function issuedFields(issued: IssuedClientCertificate, client: Client, fromCsr: boolean): Readonly<Record<string, unknown>> {
   return {
