@@ -254,6 +254,10 @@ export class Gateway {
           const clientCa = issuer?.clientCaCertificate;
           if (clientCa !== undefined) yield ['client_ca', Date.parse(new X509Certificate(clientCa).validTo)] as const;
         });
+        const routed = routing;
+        metrics.watchUpstreams(function* () {
+          for (const [name, upstream] of routed.upstreams) yield { name, inFlight: upstream.inFlight, capacity: upstream.capacity };
+        });
         metrics.watchStores(function* () {
           if (issuer !== undefined) yield ['credentials', issuer.storeAvailable] as const;
           if (redis !== undefined) yield ['limiters', limiterStore.available] as const;

@@ -58,6 +58,11 @@ export class Routing {
     return this.table.quotas;
   }
 
+  /** The upstreams of the table in force (retiring ones are not counted). */
+  get upstreams(): ReadonlyMap<string, Upstream> {
+    return this.table.upstreams;
+  }
+
   /**
    * Builds the table of `next` and puts it in force. Upstreams and quotas whose settings did not change carry over as they
    * are (connections, health, counters); the others are new. Throws ConfigError, the current table untouched, when the

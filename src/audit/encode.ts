@@ -50,7 +50,7 @@ export function encodeCompletion(r: CompletionRecord): string {
     `{"seq":${num(r.seq)},"ts":${text(r.ts)},"type":"completion","instance":${text(r.instance)},"boot_id":${text(r.boot_id)}` +
     `,"request_id":${text(r.request_id)},"route":${text(r.route)},"status":${num(r.status)},"upstream":${text(r.upstream)}` +
     `,"upstream_status":${num(r.upstream_status)},"upstream_error":${text(r.upstream_error)},"upstream_target":${text(r.upstream_target)}` +
-    `,"upstream_retried":${list(r.upstream_retried)},"code":${text(r.code)}` +
+    `,"upstream_retried":${list(r.upstream_retried)},"code":${text(r.code)},"upstream_ms":${num(r.upstream_ms)}` +
     `,"bytes_in":${num(r.bytes_in)},"bytes_out":${num(r.bytes_out)},"duration_ms":${num(r.duration_ms)},"prev":${text(r.prev)}}`
   );
 }

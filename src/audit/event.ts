@@ -67,6 +67,11 @@ export interface CompletionEvent {
   readonly upstream_retried: readonly string[] | null;
   /** The code of a refusal the gateway sent after the allow (502, 503, 504, 413), if any. */
   readonly code: string | null;
+  /**
+   * Milliseconds from sending the request upstream (its first attempt) to the end of the upstream's answer or failure: the
+   * upstream's share of duration_ms (the rest is the gateway's). null when nothing was sent (and for built-in services).
+   */
+  readonly upstream_ms: number | null;
   /** Request body bytes read (null when not counted: a built-in service), response body bytes sent. */
   readonly bytes_in: number | null;
   readonly bytes_out: number;

@@ -321,6 +321,7 @@ export class AuditLog implements AuditSink {
       upstream_target: event.upstream_target,
       upstream_retried: event.upstream_retried,
       code: event.code,
+      upstream_ms: event.upstream_ms,
       bytes_in: event.bytes_in,
       bytes_out: event.bytes_out,
       duration_ms: event.duration_ms,

@@ -19,6 +19,8 @@ export class GatewayMetrics implements DecisionObserver {
   readonly registry = new Registry();
   private readonly requests: Counter<'route' | 'decision' | 'stage' | 'code'>;
   private readonly duration: Histogram<'route'>;
+  private readonly upstreamDuration: Histogram<'route'>;
+  private readonly gatewayDuration: Histogram<'route'>;
   private readonly upstream: Counter<'route' | 'outcome'>;
   private readonly upstreamFailures: Counter<'route' | 'code'>;
   private readonly tokens: Counter;
@@ -39,6 +41,20 @@ export class GatewayMetrics implements DecisionObserver {
     this.duration = new Histogram({
       name: 'gatehouse_request_duration_seconds',
       help: 'Time from the request to the end of its answer, of admitted requests, by route.',
+      labelNames: ['route'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.upstreamDuration = new Histogram({
+      name: 'gatehouse_upstream_duration_seconds',
+      help: "Forwarded requests: time from sending the request upstream to the end of the upstream's answer (or failure), by route.",
+      labelNames: ['route'],
+      buckets: DURATION_BUCKETS,
+      registers,
+    });
+    this.gatewayDuration = new Histogram({
+      name: 'gatehouse_gateway_added_duration_seconds',
+      help: "Forwarded requests: what the gateway added to the upstream's time (checks, audit, proxying), by route.",
       labelNames: ['route'],
       buckets: DURATION_BUCKETS,
       registers,
@@ -139,6 +155,29 @@ export class GatewayMetrics implements DecisionObserver {
     });
   }
 
+  /**
+   * `gatehouse_upstream_in_flight{upstream}` and `gatehouse_upstream_capacity{upstream}`: the requests each upstream holds
+   * now (sent, or waiting for a pooled connection) and how many it may hold before the gateway refuses with 503.
+   */
+  watchUpstreams(read: () => Iterable<{ readonly name: string; readonly inFlight: number; readonly capacity: number }>): void {
+    const registers = [this.registry];
+    const gauge = (name: string, help: string, value: (upstream: { inFlight: number; capacity: number }) => number): void => {
+      new Gauge({
+        name,
+        help,
+        labelNames: ['upstream'],
+        registers,
+        collect() {
+          // Upstreams come and go with reloads: only the ones in force are reported.
+          this.reset();
+          for (const upstream of read()) this.set({ upstream: upstream.name }, value(upstream));
+        },
+      });
+    };
+    gauge('gatehouse_upstream_in_flight', 'Requests an upstream holds now: sent, or queued for a pooled connection.', (u) => u.inFlight);
+    gauge('gatehouse_upstream_capacity', 'Requests an upstream may hold before further ones are refused (503 + Retry-After).', (u) => u.capacity);
+  }
+
   reload(outcome: 'reloaded' | 'refused'): void {
     this.reloads.inc({ outcome });
   }
@@ -167,6 +206,10 @@ export class GatewayMetrics implements DecisionObserver {
 
   onComplete(event: CompletionEvent): void {
     this.duration.observe({ route: event.route }, event.duration_ms / 1000);
+    if (event.upstream_ms !== null) {
+      this.upstreamDuration.observe({ route: event.route }, event.upstream_ms / 1000);
+      this.gatewayDuration.observe({ route: event.route }, Math.max(0, event.duration_ms - event.upstream_ms) / 1000);
+    }
     if (event.code !== null) this.upstreamFailures.inc({ route: event.route, code: event.code });
     if (event.upstream !== null) this.upstream.inc({ route: event.route, outcome: event.upstream });
   }

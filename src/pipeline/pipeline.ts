@@ -268,6 +268,7 @@ export class Pipeline {
       upstream_target: forwarded?.target ?? null,
       upstream_retried: forwarded === undefined || forwarded.retried.length === 0 ? null : forwarded.retried,
       code: forwarded?.code ?? null,
+      upstream_ms: forwarded?.upstreamMs ?? null,
       bytes_in: bytesIn,
       bytes_out: bytesOut,
       duration_ms: Math.round((performance.now() - request.startedAt) * 100) / 100,

@@ -260,6 +260,8 @@ export interface ForwardOutcome {
   readonly target: string | null;
   /** Earlier attempts that failed before any byte reached their target (`host:port CODE`), retried on another. */
   readonly retried: readonly string[];
+  /** Milliseconds from the first dispatch to the end of the upstream's answer or failure; null when nothing was sent. */
+  readonly upstreamMs: number | null;
 }
 
 /** Upstream capacity held for one request, from before its allow is recorded until the forward is done with it. */

@@ -214,6 +214,7 @@ const NOT_SENT_CLIENT_GONE: ForwardOutcome = Object.freeze({
   bytesOut: 0,
   target: null,
   retried: [],
+  upstreamMs: null,
 });
 
 const IDEMPOTENT = new Set(['GET', 'HEAD', 'OPTIONS', 'PUT', 'DELETE']);
@@ -238,6 +239,9 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
   private retry: (() => boolean) | undefined;
   /** Attempts that failed before any byte reached their target: `host:port CODE`. */
   private readonly retried: string[] = [];
+  /** When the first attempt was dispatched (performance.now()), and when undici reported the request's end. */
+  private sentAt: number | undefined;
+  private endedAt: number | undefined;
 
   constructor(
     private readonly exchange: HttpExchange,
@@ -274,6 +278,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
 
   /** The request goes to `target` now; `retry` sends it to another one if this one cannot be reached. */
   attempt(target: Target<Pool>, retry: (() => boolean) | undefined): void {
+    this.sentAt ??= performance.now();
     this.target = target;
     this.retry = retry;
     this.controller = undefined;
@@ -398,6 +403,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
 
   private attemptEnded(): void {
     if (this.target !== undefined) this.target.inFlight--;
+    this.endedAt = performance.now();
   }
 
   /** Passive health: counts a failure of the current target, and says so when it takes the target out. */
@@ -440,6 +446,7 @@ class ForwardingHandler implements Dispatcher.DispatchHandler {
       bytesOut: this.bytesOut,
       target: this.target?.authority ?? null,
       retried: this.retried,
+      upstreamMs: this.sentAt === undefined ? null : Math.round(((this.endedAt ?? performance.now()) - this.sentAt) * 100) / 100,
     });
   }
 }

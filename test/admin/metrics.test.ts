@@ -4,11 +4,13 @@
 // bounded under a flood of random paths and subjects.
 import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { connect } from 'node:tls';
 import parsePrometheusTextFormat, { type MetricFamily } from 'parse-prometheus-text-format';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
+import { readRecords } from '../../src/audit/read.js';
 import type { ConfigInput } from '../../src/config/schema.js';
 import type { TestCertificates, TestGateway } from '../support/harness.js';
 import { addClient, basicAuth, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
@@ -207,6 +209,39 @@ describe('the audit chain, certificates, stores and upstream failures', () => {
     const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(gw.certs.paths.serverCert)).validTo) / 1000);
     expect(sampleValue(after, 'gatehouse_certificate_expiry_timestamp_seconds', { certificate: 'server' })).toBe(notAfter);
     expect(sampleValue(after, 'gatehouse_store_up', { store: 'credentials' })).toBe(1);
+  });
+});
+
+describe('upstream latency and capacity', () => {
+  it("split a forwarded request's time into the upstream's and the gateway's, and show each upstream's use of its capacity", async () => {
+    const text = async (): Promise<string> => (await scrape({ cert: gw.certs.client })).text;
+    const before = await text();
+    const upstreamBefore = histogramCount(before, 'gatehouse_upstream_duration_seconds', 'down');
+    const addedBefore = histogramCount(before, 'gatehouse_gateway_added_duration_seconds', 'down');
+    const sent: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const res = await request(`${gw.origin}/down/latency`, { dispatcher: gw.agent() });
+      await res.body.dump();
+      expect(res.statusCode).toBe(502);
+      sent.push(String(res.headers['x-request-id']));
+    }
+    const after = await text();
+    expect(histogramCount(after, 'gatehouse_upstream_duration_seconds', 'down') - upstreamBefore).toBe(3);
+    expect(histogramCount(after, 'gatehouse_gateway_added_duration_seconds', 'down') - addedBefore).toBe(3);
+    const families = parsePrometheusTextFormat(after);
+    expect(sampleValue(families, 'gatehouse_upstream_in_flight', { upstream: 'down' })).toBe(0);
+    expect(sampleValue(families, 'gatehouse_upstream_capacity', { upstream: 'down' })).toBeGreaterThan(0);
+    // The split is on record too: each completion names the upstream's milliseconds, never more than the whole.
+    await gw.gateway.audit.flush();
+    const completions = readRecords(join(gw.dataDir, 'audit')).filter((r) => r.type === 'completion' && sent.includes(String(r['request_id'])));
+    expect(completions).toHaveLength(3);
+    for (const completion of completions) {
+      expect(completion['upstream_ms']).toEqual(expect.any(Number));
+      expect(Number(completion['upstream_ms'])).toBeLessThanOrEqual(Number(completion['duration_ms']));
+    }
+    // A built-in service sent nothing upstream.
+    const scrapeCompletion = readRecords(join(gw.dataDir, 'audit')).find((r) => r.type === 'completion' && r['route'] === 'admin-metrics');
+    expect(scrapeCompletion?.['upstream_ms']).toBeNull();
   });
 });
 

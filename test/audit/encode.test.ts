@@ -60,6 +60,7 @@ const completion: fc.Arbitrary<CompletionRecord> = fc.record({
   upstream_target: maybe(anyText),
   upstream_retried: maybe(fc.array(anyText, { maxLength: 3 })),
   code: maybe(anyText),
+  upstream_ms: maybe(anyNumber),
   bytes_in: maybe(anyNumber),
   bytes_out: anyNumber,
   duration_ms: anyNumber,
