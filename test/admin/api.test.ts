@@ -12,10 +12,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { identityFromSubjectAltName } from '../../src/authn/mtls.js';
 import { readRecords } from '../../src/audit/read.js';
 import type { ConfigInput } from '../../src/config/schema.js';
-import type { TestCertificates, TestGateway } from '../support/harness.js';
+import { startGateway, testAuditLog, type TestCertificates, type TestGateway } from '../support/harness.js';
 import { opensslCsr } from '../support/csr.js';
 import { eventually } from '../support/eventually.js';
-import { addClient, basicAuth, postForm, send, startIssuerGateway, withIssuer, type TestClient } from '../support/issuer.js';
+import { addClient, basicAuth, postForm, send, startIssuerGateway, withIssuer, withStore, type TestClient } from '../support/issuer.js';
 import { route } from '../support/routes.js';
 
 let gw: TestGateway;
@@ -550,5 +550,41 @@ describe('the admin API: audit query and verify (the CLI commands, run in a proc
     const broken = conforming(await call('POST', '/v1/audit/verify'), 'AuditVerification');
     expect(broken['intact']).toBe(false);
     expect(JSON.stringify(broken['report'])).toContain('modified');
+  });
+});
+
+describe('the admin API when the audit log cannot take records (LOG-07)', () => {
+  it('refuses a change with 503 before the store is touched, and still answers reads', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'gatehouse-api-auditgone-'));
+    const audit = testAuditLog(join(dir, 'audit'));
+    const failing = await startGateway(configure, { audit });
+    const port = failing.gateway.adminAddress?.port ?? 0;
+    const agent = failing.agent({ cert: failing.certs.client });
+    const send = async (method: string, path: string, json?: unknown): Promise<{ status: number; body: Record<string, unknown> }> => {
+      const res = await request(`https://127.0.0.1:${port}${path}`, {
+        method: method as 'GET',
+        dispatcher: agent,
+        ...(json !== undefined ? { headers: { 'content-type': 'application/json' }, body: JSON.stringify(json) } : {}),
+      });
+      const text = await res.body.text();
+      return { status: res.statusCode, body: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
+    };
+    try {
+      const before = (await send('GET', '/v1/clients')).body['clients'] as unknown[];
+      // The directory vanishes: the next batch cannot be written, and the log knows it from then on.
+      rmSync(join(dir, 'audit'), { recursive: true, force: true });
+      await send('GET', '/v1/clients');
+      expect(audit.ready).toBe(false);
+      const refused = await send('POST', '/v1/clients', { name: 'unrecorded', scopes: ['echo:read'] });
+      expect(refused.status).toBe(503);
+      expect(refused.body['code']).toBe('service_unavailable');
+      const stored = await withStore(failing, (store) => store.listClients());
+      expect(stored.map((client) => client.name)).not.toContain('unrecorded');
+      expect(stored).toHaveLength(before.length);
+    } finally {
+      await agent.close();
+      await failing.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
