@@ -258,6 +258,10 @@ export class Gateway {
         metrics.watchUpstreams(function* () {
           for (const [name, upstream] of routed.upstreams) yield { name, inFlight: upstream.inFlight, capacity: upstream.capacity };
         });
+        if (issuer !== undefined) {
+          const signing = issuer;
+          metrics.watchSigningKey(() => signing.signerTimes);
+        }
         metrics.watchStores(function* () {
           if (issuer !== undefined) yield ['credentials', issuer.storeAvailable] as const;
           if (redis !== undefined) yield ['limiters', limiterStore.available] as const;

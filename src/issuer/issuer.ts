@@ -312,6 +312,11 @@ export class Issuer {
     return this.store;
   }
 
+  /** When the signing key was made and when a rotation retires it (see KeyRing.signerTimes). */
+  get signerTimes(): { readonly createdAt: number; readonly retiresAt: number | null } | undefined {
+    return this.ring.signerTimes();
+  }
+
   /** `gatehouse ca init` for the admin API, with this issuer's master key (ClientCaError 'ca_exists' when there is one). */
   initClientCa(commonName: string): Promise<ClientCa> {
     return initClientCa(this.store, this.kek, { commonName, now: this.now() });

@@ -91,6 +91,13 @@ export class KeyRing {
     throw new SigningKeyError('no_signing_key', 'No signing key is active: run the gateway once to create one, or wait for a pending key to activate.');
   }
 
+  /** When the key that signs now was made, and when it stops signing (a scheduled rotation), for the metrics; undefined when none signs. */
+  signerTimes(): { readonly createdAt: number; readonly retiresAt: number | null } | undefined {
+    const now = this.#now();
+    const entry = this.#snapshot.entries.find((candidate) => canSign(candidate, now));
+    return entry === undefined ? undefined : { createdAt: entry.createdAt, retiresAt: entry.retiredAt };
+  }
+
   /** Every key from creation until expiry: pending keys (published before they sign) and retired keys whose tokens may live on. */
   publishedJwks(): { keys: JWK[] } {
     const now = this.#now();

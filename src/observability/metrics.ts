@@ -142,6 +142,35 @@ export class GatewayMetrics implements DecisionObserver {
     });
   }
 
+  /**
+   * The key that signs tokens now: `gatehouse_signing_key_created_timestamp_seconds` (a signing key does not expire while it
+   * signs; its age is what a rotation policy alerts on) and `gatehouse_signing_key_retirement_timestamp_seconds` (when a
+   * scheduled rotation stops it; 0 when none is scheduled). Both are 0 while no key signs.
+   */
+  watchSigningKey(read: () => { readonly createdAt: number; readonly retiresAt: number | null } | undefined): void {
+    const registers = [this.registry];
+    new Gauge({
+      name: 'gatehouse_signing_key_created_timestamp_seconds',
+      help: 'When the key that signs access tokens now was created, Unix seconds (0 while no key signs).',
+      registers,
+      collect() {
+        this.reset();
+        const times = read();
+        if (times !== undefined) this.set(Math.floor(times.createdAt / 1000));
+      },
+    });
+    new Gauge({
+      name: 'gatehouse_signing_key_retirement_timestamp_seconds',
+      help: 'When the key that signs now stops signing (a rotation scheduled it), Unix seconds; 0 when no rotation is scheduled.',
+      registers,
+      collect() {
+        this.reset();
+        const retiresAt = read()?.retiresAt;
+        if (retiresAt !== undefined && retiresAt !== null) this.set(Math.floor(retiresAt / 1000));
+      },
+    });
+  }
+
   /** `gatehouse_store_up{store}`: 1 while the credential store or the shared limiter store answers, 0 while it does not. */
   watchStores(read: () => Iterable<readonly [string, boolean]>): void {
     new Gauge({

@@ -245,6 +245,24 @@ describe('upstream latency and capacity', () => {
   });
 });
 
+describe('the signing key', () => {
+  it('shows when the signing key was made, and when a scheduled rotation retires it', async () => {
+    const read = async (): Promise<MetricFamily[]> => parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
+    const before = await read();
+    const created = sampleValue(before, 'gatehouse_signing_key_created_timestamp_seconds', {});
+    expect(created).toBeGreaterThan(Date.now() / 1000 - 3600);
+    expect(created).toBeLessThanOrEqual(Date.now() / 1000);
+    expect(sampleValue(before, 'gatehouse_signing_key_retirement_timestamp_seconds', {})).toBe(0);
+    // A publish-first rotation (admin API) schedules the signing key's retirement for when the new key activates.
+    const res = await request(`https://127.0.0.1:${adminPort}/v1/keys/rotate`, { method: 'POST', dispatcher: gw.agent({ cert: gw.certs.client }) });
+    const rotated = (await res.body.json()) as { activates_at: string };
+    expect(res.statusCode).toBe(200);
+    const after = await read();
+    expect(sampleValue(after, 'gatehouse_signing_key_created_timestamp_seconds', {})).toBe(created);
+    expect(sampleValue(after, 'gatehouse_signing_key_retirement_timestamp_seconds', {})).toBe(Math.floor(Date.parse(rotated.activates_at) / 1000));
+  });
+});
+
 describe('configuration reloads', () => {
   it('are counted by outcome: reloaded, and refused (a change only a restart can make)', async () => {
     const count = async (outcome: string): Promise<number> =>
