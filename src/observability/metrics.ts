@@ -10,6 +10,8 @@ import type { DecisionObserver } from '../pipeline/pipeline.js';
 const NO_ROUTE = '';
 /** The token endpoint's route id (issuer/issuer.ts): its allows are tokens issued. */
 const TOKEN_ROUTE = 'oauth-token';
+/** The endpoints where a client authenticates itself (issuer/issuer.ts). */
+const CLIENT_AUTH_ROUTES: ReadonlySet<string> = new Set([TOKEN_ROUTE, 'oauth-introspect', 'oauth-revoke']);
 /** What a Node or OpenSSL error code looks like; anything else is not put in a label. */
 const ERROR_CODE = /^[A-Z][A-Z0-9_]{1,63}$/;
 /** Request durations, seconds: from a cached token check (sub-millisecond) to a slow upstream. */
@@ -24,6 +26,8 @@ export class GatewayMetrics implements DecisionObserver {
   private readonly upstream: Counter<'route' | 'outcome'>;
   private readonly upstreamFailures: Counter<'route' | 'code'>;
   private readonly tokens: Counter;
+  private readonly clientAuthFailures: Counter<'route'>;
+  private readonly clientAuthBlocks: Counter<'route'>;
   private readonly reloads: Counter<'outcome'>;
   private readonly handshakes: Counter<'listener' | 'version' | 'protocol'>;
   private readonly handshakeFailures: Counter<'listener' | 'reason'>;
@@ -74,6 +78,18 @@ export class GatewayMetrics implements DecisionObserver {
     this.tokens = new Counter({
       name: 'gatehouse_tokens_issued_total',
       help: 'Access tokens issued by the token endpoint (refusals are gatehouse_requests_total{route="oauth-token",decision="deny"} by code).',
+      registers,
+    });
+    this.clientAuthFailures = new Counter({
+      name: 'gatehouse_client_auth_failures_total',
+      help: 'Client authentications that failed at the OAuth endpoints (invalid_client), by route.',
+      labelNames: ['route'],
+      registers,
+    });
+    this.clientAuthBlocks = new Counter({
+      name: 'gatehouse_client_auth_blocks_total',
+      help: 'Client authentication attempts refused unchecked by the brute-force limits (slow_down), by route.',
+      labelNames: ['route'],
       registers,
     });
     this.reloads = new Counter({
@@ -231,6 +247,10 @@ export class GatewayMetrics implements DecisionObserver {
   onDecision(record: AuditRecord): void {
     this.requests.inc({ route: record.route ?? NO_ROUTE, decision: record.decision, stage: record.stage, code: record.code ?? '' });
     if (record.route === TOKEN_ROUTE && record.decision === 'allow') this.tokens.inc();
+    else if (record.decision === 'deny' && record.stage === 'issuer' && record.route !== null && CLIENT_AUTH_ROUTES.has(record.route)) {
+      if (record.code === 'invalid_client') this.clientAuthFailures.inc({ route: record.route });
+      else if (record.code === 'slow_down') this.clientAuthBlocks.inc({ route: record.route });
+    }
   }
 
   onComplete(event: CompletionEvent): void {

@@ -196,6 +196,29 @@ describe('connections, handshakes and tokens', () => {
   });
 });
 
+describe('client authentication', () => {
+  it('counts failed client authentications, and the attempts the brute-force limits then refuse unchecked', async () => {
+    const read = async (name: string): Promise<number> =>
+      sampleValue(parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text), name, { route: 'oauth-token' });
+    const [failures, blocks] = [await read('gatehouse_client_auth_failures_total'), await read('gatehouse_client_auth_blocks_total')];
+    const codes: unknown[] = [];
+    // One (client id, address) pair: ten failures in a row, then the pair is blocked (issuer.client_auth defaults).
+    for (let i = 0; i < 12; i++) {
+      const res = await request(`${gw.origin}/oauth2/token`, {
+        method: 'POST',
+        dispatcher: gw.agent(),
+        headers: { 'content-type': 'application/x-www-form-urlencoded', authorization: basicAuth('metrics-nobody', 'wrong-secret') },
+        body: 'grant_type=client_credentials',
+      });
+      codes.push(((await res.body.json()) as { error?: unknown }).error);
+    }
+    expect(codes.filter((code) => code === 'invalid_client')).toHaveLength(10);
+    expect(codes.filter((code) => code === 'slow_down')).toHaveLength(2);
+    expect((await read('gatehouse_client_auth_failures_total')) - failures).toBe(10);
+    expect((await read('gatehouse_client_auth_blocks_total')) - blocks).toBe(2);
+  });
+});
+
 describe('the audit chain, certificates, stores and upstream failures', () => {
   it("report the chain head, certificate expiry, store health and the requests answered in the upstream's place", async () => {
     const before = parsePrometheusTextFormat((await scrape({ cert: gw.certs.client })).text);
