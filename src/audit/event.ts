@@ -120,6 +120,8 @@ export interface AuditState {
   readonly seq: number;
   readonly dropped: number;
   readonly queuedBytes: number;
+  /** The seq the newest signed checkpoint covers (0 before the first): records after it are not yet under a signature. */
+  readonly checkpointSeq: number;
 }
 
 export class AuditUnavailableError extends Error {

@@ -150,6 +150,8 @@ export class AuditLog implements AuditSink {
   private exporting: Promise<void> = Promise.resolve();
   private recovery: NodeJS.Timeout | undefined;
   private configVersion: string | null;
+  /** The seq the newest checkpoint of this run covers (see AuditState). */
+  private checkpointSeq = 0;
   private readonly aggregator: RefusalAggregator | undefined;
   private pruning = false;
 
@@ -273,7 +275,7 @@ export class AuditLog implements AuditSink {
   }
 
   state(): AuditState {
-    return { seq: this.seq, dropped: this.dropped, queuedBytes: this.queuedBytes };
+    return { seq: this.seq, dropped: this.dropped, queuedBytes: this.queuedBytes, checkpointSeq: this.checkpointSeq };
   }
 
   event(type: OperationalEvent, fields: Readonly<Record<string, string | number | null>>): void {
@@ -499,6 +501,7 @@ export class AuditLog implements AuditSink {
     const head = this.head;
     const signature = settings.signer.sign(checkpointPayload({ instance: this.options.instance, coversSeq, head, ts, bootId: this.bootId }));
     const line = this.appendChainRecord('checkpoint', { covers_seq: coversSeq, head, key_id: settings.signer.keyId, signature }, ts);
+    this.checkpointSeq = coversSeq;
     this.cadence?.signed();
     const target = settings.exportTo;
     if (target === undefined) return;

@@ -139,6 +139,11 @@ export class GatewayMetrics implements DecisionObserver {
     gauge('gatehouse_audit_chain_seq', "Sequence number of the last record of this gateway's audit chain.", (s) => s.seq);
     gauge('gatehouse_audit_dropped_records', 'Audit records dropped since start (audit.on_failure: fail-open only).', (s) => s.dropped);
     gauge('gatehouse_audit_queued_bytes', 'Audit record bytes waiting for the disk.', (s) => s.queuedBytes);
+    gauge(
+      'gatehouse_audit_checkpoint_seq',
+      'Sequence number the newest signed checkpoint of this run covers (0 before the first): the records after it await a signature.',
+      (s) => s.checkpointSeq,
+    );
   }
 
   /**

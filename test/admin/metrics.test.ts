@@ -27,6 +27,8 @@ function configure(base: ConfigInput, certs: TestCertificates): ConfigInput {
   return {
     ...withIssuer(base, {}, [route('down', '/down', { to: 'down' })]),
     upstreams: { down: { url: 'http://127.0.0.1:1' } },
+    // A checkpoint every 20 records: the checkpoint gauge moves within the test's traffic.
+    audit: { checkpoint_every_records: 20 },
     admin: { port: 0, subjects: [subject] },
   };
 }
@@ -228,6 +230,10 @@ describe('the audit chain, certificates, stores and upstream failures', () => {
     // The scrape itself, the /down allow and its completion: the chain moved on.
     expect(sampleValue(after, 'gatehouse_audit_chain_seq', {})).toBeGreaterThan(seqBefore);
     expect(sampleValue(after, 'gatehouse_audit_dropped_records', {})).toBe(0);
+    // Earlier tests sent far more than 20 records: a checkpoint covers some of them, never more than the chain holds.
+    const checkpointSeq = sampleValue(after, 'gatehouse_audit_checkpoint_seq', {});
+    expect(checkpointSeq).toBeGreaterThan(0);
+    expect(checkpointSeq).toBeLessThanOrEqual(sampleValue(after, 'gatehouse_audit_chain_seq', {}));
     expect(sampleValue(after, 'gatehouse_upstream_failures_total', { route: 'down', code: 'upstream_unavailable' })).toBe(1);
     const notAfter = Math.floor(Date.parse(new X509Certificate(readFileSync(gw.certs.paths.serverCert)).validTo) / 1000);
     expect(sampleValue(after, 'gatehouse_certificate_expiry_timestamp_seconds', { certificate: 'server' })).toBe(notAfter);
