@@ -16,6 +16,9 @@ import {
   TextBody,
 } from '../pipeline/stage.js';
 import { allowedMethods } from '../server/router.js';
+import { trustedProxyList } from '../server/ingress.js';
+import { AnonymousAuthenticator } from '../authn/anonymous.js';
+import { type BlockList, isIP } from 'node:net';
 import { API_BODY_LIMIT } from './api.js';
 import { CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
 import { AUDIT_PATH, AuditApi, type AuditApiParts } from './audit-api.js';
@@ -25,17 +28,27 @@ import type { CertificateStore, ClientStore, SigningKeyStore } from '../store/co
 
 const CHALLENGE = 'Bearer realm="gatehouse-admin"';
 
-/** Who may call an admin route: the admin identities (certificates), tokens with the admin scope, and `readers`. */
+/**
+ * Who may call an admin route: the admin identities (certificates), tokens with the admin scope, `readers`, and — without
+ * a credential — callers from `networks` (the metrics scraper's, when configured).
+ */
 export class AdminPolicy implements Authorizer {
   private readonly subjects: ReadonlySet<string>;
 
-  constructor(admins: readonly string[], readers: readonly string[] = []) {
+  constructor(
+    admins: readonly string[],
+    readers: readonly string[] = [],
+    private readonly networks: BlockList | undefined = undefined,
+  ) {
     this.subjects = new Set([...admins, ...readers]);
   }
 
   authorize(request: AuthenticatedRequest): AuthzDecision {
     const { principal } = request;
     if (principal.method === 'anonymous') {
+      // The socket's address: nobody forwards for an operator (the admin listener trusts no proxy).
+      const address = request.connection.peerAddress;
+      if (this.networks !== undefined && this.networks.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) return { allowed: true };
       return {
         allowed: false,
         error: new GatewayError('unauthenticated', { reason: 'admin route requires a credential', headers: { 'www-authenticate': CHALLENGE } }),
@@ -87,6 +100,7 @@ export interface AdminRouteParts {
 
 export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
   const admins = new AdminPolicy(parts.config.subjects);
+  const metricsNetworks = trustedProxyList(parts.config.metrics_networks);
   const route = (
     id: string,
     pathPrefix: string,
@@ -113,8 +127,19 @@ export function compileAdminRoutes(parts: AdminRouteParts): Route[] {
     };
   };
   return [
-    // Scrapers (metrics_subjects) read the metrics and nothing else.
-    route('admin-metrics', '/metrics', ['GET'], new MetricsService(parts.metrics), 0, new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects)),
+    // Scrapers (metrics_subjects, metrics_networks) read the metrics and nothing else.
+    {
+      ...route(
+        'admin-metrics',
+        '/metrics',
+        ['GET'],
+        new MetricsService(parts.metrics),
+        0,
+        new AdminPolicy(parts.config.subjects, parts.config.metrics_subjects, metricsNetworks),
+      ),
+      // A caller without a credential reaches the policy (which admits it only from metrics_networks) instead of a 401.
+      ...(metricsNetworks !== undefined ? { authenticators: [...parts.authenticators, new AnonymousAuthenticator()] } : {}),
+    },
     ...(parts.api !== undefined
       ? [
           route('admin-openapi', '/openapi.json', ['GET'], new OpenApiService()),

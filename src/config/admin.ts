@@ -2,6 +2,7 @@
 // public one. Absent = off. Every admin endpoint needs an admin credential: a client certificate whose identity is one of
 // `subjects`, or an access token of this gateway's issuer carrying the scope `gatehouse:admin`.
 import { z } from 'zod';
+import { cidr } from './fields.js';
 
 /** The scope an access token must carry to be an admin credential. */
 export const ADMIN_SCOPE = 'gatehouse:admin';
@@ -15,5 +16,10 @@ export const adminSchema = z.strictObject({
   subjects: z.array(z.string().min(1)).default([]),
   /** Further certificate identities that may read /metrics only (a Prometheus scraper). */
   metrics_subjects: z.array(z.string().min(1)).default([]),
+  /**
+   * Addresses (CIDR or single) that may read /metrics without a credential: a scraper on a network the operator trusts.
+   * Nothing else on the admin listener is opened by it. Empty = none.
+   */
+  metrics_networks: z.array(cidr).default([]),
 });
 export type AdminConfig = z.infer<typeof adminSchema>;

@@ -292,6 +292,46 @@ describe('the signing key', () => {
   });
 });
 
+describe('admin.metrics_networks', () => {
+  it('opens /metrics, and nothing else, to callers from the configured networks without a credential', async () => {
+    const open = await startIssuerGateway((base, certs) => ({
+      ...configure(base, certs),
+      admin: { port: 0, subjects: [], metrics_networks: ['127.0.0.0/8'] },
+    }));
+    try {
+      const port = open.gateway.adminAddress?.port ?? 0;
+      const get = async (path: string, headers: Record<string, string> = {}): Promise<{ status: number; text: string }> => {
+        const res = await request(`https://127.0.0.1:${port}${path}`, { dispatcher: open.agent(), headers });
+        return { status: res.statusCode, text: await res.body.text() };
+      };
+      const scraped = await get('/metrics');
+      expect(scraped.status).toBe(200);
+      expect(parsePrometheusTextFormat(scraped.text).some((f) => f.name === 'gatehouse_requests_total')).toBe(true);
+      // A credential that is presented is still checked: a bad token is refused, not ignored for the network's sake.
+      expect((await get('/metrics', { authorization: 'Bearer not.a.token' })).status).toBe(401);
+      // The admin API stays closed to the network.
+      expect((await get('/v1/clients')).status).toBe(401);
+      expect((await get('/openapi.json')).status).toBe(401);
+    } finally {
+      await open.stop();
+    }
+  });
+
+  it('does not open /metrics to an address outside them', async () => {
+    const closed = await startIssuerGateway((base, certs) => ({
+      ...configure(base, certs),
+      admin: { port: 0, subjects: [], metrics_networks: ['10.0.0.0/8', '::1/128'] },
+    }));
+    try {
+      const res = await request(`https://127.0.0.1:${closed.gateway.adminAddress?.port ?? 0}/metrics`, { dispatcher: closed.agent() });
+      await res.body.dump();
+      expect(res.statusCode).toBe(401);
+    } finally {
+      await closed.stop();
+    }
+  });
+});
+
 describe('configuration reloads', () => {
   it('are counted by outcome: reloaded, and refused (a change only a restart can make)', async () => {
     const count = async (outcome: string): Promise<number> =>
