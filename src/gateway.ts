@@ -167,8 +167,13 @@ export class Gateway {
     if (redis !== undefined && config.redis !== undefined) {
       const { key_prefix: keyPrefix, instances, timeout_ms: timeoutMs } = config.redis;
       limiters = new RedisLimiterBackend(redis, { keyPrefix, shares: instances * workers, timeoutMs });
-    } else if (worker !== undefined) limiters = new ClusterLimiterBackend(worker.channel, { workers, timeoutMs: PRIMARY_TIMEOUT_MS });
-    else limiters = new MemoryLimiterBackend();
+    } else if (worker !== undefined) {
+      limiters = new ClusterLimiterBackend(worker.channel, {
+        workers,
+        timeoutMs: PRIMARY_TIMEOUT_MS,
+        onPrimaryState: (answering, silentMs) => (answering ? limiterStore.primaryBack(silentMs) : limiterStore.primarySilent(PRIMARY_TIMEOUT_MS)),
+      });
+    } else limiters = new MemoryLimiterBackend();
     // The issuer opens next: it decides whether a missing master key file may be created (a store with signing keys
     // sealed under another key must not get a new one); the audit key is then sealed under the same master key.
     let issuer: Issuer | undefined;
@@ -488,6 +493,20 @@ class LimiterStoreReport {
     this.available = true;
     this.record('limiter_store_recovered', { redis: where, unavailable_ms: downMs });
     this.log.info({ redis: where, down_ms: downMs }, 'shared limiter store (Redis) reachable again: limits are counted across instances');
+  }
+
+  /** A worker's calls to its primary (which counts the workers' limits) went unanswered: the outage policies decide. */
+  primarySilent(timeoutMs: number): void {
+    this.record('limiter_store_unavailable', { primary: 'cluster primary', error: `no answer within ${timeoutMs} ms` });
+    this.log.warn(
+      { timeout_ms: timeoutMs },
+      "the primary did not answer a limiter call in time: quota_outage degrade counts this worker's share in memory, deny answers 503",
+    );
+  }
+
+  primaryBack(silentMs: number): void {
+    this.record('limiter_store_recovered', { primary: 'cluster primary', unavailable_ms: silentMs });
+    this.log.info({ silent_ms: silentMs }, 'the primary answers limiter calls again: limits are counted across workers');
   }
 
   private record(type: OperationalEvent, fields: Record<string, string | number>): void {

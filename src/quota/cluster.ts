@@ -233,10 +233,14 @@ class ClusterClient {
   private definitions = 0;
   private sweeper: NodeJS.Timeout | undefined;
   private closed = false;
+  /** Since when (performance.now()) the primary has let a call go unanswered; undefined while it answers. */
+  private silentSince: number | undefined;
 
   constructor(
     channel: LimiterChannel,
     private readonly timeoutMs: number,
+    /** Told when the primary first leaves a call unanswered (false), and when it answers again (true, after how long). */
+    private readonly onPrimaryState: ((answering: boolean, silentMs: number) => void) | undefined = undefined,
   ) {
     this.outbox = new Outbox(channel);
     channel.onMessage(unbatched((message) => this.receive(message)));
@@ -271,6 +275,11 @@ class ClusterClient {
 
   private receive(message: Single): void {
     if (message.gatehouse !== 'limiter.answer') return;
+    if (this.silentSince !== undefined) {
+      const silentMs = Math.round(performance.now() - this.silentSince);
+      this.silentSince = undefined;
+      this.onPrimaryState?.(true, silentMs);
+    }
     const pending = this.pending.get(message.id);
     if (pending !== undefined) {
       this.pending.delete(message.id);
@@ -283,7 +292,13 @@ class ClusterClient {
 
   private sweep(): void {
     const now = performance.now();
+    const before = this.pending.size;
     this.failAll((pending) => pending.deadline <= now);
+    // A call went unanswered: the limiters follow their outage policies until the primary answers again (reported once).
+    if (this.pending.size < before && this.silentSince === undefined) {
+      this.silentSince = now - this.timeoutMs;
+      this.onPrimaryState?.(false, 0);
+    }
     if (this.pending.size === 0 && this.sweeper !== undefined) {
       clearInterval(this.sweeper);
       this.sweeper = undefined;
@@ -304,6 +319,8 @@ export interface ClusterLimiterOptions {
   readonly workers: number;
   /** How long a worker waits for the primary's answer before its outage policy decides. */
   readonly timeoutMs: number;
+  /** Told when the primary first leaves a call unanswered (false), and when it answers again (true, after how long). */
+  readonly onPrimaryState?: (answering: boolean, silentMs: number) => void;
 }
 
 /** A worker's limiters, counted by the primary. */
@@ -312,7 +329,7 @@ export class ClusterLimiterBackend extends SharedLimiterBackend {
 
   constructor(channel: LimiterChannel, options: ClusterLimiterOptions) {
     super(options.workers);
-    this.client = new ClusterClient(channel, options.timeoutMs);
+    this.client = new ClusterClient(channel, options.timeoutMs, options.onPrimaryState);
   }
 
   protected store(spec: StoreSpec): SharedStore {

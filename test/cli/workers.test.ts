@@ -311,13 +311,17 @@ describe('gatehouse serve --workers', () => {
     expect((await Promise.all(Array.from({ length: 10 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
     await eventually(() => lines(server, 'worker listening').length === 3, 10_000, 'the replacement listening');
     expect((await Promise.all(Array.from({ length: 10 }, () => get(server.port, '/open/x')))).every((s) => s === 200)).toBe(true);
-    // The dead worker's slots are free again: at least as many more requests are admitted as it held. (Exactly as many,
-    // unless the machine is so loaded that a worker gets no answer from the primary within a second: its limiter's
-    // outage policy then admits on the worker's own share, which can admit one more. CI has seen that.)
+    // The dead worker's slots are free again: as many more requests are admitted as it held, while the survivor still
+    // holds its own — unless the machine was so loaded that a worker got no answer from the primary within a second (it
+    // says so in its log): its limiter's outage policy then admits on the worker's own share, which can admit one more.
     upstream.respond = (_req, res) => res.end('ok');
     const statuses = await Promise.all([get(server.port, '/slow/c'), get(server.port, '/slow/d')]);
-    expect(statuses.filter((s) => s === 200).length).toBeGreaterThanOrEqual(freed);
     expect(statuses.every((s) => s === 200 || s === 429)).toBe(true);
+    const admitted = statuses.filter((s) => s === 200).length;
+    // Log lines reach stdout within 250 ms.
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    if (lines(server, 'the primary did not answer a limiter call in time').length > 0) expect(admitted).toBeGreaterThanOrEqual(freed);
+    else expect(admitted).toBe(freed);
     for (const release of held) release();
     await Promise.all(slow);
     await server.stop();

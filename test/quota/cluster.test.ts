@@ -128,6 +128,27 @@ describe('limits counted by the primary for every worker', () => {
     expect(await outcome(Promise.resolve(slots.acquire('k')))).toBe('unavailable');
   });
 
+  it('reports the primary silent once when calls go unanswered, and back (with how long) when it answers again', async () => {
+    const host = new ClusterLimiterHost();
+    const channel = pipe();
+    host.serve(channel.primary);
+    const states: Array<[boolean, number]> = [];
+    const backend = new ClusterLimiterBackend(channel.worker, { workers: 2, timeoutMs: 50, onPrimaryState: (answering, ms) => states.push([answering, ms]) });
+    const window = backend.rate({ keyPrefix: 'state', points: 10, durationS: 60 }, 'degrade');
+    expect(await outcome(window.consume('k'))).toBe('ok');
+    expect(states).toEqual([]);
+    channel.stalled = true;
+    expect(await outcome(window.consume('k'))).toBe('ok');
+    expect(await outcome(window.consume('k'))).toBe('ok');
+    expect(states).toEqual([[false, 0]]);
+    channel.stalled = false;
+    channel.flush();
+    await outcome(window.consume('k'));
+    expect(states).toHaveLength(2);
+    expect(states[1]?.[0]).toBe(true);
+    expect(states[1]?.[1]).toBeGreaterThanOrEqual(50);
+  });
+
   it('a slot granted after the worker stopped waiting is handed back to the primary', async () => {
     const { host, workers } = cluster(1, 100);
     const [w] = workers;
