@@ -4,7 +4,7 @@
 // (the AuditSink is injected here, as tests do).
 import 'reflect-metadata';
 import { pino } from 'pino';
-import type { AuditEvent, AuditRecord, AuditSink } from '../src/audit/event.js';
+import { type AuditEvent, type AuditRecord, type AuditSink, decisionRecordOf } from '../src/audit/event.js';
 import { loadConfigFile } from '../src/config/load.js';
 import { Gateway } from '../src/gateway.js';
 
@@ -17,38 +17,9 @@ class DiscardingSink implements AuditSink {
   private seq = 0;
   private turn: Promise<void> | undefined;
   append(event: AuditEvent): AuditRecord {
-    // Every key spelled out, as the real log builds its record: a spread of the event into a wider object costs several
-    // microseconds (V8 leaves its fast object shapes), which would be charged to the variant without a chain.
-    return {
-      seq: ++this.seq,
-      ts: '',
-      type: 'decision',
-      instance: 'bench',
-      boot_id: '',
-      config: null,
-      request_id: event.request_id,
-      trace_id: event.trace_id,
-      method: event.method,
-      path: event.path,
-      raw_target: event.raw_target,
-      route: event.route,
-      protocol: event.protocol,
-      client_ip: event.client_ip,
-      peer_ip: event.peer_ip,
-      decision: event.decision,
-      stage: event.stage,
-      code: event.code,
-      reason: event.reason,
-      status: event.status,
-      subject: event.subject,
-      auth_method: event.auth_method,
-      cert_thumbprint: event.cert_thumbprint,
-      client_id: event.client_id,
-      jti: event.jti,
-      scopes: event.scopes,
-      prev: '',
-      hash: '',
-    };
+    // Built as the real log builds its record (an object spread would cost several microseconds by itself, charged to the
+    // variant without a chain).
+    return Object.assign(decisionRecordOf({ seq: ++this.seq, ts: '', instance: 'bench', boot_id: '', config: null, prev: '' }, event), { hash: '' });
   }
   admin(): void {
     // Nothing kept.

@@ -32,10 +32,10 @@ import {
   type AuditSink,
   type AuditState,
   type CompletionEvent,
+  decisionRecordOf,
   type OperationalEvent,
 } from './event.js';
 
-const RAW_TARGET_MAX = 512;
 /** While records are being dropped (fail-open) or refused, the alert is repeated this often. */
 const ALERT_INTERVAL_MS = 10_000;
 
@@ -233,36 +233,10 @@ export class AuditLog implements AuditSink {
     if (event.decision === 'deny' && this.aggregator !== undefined && !this.aggregator.admit(event, this.now())) return this.unwritten(event);
     this.rotateIfDue();
     const seq = ++this.seq;
-    // Every key spelled out in one order: one object shape for every record (cheap to build and to serialize).
-    const record = {
-      seq,
-      ts: this.timestamp(),
-      type: 'decision' as const,
-      instance: this.options.instance,
-      boot_id: this.bootId,
-      config: this.configVersion,
-      request_id: event.request_id,
-      trace_id: event.trace_id,
-      method: event.method,
-      path: event.path,
-      raw_target: event.raw_target.length > RAW_TARGET_MAX ? event.raw_target.slice(0, RAW_TARGET_MAX) : event.raw_target,
-      route: event.route,
-      protocol: event.protocol,
-      client_ip: event.client_ip,
-      peer_ip: event.peer_ip,
-      decision: event.decision,
-      stage: event.stage,
-      code: event.code,
-      reason: event.reason,
-      status: event.status,
-      subject: event.subject,
-      auth_method: event.auth_method,
-      cert_thumbprint: event.cert_thumbprint,
-      client_id: event.client_id,
-      jti: event.jti,
-      scopes: event.scopes,
-      prev: this.head,
-    };
+    const record = decisionRecordOf(
+      { seq, ts: this.timestamp(), instance: this.options.instance, boot_id: this.bootId, config: this.configVersion, prev: this.head },
+      event,
+    );
     const { hash } = this.enqueue(record, encodeDecision(record));
     // The member is added after serialization (the sealed bytes have no hash of their own): one shape transition for
     // every record alike, instead of copying the record.
@@ -386,17 +360,11 @@ export class AuditLog implements AuditSink {
 
   /** The record of a decision that is not in the chain on its own (dropped under fail-open, or aggregated): seq 0. */
   private unwritten(event: AuditEvent): AuditRecord {
-    return {
-      seq: 0,
-      ts: this.timestamp(),
-      type: 'decision',
-      instance: this.options.instance,
-      boot_id: this.bootId,
-      config: this.configVersion,
-      ...event,
-      prev: '',
-      hash: '',
-    };
+    const record = decisionRecordOf(
+      { seq: 0, ts: this.timestamp(), instance: this.options.instance, boot_id: this.bootId, config: this.configVersion, prev: '' },
+      event,
+    );
+    return Object.assign(record, { hash: '' });
   }
 
   /** The window's aggregated refusals, one record per source (exact counts); counted as dropped if they cannot be written. */
