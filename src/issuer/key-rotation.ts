@@ -24,6 +24,15 @@ export interface RotateSigningKeyOptions {
  * tokens from a predecessor, and waiting would only prolong the time the issuer cannot sign at all.
  */
 export async function rotateSigningKey(store: SigningKeyStore, kek: KeyEncryptionKey, opts: RotateSigningKeyOptions): Promise<SigningKey> {
+  return (await publishNextKey(store, kek, opts)).next;
+}
+
+/** rotateSigningKey, also saying which key it retired and when (undefined when none was in line to sign). */
+async function publishNextKey(
+  store: SigningKeyStore,
+  kek: KeyEncryptionKey,
+  opts: RotateSigningKeyOptions,
+): Promise<{ readonly next: SigningKey; readonly retire: { readonly kid: string; readonly retiredAt: number; readonly expiresAt: number } | undefined }> {
   const { alg, now, activationDelayS, maxTokenLifetimeS } = opts;
   assertTime(now, 'now');
   if (!Number.isFinite(activationDelayS) || activationDelayS < 0)
@@ -39,7 +48,7 @@ export async function rotateSigningKey(store: SigningKeyStore, kek: KeyEncryptio
       ? undefined
       : { kid: predecessor.kid, retiredAt: activatesAt, expiresAt: activatesAt + Math.ceil(maxTokenLifetimeS * 1000) + RETIREMENT_GRACE_MS };
   await store.rotateSigningKey(next, retire);
-  return next;
+  return { next, retire };
 }
 
 /** `keys rotate --now` (see planImmediateRotation): one store transaction. Returns the new key and the keys it stopped. */
@@ -87,41 +96,37 @@ export async function rotateSigningKeys(
       expires_at: isoTime(key.expiresAt),
       signed: key.activatesAt <= now,
     }));
-    const skippedDelay = activationDelayS > 0 && stops.length > 0;
-    return {
-      report: {
-        kid: next.kid,
-        alg: next.alg,
-        created_at: isoTime(next.createdAt),
-        activates_at: isoTime(next.activatesAt),
-        retires: null,
-        stopped: stops,
-        without_publication_delay: skippedDelay,
-      },
-      changes: {
-        alg: next.alg,
-        activates_at: isoTime(next.activatesAt),
-        retires: stops.map((key) => key.kid).join(' ') || null,
-        without_publication_delay: skippedDelay,
-      },
-    };
+    return rotationReport(next, null, stops, activationDelayS > 0 && stops.length > 0);
   }
-  const before = new Map((await store.listSigningKeys()).map((key) => [key.kid, key]));
-  const next = await rotateSigningKey(store, kek, opts);
-  // The key this rotation retired: the one whose retirement it just scheduled.
-  const retired = (await store.listSigningKeys()).find((key) => key.retiredAt !== null && before.get(key.kid)?.retiredAt === null);
-  const retires = retired === undefined ? null : { kid: retired.kid, retired_at: isoTime(retired.retiredAt), expires_at: isoTime(retired.expiresAt) };
+  const { next, retire } = await publishNextKey(store, kek, opts);
+  const retires = retire === undefined ? null : { kid: retire.kid, retired_at: isoTime(retire.retiredAt), expires_at: isoTime(retire.expiresAt) };
+  return rotationReport(next, retires, [], false);
+}
+
+/** The report of a rotation and its admin record's fields: `retires` names the retired key, or the keys `stopped`. */
+function rotationReport(
+  next: SigningKey,
+  retires: RotationReport['retires'],
+  stopped: RotationReport['stopped'],
+  withoutPublicationDelay: boolean,
+): { readonly report: RotationReport; readonly changes: Readonly<Record<string, unknown>> } {
+  const activatesAt = isoTime(next.activatesAt);
   return {
     report: {
       kid: next.kid,
       alg: next.alg,
       created_at: isoTime(next.createdAt),
-      activates_at: isoTime(next.activatesAt),
+      activates_at: activatesAt,
       retires,
-      stopped: [],
-      without_publication_delay: false,
+      stopped,
+      without_publication_delay: withoutPublicationDelay,
     },
-    changes: { alg: next.alg, activates_at: isoTime(next.activatesAt), retires: retires?.kid ?? null, without_publication_delay: false },
+    changes: {
+      alg: next.alg,
+      activates_at: activatesAt,
+      retires: retires?.kid ?? (stopped.map((key) => key.kid).join(' ') || null),
+      without_publication_delay: withoutPublicationDelay,
+    },
   };
 }
 
