@@ -4,16 +4,13 @@
 // the process's other threads (V8's garbage-collection and compiler helpers, the libuv pool: log writes). Benchmark
 // only: the variants drop checks on purpose, to price them, and never exist outside this file.
 import 'reflect-metadata';
-import { spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
-import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
+import { portLine, removeWork, runLoad, startProcess, stopAll, type Started } from './children.js';
 import { benchGatewayConfig } from './gateway-config.js';
-import type { LoadOptions, LoadResult } from './load.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 const ROOT = resolve(HERE, '../..');
@@ -91,19 +88,6 @@ function threadCpu(pid: number): { main: number; other: number } {
   return { main, other };
 }
 
-async function generate(work: string, options: LoadOptions): Promise<LoadResult> {
-  const file = join(work, `load-${Date.now()}-${Math.random().toString(36).slice(2)}.json`);
-  writeFileSync(file, JSON.stringify(options));
-  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  generator.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString('utf8');
-  });
-  const [code] = (await once(generator, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`the load generator exited with ${code}`);
-  return JSON.parse(output) as LoadResult;
-}
-
 const median = (values: readonly number[]): number => {
   const sorted = [...values].sort((a, b) => a - b);
   const middle = Math.floor(sorted.length / 2);
@@ -147,7 +131,7 @@ async function main(): Promise<void> {
         const target = targets.get(variant.name) as Started;
         const pid = target.child.pid as number;
         const before = threadCpu(pid);
-        const result = await generate(work, {
+        const result = await runLoad(work, {
           port: target.port,
           path: '/bench/x',
           seconds: round === 0 ? 2 : SECONDS,

@@ -1,8 +1,32 @@
 // The bench's child processes: started and waited for by the port on their first JSON line, stopped and waited for (a
 // gateway drains and closes its audit log first), and the scratch directory removed without ever crashing the bench.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { rmSync } from 'node:fs';
+import { once } from 'node:events';
+import { rmSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { LoadOptions, LoadResult } from './load.js';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+let loads = 0;
+
+/** Runs the load generator (bench/load.ts) in its own process and returns what it measured. */
+export async function runLoad(work: string, options: LoadOptions): Promise<LoadResult> {
+  const file = join(work, `load-${++loads}.json`);
+  writeFileSync(file, JSON.stringify(options));
+  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  generator.stdout.on('data', (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+  });
+  const [code] = (await once(generator, 'exit')) as [number | null];
+  if (code !== 0) throw new Error(`the load generator exited with ${code} on 127.0.0.1:${options.port}${options.path}`);
+  const result = JSON.parse(output) as LoadResult;
+  // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
+  if (result.total === 0) throw new Error(`no request to 127.0.0.1:${options.port}${options.path} completed in ${options.seconds} s (${result.errors} errors)`);
+  return result;
+}
 
 export interface Started {
   readonly child: ChildProcess;

@@ -17,8 +17,8 @@ import { fileURLToPath } from 'node:url';
 import { initDevCertificates } from '../src/tls/ca.js';
 import { benchAuditQuery } from './audit-query.js';
 import { benchGatewayConfig } from './gateway-config.js';
-import { portLine, removeWork, startProcess, stopAll, type Started } from './children.js';
-import type { LoadOptions, LoadResult } from './load.js';
+import { portLine, removeWork, runLoad, startProcess, stopAll, type Started } from './children.js';
+import type { LoadResult } from './load.js';
 import { nginxAvailable, startNginx } from './nginx.js';
 import type { PeerSettings } from './peer-checks.js';
 import { fetchDpopTokens, fetchJwks, fetchTokens, registerClient, type DpopHolder } from './tokens.js';
@@ -74,25 +74,6 @@ function cpuMicros(pid: number | undefined): number {
   return total;
 }
 
-let loads = 0;
-
-/** Runs the load generator (bench/load.ts) in its own process and returns what it measured. */
-async function generate(work: string, options: LoadOptions): Promise<LoadResult> {
-  const file = join(work, `load-${++loads}.json`);
-  writeFileSync(file, JSON.stringify(options));
-  const generator = spawn(process.execPath, [join(HERE, 'load.js'), file], { stdio: ['ignore', 'pipe', 'inherit'] });
-  let output = '';
-  generator.stdout.on('data', (chunk: Buffer) => {
-    output += chunk.toString('utf8');
-  });
-  const [code] = (await once(generator, 'exit')) as [number | null];
-  if (code !== 0) throw new Error(`the load generator exited with ${code} on 127.0.0.1:${options.port}${options.path}`);
-  const result = JSON.parse(output) as LoadResult;
-  // A target that answered nothing (crashed, stalled) must not turn into a ratio of Infinity or 0.
-  if (result.total === 0) throw new Error(`no request to 127.0.0.1:${options.port}${options.path} completed in ${options.seconds} s (${result.errors} errors)`);
-  return result;
-}
-
 /**
  * Loads `path` of a target; with `tokens`, each connection cycles through them, one bearer token per request; with
  * `rate`, at that many requests per second in all. The CPU is the target's: its process and their children.
@@ -109,7 +90,7 @@ async function load(
 ): Promise<Result> {
   const pid = target.child.pid;
   const cpuBefore = cpuMicros(pid);
-  const result = await generate(work, {
+  const result = await runLoad(work, {
     port: target.port,
     path,
     seconds,
@@ -365,12 +346,12 @@ async function main(): Promise<void> {
     // Protection: the health probe while the token endpoint is flooded with wrong client secrets (argon2 runs on the thread
     // pool, bounded; it must never starve the event loop that answers everything else).
     const probe = (seconds: number): Promise<LoadResult> =>
-      generate(work, { port: gateway.port, path: '/healthz', seconds, connections: 2, rate: 100, cert: tls.cert, key: tls.key, tokens: [] });
+      runLoad(work, { port: gateway.port, path: '/healthz', seconds, connections: 2, rate: 100, cert: tls.cert, key: tls.key, tokens: [] });
     const quiet = await probe(DURATION_S);
     const wrong = `Basic ${Buffer.from(`${client.id}:not-the-secret`).toString('base64')}`;
     const [flooded, flood] = await Promise.all([
       probe(DURATION_S),
-      generate(work, {
+      runLoad(work, {
         port: gateway.port,
         path: '/oauth2/token',
         seconds: DURATION_S,
