@@ -16,9 +16,9 @@ import {
   TextBody,
 } from '../pipeline/stage.js';
 import { allowedMethods } from '../server/router.js';
-import { trustedProxyList } from '../server/ingress.js';
+import { isTrusted, trustedProxyList } from '../server/ingress.js';
 import { AnonymousAuthenticator } from '../authn/anonymous.js';
-import { type BlockList, isIP } from 'node:net';
+import type { BlockList } from 'node:net';
 import { API_BODY_LIMIT } from './api.js';
 import { CLIENTS_PATH, ClientsApi, type ClientsApiParts } from './clients-api.js';
 import { AUDIT_PATH, AuditApi, type AuditApiParts } from './audit-api.js';
@@ -48,7 +48,7 @@ export class AdminPolicy implements Authorizer {
     if (principal.method === 'anonymous') {
       // The socket's address: nobody forwards for an operator (the admin listener trusts no proxy).
       const address = request.connection.peerAddress;
-      if (this.networks !== undefined && this.networks.check(address, isIP(address) === 6 ? 'ipv6' : 'ipv4')) return { allowed: true };
+      if (this.networks !== undefined && isTrusted(this.networks, address)) return { allowed: true };
       return {
         allowed: false,
         error: new GatewayError('unauthenticated', { reason: 'admin route requires a credential', headers: { 'www-authenticate': CHALLENGE } }),

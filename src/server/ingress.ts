@@ -190,7 +190,8 @@ export class Ingress {
   }
 }
 
-function isTrusted(list: BlockList, address: string): boolean {
+/** Whether an address is in a list made by trustedProxyList (anything that is not an IP address is not). */
+export function isTrusted(list: BlockList, address: string): boolean {
   const family = isIP(address);
   return family !== 0 && list.check(address, family === 6 ? 'ipv6' : 'ipv4');
 }
